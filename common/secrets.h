@@ -1,0 +1,39 @@
+// Secret material on disk: tokens and credentials.
+//
+// Secrets are 256-bit random values, hex encoded. Files holding them are
+// created with mode 0600 and written atomically (temporary file + rename), so
+// a crash never leaves a half-written secret. Secret values are never logged;
+// error messages name the file, not its content. Thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+
+namespace varan {
+
+// 32 random bytes from the kernel, as 64 lowercase hex characters.
+std::string GenerateSecret();
+
+// Reads a secret from `path`, trimming surrounding whitespace. Errors:
+// NOT_FOUND (missing file), PERMISSION_DENIED (unreadable), INVALID_ARGUMENT
+// (empty). Messages name the path.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path);
+
+// Writes `secret` plus a newline to `path` with mode 0600, atomically.
+absl::Status WriteSecretFile(const std::string& path, absl::string_view secret);
+
+// Returns the secret in `path`, creating it with a fresh random value first
+// if the file does not exist. `*created` tells which happened.
+absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,
+                                             bool* created);
+
+// Compares two secrets in time independent of where they differ.
+bool SecretEquals(absl::string_view a, absl::string_view b);
+
+// Creates `dir` (and parents) with mode 0700 if missing. Errors name `dir`.
+absl::Status EnsurePrivateDir(const std::string& dir);
+
+}  // namespace varan

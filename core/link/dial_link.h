@@ -1,0 +1,44 @@
+// DialLink: reaches a periphery by dialing its advertised address and calling
+// its Agent service with the periphery's credential. DialLinkProvider caches
+// one gRPC channel per address.
+//
+// Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "core/link/periphery_link.h"
+#include "grpcpp/grpcpp.h"
+
+namespace varan::core {
+
+class DialLink final : public PeripheryLink {
+ public:
+  DialLink(std::shared_ptr<grpc::Channel> channel, std::string address,
+           std::string credential);
+  ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                       ExecuteObserver* observer) override;
+
+ private:
+  // Shared with every call in flight: a call may outlive the link.
+  std::shared_ptr<grpc::Channel> channel_;
+  const std::string address_;
+  const std::string credential_;
+};
+
+class DialLinkProvider final : public LinkProvider {
+ public:
+  std::shared_ptr<PeripheryLink> LinkFor(const std::string& id,
+                                         const std::string& address,
+                                         const std::string& credential) override;
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace varan::core

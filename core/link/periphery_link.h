@@ -1,0 +1,50 @@
+// PeripheryLink: how core reaches one periphery, whichever direction the
+// connection goes. The dispatcher only ever holds this interface.
+//
+// Thread-safety: implementations are thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "varan/v1/periphery.pb.h"
+
+namespace varan::core {
+
+// Receives one Execute call's events. OnEvent may run on any thread but
+// never concurrently for one call; OnDone runs exactly once, last.
+class ExecuteObserver {
+ public:
+  virtual ~ExecuteObserver() = default;
+  virtual void OnEvent(const varan::v1::ExecuteEvent& event) = 0;
+  virtual void OnDone(const absl::Status& status) = 0;
+};
+
+// Handle to an Execute call in flight. Valid until the observer's OnDone
+// has returned.
+class ExecuteCall {
+ public:
+  virtual ~ExecuteCall() = default;
+  // Asks the periphery to stop the command (by ending the call).
+  virtual void Cancel() = 0;
+};
+
+class PeripheryLink {
+ public:
+  virtual ~PeripheryLink() = default;
+  // Starts `request`. `observer` must stay valid until its OnDone.
+  virtual ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                               ExecuteObserver* observer) = 0;
+};
+
+// Gives the link for a periphery (id, address, credential).
+class LinkProvider {
+ public:
+  virtual ~LinkProvider() = default;
+  virtual std::shared_ptr<PeripheryLink> LinkFor(const std::string& id,
+                                                 const std::string& address,
+                                                 const std::string& credential) = 0;
+};
+
+}  // namespace varan::core

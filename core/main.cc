@@ -1,0 +1,155 @@
+// varan-core: the central server. Wires flags to objects and serves; the
+// work happens in fleet/, jobs/, link/ and server/.
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/address.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/logging.h"
+#include "common/secrets.h"
+#include "common/server.h"
+#include "core/fleet/registry.h"
+#include "core/jobs/dispatcher.h"
+#include "core/link/dial_link.h"
+#include "core/server/auth.h"
+#include "core/server/services.h"
+#include "varan/version.h"
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::cerr << "varan-core: error: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  varan::BlockTerminationSignals();
+
+  CLI::App app{"varan-core: the Varan control plane. Peripheries register "
+               "with it; operators run commands on them through it.",
+               "varan-core"};
+  app.set_version_flag("--version",
+                       std::string("varan-core ") + varan::kVersion);
+  std::string config_file;
+  std::vector<std::string> listen = {"[::]:7700"};
+  std::string data_dir = "/var/lib/varan/core";
+  double heartbeat_seconds = 10;
+  uint64_t capture_limit = 4 * 1024 * 1024;
+  double shutdown_grace_seconds = 10;
+  std::string log_level = "info";
+  std::string log_format = "text";
+
+  app.add_option("--config", config_file,
+                 "TOML file with any of these flags as keys "
+                 "(e.g. listen = [\"[::]:7700\"])")
+      ->envname("VARAN_CONFIG");
+  app.add_option("--listen", listen,
+                 "Address to serve on; repeatable. [::]:PORT serves IPv6 and "
+                 "IPv4 (IPv4 only where IPv6 is disabled)")
+      ->capture_default_str();
+  app.add_option("--data-dir", data_dir,
+                 "Directory for core's state: admin.token and join.token are "
+                 "created here on first start")
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval", heartbeat_seconds,
+                 "Seconds between periphery heartbeats; a periphery is "
+                 "offline after missing 3")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--capture-limit", capture_limit,
+                 "Bytes of output kept per target and stream of a job")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", shutdown_grace_seconds,
+                 "Seconds in-flight calls get to finish on SIGTERM/SIGINT")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_option("--log-format", log_format, "text or json")
+      ->capture_default_str();
+  varan::BindEnvironment(app);
+  app.footer(
+      "Every flag can also be set as VARAN_<FLAG> in the environment (e.g. "
+      "VARAN_DATA_DIR) or as a key in the --config file; flags win over the "
+      "environment, which wins over the file.\n\n"
+      "Example:\n  varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
+
+  int exit_code = 0;
+  if (!varan::ParseDaemonFlags(app, "--config", argc, argv, &exit_code)) {
+    return exit_code;
+  }
+  if (absl::Status s = varan::InitLogging("core", log_level, log_format);
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  std::vector<varan::HostPort> listen_addrs;
+  for (const auto& l : listen) {
+    auto hp = varan::ParseListenAddress(l);
+    if (!hp.ok()) return Fail(absl::StrCat("--listen: ", hp.status().message()));
+    listen_addrs.push_back(*hp);
+  }
+  if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
+    return Fail(absl::StrCat("--data-dir: ", s.message()));
+  }
+  std::string tokens[2];
+  const char* token_names[2] = {"admin.token", "join.token"};
+  for (int i = 0; i < 2; ++i) {
+    std::string path = absl::StrCat(data_dir, "/", token_names[i]);
+    bool created = false;
+    auto token = varan::EnsureSecretFile(path, &created);
+    if (!token.ok()) return Fail(std::string(token.status().message()));
+    tokens[i] = *token;
+    spdlog::info("{} {}", created ? "created" : "using", path);
+  }
+
+  varan::core::FleetOptions fleet_options;
+  fleet_options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
+  varan::core::FleetRegistry fleet(varan::RealClock::Get(), fleet_options);
+  varan::core::DialLinkProvider links;
+  varan::core::DispatcherOptions dispatcher_options;
+  dispatcher_options.default_capture_limit = capture_limit;
+  varan::core::Dispatcher dispatcher(&fleet, &links, varan::RealClock::Get(),
+                                     dispatcher_options);
+  varan::core::Authenticator auth(tokens[0], tokens[1]);
+  varan::core::RegistryService registry_service(&auth, &fleet);
+  varan::core::FleetService fleet_service(&auth, &fleet);
+  varan::core::JobsService jobs_service(&auth, &dispatcher);
+
+  auto server = varan::StartServer(
+      listen_addrs, {&registry_service, &fleet_service, &jobs_service});
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  std::vector<std::string> bound;
+  for (const auto& hp : server->addresses) bound.push_back(varan::FormatHostPort(hp));
+  spdlog::info("varan-core {} listening on {}", varan::kVersion,
+               absl::StrJoin(bound, ", "));
+  for (const auto& hp : server->addresses) {
+    if (!varan::IsLoopbackHost(hp.host)) {
+      spdlog::warn("serving plaintext gRPC on {}: tokens and output cross "
+                   "the network unencrypted",
+                   varan::FormatHostPort(hp));
+      break;
+    }
+  }
+
+  int sig = varan::WaitForTerminationSignal();
+  spdlog::info("received signal {}; shutting down", sig);
+  const absl::Duration grace = absl::Seconds(shutdown_grace_seconds);
+  // Stop accepting; running calls (watchers, exec streams) get the grace
+  // period, then are canceled. Calls to peripheries are canceled too, which
+  // stops their commands.
+  server->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  dispatcher.Shutdown(absl::Seconds(5));
+  server->server->Wait();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,45 @@
+#include "core/server/auth.h"
+
+#include "common/address.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+#include "common/secrets.h"
+
+namespace varan::core {
+namespace {
+
+grpc::Status Refuse(const grpc::CallbackServerContext& context,
+                    const char* what) {
+  spdlog::warn("refused a call from {}: missing or wrong {}",
+               NormalizePeerAddress(context.peer()), what);
+  return grpc::Status(
+      grpc::StatusCode::UNAUTHENTICATED,
+      std::string("missing or wrong ") + what +
+          " (send it as 'authorization: Bearer <token>' metadata)");
+}
+
+}  // namespace
+
+Authenticator::Authenticator(std::string admin_token, std::string join_token)
+    : admin_token_(std::move(admin_token)), join_token_(std::move(join_token)) {}
+
+grpc::Status Authenticator::AuthenticateOperator(
+    const grpc::CallbackServerContext& context, Caller* caller) const {
+  absl::string_view token = BearerToken(context);
+  if (token.empty() || !SecretEquals(token, admin_token_)) {
+    return Refuse(context, "operator token");
+  }
+  caller->name = "admin";
+  return grpc::Status::OK;
+}
+
+grpc::Status Authenticator::AuthenticateJoin(
+    const grpc::CallbackServerContext& context) const {
+  absl::string_view token = BearerToken(context);
+  if (token.empty() || !SecretEquals(token, join_token_)) {
+    return Refuse(context, "join token");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace varan::core

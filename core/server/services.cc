@@ -1,0 +1,256 @@
+#include "core/server/services.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/address.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+#include "common/time_util.h"
+
+namespace varan::core {
+namespace {
+
+using varan::v1::JobEvent;
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
+                               const grpc::Status& status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// Streams a job's events from a sequence number until the job finishes.
+// One write in flight; the job's watcher callback drives writes that were
+// waiting for new events. Deletes itself in OnDone.
+class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
+ public:
+  // `job` null means `error` says why nothing is streamed.
+  static JobEventWriter* Create(std::shared_ptr<Job> job, uint64_t from,
+                                const grpc::Status& error) {
+    auto* w = new JobEventWriter(std::move(job), from);
+    if (w->job_ == nullptr) {
+      w->FinishOnce(error);
+      return w;
+    }
+    w->watcher_ = w->job_->AddWatcher([w] { w->TryWrite(); });
+    w->TryWrite();
+    return w;
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ok) ++next_;
+    }
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
+      return;
+    }
+    TryWrite();
+  }
+
+  void OnCancel() override {
+    bool idle;
+    {
+      absl::MutexLock lock(&mu_);
+      idle = !writing_;
+    }
+    // With a write in flight, OnWriteDone(false) finishes instead.
+    if (idle) FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "canceled"));
+  }
+
+  void OnDone() override {
+    if (job_ != nullptr) job_->RemoveWatcher(watcher_);
+    delete this;
+  }
+
+ private:
+  JobEventWriter(std::shared_ptr<Job> job, uint64_t from)
+      : job_(std::move(job)), next_(from) {}
+
+  void TryWrite() {
+    Job::Read read;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      read = job_->EventAt(next_, &current_);
+      if (read == Job::Read::kEvent) writing_ = true;
+    }
+    if (read == Job::Read::kEvent) {
+      StartWrite(&current_);
+    } else if (read == Job::Read::kEnd) {
+      FinishOnce(grpc::Status::OK);
+    }
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  const std::shared_ptr<Job> job_;
+  uint64_t watcher_ = 0;
+  absl::Mutex mu_;
+  uint64_t next_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  JobEvent current_;  // owned by the write in flight
+};
+
+}  // namespace
+
+// --- Registry --------------------------------------------------------------
+
+grpc::ServerUnaryReactor* RegistryService::Register(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RegisterRequest* request,
+    varan::v1::RegisterResponse* response) {
+  if (grpc::Status s = auth_->AuthenticateJoin(*context); !s.ok()) {
+    return Done(context, s);
+  }
+  const std::string peer = NormalizePeerAddress(context->peer());
+  auto reg = fleet_->Register(*request, peer);
+  if (!reg.ok()) {
+    spdlog::warn("refused registration of \"{}\" from {}: {}", request->name(),
+                 peer, reg.status().message());
+    return Done(context, ToGrpcStatus(reg.status()));
+  }
+  spdlog::info("periphery {} registered from {} (id {}, dial {})",
+               request->name(), peer, reg->id, request->advertise_address());
+  response->set_periphery_id(reg->id);
+  response->set_credential(reg->credential);
+  SetDuration(fleet_->heartbeat_interval(),
+              response->mutable_heartbeat_interval());
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RegistryService::Heartbeat(
+    grpc::CallbackServerContext* context,
+    const varan::v1::HeartbeatRequest* request,
+    varan::v1::HeartbeatResponse* response) {
+  absl::Status s =
+      fleet_->Heartbeat(request->periphery_id(), BearerToken(*context),
+                        request->stats(), NormalizePeerAddress(context->peer()));
+  if (!s.ok()) return Done(context, ToGrpcStatus(s));
+  SetDuration(fleet_->heartbeat_interval(),
+              response->mutable_heartbeat_interval());
+  return Done(context, grpc::Status::OK);
+}
+
+// --- Fleet -----------------------------------------------------------------
+
+grpc::ServerUnaryReactor* FleetService::ListPeripheries(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListPeripheriesRequest* request,
+    varan::v1::ListPeripheriesResponse* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  auto list = fleet_->List(request->target());
+  if (!list.ok()) return Done(context, ToGrpcStatus(list.status()));
+  for (auto& p : *list) *response->add_peripheries() = std::move(p);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* FleetService::GetPeriphery(
+    grpc::CallbackServerContext* context,
+    const varan::v1::GetPeripheryRequest* request,
+    varan::v1::Periphery* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  auto p = fleet_->Get(request->name_or_id());
+  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
+  *response = *std::move(p);
+  return Done(context, grpc::Status::OK);
+}
+
+// --- Jobs ------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* JobsService::Dispatch(
+    grpc::CallbackServerContext* context,
+    const varan::v1::DispatchRequest* request,
+    varan::v1::DispatchResponse* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  auto job = dispatcher_->Dispatch(*request, caller.name);
+  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
+  response->set_job_id((*job)->id());
+  for (const auto& t : (*job)->Snapshot(false).targets()) {
+    response->add_targets(t.name());
+  }
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
+    grpc::CallbackServerContext* context,
+    const varan::v1::DispatchRequest* request) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return JobEventWriter::Create(nullptr, 0, s);
+  }
+  auto job = dispatcher_->Dispatch(*request, caller.name);
+  if (!job.ok()) {
+    return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
+  }
+  return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::WatchJobRequest* request) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return JobEventWriter::Create(nullptr, 0, s);
+  }
+  auto job = dispatcher_->Find(request->job_id());
+  if (job == nullptr) {
+    return JobEventWriter::Create(
+        nullptr, 0,
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("no job with id \"", request->job_id(), "\"")));
+  }
+  return JobEventWriter::Create(std::move(job), request->from_sequence(),
+                                grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* JobsService::GetJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  auto job = dispatcher_->Find(request->job_id());
+  if (job == nullptr) {
+    return Done(context,
+                grpc::Status(grpc::StatusCode::NOT_FOUND,
+                             absl::StrCat("no job with id \"",
+                                          request->job_id(), "\"")));
+  }
+  *response = job->Snapshot(/*with_output=*/true);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* JobsService::ListJobs(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListJobsRequest* request,
+    varan::v1::ListJobsResponse* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  size_t limit = request->limit() == 0 ? 50 : std::min(request->limit(), 1000u);
+  for (auto& j : dispatcher_->List(limit)) *response->add_jobs() = std::move(j);
+  return Done(context, grpc::Status::OK);
+}
+
+}  // namespace varan::core

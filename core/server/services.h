@@ -1,0 +1,78 @@
+// core's gRPC services: Registry (peripheries), Fleet and Jobs (operators).
+//
+// Each is a thin edge: authenticate, translate, call FleetRegistry or
+// Dispatcher, turn absl::Status into grpc::Status. Thread-safe; the objects
+// they point to must outlive them, and they must outlive the grpc::Server.
+#pragma once
+
+#include "core/fleet/registry.h"
+#include "core/jobs/dispatcher.h"
+#include "core/server/auth.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::core {
+
+class RegistryService final : public varan::v1::Registry::CallbackService {
+ public:
+  RegistryService(const Authenticator* auth, FleetRegistry* fleet)
+      : auth_(auth), fleet_(fleet) {}
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const varan::v1::RegisterRequest* request,
+                                     varan::v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(
+      grpc::CallbackServerContext* context,
+      const varan::v1::HeartbeatRequest* request,
+      varan::v1::HeartbeatResponse* response) override;
+
+ private:
+  const Authenticator* const auth_;
+  FleetRegistry* const fleet_;
+};
+
+class FleetService final : public varan::v1::Fleet::CallbackService {
+ public:
+  FleetService(const Authenticator* auth, const FleetRegistry* fleet)
+      : auth_(auth), fleet_(fleet) {}
+
+  grpc::ServerUnaryReactor* ListPeripheries(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ListPeripheriesRequest* request,
+      varan::v1::ListPeripheriesResponse* response) override;
+  grpc::ServerUnaryReactor* GetPeriphery(
+      grpc::CallbackServerContext* context,
+      const varan::v1::GetPeripheryRequest* request,
+      varan::v1::Periphery* response) override;
+
+ private:
+  const Authenticator* const auth_;
+  const FleetRegistry* const fleet_;
+};
+
+class JobsService final : public varan::v1::Jobs::CallbackService {
+ public:
+  JobsService(const Authenticator* auth, Dispatcher* dispatcher)
+      : auth_(auth), dispatcher_(dispatcher) {}
+
+  grpc::ServerUnaryReactor* Dispatch(grpc::CallbackServerContext* context,
+                                     const varan::v1::DispatchRequest* request,
+                                     varan::v1::DispatchResponse* response) override;
+  grpc::ServerWriteReactor<varan::v1::JobEvent>* Exec(
+      grpc::CallbackServerContext* context,
+      const varan::v1::DispatchRequest* request) override;
+  grpc::ServerWriteReactor<varan::v1::JobEvent>* WatchJob(
+      grpc::CallbackServerContext* context,
+      const varan::v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const varan::v1::GetJobRequest* request,
+                                   varan::v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const varan::v1::ListJobsRequest* request,
+                                     varan::v1::ListJobsResponse* response) override;
+
+ private:
+  const Authenticator* const auth_;
+  Dispatcher* const dispatcher_;
+};
+
+}  // namespace varan::core

@@ -1,0 +1,79 @@
+// One command run under supervision on the periphery.
+//
+// Execution::Start validates the spec, spawns the process in its own process
+// group and starts a supervisor thread that:
+//  * feeds stdin (if any) and reads stdout/stderr without blocking on either,
+//    turning what it reads into ExecuteEvents (started, output..., exited)
+//    pushed into the execution's BoundedQueue, so a slow consumer stops the
+//    reading and thus the process (back-pressure) instead of growing memory;
+//  * on timeout or Cancel(), sends SIGTERM to the whole process group, then
+//    SIGKILL after `kill_grace`;
+//  * when the command's main process exits, kills what is left of its
+//    process group (background children) so nothing is left running, drains
+//    the pipes, reaps, and pushes the `exited` event.
+//
+// Ownership: Start returns a shared_ptr because the supervisor thread and
+// the consumer (a gRPC reactor) both hold it and either may finish first.
+// All public methods are thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/bounded_queue.h"
+#include "varan/v1/periphery.pb.h"
+
+namespace varan::periphery {
+
+struct ExecutionOptions {
+  // SIGTERM-to-SIGKILL grace period for timeouts and cancellation.
+  absl::Duration kill_grace = absl::Seconds(5);
+  // Largest single output chunk.
+  size_t max_chunk_bytes = 64 * 1024;
+  // Output bytes queued for the consumer before reading pauses.
+  size_t queue_bytes = 1024 * 1024;
+  // Working directory when the spec gives none.
+  std::string default_working_dir = "/";
+};
+
+using EventQueue = BoundedQueue<varan::v1::ExecuteEvent>;
+
+class Execution {
+ public:
+  // Checks `spec` (INVALID_ARGUMENT names the problem) and starts the
+  // supervisor. Failures to start the process itself (no such file, bad
+  // working directory) are not errors here: they arrive as an `exited`
+  // event with KIND_START_FAILED.
+  static absl::StatusOr<std::shared_ptr<Execution>> Start(
+      const varan::v1::CommandSpec& spec, const ExecutionOptions& options);
+
+  ~Execution();
+
+  // The events, ending with exactly one `exited`.
+  EventQueue& events() { return queue_; }
+
+  // Stops the command (SIGTERM to its group, SIGKILL after the grace). The
+  // result reports KIND_CANCELED. Idempotent; no effect once it exited.
+  void Cancel();
+
+  Execution(const Execution&) = delete;
+  Execution& operator=(const Execution&) = delete;
+
+ private:
+  Execution(const varan::v1::CommandSpec& spec, const ExecutionOptions& options);
+  void Supervise();
+
+  const varan::v1::CommandSpec spec_;
+  const ExecutionOptions options_;
+  EventQueue queue_;
+  // Written by Cancel(), read by the supervisor: wakes its poll().
+  int cancel_fd_ = -1;
+  std::atomic<bool> cancel_requested_{false};
+};
+
+}  // namespace varan::periphery

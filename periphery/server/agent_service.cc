@@ -1,0 +1,220 @@
+#include "absl/strings/string_view.h"
+#include "periphery/server/agent_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/address.h"
+#include "common/grpc_util.h"
+#include "common/secrets.h"
+#include "periphery/host/facts.h"
+#include "common/log.h"
+
+namespace varan::periphery {
+
+using varan::v1::ExecuteEvent;
+
+// Streams one Execution's events. Lives from Execute() until OnDone().
+class AgentService::ExecuteReactor final
+    : public grpc::ServerWriteReactor<ExecuteEvent> {
+ public:
+  ExecuteReactor(AgentService* service, std::string execution_id)
+      : service_(service), execution_id_(std::move(execution_id)) {}
+
+  // Starts streaming from `execution` (null when `error` says why not).
+  void Begin(std::shared_ptr<Execution> execution, grpc::Status error) {
+    if (!error.ok()) {
+      Finish(error);
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      execution_ = std::move(execution);
+    }
+    TryWrite();
+  }
+
+  void Cancel() {
+    std::shared_ptr<Execution> e;
+    {
+      absl::MutexLock lock(&mu_);
+      e = execution_;
+    }
+    if (e) e->Cancel();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool finish_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok && !finished_) {
+        finished_ = true;
+        finish_now = true;
+      }
+    }
+    if (finish_now) {
+      // The stream broke: the caller is gone. Stop the command.
+      Cancel();
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
+      return;
+    }
+    if (ok) TryWrite();
+  }
+
+  void OnCancel() override {
+    spdlog::info("execution {}: caller went away; stopping the command",
+                 execution_id_);
+    Cancel();
+  }
+
+  void OnDone() override {
+    std::shared_ptr<Execution> e;
+    {
+      absl::MutexLock lock(&mu_);
+      e = execution_;
+    }
+    if (e) {
+      e->Cancel();  // no effect if it already exited
+      e->events().Abandon();
+    }
+    service_->OnExecutionDone(this);
+    delete this;
+  }
+
+ private:
+  // Writes the next event if none is in flight, or arranges to be called
+  // again when one is queued. Never blocks.
+  void TryWrite() {
+    EventQueue::PopResult result;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_ || execution_ == nullptr) return;
+      result = execution_->events().TryPop(&current_, [this] { TryWrite(); });
+      if (result == EventQueue::PopResult::kItem) writing_ = true;
+      if (result == EventQueue::PopResult::kDrained) finished_ = true;
+    }
+    switch (result) {
+      case EventQueue::PopResult::kItem:
+        if (current_.has_exited()) {
+          spdlog::info("execution {}: finished ({})", execution_id_,
+                       current_.exited().ShortDebugString());
+        }
+        StartWrite(&current_);
+        return;
+      case EventQueue::PopResult::kDrained:
+        Finish(grpc::Status::OK);
+        return;
+      case EventQueue::PopResult::kEmpty:
+        return;
+    }
+  }
+
+  AgentService* const service_;
+  const std::string execution_id_;
+  absl::Mutex mu_;
+  std::shared_ptr<Execution> execution_ ABSL_GUARDED_BY(mu_);
+  ExecuteEvent current_;  // owned by the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+AgentService::AgentService(const CredentialHolder* credential,
+                           AgentOptions options)
+    : credential_(credential), options_(std::move(options)) {}
+
+grpc::Status AgentService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  std::string expected = credential_->Get();
+  absl::string_view got = BearerToken(context);
+  if (expected.empty()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "periphery is not registered with core yet");
+  }
+  if (got.empty() || !SecretEquals(got, expected)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing or wrong periphery credential");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ExecuteRequest* request) {
+  auto* reactor = new ExecuteReactor(this, request->execution_id());
+  grpc::Status auth = Authenticate(*context);
+  if (!auth.ok()) {
+    spdlog::warn("refused Execute from {}: {}",
+                 NormalizePeerAddress(context->peer()),
+                 auth.error_message());
+    reactor->Begin(nullptr, auth);
+    return reactor;
+  }
+  bool admitted = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_.size() < options_.max_concurrent) {
+      running_.insert(reactor);
+      admitted = true;
+    }
+  }
+  if (!admitted) {
+    reactor->Begin(nullptr,
+                   grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                absl::StrCat("too many commands running (",
+                                             options_.max_concurrent,
+                                             " allowed)")));
+    return reactor;
+  }
+  auto execution = Execution::Start(request->spec(), options_.execution);
+  if (!execution.ok()) {
+    reactor->Begin(nullptr, ToGrpcStatus(execution.status()));
+    return reactor;
+  }
+  spdlog::info("execution {}: started", request->execution_id());
+  reactor->Begin(*std::move(execution), grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::GetFacts(
+    grpc::CallbackServerContext* context, const varan::v1::GetFactsRequest*,
+    varan::v1::HostFacts* response) {
+  auto* reactor = context->DefaultReactor();
+  grpc::Status auth = Authenticate(*context);
+  if (auth.ok()) *response = CollectFacts();
+  reactor->Finish(auth);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::GetStats(
+    grpc::CallbackServerContext* context, const varan::v1::GetStatsRequest*,
+    varan::v1::HostStats* response) {
+  auto* reactor = context->DefaultReactor();
+  grpc::Status auth = Authenticate(*context);
+  if (auth.ok()) {
+    *response = CollectStats();
+    response->set_running_executions(running());
+  }
+  reactor->Finish(auth);
+  return reactor;
+}
+
+uint32_t AgentService::running() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<uint32_t>(running_.size());
+}
+
+void AgentService::OnExecutionDone(ExecuteReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  running_.erase(reactor);
+}
+
+bool AgentService::CancelAllAndWait(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    for (ExecuteReactor* r : running_) r->Cancel();
+  }
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(this, &AgentService::NoneRunning), timeout);
+}
+
+}  // namespace varan::periphery

@@ -1,0 +1,208 @@
+#include "periphery/uplink/uplink.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
+#include "common/time_util.h"
+#include "common/secrets.h"
+#include "periphery/host/facts.h"
+#include "common/log.h"
+#include "varan/version.h"
+
+namespace varan::periphery {
+namespace {
+
+constexpr char kCredentialFile[] = "credential";
+constexpr char kIdFile[] = "periphery_id";
+
+}  // namespace
+
+absl::StatusOr<std::string> LocalAddressToward(const HostPort& core) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(core.port);
+  int rc = getaddrinfo(core.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot resolve core address ", FormatHostPort(core), ": ",
+        gai_strerror(rc)));
+  }
+  std::string out;
+  int last_err = 0;
+  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      last_err = errno;
+      continue;
+    }
+    // connect() on a UDP socket sends nothing; it only picks the route.
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      sockaddr_storage local{};
+      socklen_t len = sizeof(local);
+      if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+        char host[NI_MAXHOST];
+        if (getnameinfo(reinterpret_cast<sockaddr*>(&local), len, host,
+                        sizeof(host), nullptr, 0, NI_NUMERICHOST) == 0) {
+          out = host;
+        }
+      }
+    } else {
+      last_err = errno;
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  if (out.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("no route to core at ", FormatHostPort(core), ": ",
+                     std::strerror(last_err)));
+  }
+  return out;
+}
+
+Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
+               std::function<uint32_t()> running)
+    : options_(std::move(options)),
+      credential_(credential),
+      running_(std::move(running)) {
+  channel_ = grpc::CreateChannel(FormatHostPort(options_.core),
+                                 grpc::InsecureChannelCredentials());
+  stub_ = varan::v1::Registry::NewStub(channel_);
+}
+
+Uplink::~Uplink() { Stop(); }
+
+void Uplink::Start() {
+  const std::string dir = options_.state_dir;
+  auto credential = ReadSecretFile(absl::StrCat(dir, "/", kCredentialFile));
+  auto id = ReadSecretFile(absl::StrCat(dir, "/", kIdFile));
+  if (credential.ok() && id.ok()) {
+    credential_->Set(*credential);
+    periphery_id_ = *id;
+    spdlog::info("resuming as periphery {} (state in {})", periphery_id_, dir);
+  }
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Uplink::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Uplink::SleepFor(absl::Duration d) {
+  return !stop_.WaitForNotificationWithTimeout(d);
+}
+
+absl::Status Uplink::Register() {
+  varan::v1::RegisterRequest req;
+  req.set_name(options_.name);
+  for (const auto& [k, v] : options_.labels) (*req.mutable_labels())[k] = v;
+  req.set_advertise_address(options_.advertise_address);
+  *req.mutable_facts() = CollectFacts();
+  req.set_version(kVersion);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+  ctx.AddMetadata("authorization", BearerHeader(options_.join_token));
+  varan::v1::RegisterResponse resp;
+  grpc::Status status = stub_->Register(&ctx, req, &resp);
+  if (!status.ok()) return FromGrpcStatus(status);
+  const std::string dir = options_.state_dir;
+  absl::Status s =
+      WriteSecretFile(absl::StrCat(dir, "/", kCredentialFile), resp.credential());
+  if (s.ok()) s = WriteSecretFile(absl::StrCat(dir, "/", kIdFile), resp.periphery_id());
+  if (!s.ok()) {
+    // Still usable for this run; it will register again after a restart.
+    spdlog::error("cannot save registration: {}", s.message());
+  }
+  credential_->Set(resp.credential());
+  periphery_id_ = resp.periphery_id();
+  if (resp.has_heartbeat_interval()) {
+    interval_ = FromDuration(resp.heartbeat_interval());
+  }
+  spdlog::info("registered with core at {} as {} (id {}), advertising {}",
+               FormatHostPort(options_.core), options_.name, periphery_id_,
+               options_.advertise_address);
+  return absl::OkStatus();
+}
+
+absl::Status Uplink::Heartbeat() {
+  varan::v1::HeartbeatRequest req;
+  req.set_periphery_id(periphery_id_);
+  *req.mutable_stats() = CollectStats();
+  req.mutable_stats()->set_running_executions(running_());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
+  ctx.AddMetadata("authorization", BearerHeader(credential_->Get()));
+  varan::v1::HeartbeatResponse resp;
+  grpc::Status status = stub_->Heartbeat(&ctx, req, &resp);
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (resp.has_heartbeat_interval()) {
+    interval_ = FromDuration(resp.heartbeat_interval());
+  }
+  return absl::OkStatus();
+}
+
+void Uplink::Run() {
+  std::mt19937_64 rng(std::random_device{}());
+  absl::Duration backoff = absl::Milliseconds(200);
+  bool failing = false;
+  while (!stop_.HasBeenNotified()) {
+    absl::Status status;
+    if (periphery_id_.empty()) {
+      status = Register();
+    } else {
+      status = Heartbeat();
+      if (absl::IsNotFound(status) || absl::IsUnauthenticated(status)) {
+        spdlog::info("core does not know this periphery any more ({}); "
+                     "registering again",
+                     status.message());
+        periphery_id_.clear();
+        status = Register();
+      }
+    }
+    if (status.ok()) {
+      if (failing) {
+        spdlog::info("connected to core at {} again",
+                     FormatHostPort(options_.core));
+      }
+      failing = false;
+      backoff = absl::Milliseconds(200);
+      if (!SleepFor(interval_)) return;
+      continue;
+    }
+    if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||
+        absl::IsPermissionDenied(status)) {
+      // Core refused us: retrying fast will not help, but core's
+      // configuration may change, so keep trying slowly and loudly.
+      spdlog::error("core at {} refused registration: {}",
+                    FormatHostPort(options_.core), status.ToString());
+      failing = true;
+      if (!SleepFor(options_.max_backoff)) return;
+      continue;
+    }
+    if (!failing) {
+      spdlog::warn("cannot reach core at {}: {} (retrying)",
+                   FormatHostPort(options_.core), status.ToString());
+    } else {
+      spdlog::debug("core at {} still unreachable: {}",
+                    FormatHostPort(options_.core), status.ToString());
+    }
+    failing = true;
+    // Jitter in [0.5, 1.5) of the backoff so a fleet does not retry in step.
+    std::uniform_real_distribution<double> jitter(0.5, 1.5);
+    absl::Duration wait = backoff * jitter(rng);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+    if (!SleepFor(wait)) return;
+  }
+}
+
+}  // namespace varan::periphery

@@ -1,0 +1,79 @@
+// The periphery's link to core: registration and heartbeats.
+//
+// A background thread registers with core using the join token, keeps the
+// id and credential core returns in the state directory (mode 0600) so a
+// restarted periphery resumes with them, and heartbeats at the interval core
+// asks for. When core answers a heartbeat with NOT_FOUND or UNAUTHENTICATED
+// (it forgot this periphery), the uplink registers again. When core cannot
+// be reached it retries with capped exponential backoff and jitter.
+//
+// Thread-safe: Start and Stop are called from main; everything else happens
+// on the uplink's thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/address.h"
+#include "periphery/server/agent_service.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::periphery {
+
+struct UplinkOptions {
+  HostPort core;
+  std::string join_token;
+  std::string name;
+  std::map<std::string, std::string> labels;
+  // Address core should dial, e.g. "[fd00::5]:7701".
+  std::string advertise_address;
+  std::string state_dir;
+  absl::Duration rpc_timeout = absl::Seconds(10);
+  absl::Duration max_backoff = absl::Seconds(30);
+};
+
+class Uplink {
+ public:
+  // `credential` receives the credential; `running` reports commands running
+  // now (for heartbeats). Both must outlive the Uplink.
+  Uplink(UplinkOptions options, CredentialHolder* credential,
+         std::function<uint32_t()> running);
+  ~Uplink();
+
+  // Loads saved state and starts the thread.
+  void Start();
+  // Stops the thread (an RPC in flight is abandoned at its deadline).
+  void Stop();
+
+  Uplink(const Uplink&) = delete;
+  Uplink& operator=(const Uplink&) = delete;
+
+ private:
+  void Run();
+  absl::Status Register();
+  absl::Status Heartbeat();
+  // Sleeps for `d` unless stopped first; returns false when stopped.
+  bool SleepFor(absl::Duration d);
+
+  const UplinkOptions options_;
+  CredentialHolder* const credential_;
+  const std::function<uint32_t()> running_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<varan::v1::Registry::Stub> stub_;
+  std::string periphery_id_;  // uplink thread only (and Start)
+  absl::Duration interval_ = absl::Seconds(10);
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+// The local address this host would use to reach `core` (as seen by a
+// routing lookup), e.g. "fd00::5" or "10.0.0.5". Errors name `core`.
+absl::StatusOr<std::string> LocalAddressToward(const HostPort& core);
+
+}  // namespace varan::periphery
