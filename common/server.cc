@@ -45,6 +45,15 @@ bool Ipv6Available() {
   return TryBind(reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
 }
 
+absl::Status CheckListenAddresses(const std::vector<HostPort>& listen) {
+  const bool v6 = Ipv6Available();
+  for (HostPort hp : listen) {
+    if (hp.host == "::" && !v6) hp.host = "0.0.0.0";
+    if (absl::Status s = ProbeListen(hp); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 std::vector<HostPort> ApplyIpv6Fallback(std::vector<HostPort> listen) {
   bool has_v6_wildcard = false;
   for (const auto& hp : listen) {

@@ -32,6 +32,10 @@ std::vector<HostPort> ApplyIpv6Fallback(std::vector<HostPort> listen);
 // words, whether a listener could be created there. Port 0 always passes.
 absl::Status ProbeListen(const HostPort& addr);
 
+// ProbeListen for every address, after the IPv6 fallback (without logging
+// it): the first error, if any.
+absl::Status CheckListenAddresses(const std::vector<HostPort>& listen);
+
 struct RunningServer {
   std::unique_ptr<grpc::Server> server;
   // The addresses bound, real ports filled in, e.g. "[::]:7700".

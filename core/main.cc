@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
     if (!hp.ok()) return Fail(absl::StrCat("--listen: ", hp.status().message()));
     listen_addrs.push_back(*hp);
   }
+  // Find out before touching any file whether the listeners can be created.
+  if (absl::Status s = varan::CheckListenAddresses(listen_addrs); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
     return Fail(absl::StrCat("--data-dir: ", s.message()));
   }
@@ -148,7 +152,9 @@ int main(int argc, char** argv) {
   // period, then are canceled. Calls to peripheries are canceled too, which
   // stops their commands.
   server->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  spdlog::debug("server shut down");
   dispatcher.Shutdown(absl::Seconds(5));
+  spdlog::debug("calls to peripheries ended");
   server->server->Wait();
   spdlog::info("stopped");
   return 0;

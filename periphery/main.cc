@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
     label_map[l.substr(0, eq)] = l.substr(eq + 1);
   }
   if (name.empty()) name = varan::periphery::CollectFacts().hostname();
+  // Find out before touching any file whether the listeners can be created.
+  if (absl::Status s = varan::CheckListenAddresses(listen_addrs); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   auto join_token = varan::ReadSecretFile(join_token_file);
   if (!join_token.ok()) {
     return Fail(absl::StrCat("join token: ", join_token.status().message()));

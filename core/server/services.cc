@@ -184,9 +184,8 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
   auto job = dispatcher_->Dispatch(*request, caller.name);
   if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
   response->set_job_id((*job)->id());
-  for (const auto& t : (*job)->Snapshot(false).targets()) {
-    response->add_targets(t.name());
-  }
+  const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
+  for (const auto& t : snapshot.targets()) response->add_targets(t.name());
   return Done(context, grpc::Status::OK);
 }
 

@@ -1,0 +1,108 @@
+// varanctl exec: run a command on peripheries through core.
+#include <unistd.h>
+
+#include <iostream>
+
+#include "absl/strings/str_join.h"
+#include "client/cli/cli.h"
+#include "client/cli/render.h"
+#include "common/time_util.h"
+
+namespace varan::cli {
+namespace {
+
+struct ExecOptions {
+  std::string selector;
+  std::vector<std::string> names;
+  bool shell = false;
+  bool async = false;
+  bool prefix = false;
+  std::vector<std::string> env;
+  std::string workdir;
+  double timeout_seconds = 0;
+  uint64_t output_limit = 0;
+  std::vector<std::string> command;
+};
+
+int RunExec(const GlobalOptions& global, ExecOptions opts) {
+  opts.command.insert(opts.command.end(), global.after_dashes.begin(),
+                      global.after_dashes.end());
+  if (opts.command.empty()) {
+    return Fail("no command given (e.g. varanctl exec -n web-1 -- uname -a)");
+  }
+  if (opts.selector.empty() && opts.names.empty()) {
+    return Fail("choose targets with -n NAME or -l SELECTOR");
+  }
+  varan::v1::DispatchRequest req;
+  req.mutable_target()->set_selector(opts.selector);
+  for (const auto& n : opts.names) req.mutable_target()->add_names(n);
+  auto* spec = req.mutable_spec();
+  if (opts.shell) {
+    spec->set_shell(absl::StrJoin(opts.command, " "));
+  } else {
+    for (const auto& a : opts.command) spec->add_argv(a);
+  }
+  for (const auto& kv : opts.env) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Fail("-e \"" + kv + "\": expected NAME=VALUE");
+    }
+    (*spec->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  spec->set_working_dir(opts.workdir);
+  if (opts.timeout_seconds > 0) {
+    SetDuration(absl::Seconds(opts.timeout_seconds), spec->mutable_timeout());
+  }
+  spec->set_output_limit_bytes(opts.output_limit);
+
+  auto client = Connect(global);
+  if (!client.ok()) return Fail(client.status());
+  if (opts.async) {
+    auto resp = (*client)->Dispatch(req);
+    if (!resp.ok()) return Fail(resp.status());
+    std::cout << resp->job_id() << "\n";
+    return 0;
+  }
+  JobPrinter printer(opts.prefix);
+  absl::Status s = (*client)->Exec(
+      req, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
+  if (!s.ok()) return Fail(s);
+  if (!printer.finished()) {
+    return Fail("the stream from core ended before the job finished");
+  }
+  return printer.Summarize();
+}
+
+}  // namespace
+
+void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
+  auto opts = std::make_shared<ExecOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "exec", "Run a command on peripheries and stream its output");
+  cmd->add_option("-l,--selector", opts->selector,
+                  "Label selector, e.g. 'env=prod,tier in (web,api)'");
+  cmd->add_option("-n,--name", opts->names, "Periphery name; repeatable");
+  cmd->add_flag("--shell", opts->shell,
+                "Run the words as one /bin/sh -c command line");
+  cmd->add_flag("--async", opts->async, "Print the job id and return at once");
+  cmd->add_flag("--prefix", opts->prefix,
+                "Prefix output lines with the periphery name even for one target");
+  cmd->add_option("-e,--env", opts->env, "NAME=VALUE for the command; repeatable");
+  cmd->add_option("-w,--workdir", opts->workdir, "Working directory on the server");
+  cmd->add_option("--command-timeout", opts->timeout_seconds,
+                  "Stop the command after this many seconds");
+  cmd->add_option("--output-limit", opts->output_limit,
+                  "Bytes of output per stream to deliver; the rest is counted");
+  cmd->add_option("command", opts->command,
+                  "The command and its arguments (after --)")
+      ->allow_extra_args();
+  cmd->footer(
+      "Exit code: with one target, the command's own exit code (128+N if "
+      "killed by signal N, 124 timed out, 127 could not start); with "
+      "several, 0 if all succeeded, else 1. 2 means a usage or connection "
+      "error.\n\nExamples:\n  varanctl exec -n web-1 -- uname -a\n"
+      "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'");
+  cmd->callback([global, opts, exit_code] { *exit_code = RunExec(*global, *opts); });
+}
+
+}  // namespace varan::cli

@@ -1,0 +1,139 @@
+#include "client/core_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/address.h"
+#include "common/grpc_util.h"
+
+namespace varan::client {
+
+absl::StatusOr<std::unique_ptr<CoreClient>> CoreClient::Create(
+    ClientOptions options) {
+  auto addr = ParseDialAddress(options.address, 7700);
+  if (!addr.ok()) return addr.status();
+  std::string address = FormatHostPort(*addr);
+  auto channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  return std::unique_ptr<CoreClient>(
+      new CoreClient(std::move(options), address, std::move(channel)));
+}
+
+CoreClient::CoreClient(ClientOptions options, std::string address,
+                       std::shared_ptr<grpc::Channel> channel)
+    : options_(std::move(options)),
+      address_(std::move(address)),
+      channel_(std::move(channel)),
+      fleet_(varan::v1::Fleet::NewStub(channel_)),
+      jobs_(varan::v1::Jobs::NewStub(channel_)) {}
+
+void CoreClient::Prepare(grpc::ClientContext* context,
+                         bool with_deadline) const {
+  if (!options_.token.empty()) {
+    context->AddMetadata("authorization", BearerHeader(options_.token));
+  }
+  if (with_deadline) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  }
+}
+
+absl::Status CoreClient::Convert(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach core at ", address_, ": ", status.error_message()));
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return absl::DeadlineExceededError(
+          absl::StrCat("core at ", address_, " did not answer within ",
+                       absl::FormatDuration(options_.timeout)));
+    default:
+      return FromGrpcStatus(status);
+  }
+}
+
+absl::StatusOr<std::vector<varan::v1::Periphery>> CoreClient::ListPeripheries(
+    const varan::v1::Target& target) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  varan::v1::ListPeripheriesRequest req;
+  *req.mutable_target() = target;
+  varan::v1::ListPeripheriesResponse resp;
+  grpc::Status s = fleet_->ListPeripheries(&ctx, req, &resp);
+  if (!s.ok()) return Convert(s);
+  return std::vector<varan::v1::Periphery>(resp.peripheries().begin(),
+                                           resp.peripheries().end());
+}
+
+absl::StatusOr<varan::v1::Periphery> CoreClient::GetPeriphery(
+    const std::string& name_or_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  varan::v1::GetPeripheryRequest req;
+  req.set_name_or_id(name_or_id);
+  varan::v1::Periphery resp;
+  grpc::Status s = fleet_->GetPeriphery(&ctx, req, &resp);
+  if (!s.ok()) return Convert(s);
+  return resp;
+}
+
+absl::StatusOr<varan::v1::DispatchResponse> CoreClient::Dispatch(
+    const varan::v1::DispatchRequest& request) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  varan::v1::DispatchResponse resp;
+  grpc::Status s = jobs_->Dispatch(&ctx, request, &resp);
+  if (!s.ok()) return Convert(s);
+  return resp;
+}
+
+absl::Status CoreClient::ReadStream(
+    grpc::ClientReaderInterface<varan::v1::JobEvent>* reader,
+    const EventCallback& on_event) const {
+  varan::v1::JobEvent event;
+  while (reader->Read(&event)) on_event(event);
+  return Convert(reader->Finish());
+}
+
+absl::Status CoreClient::Exec(const varan::v1::DispatchRequest& request,
+                              const EventCallback& on_event) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  auto reader = jobs_->Exec(&ctx, request);
+  return ReadStream(reader.get(), on_event);
+}
+
+absl::Status CoreClient::WatchJob(const std::string& job_id,
+                                  uint64_t from_sequence,
+                                  const EventCallback& on_event) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  varan::v1::WatchJobRequest req;
+  req.set_job_id(job_id);
+  req.set_from_sequence(from_sequence);
+  auto reader = jobs_->WatchJob(&ctx, req);
+  return ReadStream(reader.get(), on_event);
+}
+
+absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  varan::v1::GetJobRequest req;
+  req.set_job_id(job_id);
+  varan::v1::Job resp;
+  grpc::Status s = jobs_->GetJob(&ctx, req, &resp);
+  if (!s.ok()) return Convert(s);
+  return resp;
+}
+
+absl::StatusOr<std::vector<varan::v1::Job>> CoreClient::ListJobs(
+    uint32_t limit) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  varan::v1::ListJobsRequest req;
+  req.set_limit(limit);
+  varan::v1::ListJobsResponse resp;
+  grpc::Status s = jobs_->ListJobs(&ctx, req, &resp);
+  if (!s.ok()) return Convert(s);
+  return std::vector<varan::v1::Job>(resp.jobs().begin(), resp.jobs().end());
+}
+
+}  // namespace varan::client

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make run`: starts varan-core and one local varan-periphery, runs a first
+# command through varanctl, then stays in the foreground until Ctrl-C, which
+# stops both cleanly. State lives in .varan/ (tokens, credentials, logs).
+#
+# Usage: scripts/run-local.sh [BIN_DIR]
+# Env:   VARAN_RUN_CORE_PORT (7700), VARAN_RUN_PERIPHERY_PORT (7701)
+set -euo pipefail
+
+BIN="${1:-build/bin}"
+STATE="${VARAN_RUN_STATE:-.varan}"
+CORE_PORT="${VARAN_RUN_CORE_PORT:-7700}"
+PERIPHERY_PORT="${VARAN_RUN_PERIPHERY_PORT:-7701}"
+NAME="$(hostname -s 2>/dev/null || echo local)"
+NAME="${NAME//[^A-Za-z0-9._-]/-}"
+CORE="localhost:${CORE_PORT}"
+
+mkdir -p "$STATE"
+CTL=("$BIN/varanctl" --core "$CORE" --token-file "$STATE/core/admin.token")
+
+core_pid=""
+periphery_pid=""
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "Stopping periphery and core..."
+  [ -n "$periphery_pid" ] && kill -TERM "$periphery_pid" 2>/dev/null || true
+  [ -n "$core_pid" ] && kill -TERM "$core_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "Stopped."
+}
+trap 'stop; exit 0' INT TERM
+trap 'stop' EXIT
+
+"$BIN/varan-core" --listen "[::]:${CORE_PORT}" --data-dir "$STATE/core" \
+  >"$STATE/core.log" 2>&1 &
+core_pid=$!
+for _ in $(seq 1 100); do
+  if ! kill -0 "$core_pid" 2>/dev/null; then
+    echo "varan-core failed to start:" >&2
+    cat "$STATE/core.log" >&2
+    exit 1
+  fi
+  if [ -s "$STATE/core/admin.token" ] && "${CTL[@]}" peripheries list >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.1
+done
+echo "varan-core is up on [::]:${CORE_PORT} (log: $STATE/core.log)"
+
+"$BIN/varan-periphery" --core "$CORE" --join-token-file "$STATE/core/join.token" \
+  --name "$NAME" --label env=local --listen "[::]:${PERIPHERY_PORT}" \
+  --state-dir "$STATE/periphery" >"$STATE/periphery.log" 2>&1 &
+periphery_pid=$!
+for _ in $(seq 1 150); do
+  if ! kill -0 "$periphery_pid" 2>/dev/null; then
+    echo "varan-periphery failed to start:" >&2
+    cat "$STATE/periphery.log" >&2
+    exit 1
+  fi
+  if "${CTL[@]}" peripheries list -n "$NAME" 2>/dev/null | grep -q online; then
+    break
+  fi
+  sleep 0.1
+done
+echo "varan-periphery '$NAME' registered (log: $STATE/periphery.log)"
+echo
+"${CTL[@]}" peripheries list
+echo
+echo "\$ varanctl exec -n $NAME -- uname -a"
+"${CTL[@]}" exec -n "$NAME" -- uname -a
+cat <<MSG
+
+Varan is running. In another terminal, try:
+
+  export VARAN_CORE=$CORE VARAN_TOKEN_FILE=$PWD/$STATE/core/admin.token
+  $BIN/varanctl peripheries list
+  $BIN/varanctl exec -l env=local -- df -h /
+  $BIN/varanctl exec -n $NAME --shell -- 'for i in 1 2 3; do echo tick \$i; sleep 1; done'
+  $BIN/varanctl jobs list
+
+Press Ctrl-C to stop core and periphery.
+MSG
+wait -n "$core_pid" "$periphery_pid" || true
+echo "A daemon exited unexpectedly; see $STATE/*.log" >&2
+exit 1

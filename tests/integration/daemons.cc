@@ -1,0 +1,327 @@
+#include "tests/integration/daemons.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+extern char** environ;
+
+namespace varan::testing {
+namespace {
+
+std::vector<std::string> MergedEnv(const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv(*e);
+    size_t eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : extra) {
+    if (v.empty()) {
+      env.erase(k);  // an empty value removes the variable
+    } else {
+      env[k] = v;
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+pid_t Spawn(const std::vector<std::string>& argv,
+            const std::map<std::string, std::string>& env,
+            const std::string& out_path, const std::string& err_path) {
+  std::vector<std::string> env_strings = MergedEnv(env);
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (err_path == out_path) {
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    ADD_FAILURE() << "cannot start " << argv[0] << ": " << std::strerror(rc);
+    return -1;
+  }
+  return pid;
+}
+
+// Waits for `pid` up to `timeout`; returns its exit code (128+N for signal
+// N) or -1.
+int WaitPid(pid_t pid, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -1;
+    }
+    if (r < 0) return -1;
+    if (absl::Now() >= deadline) return -1;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+}  // namespace
+
+bool Healthy(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  return s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+std::string BinPath(const std::string& name) {
+  return absl::StrCat(VARAN_BIN_DIR, "/", name);
+}
+
+uint16_t FreePort() {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_addr = in6addr_any;
+  int zero = 0;
+  setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ADD_FAILURE() << "bind [::]:0: " << std::strerror(errno);
+  }
+  socklen_t len = sizeof(sa);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin6_port);
+}
+
+TempDir::TempDir() {
+  const char* base = getenv("TMPDIR");
+  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/varan-test-XXXXXX");
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
+  }
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+}
+
+RunResult RunProgram(const std::vector<std::string>& argv,
+              const std::map<std::string, std::string>& env,
+              absl::Duration timeout) {
+  TempDir tmp;
+  RunResult result;
+  pid_t pid = Spawn(argv, env, tmp.File("out"), tmp.File("err"));
+  if (pid < 0) return result;
+  result.exit_code = WaitPid(pid, timeout);
+  if (result.exit_code == -1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  result.out = ReadFile(tmp.File("out"));
+  result.err = ReadFile(tmp.File("err"));
+  return result;
+}
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+Daemon::Daemon(std::vector<std::string> argv, std::string log_path,
+               std::map<std::string, std::string> env)
+    : argv_(std::move(argv)), log_path_(std::move(log_path)), env_(std::move(env)) {}
+
+Daemon::~Daemon() {
+  if (pid_ > 0 && exit_code_ == -1) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Daemon::Start() {
+  pid_ = Spawn(argv_, env_, log_path_, log_path_);
+  exit_code_ = -1;
+}
+
+bool Daemon::Running() {
+  if (pid_ <= 0 || exit_code_ != -1) return false;
+  int status = 0;
+  pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return true;
+  if (r == pid_) {
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  return false;
+}
+
+int Daemon::Wait(absl::Duration timeout) {
+  if (exit_code_ != -1 || pid_ <= 0) return exit_code_;
+  exit_code_ = WaitPid(pid_, timeout);
+  return exit_code_;
+}
+
+int Daemon::Stop(int sig, absl::Duration timeout) {
+  if (!Running()) return exit_code_;
+  kill(pid_, sig);
+  return Wait(timeout);
+}
+
+TestFleet::TestFleet(std::vector<std::string> extra_core_args)
+    : core_port_(FreePort()), extra_core_args_(std::move(extra_core_args)) {}
+
+TestFleet::~TestFleet() {
+  // An idle gRPC client answers the server's GOAWAY only when its backup
+  // poller runs (every 5 s by default), which would stretch every shutdown.
+  client_.reset();
+  for (auto& p : peripheries_) {
+    p->Stop();
+    if (getenv("VARAN_TEST_SHOW_LOGS")) fprintf(stderr, "%s", p->Log().c_str());
+  }
+  if (core_) {
+    core_->Stop();
+    if (getenv("VARAN_TEST_SHOW_LOGS")) fprintf(stderr, "%s", core_->Log().c_str());
+  }
+}
+
+std::string TestFleet::core_address() const {
+  return absl::StrCat("[::1]:", core_port_);
+}
+std::string TestFleet::admin_token_file() const {
+  return dir_.File("core/admin.token");
+}
+std::string TestFleet::join_token_file() const {
+  return dir_.File("core/join.token");
+}
+
+void TestFleet::StartCore() {
+  std::vector<std::string> argv = {BinPath("varan-core"), "--listen",
+                                   absl::StrCat("[::]:", core_port_),
+                                   "--data-dir", dir_.File("core"),
+                                   "--log-level", "debug"};
+  argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
+  // See ~TestFleet: core's idle channels to peripheries poll often here so
+  // stopping a periphery does not wait for core's backup poller.
+  core_ = std::make_unique<Daemon>(
+      argv, dir_.File("core.log"),
+      std::map<std::string, std::string>{
+          {"GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100"}});
+  core_->Start();
+  client_.reset();
+  // Probe with fresh channels: a channel that found the port closed backs
+  // off for seconds before trying again.
+  bool up = WaitFor([&] {
+    if (!core_->Running()) return true;  // reported below
+    return !ReadFile(admin_token_file()).empty() && Healthy(core_address());
+  });
+  ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n" << core_->Log();
+}
+
+int TestFleet::StopCore(int sig) {
+  client_.reset();
+  return core_->Stop(sig, absl::Seconds(15));
+}
+
+client::CoreClient* TestFleet::client() {
+  if (client_ == nullptr) {
+    std::string token = ReadFile(admin_token_file());
+    while (!token.empty() && token.back() == '\n') token.pop_back();
+    if (token.empty()) return nullptr;
+    auto c = client::CoreClient::Create({core_address(), token, absl::Seconds(5)});
+    if (!c.ok()) return nullptr;
+    client_ = *std::move(c);
+  }
+  return client_.get();
+}
+
+Daemon* TestFleet::StartPeriphery(const std::string& name,
+                                  const std::vector<std::string>& labels,
+                                  std::vector<std::string> extra_args) {
+  std::vector<std::string> argv = {
+      BinPath("varan-periphery"),  "--core",
+      core_address(),              "--join-token-file",
+      join_token_file(),           "--name",
+      name,                        "--listen",
+      absl::StrCat("[::1]:", FreePort()), "--state-dir",
+      dir_.File("periphery-" + name)};
+  for (const auto& l : labels) {
+    argv.push_back("--label");
+    argv.push_back(l);
+  }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  auto daemon = std::make_unique<Daemon>(argv, dir_.File(name + ".log"));
+  daemon->Start();
+  Daemon* d = daemon.get();
+  peripheries_.push_back(std::move(daemon));
+  varan::v1::Target target;
+  target.add_names(name);
+  bool online = WaitFor([&] {
+    if (!d->Running()) return true;
+    auto list = client()->ListPeripheries(target);
+    return list.ok() && list->size() == 1 &&
+           (*list)[0].state() == varan::v1::PERIPHERY_STATE_ONLINE;
+  });
+  EXPECT_TRUE(online && d->Running())
+      << "periphery " << name << " did not register:\n" << d->Log();
+  return d;
+}
+
+RunResult TestFleet::Ctl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinPath("varanctl"), "--core", core_address(),
+                                   "--token-file", admin_token_file()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProgram(argv, {{"VARAN_CORE", ""}, {"VARAN_TOKEN", ""}, {"VARAN_TOKEN_FILE", ""}});
+}
+
+}  // namespace varan::testing

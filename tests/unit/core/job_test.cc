@@ -1,0 +1,444 @@
+// Tests for core/jobs/job.h: target state machine, captured output, the
+// gap-free event log and its watchers, on a fake clock.
+#include "core/jobs/job.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/time_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace varan::core {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using varan::v1::ExecuteEvent;
+using varan::v1::ExitStatus;
+using varan::v1::JobEvent;
+
+class JobTest : public ::testing::Test {
+ protected:
+  // A job "job-1" with one queued target per name.
+  std::unique_ptr<Job> MakeJob(std::vector<std::string> names,
+                               uint64_t capture_limit = 1024) {
+    varan::v1::Job record;
+    record.set_id("job-1");
+    record.set_created_by("tester");
+    record.mutable_spec()->set_shell("echo hi");
+    for (const auto& n : names) {
+      auto* t = record.add_targets();
+      t->set_name(n);
+      t->set_periphery_id("id-" + n);
+      t->set_state(varan::v1::TARGET_STATE_QUEUED);
+    }
+    return std::make_unique<Job>(std::move(record), capture_limit, &clock_);
+  }
+
+  static ExecuteEvent Started(int pid) {
+    ExecuteEvent ev;
+    ev.mutable_started()->set_pid(pid);
+    ev.mutable_started()->mutable_start_time()->set_seconds(1700000001);
+    return ev;
+  }
+  static ExecuteEvent Output(varan::v1::OutputStream stream, uint64_t seq,
+                             const std::string& data) {
+    ExecuteEvent ev;
+    ev.mutable_output()->set_stream(stream);
+    ev.mutable_output()->set_sequence(seq);
+    ev.mutable_output()->set_data(data);
+    return ev;
+  }
+  static ExecuteEvent Stdout(uint64_t seq, const std::string& data) {
+    return Output(varan::v1::OUTPUT_STREAM_STDOUT, seq, data);
+  }
+  static ExecuteEvent Stderr(uint64_t seq, const std::string& data) {
+    return Output(varan::v1::OUTPUT_STREAM_STDERR, seq, data);
+  }
+  static ExecuteEvent Exited(int code) {
+    ExecuteEvent ev;
+    ev.mutable_exited()->set_kind(ExitStatus::KIND_EXITED);
+    ev.mutable_exited()->set_code(code);
+    return ev;
+  }
+  static ExecuteEvent Ended(ExitStatus::Kind kind, int signal = 0,
+                            const std::string& error = "") {
+    ExecuteEvent ev;
+    ev.mutable_exited()->set_kind(kind);
+    ev.mutable_exited()->set_signal(signal);
+    ev.mutable_exited()->set_error(error);
+    return ev;
+  }
+
+  // Every event recorded so far, checking that sequences have no gaps.
+  static std::vector<JobEvent> Events(const Job& job) {
+    std::vector<JobEvent> out;
+    JobEvent ev;
+    while (job.EventAt(out.size(), &ev) == Job::Read::kEvent) {
+      EXPECT_EQ(ev.sequence(), out.size());
+      EXPECT_EQ(ev.job_id(), "job-1");
+      out.push_back(ev);
+    }
+    return out;
+  }
+
+  // One letter per event kind, e.g. "AsoF" for accepted, started, output,
+  // finished; 'J' is job_finished.
+  static std::string Kinds(const std::vector<JobEvent>& events) {
+    std::string out;
+    for (const auto& ev : events) {
+      switch (ev.event_case()) {
+        case JobEvent::kAccepted:
+          out += 'A';
+          break;
+        case JobEvent::kStarted:
+          out += 's';
+          break;
+        case JobEvent::kOutput:
+          out += 'o';
+          break;
+        case JobEvent::kFinished:
+          out += 'f';
+          break;
+        case JobEvent::kJobFinished:
+          out += 'J';
+          break;
+        default:
+          out += '?';
+      }
+    }
+    return out;
+  }
+
+  FakeClock clock_;
+};
+
+TEST_F(JobTest, NewJobIsRunningWithAnAcceptedEvent) {
+  auto job = MakeJob({"a", "b"});
+  EXPECT_EQ(job->id(), "job-1");
+  EXPECT_EQ(job->target_count(), 2u);
+  EXPECT_FALSE(job->finished());
+  varan::v1::Job snap = job->Snapshot(false);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(FromTimestamp(snap.create_time()), clock_.Now());
+  EXPECT_EQ(snap.created_by(), "tester");
+
+  auto events = Events(*job);
+  ASSERT_EQ(Kinds(events), "A");
+  EXPECT_THAT(events[0].accepted().targets(), ElementsAre("a", "b"));
+  EXPECT_EQ(FromTimestamp(events[0].time()), clock_.Now());
+  JobEvent ev;
+  EXPECT_EQ(job->EventAt(1, &ev), Job::Read::kWait);
+  EXPECT_EQ(job->EventAt(100, &ev), Job::Read::kWait);
+}
+
+TEST_F(JobTest, TwoTargetsExitingZeroSucceed) {
+  auto job = MakeJob({"a", "b"});
+  job->MarkDispatched(0);
+  job->MarkDispatched(1);
+  EXPECT_EQ(job->Snapshot(false).targets(0).state(),
+            varan::v1::TARGET_STATE_DISPATCHED);
+
+  job->OnExecuteEvent(0, Started(100));
+  EXPECT_EQ(job->Snapshot(false).targets(0).state(),
+            varan::v1::TARGET_STATE_RUNNING);
+  job->OnExecuteEvent(1, Started(200));
+  job->OnExecuteEvent(0, Stdout(0, "hello "));
+  job->OnExecuteEvent(0, Stderr(0, "oops\n"));
+  job->OnExecuteEvent(0, Stdout(1, "world\n"));
+  job->OnExecuteEvent(1, Stdout(0, "b-out"));
+  clock_.Advance(absl::Seconds(7));
+  job->OnExecuteEvent(0, Exited(0));
+  EXPECT_FALSE(job->finished());
+  job->OnExecuteEvent(1, Exited(0));
+  EXPECT_TRUE(job->finished());
+
+  auto events = Events(*job);
+  EXPECT_EQ(Kinds(events), "AssooooffJ");
+  EXPECT_EQ(events[1].target(), "a");
+  EXPECT_EQ(events[1].started().pid(), 100);
+  EXPECT_EQ(events[2].started().pid(), 200);
+  EXPECT_EQ(events[3].output().data(), "hello ");
+  EXPECT_EQ(events[4].output().stream(), varan::v1::OUTPUT_STREAM_STDERR);
+  EXPECT_EQ(events[6].target(), "b");
+  EXPECT_EQ(events[7].finished().state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(events[7].target(), "a");
+  EXPECT_EQ(events[8].target(), "b");
+  const auto& done = events[9].job_finished();
+  EXPECT_EQ(done.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.succeeded(), 2u);
+  EXPECT_EQ(done.failed(), 0u);
+  EXPECT_EQ(events[9].target(), "");
+
+  JobEvent ev;
+  EXPECT_EQ(job->EventAt(10, &ev), Job::Read::kEnd);
+  EXPECT_EQ(job->EventAt(9, &ev), Job::Read::kEvent);
+
+  varan::v1::Job snap = job->Snapshot(/*with_output=*/true);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(FromTimestamp(snap.finish_time()), clock_.Now());
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).exit_status().code(), 0);
+  EXPECT_EQ(snap.targets(0).stdout(), "hello world\n");
+  EXPECT_EQ(snap.targets(0).stderr(), "oops\n");
+  EXPECT_EQ(snap.targets(0).start_time().seconds(), 1700000001);
+  EXPECT_EQ(FromTimestamp(snap.targets(0).finish_time()), clock_.Now());
+  EXPECT_EQ(snap.targets(1).stdout(), "b-out");
+
+  varan::v1::Job bare = job->Snapshot(/*with_output=*/false);
+  EXPECT_EQ(bare.targets(0).stdout(), "");
+  EXPECT_EQ(bare.targets(0).stderr(), "");
+}
+
+TEST_F(JobTest, AnyOtherOutcomeFailsTheJob) {
+  struct Case {
+    std::string label;
+    ExecuteEvent second;
+    varan::v1::TargetState target_state;
+  };
+  const std::vector<Case> cases = {
+      {"exit 1", Exited(1), varan::v1::TARGET_STATE_EXITED},
+      {"signaled", Ended(ExitStatus::KIND_SIGNALED, 9),
+       varan::v1::TARGET_STATE_EXITED},
+      {"timed out", Ended(ExitStatus::KIND_TIMED_OUT, 15),
+       varan::v1::TARGET_STATE_TIMED_OUT},
+      {"canceled", Ended(ExitStatus::KIND_CANCELED, 15),
+       varan::v1::TARGET_STATE_CANCELED},
+      {"start failed",
+       Ended(ExitStatus::KIND_START_FAILED, 0, "cannot run \"x\""),
+       varan::v1::TARGET_STATE_FAILED},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.label);
+    auto job = MakeJob({"a", "b"});
+    job->OnExecuteEvent(0, Started(1));
+    job->OnExecuteEvent(0, Exited(0));
+    if (c.second.exited().kind() != ExitStatus::KIND_START_FAILED) {
+      job->OnExecuteEvent(1, Started(2));
+    }
+    job->OnExecuteEvent(1, c.second);
+    ASSERT_TRUE(job->finished());
+
+    varan::v1::Job snap = job->Snapshot(false);
+    EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+    EXPECT_EQ(snap.targets(1).state(), c.target_state);
+    EXPECT_EQ(snap.targets(1).exit_status().kind(), c.second.exited().kind());
+    EXPECT_EQ(snap.targets(1).error(), c.second.exited().error());
+
+    auto events = Events(*job);
+    ASSERT_FALSE(events.empty());
+    const JobEvent& last = events.back();
+    ASSERT_TRUE(last.has_job_finished());
+    EXPECT_EQ(last.job_finished().state(), varan::v1::JOB_STATE_FAILED);
+    EXPECT_EQ(last.job_finished().succeeded(), 1u);
+    EXPECT_EQ(last.job_finished().failed(), 1u);
+    const JobEvent& finished = events[events.size() - 2];
+    ASSERT_TRUE(finished.has_finished());
+    EXPECT_EQ(finished.target(), "b");
+    EXPECT_EQ(finished.finished().state(), c.target_state);
+  }
+}
+
+TEST_F(JobTest, OutputPastTheCaptureLimitIsCountedNotKept) {
+  auto job = MakeJob({"a"}, /*capture_limit=*/10);
+  job->OnExecuteEvent(0, Started(1));
+  job->OnExecuteEvent(0, Stdout(0, "0123456"));
+  job->OnExecuteEvent(0, Stdout(1, "789ABCDE"));  // 5 bytes over
+  job->OnExecuteEvent(0, Stdout(2, "xyz"));       // 3 more
+  job->OnExecuteEvent(0, Stderr(0, "err"));       // other stream: own limit
+  job->OnExecuteEvent(0, Exited(0));
+
+  auto events = Events(*job);
+  ASSERT_EQ(Kinds(events), "AsooofJ");
+  EXPECT_EQ(events[2].output().data(), "0123456");
+  EXPECT_EQ(events[3].output().data(), "789");
+  EXPECT_EQ(events[3].output().sequence(), 1u);
+  EXPECT_EQ(events[4].output().data(), "err");
+  std::string streamed;
+  for (const auto& ev : events) {
+    if (ev.has_output() &&
+        ev.output().stream() == varan::v1::OUTPUT_STREAM_STDOUT) {
+      streamed += ev.output().data();
+    }
+  }
+  EXPECT_EQ(streamed, "0123456789");
+
+  varan::v1::Job snap = job->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).stdout(), "0123456789");
+  EXPECT_EQ(snap.targets(0).stdout_uncaptured_bytes(), 8u);
+  EXPECT_EQ(snap.targets(0).stderr(), "err");
+  EXPECT_EQ(snap.targets(0).stderr_uncaptured_bytes(), 0u);
+  // The counts are there without the output too.
+  EXPECT_EQ(job->Snapshot(false).targets(0).stdout_uncaptured_bytes(), 8u);
+}
+
+TEST_F(JobTest, ExecuteDoneBeforeStartFailsTheTargetWithTheMessage) {
+  auto job = MakeJob({"a"});
+  job->MarkDispatched(0);
+  job->OnExecuteDone(0, absl::UnavailableError("connection refused"));
+  ASSERT_TRUE(job->finished());
+  varan::v1::Job snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_EQ(snap.targets(0).error(), "connection refused");
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  auto events = Events(*job);
+  ASSERT_EQ(Kinds(events), "AfJ");
+  EXPECT_EQ(events[1].finished().state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_EQ(events[1].finished().error(), "connection refused");
+}
+
+TEST_F(JobTest, ExecuteDoneOkWithoutResultFailsTheTarget) {
+  auto job = MakeJob({"a"});
+  job->OnExecuteDone(0, absl::OkStatus());
+  varan::v1::Job snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("without a result"));
+}
+
+TEST_F(JobTest, ExecuteDoneAfterStartLosesTheTarget) {
+  auto job = MakeJob({"a"});
+  job->OnExecuteEvent(0, Started(1));
+  job->OnExecuteEvent(0, Stdout(0, "partial"));
+  job->OnExecuteDone(0, absl::UnavailableError("socket closed"));
+  ASSERT_TRUE(job->finished());
+  varan::v1::Job snap = job->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("socket closed"));
+  EXPECT_EQ(snap.targets(0).stdout(), "partial");
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(Kinds(Events(*job)), "AsofJ");
+}
+
+TEST_F(JobTest, ExecuteDoneAfterExitChangesNothing) {
+  auto job = MakeJob({"a"});
+  job->OnExecuteEvent(0, Started(1));
+  job->OnExecuteEvent(0, Exited(0));
+  const size_t before = Events(*job).size();
+  job->OnExecuteDone(0, absl::UnavailableError("late"));
+  job->FailTarget(0, "late");
+  job->OnExecuteEvent(0, Stdout(0, "late output"));
+  job->OnExecuteEvent(0, Exited(1));
+  EXPECT_EQ(Events(*job).size(), before);
+  varan::v1::Job snap = job->Snapshot(true);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).error(), "");
+  EXPECT_EQ(snap.targets(0).stdout(), "");
+}
+
+TEST_F(JobTest, FailTargetFinishesAnUnsentTarget) {
+  auto job = MakeJob({"a", "b"});
+  job->FailTarget(1, "periphery b is offline");
+  EXPECT_FALSE(job->finished());
+  varan::v1::Job snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_EQ(snap.targets(1).error(), "periphery b is offline");
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_QUEUED);
+
+  job->OnExecuteEvent(0, Started(1));
+  job->OnExecuteEvent(0, Exited(0));
+  ASSERT_TRUE(job->finished());
+  auto events = Events(*job);
+  EXPECT_EQ(Kinds(events), "AfsfJ");
+  EXPECT_EQ(events[1].target(), "b");
+  EXPECT_EQ(events[1].finished().error(), "periphery b is offline");
+  EXPECT_EQ(events.back().job_finished().succeeded(), 1u);
+  EXPECT_EQ(events.back().job_finished().failed(), 1u);
+}
+
+TEST_F(JobTest, JobWithoutTargetsFinishesAtOnce) {
+  auto job = MakeJob({});
+  EXPECT_TRUE(job->finished());
+  auto events = Events(*job);
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(events[1].has_job_finished());
+  EXPECT_EQ(events[1].job_finished().state(), varan::v1::JOB_STATE_SUCCEEDED);
+  JobEvent ev;
+  EXPECT_EQ(job->EventAt(2, &ev), Job::Read::kEnd);
+  varan::v1::Job snap = job->Snapshot(true);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(snap.has_finish_time());
+}
+
+TEST_F(JobTest, WatchersSeeEveryEventAsItIsAppended) {
+  auto job = MakeJob({"a"});
+  uint64_t next = 1;  // the accepted event was there before the watcher
+  std::vector<uint64_t> seen;
+  int calls = 0;
+  uint64_t handle = job->AddWatcher([&] {
+    ++calls;
+    JobEvent ev;
+    while (job->EventAt(next, &ev) == Job::Read::kEvent) {
+      seen.push_back(ev.sequence());
+      ++next;
+    }
+  });
+
+  job->OnExecuteEvent(0, Started(1));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(seen, (std::vector<uint64_t>{1}));
+  job->OnExecuteEvent(0, Stdout(0, "x"));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2}));
+  job->OnExecuteEvent(0, Exited(0));  // finished + job_finished
+  EXPECT_GE(calls, 3);
+  EXPECT_EQ(seen, (std::vector<uint64_t>{1, 2, 3, 4}));
+  job->RemoveWatcher(handle);
+}
+
+TEST_F(JobTest, NoCallbackAfterRemoveWatcher) {
+  auto job = MakeJob({"a", "b"});
+  int first = 0, second = 0;
+  uint64_t h1 = job->AddWatcher([&] { ++first; });
+  uint64_t h2 = job->AddWatcher([&] { ++second; });
+  EXPECT_NE(h1, h2);
+  job->OnExecuteEvent(0, Started(1));
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  job->RemoveWatcher(h1);
+  job->OnExecuteEvent(0, Exited(0));
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 2);
+  job->RemoveWatcher(h2);
+  job->FailTarget(1, "gone");  // appends finished and job_finished
+  ASSERT_TRUE(job->finished());
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 2);
+}
+
+TEST_F(JobTest, EventTimesComeFromTheClock) {
+  auto job = MakeJob({"a"});
+  const absl::Time t0 = clock_.Now();
+  clock_.Advance(absl::Seconds(3));
+  job->OnExecuteEvent(0, Started(1));
+  clock_.Advance(absl::Seconds(4));
+  job->OnExecuteEvent(0, Exited(0));
+  auto events = Events(*job);
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(FromTimestamp(events[0].time()), t0);
+  EXPECT_EQ(FromTimestamp(events[1].time()), t0 + absl::Seconds(3));
+  EXPECT_EQ(FromTimestamp(events[2].time()), t0 + absl::Seconds(7));
+  EXPECT_EQ(FromTimestamp(events[3].time()), t0 + absl::Seconds(7));
+}
+
+TEST_F(JobTest, IsFinal) {
+  for (auto s :
+       {varan::v1::TARGET_STATE_EXITED, varan::v1::TARGET_STATE_FAILED,
+        varan::v1::TARGET_STATE_TIMED_OUT, varan::v1::TARGET_STATE_CANCELED,
+        varan::v1::TARGET_STATE_LOST}) {
+    EXPECT_TRUE(IsFinal(s)) << s;
+  }
+  for (auto s :
+       {varan::v1::TARGET_STATE_UNSPECIFIED, varan::v1::TARGET_STATE_QUEUED,
+        varan::v1::TARGET_STATE_DISPATCHED, varan::v1::TARGET_STATE_RUNNING}) {
+    EXPECT_FALSE(IsFinal(s)) << s;
+  }
+}
+
+}  // namespace
+}  // namespace varan::core

@@ -1,0 +1,328 @@
+// Tests for core/fleet/registry.h: registration, heartbeats and liveness on
+// a fake clock, and listing by name and selector.
+#include "core/fleet/registry.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/time_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace varan::core {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kInterval = absl::Seconds(10);
+
+class FleetRegistryTest : public ::testing::Test {
+ protected:
+  FleetRegistryTest()
+      : registry_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3}) {}
+
+  static varan::v1::RegisterRequest Request(
+      const std::string& name, std::map<std::string, std::string> labels = {},
+      const std::string& address = "[fd00::5]:7701") {
+    varan::v1::RegisterRequest req;
+    req.set_name(name);
+    req.mutable_labels()->insert(labels.begin(), labels.end());
+    req.set_advertise_address(address);
+    req.set_version("0.1.0");
+    req.mutable_facts()->set_hostname(name + ".example");
+    return req;
+  }
+
+  FleetRegistry::Registration MustRegister(
+      const std::string& name, std::map<std::string, std::string> labels = {},
+      const std::string& address = "[fd00::5]:7701") {
+    auto reg = registry_.Register(Request(name, std::move(labels), address),
+                                  "10.0.0.9");
+    EXPECT_TRUE(reg.ok()) << reg.status();
+    return reg.ok() ? *reg : FleetRegistry::Registration{};
+  }
+
+  varan::v1::Periphery MustGet(const std::string& name_or_id) {
+    auto p = registry_.Get(name_or_id);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *p : varan::v1::Periphery{};
+  }
+
+  std::vector<std::string> ListNames(const varan::v1::Target& target) {
+    auto list = registry_.List(target);
+    EXPECT_TRUE(list.ok()) << list.status();
+    std::vector<std::string> names;
+    if (list.ok()) {
+      for (const auto& p : *list) names.push_back(p.name());
+    }
+    return names;
+  }
+
+  static varan::v1::Target Selecting(const std::string& selector,
+                                     std::vector<std::string> names = {}) {
+    varan::v1::Target t;
+    t.set_selector(selector);
+    for (auto& n : names) t.add_names(n);
+    return t;
+  }
+
+  FakeClock clock_;
+  FleetRegistry registry_;
+};
+
+TEST_F(FleetRegistryTest, RegisteredPeripheryIsListedOnline) {
+  const absl::Time registered_at = clock_.Now();
+  auto reg = MustRegister("web-1", {{"env", "prod"}});
+  EXPECT_EQ(reg.id.size(), 16u);
+  EXPECT_EQ(reg.credential.size(), 64u);
+
+  auto list = registry_.List(varan::v1::Target());
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->size(), 1u);
+  const varan::v1::Periphery& p = (*list)[0];
+  EXPECT_EQ(p.id(), reg.id);
+  EXPECT_EQ(p.name(), "web-1");
+  EXPECT_EQ(p.state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  EXPECT_EQ(p.address(), "[fd00::5]:7701");
+  EXPECT_EQ(p.peer_address(), "10.0.0.9");
+  EXPECT_EQ(p.version(), "0.1.0");
+  EXPECT_EQ(p.facts().hostname(), "web-1.example");
+  EXPECT_EQ(p.labels().at("env"), "prod");
+  EXPECT_EQ(FromTimestamp(p.first_seen()), registered_at);
+  EXPECT_EQ(FromTimestamp(p.last_seen()), registered_at);
+}
+
+TEST_F(FleetRegistryTest, GoesOfflineAfterThreeMissedIntervals) {
+  MustRegister("web-1");
+  clock_.Advance(3 * kInterval);
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+  clock_.Advance(absl::Hours(1));
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+}
+
+TEST_F(FleetRegistryTest, HeartbeatBringsItBackOnline) {
+  auto reg = MustRegister("web-1");
+  clock_.Advance(5 * kInterval);
+  ASSERT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+
+  varan::v1::HostStats stats;
+  stats.set_load1(0.5);
+  stats.set_uptime_seconds(1234);
+  ASSERT_TRUE(
+      registry_.Heartbeat(reg.id, reg.credential, stats, "10.0.0.10").ok());
+  varan::v1::Periphery p = MustGet("web-1");
+  EXPECT_EQ(p.state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  EXPECT_EQ(p.stats().uptime_seconds(), 1234u);
+  EXPECT_DOUBLE_EQ(p.stats().load1(), 0.5);
+  EXPECT_EQ(p.peer_address(), "10.0.0.10");
+  EXPECT_EQ(FromTimestamp(p.last_seen()), clock_.Now());
+  EXPECT_LT(FromTimestamp(p.first_seen()), clock_.Now());
+}
+
+TEST_F(FleetRegistryTest, HeartbeatErrors) {
+  auto reg = MustRegister("web-1");
+  absl::Status unknown = registry_.Heartbeat("no-such-id", reg.credential,
+                                             varan::v1::HostStats(), "x");
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+
+  absl::Status wrong = registry_.Heartbeat(reg.id, "not-the-credential",
+                                           varan::v1::HostStats(), "x");
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(wrong.message()), Not(HasSubstr(reg.credential)));
+
+  absl::Status empty =
+      registry_.Heartbeat(reg.id, "", varan::v1::HostStats(), "x");
+  EXPECT_EQ(empty.code(), absl::StatusCode::kUnauthenticated);
+
+  // A rejected heartbeat does not keep the periphery alive.
+  clock_.Advance(4 * kInterval);
+  EXPECT_FALSE(
+      registry_.Heartbeat(reg.id, "bad", varan::v1::HostStats(), "x").ok());
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+}
+
+TEST_F(FleetRegistryTest, ReRegisteringKeepsTheIdAndReplacesTheCredential) {
+  const absl::Time first_seen = clock_.Now();
+  auto first = MustRegister("web-1", {{"env", "dev"}});
+  clock_.Advance(absl::Minutes(5));
+  auto second = MustRegister("web-1", {{"env", "prod"}}, "10.0.0.5:7701");
+  EXPECT_EQ(second.id, first.id);
+  EXPECT_NE(second.credential, first.credential);
+
+  EXPECT_EQ(
+      registry_
+          .Heartbeat(first.id, first.credential, varan::v1::HostStats(), "x")
+          .code(),
+      absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(
+      registry_
+          .Heartbeat(second.id, second.credential, varan::v1::HostStats(), "x")
+          .ok());
+
+  auto list = registry_.List(varan::v1::Target());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].labels().at("env"), "prod");
+  EXPECT_EQ((*list)[0].address(), "10.0.0.5:7701");
+  EXPECT_EQ(FromTimestamp((*list)[0].first_seen()), first_seen);
+}
+
+TEST_F(FleetRegistryTest, RejectsInvalidRegistrations) {
+  struct Case {
+    std::string label;
+    varan::v1::RegisterRequest req;
+    std::string message_part;
+  };
+  const std::vector<Case> cases = {
+      {"empty name", Request(""), "periphery name"},
+      {"name starting with -", Request("-web"), "periphery name"},
+      {"name with space", Request("web 1"), "periphery name"},
+      {"name with slash", Request("web/1"), "periphery name"},
+      {"name too long", Request(std::string(64, 'w')), "periphery name"},
+      {"bad label key", Request("web-1", {{"bad key", "x"}}), "bad key"},
+      {"bad label prefix", Request("web-1", {{"Ex.com/k", "x"}}), "Ex.com/k"},
+      {"bad label value", Request("web-1", {{"env", "-x"}}), "-x"},
+      {"no address", Request("web-1", {}, ""), "advertise address"},
+      {"address without port", Request("web-1", {}, "10.0.0.5"),
+       "advertise address"},
+      {"unbracketed IPv6", Request("web-1", {}, "fd00::5:7701"),
+       "advertise address"},
+      {"wildcard address", Request("web-1", {}, "[::]:7701"),
+       "advertise address"},
+      {"port 0", Request("web-1", {}, "10.0.0.5:0"), "advertise address"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.label);
+    auto reg = registry_.Register(c.req, "10.0.0.9");
+    ASSERT_FALSE(reg.ok());
+    EXPECT_EQ(reg.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(reg.status().message()), HasSubstr(c.message_part));
+  }
+  auto list = registry_.List(varan::v1::Target());
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(FleetRegistryTest, ValidPeripheryNames) {
+  const std::vector<std::string> names = {"a", "web-1", "Web_1.example", "9",
+                                          std::string(63, 'w')};
+  for (const auto& name : names) {
+    EXPECT_TRUE(ValidatePeripheryName(name).ok()) << name;
+  }
+}
+
+TEST_F(FleetRegistryTest, ListIsSortedByName) {
+  for (const char* name : {"charlie", "alpha", "delta", "bravo"}) {
+    MustRegister(name);
+  }
+  EXPECT_EQ(ListNames(varan::v1::Target()),
+            (std::vector<std::string>{"alpha", "bravo", "charlie", "delta"}));
+}
+
+TEST_F(FleetRegistryTest, ListByNames) {
+  for (const char* name : {"a", "b", "c"}) MustRegister(name);
+  EXPECT_EQ(ListNames(Selecting("", {"c", "a"})),
+            (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(ListNames(Selecting("", {"b", "b"})),
+            (std::vector<std::string>{"b"}));
+}
+
+TEST_F(FleetRegistryTest, ListByUnknownNameIsNotFoundNamingIt) {
+  MustRegister("a");
+  auto one = registry_.List(Selecting("", {"a", "nope"}));
+  EXPECT_EQ(one.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(one.status().message()), HasSubstr("nope"));
+
+  auto two = registry_.List(Selecting("", {"zzz", "a", "yyy"}));
+  EXPECT_EQ(two.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(two.status().message()), HasSubstr("yyy"));
+  EXPECT_THAT(std::string(two.status().message()), HasSubstr("zzz"));
+}
+
+TEST_F(FleetRegistryTest, ListBySelector) {
+  MustRegister("db-1", {{"env", "prod"}, {"tier", "db"}});
+  MustRegister("web-1", {{"env", "prod"}, {"tier", "web"}});
+  MustRegister("web-2", {{"env", "dev"}, {"tier", "web"}});
+  MustRegister("bare");
+
+  EXPECT_EQ(ListNames(Selecting("env=prod")),
+            (std::vector<std::string>{"db-1", "web-1"}));
+  EXPECT_EQ(ListNames(Selecting("tier=web,env!=prod")),
+            (std::vector<std::string>{"web-2"}));
+  EXPECT_EQ(ListNames(Selecting("!env")), (std::vector<std::string>{"bare"}));
+  EXPECT_EQ(ListNames(Selecting("env notin (dev)")),
+            (std::vector<std::string>{"bare", "db-1", "web-1"}));
+  EXPECT_TRUE(ListNames(Selecting("env=staging")).empty());
+  // Names and selector must both hold.
+  EXPECT_EQ(ListNames(Selecting("tier=web", {"db-1", "web-2"})),
+            (std::vector<std::string>{"web-2"}));
+
+  auto bad = registry_.List(Selecting("env in prod"));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(FleetRegistryTest, OfflinePeripheriesAreStillListed) {
+  MustRegister("old");
+  clock_.Advance(10 * kInterval);
+  MustRegister("new");
+  auto list = registry_.List(varan::v1::Target());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].name(), "new");
+  EXPECT_EQ((*list)[0].state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  EXPECT_EQ((*list)[1].name(), "old");
+  EXPECT_EQ((*list)[1].state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+}
+
+TEST_F(FleetRegistryTest, GetByNameOrId) {
+  auto reg = MustRegister("web-1");
+  EXPECT_EQ(MustGet("web-1").id(), reg.id);
+  EXPECT_EQ(MustGet(reg.id).name(), "web-1");
+  auto missing = registry_.Get("web-2");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("web-2"));
+}
+
+TEST_F(FleetRegistryTest, ResolveReturnsAddressAndCredential) {
+  auto a = MustRegister("a", {{"env", "prod"}}, "[fd00::1]:7701");
+  clock_.Advance(4 * kInterval);
+  auto b = MustRegister("b", {{"env", "prod"}}, "10.0.0.2:7701");
+  MustRegister("c", {{"env", "dev"}}, "c.example:7701");
+
+  auto targets = registry_.Resolve(Selecting("env=prod"));
+  ASSERT_TRUE(targets.ok()) << targets.status();
+  ASSERT_EQ(targets->size(), 2u);
+  const DialTarget& ta = (*targets)[0];
+  EXPECT_EQ(ta.id, a.id);
+  EXPECT_EQ(ta.name, "a");
+  EXPECT_EQ(ta.address, "[fd00::1]:7701");
+  EXPECT_EQ(ta.credential, a.credential);
+  EXPECT_FALSE(ta.online);
+  EXPECT_EQ(ta.last_seen, clock_.Now() - 4 * kInterval);
+  const DialTarget& tb = (*targets)[1];
+  EXPECT_EQ(tb.id, b.id);
+  EXPECT_EQ(tb.address, "10.0.0.2:7701");
+  EXPECT_EQ(tb.credential, b.credential);
+  EXPECT_TRUE(tb.online);
+  EXPECT_EQ(tb.last_seen, clock_.Now());
+
+  EXPECT_EQ(registry_.Resolve(Selecting("", {"nope"})).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(FleetRegistryTest, IdsAreDistinctPerName) {
+  auto a = MustRegister("a");
+  auto b = MustRegister("b");
+  EXPECT_NE(a.id, b.id);
+  EXPECT_NE(a.credential, b.credential);
+}
+
+}  // namespace
+}  // namespace varan::core
