@@ -51,8 +51,9 @@ TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
   auto channel = grpc::CreateChannel(absl::StrCat("[::1]:", port),
                                      grpc::InsecureChannelCredentials());
   auto agent = varan::v1::Agent::NewStub(channel);
-  for (const std::string& token : {std::string(), std::string("guess"),
-                                   ReadFile(fleet.join_token_file())}) {
+  std::string join = ReadFile(fleet.join_token_file());
+  join.pop_back();  // newline
+  for (const std::string& token : {std::string(), std::string("guess"), join}) {
     grpc::ClientContext ctx;
     if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
     varan::v1::ExecuteRequest req;
