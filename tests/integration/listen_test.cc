@@ -188,6 +188,35 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
   }
 }
 
+TEST(ListenTest, ExampleConfigsAreAccepted) {
+  TempDir dir;
+  uint16_t core_port = FreePort(), periphery_port = FreePort();
+  const std::string core_address = absl::StrCat("[::1]:", core_port);
+  Daemon core({BinPath("varan-core"), "--config",
+               absl::StrCat(VARAN_SOURCE_DIR, "/deploy/config/core.toml"),
+               "--listen", core_address, "--data-dir", dir.File("core")},
+              dir.File("core.log"));
+  core.Start();
+  ASSERT_TRUE(WaitFor([&] { return Healthy(core_address); })) << core.Log();
+  Daemon periphery(
+      {BinPath("varan-periphery"), "--config",
+       absl::StrCat(VARAN_SOURCE_DIR, "/deploy/config/periphery.toml"), "--core",
+       core_address, "--join-token-file", dir.File("core/join.token"), "--listen",
+       absl::StrCat("[::1]:", periphery_port), "--state-dir", dir.File("p"),
+       "--name", "example"},
+      dir.File("periphery.log"));
+  periphery.Start();
+  // The labels come from the file.
+  EXPECT_TRUE(WaitFor([&] {
+    RunResult r = RunProgram({BinPath("varanctl"), "--core", core_address, "--token-file",
+                       dir.File("core/admin.token"), "peripheries", "list", "-l",
+                       "env=prod,tier=web"});
+    return r.exit_code == 0 && absl::StrContains(r.out, "example");
+  })) << periphery.Log();
+  EXPECT_EQ(periphery.Stop(), 0);
+  EXPECT_EQ(core.Stop(), 0);
+}
+
 TEST(ListenTest, TokensAreCreatedPrivateAndKept) {
   TempDir dir;
   uint16_t port = FreePort();
