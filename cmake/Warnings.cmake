@@ -3,7 +3,7 @@
 function(varan_set_warnings target)
   target_compile_options(${target} INTERFACE
     -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
-    -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+    -Woverloaded-virtual -Wimplicit-fallthrough
     -Wformat=2 -Wmisleading-indentation -Wduplicated-cond -Wlogical-op)
   if(VARAN_WERROR)
     target_compile_options(${target} INTERFACE -Werror)

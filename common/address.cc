@@ -172,22 +172,23 @@ bool IsIPv4Literal(absl::string_view host) {
   return inet_pton(AF_INET, h.c_str(), &addr) == 1;
 }
 
+// Parses an IPv6 literal, ignoring a "%zone" suffix.
+bool ParseIPv6(absl::string_view host, in6_addr* addr) {
+  std::string h(host.substr(0, host.find('%')));
+  return inet_pton(AF_INET6, h.c_str(), addr) == 1;
+}
+
 bool IsWildcardHost(absl::string_view host) {
   if (host == "0.0.0.0") return true;
-  if (!IsIPv6Literal(host)) return false;
   in6_addr addr{};
-  std::string h(host);
-  inet_pton(AF_INET6, h.c_str(), &addr);
-  return IN6_IS_ADDR_UNSPECIFIED(&addr);
+  return ParseIPv6(host, &addr) && IN6_IS_ADDR_UNSPECIFIED(&addr);
 }
 
 bool IsLoopbackHost(absl::string_view host) {
   if (absl::EqualsIgnoreCase(host, "localhost")) return true;
   if (IsIPv4Literal(host)) return absl::StartsWith(host, "127.");
-  if (IsIPv6Literal(host)) {
-    in6_addr addr{};
-    std::string h(host);
-    inet_pton(AF_INET6, h.c_str(), &addr);
+  in6_addr addr{};
+  if (ParseIPv6(host, &addr)) {
     if (IN6_IS_ADDR_LOOPBACK(&addr)) return true;
     // ::ffff:127.x.y.z
     return IN6_IS_ADDR_V4MAPPED(&addr) && addr.s6_addr[12] == 127;

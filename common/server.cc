@@ -153,6 +153,8 @@ absl::StatusOr<RunningServer> StartServer(
 }
 
 void BlockTerminationSignals() {
+  // Writes to a closed pipe or socket must fail with EPIPE, not kill us.
+  signal(SIGPIPE, SIG_IGN);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

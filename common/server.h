@@ -50,8 +50,10 @@ absl::StatusOr<RunningServer> StartServer(
     const std::vector<grpc::Service*>& services,
     const std::vector<std::pair<std::string, int>>& int_channel_args = {});
 
-// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread; call first thing
-// in main so every thread created later inherits the mask.
+// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and ignores
+// SIGPIPE; call first thing in main so every thread created later inherits
+// the mask. (Commands started by the periphery get default dispositions and
+// an empty mask.)
 void BlockTerminationSignals();
 
 // Waits until SIGINT or SIGTERM arrives (requires BlockTerminationSignals),

@@ -164,8 +164,14 @@ class Parser {
     }
     ++pos_;
     while (true) {
+      SkipSpace();
+      size_t value_start = pos_;
       auto value = Value();
       if (!value.ok()) return value.status();
+      if (value->empty()) {
+        pos_ = value_start;
+        return Error("expected a value in the list");
+      }
       req.values.push_back(*value);
       SkipSpace();
       if (pos_ == text_.size()) return Error("expected ',' or ')' in value list");

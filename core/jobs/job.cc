@@ -34,6 +34,7 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock)
   captures_.resize(target_count_);
   started_.assign(target_count_, false);
   JobEvent accepted;
+  accepted.mutable_accepted();  // present even with no targets
   for (const auto& t : record_.targets()) {
     accepted.mutable_accepted()->add_targets(t.name());
   }

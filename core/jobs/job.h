@@ -4,8 +4,8 @@
 // gaps; watchers read it from any sequence and are told (through a callback)
 // when more arrives, so a watcher that reconnects with the next sequence it
 // expects misses nothing. Output is captured per target and stream up to the
-// job's capture limit; bytes past the limit are counted, not kept, and not
-// streamed (the count is in the target's record and its `finished` event).
+// job's capture limit; bytes past the limit are counted (in the target's
+// record: *_uncaptured_bytes), not kept, and not streamed to watchers.
 //
 // Thread-safe. Watcher callbacks run on the thread that appended the event,
 // without the job's lock held; RemoveWatcher waits for a running callback,

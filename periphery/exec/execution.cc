@@ -85,6 +85,14 @@ void Execution::Cancel() {
 }
 
 void Execution::Supervise() {
+  // A command that exits (or closes stdin) before reading all its input makes
+  // our write() raise SIGPIPE, which would kill the whole daemon. Blocked in
+  // this thread, the write fails with EPIPE instead.
+  sigset_t sigpipe;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, nullptr);
+
   const absl::Time start = absl::Now();
   ExitStatus exit;
 

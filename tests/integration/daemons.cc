@@ -17,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "google/protobuf/unknown_field_set.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 
@@ -103,6 +105,71 @@ bool Healthy(const std::string& address) {
   grpc::health::v1::HealthCheckResponse resp;
   grpc::Status s = stub->Check(&ctx, req, &resp);
   return s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+std::vector<std::string> ReflectionServices(const std::string& address) {
+  // Speaks grpc.reflection.v1alpha without generated code (generating it here
+  // would clash with the copy inside libgrpc++_reflection): the request
+  // {list_services: ""} is field 7, and the answer is parsed generically.
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t id) {
+    return cq.Next(&tag, &ok) && tag == reinterpret_cast<void*>(id) && ok;
+  };
+  std::vector<std::string> names;
+  std::string bytes;
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (step(1)) {
+    grpc::Slice slice(std::string("\x3a\x00", 2));
+    grpc::ByteBuffer request(&slice, 1);
+    call->Write(request, reinterpret_cast<void*>(2));
+    if (step(2)) {
+      call->WritesDone(reinterpret_cast<void*>(3));
+      grpc::ByteBuffer response;
+      if (step(3)) {
+        call->Read(&response, reinterpret_cast<void*>(4));
+        if (step(4)) {
+          std::vector<grpc::Slice> slices;
+          (void)response.Dump(&slices);
+          for (const auto& sl : slices) {
+            bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+          }
+        }
+      }
+    }
+  }
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  google::protobuf::UnknownFieldSet top;
+  if (!top.ParseFromString(bytes)) return names;
+  for (int i = 0; i < top.field_count(); ++i) {
+    if (top.field(i).number() != 6) continue;  // list_services_response
+    google::protobuf::UnknownFieldSet list;
+    if (!list.ParseFromString(top.field(i).length_delimited())) continue;
+    for (int j = 0; j < list.field_count(); ++j) {
+      if (list.field(j).number() != 1) continue;  // service
+      google::protobuf::UnknownFieldSet service;
+      if (!service.ParseFromString(list.field(j).length_delimited())) continue;
+      for (int k = 0; k < service.field_count(); ++k) {
+        if (service.field(k).number() == 1) {
+          names.push_back(service.field(k).length_delimited());
+        }
+      }
+    }
+  }
+  return names;
 }
 
 std::string BinPath(const std::string& name) {
@@ -219,7 +286,7 @@ int Daemon::Stop(int sig, absl::Duration timeout) {
 }
 
 TestFleet::TestFleet(std::vector<std::string> extra_core_args)
-    : core_port_(FreePort()), extra_core_args_(std::move(extra_core_args)) {}
+    : core_port_(0), extra_core_args_(std::move(extra_core_args)) {}
 
 TestFleet::~TestFleet() {
   // An idle gRPC client answers the server's GOAWAY only when its backup
@@ -261,9 +328,25 @@ void TestFleet::StartCore() {
   client_.reset();
   // Probe with fresh channels: a channel that found the port closed backs
   // off for seconds before trying again.
+  // The first start asks for port 0 (no race with parallel tests) and
+  // learns the port from core's log; a restart reuses it.
+  if (core_port_ == 0) {
+    const std::string marker = "listening on [::]:";
+    WaitFor([&] {
+      std::string log = core_->Log();
+      size_t at = log.find(marker);
+      if (at == std::string::npos) return !core_->Running();
+      size_t end = log.find_first_not_of("0123456789", at + marker.size());
+      if (end == std::string::npos) return false;
+      core_port_ = static_cast<uint16_t>(
+          std::stoi(log.substr(at + marker.size(), end - at - marker.size())));
+      return true;
+    });
+  }
   bool up = WaitFor([&] {
     if (!core_->Running()) return true;  // reported below
-    return !ReadFile(admin_token_file()).empty() && Healthy(core_address());
+    return core_port_ != 0 && !ReadFile(admin_token_file()).empty() &&
+           Healthy(core_address());
   });
   ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n" << core_->Log();
 }
@@ -293,7 +376,7 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
       core_address(),              "--join-token-file",
       join_token_file(),           "--name",
       name,                        "--listen",
-      absl::StrCat("[::1]:", FreePort()), "--state-dir",
+      "[::1]:0",                   "--state-dir",
       dir_.File("periphery-" + name)};
   for (const auto& l : labels) {
     argv.push_back("--label");

@@ -54,6 +54,10 @@ RunResult RunProgram(const std::vector<std::string>& argv,
 // grpc.health.v1 Check on a fresh channel to `address`: true when SERVING.
 bool Healthy(const std::string& address);
 
+// Service names listed by the server reflection service (v1alpha) at
+// `address`, or an empty list when the call fails.
+std::vector<std::string> ReflectionServices(const std::string& address);
+
 // Polls `condition` every 20 ms until true or `timeout`; returns its last
 // value.
 bool WaitFor(const std::function<bool()>& condition,

@@ -36,6 +36,9 @@ TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
     EXPECT_EQ(r.exit_code, 0) << address << ": " << r.err;
   }
   EXPECT_THAT(fleet.core()->Log(), HasSubstr(absl::StrCat("listening on [::]:", port)));
+  EXPECT_THAT(ReflectionServices(fleet.core_address()),
+              ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
+                                       "varan.v1.Jobs", "grpc.health.v1.Health"}));
 }
 
 TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
@@ -43,9 +46,11 @@ TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
   fleet.StartCore();
   uint16_t port = FreePort();
   fleet.StartPeriphery("alpha", {}, {"--listen", absl::StrCat("[::]:", port)});
-  // The `--listen` given last wins over the helper's default.
+  // Listens on the helper's [::1]:0 and on this wildcard port.
   EXPECT_TRUE(Healthy(absl::StrCat("127.0.0.1:", port)));
   EXPECT_TRUE(Healthy(absl::StrCat("[::1]:", port)));
+  EXPECT_THAT(ReflectionServices(absl::StrCat("[::1]:", port)),
+              ::testing::Contains("varan.v1.Agent"));
 
   // Only core, with the credential it issued, may run commands there.
   auto channel = grpc::CreateChannel(absl::StrCat("[::1]:", port),

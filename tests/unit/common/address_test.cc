@@ -212,7 +212,7 @@ TEST_F(AddressTest, NormalizePeerAddressGivesTheBareClientAddress) {
 TEST_F(AddressTest, IsLoopbackHost) {
   for (const std::string host :
        {"127.0.0.1", "127.1.2.3", "::1", "0:0:0:0:0:0:0:1", "localhost",
-        "LocalHost", "::ffff:127.0.0.1"}) {
+        "LocalHost", "::ffff:127.0.0.1", "::1%lo"}) {
     EXPECT_TRUE(IsLoopbackHost(host)) << host;
   }
   for (const std::string host :
@@ -227,9 +227,14 @@ TEST_F(AddressTest, IsWildcardHost) {
     EXPECT_TRUE(IsWildcardHost(host)) << host;
   }
   for (const std::string host :
-       {"::1", "127.0.0.1", "0.0.0.1", "[::]", "", "host.example", "fd00::"}) {
+       {"::1", "127.0.0.1", "0.0.0.1", "[::]", "", "host.example", "fd00::",
+        "fe80::1%eth0"}) {
     EXPECT_FALSE(IsWildcardHost(host)) << host;
   }
+  // A zoned link-local address can be dialed.
+  auto zoned = ParseDialAddress("[fe80::1%eth0]:7700");
+  ASSERT_TRUE(zoned.ok()) << zoned.status();
+  EXPECT_EQ(FormatHostPort(*zoned), "[fe80::1%eth0]:7700");
 }
 
 TEST_F(AddressTest, LiteralClassification) {

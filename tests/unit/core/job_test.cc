@@ -356,6 +356,9 @@ TEST_F(JobTest, JobWithoutTargetsFinishesAtOnce) {
   EXPECT_TRUE(job->finished());
   auto events = Events(*job);
   ASSERT_EQ(events.size(), 2u);
+  // Even without targets the first event says the job was accepted.
+  ASSERT_TRUE(events[0].has_accepted());
+  EXPECT_EQ(events[0].accepted().targets_size(), 0);
   ASSERT_TRUE(events[1].has_job_finished());
   EXPECT_EQ(events[1].job_finished().state(), varan::v1::JOB_STATE_SUCCEEDED);
   JobEvent ev;

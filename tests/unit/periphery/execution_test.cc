@@ -338,6 +338,17 @@ TEST_F(ExecutionTest, LargeStdinIsEchoedWhileOutputIsRead) {
   EXPECT_TRUE(r.out == input);
 }
 
+TEST_F(ExecutionTest, CommandThatIgnoresItsStdinDoesNotHurtTheSupervisor) {
+  // `true` exits without reading: writing the rest of stdin hits a closed
+  // pipe. That must end the stdin feed, not the process hosting it
+  // (SIGPIPE is not ignored in this test binary).
+  CommandSpec spec = Argv({"true"});
+  spec.set_stdin(std::string(1024 * 1024, 'x'));
+  Result r = Run(spec);
+  EXPECT_EQ(r.exit.kind(), ExitStatus::KIND_EXITED);
+  EXPECT_EQ(r.exit.code(), 0);
+}
+
 TEST_F(ExecutionTest, WithoutStdinTheCommandReadsEndOfFile) {
   Result r = Run(Argv({"cat"}));
   EXPECT_EQ(r.exit.kind(), ExitStatus::KIND_EXITED);
