@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "common/address.h"
 
 #include <arpa/inet.h>
@@ -11,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 
 namespace varan {
 namespace {
@@ -30,8 +30,8 @@ bool IsValidHostName(absl::string_view host) {
     if (c == '.') {
       if (label_len == 0 || prev == '-') return false;
       label_len = 0;
-    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
-               c == '-' || c == '_') {
+    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+               c == '_') {
       if (label_len == 0 && c == '-') return false;
       if (++label_len > 63) return false;
     } else {
@@ -50,12 +50,12 @@ absl::StatusOr<uint16_t> ParsePort(absl::string_view text,
   auto [ptr, ec] = std::from_chars(port_text.data(),
                                    port_text.data() + port_text.size(), value);
   if (ec != std::errc() || ptr != port_text.data() + port_text.size()) {
-    return Invalid(text, absl::StrCat("port \"", port_text,
-                                      "\" is not a number"));
+    return Invalid(text,
+                   absl::StrCat("port \"", port_text, "\" is not a number"));
   }
   if (value > 65535) {
-    return Invalid(text, absl::StrCat("port ", port_text,
-                                      " is out of range (0-65535)"));
+    return Invalid(
+        text, absl::StrCat("port ", port_text, " is out of range (0-65535)"));
   }
   if (value == 0 && !allow_zero) {
     return Invalid(text, "port 0 cannot be dialed (use 1-65535)");
@@ -119,15 +119,15 @@ absl::StatusOr<Split> SplitHostPort(absl::string_view text) {
       return Invalid(text, absl::StrCat("IPv6 addresses must be bracketed "
                                         "when a port follows: did you mean "
                                         "\"[",
-                                        maybe_host, "]:", maybe_port,
-                                        "\"?"));
+                                        maybe_host, "]:", maybe_port, "\"?"));
     }
     if (IsIPv6Literal(text)) {
       out.host = std::string(text);
       return out;
     }
-    return Invalid(text, "too many ':' (bracket IPv6 addresses: "
-                         "\"[fd00::1]:7700\")");
+    return Invalid(text,
+                   "too many ':' (bracket IPv6 addresses: "
+                   "\"[fd00::1]:7700\")");
   }
   if (colons == 1) {
     size_t colon = text.find(':');
@@ -143,8 +143,8 @@ absl::StatusOr<Split> SplitHostPort(absl::string_view text) {
 absl::Status ValidateHost(absl::string_view text, absl::string_view host) {
   if (IsIPv6Literal(host) || IsIPv4Literal(host)) return absl::OkStatus();
   if (AllDigits(absl::StrReplaceAll(host, {{".", ""}}))) {
-    return Invalid(text, absl::StrCat("\"", host,
-                                      "\" is not a valid IPv4 address"));
+    return Invalid(text,
+                   absl::StrCat("\"", host, "\" is not a valid IPv4 address"));
   }
   if (!IsValidHostName(host)) {
     return Invalid(text, absl::StrCat("\"", host,
@@ -259,15 +259,14 @@ std::string NormalizePeerAddress(absl::string_view grpc_peer) {
     return std::string(rest.substr(0, colon));
   }
   if (!absl::StartsWith(grpc_peer, "ipv6:")) return std::string(grpc_peer);
-  std::string decoded =
-      absl::StrReplaceAll(grpc_peer.substr(5), {{"%5B", "["}, {"%5D", "]"},
-                                                {"%5b", "["}, {"%5d", "]"},
-                                                {"%25", "%"}});
+  std::string decoded = absl::StrReplaceAll(
+      grpc_peer.substr(5),
+      {{"%5B", "["}, {"%5D", "]"}, {"%5b", "["}, {"%5d", "]"}, {"%25", "%"}});
   std::string host;
   if (!decoded.empty() && decoded.front() == '[') {
     size_t close = decoded.find(']');
-    host = decoded.substr(1, close == std::string::npos ? std::string::npos
-                                                         : close - 1);
+    host = decoded.substr(
+        1, close == std::string::npos ? std::string::npos : close - 1);
   } else {
     host = decoded.substr(0, decoded.rfind(':'));
   }

@@ -30,9 +30,9 @@ absl::Status ValidateCommandSpec(const varan::v1::CommandSpec& spec) {
     if (key.empty() || key.find('=') != std::string::npos ||
         key.find('\0') != std::string::npos ||
         value.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid environment variable name \"", key,
-          "\" (must be non-empty, without '=' or NUL)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid environment variable name \"", key,
+                       "\" (must be non-empty, without '=' or NUL)"));
     }
   }
   if (spec.timeout().seconds() < 0 || spec.timeout().nanos() < 0) {

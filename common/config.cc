@@ -33,8 +33,8 @@ bool ScalarToString(const toml::node& node, std::string* out) {
 }  // namespace
 
 std::string EnvVarFor(const std::string& long_name) {
-  return absl::StrCat(
-      "VARAN_", absl::AsciiStrToUpper(absl::StrReplaceAll(long_name, {{"-", "_"}})));
+  return absl::StrCat("VARAN_", absl::AsciiStrToUpper(absl::StrReplaceAll(
+                                    long_name, {{"-", "_"}})));
 }
 
 void BindEnvironment(CLI::App& app) {
@@ -58,9 +58,8 @@ absl::Status ApplyConfigFile(CLI::App& app, const std::string& path) {
       return absl::NotFoundError(
           absl::StrCat("cannot read config file ", path));
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("config file ", path, ":", where.line, ":", where.column,
-                     ": ", what));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config file ", path, ":", where.line, ":", where.column, ": ", what));
   }
   for (const auto& [toml_key, node] : table) {
     const std::string key(toml_key);

@@ -1,8 +1,8 @@
-#include "absl/strings/string_view.h"
 #include "common/grpc_util.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace varan {
 

@@ -1,9 +1,9 @@
-#include "absl/strings/string_view.h"
 #include "common/logging.h"
 
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -36,7 +36,7 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
           break;
         default:
           if (static_cast<unsigned char>(c) < 0x20) {
-            char esc[] = {'\\', 'u', '0', '0', kHex[(c >> 4) & 0xf],
+            char esc[] = {'\\',         'u', '0', '0', kHex[(c >> 4) & 0xf],
                           kHex[c & 0xf]};
             dest.append(esc, esc + sizeof(esc));
           } else {

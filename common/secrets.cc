@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "common/secrets.h"
 
 #include <fcntl.h>
@@ -13,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace varan {
 namespace {
@@ -77,7 +77,8 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   return std::string(trimmed);
 }
 
-absl::Status WriteSecretFile(const std::string& path, absl::string_view secret) {
+absl::Status WriteSecretFile(const std::string& path,
+                             absl::string_view secret) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", tmp));
@@ -147,7 +148,8 @@ absl::Status EnsurePrivateDir(const std::string& dir) {
         absl::StrCat(dir, " exists and is not a directory"));
   }
   if (access(dir.c_str(), W_OK | X_OK) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("directory ", dir, " is not writable"));
+    return ErrnoStatus(errno,
+                       absl::StrCat("directory ", dir, " is not writable"));
   }
   return absl::OkStatus();
 }

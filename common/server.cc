@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "common/log.h"
 
 namespace varan {
 namespace {
@@ -67,9 +67,10 @@ std::vector<HostPort> ApplyIpv6Fallback(std::vector<HostPort> listen) {
       hp.host = "0.0.0.0";
     }
   }
-  spdlog::warn("IPv6 is not available on this host; listening on IPv4 only "
-               "instead of {}",
-               absl::StrJoin(changed, ", "));
+  spdlog::warn(
+      "IPv6 is not available on this host; listening on IPv4 only "
+      "instead of {}",
+      absl::StrJoin(changed, ", "));
   return listen;
 }
 
@@ -95,9 +96,9 @@ absl::Status ProbeListen(const HostPort& addr) {
     std::string hint;
     if (err == EADDRINUSE) hint = " (is another daemon running there?)";
     if (err == EADDRNOTAVAIL) hint = " (no interface has this address)";
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", FormatHostPort(addr), ": ", std::strerror(err),
-        hint));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ",
+                                               FormatHostPort(addr), ": ",
+                                               std::strerror(err), hint));
   }
   return absl::OkStatus();
 }
@@ -134,9 +135,9 @@ absl::StatusOr<RunningServer> StartServer(
   if (out.server == nullptr) {
     std::vector<std::string> names;
     for (const auto& hp : addrs) names.push_back(FormatHostPort(hp));
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", absl::StrJoin(names, ", "),
-        " (gRPC could not bind; see the log above)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", absl::StrJoin(names, ", "),
+                     " (gRPC could not bind; see the log above)"));
   }
   for (size_t i = 0; i < addrs.size(); ++i) {
     if (ports[i] == 0) {

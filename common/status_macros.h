@@ -12,10 +12,10 @@
 #define VARAN_STATUS_CONCAT_INNER_(a, b) a##b
 #define VARAN_STATUS_CONCAT_(a, b) VARAN_STATUS_CONCAT_INNER_(a, b)
 
-#define VARAN_RETURN_IF_ERROR(expr)                          \
-  do {                                                       \
-    ::absl::Status varan_status_ = (expr);                   \
-    if (!varan_status_.ok()) return varan_status_;           \
+#define VARAN_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status varan_status_ = (expr);         \
+    if (!varan_status_.ok()) return varan_status_; \
   } while (false)
 
 #define VARAN_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

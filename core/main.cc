@@ -34,9 +34,10 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   varan::BlockTerminationSignals();
 
-  CLI::App app{"varan-core: the Varan control plane. Peripheries register "
-               "with it; operators run commands on them through it.",
-               "varan-core"};
+  CLI::App app{
+      "varan-core: the Varan control plane. Peripheries register "
+      "with it; operators run commands on them through it.",
+      "varan-core"};
   app.set_version_flag("--version",
                        std::string("varan-core ") + varan::kVersion);
   std::string config_file;
@@ -82,7 +83,8 @@ int main(int argc, char** argv) {
       "Every flag can also be set as VARAN_<FLAG> in the environment (e.g. "
       "VARAN_DATA_DIR) or as a key in the --config file; flags win over the "
       "environment, which wins over the file.\n\n"
-      "Example:\n  varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
+      "Example:\n  varan-core --listen [::]:7700 --data-dir "
+      "/var/lib/varan/core");
 
   int exit_code = 0;
   if (!varan::ParseDaemonFlags(app, "--config", argc, argv, &exit_code)) {
@@ -95,7 +97,8 @@ int main(int argc, char** argv) {
   std::vector<varan::HostPort> listen_addrs;
   for (const auto& l : listen) {
     auto hp = varan::ParseListenAddress(l);
-    if (!hp.ok()) return Fail(absl::StrCat("--listen: ", hp.status().message()));
+    if (!hp.ok())
+      return Fail(absl::StrCat("--listen: ", hp.status().message()));
     listen_addrs.push_back(*hp);
   }
   // Find out before touching any file whether the listeners can be created.
@@ -133,14 +136,16 @@ int main(int argc, char** argv) {
       listen_addrs, {&registry_service, &fleet_service, &jobs_service});
   if (!server.ok()) return Fail(std::string(server.status().message()));
   std::vector<std::string> bound;
-  for (const auto& hp : server->addresses) bound.push_back(varan::FormatHostPort(hp));
+  for (const auto& hp : server->addresses)
+    bound.push_back(varan::FormatHostPort(hp));
   spdlog::info("varan-core {} listening on {}", varan::kVersion,
                absl::StrJoin(bound, ", "));
   for (const auto& hp : server->addresses) {
     if (!varan::IsLoopbackHost(hp.host)) {
-      spdlog::warn("serving plaintext gRPC on {}: tokens and output cross "
-                   "the network unencrypted",
-                   varan::FormatHostPort(hp));
+      spdlog::warn(
+          "serving plaintext gRPC on {}: tokens and output cross "
+          "the network unencrypted",
+          varan::FormatHostPort(hp));
       break;
     }
   }

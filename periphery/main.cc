@@ -12,13 +12,13 @@
 #include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "common/config.h"
+#include "common/log.h"
 #include "common/logging.h"
 #include "common/secrets.h"
 #include "common/server.h"
 #include "periphery/host/facts.h"
 #include "periphery/server/agent_service.h"
 #include "periphery/uplink/uplink.h"
-#include "common/log.h"
 #include "varan/version.h"
 
 namespace {
@@ -33,11 +33,12 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   varan::BlockTerminationSignals();
 
-  CLI::App app{"varan-periphery: the Varan agent. Registers with core, "
-               "heartbeats, and runs the commands core sends.",
-               "varan-periphery"};
-  app.set_version_flag("--version", std::string("varan-periphery ") +
-                                        varan::kVersion);
+  CLI::App app{
+      "varan-periphery: the Varan agent. Registers with core, "
+      "heartbeats, and runs the commands core sends.",
+      "varan-periphery"};
+  app.set_version_flag("--version",
+                       std::string("varan-periphery ") + varan::kVersion);
   std::string config_file;
   std::string core = "";
   std::string join_token_file;
@@ -62,8 +63,7 @@ int main(int argc, char** argv) {
                  "File holding the join token core accepts (required)");
   app.add_option("--name", name,
                  "Unique name of this periphery (default: the host name)");
-  app.add_option("--label", labels,
-                 "Label k=v used by selectors; repeatable")
+  app.add_option("--label", labels, "Label k=v used by selectors; repeatable")
       ->delimiter(',');
   app.add_option("--listen", listen,
                  "Address to serve the Agent API on; repeatable. [::]:PORT "
@@ -111,11 +111,13 @@ int main(int argc, char** argv) {
     return Fail("--join-token-file is required");
   }
   auto core_addr = varan::ParseDialAddress(core, 7700);
-  if (!core_addr.ok()) return Fail(absl::StrCat("--core: ", core_addr.status().message()));
+  if (!core_addr.ok())
+    return Fail(absl::StrCat("--core: ", core_addr.status().message()));
   std::vector<varan::HostPort> listen_addrs;
   for (const auto& l : listen) {
     auto hp = varan::ParseListenAddress(l);
-    if (!hp.ok()) return Fail(absl::StrCat("--listen: ", hp.status().message()));
+    if (!hp.ok())
+      return Fail(absl::StrCat("--listen: ", hp.status().message()));
     listen_addrs.push_back(*hp);
   }
   std::map<std::string, std::string> label_map;
@@ -149,14 +151,16 @@ int main(int argc, char** argv) {
   auto server = varan::StartServer(listen_addrs, {&agent});
   if (!server.ok()) return Fail(std::string(server.status().message()));
   std::vector<std::string> bound;
-  for (const auto& hp : server->addresses) bound.push_back(varan::FormatHostPort(hp));
+  for (const auto& hp : server->addresses)
+    bound.push_back(varan::FormatHostPort(hp));
   spdlog::info("varan-periphery {} listening on {}", varan::kVersion,
                absl::StrJoin(bound, ", "));
   for (const auto& hp : server->addresses) {
     if (!varan::IsLoopbackHost(hp.host)) {
-      spdlog::warn("serving plaintext gRPC on {}: callers are authenticated "
-                   "by credential, but traffic is not encrypted",
-                   varan::FormatHostPort(hp));
+      spdlog::warn(
+          "serving plaintext gRPC on {}: callers are authenticated "
+          "by credential, but traffic is not encrypted",
+          varan::FormatHostPort(hp));
       break;
     }
   }
@@ -176,7 +180,8 @@ int main(int argc, char** argv) {
     advertise = varan::FormatHostPort({host, first.port});
   } else {
     auto adv = varan::ParseDialAddress(advertise);
-    if (!adv.ok()) return Fail(absl::StrCat("--advertise: ", adv.status().message()));
+    if (!adv.ok())
+      return Fail(absl::StrCat("--advertise: ", adv.status().message()));
     advertise = varan::FormatHostPort(*adv);
   }
 
@@ -196,7 +201,8 @@ int main(int argc, char** argv) {
   uplink.Stop();
   // Running commands are stopped (SIGTERM, then SIGKILL after the grace)
   // so nothing is left behind.
-  if (!agent.CancelAllAndWait(absl::Seconds(kill_grace_seconds) + absl::Seconds(2))) {
+  if (!agent.CancelAllAndWait(absl::Seconds(kill_grace_seconds) +
+                              absl::Seconds(2))) {
     spdlog::warn("some commands did not stop in time");
   }
   server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));

@@ -67,7 +67,8 @@ void PrintJson(const google::protobuf::Message& message) {
   opts.always_print_primitive_fields = true;
   opts.preserve_proto_field_names = true;
   std::string out;
-  auto status = google::protobuf::util::MessageToJsonString(message, &out, opts);
+  auto status =
+      google::protobuf::util::MessageToJsonString(message, &out, opts);
   if (!status.ok()) {
     std::cerr << "varanctl: error: cannot print JSON: " << status.ToString()
               << "\n";
@@ -100,7 +101,8 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size())
+        line += std::string(width[i] - row[i].size() + 2, ' ');
     }
     std::cout << line << "\n";
   }

@@ -85,10 +85,13 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
   cmd->add_flag("--shell", opts->shell,
                 "Run the words as one /bin/sh -c command line");
   cmd->add_flag("--async", opts->async, "Print the job id and return at once");
-  cmd->add_flag("--prefix", opts->prefix,
-                "Prefix output lines with the periphery name even for one target");
-  cmd->add_option("-e,--env", opts->env, "NAME=VALUE for the command; repeatable");
-  cmd->add_option("-w,--workdir", opts->workdir, "Working directory on the server");
+  cmd->add_flag(
+      "--prefix", opts->prefix,
+      "Prefix output lines with the periphery name even for one target");
+  cmd->add_option("-e,--env", opts->env,
+                  "NAME=VALUE for the command; repeatable");
+  cmd->add_option("-w,--workdir", opts->workdir,
+                  "Working directory on the server");
   cmd->add_option("--command-timeout", opts->timeout_seconds,
                   "Stop the command after this many seconds");
   cmd->add_option("--output-limit", opts->output_limit,
@@ -102,7 +105,8 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
       "several, 0 if all succeeded, else 1. 2 means a usage or connection "
       "error.\n\nExamples:\n  varanctl exec -n web-1 -- uname -a\n"
       "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'");
-  cmd->callback([global, opts, exit_code] { *exit_code = RunExec(*global, *opts); });
+  cmd->callback(
+      [global, opts, exit_code] { *exit_code = RunExec(*global, *opts); });
 }
 
 }  // namespace varan::cli

@@ -43,7 +43,8 @@ std::string TargetResult(const varan::v1::JobTarget& t) {
   }
 }
 
-int RunList(const GlobalOptions& global, uint32_t limit, const std::string& output) {
+int RunList(const GlobalOptions& global, uint32_t limit,
+            const std::string& output) {
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
   auto jobs = (*client)->ListJobs(limit);
@@ -83,7 +84,8 @@ int RunGet(const GlobalOptions& global, const std::string& id,
               {"Selector:", job->target().selector()},
               {"Names:", absl::StrJoin(job->target().names(), ",")}});
   std::cout << "\n";
-  std::vector<std::vector<std::string>> rows = {{"TARGET", "RESULT", "STDOUT", "STDERR"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"TARGET", "RESULT", "STDOUT", "STDERR"}};
   for (const auto& t : job->targets()) {
     auto size = [](size_t kept, uint64_t lost) {
       return lost ? absl::StrCat(kept, " B (+", lost, " B not kept)")
@@ -97,12 +99,14 @@ int RunGet(const GlobalOptions& global, const std::string& id,
   return 0;
 }
 
-int RunWatch(const GlobalOptions& global, const std::string& id, uint64_t from) {
+int RunWatch(const GlobalOptions& global, const std::string& id,
+             uint64_t from) {
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
   JobPrinter printer(false);
   absl::Status s = (*client)->WatchJob(
-      id, from, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
+      id, from,
+      [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
   if (!s.ok()) return Fail(s);
   return printer.Summarize();
 }
@@ -110,30 +114,34 @@ int RunWatch(const GlobalOptions& global, const std::string& id, uint64_t from) 
 }  // namespace
 
 void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
-  CLI::App* cmd =
-      app.add_subcommand("jobs", "List, inspect and watch jobs")->require_subcommand(1);
+  CLI::App* cmd = app.add_subcommand("jobs", "List, inspect and watch jobs")
+                      ->require_subcommand(1);
 
   auto limit = std::make_shared<uint32_t>(50);
   auto list_output = std::make_shared<std::string>("table");
   CLI::App* list = cmd->add_subcommand("list", "Recent jobs, newest first");
   list->alias("ls");
   list->add_option("--limit", *limit, "How many")->capture_default_str();
-  list->add_option("-o,--output", *list_output, "table or json")->check(OutputFormat());
+  list->add_option("-o,--output", *list_output, "table or json")
+      ->check(OutputFormat());
   list->footer("Example:\n  varanctl jobs list --limit 10");
   list->callback([=] { *exit_code = RunList(*global, *limit, *list_output); });
 
   auto get_id = std::make_shared<std::string>();
   auto get_output = std::make_shared<std::string>("table");
-  CLI::App* get = cmd->add_subcommand("get", "A job's targets, results and output sizes");
+  CLI::App* get =
+      cmd->add_subcommand("get", "A job's targets, results and output sizes");
   get->add_option("id", *get_id, "Job id")->required();
-  get->add_option("-o,--output", *get_output, "table or json (json includes output)")
+  get->add_option("-o,--output", *get_output,
+                  "table or json (json includes output)")
       ->check(OutputFormat());
   get->footer("Example:\n  varanctl jobs get 18c0f3a2b1c000a1b2c3 -o json");
   get->callback([=] { *exit_code = RunGet(*global, *get_id, *get_output); });
 
   auto watch_id = std::make_shared<std::string>();
   auto from = std::make_shared<uint64_t>(0);
-  CLI::App* watch = cmd->add_subcommand("watch", "Stream a job's output until it ends");
+  CLI::App* watch =
+      cmd->add_subcommand("watch", "Stream a job's output until it ends");
   watch->add_option("id", *watch_id, "Job id")->required();
   watch->add_option("--from", *from, "First event sequence number to show");
   watch->footer("Example:\n  varanctl jobs watch 18c0f3a2b1c000a1b2c3");

@@ -7,7 +7,8 @@
 #include "varan/version.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"varanctl: run commands on your fleet through varan-core", "varanctl"};
+  CLI::App app{"varanctl: run commands on your fleet through varan-core",
+               "varanctl"};
   app.set_version_flag("--version", std::string("varanctl ") + varan::kVersion);
   app.require_subcommand(1);
   varan::cli::GlobalOptions global;
@@ -22,7 +23,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Environment: VARAN_CORE (core address), VARAN_TOKEN_FILE or "
       "VARAN_TOKEN (operator token). Flags win.\n\n"
-      "Examples:\n  varanctl --token-file .varan/core/admin.token peripheries list\n"
+      "Examples:\n  varanctl --token-file .varan/core/admin.token peripheries "
+      "list\n"
       "  varanctl exec -n web-1 -- uname -a");
   // Everything after the first "--" is the remote command, passed through
   // untouched even when it contains words like "-a".

@@ -25,9 +25,11 @@ std::string StateName(varan::v1::PeripheryState s) {
   }
 }
 
-std::string LabelsText(const google::protobuf::Map<std::string, std::string>& m) {
+std::string LabelsText(
+    const google::protobuf::Map<std::string, std::string>& m) {
   std::map<std::string, std::string> sorted(m.begin(), m.end());
-  return sorted.empty() ? "<none>" : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
+  return sorted.empty() ? "<none>"
+                        : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
 }
 
 int RunList(const GlobalOptions& global, const ListOptions& opts) {
@@ -66,32 +68,34 @@ int RunGet(const GlobalOptions& global, const std::string& name,
     return 0;
   }
   const auto& f = p->facts();
-  PrintTable({{"Name:", p->name()},
-              {"ID:", p->id()},
-              {"State:", StateName(p->state())},
-              {"Address:", p->address()},
-              {"Connected from:", p->peer_address()},
-              {"Labels:", LabelsText(p->labels())},
-              {"Last seen:", Ago(p->last_seen())},
-              {"First seen:", Ago(p->first_seen())},
-              {"Version:", p->version()},
-              {"Host name:", f.hostname()},
-              {"OS:", f.os()},
-              {"Kernel:", absl::StrCat(f.kernel(), " (", f.arch(), ")")},
-              {"CPUs:", absl::StrCat(f.cpu_count(), " ", f.cpu_model())},
-              {"Memory:", absl::StrCat(f.memory_total_bytes() >> 20, " MiB")},
-              {"Load:", absl::StrCat(p->stats().load1(), " ", p->stats().load5(),
-                                     " ", p->stats().load15())},
-              {"Running:", absl::StrCat(p->stats().running_executions())}});
+  PrintTable(
+      {{"Name:", p->name()},
+       {"ID:", p->id()},
+       {"State:", StateName(p->state())},
+       {"Address:", p->address()},
+       {"Connected from:", p->peer_address()},
+       {"Labels:", LabelsText(p->labels())},
+       {"Last seen:", Ago(p->last_seen())},
+       {"First seen:", Ago(p->first_seen())},
+       {"Version:", p->version()},
+       {"Host name:", f.hostname()},
+       {"OS:", f.os()},
+       {"Kernel:", absl::StrCat(f.kernel(), " (", f.arch(), ")")},
+       {"CPUs:", absl::StrCat(f.cpu_count(), " ", f.cpu_model())},
+       {"Memory:", absl::StrCat(f.memory_total_bytes() >> 20, " MiB")},
+       {"Load:", absl::StrCat(p->stats().load1(), " ", p->stats().load5(), " ",
+                              p->stats().load15())},
+       {"Running:", absl::StrCat(p->stats().running_executions())}});
   return 0;
 }
 
 }  // namespace
 
 void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
-  CLI::App* cmd = app.add_subcommand("peripheries", "List and inspect peripheries")
-                      ->alias("p")
-                      ->require_subcommand(1);
+  CLI::App* cmd =
+      app.add_subcommand("peripheries", "List and inspect peripheries")
+          ->alias("p")
+          ->require_subcommand(1);
   auto list_opts = std::make_shared<ListOptions>();
   CLI::App* list = cmd->add_subcommand("list", "List peripheries");
   list->alias("ls");
@@ -109,7 +113,8 @@ void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
   auto output = std::make_shared<std::string>("table");
   CLI::App* get = cmd->add_subcommand("get", "Show one periphery");
   get->add_option("name", *name, "Periphery name or id")->required();
-  get->add_option("-o,--output", *output, "table or json")->check(OutputFormat());
+  get->add_option("-o,--output", *output, "table or json")
+      ->check(OutputFormat());
   get->footer("Example:\n  varanctl peripheries get web-1");
   get->callback([global, name, output, exit_code] {
     *exit_code = RunGet(*global, *name, *output);

@@ -56,15 +56,16 @@ void JobPrinter::Flush(const std::string& target, int stream, bool all) {
   while (true) {
     size_t nl = buf.find('\n', start);
     if (nl == std::string::npos) break;
-    std::string line = absl::StrCat(target, std::string(width_ - target.size(), ' '),
-                                     " | ", buf.substr(start, nl - start + 1));
+    std::string line =
+        absl::StrCat(target, std::string(width_ - target.size(), ' '), " | ",
+                     buf.substr(start, nl - start + 1));
     fwrite(line.data(), 1, line.size(), out);
     start = nl + 1;
   }
   buf.erase(0, start);
   if (all && !buf.empty()) {
-    std::string line = absl::StrCat(target, std::string(width_ - target.size(), ' '),
-                                     " | ", buf, "\n");
+    std::string line = absl::StrCat(
+        target, std::string(width_ - target.size(), ' '), " | ", buf, "\n");
     fwrite(line.data(), 1, line.size(), out);
     buf.clear();
   }
@@ -84,7 +85,8 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
     int stream = event.output().stream() == varan::v1::OUTPUT_STREAM_STDERR;
     if (!prefix_) {
       FILE* out = stream == 1 ? stderr : stdout;
-      fwrite(event.output().data().data(), 1, event.output().data().size(), out);
+      fwrite(event.output().data().data(), 1, event.output().data().size(),
+             out);
       fflush(out);
       return;
     }
@@ -131,8 +133,7 @@ int JobPrinter::Summarize() const {
     }
     std::cerr << "\n";
   }
-  return failures.empty() && results_.size() == targets_.size() ? 0
-                                                                : 1;
+  return failures.empty() && results_.size() == targets_.size() ? 0 : 1;
 }
 
 }  // namespace varan::cli

@@ -70,7 +70,9 @@ class FleetRegistry {
   absl::StatusOr<std::vector<DialTarget>> Resolve(
       const varan::v1::Target& target) const;
 
-  absl::Duration heartbeat_interval() const { return options_.heartbeat_interval; }
+  absl::Duration heartbeat_interval() const {
+    return options_.heartbeat_interval;
+  }
 
  private:
   struct Record {
@@ -90,7 +92,8 @@ class FleetRegistry {
   const FleetOptions options_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Record> by_id_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::string> id_by_name_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> id_by_name_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // Periphery names: 1-63 of [A-Za-z0-9._-], starting with a letter or digit.

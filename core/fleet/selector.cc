@@ -64,16 +64,17 @@ class Parser {
       if (text_[pos_] != ',') return Error("expected ',' or end of selector");
       ++pos_;
       SkipSpace();
-      if (pos_ == text_.size()) return Error("expected a requirement after ','");
+      if (pos_ == text_.size())
+        return Error("expected a requirement after ','");
     }
     return out;
   }
 
  private:
   absl::Status Error(absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid selector \"", text_, "\": at position ", pos_ + 1, ": ",
-        what));
+    return absl::InvalidArgumentError(absl::StrCat("invalid selector \"", text_,
+                                                   "\": at position ", pos_ + 1,
+                                                   ": ", what));
   }
 
   void SkipSpace() {
@@ -174,7 +175,8 @@ class Parser {
       }
       req.values.push_back(*value);
       SkipSpace();
-      if (pos_ == text_.size()) return Error("expected ',' or ')' in value list");
+      if (pos_ == text_.size())
+        return Error("expected ',' or ')' in value list");
       if (text_[pos_] == ')') {
         ++pos_;
         break;
@@ -198,9 +200,9 @@ absl::Status ValidateLabelKey(absl::string_view key) {
     absl::string_view prefix = key.substr(0, slash);
     name = key.substr(slash + 1);
     if (!IsValidDnsSubdomain(prefix)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "label key \"", key, "\": prefix \"", prefix,
-          "\" must be a lowercase DNS subdomain"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("label key \"", key, "\": prefix \"", prefix,
+                       "\" must be a lowercase DNS subdomain"));
     }
   }
   if (!IsValidName(name)) {
@@ -233,9 +235,8 @@ bool Selector::Matches(const Labels& labels) const {
   for (const Requirement& r : requirements_) {
     auto it = labels.find(r.key);
     const bool has = it != labels.end();
-    const bool in_values =
-        has && std::find(r.values.begin(), r.values.end(), it->second) !=
-                   r.values.end();
+    const bool in_values = has && std::find(r.values.begin(), r.values.end(),
+                                            it->second) != r.values.end();
     switch (r.op) {
       case Op::kEquals:
       case Op::kIn:

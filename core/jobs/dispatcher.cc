@@ -70,10 +70,10 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Dispatch(
   auto targets = fleet_->Resolve(request.target());
   if (!targets.ok()) return targets.status();
   if (targets->empty() && !request.options().allow_no_targets()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no periphery matches the target (selector \"",
-        request.target().selector(), "\", names [",
-        absl::StrJoin(request.target().names(), ", "), "])"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no periphery matches the target (selector \"",
+                     request.target().selector(), "\", names [",
+                     absl::StrJoin(request.target().names(), ", "), "])"));
   }
   varan::v1::Job record;
   record.set_id(NewJobId());
@@ -121,9 +121,9 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Dispatch(
   for (size_t i = 0; i < targets->size(); ++i) {
     const DialTarget& t = (*targets)[i];
     if (!t.online) {
-      job->FailTarget(i, absl::StrCat("periphery ", t.name,
-                                      " is offline (last seen ",
-                                      absl::FormatTime(t.last_seen), ")"));
+      job->FailTarget(
+          i, absl::StrCat("periphery ", t.name, " is offline (last seen ",
+                          absl::FormatTime(t.last_seen), ")"));
       continue;
     }
     std::shared_ptr<TargetRun> run = runs[next_run++];
@@ -169,8 +169,7 @@ void Dispatcher::Shutdown(absl::Duration timeout) {
   for (auto& [ptr, run] : runs_) run->Cancel();
   if (!mu_.AwaitWithTimeout(absl::Condition(this, &Dispatcher::NoRuns),
                             timeout)) {
-    spdlog::warn("{} call(s) to peripheries did not end in time",
-                 runs_.size());
+    spdlog::warn("{} call(s) to peripheries did not end in time", runs_.size());
   }
 }
 

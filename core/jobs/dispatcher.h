@@ -64,7 +64,8 @@ class Dispatcher {
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t id_counter_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
+      ABSL_GUARDED_BY(mu_);
   std::deque<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // oldest first
   // shared_ptr: a run is referenced both here and by Dispatch while it
   // starts the call, and the call may end before Dispatch returns.

@@ -75,7 +75,8 @@ class Job {
                           const std::string& error,
                           std::vector<varan::v1::JobEvent>* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AppendLocked(varan::v1::JobEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AppendLocked(varan::v1::JobEvent event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyWatchers();
 
   const std::string id_;
@@ -93,7 +94,8 @@ class Job {
 
   // Held while callbacks run (see the class comment).
   absl::Mutex watchers_mu_;
-  std::map<uint64_t, std::function<void()>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
+  std::map<uint64_t, std::function<void()>> watchers_
+      ABSL_GUARDED_BY(watchers_mu_);
   uint64_t next_watcher_ ABSL_GUARDED_BY(watchers_mu_) = 0;
 };
 

@@ -41,8 +41,8 @@ class DialExecuteCall final
   void OnDone(const grpc::Status& status) override {
     absl::Status s = FromGrpcStatus(status);
     if (!s.ok()) {
-      s = absl::Status(s.code(), absl::StrCat("periphery at ", address_, ": ",
-                                              s.message()));
+      s = absl::Status(
+          s.code(), absl::StrCat("periphery at ", address_, ": ", s.message()));
     }
     observer_->OnDone(s);
     delete this;
@@ -85,8 +85,8 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
       grpc::ChannelArguments args;
       // Fail fast when the periphery is down instead of queueing the call.
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-      slot = grpc::CreateCustomChannel(address,
-                                       grpc::InsecureChannelCredentials(), args);
+      slot = grpc::CreateCustomChannel(
+          address, grpc::InsecureChannelCredentials(), args);
     }
     channel = slot;
   }

@@ -31,9 +31,9 @@ class DialLink final : public PeripheryLink {
 
 class DialLinkProvider final : public LinkProvider {
  public:
-  std::shared_ptr<PeripheryLink> LinkFor(const std::string& id,
-                                         const std::string& address,
-                                         const std::string& credential) override;
+  std::shared_ptr<PeripheryLink> LinkFor(
+      const std::string& id, const std::string& address,
+      const std::string& credential) override;
 
  private:
   absl::Mutex mu_;

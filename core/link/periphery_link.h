@@ -42,9 +42,9 @@ class PeripheryLink {
 class LinkProvider {
  public:
   virtual ~LinkProvider() = default;
-  virtual std::shared_ptr<PeripheryLink> LinkFor(const std::string& id,
-                                                 const std::string& address,
-                                                 const std::string& credential) = 0;
+  virtual std::shared_ptr<PeripheryLink> LinkFor(
+      const std::string& id, const std::string& address,
+      const std::string& credential) = 0;
 };
 
 }  // namespace varan::core

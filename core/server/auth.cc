@@ -21,7 +21,8 @@ grpc::Status Refuse(const grpc::CallbackServerContext& context,
 }  // namespace
 
 Authenticator::Authenticator(std::string admin_token, std::string join_token)
-    : admin_token_(std::move(admin_token)), join_token_(std::move(join_token)) {}
+    : admin_token_(std::move(admin_token)),
+      join_token_(std::move(join_token)) {}
 
 grpc::Status Authenticator::AuthenticateOperator(
     const grpc::CallbackServerContext& context, Caller* caller) const {

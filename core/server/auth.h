@@ -25,7 +25,8 @@ class Authenticator {
   grpc::Status AuthenticateOperator(const grpc::CallbackServerContext& context,
                                     Caller* caller) const;
   // OK for a valid join token; UNAUTHENTICATED otherwise.
-  grpc::Status AuthenticateJoin(const grpc::CallbackServerContext& context) const;
+  grpc::Status AuthenticateJoin(
+      const grpc::CallbackServerContext& context) const;
 
  private:
   const std::string admin_token_;

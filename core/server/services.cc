@@ -132,9 +132,9 @@ grpc::ServerUnaryReactor* RegistryService::Heartbeat(
     grpc::CallbackServerContext* context,
     const varan::v1::HeartbeatRequest* request,
     varan::v1::HeartbeatResponse* response) {
-  absl::Status s =
-      fleet_->Heartbeat(request->periphery_id(), BearerToken(*context),
-                        request->stats(), NormalizePeerAddress(context->peer()));
+  absl::Status s = fleet_->Heartbeat(request->periphery_id(),
+                                     BearerToken(*context), request->stats(),
+                                     NormalizePeerAddress(context->peer()));
   if (!s.ok()) return Done(context, ToGrpcStatus(s));
   SetDuration(fleet_->heartbeat_interval(),
               response->mutable_heartbeat_interval());
@@ -148,7 +148,8 @@ grpc::ServerUnaryReactor* FleetService::ListPeripheries(
     const varan::v1::ListPeripheriesRequest* request,
     varan::v1::ListPeripheriesResponse* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   auto list = fleet_->List(request->target());
@@ -162,7 +163,8 @@ grpc::ServerUnaryReactor* FleetService::GetPeriphery(
     const varan::v1::GetPeripheryRequest* request,
     varan::v1::Periphery* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   auto p = fleet_->Get(request->name_or_id());
@@ -178,7 +180,8 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
     const varan::v1::DispatchRequest* request,
     varan::v1::DispatchResponse* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   auto job = dispatcher_->Dispatch(*request, caller.name);
@@ -193,7 +196,8 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
     grpc::CallbackServerContext* context,
     const varan::v1::DispatchRequest* request) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
   auto job = dispatcher_->Dispatch(*request, caller.name);
@@ -207,15 +211,17 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
     grpc::CallbackServerContext* context,
     const varan::v1::WatchJobRequest* request) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
   auto job = dispatcher_->Find(request->job_id());
   if (job == nullptr) {
     return JobEventWriter::Create(
         nullptr, 0,
-        grpc::Status(grpc::StatusCode::NOT_FOUND,
-                     absl::StrCat("no job with id \"", request->job_id(), "\"")));
+        grpc::Status(
+            grpc::StatusCode::NOT_FOUND,
+            absl::StrCat("no job with id \"", request->job_id(), "\"")));
   }
   return JobEventWriter::Create(std::move(job), request->from_sequence(),
                                 grpc::Status::OK);
@@ -225,15 +231,15 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
     grpc::CallbackServerContext* context,
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   auto job = dispatcher_->Find(request->job_id());
   if (job == nullptr) {
-    return Done(context,
-                grpc::Status(grpc::StatusCode::NOT_FOUND,
-                             absl::StrCat("no job with id \"",
-                                          request->job_id(), "\"")));
+    return Done(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                      absl::StrCat("no job with id \"",
+                                                   request->job_id(), "\"")));
   }
   *response = job->Snapshot(/*with_output=*/true);
   return Done(context, grpc::Status::OK);
@@ -244,7 +250,8 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
     const varan::v1::ListJobsRequest* request,
     varan::v1::ListJobsResponse* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   size_t limit = request->limit() == 0 ? 50 : std::min(request->limit(), 1000u);

@@ -17,9 +17,10 @@ class RegistryService final : public varan::v1::Registry::CallbackService {
   RegistryService(const Authenticator* auth, FleetRegistry* fleet)
       : auth_(auth), fleet_(fleet) {}
 
-  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
-                                     const varan::v1::RegisterRequest* request,
-                                     varan::v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Register(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RegisterRequest* request,
+      varan::v1::RegisterResponse* response) override;
   grpc::ServerUnaryReactor* Heartbeat(
       grpc::CallbackServerContext* context,
       const varan::v1::HeartbeatRequest* request,
@@ -54,9 +55,10 @@ class JobsService final : public varan::v1::Jobs::CallbackService {
   JobsService(const Authenticator* auth, Dispatcher* dispatcher)
       : auth_(auth), dispatcher_(dispatcher) {}
 
-  grpc::ServerUnaryReactor* Dispatch(grpc::CallbackServerContext* context,
-                                     const varan::v1::DispatchRequest* request,
-                                     varan::v1::DispatchResponse* response) override;
+  grpc::ServerUnaryReactor* Dispatch(
+      grpc::CallbackServerContext* context,
+      const varan::v1::DispatchRequest* request,
+      varan::v1::DispatchResponse* response) override;
   grpc::ServerWriteReactor<varan::v1::JobEvent>* Exec(
       grpc::CallbackServerContext* context,
       const varan::v1::DispatchRequest* request) override;
@@ -66,9 +68,10 @@ class JobsService final : public varan::v1::Jobs::CallbackService {
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
                                    const varan::v1::GetJobRequest* request,
                                    varan::v1::Job* response) override;
-  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
-                                     const varan::v1::ListJobsRequest* request,
-                                     varan::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* ListJobs(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ListJobsRequest* request,
+      varan::v1::ListJobsResponse* response) override;
 
  private:
   const Authenticator* const auth_;

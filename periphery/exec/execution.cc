@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "periphery/exec/execution.h"
 
 #include <fcntl.h>
@@ -18,10 +17,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "common/command_spec.h"
-#include "common/time_util.h"
 #include "common/log.h"
+#include "common/time_util.h"
 
 extern char** environ;
 
@@ -132,7 +132,8 @@ void Execution::Supervise() {
   }
   for (const auto& [k, v] : spec_.env()) env_map[k] = v;
   std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env_map) env_strings.push_back(absl::StrCat(k, "=", v));
+  for (const auto& [k, v] : env_map)
+    env_strings.push_back(absl::StrCat(k, "=", v));
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -142,13 +143,13 @@ void Execution::Supervise() {
                               : spec_.working_dir();
   struct stat st {};
   if (stat(cwd.c_str(), &st) != 0) {
-    start_failed(absl::StrCat("working directory ", cwd, ": ",
-                              std::strerror(errno)));
+    start_failed(
+        absl::StrCat("working directory ", cwd, ": ", std::strerror(errno)));
     return;
   }
   if (!S_ISDIR(st.st_mode)) {
-    start_failed(absl::StrCat("working directory ", cwd, ": ",
-                              std::strerror(ENOTDIR)));
+    start_failed(
+        absl::StrCat("working directory ", cwd, ": ", std::strerror(ENOTDIR)));
     return;
   }
 
@@ -202,8 +203,8 @@ void Execution::Supervise() {
     CloseFd(&out_pipe[0]);
     CloseFd(&err_pipe[0]);
     CloseFd(&in_pipe[1]);
-    start_failed(absl::StrCat("cannot run \"", args[0], "\": ",
-                              std::strerror(spawn_err)));
+    start_failed(absl::StrCat("cannot run \"", args[0],
+                              "\": ", std::strerror(spawn_err)));
     return;
   }
 
@@ -229,9 +230,8 @@ void Execution::Supervise() {
 
   const uint64_t limit = spec_.output_limit_bytes();
   absl::Duration timeout = FromDuration(spec_.timeout());
-  absl::Time timeout_at = timeout > absl::ZeroDuration()
-                              ? start + timeout
-                              : absl::InfiniteFuture();
+  absl::Time timeout_at =
+      timeout > absl::ZeroDuration() ? start + timeout : absl::InfiniteFuture();
   absl::Time kill_at = absl::InfiniteFuture();
   absl::Time linger_until = absl::InfiniteFuture();
   bool reaped = false, term_sent = false, timed_out = false, canceled = false;
@@ -315,8 +315,8 @@ void Execution::Supervise() {
 
     if (idx_in >= 0 && fds[idx_in].revents != 0) {
       const std::string& data = spec_.stdin();
-      ssize_t w = write(stdin_fd, data.data() + stdin_off,
-                        data.size() - stdin_off);
+      ssize_t w =
+          write(stdin_fd, data.data() + stdin_off, data.size() - stdin_off);
       if (w > 0) stdin_off += static_cast<size_t>(w);
       if ((w < 0 && errno != EAGAIN && errno != EINTR) ||
           stdin_off >= data.size()) {

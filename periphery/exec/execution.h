@@ -65,7 +65,8 @@ class Execution {
   Execution& operator=(const Execution&) = delete;
 
  private:
-  Execution(const varan::v1::CommandSpec& spec, const ExecutionOptions& options);
+  Execution(const varan::v1::CommandSpec& spec,
+            const ExecutionOptions& options);
   void Supervise();
 
   const varan::v1::CommandSpec spec_;

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "periphery/host/facts.h"
 
 #include <arpa/inet.h>
@@ -16,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "varan/version.h"
 
@@ -96,7 +96,8 @@ varan::v1::HostFacts CollectFacts() {
     }
   }
   uint64_t btime = ProcValue("/proc/stat", "btime");
-  if (btime > 0) facts.mutable_boot_time()->set_seconds(static_cast<int64_t>(btime));
+  if (btime > 0)
+    facts.mutable_boot_time()->set_seconds(static_cast<int64_t>(btime));
 
   ifaddrs* ifs = nullptr;
   if (getifaddrs(&ifs) == 0) {

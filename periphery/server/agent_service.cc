@@ -1,12 +1,12 @@
-#include "absl/strings/string_view.h"
 #include "periphery/server/agent_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
+#include "common/log.h"
 #include "common/secrets.h"
 #include "periphery/host/facts.h"
-#include "common/log.h"
 
 namespace varan::periphery {
 
@@ -143,8 +143,7 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
   grpc::Status auth = Authenticate(*context);
   if (!auth.ok()) {
     spdlog::warn("refused Execute from {}: {}",
-                 NormalizePeerAddress(context->peer()),
-                 auth.error_message());
+                 NormalizePeerAddress(context->peer()), auth.error_message());
     reactor->Begin(nullptr, auth);
     return reactor;
   }
@@ -157,11 +156,11 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
     }
   }
   if (!admitted) {
-    reactor->Begin(nullptr,
-                   grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                absl::StrCat("too many commands running (",
-                                             options_.max_concurrent,
-                                             " allowed)")));
+    reactor->Begin(
+        nullptr,
+        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     absl::StrCat("too many commands running (",
+                                  options_.max_concurrent, " allowed)")));
     return reactor;
   }
   auto execution = Execution::Start(request->spec(), options_.execution);
@@ -213,8 +212,8 @@ bool AgentService::CancelAllAndWait(absl::Duration timeout) {
     for (ExecuteReactor* r : running_) r->Cancel();
   }
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(this, &AgentService::NoneRunning), timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(this, &AgentService::NoneRunning),
+                              timeout);
 }
 
 }  // namespace varan::periphery

@@ -49,14 +49,12 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
       const varan::v1::ExecuteRequest* request) override;
-  grpc::ServerUnaryReactor* GetFacts(
-      grpc::CallbackServerContext* context,
-      const varan::v1::GetFactsRequest* request,
-      varan::v1::HostFacts* response) override;
-  grpc::ServerUnaryReactor* GetStats(
-      grpc::CallbackServerContext* context,
-      const varan::v1::GetStatsRequest* request,
-      varan::v1::HostStats* response) override;
+  grpc::ServerUnaryReactor* GetFacts(grpc::CallbackServerContext* context,
+                                     const varan::v1::GetFactsRequest* request,
+                                     varan::v1::HostFacts* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
+                                     const varan::v1::GetStatsRequest* request,
+                                     varan::v1::HostStats* response) override;
 
   // Commands running now.
   uint32_t running() const;

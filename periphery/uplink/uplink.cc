@@ -10,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
-#include "common/time_util.h"
-#include "common/secrets.h"
-#include "periphery/host/facts.h"
 #include "common/log.h"
+#include "common/secrets.h"
+#include "common/time_util.h"
+#include "periphery/host/facts.h"
 #include "varan/version.h"
 
 namespace varan::periphery {
@@ -32,9 +32,9 @@ absl::StatusOr<std::string> LocalAddressToward(const HostPort& core) {
   std::string port = std::to_string(core.port);
   int rc = getaddrinfo(core.host.c_str(), port.c_str(), &hints, &res);
   if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot resolve core address ", FormatHostPort(core), ": ",
-        gai_strerror(rc)));
+    return absl::UnavailableError(absl::StrCat("cannot resolve core address ",
+                                               FormatHostPort(core), ": ",
+                                               gai_strerror(rc)));
   }
   std::string out;
   int last_err = 0;
@@ -62,9 +62,9 @@ absl::StatusOr<std::string> LocalAddressToward(const HostPort& core) {
   }
   freeaddrinfo(res);
   if (out.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("no route to core at ", FormatHostPort(core), ": ",
-                     std::strerror(last_err)));
+    return absl::UnavailableError(absl::StrCat("no route to core at ",
+                                               FormatHostPort(core), ": ",
+                                               std::strerror(last_err)));
   }
   return out;
 }
@@ -116,9 +116,10 @@ absl::Status Uplink::Register() {
   grpc::Status status = stub_->Register(&ctx, req, &resp);
   if (!status.ok()) return FromGrpcStatus(status);
   const std::string dir = options_.state_dir;
-  absl::Status s =
-      WriteSecretFile(absl::StrCat(dir, "/", kCredentialFile), resp.credential());
-  if (s.ok()) s = WriteSecretFile(absl::StrCat(dir, "/", kIdFile), resp.periphery_id());
+  absl::Status s = WriteSecretFile(absl::StrCat(dir, "/", kCredentialFile),
+                                   resp.credential());
+  if (s.ok())
+    s = WriteSecretFile(absl::StrCat(dir, "/", kIdFile), resp.periphery_id());
   if (!s.ok()) {
     // Still usable for this run; it will register again after a restart.
     spdlog::error("cannot save registration: {}", s.message());
@@ -162,9 +163,10 @@ void Uplink::Run() {
     } else {
       status = Heartbeat();
       if (absl::IsNotFound(status) || absl::IsUnauthenticated(status)) {
-        spdlog::info("core does not know this periphery any more ({}); "
-                     "registering again",
-                     status.message());
+        spdlog::info(
+            "core does not know this periphery any more ({}); "
+            "registering again",
+            status.message());
         periphery_id_.clear();
         status = Register();
       }

@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "google/protobuf/unknown_field_set.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -27,7 +27,8 @@ extern char** environ;
 namespace varan::testing {
 namespace {
 
-std::vector<std::string> MergedEnv(const std::map<std::string, std::string>& extra) {
+std::vector<std::string> MergedEnv(
+    const std::map<std::string, std::string>& extra) {
   std::map<std::string, std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string kv(*e);
@@ -53,7 +54,8 @@ pid_t Spawn(const std::vector<std::string>& argv,
   std::vector<char*> cargv, cenv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
-  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
+  for (const auto& e : env_strings)
+    cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -97,27 +99,31 @@ int WaitPid(pid_t pid, absl::Duration timeout) {
 }  // namespace
 
 bool Healthy(const std::string& address) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
   grpc::health::v1::HealthCheckRequest req;
   grpc::health::v1::HealthCheckResponse resp;
   grpc::Status s = stub->Check(&ctx, req, &resp);
-  return s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  return s.ok() &&
+         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
 std::vector<std::string> ReflectionServices(const std::string& address) {
   // Speaks grpc.reflection.v1alpha without generated code (generating it here
   // would clash with the copy inside libgrpc++_reflection): the request
   // {list_services: ""} is field 7, and the answer is parsed generically.
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   grpc::CompletionQueue cq;
   auto call = stub.PrepareCall(
-      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      &cq);
   void* tag = nullptr;
   bool ok = false;
   auto step = [&](intptr_t id) {
@@ -194,7 +200,8 @@ uint16_t FreePort() {
 
 TempDir::TempDir() {
   const char* base = getenv("TMPDIR");
-  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/varan-test-XXXXXX");
+  std::string tmpl =
+      absl::StrCat(base != nullptr ? base : "/tmp", "/varan-test-XXXXXX");
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (mkdtemp(buf.data()) == nullptr) {
@@ -221,8 +228,8 @@ void WriteFile(const std::string& path, const std::string& content) {
 }
 
 RunResult RunProgram(const std::vector<std::string>& argv,
-              const std::map<std::string, std::string>& env,
-              absl::Duration timeout) {
+                     const std::map<std::string, std::string>& env,
+                     absl::Duration timeout) {
   TempDir tmp;
   RunResult result;
   pid_t pid = Spawn(argv, env, tmp.File("out"), tmp.File("err"));
@@ -248,7 +255,9 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
 
 Daemon::Daemon(std::vector<std::string> argv, std::string log_path,
                std::map<std::string, std::string> env)
-    : argv_(std::move(argv)), log_path_(std::move(log_path)), env_(std::move(env)) {}
+    : argv_(std::move(argv)),
+      log_path_(std::move(log_path)),
+      env_(std::move(env)) {}
 
 Daemon::~Daemon() {
   if (pid_ > 0 && exit_code_ == -1) {
@@ -268,7 +277,8 @@ bool Daemon::Running() {
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == 0) return true;
   if (r == pid_) {
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    exit_code_ =
+        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   return false;
 }
@@ -298,7 +308,8 @@ TestFleet::~TestFleet() {
   }
   if (core_) {
     core_->Stop();
-    if (getenv("VARAN_TEST_SHOW_LOGS")) fprintf(stderr, "%s", core_->Log().c_str());
+    if (getenv("VARAN_TEST_SHOW_LOGS"))
+      fprintf(stderr, "%s", core_->Log().c_str());
   }
 }
 
@@ -313,10 +324,13 @@ std::string TestFleet::join_token_file() const {
 }
 
 void TestFleet::StartCore() {
-  std::vector<std::string> argv = {BinPath("varan-core"), "--listen",
+  std::vector<std::string> argv = {BinPath("varan-core"),
+                                   "--listen",
                                    absl::StrCat("[::]:", core_port_),
-                                   "--data-dir", dir_.File("core"),
-                                   "--log-level", "debug"};
+                                   "--data-dir",
+                                   dir_.File("core"),
+                                   "--log-level",
+                                   "debug"};
   argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
   // See ~TestFleet: core's idle channels to peripheries poll often here so
   // stopping a periphery does not wait for core's backup poller.
@@ -348,7 +362,8 @@ void TestFleet::StartCore() {
     return core_port_ != 0 && !ReadFile(admin_token_file()).empty() &&
            Healthy(core_address());
   });
-  ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n" << core_->Log();
+  ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n"
+                                      << core_->Log();
 }
 
 int TestFleet::StopCore(int sig) {
@@ -361,7 +376,8 @@ client::CoreClient* TestFleet::client() {
     std::string token = ReadFile(admin_token_file());
     while (!token.empty() && token.back() == '\n') token.pop_back();
     if (token.empty()) return nullptr;
-    auto c = client::CoreClient::Create({core_address(), token, absl::Seconds(5)});
+    auto c =
+        client::CoreClient::Create({core_address(), token, absl::Seconds(5)});
     if (!c.ok()) return nullptr;
     client_ = *std::move(c);
   }
@@ -371,13 +387,17 @@ client::CoreClient* TestFleet::client() {
 Daemon* TestFleet::StartPeriphery(const std::string& name,
                                   const std::vector<std::string>& labels,
                                   std::vector<std::string> extra_args) {
-  std::vector<std::string> argv = {
-      BinPath("varan-periphery"),  "--core",
-      core_address(),              "--join-token-file",
-      join_token_file(),           "--name",
-      name,                        "--listen",
-      "[::1]:0",                   "--state-dir",
-      dir_.File("periphery-" + name)};
+  std::vector<std::string> argv = {BinPath("varan-periphery"),
+                                   "--core",
+                                   core_address(),
+                                   "--join-token-file",
+                                   join_token_file(),
+                                   "--name",
+                                   name,
+                                   "--listen",
+                                   "[::1]:0",
+                                   "--state-dir",
+                                   dir_.File("periphery-" + name)};
   for (const auto& l : labels) {
     argv.push_back("--label");
     argv.push_back(l);
@@ -396,15 +416,19 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
            (*list)[0].state() == varan::v1::PERIPHERY_STATE_ONLINE;
   });
   EXPECT_TRUE(online && d->Running())
-      << "periphery " << name << " did not register:\n" << d->Log();
+      << "periphery " << name << " did not register:\n"
+      << d->Log();
   return d;
 }
 
 RunResult TestFleet::Ctl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinPath("varanctl"), "--core", core_address(),
-                                   "--token-file", admin_token_file()};
+  std::vector<std::string> argv = {BinPath("varanctl"), "--core",
+                                   core_address(), "--token-file",
+                                   admin_token_file()};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunProgram(argv, {{"VARAN_CORE", ""}, {"VARAN_TOKEN", ""}, {"VARAN_TOKEN_FILE", ""}});
+  return RunProgram(
+      argv,
+      {{"VARAN_CORE", ""}, {"VARAN_TOKEN", ""}, {"VARAN_TOKEN_FILE", ""}});
 }
 
 }  // namespace varan::testing

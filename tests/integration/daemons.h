@@ -48,8 +48,8 @@ struct RunResult {
 // Runs `argv` to completion (killing it after `timeout`) with `env` added to
 // this process's environment.
 RunResult RunProgram(const std::vector<std::string>& argv,
-              const std::map<std::string, std::string>& env = {},
-              absl::Duration timeout = absl::Seconds(30));
+                     const std::map<std::string, std::string>& env = {},
+                     absl::Duration timeout = absl::Seconds(30));
 
 // grpc.health.v1 Check on a fresh channel to `address`: true when SERVING.
 bool Healthy(const std::string& address);

@@ -9,9 +9,9 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "varan/v1/periphery.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
+#include "varan/v1/periphery.grpc.pb.h"
 
 namespace varan::testing {
 namespace {
@@ -19,8 +19,10 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::vector<std::string> CoreArgs(const TempDir& dir, const std::string& listen) {
-  return {BinPath("varan-core"), "--listen", listen, "--data-dir", dir.File("core")};
+std::vector<std::string> CoreArgs(const TempDir& dir,
+                                  const std::string& listen) {
+  return {BinPath("varan-core"), "--listen", listen, "--data-dir",
+          dir.File("core")};
 }
 
 TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
@@ -31,14 +33,17 @@ TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
        {absl::StrCat("127.0.0.1:", port), absl::StrCat("[::1]:", port),
         absl::StrCat("localhost:", port)}) {
     EXPECT_TRUE(Healthy(address)) << address;
-    RunResult r = RunProgram({BinPath("varanctl"), "--core", address, "--token-file",
-                       fleet.admin_token_file(), "peripheries", "list"});
+    RunResult r =
+        RunProgram({BinPath("varanctl"), "--core", address, "--token-file",
+                    fleet.admin_token_file(), "peripheries", "list"});
     EXPECT_EQ(r.exit_code, 0) << address << ": " << r.err;
   }
-  EXPECT_THAT(fleet.core()->Log(), HasSubstr(absl::StrCat("listening on [::]:", port)));
-  EXPECT_THAT(ReflectionServices(fleet.core_address()),
-              ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
-                                       "varan.v1.Jobs", "grpc.health.v1.Health"}));
+  EXPECT_THAT(fleet.core()->Log(),
+              HasSubstr(absl::StrCat("listening on [::]:", port)));
+  EXPECT_THAT(
+      ReflectionServices(fleet.core_address()),
+      ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
+                               "varan.v1.Jobs", "grpc.health.v1.Health"}));
 }
 
 TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
@@ -81,13 +86,15 @@ TEST(ListenTest, SecondDaemonOnSamePortFailsClearly) {
 
   RunResult second = RunProgram(CoreArgs(dir2, listen), {}, absl::Seconds(15));
   EXPECT_EQ(second.exit_code, 1);
-  EXPECT_THAT(second.err, HasSubstr(absl::StrCat("cannot listen on [::]:", port)));
+  EXPECT_THAT(second.err,
+              HasSubstr(absl::StrCat("cannot listen on [::]:", port)));
   EXPECT_THAT(second.err, HasSubstr("Address already in use"));
   // One line, no stack trace.
-  EXPECT_EQ(std::count(second.err.begin(), second.err.end(), '\n'), 1) << second.err;
+  EXPECT_EQ(std::count(second.err.begin(), second.err.end(), '\n'), 1)
+      << second.err;
   // An IPv4-only listener on the same port collides with the dual-stack one.
   RunResult v4 = RunProgram(CoreArgs(dir2, absl::StrCat("0.0.0.0:", port)), {},
-                     absl::Seconds(15));
+                            absl::Seconds(15));
   EXPECT_EQ(v4.exit_code, 1);
   EXPECT_THAT(v4.err, HasSubstr("Address already in use"));
   // The first core is unaffected.
@@ -104,14 +111,20 @@ TEST(ListenTest, BadInputGetsOneClearLine) {
     std::string expect;
   } cases[] = {
       {{BinPath("varan-core"), "--bogus"}, "--bogus"},
-      {{BinPath("varan-core"), "--listen", "fd00::1:7700", "--data-dir", dir.File("c")},
+      {{BinPath("varan-core"), "--listen", "fd00::1:7700", "--data-dir",
+        dir.File("c")},
        "[fd00::1]:7700"},
-      {{BinPath("varan-core"), "--listen", "[::]:99999", "--data-dir", dir.File("c")},
+      {{BinPath("varan-core"), "--listen", "[::]:99999", "--data-dir",
+        dir.File("c")},
        "out of range"},
-      {{BinPath("varan-core"), "--config", dir.File("missing.toml")}, "missing.toml"},
-      {{BinPath("varan-core"), "--config", dir.File("bad.toml")}, "no_such_flag"},
-      {{BinPath("varan-core"), "--config", dir.File("broken.toml")}, "broken.toml:"},
-      {{BinPath("varan-core"), "--log-level", "loud", "--data-dir", dir.File("c")},
+      {{BinPath("varan-core"), "--config", dir.File("missing.toml")},
+       "missing.toml"},
+      {{BinPath("varan-core"), "--config", dir.File("bad.toml")},
+       "no_such_flag"},
+      {{BinPath("varan-core"), "--config", dir.File("broken.toml")},
+       "broken.toml:"},
+      {{BinPath("varan-core"), "--log-level", "loud", "--data-dir",
+        dir.File("c")},
        "loud"},
       {{BinPath("varan-periphery"), "--core", "[::1]:7700", "--join-token-file",
         dir.File("no.token")},
@@ -147,24 +160,27 @@ TEST(ListenTest, VersionAndHelp) {
 
 TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
   TempDir dir;
-  uint16_t file_port = FreePort(), env_port = FreePort(), flag_port = FreePort();
-  WriteFile(dir.File("core.toml"),
-            absl::StrCat("listen = [\"[::]:", file_port, "\"]\n",
-                         "data-dir = \"", dir.File("core"), "\"\n",
-                         "log-format = \"json\"\n"));
+  uint16_t file_port = FreePort(), env_port = FreePort(),
+           flag_port = FreePort();
+  WriteFile(
+      dir.File("core.toml"),
+      absl::StrCat("listen = [\"[::]:", file_port, "\"]\n", "data-dir = \"",
+                   dir.File("core"), "\"\n", "log-format = \"json\"\n"));
   {
     Daemon core({BinPath("varan-core"), "--config", dir.File("core.toml")},
                 dir.File("file.log"));
     core.Start();
-    EXPECT_TRUE(WaitFor([&] { return Healthy(absl::StrCat("[::1]:", file_port)); }))
-        << core.Log();
+    EXPECT_TRUE(WaitFor([&] {
+      return Healthy(absl::StrCat("[::1]:", file_port));
+    })) << core.Log();
     EXPECT_EQ(core.Stop(), 0);
     // JSON log lines, and the token's path but never its content.
     std::string log = core.Log();
     std::string token = ReadFile(dir.File("core/admin.token"));
     token.pop_back();
     EXPECT_THAT(log, Not(HasSubstr(token)));
-    for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    for (absl::string_view line :
+         absl::StrSplit(log, '\n', absl::SkipEmpty())) {
       EXPECT_TRUE(absl::StartsWith(line, "{\"time\":\"")) << line;
       EXPECT_TRUE(absl::EndsWith(line, "\"}")) << line;
     }
@@ -175,8 +191,9 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
                 dir.File("env.log"),
                 {{"VARAN_LISTEN", absl::StrCat("[::]:", env_port)}});
     core.Start();
-    EXPECT_TRUE(WaitFor([&] { return Healthy(absl::StrCat("[::1]:", env_port)); }))
-        << core.Log();
+    EXPECT_TRUE(WaitFor([&] {
+      return Healthy(absl::StrCat("[::1]:", env_port));
+    })) << core.Log();
     EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", file_port)));
     EXPECT_EQ(core.Stop(), 0);
   }
@@ -186,8 +203,9 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
                 dir.File("flag.log"),
                 {{"VARAN_LISTEN", absl::StrCat("[::]:", env_port)}});
     core.Start();
-    EXPECT_TRUE(WaitFor([&] { return Healthy(absl::StrCat("[::1]:", flag_port)); }))
-        << core.Log();
+    EXPECT_TRUE(WaitFor([&] {
+      return Healthy(absl::StrCat("[::1]:", flag_port));
+    })) << core.Log();
     EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", env_port)));
     EXPECT_EQ(core.Stop(), 0);
   }
@@ -205,17 +223,18 @@ TEST(ListenTest, ExampleConfigsAreAccepted) {
   ASSERT_TRUE(WaitFor([&] { return Healthy(core_address); })) << core.Log();
   Daemon periphery(
       {BinPath("varan-periphery"), "--config",
-       absl::StrCat(VARAN_SOURCE_DIR, "/deploy/config/periphery.toml"), "--core",
-       core_address, "--join-token-file", dir.File("core/join.token"), "--listen",
-       absl::StrCat("[::1]:", periphery_port), "--state-dir", dir.File("p"),
-       "--name", "example"},
+       absl::StrCat(VARAN_SOURCE_DIR, "/deploy/config/periphery.toml"),
+       "--core", core_address, "--join-token-file", dir.File("core/join.token"),
+       "--listen", absl::StrCat("[::1]:", periphery_port), "--state-dir",
+       dir.File("p"), "--name", "example"},
       dir.File("periphery.log"));
   periphery.Start();
   // The labels come from the file.
   EXPECT_TRUE(WaitFor([&] {
-    RunResult r = RunProgram({BinPath("varanctl"), "--core", core_address, "--token-file",
-                       dir.File("core/admin.token"), "peripheries", "list", "-l",
-                       "env=prod,tier=web"});
+    RunResult r =
+        RunProgram({BinPath("varanctl"), "--core", core_address, "--token-file",
+                    dir.File("core/admin.token"), "peripheries", "list", "-l",
+                    "env=prod,tier=web"});
     return r.exit_code == 0 && absl::StrContains(r.out, "example");
   })) << periphery.Log();
   EXPECT_EQ(periphery.Stop(), 0);

@@ -67,7 +67,8 @@ TEST_F(WalkingPathTest, ExitCodesPropagate) {
     RunResult r = fleet_->Ctl(args);
     EXPECT_EQ(r.exit_code, c.exit_code) << c.command[0] << ": " << r.err;
   }
-  RunResult missing = fleet_->Ctl({"exec", "-n", "alpha", "--", "/no/such/program"});
+  RunResult missing =
+      fleet_->Ctl({"exec", "-n", "alpha", "--", "/no/such/program"});
   EXPECT_THAT(missing.err, HasSubstr("No such file or directory"));
 }
 
@@ -88,13 +89,15 @@ TEST_F(WalkingPathTest, OutputStreamsAsItIsProduced) {
   req.mutable_spec()->set_shell("echo first; sleep 1; echo second");
   absl::Time first_at = absl::InfinitePast(), done_at = absl::InfinitePast();
   std::string out;
-  absl::Status s = fleet_->client()->Exec(req, [&](const varan::v1::JobEvent& ev) {
-    if (ev.has_output()) {
-      out += ev.output().data();
-      if (absl::StrContains(ev.output().data(), "first")) first_at = absl::Now();
-    }
-    if (ev.has_job_finished()) done_at = absl::Now();
-  });
+  absl::Status s =
+      fleet_->client()->Exec(req, [&](const varan::v1::JobEvent& ev) {
+        if (ev.has_output()) {
+          out += ev.output().data();
+          if (absl::StrContains(ev.output().data(), "first"))
+            first_at = absl::Now();
+        }
+        if (ev.has_job_finished()) done_at = absl::Now();
+      });
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(out, "first\nsecond\n");
   // "first" reached the client while the command was still sleeping.
@@ -116,8 +119,8 @@ TEST_F(WalkingPathTest, FanOutBySelectorAndSummary) {
   // One failing target makes the whole run exit 1 and is named. (Each
   // periphery's default working directory is its state directory, which
   // carries its name.)
-  RunResult f = fleet_->Ctl(
-      {"exec", "-n", "web-1", "-n", "db-1", "--shell", "--", "pwd | grep -q web"});
+  RunResult f = fleet_->Ctl({"exec", "-n", "web-1", "-n", "db-1", "--shell",
+                             "--", "pwd | grep -q web"});
   EXPECT_EQ(f.exit_code, 1);
   EXPECT_THAT(f.err, HasSubstr("1 of 2 succeeded"));
   EXPECT_THAT(f.err, HasSubstr("db-1: exit 1"));
@@ -137,7 +140,8 @@ TEST_F(WalkingPathTest, FanOutBySelectorAndSummary) {
 
 TEST_F(WalkingPathTest, JobsAreRecordedWithOutput) {
   fleet_->StartPeriphery("alpha");
-  RunResult async = fleet_->Ctl({"exec", "-n", "alpha", "--async", "--", "echo", "kept"});
+  RunResult async =
+      fleet_->Ctl({"exec", "-n", "alpha", "--async", "--", "echo", "kept"});
   ASSERT_EQ(async.exit_code, 0) << async.err;
   std::string id = async.out.substr(0, async.out.find('\n'));
   ASSERT_FALSE(id.empty());
@@ -156,8 +160,9 @@ TEST_F(WalkingPathTest, JobsAreRecordedWithOutput) {
 TEST_F(WalkingPathTest, WrongTokenIsRefused) {
   TempDir tmp;
   WriteFile(tmp.File("token"), "not-the-token\n");
-  RunResult r = RunProgram({BinPath("varanctl"), "--core", fleet_->core_address(),
-                     "--token-file", tmp.File("token"), "peripheries", "list"});
+  RunResult r =
+      RunProgram({BinPath("varanctl"), "--core", fleet_->core_address(),
+                  "--token-file", tmp.File("token"), "peripheries", "list"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("operator token"));
   // The token never shows up in core's log.
@@ -175,8 +180,9 @@ TEST_F(WalkingPathTest, PeripheryRegistersAgainWhenCoreForgetsIt) {
   fleet_->StartCore();
   varan::v1::Target target;
   target.add_names("alpha");
-  EXPECT_TRUE(WaitFor([&] { return fleet_->client()->ListPeripheries(target).ok(); },
-                      absl::Seconds(10)));
+  EXPECT_TRUE(
+      WaitFor([&] { return fleet_->client()->ListPeripheries(target).ok(); },
+              absl::Seconds(10)));
   RunResult r = fleet_->Ctl({"exec", "-n", "alpha", "--", "echo", "back"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "back\n");
@@ -186,8 +192,9 @@ TEST_F(WalkingPathTest, SigtermStopsRunningCommandsAndExitsZero) {
   Daemon* alpha = fleet_->StartPeriphery("alpha");
   TempDir tmp;
   std::string marker = tmp.File("pid");
-  RunResult async = fleet_->Ctl({"exec", "-n", "alpha", "--async", "--shell", "--",
-                                 absl::StrCat("echo $$ > ", marker, "; exec sleep 600")});
+  RunResult async =
+      fleet_->Ctl({"exec", "-n", "alpha", "--async", "--shell", "--",
+                   absl::StrCat("echo $$ > ", marker, "; exec sleep 600")});
   ASSERT_EQ(async.exit_code, 0) << async.err;
   ASSERT_TRUE(WaitFor([&] { return !ReadFile(marker).empty(); }));
   pid_t pid = std::stoi(ReadFile(marker));

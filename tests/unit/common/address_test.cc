@@ -226,9 +226,8 @@ TEST_F(AddressTest, IsWildcardHost) {
   for (const std::string host : {"::", "0.0.0.0", "0:0:0:0:0:0:0:0", "::0"}) {
     EXPECT_TRUE(IsWildcardHost(host)) << host;
   }
-  for (const std::string host :
-       {"::1", "127.0.0.1", "0.0.0.1", "[::]", "", "host.example", "fd00::",
-        "fe80::1%eth0"}) {
+  for (const std::string host : {"::1", "127.0.0.1", "0.0.0.1", "[::]", "",
+                                 "host.example", "fd00::", "fe80::1%eth0"}) {
     EXPECT_FALSE(IsWildcardHost(host)) << host;
   }
   // A zoned link-local address can be dialed.
