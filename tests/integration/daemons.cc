@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,22 +58,35 @@ pid_t Spawn(const std::vector<std::string>& argv,
   for (const auto& e : env_strings)
     cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (err_path == out_path) {
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  } else {
-    posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  // Opened before fork: only async-signal-safe calls happen in the child.
+  int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int out_fd =
+      open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err_fd = err_path == out_path
+                   ? out_fd
+                   : open(err_path.c_str(),
+                          O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (in_fd < 0 || out_fd < 0 || err_fd < 0) {
+    ADD_FAILURE() << "cannot open output files for " << argv[0];
+    return -1;
   }
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data());
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << argv[0] << ": " << std::strerror(rc);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    // If the test process dies (a crash, an abort), its daemons die too.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    dup2(in_fd, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    execve(cargv[0], cargv.data(), cenv.data());
+    _exit(127);
+  }
+  close(in_fd);
+  close(out_fd);
+  if (err_fd != out_fd) close(err_fd);
+  if (pid < 0) {
+    ADD_FAILURE() << "cannot start " << argv[0] << ": " << std::strerror(errno);
     return -1;
   }
   return pid;
