@@ -11,6 +11,7 @@
 #include "common/address.h"
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/secrets.h"
@@ -40,23 +41,15 @@ int main(int argc, char** argv) {
       "varan-core"};
   app.set_version_flag("--version",
                        std::string("varan-core ") + varan::kVersion);
-  std::string config_file;
-  std::vector<std::string> listen = {"[::]:7700"};
+  varan::DaemonFlags flags;
   std::string data_dir = "/var/lib/varan/core";
   double heartbeat_seconds = 10;
   uint64_t capture_limit = 4 * 1024 * 1024;
   double shutdown_grace_seconds = 10;
-  std::string log_level = "info";
-  std::string log_format = "text";
 
-  app.add_option("--config", config_file,
-                 "TOML file with any of these flags as keys "
-                 "(e.g. listen = [\"[::]:7700\"])")
-      ->envname("VARAN_CONFIG");
-  app.add_option("--listen", listen,
-                 "Address to serve on; repeatable. [::]:PORT serves IPv6 and "
-                 "IPv4 (IPv4 only where IPv6 is disabled)")
-      ->capture_default_str();
+  varan::AddListenFlags(app, &flags, "[::]:7700",
+                        "Address to serve on; repeatable. [::]:PORT serves "
+                        "IPv6 and IPv4 (IPv4 only where IPv6 is disabled)");
   app.add_option("--data-dir", data_dir,
                  "Directory for core's state: admin.token and join.token are "
                  "created here on first start")
@@ -73,38 +66,23 @@ int main(int argc, char** argv) {
                  "Seconds in-flight calls get to finish on SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error or off")
-      ->capture_default_str();
-  app.add_option("--log-format", log_format, "text or json")
-      ->capture_default_str();
-  varan::BindEnvironment(app);
-  app.footer(
-      "Every flag can also be set as VARAN_<FLAG> in the environment (e.g. "
-      "VARAN_DATA_DIR) or as a key in the --config file; flags win over the "
-      "environment, which wins over the file.\n\n"
-      "Example:\n  varan-core --listen [::]:7700 --data-dir "
-      "/var/lib/varan/core");
+  varan::FinishDaemonFlags(
+      app, &flags, "VARAN_DATA_DIR",
+      "varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
 
   int exit_code = 0;
   if (!varan::ParseDaemonFlags(app, "--config", argc, argv, &exit_code)) {
     return exit_code;
   }
-  if (absl::Status s = varan::InitLogging("core", log_level, log_format);
+  if (absl::Status s =
+          varan::InitLogging("core", flags.log_level, flags.log_format);
       !s.ok()) {
     return Fail(std::string(s.message()));
   }
-  std::vector<varan::HostPort> listen_addrs;
-  for (const auto& l : listen) {
-    auto hp = varan::ParseListenAddress(l);
-    if (!hp.ok())
-      return Fail(absl::StrCat("--listen: ", hp.status().message()));
-    listen_addrs.push_back(*hp);
-  }
   // Find out before touching any file whether the listeners can be created.
-  if (absl::Status s = varan::CheckListenAddresses(listen_addrs); !s.ok()) {
-    return Fail(std::string(s.message()));
-  }
+  auto listen_addrs = varan::PrepareListeners(flags.listen);
+  if (!listen_addrs.ok())
+    return Fail(std::string(listen_addrs.status().message()));
   if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
     return Fail(absl::StrCat("--data-dir: ", s.message()));
   }
@@ -133,22 +111,10 @@ int main(int argc, char** argv) {
   varan::core::JobsService jobs_service(&auth, &dispatcher);
 
   auto server = varan::StartServer(
-      listen_addrs, {&registry_service, &fleet_service, &jobs_service});
+      *listen_addrs, {&registry_service, &fleet_service, &jobs_service});
   if (!server.ok()) return Fail(std::string(server.status().message()));
-  std::vector<std::string> bound;
-  for (const auto& hp : server->addresses)
-    bound.push_back(varan::FormatHostPort(hp));
-  spdlog::info("varan-core {} listening on {}", varan::kVersion,
-               absl::StrJoin(bound, ", "));
-  for (const auto& hp : server->addresses) {
-    if (!varan::IsLoopbackHost(hp.host)) {
-      spdlog::warn(
-          "serving plaintext gRPC on {}: tokens and output cross "
-          "the network unencrypted",
-          varan::FormatHostPort(hp));
-      break;
-    }
-  }
+  varan::LogListening("varan-core", *server,
+                      "tokens and output cross the network unencrypted");
 
   int sig = varan::WaitForTerminationSignal();
   spdlog::info("received signal {}; shutting down", sig);

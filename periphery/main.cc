@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "common/config.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/secrets.h"
@@ -39,23 +40,16 @@ int main(int argc, char** argv) {
       "varan-periphery"};
   app.set_version_flag("--version",
                        std::string("varan-periphery ") + varan::kVersion);
-  std::string config_file;
+  varan::DaemonFlags flags;
   std::string core = "";
   std::string join_token_file;
   std::string name;
   std::vector<std::string> labels;
-  std::vector<std::string> listen = {"[::]:7701"};
   std::string advertise;
   std::string state_dir = "/var/lib/varan/periphery";
   uint32_t max_concurrent = 64;
   double kill_grace_seconds = 5;
-  std::string log_level = "info";
-  std::string log_format = "text";
 
-  app.add_option("--config", config_file,
-                 "TOML file with any of these flags as keys "
-                 "(e.g. core = \"[fd00::1]:7700\")")
-      ->envname("VARAN_CONFIG");
   app.add_option("--core", core,
                  "Core address to register with, e.g. [fd00::1]:7700, "
                  "10.0.0.1:7700 or core.example:7700 (required)");
@@ -65,10 +59,9 @@ int main(int argc, char** argv) {
                  "Unique name of this periphery (default: the host name)");
   app.add_option("--label", labels, "Label k=v used by selectors; repeatable")
       ->delimiter(',');
-  app.add_option("--listen", listen,
-                 "Address to serve the Agent API on; repeatable. [::]:PORT "
-                 "serves IPv6 and IPv4")
-      ->capture_default_str();
+  varan::AddListenFlags(app, &flags, "[::]:7701",
+                        "Address to serve the Agent API on; repeatable. "
+                        "[::]:PORT serves IPv6 and IPv4");
   app.add_option("--advertise", advertise,
                  "Address core should dial, e.g. [fd00::5]:7701 (default: "
                  "this host's address toward core, and the listen port)");
@@ -84,17 +77,9 @@ int main(int argc, char** argv) {
                  "timed out or canceled")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error or off")
-      ->capture_default_str();
-  app.add_option("--log-format", log_format, "text or json")
-      ->capture_default_str();
-  varan::BindEnvironment(app);
-  app.footer(
-      "Every flag can also be set as VARAN_<FLAG> in the environment (e.g. "
-      "VARAN_CORE) or as a key in the --config file; flags win over the "
-      "environment, which wins over the file.\n\n"
-      "Example:\n  varan-periphery --core [::1]:7700 --join-token-file "
+  varan::FinishDaemonFlags(
+      app, &flags, "VARAN_CORE",
+      "varan-periphery --core [::1]:7700 --join-token-file "
       "/etc/varan/join.token --name web-1 --label env=prod --state-dir "
       "/var/lib/varan/periphery");
 
@@ -102,7 +87,8 @@ int main(int argc, char** argv) {
   if (!varan::ParseDaemonFlags(app, "--config", argc, argv, &exit_code)) {
     return exit_code;
   }
-  if (absl::Status s = varan::InitLogging("periphery", log_level, log_format);
+  if (absl::Status s =
+          varan::InitLogging("periphery", flags.log_level, flags.log_format);
       !s.ok()) {
     return Fail(std::string(s.message()));
   }
@@ -113,13 +99,6 @@ int main(int argc, char** argv) {
   auto core_addr = varan::ParseDialAddress(core, 7700);
   if (!core_addr.ok())
     return Fail(absl::StrCat("--core: ", core_addr.status().message()));
-  std::vector<varan::HostPort> listen_addrs;
-  for (const auto& l : listen) {
-    auto hp = varan::ParseListenAddress(l);
-    if (!hp.ok())
-      return Fail(absl::StrCat("--listen: ", hp.status().message()));
-    listen_addrs.push_back(*hp);
-  }
   std::map<std::string, std::string> label_map;
   for (const auto& l : labels) {
     size_t eq = l.find('=');
@@ -130,9 +109,9 @@ int main(int argc, char** argv) {
   }
   if (name.empty()) name = varan::periphery::CollectFacts().hostname();
   // Find out before touching any file whether the listeners can be created.
-  if (absl::Status s = varan::CheckListenAddresses(listen_addrs); !s.ok()) {
-    return Fail(std::string(s.message()));
-  }
+  auto listen_addrs = varan::PrepareListeners(flags.listen);
+  if (!listen_addrs.ok())
+    return Fail(std::string(listen_addrs.status().message()));
   auto join_token = varan::ReadSecretFile(join_token_file);
   if (!join_token.ok()) {
     return Fail(absl::StrCat("join token: ", join_token.status().message()));
@@ -148,22 +127,11 @@ int main(int argc, char** argv) {
   agent_options.execution.default_working_dir = state_dir;
   varan::periphery::AgentService agent(&credential, agent_options);
 
-  auto server = varan::StartServer(listen_addrs, {&agent});
+  auto server = varan::StartServer(*listen_addrs, {&agent});
   if (!server.ok()) return Fail(std::string(server.status().message()));
-  std::vector<std::string> bound;
-  for (const auto& hp : server->addresses)
-    bound.push_back(varan::FormatHostPort(hp));
-  spdlog::info("varan-periphery {} listening on {}", varan::kVersion,
-               absl::StrJoin(bound, ", "));
-  for (const auto& hp : server->addresses) {
-    if (!varan::IsLoopbackHost(hp.host)) {
-      spdlog::warn(
-          "serving plaintext gRPC on {}: callers are authenticated "
-          "by credential, but traffic is not encrypted",
-          varan::FormatHostPort(hp));
-      break;
-    }
-  }
+  varan::LogListening("varan-periphery", *server,
+                      "callers are authenticated by credential, but traffic "
+                      "is not encrypted");
 
   if (advertise.empty()) {
     const varan::HostPort& first = server->addresses.front();

@@ -30,6 +30,7 @@
 #include "common/time_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/scoped_env.h"
 
 namespace varan::periphery {
 namespace {
@@ -56,28 +57,7 @@ struct Result {
   absl::Duration elapsed;
 };
 
-// Sets an environment variable for the scope.
-class ScopedEnv {
- public:
-  ScopedEnv(std::string name, const std::string& value)
-      : name_(std::move(name)) {
-    if (const char* old = getenv(name_.c_str())) old_ = old;
-    setenv(name_.c_str(), value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      setenv(name_.c_str(), old_->c_str(), 1);
-    } else {
-      unsetenv(name_.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
+using ::varan::testing::ScopedEnv;
 
 // 64-bit FNV-1a, continued over several pieces.
 uint64_t Fnv1a(uint64_t hash, const char* data, size_t size) {

@@ -1,0 +1,48 @@
+// What both daemons' main() share: the common flags (--config, --listen,
+// --log-level, --log-format), turning --listen values into checked
+// addresses, and reporting what was bound.
+//
+// Called from main only (STYLE: nothing below main reads flags).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "common/address.h"
+#include "common/server.h"
+
+namespace varan {
+
+struct DaemonFlags {
+  std::string config;
+  std::vector<std::string> listen;
+  std::string log_level = "info";
+  std::string log_format = "text";
+};
+
+// Adds --config and --listen (defaulting to `default_listen`) to `app`.
+void AddListenFlags(CLI::App& app, DaemonFlags* flags,
+                    const std::string& default_listen,
+                    const std::string& listen_help);
+
+// Adds --log-level and --log-format, binds every flag to its VARAN_* variable
+// and writes the footer: how flags, environment and file combine, then
+// `example`. Call after all other options are added.
+void FinishDaemonFlags(CLI::App& app, DaemonFlags* flags,
+                       const std::string& env_example,
+                       const std::string& example);
+
+// Parses the --listen values and checks that each can be bound (after the
+// IPv6 fallback). Errors name the flag and the value.
+absl::StatusOr<std::vector<HostPort>> PrepareListeners(
+    const std::vector<std::string>& listen);
+
+// Logs "NAME VERSION listening on ..." and, when any address is not loopback,
+// a warning that the server speaks plaintext (`plaintext_risk` says what
+// crosses the network unencrypted).
+void LogListening(const std::string& name, const RunningServer& server,
+                  const std::string& plaintext_risk);
+
+}  // namespace varan
