@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test asan-test clean format
+.PHONY: all deps build run test asan-test bench clean format
 
 all: build
 
@@ -25,8 +25,14 @@ test: build
 asan-test:
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_FLAGS=-DVARAN_SANITIZE=address,undefined
 
+# Benchmarks, Release build in build-release/ (not part of `make test`).
+bench: deps
+	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-release -j $(JOBS) --target agent_bench varan-core varan-periphery varanctl
+	build-release/bin/agent_bench
+
 format:
 	find common core periphery client tests -name '*.cc' -o -name '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-release

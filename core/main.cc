@@ -8,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/address.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -34,6 +35,11 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   varan::BlockTerminationSignals();
+#ifdef NDEBUG
+  // Abseil's deadlock detector (on in Debian's build) costs gRPC, which locks
+  // through absl::Mutex, a large share of its CPU; debug builds keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 
   CLI::App app{
       "varan-core: the Varan control plane. Peripheries register "

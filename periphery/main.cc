@@ -10,6 +10,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/address.h"
 #include "common/config.h"
 #include "common/daemon.h"
@@ -33,6 +34,11 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   varan::BlockTerminationSignals();
+#ifdef NDEBUG
+  // Abseil's deadlock detector (on in Debian's build) costs gRPC, which locks
+  // through absl::Mutex, a large share of its CPU; debug builds keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 
   CLI::App app{
       "varan-periphery: the Varan agent. Registers with core, "

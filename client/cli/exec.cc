@@ -21,6 +21,8 @@ struct ExecOptions {
   std::string workdir;
   double timeout_seconds = 0;
   uint64_t output_limit = 0;
+  bool stop_at_output_limit = false;
+  bool survive = false;
   std::vector<std::string> command;
 };
 
@@ -54,6 +56,8 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
     SetDuration(absl::Seconds(opts.timeout_seconds), spec->mutable_timeout());
   }
   spec->set_output_limit_bytes(opts.output_limit);
+  spec->set_stop_at_output_limit(opts.stop_at_output_limit);
+  spec->set_survive_caller(opts.survive);
 
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
@@ -96,6 +100,11 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
                   "Stop the command after this many seconds");
   cmd->add_option("--output-limit", opts->output_limit,
                   "Bytes of output per stream to deliver; the rest is counted");
+  cmd->add_flag("--stop-at-output-limit", opts->stop_at_output_limit,
+                "Stop the command when its output passes --output-limit");
+  cmd->add_flag("--survive", opts->survive,
+                "Keep the command running if this job's connection to the "
+                "periphery is lost");
   cmd->add_option("command", opts->command,
                   "The command and its arguments (after --)")
       ->allow_extra_args();

@@ -41,6 +41,9 @@ std::string DescribeResult(const TargetFinished& f) {
     case varan::v1::TARGET_STATE_CANCELED:
       return "canceled";
     case varan::v1::TARGET_STATE_FAILED:
+      if (f.exit_status().kind() == ExitStatus::KIND_OUTPUT_LIMIT) {
+        return "stopped: output passed the limit";
+      }
       return absl::StrCat("failed: ", f.error());
     case varan::v1::TARGET_STATE_LOST:
       return absl::StrCat("lost: ", f.error());

@@ -64,6 +64,7 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   r.credential = GenerateSecret();
   r.first_seen = first_seen;
   r.last_seen = now;
+  r.confirmed = false;  // until a heartbeat shows it holds the credential
   Registration out{id, r.credential};
   by_id_[id] = std::move(r);
   id_by_name_[req.name()] = id;
@@ -83,14 +84,16 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
   it->second.last_seen = clock_->Now();
+  it->second.confirmed = true;
   *it->second.info.mutable_stats() = stats;
   it->second.info.set_peer_address(peer);
   return absl::OkStatus();
 }
 
 bool FleetRegistry::Online(const Record& r) const {
-  return clock_->Now() - r.last_seen <=
-         options_.heartbeat_interval * options_.ttl_intervals;
+  return r.confirmed &&
+         clock_->Now() - r.last_seen <=
+             options_.heartbeat_interval * options_.ttl_intervals;
 }
 
 varan::v1::Periphery FleetRegistry::Render(const Record& r) const {

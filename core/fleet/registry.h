@@ -1,8 +1,10 @@
 // FleetRegistry: every periphery core knows, its identity, labels, address,
 // facts, stats, credential and liveness.
 //
-// A periphery is online while its last heartbeat (or registration) is no
-// older than `ttl_intervals` heartbeat intervals. Time comes from the
+// A periphery is online once a heartbeat has confirmed its latest
+// registration (it holds the credential core issued; peripheries heartbeat
+// right after registering) and while its last heartbeat is no older than
+// `ttl_intervals` heartbeat intervals. Time comes from the
 // injected Clock. In-memory for now: a core restart forgets the fleet and
 // peripheries register again on their next heartbeat.
 //
@@ -80,6 +82,9 @@ class FleetRegistry {
     std::string credential;
     absl::Time first_seen;
     absl::Time last_seen;
+    // A heartbeat with the credential issued at the latest registration
+    // arrived: the periphery has it, so core may dial it.
+    bool confirmed = false;
   };
 
   // Matching records sorted by name.

@@ -169,6 +169,7 @@ void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
           state = varan::v1::TARGET_STATE_CANCELED;
           break;
         case ExitStatus::KIND_START_FAILED:
+        case ExitStatus::KIND_OUTPUT_LIMIT:
           state = varan::v1::TARGET_STATE_FAILED;
           break;
         default:

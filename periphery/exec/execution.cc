@@ -77,6 +77,11 @@ absl::StatusOr<std::shared_ptr<Execution>> Execution::Start(
   return execution;
 }
 
+void Execution::CallerGone() {
+  if (spec_.survive_caller()) return;
+  Cancel();
+}
+
 void Execution::Cancel() {
   cancel_requested_.store(true);
   uint64_t one = 1;
@@ -102,6 +107,7 @@ void Execution::Supervise() {
     *ev.mutable_exited() = std::move(status);
     queue_.Push(std::move(ev), 64);
     queue_.CloseProducer();
+    finished_.store(true);
   };
   auto start_failed = [&](std::string error) {
     ExitStatus status;
@@ -234,19 +240,17 @@ void Execution::Supervise() {
       timeout > absl::ZeroDuration() ? start + timeout : absl::InfiniteFuture();
   absl::Time kill_at = absl::InfiniteFuture();
   absl::Time linger_until = absl::InfiniteFuture();
-  bool reaped = false, term_sent = false, timed_out = false, canceled = false;
+  bool reaped = false, term_sent = false;
+  // Why we stopped the command, if we did; decides the exit status kind.
+  ExitStatus::Kind stopped_for = ExitStatus::KIND_UNSPECIFIED;
   int wait_status = 0;
   bool consumer_gone = false;
   std::vector<char> buf(options_.max_chunk_bytes);
 
-  auto stop_group = [&](bool by_cancel) {
+  auto stop_group = [&](ExitStatus::Kind reason) {
     if (term_sent || reaped) return;
     term_sent = true;
-    if (by_cancel) {
-      canceled = true;
-    } else {
-      timed_out = true;
-    }
+    stopped_for = reason;
     kill(-pid, SIGTERM);
     kill_at = absl::Now() + options_.kill_grace;
   };
@@ -255,7 +259,7 @@ void Execution::Supervise() {
     if (reaped && pipes[0].fd < 0 && pipes[1].fd < 0) break;
     absl::Time now = absl::Now();
     if (now >= timeout_at && !reaped) {
-      stop_group(/*by_cancel=*/false);
+      stop_group(ExitStatus::KIND_TIMED_OUT);
       timeout_at = absl::InfiniteFuture();
     }
     if (now >= kill_at) {
@@ -270,7 +274,7 @@ void Execution::Supervise() {
       break;
     }
     if (cancel_requested_.load() && !term_sent && !reaped) {
-      stop_group(/*by_cancel=*/true);
+      stop_group(ExitStatus::KIND_CANCELED);
     }
 
     pollfd fds[5];
@@ -304,7 +308,7 @@ void Execution::Supervise() {
     if (ready < 0 && errno != EINTR) {
       spdlog::error("poll failed while supervising pid {}: {}", pid,
                     std::strerror(errno));
-      stop_group(/*by_cancel=*/true);
+      stop_group(ExitStatus::KIND_CANCELED);
     }
 
     if (idx_cancel >= 0 && (fds[idx_cancel].revents & POLLIN)) {
@@ -345,6 +349,9 @@ void Execution::Supervise() {
         keep = std::min(len, room);
       }
       p.dropped += len - keep;
+      if (p.dropped > 0 && spec_.stop_at_output_limit()) {
+        stop_group(ExitStatus::KIND_OUTPUT_LIMIT);
+      }
       if (keep == 0 || consumer_gone) continue;
       p.delivered += keep;
       ExecuteEvent ev;
@@ -353,9 +360,10 @@ void Execution::Supervise() {
       chunk->set_sequence(p.sequence++);
       chunk->set_data(buf.data(), keep);
       if (!queue_.Push(std::move(ev), keep)) {
-        // Nobody is listening any more: the caller went away.
+        // Nobody is listening any more: the caller went away. Unless asked
+        // to survive that, the command goes too.
         consumer_gone = true;
-        stop_group(/*by_cancel=*/true);
+        if (!spec_.survive_caller()) stop_group(ExitStatus::KIND_CANCELED);
       }
     }
 
@@ -378,10 +386,8 @@ void Execution::Supervise() {
     waitpid(pid, &wait_status, 0);
   }
 
-  if (timed_out) {
-    exit.set_kind(ExitStatus::KIND_TIMED_OUT);
-  } else if (canceled) {
-    exit.set_kind(ExitStatus::KIND_CANCELED);
+  if (stopped_for != ExitStatus::KIND_UNSPECIFIED) {
+    exit.set_kind(stopped_for);
   } else if (WIFSIGNALED(wait_status)) {
     exit.set_kind(ExitStatus::KIND_SIGNALED);
   } else {

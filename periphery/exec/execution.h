@@ -6,7 +6,9 @@
 //    turning what it reads into ExecuteEvents (started, output..., exited)
 //    pushed into the execution's BoundedQueue, so a slow consumer stops the
 //    reading and thus the process (back-pressure) instead of growing memory;
-//  * on timeout or Cancel(), sends SIGTERM to the whole process group, then
+//  * on timeout, Cancel(), a caller that went away (unless the spec says
+//    survive_caller) or output past the limit (if the spec says
+//    stop_at_output_limit), sends SIGTERM to the whole process group, then
 //    SIGKILL after `kill_grace`;
 //  * when the command's main process exits, kills what is left of its
 //    process group (background children) so nothing is left running, drains
@@ -61,6 +63,13 @@ class Execution {
   // result reports KIND_CANCELED. Idempotent; no effect once it exited.
   void Cancel();
 
+  // The consumer of the events went away: Cancel(), unless the spec asked
+  // the command to survive its caller (then its output is discarded).
+  void CallerGone();
+
+  // True once the command has been reaped and its `exited` event queued.
+  bool finished() const { return finished_.load(); }
+
   Execution(const Execution&) = delete;
   Execution& operator=(const Execution&) = delete;
 
@@ -75,6 +84,7 @@ class Execution {
   // Written by Cancel(), read by the supervisor: wakes its poll().
   int cancel_fd_ = -1;
   std::atomic<bool> cancel_requested_{false};
+  std::atomic<bool> finished_{false};
 };
 
 }  // namespace varan::periphery

@@ -4,17 +4,21 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "varan/version.h"
@@ -47,10 +51,9 @@ uint64_t ProcValue(const std::string& path, absl::string_view key) {
   while (std::getline(in, line)) {
     absl::string_view l(line);
     if (!absl::ConsumePrefix(&l, key)) continue;
+    // "Key:  123 kB" (/proc/meminfo) or "key 123" (/proc/stat).
     l = absl::StripLeadingAsciiWhitespace(l);
-    if (!absl::ConsumePrefix(&l, ":")) {
-      // /proc/stat style "btime 12345".
-    }
+    absl::ConsumePrefix(&l, ":");
     l = absl::StripAsciiWhitespace(l);
     absl::string_view num = l.substr(0, l.find(' '));
     uint64_t v = 0;
@@ -59,6 +62,22 @@ uint64_t ProcValue(const std::string& path, absl::string_view key) {
     return v;
   }
   return 0;
+}
+
+// /proc/self/mounts escapes space, tab, newline and backslash as \ooo.
+std::string UnescapeMountField(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() &&
+        absl::ascii_isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      out.push_back(static_cast<char>((s[i + 1] - '0') * 64 +
+                                      (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -132,12 +151,76 @@ varan::v1::HostFacts CollectFacts() {
     }
     freeifaddrs(ifs);
   }
+  for (auto& fs : ListFilesystems()) *facts.add_filesystems() = std::move(fs);
   facts.set_agent_version(kVersion);
   return facts;
 }
 
-varan::v1::HostStats CollectStats() {
+std::vector<varan::v1::Filesystem> ListFilesystems() {
+  // Network and pool filesystems that are real storage without a /dev node.
+  static const std::set<std::string> kDeviceless = {"zfs",  "nfs",  "nfs4",
+                                                    "cifs", "smb3", "9p"};
+  std::map<std::string, varan::v1::Filesystem> by_mount;
+  std::ifstream in("/proc/self/mounts");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() < 3) continue;
+    const std::string& device = f[0];
+    const std::string mount = UnescapeMountField(f[1]);
+    const std::string& type = f[2];
+    const bool block = absl::StartsWith(device, "/dev/") && type != "squashfs";
+    const bool root_overlay = type == "overlay" && mount == "/";
+    if (!block && !root_overlay && !kDeviceless.contains(type)) continue;
+    struct statvfs st {};
+    if (statvfs(mount.c_str(), &st) != 0 || st.f_blocks == 0) continue;
+    varan::v1::Filesystem fs;
+    fs.set_mount_point(mount);
+    fs.set_device(UnescapeMountField(device));
+    fs.set_type(type);
+    fs.set_size_bytes(static_cast<uint64_t>(st.f_blocks) * st.f_frsize);
+    by_mount[mount] = std::move(fs);  // the last mount on a point wins
+  }
+  std::vector<varan::v1::Filesystem> out;
+  for (auto& [mount, fs] : by_mount) out.push_back(std::move(fs));
+  return out;
+}
+
+varan::v1::HostStats StatsCollector::Collect() {
   varan::v1::HostStats stats;
+  // /proc/stat "cpu  user nice system idle iowait irq softirq steal ...".
+  {
+    std::ifstream in("/proc/stat");
+    std::string line;
+    if (std::getline(in, line) && absl::StartsWith(line, "cpu ")) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      uint64_t total = 0, idle = 0;
+      for (size_t i = 1; i < f.size() && i <= 8; ++i) {
+        uint64_t v = 0;
+        if (!absl::SimpleAtoi(f[i], &v)) continue;
+        total += v;
+        if (i == 4 || i == 5) idle += v;  // idle, iowait
+      }
+      const uint64_t busy = total - idle;
+      absl::MutexLock lock(&mu_);
+      if (total > prev_total_) {
+        stats.set_cpu_percent(100.0 * static_cast<double>(busy - prev_busy_) /
+                              static_cast<double>(total - prev_total_));
+      }
+      prev_busy_ = busy;
+      prev_total_ = total;
+    }
+  }
+  for (const auto& fs : ListFilesystems()) {
+    struct statvfs st {};
+    if (statvfs(fs.mount_point().c_str(), &st) != 0) continue;
+    auto* d = stats.add_disks();
+    d->set_mount_point(fs.mount_point());
+    const uint64_t frsize = st.f_frsize;
+    d->set_size_bytes(static_cast<uint64_t>(st.f_blocks) * frsize);
+    d->set_used_bytes(static_cast<uint64_t>(st.f_blocks - st.f_bfree) * frsize);
+    d->set_available_bytes(static_cast<uint64_t>(st.f_bavail) * frsize);
+  }
   double load[3] = {0, 0, 0};
   if (getloadavg(load, 3) == 3) {
     stats.set_load1(load[0]);

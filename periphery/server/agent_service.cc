@@ -41,6 +41,16 @@ class AgentService::ExecuteReactor final
     if (e) e->Cancel();
   }
 
+  // The caller is gone: stop the command unless it asked to survive that.
+  void CallerGone() {
+    std::shared_ptr<Execution> e;
+    {
+      absl::MutexLock lock(&mu_);
+      e = execution_;
+    }
+    if (e) e->CallerGone();
+  }
+
   void OnWriteDone(bool ok) override {
     bool finish_now = false;
     {
@@ -52,8 +62,8 @@ class AgentService::ExecuteReactor final
       }
     }
     if (finish_now) {
-      // The stream broke: the caller is gone. Stop the command.
-      Cancel();
+      // The stream broke: the caller is gone.
+      CallerGone();
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
       return;
     }
@@ -61,9 +71,8 @@ class AgentService::ExecuteReactor final
   }
 
   void OnCancel() override {
-    spdlog::info("execution {}: caller went away; stopping the command",
-                 execution_id_);
-    Cancel();
+    spdlog::info("execution {}: caller went away", execution_id_);
+    CallerGone();
   }
 
   void OnDone() override {
@@ -73,7 +82,7 @@ class AgentService::ExecuteReactor final
       e = execution_;
     }
     if (e) {
-      e->Cancel();  // no effect if it already exited
+      e->CallerGone();  // no effect if it already exited
       e->events().Abandon();
     }
     service_->OnExecutionDone(this);
@@ -150,7 +159,7 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
   bool admitted = false;
   {
     absl::MutexLock lock(&mu_);
-    if (running_.size() < options_.max_concurrent) {
+    if (LiveExecutionsLocked() < options_.max_concurrent) {
       running_.insert(reactor);
       admitted = true;
     }
@@ -169,6 +178,10 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
     return reactor;
   }
   spdlog::info("execution {}: started", request->execution_id());
+  {
+    absl::MutexLock lock(&mu_);
+    executions_.push_back(*execution);
+  }
   reactor->Begin(*std::move(execution), grpc::Status::OK);
   return reactor;
 }
@@ -189,16 +202,30 @@ grpc::ServerUnaryReactor* AgentService::GetStats(
   auto* reactor = context->DefaultReactor();
   grpc::Status auth = Authenticate(*context);
   if (auth.ok()) {
-    *response = CollectStats();
+    *response = stats_.Collect();
     response->set_running_executions(running());
   }
   reactor->Finish(auth);
   return reactor;
 }
 
+uint32_t AgentService::LiveExecutionsLocked() const {
+  uint32_t live = 0;
+  for (const auto& weak : executions_) {
+    auto e = weak.lock();
+    if (e != nullptr && !e->finished()) ++live;
+  }
+  return live;
+}
+
 uint32_t AgentService::running() const {
   absl::MutexLock lock(&mu_);
-  return static_cast<uint32_t>(running_.size());
+  // Forget executions that are gone while counting the others.
+  std::erase_if(executions_, [](const std::weak_ptr<Execution>& w) {
+    auto e = w.lock();
+    return e == nullptr || e->finished();
+  });
+  return LiveExecutionsLocked();
 }
 
 void AgentService::OnExecutionDone(ExecuteReactor* reactor) {

@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "periphery/exec/execution.h"
+#include "periphery/host/facts.h"
 #include "varan/v1/periphery.grpc.pb.h"
 
 namespace varan::periphery {
@@ -56,25 +57,32 @@ class AgentService final : public varan::v1::Agent::CallbackService {
                                      const varan::v1::GetStatsRequest* request,
                                      varan::v1::HostStats* response) override;
 
-  // Commands running now.
+  // Commands running now (including those that survived their caller).
   uint32_t running() const;
 
-  // Cancels every running command and waits (up to `timeout`) until their
-  // reactors are done. Returns false on timeout.
+  // Cancels every running command, including those that survived their
+  // caller, and waits (up to `timeout`) until they exited and their reactors
+  // are done. Returns false on timeout.
   bool CancelAllAndWait(absl::Duration timeout);
 
  private:
   class ExecuteReactor;
   grpc::Status Authenticate(const grpc::CallbackServerContext& context) const;
   void OnExecutionDone(ExecuteReactor* reactor);
+  uint32_t LiveExecutionsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool NoneRunning() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return running_.empty();
   }
 
   const CredentialHolder* credential_;
   const AgentOptions options_;
+  StatsCollector stats_;
   mutable absl::Mutex mu_;
   absl::flat_hash_set<ExecuteReactor*> running_ ABSL_GUARDED_BY(mu_);
+  // Every execution started, including those that survive their caller;
+  // pruned in running(). Counted against max_concurrent while not finished.
+  mutable std::vector<std::weak_ptr<Execution>> executions_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::periphery

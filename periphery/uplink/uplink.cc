@@ -138,7 +138,7 @@ absl::Status Uplink::Register() {
 absl::Status Uplink::Heartbeat() {
   varan::v1::HeartbeatRequest req;
   req.set_periphery_id(periphery_id_);
-  *req.mutable_stats() = CollectStats();
+  *req.mutable_stats() = stats_.Collect();
   req.mutable_stats()->set_running_executions(running_());
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -158,8 +158,10 @@ void Uplink::Run() {
   bool failing = false;
   while (!stop_.HasBeenNotified()) {
     absl::Status status;
+    bool registered = false;
     if (periphery_id_.empty()) {
       status = Register();
+      registered = status.ok();
     } else {
       status = Heartbeat();
       if (absl::IsNotFound(status) || absl::IsUnauthenticated(status)) {
@@ -169,6 +171,7 @@ void Uplink::Run() {
             status.message());
         periphery_id_.clear();
         status = Register();
+        registered = status.ok();
       }
     }
     if (status.ok()) {
@@ -178,7 +181,10 @@ void Uplink::Run() {
       }
       failing = false;
       backoff = absl::Milliseconds(200);
-      if (!SleepFor(interval_)) return;
+      // Right after registering, heartbeat at once: core counts a periphery
+      // online (and dispatches to it) only once it has proved it holds the
+      // new credential, which is also what the Agent service checks.
+      if (!registered && !SleepFor(interval_)) return;
       continue;
     }
     if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||

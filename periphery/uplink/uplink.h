@@ -21,6 +21,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/address.h"
+#include "periphery/host/facts.h"
 #include "periphery/server/agent_service.h"
 #include "varan/v1/core.grpc.pb.h"
 
@@ -67,6 +68,7 @@ class Uplink {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Registry::Stub> stub_;
   std::string periphery_id_;  // uplink thread only (and Start)
+  StatsCollector stats_;
   absl::Duration interval_ = absl::Seconds(10);
   absl::Notification stop_;
   std::thread thread_;

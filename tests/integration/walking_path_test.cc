@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <sys/utsname.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -102,6 +104,48 @@ TEST_F(WalkingPathTest, OutputStreamsAsItIsProduced) {
   EXPECT_EQ(out, "first\nsecond\n");
   // "first" reached the client while the command was still sleeping.
   EXPECT_GT(done_at - first_at, absl::Milliseconds(700));
+}
+
+TEST_F(WalkingPathTest, ALineEverySecondArrivesPromptly) {
+  fleet_->StartPeriphery("alpha");
+  varan::v1::DispatchRequest req;
+  req.mutable_target()->add_names("alpha");
+  req.mutable_spec()->set_shell(
+      "for i in 1 2 3 4; do date +%s.%N; sleep 1; done");
+  std::vector<absl::Duration> delays;
+  absl::Status s =
+      fleet_->client()->Exec(req, [&](const varan::v1::JobEvent& ev) {
+        if (!ev.has_output()) return;
+        // Each line carries the time the command printed it (same clock).
+        double printed = 0;
+        ASSERT_TRUE(absl::SimpleAtod(
+            absl::StripAsciiWhitespace(ev.output().data()), &printed))
+            << ev.output().data();
+        delays.push_back(absl::Now() - absl::FromUnixNanos(static_cast<int64_t>(
+                                           printed * 1e9)));
+      });
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(delays.size(), 4u);  // one chunk per line: nothing was batched
+  for (absl::Duration d : delays) EXPECT_LT(d, absl::Milliseconds(100));
+}
+
+TEST_F(WalkingPathTest, ConcurrencyLimitIsAClearError) {
+  fleet_->StartPeriphery("alpha", {}, {"--max-concurrent", "2"});
+  for (int i = 0; i < 2; ++i) {
+    RunResult r =
+        fleet_->Ctl({"exec", "-n", "alpha", "--async", "--", "sleep", "30"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  varan::v1::Target target;
+  target.add_names("alpha");
+  // The periphery reports both as running.
+  EXPECT_TRUE(WaitFor([&] {
+    auto p = fleet_->client()->GetPeriphery("alpha");
+    return p.ok() && p->stats().running_executions() == 2;
+  }));
+  RunResult third = fleet_->Ctl({"exec", "-n", "alpha", "--", "true"});
+  EXPECT_EQ(third.exit_code, 1);
+  EXPECT_THAT(third.err, HasSubstr("too many commands running (2 allowed)"));
 }
 
 TEST_F(WalkingPathTest, FanOutBySelectorAndSummary) {

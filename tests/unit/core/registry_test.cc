@@ -44,7 +44,13 @@ class FleetRegistryTest : public ::testing::Test {
     auto reg = registry_.Register(Request(name, std::move(labels), address),
                                   "10.0.0.9");
     EXPECT_TRUE(reg.ok()) << reg.status();
-    return reg.ok() ? *reg : FleetRegistry::Registration{};
+    if (!reg.ok()) return FleetRegistry::Registration{};
+    // A periphery heartbeats right after registering, confirming it.
+    EXPECT_TRUE(registry_
+                    .Heartbeat(reg->id, reg->credential, varan::v1::HostStats(),
+                               "10.0.0.9")
+                    .ok());
+    return *reg;
   }
 
   varan::v1::Periphery MustGet(const std::string& name_or_id) {
@@ -95,6 +101,26 @@ TEST_F(FleetRegistryTest, RegisteredPeripheryIsListedOnline) {
   EXPECT_EQ(p.labels().at("env"), "prod");
   EXPECT_EQ(FromTimestamp(p.first_seen()), registered_at);
   EXPECT_EQ(FromTimestamp(p.last_seen()), registered_at);
+}
+
+TEST_F(FleetRegistryTest, NotOnlineUntilAHeartbeatConfirmsTheRegistration) {
+  // Until the periphery shows it holds its new credential, core must not
+  // dial it: the periphery would refuse the call.
+  auto reg =
+      registry_.Register(Request("web-1", {}, "[fd00::5]:7701"), "10.0.0.9");
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_OFFLINE);
+  varan::v1::Target target;
+  target.add_names("web-1");
+  auto resolved = registry_.Resolve(target);
+  ASSERT_TRUE(resolved.ok());
+  EXPECT_FALSE((*resolved)[0].online);
+  ASSERT_TRUE(registry_
+                  .Heartbeat(reg->id, reg->credential, varan::v1::HostStats(),
+                             "10.0.0.9")
+                  .ok());
+  EXPECT_EQ(MustGet("web-1").state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  EXPECT_TRUE((*registry_.Resolve(target))[0].online);
 }
 
 TEST_F(FleetRegistryTest, GoesOfflineAfterThreeMissedIntervals) {

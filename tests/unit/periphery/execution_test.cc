@@ -478,6 +478,82 @@ TEST_F(ExecutionTest, OutputLimitAppliesPerStream) {
   EXPECT_EQ(r.exit.stderr_dropped_bytes(), 4000u);
 }
 
+TEST_F(ExecutionTest, PastTheLimitTheCommandRunsOn) {
+  // The command goes on after its output is cut: it still reaches its end.
+  CommandSpec spec = Shell("head -c 100000 /dev/zero; echo finished >&2");
+  spec.set_output_limit_bytes(1000);
+  Result r = Run(spec);
+  EXPECT_EQ(r.exit.kind(), ExitStatus::KIND_EXITED);
+  EXPECT_EQ(r.err, "finished\n");
+}
+
+TEST_F(ExecutionTest, StopAtOutputLimitStopsTheCommand) {
+  // `yes` never ends by itself.
+  CommandSpec spec = Argv({"yes"});
+  spec.set_output_limit_bytes(1000);
+  spec.set_stop_at_output_limit(true);
+  Result r = Run(spec);
+  EXPECT_EQ(r.exit.kind(), ExitStatus::KIND_OUTPUT_LIMIT);
+  EXPECT_EQ(r.out.size(), 1000u);
+  EXPECT_GT(r.exit.stdout_dropped_bytes(), 0u);
+  EXPECT_LT(r.elapsed, absl::Seconds(5));
+}
+
+TEST_F(ExecutionTest, CallerGoneStopsTheCommandUnlessAskedToSurvive) {
+  for (bool survive : {false, true}) {
+    SCOPED_TRACE(survive ? "survive" : "default");
+    const std::string marker = dir_ + (survive ? "/survived" : "/default");
+    CommandSpec spec = Shell("sleep 0.5; touch " + marker);
+    spec.set_survive_caller(survive);
+    auto execution = Execution::Start(spec, options_);
+    ASSERT_TRUE(execution.ok()) << execution.status();
+    std::weak_ptr<Execution> weak = *execution;
+    // The consumer leaves as a gRPC reactor does when its call ends.
+    (*execution)->CallerGone();
+    (*execution)->events().Abandon();
+    execution->reset();
+    // The supervisor keeps the execution alive until the command is gone.
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (!weak.expired() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_TRUE(weak.expired());
+    EXPECT_EQ(access(marker.c_str(), F_OK) == 0, survive);
+  }
+}
+
+TEST_F(ExecutionTest, SlowConsumerKeepsMemoryFlat) {
+  // An endless producer and a consumer that takes one event every 10 ms:
+  // without back-pressure this would queue hundreds of MB per second.
+  auto rss_kb = [] {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0L;
+  };
+  options_.queue_bytes = 1024 * 1024;
+  auto execution = Execution::Start(Argv({"cat", "/dev/zero"}), options_);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  const long before = rss_kb();
+  uint64_t received = 0;
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  while (absl::Now() < until) {
+    ExecuteEvent ev;
+    if ((*execution)->events().TryPop(&ev, nullptr) ==
+        EventQueue::PopResult::kItem) {
+      received += ev.output().data().size();
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const long grown_kb = rss_kb() - before;
+  EXPECT_GT(received, 0u);
+  EXPECT_LT(grown_kb, 16 * 1024) << "RSS grew by " << grown_kb << " KiB";
+  (*execution)->Cancel();
+  Drain(**execution, [](const ExecuteEvent&) {});
+}
+
 TEST_F(ExecutionTest, HundredMegabytesArriveByteExact) {
   constexpr size_t kSize = 100 * 1024 * 1024;
   const std::string path = dir_ + "/big.bin";

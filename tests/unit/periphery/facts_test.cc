@@ -2,6 +2,7 @@
 #include "periphery/host/facts.h"
 
 #include <limits.h>
+#include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -71,7 +72,8 @@ TEST_F(FactsTest, AddressesExcludeLoopback) {
 }
 
 TEST_F(FactsTest, StatsAreSane) {
-  varan::v1::HostStats stats = CollectStats();
+  StatsCollector collector;
+  varan::v1::HostStats stats = collector.Collect();
   EXPECT_GE(stats.load1(), 0.0);
   EXPECT_GE(stats.load5(), 0.0);
   EXPECT_GE(stats.load15(), 0.0);
@@ -80,6 +82,57 @@ TEST_F(FactsTest, StatsAreSane) {
   EXPECT_LE(stats.memory_available_bytes(), stats.memory_total_bytes());
   ExpectWithinOnePercent(stats.memory_total_bytes(), SysinfoTotalRam());
   EXPECT_EQ(stats.running_executions(), 0u);
+}
+
+TEST_F(FactsTest, FilesystemsMatchStatvfs) {
+  varan::v1::HostFacts facts = CollectFacts();
+  ASSERT_GT(facts.filesystems_size(), 0);
+  bool has_root = false;
+  for (const auto& fs : facts.filesystems()) {
+    struct statvfs st {};
+    ASSERT_EQ(statvfs(fs.mount_point().c_str(), &st), 0) << fs.mount_point();
+    EXPECT_EQ(fs.size_bytes(), static_cast<uint64_t>(st.f_blocks) * st.f_frsize)
+        << fs.mount_point();
+    EXPECT_FALSE(fs.type().empty());
+    EXPECT_NE(fs.type(), "proc");
+    EXPECT_NE(fs.type(), "tmpfs");
+    if (fs.mount_point() == "/") has_root = true;
+  }
+  EXPECT_TRUE(has_root);
+}
+
+TEST_F(FactsTest, DiskUsageAgreesWithDf) {
+  StatsCollector collector;
+  varan::v1::HostStats stats = collector.Collect();
+  const varan::v1::DiskUsage* root = nullptr;
+  for (const auto& d : stats.disks()) {
+    if (d.mount_point() == "/") root = &d;
+  }
+  ASSERT_NE(root, nullptr);
+  // df -B1 --output=size,used,avail / : the same numbers, from another tool.
+  FILE* df = popen("df -B1 --output=size,used,avail / | tail -1", "r");
+  ASSERT_NE(df, nullptr);
+  unsigned long long size = 0, used = 0, avail = 0;
+  ASSERT_EQ(fscanf(df, "%llu %llu %llu", &size, &used, &avail), 3);
+  pclose(df);
+  EXPECT_EQ(root->size_bytes(), size);
+  // Other processes write to the disk meanwhile: allow 64 MiB of drift.
+  EXPECT_NEAR(static_cast<double>(root->used_bytes()),
+              static_cast<double>(used), 64.0 * 1024 * 1024);
+  EXPECT_NEAR(static_cast<double>(root->available_bytes()),
+              static_cast<double>(avail), 64.0 * 1024 * 1024);
+}
+
+TEST_F(FactsTest, CpuPercentComesFromTheInterval) {
+  StatsCollector collector;
+  collector.Collect();
+  // Keep one CPU busy for a while: the next sample cannot be idle.
+  absl::Time until = absl::Now() + absl::Milliseconds(300);
+  volatile uint64_t spin = 0;
+  while (absl::Now() < until) spin = spin + 1;
+  varan::v1::HostStats stats = collector.Collect();
+  EXPECT_GT(stats.cpu_percent(), 100.0 / (2.0 * sysconf(_SC_NPROCESSORS_ONLN)));
+  EXPECT_LE(stats.cpu_percent(), 100.0);
 }
 
 }  // namespace
