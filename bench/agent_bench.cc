@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
     if (flag == "--runs") runs = std::stoi(argv[i + 1]);
     if (flag == "--gib") gib = std::stoi(argv[i + 1]);
   }
-  varan::testing::TestFleet fleet({"--log-level", "warn"});
+  varan::testing::TestFleet fleet;
   fleet.StartCore();
   fleet.StartPeriphery("bench", {}, {"--log-level", "warn"});
   std::string credential =
