@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace varan {
 
@@ -35,17 +36,31 @@ class BoundedQueue {
   // Appends `item` (weighing `bytes`), waiting while the queue is over its
   // limit. Returns false, dropping the item, once the consumer abandoned it.
   bool Push(T item, size_t bytes) {
+    return PushUntil(&item, bytes, absl::InfiniteFuture()) ==
+           PushResult::kPushed;
+  }
+
+  enum class PushResult { kPushed, kAbandoned, kTimedOut };
+
+  // Like Push, but waits for room only until `deadline`. On kTimedOut
+  // `*item` is left as it was, so the producer can deal with whatever it
+  // has to (a timeout, a cancel) and try again.
+  PushResult PushUntil(T* item, size_t bytes, absl::Time deadline) {
     std::function<void()> notify;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &BoundedQueue::HasRoomOrAbandoned));
-      if (abandoned_) return false;
-      items_.emplace_back(std::move(item), bytes);
+      if (!mu_.AwaitWithDeadline(
+              absl::Condition(this, &BoundedQueue::HasRoomOrAbandoned),
+              deadline)) {
+        return PushResult::kTimedOut;
+      }
+      if (abandoned_) return PushResult::kAbandoned;
+      items_.emplace_back(std::move(*item), bytes);
       queued_bytes_ += bytes;
       notify = std::exchange(notify_, nullptr);
     }
     RunNotify(std::move(notify));
-    return true;
+    return PushResult::kPushed;
   }
 
   // No more items will come. The consumer drains what is queued.

@@ -101,8 +101,11 @@ void Execution::Supervise() {
   const absl::Time start = absl::Now();
   ExitStatus exit;
 
+  // When the command's process was reaped (for the reported duration).
+  absl::Time ended = absl::InfiniteFuture();
   auto finish = [&](ExitStatus status) {
-    SetDuration(absl::Now() - start, status.mutable_duration());
+    SetDuration((ended == absl::InfiniteFuture() ? absl::Now() : ended) - start,
+                status.mutable_duration());
     ExecuteEvent ev;
     *ev.mutable_exited() = std::move(status);
     queue_.Push(std::move(ev), 64);
@@ -254,6 +257,15 @@ void Execution::Supervise() {
     kill(-pid, SIGTERM);
     kill_at = absl::Now() + options_.kill_grace;
   };
+  auto try_reap = [&] {
+    if (reaped || waitpid(pid, &wait_status, WNOHANG) != pid) return;
+    reaped = true;
+    ended = absl::Now();
+    // Background children of the command must not outlive it.
+    kill(-pid, SIGKILL);
+    linger_until = ended + absl::Seconds(2);
+    CloseFd(&stdin_fd);
+  };
 
   while (true) {
     if (reaped && pipes[0].fd < 0 && pipes[1].fd < 0) break;
@@ -359,23 +371,40 @@ void Execution::Supervise() {
       chunk->set_stream(p.stream);
       chunk->set_sequence(p.sequence++);
       chunk->set_data(buf.data(), keep);
-      if (!queue_.Push(std::move(ev), keep)) {
-        // Nobody is listening any more: the caller went away. Unless asked
-        // to survive that, the command goes too.
-        consumer_gone = true;
-        if (!spec_.survive_caller()) stop_group(ExitStatus::KIND_CANCELED);
+      // Wait for the consumer to make room (back-pressure), but keep
+      // enforcing the timeout, cancellation and the kill escalation while
+      // waiting: a stalled reader must not keep a hung command alive.
+      while (true) {
+        absl::Time wake = std::min(
+            {timeout_at, kill_at, absl::Now() + absl::Milliseconds(100)});
+        auto pushed = queue_.PushUntil(&ev, keep, wake);
+        if (pushed == EventQueue::PushResult::kPushed) break;
+        if (pushed == EventQueue::PushResult::kAbandoned) {
+          // Nobody is listening any more: the caller went away. Unless
+          // asked to survive that, the command goes too.
+          consumer_gone = true;
+          if (!spec_.survive_caller()) stop_group(ExitStatus::KIND_CANCELED);
+          break;
+        }
+        const absl::Time now_waiting = absl::Now();
+        if (now_waiting >= timeout_at && !reaped) {
+          stop_group(ExitStatus::KIND_TIMED_OUT);
+          timeout_at = absl::InfiniteFuture();
+        }
+        if (cancel_requested_.load()) stop_group(ExitStatus::KIND_CANCELED);
+        if (now_waiting >= kill_at) {
+          kill(-pid, SIGKILL);
+          kill_at = absl::InfiniteFuture();
+        }
+        try_reap();
+        // Time spent waiting for the reader does not count against the
+        // linger for pipes left open after the command exited.
+        if (reaped) linger_until = absl::Now() + absl::Seconds(2);
       }
     }
 
     if (!reaped && (idx_pid < 0 || (fds[idx_pid].revents & POLLIN))) {
-      pid_t w = waitpid(pid, &wait_status, WNOHANG);
-      if (w == pid) {
-        reaped = true;
-        // Background children of the command must not outlive it.
-        kill(-pid, SIGKILL);
-        linger_until = absl::Now() + absl::Seconds(2);
-        CloseFd(&stdin_fd);
-      }
+      try_reap();
     }
   }
   CloseFd(&stdin_fd);
@@ -384,6 +413,7 @@ void Execution::Supervise() {
     // Only reachable if the loop was left early; make sure the child is gone.
     kill(-pid, SIGKILL);
     waitpid(pid, &wait_status, 0);
+    ended = absl::Now();
   }
 
   if (stopped_for != ExitStatus::KIND_UNSPECIFIED) {

@@ -554,6 +554,41 @@ TEST_F(ExecutionTest, SlowConsumerKeepsMemoryFlat) {
   Drain(**execution, [](const ExecuteEvent&) {});
 }
 
+TEST_F(ExecutionTest, TimeoutFiresEvenWhileNobodyReads) {
+  // The consumer reads nothing for two seconds: the supervisor is blocked on
+  // back-pressure, yet the 300 ms timeout must still stop the command.
+  options_.queue_bytes = 64 * 1024;
+  CommandSpec spec = Argv({"yes"});
+  SetDuration(absl::Milliseconds(300), spec.mutable_timeout());
+  auto execution = Execution::Start(spec, options_);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  absl::SleepFor(absl::Seconds(2));
+  std::optional<ExitStatus> exit;
+  ASSERT_TRUE(Drain(**execution, [&](const ExecuteEvent& ev) {
+    if (ev.has_exited()) exit = ev.exited();
+  }));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->kind(), ExitStatus::KIND_TIMED_OUT);
+  // The process ended long before the reader came back.
+  EXPECT_LT(FromDuration(exit->duration()), absl::Milliseconds(1500));
+}
+
+TEST_F(ExecutionTest, CancelWorksWhileNobodyReads) {
+  options_.queue_bytes = 64 * 1024;
+  auto execution = Execution::Start(Argv({"yes"}), options_);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  absl::SleepFor(absl::Milliseconds(300));  // let the queue fill up
+  (*execution)->Cancel();
+  absl::SleepFor(absl::Seconds(1));
+  std::optional<ExitStatus> exit;
+  ASSERT_TRUE(Drain(**execution, [&](const ExecuteEvent& ev) {
+    if (ev.has_exited()) exit = ev.exited();
+  }));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->kind(), ExitStatus::KIND_CANCELED);
+  EXPECT_LT(FromDuration(exit->duration()), absl::Milliseconds(1200));
+}
+
 TEST_F(ExecutionTest, HundredMegabytesArriveByteExact) {
   constexpr size_t kSize = 100 * 1024 * 1024;
   const std::string path = dir_ + "/big.bin";
