@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,6 +39,12 @@ int TryBind(const sockaddr* sa, socklen_t len) {
 }  // namespace
 
 bool Ipv6Available() {
+  // IPv6 switched off by sysctl still lets a socket bind [::], but no
+  // interface will ever carry IPv6: treat it as unavailable.
+  if (std::ifstream f("/proc/sys/net/ipv6/conf/all/disable_ipv6"); f) {
+    int disabled = 0;
+    if (f >> disabled && disabled == 1) return false;
+  }
   sockaddr_in6 sa{};
   sa.sin6_family = AF_INET6;
   sa.sin6_addr = in6addr_any;

@@ -20,7 +20,8 @@
 
 namespace varan {
 
-// True when this host can create and bind an IPv6 socket.
+// True when this host can create and bind an IPv6 socket and IPv6 is not
+// switched off (net.ipv6.conf.all.disable_ipv6 = 1).
 bool Ipv6Available();
 
 // Replaces "[::]" with "0.0.0.0" when IPv6 is unavailable (logging a warning

@@ -1,0 +1,335 @@
+// Real networks built from network namespaces and veth pairs (root only;
+// CI runs as root, so these run there): dual-stack, IPv6-only and IPv4-only
+// links, and a mixed fleet. Every test uses its own namespaces with unique
+// names and removes them (and their /etc/netns files) even when it fails.
+// Traffic stays inside the namespaces: the addresses are on veth pairs that
+// exist only between them.
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemons.h"
+
+namespace varan::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Runs a command line; returns its exit code (output to the test log on
+// failure).
+int Sh(const std::string& command) {
+  RunResult r = RunProgram({"/bin/sh", "-c", command});
+  if (r.exit_code != 0) {
+    ADD_FAILURE() << command << " -> " << r.exit_code << "\n" << r.out << r.err;
+  }
+  return r.exit_code;
+}
+
+// Where iproute2's `ip` is (RunProgram does not search PATH).
+std::string IpPath() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (access(p, X_OK) == 0) return p;
+  }
+  ADD_FAILURE() << "iproute2's ip not found";
+  return "ip";
+}
+
+// A network namespace, deleted (with its /etc/netns/<name> files) on
+// destruction.
+class NetNs {
+ public:
+  explicit NetNs(const std::string& tag) {
+    static std::atomic<int> counter{0};
+    name_ = absl::StrCat("vt", getpid() % 100000, tag, counter.fetch_add(1));
+    Sh(absl::StrCat("ip netns add ", name_));
+    Sh(absl::StrCat("ip -n ", name_, " link set lo up"));
+  }
+  ~NetNs() {
+    // Deleting the namespace also removes the veth ends inside it.
+    Sh(absl::StrCat("ip netns del ", name_));
+    std::error_code ec;
+    std::filesystem::remove_all("/etc/netns/" + name_, ec);
+  }
+  const std::string& name() const { return name_; }
+
+  // argv run inside the namespace.
+  std::vector<std::string> In(std::vector<std::string> argv) const {
+    std::vector<std::string> out = {IpPath(), "netns", "exec", name_};
+    out.insert(out.end(), argv.begin(), argv.end());
+    return out;
+  }
+  // Switches IPv6 off in the namespace, as on a host booted without it.
+  void DisableIpv6() const {
+    Sh(absl::StrCat("ip netns exec ", name_,
+                    " sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
+                    " net.ipv6.conf.default.disable_ipv6=1"
+                    " net.ipv6.conf.lo.disable_ipv6=1"));
+  }
+  // An /etc/hosts seen by processes started with In().
+  void SetHosts(const std::string& content) const {
+    std::filesystem::create_directories("/etc/netns/" + name_);
+    WriteFile("/etc/netns/" + name_ + "/hosts", content);
+  }
+
+ private:
+  std::string name_;
+};
+
+// A veth pair between two namespaces with optional IPv4 and IPv6 addresses
+// on each end (empty = none). IPv6 addresses are added without duplicate
+// address detection so they are usable at once.
+void Link(const NetNs& a, const NetNs& b, const std::string& a4,
+          const std::string& b4, const std::string& a6, const std::string& b6) {
+  static std::atomic<int> counter{0};
+  const int n = counter++;
+  const std::string ia = absl::StrCat("va", getpid() % 100000, "x", n);
+  const std::string ib = absl::StrCat("vb", getpid() % 100000, "x", n);
+  Sh(absl::StrCat("ip link add ", ia, " netns ", a.name(),
+                  " type veth peer name ", ib, " netns ", b.name()));
+  if (!a4.empty())
+    Sh(absl::StrCat("ip -n ", a.name(), " addr add ", a4, "/24 dev ", ia));
+  if (!b4.empty())
+    Sh(absl::StrCat("ip -n ", b.name(), " addr add ", b4, "/24 dev ", ib));
+  if (!a6.empty()) {
+    Sh(absl::StrCat("ip -n ", a.name(), " addr add ", a6, "/64 dev ", ia,
+                    " nodad"));
+  }
+  if (!b6.empty()) {
+    Sh(absl::StrCat("ip -n ", b.name(), " addr add ", b6, "/64 dev ", ib,
+                    " nodad"));
+  }
+  Sh(absl::StrCat("ip -n ", a.name(), " link set ", ia, " up"));
+  Sh(absl::StrCat("ip -n ", b.name(), " link set ", ib, " up"));
+}
+
+class NetworkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) {
+      // CI runs as root and must run these; a developer without root cannot
+      // build namespaces.
+      if (getenv("CI") != nullptr) FAIL() << "network tests need root in CI";
+      GTEST_SKIP() << "needs root to create network namespaces";
+    }
+  }
+
+  // Starts core in `ns` with its default listen address ([::]:7700).
+  Daemon* StartCore(const NetNs& ns) {
+    core_dir_ = dir_.File(absl::StrCat("core-", ns.name()));
+    daemons_.push_back(std::make_unique<Daemon>(
+        ns.In({BinPath("varan-core"), "--data-dir", core_dir_,
+               "--heartbeat-interval", "0.5"}),
+        dir_.File("core.log")));
+    Daemon* core = daemons_.back().get();
+    core->Start();
+    EXPECT_TRUE(WaitFor([&] {
+      return !core->Running() || absl::StrContains(core->Log(), "listening on");
+    })) << core->Log();
+    EXPECT_TRUE(core->Running()) << core->Log();
+    return core;
+  }
+
+  // Starts a periphery in `ns` registering with `core_address`, default
+  // listen address ([::]:7701) unless `extra` says otherwise.
+  Daemon* StartPeriphery(const NetNs& ns, const std::string& name,
+                         const std::string& core_address,
+                         std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {BinPath("varan-periphery"),
+                                     "--core",
+                                     core_address,
+                                     "--join-token-file",
+                                     core_dir_ + "/join.token",
+                                     "--name",
+                                     name,
+                                     "--label",
+                                     "net=test",
+                                     "--state-dir",
+                                     dir_.File("p-" + name)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    daemons_.push_back(
+        std::make_unique<Daemon>(ns.In(argv), dir_.File(name + ".log")));
+    daemons_.back()->Start();
+    return daemons_.back().get();
+  }
+
+  // varanctl inside `ns` against core at `core_address`.
+  RunResult Ctl(const NetNs& ns, const std::string& core_address,
+                std::vector<std::string> args) {
+    std::vector<std::string> argv = {BinPath("varanctl"), "--core",
+                                     core_address, "--token-file",
+                                     core_dir_ + "/admin.token"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProgram(ns.In(argv));
+  }
+
+  // Waits until core lists `name` online; returns its advertised address.
+  std::string WaitOnline(const NetNs& ns, const std::string& core_address,
+                         const std::string& name, Daemon* periphery) {
+    std::string address;
+    bool ok = WaitFor(
+        [&] {
+          if (!periphery->Running()) return true;
+          RunResult r =
+              Ctl(ns, core_address, {"peripheries", "get", name, "-o", "json"});
+          if (r.exit_code != 0 ||
+              !absl::StrContains(r.out, "PERIPHERY_STATE_ONLINE")) {
+            return false;
+          }
+          size_t at = r.out.find("\"address\": \"");
+          if (at == std::string::npos) return false;
+          at += 12;
+          address = r.out.substr(at, r.out.find('"', at) - at);
+          return true;
+        },
+        absl::Seconds(15));
+    EXPECT_TRUE(ok && periphery->Running()) << name << " did not come online:\n"
+                                            << periphery->Log();
+    return address;
+  }
+
+  // Runs a command on `name` and checks its streamed output and exit code.
+  void ExpectExec(const NetNs& ns, const std::string& core_address,
+                  const std::string& name) {
+    RunResult r = Ctl(
+        ns, core_address,
+        {"exec", "-n", name, "--shell", "--", "echo hello from $0; exit 7"});
+    EXPECT_EQ(r.exit_code, 7) << r.err;
+    EXPECT_EQ(r.out, "hello from /bin/sh\n") << r.err;
+  }
+
+  // A new namespace that lives as long as the test, outliving its daemons.
+  const NetNs& Ns(const std::string& tag) {
+    namespaces_.push_back(std::make_unique<NetNs>(tag));
+    return *namespaces_.back();
+  }
+
+  TempDir dir_;
+  std::string core_dir_;
+  // Declared before daemons_ so that daemons are killed first.
+  std::vector<std::unique_ptr<NetNs>> namespaces_;
+  std::vector<std::unique_ptr<Daemon>> daemons_;
+};
+
+TEST_F(NetworkTest, DualStackLinkServesIpv4AndIpv6Peripheries) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& host_ns = Ns("h");
+  Link(core_ns, host_ns, "10.201.1.1", "10.201.1.2", "fd00:201:1::1",
+       "fd00:201:1::2");
+  StartCore(core_ns);
+  Daemon* v4 = StartPeriphery(host_ns, "via-v4", "10.201.1.1:7700",
+                              {"--listen", "[::]:7701"});
+  Daemon* v6 = StartPeriphery(host_ns, "via-v6", "[fd00:201:1::1]:7700",
+                              {"--listen", "[::]:7702"});
+  // Each advertises its own address toward core, in the family it used.
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "via-v4", v4), "10.201.1.2:7701");
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "via-v6", v6),
+            "[fd00:201:1::2]:7702");
+  ExpectExec(core_ns, "[::1]:7700", "via-v4");
+  ExpectExec(core_ns, "[::1]:7700", "via-v6");
+  // An operator on the other host reaches the one [::] listener both ways.
+  EXPECT_EQ(Ctl(host_ns, "10.201.1.1:7700", {"peripheries", "list"}).exit_code,
+            0);
+  EXPECT_EQ(
+      Ctl(host_ns, "[fd00:201:1::1]:7700", {"peripheries", "list"}).exit_code,
+      0);
+  // IPv4 callers of the [::] listener are shown as plain IPv4.
+  RunResult get = Ctl(core_ns, "[::1]:7700",
+                      {"peripheries", "get", "via-v4", "-o", "json"});
+  EXPECT_THAT(get.out, HasSubstr("\"peer_address\": \"10.201.1.2\""));
+}
+
+TEST_F(NetworkTest, Ipv6OnlyLinkRegistersAndDialsBackOverIpv6) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& host_ns = Ns("h");
+  Link(core_ns, host_ns, "", "", "fd00:201:2::1", "fd00:201:2::2");
+  StartCore(core_ns);
+  Daemon* p = StartPeriphery(host_ns, "six", "[fd00:201:2::1]:7700");
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "six", p),
+            "[fd00:201:2::2]:7701");
+  ExpectExec(core_ns, "[::1]:7700", "six");
+  // Output is streamed: a line every 300 ms arrives line by line.
+  RunResult r = Ctl(core_ns, "[::1]:7700",
+                    {"exec", "-n", "six", "--shell", "--",
+                     "for i in 1 2 3; do echo line $i; sleep 0.3; done"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "line 1\nline 2\nline 3\n");
+}
+
+TEST_F(NetworkTest, CoreDialsAHostNameThatHasOnlyAnIpv6Address) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& host_ns = Ns("h");
+  Link(core_ns, host_ns, "", "", "fd00:201:3::1", "fd00:201:3::2");
+  // Only core's view of the name matters: it resolves to AAAA alone.
+  core_ns.SetHosts(
+      "127.0.0.1 localhost\n::1 localhost\nfd00:201:3::2 six.varan.test\n");
+  StartCore(core_ns);
+  Daemon* p = StartPeriphery(host_ns, "named", "[fd00:201:3::1]:7700",
+                             {"--advertise", "six.varan.test:7701"});
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "named", p),
+            "six.varan.test:7701");
+  ExpectExec(core_ns, "[::1]:7700", "named");
+}
+
+TEST_F(NetworkTest, Ipv4OnlyHostsStartWithTheirDefaultListenAddress) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& host_ns = Ns("h");
+  core_ns.DisableIpv6();
+  host_ns.DisableIpv6();
+  Link(core_ns, host_ns, "10.201.4.1", "10.201.4.2", "", "");
+  Daemon* core = StartCore(core_ns);
+  Daemon* p = StartPeriphery(host_ns, "four", "10.201.4.1:7700");
+  EXPECT_EQ(WaitOnline(core_ns, "127.0.0.1:7700", "four", p),
+            "10.201.4.2:7701");
+  ExpectExec(core_ns, "127.0.0.1:7700", "four");
+  // Both said once that they serve IPv4 only.
+  for (Daemon* d : {core, p}) {
+    std::string log = d->Log();
+    EXPECT_THAT(log, HasSubstr("IPv6 is not available on this host"));
+    EXPECT_EQ(log.find("IPv6 is not available"),
+              log.rfind("IPv6 is not available"));
+  }
+  EXPECT_THAT(core->Log(), HasSubstr("listening on 0.0.0.0:7700"));
+}
+
+TEST_F(NetworkTest, NamespacesAreRemovedAfterwards) {
+  std::string name;
+  {
+    NetNs ns("x");
+    name = ns.name();
+    ns.SetHosts("127.0.0.1 localhost\n");
+    EXPECT_EQ(Sh("ip netns list | grep -qw " + name), 0);
+  }
+  EXPECT_NE(RunProgram({"/bin/sh", "-c", "ip netns list | grep -qw " + name})
+                .exit_code,
+            0);
+  EXPECT_FALSE(std::filesystem::exists("/etc/netns/" + name));
+}
+
+TEST_F(NetworkTest, MixedFleetIsReachedByOneFanOut) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& v4_ns = Ns("f");
+  const NetNs& v6_ns = Ns("s");
+  v4_ns.DisableIpv6();
+  Link(core_ns, v4_ns, "10.201.5.1", "10.201.5.2", "", "");
+  Link(core_ns, v6_ns, "", "", "fd00:201:6::1", "fd00:201:6::2");
+  StartCore(core_ns);
+  Daemon* p4 = StartPeriphery(v4_ns, "only-v4", "10.201.5.1:7700");
+  Daemon* p6 = StartPeriphery(v6_ns, "only-v6", "[fd00:201:6::1]:7700");
+  WaitOnline(core_ns, "[::1]:7700", "only-v4", p4);
+  WaitOnline(core_ns, "[::1]:7700", "only-v6", p6);
+  RunResult r = Ctl(core_ns, "[::1]:7700",
+                    {"exec", "-l", "net=test", "--", "echo", "reached"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("only-v4 | reached"));
+  EXPECT_THAT(r.out, HasSubstr("only-v6 | reached"));
+  EXPECT_THAT(r.err, HasSubstr("2 of 2 succeeded"));
+}
+
+}  // namespace
+}  // namespace varan::testing
