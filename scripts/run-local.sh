@@ -32,37 +32,40 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap 'stop' EXIT
 
+# wait_for NAME PID LOG CHECK...: polls CHECK every 0.1 s for up to 15 s while
+# the daemon PID lives; on its death or a timeout, shows LOG and exits 1.
+wait_for() {
+  local name=$1 pid=$2 log=$3
+  shift 3
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name failed to start:" >&2
+      cat "$log" >&2
+      exit 1
+    fi
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$name did not become ready in 15 s:" >&2
+  cat "$log" >&2
+  exit 1
+}
+core_ready() { [ -s "$STATE/core/admin.token" ] && "${CTL[@]}" peripheries list; }
+periphery_online() { "${CTL[@]}" peripheries list -n "$NAME" | grep -q online; }
+
 "$BIN/varan-core" --listen "[::]:${CORE_PORT}" --data-dir "$STATE/core" \
   >"$STATE/core.log" 2>&1 &
 core_pid=$!
-for _ in $(seq 1 100); do
-  if ! kill -0 "$core_pid" 2>/dev/null; then
-    echo "varan-core failed to start:" >&2
-    cat "$STATE/core.log" >&2
-    exit 1
-  fi
-  if [ -s "$STATE/core/admin.token" ] && "${CTL[@]}" peripheries list >/dev/null 2>&1; then
-    break
-  fi
-  sleep 0.1
-done
+wait_for varan-core "$core_pid" "$STATE/core.log" core_ready
 echo "varan-core is up on [::]:${CORE_PORT} (log: $STATE/core.log)"
 
 "$BIN/varan-periphery" --core "$CORE" --join-token-file "$STATE/core/join.token" \
   --name "$NAME" --label env=local --listen "[::]:${PERIPHERY_PORT}" \
   --state-dir "$STATE/periphery" >"$STATE/periphery.log" 2>&1 &
 periphery_pid=$!
-for _ in $(seq 1 150); do
-  if ! kill -0 "$periphery_pid" 2>/dev/null; then
-    echo "varan-periphery failed to start:" >&2
-    cat "$STATE/periphery.log" >&2
-    exit 1
-  fi
-  if "${CTL[@]}" peripheries list -n "$NAME" 2>/dev/null | grep -q online; then
-    break
-  fi
-  sleep 0.1
-done
+wait_for varan-periphery "$periphery_pid" "$STATE/periphery.log" periphery_online
 echo "varan-periphery '$NAME' registered (log: $STATE/periphery.log)"
 echo
 "${CTL[@]}" peripheries list
