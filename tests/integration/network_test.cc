@@ -295,6 +295,12 @@ TEST_F(NetworkTest, Ipv4OnlyHostsStartWithTheirDefaultListenAddress) {
               log.rfind("IPv6 is not available"));
   }
   EXPECT_THAT(core->Log(), HasSubstr("listening on 0.0.0.0:7700"));
+  // An IPv6 address asked for explicitly cannot be had here: a clear error.
+  RunResult v6 = RunProgram(
+      core_ns.In({BinPath("varan-core"), "--listen", "[fd00:201:4::1]:7800",
+                  "--data-dir", dir_.File("v6-core")}));
+  EXPECT_EQ(v6.exit_code, 1);
+  EXPECT_THAT(v6.err, HasSubstr("cannot listen on [fd00:201:4::1]:7800"));
 }
 
 TEST_F(NetworkTest, NamespacesAreRemovedAfterwards) {
