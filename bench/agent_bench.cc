@@ -34,26 +34,29 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
-double BareSpawnMicros() {
+// Spawns and reaps /bin/true; false if it could not run or failed.
+bool BareSpawn() {
   char arg0[] = "/bin/true";
   char* argv[] = {arg0, nullptr};
-  absl::Time start = absl::Now();
   pid_t pid;
-  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) != 0)
-    return -1;
-  int status;
-  waitpid(pid, &status, 0);
-  return absl::ToDoubleMicroseconds(absl::Now() - start);
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) != 0) {
+    return false;
+  }
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
 }
 
-// Runs one Execute call to the end; returns bytes of output received.
-uint64_t Execute(varan::v1::Agent::Stub* stub, const std::string& credential,
+// Runs one Execute call to the end through `agent` (the generated client of
+// the periphery's Agent service); returns bytes of output received. `*ok`
+// says whether the call succeeded and the command exited 0.
+uint64_t Execute(varan::v1::Agent::Stub* agent, const std::string& credential,
                  const varan::v1::CommandSpec& spec, bool* ok) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", "Bearer " + credential);
   varan::v1::ExecuteRequest req;
   *req.mutable_spec() = spec;
-  auto reader = stub->Execute(&ctx, req);
+  auto reader = agent->Execute(&ctx, req);
   varan::v1::ExecuteEvent ev;
   uint64_t bytes = 0;
   bool exited_zero = false;
@@ -90,32 +93,45 @@ int main(int argc, char** argv) {
   const std::string address = (*peripheries)[0].address();
   auto channel =
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  auto stub = varan::v1::Agent::NewStub(channel);
+  auto agent = varan::v1::Agent::NewStub(channel);
 
   varan::v1::CommandSpec true_spec;
   true_spec.add_argv("/bin/true");
   bool ok = true;
-  for (int i = 0; i < 50; ++i) {  // warm-up: connection, caches
-    Execute(stub.get(), credential, true_spec, &ok);
-    BareSpawnMicros();
-  }
-  std::vector<double> bare, agent;
-  for (int i = 0; i < runs; ++i) {
-    bare.push_back(BareSpawnMicros());
+  // Each sample times one way of running `true`; any failure ends the run,
+  // since a failed run would be timed as a suspiciously fast one.
+  auto time_bare = [&] {
     absl::Time start = absl::Now();
-    Execute(stub.get(), credential, true_spec, &ok);
-    agent.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
+    ok = BareSpawn();
+    return absl::ToDoubleMicroseconds(absl::Now() - start);
+  };
+  auto time_agent = [&] {
+    absl::Time start = absl::Now();
+    Execute(agent.get(), credential, true_spec, &ok);
+    return absl::ToDoubleMicroseconds(absl::Now() - start);
+  };
+  std::vector<double> bare, through_agent;
+  for (int i = -50; i < runs; ++i) {  // the first 50 warm up (not kept)
+    double b = time_bare();
     if (!ok) {
-      std::fprintf(stderr, "agent_bench: Execute of true failed\n");
+      std::fprintf(stderr, "agent_bench: posix_spawn of /bin/true failed\n");
       return 1;
     }
+    double a = time_agent();
+    if (!ok) {
+      std::fprintf(stderr, "agent_bench: Agent.Execute of true failed\n");
+      return 1;
+    }
+    if (i < 0) continue;
+    bare.push_back(b);
+    through_agent.push_back(a);
   }
 
   varan::v1::CommandSpec big;
   big.set_shell(
       absl::StrCat("head -c ", static_cast<uint64_t>(gib) << 30, " /dev/zero"));
   absl::Time start = absl::Now();
-  uint64_t bytes = Execute(stub.get(), credential, big, &ok);
+  uint64_t bytes = Execute(agent.get(), credential, big, &ok);
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (!ok || bytes != static_cast<uint64_t>(gib) << 30) {
     std::fprintf(stderr, "agent_bench: streaming run failed (%llu bytes)\n",
@@ -124,8 +140,8 @@ int main(int argc, char** argv) {
   }
 
   const double bare50 = Percentile(bare, 0.5), bare99 = Percentile(bare, 0.99);
-  const double agent50 = Percentile(agent, 0.5),
-               agent99 = Percentile(agent, 0.99);
+  const double agent50 = Percentile(through_agent, 0.5),
+               agent99 = Percentile(through_agent, 0.99);
   std::printf("| measure (%d runs each) | p50 | p99 |\n|---|---|---|\n", runs);
   std::printf("| bare posix_spawn + waitpid of true | %.0f us | %.0f us |\n",
               bare50, bare99);
