@@ -52,37 +52,25 @@ absl::Status CoreClient::Convert(const grpc::Status& status) const {
 
 absl::StatusOr<std::vector<varan::v1::Periphery>> CoreClient::ListPeripheries(
     const varan::v1::Target& target) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, true);
   varan::v1::ListPeripheriesRequest req;
   *req.mutable_target() = target;
-  varan::v1::ListPeripheriesResponse resp;
-  grpc::Status s = fleet_->ListPeripheries(&ctx, req, &resp);
-  if (!s.ok()) return Convert(s);
-  return std::vector<varan::v1::Periphery>(resp.peripheries().begin(),
-                                           resp.peripheries().end());
+  auto resp =
+      Unary(fleet_.get(), &varan::v1::Fleet::Stub::ListPeripheries, req);
+  if (!resp.ok()) return resp.status();
+  return std::vector<varan::v1::Periphery>(resp->peripheries().begin(),
+                                           resp->peripheries().end());
 }
 
 absl::StatusOr<varan::v1::Periphery> CoreClient::GetPeriphery(
     const std::string& name_or_id) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, true);
   varan::v1::GetPeripheryRequest req;
   req.set_name_or_id(name_or_id);
-  varan::v1::Periphery resp;
-  grpc::Status s = fleet_->GetPeriphery(&ctx, req, &resp);
-  if (!s.ok()) return Convert(s);
-  return resp;
+  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::GetPeriphery, req);
 }
 
 absl::StatusOr<varan::v1::DispatchResponse> CoreClient::Dispatch(
     const varan::v1::DispatchRequest& request) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, true);
-  varan::v1::DispatchResponse resp;
-  grpc::Status s = jobs_->Dispatch(&ctx, request, &resp);
-  if (!s.ok()) return Convert(s);
-  return resp;
+  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::Dispatch, request);
 }
 
 absl::Status CoreClient::ReadStream(
@@ -114,26 +102,18 @@ absl::Status CoreClient::WatchJob(const std::string& job_id,
 }
 
 absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, true);
   varan::v1::GetJobRequest req;
   req.set_job_id(job_id);
-  varan::v1::Job resp;
-  grpc::Status s = jobs_->GetJob(&ctx, req, &resp);
-  if (!s.ok()) return Convert(s);
-  return resp;
+  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, req);
 }
 
 absl::StatusOr<std::vector<varan::v1::Job>> CoreClient::ListJobs(
     uint32_t limit) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx, true);
   varan::v1::ListJobsRequest req;
   req.set_limit(limit);
-  varan::v1::ListJobsResponse resp;
-  grpc::Status s = jobs_->ListJobs(&ctx, req, &resp);
-  if (!s.ok()) return Convert(s);
-  return std::vector<varan::v1::Job>(resp.jobs().begin(), resp.jobs().end());
+  auto resp = Unary(jobs_.get(), &varan::v1::Jobs::Stub::ListJobs, req);
+  if (!resp.ok()) return resp.status();
+  return std::vector<varan::v1::Job>(resp->jobs().begin(), resp->jobs().end());
 }
 
 }  // namespace varan::client

@@ -69,6 +69,20 @@ class CoreClient {
   CoreClient(ClientOptions options, std::string address,
              std::shared_ptr<grpc::Channel> channel);
   void Prepare(grpc::ClientContext* context, bool with_deadline) const;
+  // One unary call with the token and the deadline; errors converted.
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Unary(
+      Stub* stub,
+      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                   Response*),
+      const Request& request) const {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, /*with_deadline=*/true);
+    Response response;
+    grpc::Status s = (stub->*method)(&ctx, request, &response);
+    if (!s.ok()) return Convert(s);
+    return response;
+  }
   absl::Status Convert(const grpc::Status& status) const;
   absl::Status ReadStream(
       grpc::ClientReaderInterface<varan::v1::JobEvent>* reader,

@@ -140,6 +140,19 @@ absl::StatusOr<Split> SplitHostPort(absl::string_view text) {
   return out;
 }
 
+// IPv6 literals in their canonical (RFC 5952) form, zone kept, so that one
+// address is always stored and compared the same way; other hosts as given.
+std::string CanonicalHost(const std::string& host) {
+  size_t pct = host.find('%');
+  std::string bare = host.substr(0, pct);
+  in6_addr addr{};
+  if (inet_pton(AF_INET6, bare.c_str(), &addr) != 1) return host;
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, &addr, buf, sizeof(buf));
+  return pct == std::string::npos ? std::string(buf)
+                                  : absl::StrCat(buf, host.substr(pct));
+}
+
 absl::Status ValidateHost(absl::string_view text, absl::string_view host) {
   if (IsIPv6Literal(host) || IsIPv4Literal(host)) return absl::OkStatus();
   if (AllDigits(absl::StrReplaceAll(host, {{".", ""}}))) {
@@ -228,7 +241,7 @@ absl::StatusOr<HostPort> ParseListenAddress(absl::string_view text) {
   if (!status.ok()) return status;
   auto port = ParsePort(text, split->port, /*allow_zero=*/true);
   if (!port.ok()) return port.status();
-  return HostPort{split->host, *port};
+  return HostPort{CanonicalHost(split->host), *port};
 }
 
 absl::StatusOr<HostPort> ParseDialAddress(absl::string_view text,
@@ -244,11 +257,11 @@ absl::StatusOr<HostPort> ParseDialAddress(absl::string_view text,
   }
   if (!split->has_port) {
     if (default_port == 0) return Invalid(text, "missing port");
-    return HostPort{split->host, default_port};
+    return HostPort{CanonicalHost(split->host), default_port};
   }
   auto port = ParsePort(text, split->port, /*allow_zero=*/false);
   if (!port.ok()) return port.status();
-  return HostPort{split->host, *port};
+  return HostPort{CanonicalHost(split->host), *port};
 }
 
 std::string NormalizePeerAddress(absl::string_view grpc_peer) {

@@ -42,7 +42,8 @@ std::string FormatHost(absl::string_view host);
 // "127.0.0.1:7700", "host:7700", ":7700" or "7700" (both meaning [::]:7700).
 // Port 0 asks the kernel for a free port. Errors are INVALID_ARGUMENT with a
 // message naming the value; an unbracketed IPv6 literal with a port gets the
-// bracketed form as a suggestion.
+// bracketed form as a suggestion. IPv6 literals come back in canonical form
+// ("[fd00:0::5]:1" gives host "fd00::5").
 absl::StatusOr<HostPort> ParseListenAddress(absl::string_view text);
 
 // Parses an address to dial: like ParseListenAddress but the host is

@@ -92,16 +92,8 @@ int main(int argc, char** argv) {
   if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
     return Fail(absl::StrCat("--data-dir: ", s.message()));
   }
-  std::string tokens[2];
-  const char* token_names[2] = {"admin.token", "join.token"};
-  for (int i = 0; i < 2; ++i) {
-    std::string path = absl::StrCat(data_dir, "/", token_names[i]);
-    bool created = false;
-    auto token = varan::EnsureSecretFile(path, &created);
-    if (!token.ok()) return Fail(std::string(token.status().message()));
-    tokens[i] = *token;
-    spdlog::info("{} {}", created ? "created" : "using", path);
-  }
+  auto auth = varan::core::Authenticator::FromDataDir(data_dir);
+  if (!auth.ok()) return Fail(std::string(auth.status().message()));
 
   varan::core::FleetOptions fleet_options;
   fleet_options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
@@ -111,10 +103,9 @@ int main(int argc, char** argv) {
   dispatcher_options.default_capture_limit = capture_limit;
   varan::core::Dispatcher dispatcher(&fleet, &links, varan::RealClock::Get(),
                                      dispatcher_options);
-  varan::core::Authenticator auth(tokens[0], tokens[1]);
-  varan::core::RegistryService registry_service(&auth, &fleet);
-  varan::core::FleetService fleet_service(&auth, &fleet);
-  varan::core::JobsService jobs_service(&auth, &dispatcher);
+  varan::core::RegistryService registry_service(&*auth, &fleet);
+  varan::core::FleetService fleet_service(&*auth, &fleet);
+  varan::core::JobsService jobs_service(&*auth, &dispatcher);
 
   auto server = varan::StartServer(
       *listen_addrs, {&registry_service, &fleet_service, &jobs_service});

@@ -113,7 +113,10 @@ int main(int argc, char** argv) {
     }
     label_map[l.substr(0, eq)] = l.substr(eq + 1);
   }
-  if (name.empty()) name = varan::periphery::CollectFacts().hostname();
+  // Facts are gathered once; stats are sampled by the uplink per heartbeat.
+  varan::periphery::HostSnapshot host(varan::periphery::CollectFacts());
+  host.Sample();
+  if (name.empty()) name = host.facts().hostname();
   // Find out before touching any file whether the listeners can be created.
   auto listen_addrs = varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
@@ -131,7 +134,7 @@ int main(int argc, char** argv) {
   agent_options.max_concurrent = max_concurrent;
   agent_options.execution.kill_grace = absl::Seconds(kill_grace_seconds);
   agent_options.execution.default_working_dir = state_dir;
-  varan::periphery::AgentService agent(&credential, agent_options);
+  varan::periphery::AgentService agent(&credential, &host, agent_options);
 
   auto server = varan::StartServer(*listen_addrs, {&agent});
   if (!server.ok()) return Fail(std::string(server.status().message()));
@@ -139,34 +142,18 @@ int main(int argc, char** argv) {
                       "callers are authenticated by credential, but traffic "
                       "is not encrypted");
 
-  if (advertise.empty()) {
-    const varan::HostPort& first = server->addresses.front();
-    std::string host = first.host;
-    if (varan::IsWildcardHost(host)) {
-      auto local = varan::periphery::LocalAddressToward(*core_addr);
-      if (!local.ok()) {
-        return Fail(absl::StrCat("cannot work out an address to advertise: ",
-                                 local.status().message(),
-                                 " (set --advertise)"));
-      }
-      host = *local;
-    }
-    advertise = varan::FormatHostPort({host, first.port});
-  } else {
-    auto adv = varan::ParseDialAddress(advertise);
-    if (!adv.ok())
-      return Fail(absl::StrCat("--advertise: ", adv.status().message()));
-    advertise = varan::FormatHostPort(*adv);
-  }
+  auto advertised = varan::periphery::AdvertiseAddress(
+      advertise, server->addresses.front(), *core_addr);
+  if (!advertised.ok()) return Fail(std::string(advertised.status().message()));
 
   varan::periphery::UplinkOptions uplink_options;
   uplink_options.core = *core_addr;
   uplink_options.join_token = *join_token;
   uplink_options.name = name;
   uplink_options.labels = label_map;
-  uplink_options.advertise_address = advertise;
+  uplink_options.advertise_address = *advertised;
   uplink_options.state_dir = state_dir;
-  varan::periphery::Uplink uplink(uplink_options, &credential,
+  varan::periphery::Uplink uplink(uplink_options, &credential, &host,
                                   [&agent] { return agent.running(); });
   uplink.Start();
 

@@ -142,10 +142,14 @@ void Dispatcher::RunDone(TargetRun* run) {
   runs_.erase(run);
 }
 
-std::shared_ptr<Job> Dispatcher::Find(const std::string& id) const {
+absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Find(
+    const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
-  return it == jobs_.end() ? nullptr : it->second;
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("no job with id \"", id, "\""));
+  }
+  return it->second;
 }
 
 std::vector<varan::v1::Job> Dispatcher::List(size_t limit) const {

@@ -41,8 +41,8 @@ class Dispatcher {
   absl::StatusOr<std::shared_ptr<Job>> Dispatch(
       const varan::v1::DispatchRequest& request, const std::string& created_by);
 
-  // The job with `id`, or null.
-  std::shared_ptr<Job> Find(const std::string& id) const;
+  // The job with `id`; NOT_FOUND (naming the id) if there is none.
+  absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
 
   // Newest first, at most `limit`, without output.
   std::vector<varan::v1::Job> List(size_t limit) const;

@@ -1,5 +1,6 @@
 #include "core/server/auth.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
@@ -23,6 +24,21 @@ grpc::Status Refuse(const grpc::CallbackServerContext& context,
 Authenticator::Authenticator(std::string admin_token, std::string join_token)
     : admin_token_(std::move(admin_token)),
       join_token_(std::move(join_token)) {}
+
+absl::StatusOr<Authenticator> Authenticator::FromDataDir(
+    const std::string& dir) {
+  std::string tokens[2];
+  const char* names[2] = {"admin.token", "join.token"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string path = absl::StrCat(dir, "/", names[i]);
+    bool created = false;
+    auto token = EnsureSecretFile(path, &created);
+    if (!token.ok()) return token.status();
+    tokens[i] = *std::move(token);
+    spdlog::info("{} {}", created ? "created" : "using", path);
+  }
+  return Authenticator(std::move(tokens[0]), std::move(tokens[1]));
+}
 
 grpc::Status Authenticator::AuthenticateOperator(
     const grpc::CallbackServerContext& context, Caller* caller) const {

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 
 namespace varan::core {
@@ -19,6 +20,11 @@ struct Caller {
 class Authenticator {
  public:
   Authenticator(std::string admin_token, std::string join_token);
+
+  // Reads <dir>/admin.token and <dir>/join.token, creating either with a
+  // fresh random token (mode 0600) if missing, and logs their paths (never
+  // their content). Errors name the file.
+  static absl::StatusOr<Authenticator> FromDataDir(const std::string& dir);
 
   // OK and `*caller` filled for a valid operator token; UNAUTHENTICATED
   // otherwise (the failure is logged with the peer address).

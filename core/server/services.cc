@@ -216,14 +216,10 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
     return JobEventWriter::Create(nullptr, 0, s);
   }
   auto job = dispatcher_->Find(request->job_id());
-  if (job == nullptr) {
-    return JobEventWriter::Create(
-        nullptr, 0,
-        grpc::Status(
-            grpc::StatusCode::NOT_FOUND,
-            absl::StrCat("no job with id \"", request->job_id(), "\"")));
+  if (!job.ok()) {
+    return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
-  return JobEventWriter::Create(std::move(job), request->from_sequence(),
+  return JobEventWriter::Create(*std::move(job), request->from_sequence(),
                                 grpc::Status::OK);
 }
 
@@ -236,12 +232,8 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
     return Done(context, s);
   }
   auto job = dispatcher_->Find(request->job_id());
-  if (job == nullptr) {
-    return Done(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                      absl::StrCat("no job with id \"",
-                                                   request->job_id(), "\"")));
-  }
-  *response = job->Snapshot(/*with_output=*/true);
+  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
+  *response = (*job)->Snapshot(/*with_output=*/true);
   return Done(context, grpc::Status::OK);
 }
 

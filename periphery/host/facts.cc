@@ -237,4 +237,16 @@ varan::v1::HostStats StatsCollector::Collect() {
   return stats;
 }
 
+varan::v1::HostStats HostSnapshot::Sample() {
+  varan::v1::HostStats stats = collector_.Collect();
+  absl::MutexLock lock(&mu_);
+  latest_ = stats;
+  return stats;
+}
+
+varan::v1::HostStats HostSnapshot::Latest() const {
+  absl::MutexLock lock(&mu_);
+  return latest_;
+}
+
 }  // namespace varan::periphery

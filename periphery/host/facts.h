@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -31,6 +32,32 @@ class StatsCollector {
   absl::Mutex mu_;
   uint64_t prev_busy_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t prev_total_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The host's facts (gathered once, at start) and its latest stats sample.
+// The uplink samples on its own thread at every heartbeat; the Agent service
+// answers GetFacts and GetStats from here, so no gRPC reaction ever reads
+// /proc or calls statvfs (which can hang on a dead network mount).
+// Thread-safe.
+class HostSnapshot {
+ public:
+  explicit HostSnapshot(varan::v1::HostFacts facts)
+      : facts_(std::move(facts)) {}
+
+  const varan::v1::HostFacts& facts() const { return facts_; }
+
+  // Collects stats now (blocking I/O: call from a plain thread), keeps them
+  // as the latest sample and returns them.
+  varan::v1::HostStats Sample();
+
+  // The latest sample (empty before the first Sample()).
+  varan::v1::HostStats Latest() const;
+
+ private:
+  const varan::v1::HostFacts facts_;
+  StatsCollector collector_;
+  mutable absl::Mutex mu_;
+  varan::v1::HostStats latest_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::periphery

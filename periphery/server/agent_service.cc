@@ -127,8 +127,8 @@ class AgentService::ExecuteReactor final
 };
 
 AgentService::AgentService(const CredentialHolder* credential,
-                           AgentOptions options)
-    : credential_(credential), options_(std::move(options)) {}
+                           const HostSnapshot* host, AgentOptions options)
+    : credential_(credential), options_(std::move(options)), host_(host) {}
 
 grpc::Status AgentService::Authenticate(
     const grpc::CallbackServerContext& context) const {
@@ -159,7 +159,7 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
   bool admitted = false;
   {
     absl::MutexLock lock(&mu_);
-    if (LiveExecutionsLocked() < options_.max_concurrent) {
+    if (PruneLocked() < options_.max_concurrent) {
       running_.insert(reactor);
       admitted = true;
     }
@@ -191,7 +191,7 @@ grpc::ServerUnaryReactor* AgentService::GetFacts(
     varan::v1::HostFacts* response) {
   auto* reactor = context->DefaultReactor();
   grpc::Status auth = Authenticate(*context);
-  if (auth.ok()) *response = CollectFacts();
+  if (auth.ok()) *response = host_->facts();
   reactor->Finish(auth);
   return reactor;
 }
@@ -202,30 +202,26 @@ grpc::ServerUnaryReactor* AgentService::GetStats(
   auto* reactor = context->DefaultReactor();
   grpc::Status auth = Authenticate(*context);
   if (auth.ok()) {
-    *response = stats_.Collect();
+    // The sample of the latest heartbeat; reading /proc here would block
+    // the reaction.
+    *response = host_->Latest();
     response->set_running_executions(running());
   }
   reactor->Finish(auth);
   return reactor;
 }
 
-uint32_t AgentService::LiveExecutionsLocked() const {
-  uint32_t live = 0;
-  for (const auto& weak : executions_) {
-    auto e = weak.lock();
-    if (e != nullptr && !e->finished()) ++live;
-  }
-  return live;
-}
-
-uint32_t AgentService::running() const {
-  absl::MutexLock lock(&mu_);
-  // Forget executions that are gone while counting the others.
+uint32_t AgentService::PruneLocked() {
   std::erase_if(executions_, [](const std::weak_ptr<Execution>& w) {
     auto e = w.lock();
     return e == nullptr || e->finished();
   });
-  return LiveExecutionsLocked();
+  return static_cast<uint32_t>(executions_.size());
+}
+
+uint32_t AgentService::running() {
+  absl::MutexLock lock(&mu_);
+  return PruneLocked();
 }
 
 void AgentService::OnExecutionDone(ExecuteReactor* reactor) {

@@ -45,7 +45,9 @@ struct AgentOptions {
 
 class AgentService final : public varan::v1::Agent::CallbackService {
  public:
-  AgentService(const CredentialHolder* credential, AgentOptions options);
+  // `credential` and `host` must outlive the service.
+  AgentService(const CredentialHolder* credential, const HostSnapshot* host,
+               AgentOptions options);
 
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
@@ -58,7 +60,7 @@ class AgentService final : public varan::v1::Agent::CallbackService {
                                      varan::v1::HostStats* response) override;
 
   // Commands running now (including those that survived their caller).
-  uint32_t running() const;
+  uint32_t running();
 
   // Cancels every running command, including those that survived their
   // caller, and waits (up to `timeout`) until they exited and their reactors
@@ -69,20 +71,20 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   class ExecuteReactor;
   grpc::Status Authenticate(const grpc::CallbackServerContext& context) const;
   void OnExecutionDone(ExecuteReactor* reactor);
-  uint32_t LiveExecutionsLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Drops finished executions from executions_; returns how many remain.
+  uint32_t PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NoneRunning() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return running_.empty();
   }
 
   const CredentialHolder* credential_;
   const AgentOptions options_;
-  StatsCollector stats_;
+  const HostSnapshot* const host_;
   mutable absl::Mutex mu_;
   absl::flat_hash_set<ExecuteReactor*> running_ ABSL_GUARDED_BY(mu_);
   // Every execution started, including those that survive their caller;
-  // pruned in running(). Counted against max_concurrent while not finished.
-  mutable std::vector<std::weak_ptr<Execution>> executions_
-      ABSL_GUARDED_BY(mu_);
+  // pruned as they finish. Counted against max_concurrent.
+  std::vector<std::weak_ptr<Execution>> executions_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::periphery

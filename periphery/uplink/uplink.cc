@@ -69,10 +69,35 @@ absl::StatusOr<std::string> LocalAddressToward(const HostPort& core) {
   return out;
 }
 
+absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
+                                             const HostPort& bound,
+                                             const HostPort& core) {
+  if (!flag.empty()) {
+    auto adv = ParseDialAddress(flag);
+    if (!adv.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--advertise: ", adv.status().message()));
+    }
+    return FormatHostPort(*adv);
+  }
+  std::string host = bound.host;
+  if (IsWildcardHost(host)) {
+    auto local = LocalAddressToward(core);
+    if (!local.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot work out an address to advertise: ", local.status().message(),
+          " (set --advertise)"));
+    }
+    host = *local;
+  }
+  return FormatHostPort({host, bound.port});
+}
+
 Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
-               std::function<uint32_t()> running)
+               HostSnapshot* host, std::function<uint32_t()> running)
     : options_(std::move(options)),
       credential_(credential),
+      host_(host),
       running_(std::move(running)) {
   channel_ = grpc::CreateChannel(FormatHostPort(options_.core),
                                  grpc::InsecureChannelCredentials());
@@ -107,7 +132,7 @@ absl::Status Uplink::Register() {
   req.set_name(options_.name);
   for (const auto& [k, v] : options_.labels) (*req.mutable_labels())[k] = v;
   req.set_advertise_address(options_.advertise_address);
-  *req.mutable_facts() = CollectFacts();
+  *req.mutable_facts() = host_->facts();
   req.set_version(kVersion);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -138,7 +163,7 @@ absl::Status Uplink::Register() {
 absl::Status Uplink::Heartbeat() {
   varan::v1::HeartbeatRequest req;
   req.set_periphery_id(periphery_id_);
-  *req.mutable_stats() = stats_.Collect();
+  *req.mutable_stats() = host_->Sample();
   req.mutable_stats()->set_running_executions(running_());
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));

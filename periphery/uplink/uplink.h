@@ -41,10 +41,11 @@ struct UplinkOptions {
 
 class Uplink {
  public:
-  // `credential` receives the credential; `running` reports commands running
-  // now (for heartbeats). Both must outlive the Uplink.
+  // `credential` receives the credential; `host` gives the facts sent at
+  // registration and takes a stats sample per heartbeat; `running` reports
+  // commands running now. All must outlive the Uplink.
   Uplink(UplinkOptions options, CredentialHolder* credential,
-         std::function<uint32_t()> running);
+         HostSnapshot* host, std::function<uint32_t()> running);
   ~Uplink();
 
   // Loads saved state and starts the thread.
@@ -64,15 +65,23 @@ class Uplink {
 
   const UplinkOptions options_;
   CredentialHolder* const credential_;
+  HostSnapshot* const host_;
   const std::function<uint32_t()> running_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Registry::Stub> stub_;
   std::string periphery_id_;  // uplink thread only (and Start)
-  StatsCollector stats_;
   absl::Duration interval_ = absl::Seconds(10);
   absl::Notification stop_;
   std::thread thread_;
 };
+
+// The address to advertise to core: `flag` (--advertise) normalised when
+// given; else the first bound listener, with a wildcard host replaced by
+// this host's address toward `core` (so core dials back over the family the
+// periphery used). Errors (INVALID_ARGUMENT, UNAVAILABLE) say which.
+absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
+                                             const HostPort& bound,
+                                             const HostPort& core);
 
 // The local address this host would use to reach `core` (as seen by a
 // routing lookup), e.g. "fd00::5" or "10.0.0.5". Errors name `core`.

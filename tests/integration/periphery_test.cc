@@ -87,8 +87,9 @@ class PeripheryProcessTest : public ::testing::Test {
 
 TEST_F(PeripheryProcessTest, SlowReaderKeepsPeripheryMemoryFlat) {
 #ifdef VARAN_SANITIZED
-  GTEST_SKIP() << "RSS is not meaningful under a sanitizer's allocator "
-                  "(quarantine keeps freed memory); measured in the normal build";
+  GTEST_SKIP()
+      << "RSS is not meaningful under a sanitizer's allocator "
+         "(quarantine keeps freed memory); measured in the normal build";
 #endif
   // An endless producer read at a crawl: back-pressure must reach the
   // process (its pipe fills and it blocks) instead of periphery memory.

@@ -250,3 +250,22 @@ TEST_F(AddressTest, LiteralClassification) {
 
 }  // namespace
 }  // namespace varan
+
+namespace varan {
+namespace {
+
+TEST(AddressCanonicalTest, Ipv6LiteralsComeBackCanonical) {
+  // One address, one spelling: what is stored and compared is RFC 5952.
+  auto listen = ParseListenAddress("[FD00:0:0::1]:7700");
+  ASSERT_TRUE(listen.ok()) << listen.status();
+  EXPECT_EQ(FormatHostPort(*listen), "[fd00::1]:7700");
+  auto dial = ParseDialAddress("[0:0:0:0:0:ffff:a00:5]", 7701);
+  ASSERT_TRUE(dial.ok()) << dial.status();
+  EXPECT_EQ(FormatHostPort(*dial), "[::ffff:10.0.0.5]:7701");
+  auto zoned = ParseDialAddress("[FE80:0::1%eth0]:1");
+  ASSERT_TRUE(zoned.ok()) << zoned.status();
+  EXPECT_EQ(FormatHostPort(*zoned), "[fe80::1%eth0]:1");
+}
+
+}  // namespace
+}  // namespace varan

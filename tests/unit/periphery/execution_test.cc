@@ -524,8 +524,9 @@ TEST_F(ExecutionTest, CallerGoneStopsTheCommandUnlessAskedToSurvive) {
 
 TEST_F(ExecutionTest, SlowConsumerKeepsMemoryFlat) {
 #ifdef VARAN_SANITIZED
-  GTEST_SKIP() << "RSS is not meaningful under a sanitizer's allocator "
-                  "(quarantine keeps freed memory); measured in the normal build";
+  GTEST_SKIP()
+      << "RSS is not meaningful under a sanitizer's allocator "
+         "(quarantine keeps freed memory); measured in the normal build";
 #endif
   // An endless producer and a consumer that takes one event every 10 ms:
   // without back-pressure this would queue hundreds of MB per second.

@@ -135,5 +135,17 @@ TEST_F(FactsTest, CpuPercentComesFromTheInterval) {
   EXPECT_LE(stats.cpu_percent(), 100.0);
 }
 
+TEST_F(FactsTest, SnapshotKeepsFactsAndTheLatestSample) {
+  varan::v1::HostFacts facts;
+  facts.set_hostname("given");
+  HostSnapshot host(facts);
+  EXPECT_EQ(host.facts().hostname(), "given");
+  // Nothing is read from the host until someone samples.
+  EXPECT_EQ(host.Latest().uptime_seconds(), 0u);
+  varan::v1::HostStats sampled = host.Sample();
+  EXPECT_GT(sampled.uptime_seconds(), 0u);
+  EXPECT_EQ(host.Latest().SerializeAsString(), sampled.SerializeAsString());
+}
+
 }  // namespace
 }  // namespace varan::periphery
