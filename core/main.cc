@@ -1,14 +1,17 @@
 // varan-core: the central server. Wires flags to objects and serves; the
 // work happens in fleet/, jobs/, link/ and server/.
 
+#include <algorithm>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/address.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -22,6 +25,7 @@
 #include "core/link/dial_link.h"
 #include "core/server/auth.h"
 #include "core/server/services.h"
+#include "core/store/sqlite_store.h"
 #include "varan/version.h"
 
 namespace {
@@ -50,6 +54,10 @@ int main(int argc, char** argv) {
   varan::DaemonFlags flags;
   std::string data_dir = "/var/lib/varan/core";
   double heartbeat_seconds = 10;
+  int heartbeat_ttl = 3;
+  double restart_grace_seconds = 0;
+  double retention_days = 30;
+  uint64_t retention_jobs = 100000;
   uint64_t capture_limit = 4 * 1024 * 1024;
   double shutdown_grace_seconds = 10;
 
@@ -57,14 +65,35 @@ int main(int argc, char** argv) {
                         "Address to serve on; repeatable. [::]:PORT serves "
                         "IPv6 and IPv4 (IPv4 only where IPv6 is disabled)");
   app.add_option("--data-dir", data_dir,
-                 "Directory for core's state: admin.token and join.token are "
-                 "created here on first start")
+                 "Directory for core's state: the database core.db (fleet, "
+                 "jobs, output), and admin.token and join.token, created "
+                 "here on first start")
       ->capture_default_str();
   app.add_option("--heartbeat-interval", heartbeat_seconds,
-                 "Seconds between periphery heartbeats; a periphery is "
-                 "offline after missing 3")
+                 "Seconds between periphery heartbeats (core tells the "
+                 "peripheries)")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--heartbeat-ttl", heartbeat_ttl,
+                 "Heartbeat intervals without a heartbeat after which a "
+                 "periphery is offline (its running targets become lost)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--restart-grace", restart_grace_seconds,
+                 "Seconds after a core start during which peripheries that "
+                 "were online stay online while they reconnect; 0 means one "
+                 "TTL")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--retention-days", retention_days,
+                 "Finished jobs older than this many days are deleted; 0 "
+                 "keeps them")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 36500.0));
+  app.add_option("--retention-jobs", retention_jobs,
+                 "Beyond this many jobs the oldest finished ones are deleted; "
+                 "0 keeps them")
+      ->capture_default_str();
   app.add_option("--capture-limit", capture_limit,
                  "Bytes of output kept per target and stream of a job")
       ->capture_default_str();
@@ -95,21 +124,57 @@ int main(int argc, char** argv) {
   auto auth = varan::core::Authenticator::FromDataDir(data_dir);
   if (!auth.ok()) return Fail(std::string(auth.status().message()));
 
+  varan::core::SqliteStoreOptions store_options;
+  store_options.retention.max_age =
+      absl::Seconds(static_cast<int64_t>(retention_days * 86400));
+  store_options.retention.max_jobs = retention_jobs;
+  auto store =
+      varan::core::SqliteStore::Open(data_dir + "/core.db", store_options);
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+
+  const varan::Clock* clock = varan::RealClock::Get();
   varan::core::FleetOptions fleet_options;
   fleet_options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
-  varan::core::FleetRegistry fleet(varan::RealClock::Get(), fleet_options);
+  fleet_options.ttl_intervals = heartbeat_ttl;
+  fleet_options.restart_grace = absl::Seconds(restart_grace_seconds);
+  varan::core::FleetRegistry fleet(clock, fleet_options, store->get());
+  if (auto loaded = fleet.Load(); !loaded.ok()) {
+    return Fail(absl::StrCat("loading the fleet from ", data_dir,
+                             "/core.db: ", loaded.status().message()));
+  }
   varan::core::DialLinkProvider links;
   varan::core::DispatcherOptions dispatcher_options;
   dispatcher_options.default_capture_limit = capture_limit;
-  varan::core::Dispatcher dispatcher(&fleet, &links, varan::RealClock::Get(),
+  varan::core::Dispatcher dispatcher(&fleet, &links, store->get(), clock,
                                      dispatcher_options);
+  if (auto recovered = dispatcher.Recover(); !recovered.ok()) {
+    return Fail(absl::StrCat("recovering jobs from ", data_dir,
+                             "/core.db: ", recovered.status().message()));
+  }
+  fleet.SetGoneListener(
+      [&dispatcher](const std::string& id, const std::string& reason) {
+        dispatcher.PeripheryGone(id, reason);
+      });
+  // Liveness: notices peripheries going offline a fraction of an interval
+  // after their TTL ends.
+  absl::Notification stop_ticking;
+  std::thread ticker([&] {
+    const absl::Duration period =
+        std::clamp(absl::Seconds(heartbeat_seconds) / 4, absl::Milliseconds(50),
+                   absl::Seconds(1));
+    while (!stop_ticking.WaitForNotificationWithTimeout(period)) fleet.Tick();
+  });
   varan::core::RegistryService registry_service(&*auth, &fleet);
   varan::core::FleetService fleet_service(&*auth, &fleet);
   varan::core::JobsService jobs_service(&*auth, &dispatcher);
 
   auto server = varan::StartServer(
       *listen_addrs, {&registry_service, &fleet_service, &jobs_service});
-  if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (!server.ok()) {
+    stop_ticking.Notify();
+    ticker.join();
+    return Fail(std::string(server.status().message()));
+  }
   varan::LogListening("varan-core", *server,
                       "tokens and output cross the network unencrypted");
 
@@ -124,6 +189,12 @@ int main(int argc, char** argv) {
   dispatcher.Shutdown(absl::Seconds(5));
   spdlog::debug("calls to peripheries ended");
   server->server->Wait();
+  stop_ticking.Notify();
+  ticker.join();
+  if (absl::Status s = (*store)->Sync(); !s.ok()) {
+    spdlog::error("the last writes to {}/core.db failed: {}", data_dir,
+                  s.message());
+  }
   spdlog::info("stopped");
   return 0;
 }

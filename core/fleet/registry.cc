@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/address.h"
+#include "common/log.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 
@@ -28,8 +29,71 @@ absl::Status ValidatePeripheryName(absl::string_view name) {
       "digit"));
 }
 
-FleetRegistry::FleetRegistry(const Clock* clock, FleetOptions options)
-    : clock_(clock), options_(options) {}
+google::protobuf::Map<std::string, std::string> ApplyLabelOverrides(
+    const google::protobuf::Map<std::string, std::string>& reported,
+    const varan::v1::UpdateLabelsRequest& overrides) {
+  google::protobuf::Map<std::string, std::string> out = reported;
+  for (const auto& [k, v] : overrides.set()) out[k] = v;
+  for (const auto& k : overrides.remove()) out.erase(k);
+  return out;
+}
+
+FleetRegistry::FleetRegistry(const Clock* clock, FleetOptions options,
+                             Store* store)
+    : clock_(clock), options_(options), store_(store) {}
+
+void FleetRegistry::SetGoneListener(
+    std::function<void(const std::string&, const std::string&)> listener) {
+  absl::MutexLock lock(&mu_);
+  gone_listener_ = std::move(listener);
+}
+
+absl::StatusOr<size_t> FleetRegistry::Load() {
+  if (store_ == nullptr) return 0;
+  auto stored = store_->LoadPeripheries();
+  if (!stored.ok()) return stored.status();
+  const absl::Time now = clock_->Now();
+  const absl::Duration grace = options_.restart_grace > absl::ZeroDuration()
+                                   ? options_.restart_grace
+                                   : ttl();
+  absl::MutexLock lock(&mu_);
+  size_t online = 0;
+  for (StoredPeriphery& p : *stored) {
+    Record r;
+    r.first_seen = FromTimestamp(p.info.first_seen());
+    r.last_seen = FromTimestamp(p.info.last_seen());
+    r.removed = p.info.state() == varan::v1::PERIPHERY_STATE_REMOVED;
+    if (!r.removed && p.confirmed &&
+        p.info.state() == varan::v1::PERIPHERY_STATE_ONLINE) {
+      r.grace_until = now + grace;
+      r.was_online = true;
+      ++online;
+    }
+    r.stored = std::move(p);
+    const std::string id = r.stored.info.id();
+    if (!r.removed) id_by_name_[r.stored.info.name()] = id;
+    by_id_[id] = std::move(r);
+  }
+  if (!by_id_.empty()) {
+    spdlog::info(
+        "loaded {} periphery record(s); {} were online and stay so for {} "
+        "while they reconnect",
+        by_id_.size(), online, absl::FormatDuration(grace));
+  }
+  return by_id_.size();
+}
+
+void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
+  r.dirty = false;
+  if (store_ == nullptr) return;
+  StoredPeriphery p = r.stored;
+  p.info.set_state(r.removed        ? varan::v1::PERIPHERY_STATE_REMOVED
+                   : Online(r, now) ? varan::v1::PERIPHERY_STATE_ONLINE
+                                    : varan::v1::PERIPHERY_STATE_OFFLINE);
+  SetTimestamp(r.first_seen, p.info.mutable_first_seen());
+  SetTimestamp(r.last_seen, p.info.mutable_last_seen());
+  store_->SavePeriphery(p);
+}
 
 absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
     const varan::v1::RegisterRequest& req, const std::string& peer) {
@@ -46,28 +110,36 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   std::string id;
-  absl::Time first_seen = now;
+  Record r;
+  r.first_seen = now;
   if (auto it = id_by_name_.find(req.name()); it != id_by_name_.end()) {
     id = it->second;
-    first_seen = by_id_[id].first_seen;
+    const Record& old = by_id_[id];
+    r.first_seen = old.first_seen;
+    r.stored.label_overrides = old.stored.label_overrides;
   } else {
     id = GenerateSecret().substr(0, 16);
   }
-  Record r;
-  r.info.set_id(id);
-  r.info.set_name(req.name());
-  r.info.mutable_labels()->insert(req.labels().begin(), req.labels().end());
-  r.info.set_address(FormatHostPort(*addr));
-  *r.info.mutable_facts() = req.facts();
-  r.info.set_version(req.version());
-  r.info.set_peer_address(peer);
-  r.credential = GenerateSecret();
-  r.first_seen = first_seen;
+  varan::v1::Periphery& info = r.stored.info;
+  info.set_id(id);
+  info.set_name(req.name());
+  *info.mutable_reported_labels() = req.labels();
+  *info.mutable_labels() =
+      ApplyLabelOverrides(req.labels(), r.stored.label_overrides);
+  info.set_address(FormatHostPort(*addr));
+  *info.mutable_facts() = req.facts();
+  info.set_version(req.version());
+  info.set_peer_address(peer);
+  info.set_connection(varan::v1::CONNECTION_DIAL);
+  SetDuration(options_.heartbeat_interval, info.mutable_heartbeat_interval());
+  r.stored.credential = GenerateSecret();
+  r.stored.confirmed = false;  // until a heartbeat shows it holds it
   r.last_seen = now;
-  r.confirmed = false;  // until a heartbeat shows it holds the credential
-  Registration out{id, r.credential};
-  by_id_[id] = std::move(r);
+  Registration out{id, r.stored.credential};
+  Record& slot = by_id_[id];
+  slot = std::move(r);
   id_by_name_[req.name()] = id;
+  SaveLocked(slot, now);
   return out;
 }
 
@@ -75,38 +147,83 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
                                       absl::string_view credential,
                                       const varan::v1::HostStats& stats,
                                       const std::string& peer) {
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(id);
-  if (it == by_id_.end()) {
+  if (it == by_id_.end() || it->second.removed) {
     return absl::NotFoundError(absl::StrCat("no periphery with id ", id));
   }
-  if (!SecretEquals(credential, it->second.credential)) {
+  Record& r = it->second;
+  if (!SecretEquals(credential, r.stored.credential)) {
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
-  it->second.last_seen = clock_->Now();
-  it->second.confirmed = true;
-  *it->second.info.mutable_stats() = stats;
-  it->second.info.set_peer_address(peer);
+  r.last_seen = now;
+  *r.stored.info.mutable_stats() = stats;
+  r.stored.info.set_peer_address(peer);
+  r.dirty = true;
+  if (!r.stored.confirmed || !r.was_online) {
+    if (!r.was_online) {
+      spdlog::info("periphery {} is online", r.stored.info.name());
+    }
+    r.stored.confirmed = true;
+    r.was_online = true;
+    SaveLocked(r, now);
+  }
   return absl::OkStatus();
 }
 
-bool FleetRegistry::Online(const Record& r) const {
-  return r.confirmed &&
-         clock_->Now() - r.last_seen <=
-             options_.heartbeat_interval * options_.ttl_intervals;
+bool FleetRegistry::Online(const Record& r, absl::Time now) const {
+  if (r.removed || !r.stored.confirmed) return false;
+  return now - r.last_seen <= ttl() || now < r.grace_until;
+}
+
+void FleetRegistry::Tick() {
+  const absl::Time now = clock_->Now();
+  std::vector<std::pair<std::string, std::string>> gone;
+  std::function<void(const std::string&, const std::string&)> listener;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool persist_due = now - last_persist_ >= options_.persist_interval;
+    if (persist_due) last_persist_ = now;
+    for (auto& [id, r] : by_id_) {
+      if (r.removed) continue;
+      const bool online = Online(r, now);
+      if (r.was_online && !online) {
+        r.was_online = false;
+        std::string reason = absl::StrCat(
+            "periphery ", r.stored.info.name(), " went offline: no heartbeat ",
+            r.last_seen < r.grace_until
+                ? absl::StrCat(
+                      "since core restarted (grace ",
+                      absl::FormatDuration(r.grace_until - r.last_seen), ")")
+                : absl::StrCat("for ", absl::FormatDuration(now - r.last_seen),
+                               " (TTL ", absl::FormatDuration(ttl()), ")"));
+        spdlog::warn("{}", reason);
+        gone.emplace_back(id, std::move(reason));
+        SaveLocked(r, now);
+      } else if (persist_due && r.dirty) {
+        SaveLocked(r, now);
+      }
+    }
+    listener = gone_listener_;
+  }
+  if (listener) {
+    for (const auto& [id, reason] : gone) listener(id, reason);
+  }
 }
 
 varan::v1::Periphery FleetRegistry::Render(const Record& r) const {
-  varan::v1::Periphery p = r.info;
-  p.set_state(Online(r) ? varan::v1::PERIPHERY_STATE_ONLINE
-                        : varan::v1::PERIPHERY_STATE_OFFLINE);
+  varan::v1::Periphery p = r.stored.info;
+  p.set_state(r.removed                  ? varan::v1::PERIPHERY_STATE_REMOVED
+              : Online(r, clock_->Now()) ? varan::v1::PERIPHERY_STATE_ONLINE
+                                         : varan::v1::PERIPHERY_STATE_OFFLINE);
   SetTimestamp(r.first_seen, p.mutable_first_seen());
   SetTimestamp(r.last_seen, p.mutable_last_seen());
   return p;
 }
 
 absl::StatusOr<std::vector<const FleetRegistry::Record*>> FleetRegistry::Match(
-    const varan::v1::Target& target) const {
+    const varan::v1::Target& target, bool include_removed) const {
   auto selector = Selector::Parse(target.selector());
   if (!selector.ok()) return selector.status();
   std::set<std::string> names(target.names().begin(), target.names().end());
@@ -121,52 +238,133 @@ absl::StatusOr<std::vector<const FleetRegistry::Record*>> FleetRegistry::Match(
   }
   std::vector<const Record*> out;
   for (const auto& [id, r] : by_id_) {
-    if (!names.empty() && !names.contains(r.info.name())) continue;
-    Labels labels(r.info.labels().begin(), r.info.labels().end());
+    if (r.removed && !include_removed) continue;
+    if (!names.empty() && !names.contains(r.stored.info.name())) continue;
+    Labels labels(r.stored.info.labels().begin(), r.stored.info.labels().end());
     if (!selector->Matches(labels)) continue;
     out.push_back(&r);
   }
   std::sort(out.begin(), out.end(), [](const Record* a, const Record* b) {
-    return a->info.name() < b->info.name();
+    if (a->stored.info.name() != b->stored.info.name()) {
+      return a->stored.info.name() < b->stored.info.name();
+    }
+    return a->removed < b->removed;  // the live one first
   });
   return out;
 }
 
 absl::StatusOr<std::vector<varan::v1::Periphery>> FleetRegistry::List(
-    const varan::v1::Target& target) const {
+    const varan::v1::Target& target, bool include_removed) const {
   absl::MutexLock lock(&mu_);
-  auto matched = Match(target);
+  auto matched = Match(target, include_removed);
   if (!matched.ok()) return matched.status();
   std::vector<varan::v1::Periphery> out;
   for (const Record* r : *matched) out.push_back(Render(*r));
   return out;
 }
 
-absl::StatusOr<varan::v1::Periphery> FleetRegistry::Get(
-    const std::string& name_or_id) const {
-  absl::MutexLock lock(&mu_);
+FleetRegistry::Record* FleetRegistry::FindLocked(
+    const std::string& name_or_id) {
   auto by_name = id_by_name_.find(name_or_id);
   const std::string& id =
       by_name != id_by_name_.end() ? by_name->second : name_or_id;
   auto it = by_id_.find(id);
-  if (it == by_id_.end()) {
+  return it == by_id_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<varan::v1::Periphery> FleetRegistry::Get(
+    const std::string& name_or_id) const {
+  absl::MutexLock lock(&mu_);
+  const Record* r = const_cast<FleetRegistry*>(this)->FindLocked(name_or_id);
+  if (r == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("no periphery named or with id \"", name_or_id, "\""));
   }
-  return Render(it->second);
+  return Render(*r);
 }
 
 absl::StatusOr<std::vector<DialTarget>> FleetRegistry::Resolve(
     const varan::v1::Target& target) const {
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  auto matched = Match(target);
+  auto matched = Match(target, /*include_removed=*/false);
   if (!matched.ok()) return matched.status();
   std::vector<DialTarget> out;
   for (const Record* r : *matched) {
-    out.push_back(DialTarget{r->info.id(), r->info.name(), r->info.address(),
-                             r->credential, Online(*r), r->last_seen});
+    out.push_back(DialTarget{r->stored.info.id(), r->stored.info.name(),
+                             r->stored.info.address(), r->stored.credential,
+                             Online(*r, now), r->last_seen});
   }
   return out;
+}
+
+absl::StatusOr<varan::v1::Periphery> FleetRegistry::Remove(
+    const std::string& name_or_id) {
+  const absl::Time now = clock_->Now();
+  std::string id, reason;
+  varan::v1::Periphery out;
+  std::function<void(const std::string&, const std::string&)> listener;
+  {
+    absl::MutexLock lock(&mu_);
+    Record* r = FindLocked(name_or_id);
+    if (r == nullptr || r->removed) {
+      return absl::NotFoundError(
+          absl::StrCat("no periphery named or with id \"", name_or_id, "\""));
+    }
+    id = r->stored.info.id();
+    id_by_name_.erase(r->stored.info.name());
+    r->removed = true;
+    r->was_online = false;
+    r->stored.credential.clear();  // revoked: heartbeats and dials stop
+    SaveLocked(*r, now);
+    out = Render(*r);
+    reason = absl::StrCat("periphery ", r->stored.info.name(),
+                          " was removed from the fleet");
+    listener = gone_listener_;
+  }
+  spdlog::info("{}", reason);
+  if (listener) listener(id, reason);
+  return out;
+}
+
+absl::StatusOr<varan::v1::Periphery> FleetRegistry::UpdateLabels(
+    const varan::v1::UpdateLabelsRequest& request) {
+  for (const auto& [k, v] : request.set()) {
+    if (absl::Status s = ValidateLabelKey(k); !s.ok()) return s;
+    if (absl::Status s = ValidateLabelValue(v); !s.ok()) return s;
+  }
+  for (const auto& k : request.remove()) {
+    if (absl::Status s = ValidateLabelKey(k); !s.ok()) return s;
+    if (request.set().contains(k)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label \"", k, "\" is both set and removed"));
+    }
+  }
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  Record* r = FindLocked(request.name_or_id());
+  if (r == nullptr || r->removed) {
+    return absl::NotFoundError(absl::StrCat("no periphery named or with id \"",
+                                            request.name_or_id(), "\""));
+  }
+  varan::v1::UpdateLabelsRequest& o = r->stored.label_overrides;
+  for (const auto& [k, v] : request.set()) {
+    (*o.mutable_set())[k] = v;
+    auto* removed = o.mutable_remove();
+    removed->erase(std::remove(removed->begin(), removed->end(), k),
+                   removed->end());
+  }
+  for (const auto& k : request.remove()) {
+    o.mutable_set()->erase(k);
+    if (std::find(o.remove().begin(), o.remove().end(), k) ==
+        o.remove().end()) {
+      o.add_remove(k);
+    }
+  }
+  *r->stored.info.mutable_labels() =
+      ApplyLabelOverrides(r->stored.info.reported_labels(), o);
+  SaveLocked(*r, now);
+  return Render(*r);
 }
 
 }  // namespace varan::core

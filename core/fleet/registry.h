@@ -1,16 +1,25 @@
-// FleetRegistry: every periphery core knows, its identity, labels, address,
-// facts, stats, credential and liveness.
+// FleetRegistry: every periphery core knows — identity, labels, address,
+// facts, stats, credential and liveness — kept in memory and written through
+// to the Store.
 //
-// A periphery is online once a heartbeat has confirmed its latest
+// Liveness. A periphery is online once a heartbeat has confirmed its latest
 // registration (it holds the credential core issued; peripheries heartbeat
 // right after registering) and while its last heartbeat is no older than
-// `ttl_intervals` heartbeat intervals. Time comes from the
-// injected Clock. In-memory for now: a core restart forgets the fleet and
-// peripheries register again on their next heartbeat.
+// `ttl_intervals` heartbeat intervals. After a core restart, peripheries
+// that were online when core stopped stay online for `restart_grace`, so a
+// restart never marks the fleet down while it reconnects. Time comes from
+// the injected Clock; Tick() (called periodically by core, directly by
+// tests) notices peripheries going offline and tells the listener, so their
+// running targets become LOST.
 //
-// Thread-safe.
+// Persistence. Registrations, label changes, removals and online/offline
+// transitions are written at once; stats and last-seen times of healthy
+// peripheries at most every `persist_interval` (from Tick).
+//
+// Thread-safe. The listener is called without the registry's lock.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "core/fleet/selector.h"
+#include "core/store/store.h"
 #include "varan/v1/core.pb.h"
 
 namespace varan::core {
@@ -27,6 +37,11 @@ namespace varan::core {
 struct FleetOptions {
   absl::Duration heartbeat_interval = absl::Seconds(10);
   int ttl_intervals = 3;
+  // After a restart, how long peripheries that were online stay online
+  // without a heartbeat. Zero: one TTL.
+  absl::Duration restart_grace = absl::ZeroDuration();
+  // How often stats and last-seen times are written to the store.
+  absl::Duration persist_interval = absl::Seconds(30);
 };
 
 // What the dispatcher needs to reach one periphery.
@@ -41,7 +56,18 @@ struct DialTarget {
 
 class FleetRegistry {
  public:
-  FleetRegistry(const Clock* clock, FleetOptions options);
+  // `store` may be null (nothing persisted); both must outlive the registry.
+  FleetRegistry(const Clock* clock, FleetOptions options,
+                Store* store = nullptr);
+
+  // Loads the stored fleet (call once, before serving). Peripheries that
+  // were online get the restart grace period. Returns how many were loaded.
+  absl::StatusOr<size_t> Load();
+
+  // Called with (periphery id, reason) when an online periphery goes
+  // offline or is removed. Set before serving.
+  void SetGoneListener(
+      std::function<void(const std::string&, const std::string&)> listener);
 
   struct Registration {
     std::string id;
@@ -49,13 +75,14 @@ class FleetRegistry {
   };
 
   // Adds a periphery, or takes over the record of the same name (keeping
-  // its id, issuing a new credential). INVALID_ARGUMENT for a bad name,
-  // label or address. `peer` is the caller's normalised address.
+  // its id, first-seen time and operator labels, issuing a new credential).
+  // INVALID_ARGUMENT for a bad name, label or address. `peer` is the
+  // caller's normalised address.
   absl::StatusOr<Registration> Register(const varan::v1::RegisterRequest& req,
                                         const std::string& peer);
 
-  // Records a heartbeat. NOT_FOUND for an unknown id, UNAUTHENTICATED when
-  // `credential` is not the one issued to that id.
+  // Records a heartbeat. NOT_FOUND for an unknown or removed id,
+  // UNAUTHENTICATED when `credential` is not the one issued to that id.
   absl::Status Heartbeat(const std::string& id, absl::string_view credential,
                          const varan::v1::HostStats& stats,
                          const std::string& peer);
@@ -63,45 +90,81 @@ class FleetRegistry {
   // Peripheries matching `target`, sorted by name. INVALID_ARGUMENT for a bad
   // selector; NOT_FOUND when a named periphery does not exist.
   absl::StatusOr<std::vector<varan::v1::Periphery>> List(
-      const varan::v1::Target& target) const;
+      const varan::v1::Target& target, bool include_removed = false) const;
 
-  // One periphery by name or id. NOT_FOUND otherwise.
+  // One periphery by name or id (a removed one only by id). NOT_FOUND
+  // otherwise.
   absl::StatusOr<varan::v1::Periphery> Get(const std::string& name_or_id) const;
 
-  // Like List, with what is needed to dial each match.
+  // Like List (without removed ones), with what is needed to dial each match.
   absl::StatusOr<std::vector<DialTarget>> Resolve(
       const varan::v1::Target& target) const;
+
+  // Removes a periphery (see Fleet.RemovePeriphery); returns its last
+  // record. NOT_FOUND.
+  absl::StatusOr<varan::v1::Periphery> Remove(const std::string& name_or_id);
+
+  // Applies an UpdateLabels request; returns the updated record. NOT_FOUND;
+  // INVALID_ARGUMENT for a bad key or value, or a key both set and removed.
+  absl::StatusOr<varan::v1::Periphery> UpdateLabels(
+      const varan::v1::UpdateLabelsRequest& request);
+
+  // Notices online peripheries that went offline (telling the listener) and
+  // writes stats due for persistence. Call every fraction of a heartbeat
+  // interval.
+  void Tick();
 
   absl::Duration heartbeat_interval() const {
     return options_.heartbeat_interval;
   }
+  absl::Duration ttl() const {
+    return options_.heartbeat_interval * options_.ttl_intervals;
+  }
 
  private:
   struct Record {
-    varan::v1::Periphery info;  // state and times filled on read
-    std::string credential;
+    StoredPeriphery stored;  // info.state, first/last seen filled on read
     absl::Time first_seen;
     absl::Time last_seen;
-    // A heartbeat with the credential issued at the latest registration
-    // arrived: the periphery has it, so core may dial it.
-    bool confirmed = false;
+    // Online until then even without heartbeats (restart grace).
+    absl::Time grace_until = absl::InfinitePast();
+    // Online as of the last Tick or transition (what was last persisted).
+    bool was_online = false;
+    bool removed = false;
+    // Stats or times changed since the last write.
+    bool dirty = false;
   };
 
   // Matching records sorted by name.
   absl::StatusOr<std::vector<const Record*>> Match(
-      const varan::v1::Target& target) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+      const varan::v1::Target& target, bool include_removed) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  Record* FindLocked(const std::string& name_or_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   varan::v1::Periphery Render(const Record& r) const;
-  bool Online(const Record& r) const;
+  bool Online(const Record& r, absl::Time now) const;
+  // Writes `r` to the store with its current state.
+  void SaveLocked(Record& r, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock* const clock_;
   const FleetOptions options_;
+  Store* const store_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Record> by_id_ ABSL_GUARDED_BY(mu_);
+  // Peripheries not removed, by name.
   absl::flat_hash_map<std::string, std::string> id_by_name_
+      ABSL_GUARDED_BY(mu_);
+  absl::Time last_persist_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::function<void(const std::string&, const std::string&)> gone_listener_
       ABSL_GUARDED_BY(mu_);
 };
 
 // Periphery names: 1-63 of [A-Za-z0-9._-], starting with a letter or digit.
 absl::Status ValidatePeripheryName(absl::string_view name);
+
+// The labels `reported` with `overrides` (set, then remove) applied.
+google::protobuf::Map<std::string, std::string> ApplyLabelOverrides(
+    const google::protobuf::Map<std::string, std::string>& reported,
+    const varan::v1::UpdateLabelsRequest& overrides);
 
 }  // namespace varan::core

@@ -1,10 +1,17 @@
-// Dispatcher: turns a DispatchRequest into a Job and sends it to every
-// matched periphery through its PeripheryLink, feeding what comes back into
-// the Job.
+// Dispatcher: turns a DispatchRequest into a Job and runs it: sends each
+// matched periphery its target through a PeripheryLink (at most max_parallel
+// at once, stopping after stop_after_failures), feeds what comes back into
+// the Job, cancels on request, and marks targets LOST when their periphery
+// goes away.
 //
-// Jobs live in memory (the newest `max_jobs_kept`; older finished jobs are
-// dropped). Thread-safe. Shutdown() cancels calls in flight and waits for
-// them, so links and observers never outlive the dispatcher.
+// Jobs are kept in memory while they run (and until their final record is
+// committed to the Store); finished jobs are read back from the Store. A
+// job is committed before any target is sent, so a job a caller has an id
+// for survives a core crash. Recover() finishes the jobs a previous core
+// left running.
+//
+// Thread-safe. Shutdown() cancels calls in flight and waits for them, so links
+// and observers never outlive the dispatcher.
 #pragma once
 
 #include <deque>
@@ -19,56 +26,85 @@
 #include "core/fleet/registry.h"
 #include "core/jobs/job.h"
 #include "core/link/periphery_link.h"
+#include "core/store/store.h"
 
 namespace varan::core {
 
 struct DispatcherOptions {
   // Output kept per target and stream when the request does not say.
   uint64_t default_capture_limit = 4 * 1024 * 1024;
-  size_t max_jobs_kept = 1000;
 };
 
 class Dispatcher {
  public:
-  Dispatcher(const FleetRegistry* fleet, LinkProvider* links,
+  // All pointers must outlive the dispatcher.
+  Dispatcher(const FleetRegistry* fleet, LinkProvider* links, Store* store,
              const Clock* clock, DispatcherOptions options);
   ~Dispatcher();
 
-  // Validates, resolves targets and starts the job; returns it at once.
-  // Errors: INVALID_ARGUMENT (selector, spec), NOT_FOUND (named periphery),
-  // FAILED_PRECONDITION (no match and !allow_no_targets), UNAVAILABLE
-  // (shutting down).
-  absl::StatusOr<std::shared_ptr<Job>> Dispatch(
-      const varan::v1::DispatchRequest& request, const std::string& created_by);
+  // Finishes every job the store holds as still running (a previous core
+  // stopped or crashed while it ran): targets never sent become FAILED, the
+  // others LOST, each with the reason. Call before serving. Returns how many
+  // jobs were finished.
+  absl::StatusOr<size_t> Recover();
 
-  // The job with `id`; NOT_FOUND (naming the id) if there is none.
+  // Validates, resolves targets and creates the job; returns it at once.
+  // Targets are sent once the job is committed; then `on_committed` (may be
+  // empty) runs with the commit's status — a failed commit fails every
+  // target. Errors: INVALID_ARGUMENT (selector, spec), NOT_FOUND (named
+  // periphery), FAILED_PRECONDITION (no match and !allow_no_targets),
+  // UNAVAILABLE (shutting down).
+  absl::StatusOr<std::shared_ptr<Job>> Dispatch(
+      const varan::v1::DispatchRequest& request, const std::string& created_by,
+      CommitCallback on_committed = {});
+
+  // The job with `id`, running or stored; NOT_FOUND (naming the id) if there
+  // is none.
   absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
 
-  // Newest first, at most `limit`, without output.
-  std::vector<varan::v1::Job> List(size_t limit) const;
+  // Jobs matching `request`, newest first, without output.
+  // INVALID_ARGUMENT for a bad page token.
+  absl::StatusOr<varan::v1::ListJobsResponse> List(
+      const varan::v1::ListJobsRequest& request) const;
+
+  // Cancels the job (see Jobs.CancelJob) on behalf of `by`; returns its
+  // record. NOT_FOUND.
+  absl::StatusOr<varan::v1::Job> Cancel(const std::string& id,
+                                        const std::string& by);
+
+  // The periphery with `periphery_id` went offline or was removed: its
+  // running targets become LOST with `reason` and their calls are dropped.
+  void PeripheryGone(const std::string& periphery_id,
+                     const std::string& reason);
 
   // Cancels every call in flight and waits up to `timeout` for them to end.
   void Shutdown(absl::Duration timeout);
 
  private:
   class TargetRun;
+  struct ActiveJob;
+
+  // Sends queued targets of `job_id` while its limits allow.
+  void StartMore(const std::string& job_id);
   void RunDone(TargetRun* run);
+  void Forget(const std::string& job_id);
   bool NoRuns() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return runs_.empty(); }
   std::string NewJobId();
 
   const FleetRegistry* const fleet_;
   LinkProvider* const links_;
+  Store* const store_;
   const Clock* const clock_;
   const DispatcherOptions options_;
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t id_counter_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
+  // Jobs running, or finished with their final record not yet committed.
+  absl::flat_hash_map<std::string, std::unique_ptr<ActiveJob>> active_
       ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // oldest first
-  // shared_ptr: a run is referenced both here and by Dispatch while it
-  // starts the call, and the call may end before Dispatch returns.
+  // shared_ptr: a run is referenced both here and by StartMore while it
+  // starts the call, and the call may end before StartMore returns.
   absl::flat_hash_map<TargetRun*, std::shared_ptr<TargetRun>> runs_
       ABSL_GUARDED_BY(mu_);
 };

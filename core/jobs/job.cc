@@ -1,5 +1,8 @@
 #include "core/jobs/job.h"
 
+#include <algorithm>
+
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "common/time_util.h"
 
@@ -16,20 +19,41 @@ bool IsFinal(TargetState state) {
     case varan::v1::TARGET_STATE_TIMED_OUT:
     case varan::v1::TARGET_STATE_CANCELED:
     case varan::v1::TARGET_STATE_LOST:
+    case varan::v1::TARGET_STATE_SKIPPED:
       return true;
     default:
       return false;
   }
 }
 
-Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock)
+namespace {
+
+bool Succeeded(TargetState state, const ExitStatus& exit) {
+  return state == varan::v1::TARGET_STATE_EXITED &&
+         exit.kind() == ExitStatus::KIND_EXITED && exit.code() == 0;
+}
+
+// Index of the target named `name`, or -1.
+int TargetIndex(const varan::v1::Job& record, const std::string& name) {
+  for (int i = 0; i < record.targets_size(); ++i) {
+    if (record.targets(i).name() == name) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
+         Store* store)
     : id_(record.id()),
       target_count_(static_cast<size_t>(record.targets_size())),
-      capture_limit_(capture_limit),
-      clock_(clock) {
+      clock_(clock),
+      store_(store) {
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   record_.set_state(varan::v1::JOB_STATE_RUNNING);
+  record_.set_capture_limit_bytes(capture_limit);
+  capture_limit_ = capture_limit;
   SetTimestamp(clock_->Now(), record_.mutable_create_time());
   captures_.resize(target_count_);
   started_.assign(target_count_, false);
@@ -38,18 +62,165 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock)
   for (const auto& t : record_.targets()) {
     accepted.mutable_accepted()->add_targets(t.name());
   }
-  AppendLocked(std::move(accepted));
+  EmitLocked(std::move(accepted));
   if (target_count_ == 0) {
-    record_.set_state(varan::v1::JOB_STATE_SUCCEEDED);
-    SetTimestamp(clock_->Now(), record_.mutable_finish_time());
     JobEvent done;
-    done.mutable_job_finished()->set_state(record_.state());
-    AppendLocked(std::move(done));
+    done.mutable_job_finished()->set_state(varan::v1::JOB_STATE_SUCCEEDED);
+    EmitLocked(std::move(done));
   }
 }
 
-varan::v1::Job Job::Snapshot(bool with_output) const {
+void Job::Persist(CommitCallback on_created) {
+  const bool changed = Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    created_ = true;
+    if (store_ != nullptr) {
+      // The record as dispatched; the events follow it through the same
+      // ordered queue.
+      store_->CreateJob(SnapshotLocked(/*with_output=*/false),
+                        std::move(on_created));
+    }
+    return false;
+  });
+  (void)changed;
+  if (store_ == nullptr && on_created) on_created(absl::OkStatus());
+}
+
+bool Job::Update(absl::FunctionRef<bool()> change) {
+  std::function<void()> after;
+  bool changed;
+  {
+    absl::MutexLock lock(&mu_);
+    changed = change();
+    PersistLocked();
+    after = std::move(run_after_unlock_);
+    run_after_unlock_ = nullptr;
+  }
+  if (after) after();
+  if (changed) NotifyWatchers();
+  return changed;
+}
+
+Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store)
+    : id_(record.id()),
+      target_count_(static_cast<size_t>(record.targets_size())),
+      clock_(clock),
+      store_(store) {
   absl::MutexLock lock(&mu_);
+  record_ = std::move(record);
+  // The stored record may be the final summary: start from the record as
+  // dispatched and let the events say what happened.
+  record_.set_state(varan::v1::JOB_STATE_RUNNING);
+  record_.clear_finish_time();
+  record_.clear_canceled_by();
+  record_.clear_cancel_time();
+  for (auto& t : *record_.mutable_targets()) {
+    const std::string name = t.name();
+    const std::string periphery_id = t.periphery_id();
+    t.Clear();
+    t.set_name(name);
+    t.set_periphery_id(periphery_id);
+    t.set_state(varan::v1::TARGET_STATE_QUEUED);
+  }
+  capture_limit_ = record_.capture_limit_bytes();
+  captures_.resize(target_count_);
+  started_.assign(target_count_, false);
+}
+
+absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
+                                                  const Clock* clock,
+                                                  Store* store) {
+  std::shared_ptr<Job> job(
+      new Job(RestoreTag{}, std::move(stored.record), clock, store));
+  absl::MutexLock lock(&job->mu_);
+  for (auto& ev : stored.events) {
+    if (ev.sequence() != job->events_.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job ", job->id_, ": event ", job->events_.size(),
+                       " is missing from the stored log"));
+    }
+    if (absl::Status s = job->ApplyLocked(ev); !s.ok()) return s;
+    job->events_.push_back(std::move(ev));
+  }
+  if (job->events_.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job ", job->id_, " has no events stored"));
+  }
+  job->created_ = true;
+  job->persisted_ = job->events_.size();
+  job->final_persist_started_ =
+      job->record_.state() != varan::v1::JOB_STATE_RUNNING;
+  return job;
+}
+
+absl::Status Job::ApplyLocked(const JobEvent& ev) {
+  int index = -1;
+  if (!ev.target().empty()) {
+    index = TargetIndex(record_, ev.target());
+    if (index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job ", id_, ": event ", ev.sequence(),
+                       " names unknown target \"", ev.target(), "\""));
+    }
+  }
+  const bool target_event = ev.has_dispatched() || ev.has_started() ||
+                            ev.has_output() || ev.has_finished();
+  if (target_event && index < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job ", id_, ": target event ", ev.sequence(), " names no target"));
+  }
+  const size_t i = static_cast<size_t>(index);
+  varan::v1::JobTarget* t =
+      index >= 0 ? record_.mutable_targets(index) : nullptr;
+  switch (ev.event_case()) {
+    case JobEvent::kDispatched:
+      if (t->state() == varan::v1::TARGET_STATE_QUEUED) {
+        t->set_state(varan::v1::TARGET_STATE_DISPATCHED);
+      }
+      break;
+    case JobEvent::kStarted:
+      started_[i] = true;
+      t->set_state(varan::v1::TARGET_STATE_RUNNING);
+      *t->mutable_start_time() =
+          ev.started().has_start_time() ? ev.started().start_time() : ev.time();
+      break;
+    case JobEvent::kOutput: {
+      const size_t stream =
+          ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
+      captures_[i][stream].data.append(ev.output().data());
+      break;
+    }
+    case JobEvent::kFinished: {
+      const auto& f = ev.finished();
+      if (IsFinal(t->state())) break;
+      t->set_state(f.state());
+      if (f.has_exit_status()) *t->mutable_exit_status() = f.exit_status();
+      if (!f.error().empty()) t->set_error(f.error());
+      *t->mutable_finish_time() = ev.time();
+      captures_[i][0].uncaptured = f.stdout_uncaptured_bytes();
+      captures_[i][1].uncaptured = f.stderr_uncaptured_bytes();
+      ++final_targets_;
+      if (f.state() != varan::v1::TARGET_STATE_SKIPPED &&
+          !Succeeded(f.state(), f.exit_status())) {
+        ++failures_;
+      }
+      break;
+    }
+    case JobEvent::kCancelRequested:
+      record_.set_canceled_by(ev.cancel_requested().by());
+      *record_.mutable_cancel_time() = ev.time();
+      break;
+    case JobEvent::kJobFinished:
+      record_.set_state(ev.job_finished().state());
+      *record_.mutable_finish_time() = ev.time();
+      break;
+    case JobEvent::kAccepted:
+    case JobEvent::EVENT_NOT_SET:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+varan::v1::Job Job::SnapshotLocked(bool with_output) const {
   varan::v1::Job out = record_;
   for (size_t i = 0; i < target_count_; ++i) {
     auto* t = out.mutable_targets(static_cast<int>(i));
@@ -63,100 +234,151 @@ varan::v1::Job Job::Snapshot(bool with_output) const {
   return out;
 }
 
+varan::v1::Job Job::Snapshot(bool with_output) const {
+  absl::MutexLock lock(&mu_);
+  return SnapshotLocked(with_output);
+}
+
 bool Job::finished() const {
   absl::MutexLock lock(&mu_);
   return record_.state() != varan::v1::JOB_STATE_RUNNING;
 }
 
-void Job::AppendLocked(JobEvent event) {
+size_t Job::failures() const {
+  absl::MutexLock lock(&mu_);
+  return failures_;
+}
+
+bool Job::cancel_requested() const {
+  absl::MutexLock lock(&mu_);
+  return !record_.canceled_by().empty() || record_.has_cancel_time();
+}
+
+void Job::SetOnFinishedPersisted(std::function<void()> callback) {
+  absl::MutexLock lock(&mu_);
+  on_finished_persisted_ = std::move(callback);
+}
+
+bool Job::FinalLocked(size_t target) const {
+  return IsFinal(record_.targets(static_cast<int>(target)).state());
+}
+
+void Job::EmitLocked(JobEvent event) {
   event.set_sequence(events_.size());
   event.set_job_id(id_);
   SetTimestamp(clock_->Now(), event.mutable_time());
+  // Events built here always fit the record.
+  (void)ApplyLocked(event);
   events_.push_back(std::move(event));
 }
 
-void Job::NotifyWatchers() {
-  absl::MutexLock lock(&watchers_mu_);
-  for (auto& [handle, callback] : watchers_) callback();
-}
-
-void Job::MarkDispatched(size_t target) {
-  absl::MutexLock lock(&mu_);
-  auto* t = record_.mutable_targets(static_cast<int>(target));
-  if (t->state() == varan::v1::TARGET_STATE_QUEUED) {
-    t->set_state(varan::v1::TARGET_STATE_DISPATCHED);
+void Job::PersistLocked() {
+  if (!created_) return;
+  if (store_ == nullptr) {
+    persisted_ = events_.size();
+    if (record_.state() != varan::v1::JOB_STATE_RUNNING &&
+        !final_persist_started_) {
+      final_persist_started_ = true;
+      // Without a store there is nothing to wait for; the callback must not
+      // run under mu_, so it is left to the caller of the update.
+      run_after_unlock_ = on_finished_persisted_;
+    }
+    return;
+  }
+  if (persisted_ < events_.size()) {
+    std::vector<JobEvent> batch(
+        events_.begin() + static_cast<std::ptrdiff_t>(persisted_),
+        events_.end());
+    persisted_ = events_.size();
+    store_->AppendEvents(id_, std::move(batch));
+  }
+  if (record_.state() != varan::v1::JOB_STATE_RUNNING &&
+      !final_persist_started_) {
+    final_persist_started_ = true;
+    std::function<void()> callback = on_finished_persisted_;
+    store_->FinishJob(SnapshotLocked(/*with_output=*/false),
+                      [callback](const absl::Status&) {
+                        if (callback) callback();
+                      });
   }
 }
 
 void Job::FinishTargetLocked(size_t target, TargetState state,
-                             const ExitStatus* exit, const std::string& error,
-                             std::vector<JobEvent>* events) {
-  auto* t = record_.mutable_targets(static_cast<int>(target));
-  if (IsFinal(t->state())) return;
-  t->set_state(state);
-  if (exit != nullptr) *t->mutable_exit_status() = *exit;
-  if (!error.empty()) t->set_error(error);
-  SetTimestamp(clock_->Now(), t->mutable_finish_time());
-  ++final_targets_;
+                             const ExitStatus* exit, const std::string& error) {
+  if (FinalLocked(target)) return;
   JobEvent ev;
-  ev.set_target(t->name());
+  ev.set_target(record_.targets(static_cast<int>(target)).name());
   auto* f = ev.mutable_finished();
   f->set_state(state);
   if (exit != nullptr) *f->mutable_exit_status() = *exit;
   f->set_error(error);
-  events->push_back(std::move(ev));
+  f->set_stdout_uncaptured_bytes(captures_[target][0].uncaptured);
+  f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
+  EmitLocked(std::move(ev));
   if (final_targets_ < target_count_) return;
-  uint32_t succeeded = 0;
-  for (const auto& tt : record_.targets()) {
-    if (tt.state() == varan::v1::TARGET_STATE_EXITED &&
-        tt.exit_status().kind() == ExitStatus::KIND_EXITED &&
-        tt.exit_status().code() == 0) {
-      ++succeeded;
-    }
+  uint32_t succeeded = 0, skipped = 0;
+  for (const auto& t : record_.targets()) {
+    if (Succeeded(t.state(), t.exit_status())) ++succeeded;
+    if (t.state() == varan::v1::TARGET_STATE_SKIPPED) ++skipped;
   }
-  const uint32_t failed = static_cast<uint32_t>(target_count_) - succeeded;
-  record_.set_state(failed == 0 ? varan::v1::JOB_STATE_SUCCEEDED
-                                : varan::v1::JOB_STATE_FAILED);
-  SetTimestamp(clock_->Now(), record_.mutable_finish_time());
   JobEvent done;
-  done.mutable_job_finished()->set_state(record_.state());
-  done.mutable_job_finished()->set_succeeded(succeeded);
-  done.mutable_job_finished()->set_failed(failed);
-  events->push_back(std::move(done));
+  auto* jf = done.mutable_job_finished();
+  if (record_.has_cancel_time()) {
+    jf->set_state(varan::v1::JOB_STATE_CANCELED);
+  } else {
+    jf->set_state(failures_ == 0 ? varan::v1::JOB_STATE_SUCCEEDED
+                                 : varan::v1::JOB_STATE_FAILED);
+  }
+  jf->set_succeeded(succeeded);
+  jf->set_failed(static_cast<uint32_t>(failures_));
+  jf->set_skipped(skipped);
+  EmitLocked(std::move(done));
+}
+
+void Job::MarkDispatched(size_t target) {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (record_.targets(static_cast<int>(target)).state() !=
+        varan::v1::TARGET_STATE_QUEUED) {
+      return false;
+    }
+    JobEvent ev;
+    ev.set_target(record_.targets(static_cast<int>(target)).name());
+    ev.mutable_dispatched();
+    EmitLocked(std::move(ev));
+    return true;
+  });
 }
 
 void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
-  {
-    absl::MutexLock lock(&mu_);
-    auto* t = record_.mutable_targets(static_cast<int>(target));
-    if (IsFinal(t->state())) return;
-    std::vector<JobEvent> events;
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (FinalLocked(target)) return false;
+    const std::string& name = record_.targets(static_cast<int>(target)).name();
+    const size_t before = events_.size();
     if (event.has_started()) {
-      started_[target] = true;
-      t->set_state(varan::v1::TARGET_STATE_RUNNING);
-      *t->mutable_start_time() = event.started().start_time();
       JobEvent ev;
-      ev.set_target(t->name());
+      ev.set_target(name);
       ev.mutable_started()->set_pid(event.started().pid());
-      events.push_back(std::move(ev));
+      *ev.mutable_started()->mutable_start_time() =
+          event.started().start_time();
+      EmitLocked(std::move(ev));
     } else if (event.has_output()) {
       const auto& chunk = event.output();
-      int stream = chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-      Capture& cap = captures_[target][static_cast<size_t>(stream)];
-      uint64_t room = capture_limit_ > cap.data.size()
-                          ? capture_limit_ - cap.data.size()
-                          : 0;
-      uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
+      const size_t stream =
+          chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
+      Capture& cap = captures_[target][stream];
+      const uint64_t room = capture_limit_ > cap.data.size()
+                                ? capture_limit_ - cap.data.size()
+                                : 0;
+      const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
       cap.uncaptured += chunk.data().size() - keep;
       if (keep > 0) {
-        cap.data.append(chunk.data(), 0, keep);
         JobEvent ev;
-        ev.set_target(t->name());
+        ev.set_target(name);
         *ev.mutable_output() = chunk;
         if (keep < chunk.data().size()) {
           ev.mutable_output()->mutable_data()->resize(keep);
         }
-        events.push_back(std::move(ev));
+        EmitLocked(std::move(ev));
       }
     } else if (event.has_exited()) {
       const ExitStatus& exit = event.exited();
@@ -175,48 +397,88 @@ void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
         default:
           break;
       }
-      FinishTargetLocked(target, state, &exit, exit.error(), &events);
+      FinishTargetLocked(target, state, &exit, exit.error());
     }
-    for (auto& ev : events) AppendLocked(std::move(ev));
-    if (events.empty()) return;
-  }
-  NotifyWatchers();
+    return events_.size() != before;
+  });
 }
 
 void Job::OnExecuteDone(size_t target, const absl::Status& status) {
-  {
-    absl::MutexLock lock(&mu_);
-    auto* t = record_.mutable_targets(static_cast<int>(target));
-    if (IsFinal(t->state())) return;
-    std::vector<JobEvent> events;
-    if (started_[target]) {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (FinalLocked(target)) return false;
+    if (record_.has_cancel_time()) {
+      FinishTargetLocked(
+          target, varan::v1::TARGET_STATE_CANCELED, nullptr,
+          absl::StrCat("canceled by ", record_.canceled_by(),
+                       "; the call to the periphery ended before it "
+                       "confirmed the process stopped: ",
+                       status.ToString()));
+    } else if (absl::IsDeadlineExceeded(status) &&
+               record_.spec().has_timeout()) {
+      FinishTargetLocked(
+          target, varan::v1::TARGET_STATE_TIMED_OUT, nullptr,
+          absl::StrCat("the periphery did not report the end of the command "
+                       "within a minute after its timeout: ",
+                       status.message()));
+    } else if (started_[target]) {
       FinishTargetLocked(
           target, varan::v1::TARGET_STATE_LOST, nullptr,
           absl::StrCat("connection to the periphery was lost while the "
                        "command ran: ",
-                       status.ToString()),
-          &events);
+                       status.ToString()));
     } else {
       FinishTargetLocked(target, varan::v1::TARGET_STATE_FAILED, nullptr,
                          status.ok() ? "the periphery ended the call without "
                                        "a result"
-                                     : std::string(status.message()),
-                         &events);
+                                     : std::string(status.message()));
     }
-    for (auto& ev : events) AppendLocked(std::move(ev));
-  }
-  NotifyWatchers();
+    return true;
+  });
 }
 
-void Job::FailTarget(size_t target, const std::string& error) {
-  {
-    absl::MutexLock lock(&mu_);
-    std::vector<JobEvent> events;
-    FinishTargetLocked(target, varan::v1::TARGET_STATE_FAILED, nullptr, error,
-                       &events);
-    for (auto& ev : events) AppendLocked(std::move(ev));
-  }
-  NotifyWatchers();
+void Job::FinishTarget(size_t target, TargetState state,
+                       const std::string& error) {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (FinalLocked(target)) return false;
+    FinishTargetLocked(target, state, nullptr, error);
+    return true;
+  });
+}
+
+bool Job::RequestCancel(const std::string& by) {
+  return Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (record_.state() != varan::v1::JOB_STATE_RUNNING ||
+        record_.has_cancel_time()) {
+      return false;
+    }
+    JobEvent ev;
+    ev.mutable_cancel_requested()->set_by(by);
+    EmitLocked(std::move(ev));
+    return true;
+  });
+}
+
+void Job::AbandonAfterRestart() {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t before = events_.size();
+    for (size_t i = 0; i < target_count_; ++i) {
+      const TargetState state = record_.targets(static_cast<int>(i)).state();
+      if (IsFinal(state)) continue;
+      if (state == varan::v1::TARGET_STATE_QUEUED) {
+        FinishTargetLocked(i, varan::v1::TARGET_STATE_FAILED, nullptr,
+                           "core restarted before this target was sent; it "
+                           "never ran");
+      } else {
+        FinishTargetLocked(i, varan::v1::TARGET_STATE_LOST, nullptr,
+                           absl::StrCat("core restarted while the target was ",
+                                        state == varan::v1::TARGET_STATE_RUNNING
+                                            ? "running"
+                                            : "being sent",
+                                        "; its outcome is unknown"));
+      }
+    }
+    return events_.size() != before;
+  });
 }
 
 Job::Read Job::EventAt(uint64_t seq, JobEvent* out) const {
@@ -227,6 +489,11 @@ Job::Read Job::EventAt(uint64_t seq, JobEvent* out) const {
   }
   if (record_.state() != varan::v1::JOB_STATE_RUNNING) return Read::kEnd;
   return Read::kWait;
+}
+
+void Job::NotifyWatchers() {
+  absl::MutexLock lock(&watchers_mu_);
+  for (auto& [handle, callback] : watchers_) callback();
 }
 
 uint64_t Job::AddWatcher(std::function<void()> callback) {

@@ -2,12 +2,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
+#include "common/time_util.h"
 #include "varan/v1/periphery.grpc.pb.h"
 
 namespace varan::core {
 namespace {
 
-// One Agent.Execute call; deletes itself after reporting OnDone.
+constexpr absl::Duration kTimeoutBackstop = absl::Minutes(1);
+
+// One Agent.Execute call; deletes itself once it reported OnDone and no
+// Agent.Cancel call of its own is in flight.
 class DialExecuteCall final
     : public grpc::ClientReadReactor<varan::v1::ExecuteEvent>,
       public ExecuteCall {
@@ -19,9 +23,17 @@ class DialExecuteCall final
       : channel_(std::move(channel)),
         stub_(varan::v1::Agent::NewStub(channel_)),
         address_(address),
+        credential_(credential),
         request_(request),
         observer_(observer) {
     context_.AddMetadata("authorization", BearerHeader(credential));
+    if (request.spec().has_timeout()) {
+      // Backstop for a periphery that never reports the end: its own
+      // timeout, plus room for the kill grace and the report.
+      const absl::Duration limit =
+          FromDuration(request.spec().timeout()) + kTimeoutBackstop;
+      context_.set_deadline(absl::ToChronoTime(absl::Now() + limit));
+    }
   }
 
   void Start() {
@@ -30,7 +42,32 @@ class DialExecuteCall final
     StartCall();
   }
 
-  void Cancel() override { context_.TryCancel(); }
+  void Cancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || cancel_in_flight_) return;
+      cancel_in_flight_ = true;
+    }
+    cancel_context_.AddMetadata("authorization", BearerHeader(credential_));
+    cancel_request_.set_execution_id(request_.execution_id());
+    cancel_context_.set_deadline(std::chrono::system_clock::now() +
+                                 std::chrono::seconds(5));
+    stub_->async()->Cancel(&cancel_context_, &cancel_request_,
+                           &cancel_response_, [this](grpc::Status status) {
+                             // The periphery could not be asked (down, or
+                             // the command is already gone): end the call.
+                             if (!status.ok()) context_.TryCancel();
+                             bool destroy;
+                             {
+                               absl::MutexLock lock(&mu_);
+                               cancel_in_flight_ = false;
+                               destroy = done_;
+                             }
+                             if (destroy) delete this;
+                           });
+  }
+
+  void Abort() override { context_.TryCancel(); }
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
@@ -45,17 +82,30 @@ class DialExecuteCall final
           s.code(), absl::StrCat("periphery at ", address_, ": ", s.message()));
     }
     observer_->OnDone(s);
-    delete this;
+    bool destroy;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      destroy = !cancel_in_flight_;
+    }
+    if (destroy) delete this;
   }
 
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Agent::Stub> stub_;
   const std::string address_;
+  const std::string credential_;
   grpc::ClientContext context_;
   const varan::v1::ExecuteRequest request_;
   varan::v1::ExecuteEvent event_;
   ExecuteObserver* const observer_;
+  grpc::ClientContext cancel_context_;
+  varan::v1::CancelRequest cancel_request_;
+  varan::v1::CancelResponse cancel_response_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_in_flight_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

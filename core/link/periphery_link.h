@@ -26,8 +26,13 @@ class ExecuteObserver {
 class ExecuteCall {
  public:
   virtual ~ExecuteCall() = default;
-  // Asks the periphery to stop the command (by ending the call).
+  // Asks the periphery to stop the command (Agent.Cancel); the call then
+  // reports how it ended. If the periphery cannot be asked, the call is
+  // aborted instead.
   virtual void Cancel() = 0;
+  // Drops the call at once (the periphery stops the command unless it was
+  // asked to survive its caller). OnDone follows with CANCELLED.
+  virtual void Abort() = 0;
 };
 
 class PeripheryLink {

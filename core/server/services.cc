@@ -152,7 +152,7 @@ grpc::ServerUnaryReactor* FleetService::ListPeripheries(
       !s.ok()) {
     return Done(context, s);
   }
-  auto list = fleet_->List(request->target());
+  auto list = fleet_->List(request->target(), request->include_removed());
   if (!list.ok()) return Done(context, ToGrpcStatus(list.status()));
   for (auto& p : *list) *response->add_peripheries() = std::move(p);
   return Done(context, grpc::Status::OK);
@@ -173,6 +173,37 @@ grpc::ServerUnaryReactor* FleetService::GetPeriphery(
   return Done(context, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* FleetService::RemovePeriphery(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RemovePeripheryRequest* request,
+    varan::v1::Periphery* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  auto p = fleet_->Remove(request->name_or_id());
+  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
+  spdlog::info("periphery {} removed by {}", p->name(), caller.name);
+  *response = *std::move(p);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* FleetService::UpdateLabels(
+    grpc::CallbackServerContext* context,
+    const varan::v1::UpdateLabelsRequest* request,
+    varan::v1::Periphery* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  auto p = fleet_->UpdateLabels(*request);
+  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
+  *response = *std::move(p);
+  return Done(context, grpc::Status::OK);
+}
+
 // --- Jobs ------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* JobsService::Dispatch(
@@ -184,12 +215,49 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
       !s.ok()) {
     return Done(context, s);
   }
-  auto job = dispatcher_->Dispatch(*request, caller.name);
-  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
+  // Answer once the job is committed (an id the caller holds survives a core
+  // crash) and the response is filled, whichever comes last: the commit
+  // callback runs on the store's writer thread, possibly before Dispatch
+  // returns here.
+  struct Pending {
+    grpc::ServerUnaryReactor* reactor;
+    absl::Mutex mu;
+    int waiting ABSL_GUARDED_BY(mu) = 2;
+    grpc::Status status ABSL_GUARDED_BY(mu);
+    void Arrive(const grpc::Status* error) {
+      grpc::Status finish;
+      {
+        absl::MutexLock lock(&mu);
+        if (error != nullptr) status = *error;
+        if (--waiting > 0) return;
+        finish = status;
+      }
+      reactor->Finish(finish);
+    }
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->reactor = context->DefaultReactor();
+  auto job = dispatcher_->Dispatch(
+      *request, caller.name, [pending](const absl::Status& committed) {
+        if (committed.ok()) {
+          pending->Arrive(nullptr);
+          return;
+        }
+        const grpc::Status error(grpc::StatusCode::UNAVAILABLE,
+                                 absl::StrCat("core could not store the job: ",
+                                              committed.message()));
+        pending->Arrive(&error);
+      });
+  if (!job.ok()) {
+    pending->reactor->Finish(ToGrpcStatus(job.status()));
+    return pending->reactor;
+  }
   response->set_job_id((*job)->id());
   const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
   for (const auto& t : snapshot.targets()) response->add_targets(t.name());
-  return Done(context, grpc::Status::OK);
+  grpc::ServerUnaryReactor* reactor = pending->reactor;
+  pending->Arrive(nullptr);
+  return reactor;
 }
 
 grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
@@ -246,8 +314,23 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
       !s.ok()) {
     return Done(context, s);
   }
-  size_t limit = request->limit() == 0 ? 50 : std::min(request->limit(), 1000u);
-  for (auto& j : dispatcher_->List(limit)) *response->add_jobs() = std::move(j);
+  auto list = dispatcher_->List(*request);
+  if (!list.ok()) return Done(context, ToGrpcStatus(list.status()));
+  *response = *std::move(list);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* JobsService::CancelJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
+  Caller caller;
+  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  auto job = dispatcher_->Cancel(request->job_id(), caller.name);
+  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
+  *response = *std::move(job);
   return Done(context, grpc::Status::OK);
 }
 

@@ -33,7 +33,7 @@ class RegistryService final : public varan::v1::Registry::CallbackService {
 
 class FleetService final : public varan::v1::Fleet::CallbackService {
  public:
-  FleetService(const Authenticator* auth, const FleetRegistry* fleet)
+  FleetService(const Authenticator* auth, FleetRegistry* fleet)
       : auth_(auth), fleet_(fleet) {}
 
   grpc::ServerUnaryReactor* ListPeripheries(
@@ -44,10 +44,18 @@ class FleetService final : public varan::v1::Fleet::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::GetPeripheryRequest* request,
       varan::v1::Periphery* response) override;
+  grpc::ServerUnaryReactor* RemovePeriphery(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RemovePeripheryRequest* request,
+      varan::v1::Periphery* response) override;
+  grpc::ServerUnaryReactor* UpdateLabels(
+      grpc::CallbackServerContext* context,
+      const varan::v1::UpdateLabelsRequest* request,
+      varan::v1::Periphery* response) override;
 
  private:
   const Authenticator* const auth_;
-  const FleetRegistry* const fleet_;
+  FleetRegistry* const fleet_;
 };
 
 class JobsService final : public varan::v1::Jobs::CallbackService {
@@ -72,6 +80,10 @@ class JobsService final : public varan::v1::Jobs::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::ListJobsRequest* request,
       varan::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(
+      grpc::CallbackServerContext* context,
+      const varan::v1::CancelJobRequest* request,
+      varan::v1::Job* response) override;
 
  private:
   const Authenticator* const auth_;

@@ -157,12 +157,25 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
     return reactor;
   }
   bool admitted = false;
+  bool duplicate = false;
   {
     absl::MutexLock lock(&mu_);
     if (PruneLocked() < options_.max_concurrent) {
-      running_.insert(reactor);
-      admitted = true;
+      duplicate = !request->execution_id().empty() &&
+                  executions_.contains(request->execution_id());
+      if (!duplicate) {
+        running_.insert(reactor);
+        admitted = true;
+      }
     }
+  }
+  if (duplicate) {
+    reactor->Begin(
+        nullptr,
+        grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                     absl::StrCat("execution \"", request->execution_id(),
+                                  "\" is already running")));
+    return reactor;
   }
   if (!admitted) {
     reactor->Begin(
@@ -180,9 +193,38 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
   spdlog::info("execution {}: started", request->execution_id());
   {
     absl::MutexLock lock(&mu_);
-    executions_.push_back(*execution);
+    std::string key = request->execution_id();
+    if (key.empty()) key = absl::StrCat("\x01anonymous-", anonymous_++);
+    executions_[key] = *execution;
   }
   reactor->Begin(*std::move(execution), grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::Cancel(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CancelRequest* request, varan::v1::CancelResponse*) {
+  auto* reactor = context->DefaultReactor();
+  grpc::Status auth = Authenticate(*context);
+  if (!auth.ok()) {
+    reactor->Finish(auth);
+    return reactor;
+  }
+  std::shared_ptr<Execution> execution;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = executions_.find(request->execution_id());
+    if (it != executions_.end()) execution = it->second.lock();
+  }
+  if (execution == nullptr || execution->finished()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("no running execution \"",
+                                              request->execution_id(), "\"")));
+    return reactor;
+  }
+  spdlog::info("execution {}: cancel requested", request->execution_id());
+  execution->Cancel();  // signals only; never blocks
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
@@ -212,8 +254,8 @@ grpc::ServerUnaryReactor* AgentService::GetStats(
 }
 
 uint32_t AgentService::PruneLocked() {
-  std::erase_if(executions_, [](const std::weak_ptr<Execution>& w) {
-    auto e = w.lock();
+  absl::erase_if(executions_, [](const auto& entry) {
+    auto e = entry.second.lock();
     return e == nullptr || e->finished();
   });
   return static_cast<uint32_t>(executions_.size());

@@ -4,7 +4,8 @@
 // (`authorization: Bearer ...`), held in a CredentialHolder the uplink fills;
 // until registration succeeds every call is refused with UNAUTHENTICATED.
 // Execute runs the command through periphery::Execution, at most
-// `max_concurrent` at once (RESOURCE_EXHAUSTED past that).
+// `max_concurrent` at once (RESOURCE_EXHAUSTED past that); Cancel stops one
+// by its execution id.
 //
 // Thread-safe. The service must outlive the grpc::Server it is registered
 // with; Shutdown() cancels running executions and waits for them.
@@ -12,6 +13,7 @@
 
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "periphery/exec/execution.h"
@@ -52,6 +54,10 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
       const varan::v1::ExecuteRequest* request) override;
+  grpc::ServerUnaryReactor* Cancel(
+      grpc::CallbackServerContext* context,
+      const varan::v1::CancelRequest* request,
+      varan::v1::CancelResponse* response) override;
   grpc::ServerUnaryReactor* GetFacts(grpc::CallbackServerContext* context,
                                      const varan::v1::GetFactsRequest* request,
                                      varan::v1::HostFacts* response) override;
@@ -82,9 +88,12 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   const HostSnapshot* const host_;
   mutable absl::Mutex mu_;
   absl::flat_hash_set<ExecuteReactor*> running_ ABSL_GUARDED_BY(mu_);
-  // Every execution started, including those that survive their caller;
-  // pruned as they finish. Counted against max_concurrent.
-  std::vector<std::weak_ptr<Execution>> executions_ ABSL_GUARDED_BY(mu_);
+  // Every execution started, including those that survive their caller,
+  // by execution id (or a generated key when the caller gave none); pruned
+  // as they finish. Counted against max_concurrent.
+  absl::flat_hash_map<std::string, std::weak_ptr<Execution>> executions_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t anonymous_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace varan::periphery

@@ -108,6 +108,12 @@ class JobTest : public ::testing::Test {
         case JobEvent::kJobFinished:
           out += 'J';
           break;
+        case JobEvent::kDispatched:
+          out += 'd';
+          break;
+        case JobEvent::kCancelRequested:
+          out += 'C';
+          break;
         default:
           out += '?';
       }
@@ -159,25 +165,25 @@ TEST_F(JobTest, TwoTargetsExitingZeroSucceed) {
   EXPECT_TRUE(job->finished());
 
   auto events = Events(*job);
-  EXPECT_EQ(Kinds(events), "AssooooffJ");
-  EXPECT_EQ(events[1].target(), "a");
-  EXPECT_EQ(events[1].started().pid(), 100);
-  EXPECT_EQ(events[2].started().pid(), 200);
-  EXPECT_EQ(events[3].output().data(), "hello ");
-  EXPECT_EQ(events[4].output().stream(), varan::v1::OUTPUT_STREAM_STDERR);
-  EXPECT_EQ(events[6].target(), "b");
-  EXPECT_EQ(events[7].finished().state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(events[7].target(), "a");
+  EXPECT_EQ(Kinds(events), "AddssooooffJ");
+  EXPECT_EQ(events[3].target(), "a");
+  EXPECT_EQ(events[3].started().pid(), 100);
+  EXPECT_EQ(events[4].started().pid(), 200);
+  EXPECT_EQ(events[5].output().data(), "hello ");
+  EXPECT_EQ(events[6].output().stream(), varan::v1::OUTPUT_STREAM_STDERR);
   EXPECT_EQ(events[8].target(), "b");
-  const auto& done = events[9].job_finished();
+  EXPECT_EQ(events[9].finished().state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(events[9].target(), "a");
+  EXPECT_EQ(events[10].target(), "b");
+  const auto& done = events[11].job_finished();
   EXPECT_EQ(done.state(), varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(done.succeeded(), 2u);
   EXPECT_EQ(done.failed(), 0u);
-  EXPECT_EQ(events[9].target(), "");
+  EXPECT_EQ(events[11].target(), "");
 
   JobEvent ev;
-  EXPECT_EQ(job->EventAt(10, &ev), Job::Read::kEnd);
-  EXPECT_EQ(job->EventAt(9, &ev), Job::Read::kEvent);
+  EXPECT_EQ(job->EventAt(12, &ev), Job::Read::kEnd);
+  EXPECT_EQ(job->EventAt(11, &ev), Job::Read::kEvent);
 
   varan::v1::Job snap = job->Snapshot(/*with_output=*/true);
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
@@ -287,9 +293,9 @@ TEST_F(JobTest, ExecuteDoneBeforeStartFailsTheTargetWithTheMessage) {
   EXPECT_EQ(snap.targets(0).error(), "connection refused");
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
   auto events = Events(*job);
-  ASSERT_EQ(Kinds(events), "AfJ");
-  EXPECT_EQ(events[1].finished().state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_EQ(events[1].finished().error(), "connection refused");
+  ASSERT_EQ(Kinds(events), "AdfJ");
+  EXPECT_EQ(events[2].finished().state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_EQ(events[2].finished().error(), "connection refused");
 }
 
 TEST_F(JobTest, ExecuteDoneOkWithoutResultFailsTheTarget) {
@@ -320,7 +326,7 @@ TEST_F(JobTest, ExecuteDoneAfterExitChangesNothing) {
   job->OnExecuteEvent(0, Exited(0));
   const size_t before = Events(*job).size();
   job->OnExecuteDone(0, absl::UnavailableError("late"));
-  job->FailTarget(0, "late");
+  job->FinishTarget(0, varan::v1::TARGET_STATE_FAILED, "late");
   job->OnExecuteEvent(0, Stdout(0, "late output"));
   job->OnExecuteEvent(0, Exited(1));
   EXPECT_EQ(Events(*job).size(), before);
@@ -331,9 +337,10 @@ TEST_F(JobTest, ExecuteDoneAfterExitChangesNothing) {
   EXPECT_EQ(snap.targets(0).stdout(), "");
 }
 
-TEST_F(JobTest, FailTargetFinishesAnUnsentTarget) {
+TEST_F(JobTest, FinishTargetFinishesAnUnsentTarget) {
   auto job = MakeJob({"a", "b"});
-  job->FailTarget(1, "periphery b is offline");
+  job->FinishTarget(1, varan::v1::TARGET_STATE_FAILED,
+                    "periphery b is offline");
   EXPECT_FALSE(job->finished());
   varan::v1::Job snap = job->Snapshot(false);
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
@@ -408,7 +415,8 @@ TEST_F(JobTest, NoCallbackAfterRemoveWatcher) {
   EXPECT_EQ(first, 1);
   EXPECT_EQ(second, 2);
   job->RemoveWatcher(h2);
-  job->FailTarget(1, "gone");  // appends finished and job_finished
+  job->FinishTarget(1, varan::v1::TARGET_STATE_FAILED,
+                    "gone");  // appends finished and job_finished
   ASSERT_TRUE(job->finished());
   EXPECT_EQ(first, 1);
   EXPECT_EQ(second, 2);
@@ -441,6 +449,68 @@ TEST_F(JobTest, IsFinal) {
         varan::v1::TARGET_STATE_DISPATCHED, varan::v1::TARGET_STATE_RUNNING}) {
     EXPECT_FALSE(IsFinal(s)) << s;
   }
+}
+
+TEST_F(JobTest, CoreGivesUpOnATargetPastItsTimeout) {
+  varan::v1::Job record;
+  record.set_id("job-t");
+  record.mutable_spec()->set_shell("sleep 100");
+  record.mutable_spec()->mutable_timeout()->set_seconds(5);
+  record.add_targets()->set_name("a");
+  Job job(std::move(record), 1024, &clock_);
+  job.MarkDispatched(0);
+  job.OnExecuteEvent(0, Started(5));
+  job.OnExecuteDone(0, absl::DeadlineExceededError("Deadline Exceeded"));
+  varan::v1::Job snap = job.Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_TIMED_OUT);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("within a minute"));
+}
+
+TEST_F(JobTest, RestoreReplaysTheLogIntoTheSameRecord) {
+  auto job = MakeJob({"a", "b"}, /*capture_limit=*/4);
+  job->MarkDispatched(0);
+  job->MarkDispatched(1);
+  job->OnExecuteEvent(0, Started(100));
+  job->OnExecuteEvent(0, Stdout(0, "hello"));  // one byte past the limit
+  job->OnExecuteEvent(0, Exited(0));
+  ASSERT_TRUE(job->RequestCancel("alice"));
+  job->OnExecuteDone(1, absl::CancelledError("gone"));
+  ASSERT_TRUE(job->finished());
+
+  StoredJob stored;
+  stored.record = job->Snapshot(false);  // the final summary, as stored
+  stored.events = Events(*job);
+  auto restored = Job::Restore(stored, &clock_, nullptr);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->Snapshot(true).DebugString(),
+            job->Snapshot(true).DebugString());
+  EXPECT_EQ((*restored)->Snapshot(false).state(),
+            varan::v1::JOB_STATE_CANCELED);
+  EXPECT_EQ((*restored)->Snapshot(true).targets(0).stdout(), "hell");
+  EXPECT_EQ((*restored)->Snapshot(true).targets(0).stdout_uncaptured_bytes(),
+            1u);
+
+  StoredJob gap = stored;
+  gap.events.erase(gap.events.begin() + 2);
+  auto broken = Job::Restore(gap, &clock_, nullptr);
+  EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(broken.status().message()), HasSubstr("missing"));
+}
+
+TEST_F(JobTest, AbandonAfterRestartFinishesEveryTargetWithAReason) {
+  auto job = MakeJob({"a", "b", "c"});
+  job->MarkDispatched(0);
+  job->OnExecuteEvent(0, Started(1));
+  job->MarkDispatched(1);
+  job->AbandonAfterRestart();
+  ASSERT_TRUE(job->finished());
+  varan::v1::Job snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("was running"));
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(2).error(), HasSubstr("never ran"));
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
 }
 
 }  // namespace

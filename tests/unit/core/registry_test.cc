@@ -10,8 +10,10 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/time_util.h"
+#include "core/store/sqlite_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/temp_dir.h"
 
 namespace varan::core {
 namespace {
@@ -348,6 +350,213 @@ TEST_F(FleetRegistryTest, IdsAreDistinctPerName) {
   auto b = MustRegister("b");
   EXPECT_NE(a.id, b.id);
   EXPECT_NE(a.credential, b.credential);
+}
+
+TEST_F(FleetRegistryTest, TickReportsEachPeripheryGoingOfflineOnce) {
+  std::vector<std::string> gone;
+  registry_.SetGoneListener(
+      [&gone](const std::string& id, const std::string& reason) {
+        gone.push_back(id + ": " + reason);
+      });
+  auto a = MustRegister("a");
+  registry_.Tick();
+  EXPECT_TRUE(gone.empty());
+  clock_.Advance(3 * kInterval);  // exactly the TTL: still online
+  registry_.Tick();
+  EXPECT_TRUE(gone.empty());
+  clock_.Advance(absl::Seconds(1));
+  registry_.Tick();
+  registry_.Tick();
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_THAT(gone[0], HasSubstr(a.id + ": periphery a went offline"));
+  EXPECT_THAT(gone[0], HasSubstr("TTL 30s"));
+  // Back online, then offline again: reported again.
+  ASSERT_TRUE(registry_.Heartbeat(a.id, a.credential, {}, "::1").ok());
+  EXPECT_EQ(MustGet("a").state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  clock_.Advance(4 * kInterval);
+  registry_.Tick();
+  EXPECT_EQ(gone.size(), 2u);
+}
+
+TEST_F(FleetRegistryTest, RemoveRevokesTheCredentialAndHidesThePeriphery) {
+  std::vector<std::string> gone;
+  registry_.SetGoneListener([&gone](const std::string& id, const std::string&) {
+    gone.push_back(id);
+  });
+  auto a = MustRegister("a", {{"env", "prod"}});
+  auto removed = registry_.Remove("a");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(removed->state(), varan::v1::PERIPHERY_STATE_REMOVED);
+  EXPECT_THAT(gone, ::testing::ElementsAre(a.id));
+  EXPECT_EQ(registry_.Heartbeat(a.id, a.credential, {}, "::1").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(registry_.List(Selecting(""))->empty());
+  auto with_removed = registry_.List(Selecting(""), /*include_removed=*/true);
+  ASSERT_EQ(with_removed->size(), 1u);
+  EXPECT_EQ((*with_removed)[0].state(), varan::v1::PERIPHERY_STATE_REMOVED);
+  EXPECT_TRUE(registry_.Resolve(Selecting("env=prod"))->empty());
+  EXPECT_EQ(registry_.Remove("a").status().code(), absl::StatusCode::kNotFound);
+  // Registering again makes a new periphery.
+  auto again = MustRegister("a");
+  EXPECT_NE(again.id, a.id);
+  EXPECT_EQ(MustGet("a").state(), varan::v1::PERIPHERY_STATE_ONLINE);
+}
+
+TEST_F(FleetRegistryTest, UpdateLabelsOverridesReportedLabels) {
+  MustRegister("a", {{"env", "dev"}, {"tier", "web"}});
+  varan::v1::UpdateLabelsRequest req;
+  req.set_name_or_id("a");
+  (*req.mutable_set())["env"] = "prod";
+  (*req.mutable_set())["owner"] = "ops";
+  req.add_remove("tier");
+  auto p = registry_.UpdateLabels(req);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->labels().at("env"), "prod");
+  EXPECT_EQ(p->labels().at("owner"), "ops");
+  EXPECT_FALSE(p->labels().contains("tier"));
+  EXPECT_EQ(p->reported_labels().at("env"), "dev");
+  EXPECT_EQ(registry_.List(Selecting("env=prod,!tier"))->size(), 1u);
+  // The periphery registering again with its own labels keeps the changes.
+  MustRegister("a", {{"env", "dev"}, {"tier", "web"}, {"zone", "b"}});
+  auto after = MustGet("a");
+  EXPECT_EQ(after.labels().at("env"), "prod");
+  EXPECT_EQ(after.labels().at("zone"), "b");
+  EXPECT_FALSE(after.labels().contains("tier"));
+}
+
+TEST_F(FleetRegistryTest, UpdateLabelsRejectsBadRequests) {
+  MustRegister("a");
+  struct Case {
+    std::string name_or_id;
+    std::map<std::string, std::string> set;
+    std::vector<std::string> remove;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"nope", {{"k", "v"}}, {}, absl::StatusCode::kNotFound, "nope"},
+      {"a",
+       {{"bad key!", "v"}},
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "bad key!"},
+      {"a",
+       {{"k", "bad value!"}},
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "bad value!"},
+      {"a",
+       {{"k", "v"}},
+       {"k"},
+       absl::StatusCode::kInvalidArgument,
+       "both set and removed"},
+  };
+  for (const Case& c : cases) {
+    varan::v1::UpdateLabelsRequest req;
+    req.set_name_or_id(c.name_or_id);
+    req.mutable_set()->insert(c.set.begin(), c.set.end());
+    for (const auto& k : c.remove) req.add_remove(k);
+    auto p = registry_.UpdateLabels(req);
+    EXPECT_EQ(p.status().code(), c.code) << c.message;
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(c.message));
+  }
+}
+
+// With a store: what survives a restart, and the grace period after it.
+class FleetPersistenceTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<FleetRegistry> Start() {
+    auto store = SqliteStore::Open(dir_.path() + "/core.db", {});
+    EXPECT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto registry = std::make_unique<FleetRegistry>(
+        &clock_,
+        FleetOptions{kInterval, 3, /*restart_grace=*/absl::Minutes(2),
+                     absl::Seconds(30)},
+        store_.get());
+    EXPECT_TRUE(registry->Load().ok());
+    return registry;
+  }
+  void Stop(std::unique_ptr<FleetRegistry> registry) {
+    registry.reset();
+    EXPECT_TRUE(store_->Sync().ok());
+    store_.reset();
+  }
+
+  FakeClock clock_;
+  varan::testing::UnitTempDir dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(FleetPersistenceTest, FleetSurvivesARestartWithAGracePeriod) {
+  auto registry = Start();
+  varan::v1::RegisterRequest req;
+  req.set_name("web-1");
+  (*req.mutable_labels())["env"] = "dev";
+  req.set_advertise_address("[fd00::5]:7701");
+  req.mutable_facts()->set_hostname("web-1.example");
+  auto reg = registry->Register(req, "fd00::5");
+  ASSERT_TRUE(reg.ok());
+  ASSERT_TRUE(
+      registry->Heartbeat(reg->id, reg->credential, {}, "fd00::5").ok());
+  req.set_name("quiet");
+  auto quiet = registry->Register(req, "fd00::6");  // never confirmed
+  ASSERT_TRUE(quiet.ok());
+  varan::v1::UpdateLabelsRequest labels;
+  labels.set_name_or_id("web-1");
+  (*labels.mutable_set())["env"] = "prod";
+  ASSERT_TRUE(registry->UpdateLabels(labels).ok());
+  Stop(std::move(registry));
+
+  // Core is down for ten minutes, far past the TTL.
+  clock_.Advance(absl::Minutes(10));
+  registry = Start();
+  std::vector<std::string> gone;
+  registry->SetGoneListener([&gone](const std::string& id, const std::string&) {
+    gone.push_back(id);
+  });
+  auto p = registry->Get("web-1");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->id(), reg->id);
+  EXPECT_EQ(p->labels().at("env"), "prod");
+  EXPECT_EQ(p->facts().hostname(), "web-1.example");
+  EXPECT_EQ(p->address(), "[fd00::5]:7701");
+  // Online during the grace period, not before it was ever confirmed.
+  EXPECT_EQ(p->state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  EXPECT_EQ(registry->Get("quiet")->state(),
+            varan::v1::PERIPHERY_STATE_OFFLINE);
+  // The credential survives: heartbeats go on without re-registering.
+  clock_.Advance(absl::Minutes(1));
+  registry->Tick();
+  EXPECT_TRUE(gone.empty());
+  // Silent past the grace period: offline, reported once.
+  clock_.Advance(absl::Minutes(1) + absl::Seconds(1));
+  registry->Tick();
+  EXPECT_THAT(gone, ::testing::ElementsAre(reg->id));
+  EXPECT_EQ(registry->Get("web-1")->state(),
+            varan::v1::PERIPHERY_STATE_OFFLINE);
+  EXPECT_TRUE(
+      registry->Heartbeat(reg->id, reg->credential, {}, "fd00::5").ok());
+  EXPECT_EQ(registry->Get("web-1")->state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  Stop(std::move(registry));
+}
+
+TEST_F(FleetPersistenceTest, RemovalSurvivesARestart) {
+  auto registry = Start();
+  varan::v1::RegisterRequest req;
+  req.set_name("old");
+  req.set_advertise_address("[::1]:7701");
+  auto reg = registry->Register(req, "::1");
+  ASSERT_TRUE(reg.ok());
+  ASSERT_TRUE(registry->Remove("old").ok());
+  Stop(std::move(registry));
+  registry = Start();
+  EXPECT_EQ(registry->Get("old").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry->Get(reg->id)->state(),
+            varan::v1::PERIPHERY_STATE_REMOVED);
+  EXPECT_EQ(registry->Heartbeat(reg->id, reg->credential, {}, "::1").code(),
+            absl::StatusCode::kNotFound);
+  Stop(std::move(registry));
 }
 
 }  // namespace

@@ -1,0 +1,173 @@
+// SqliteStore: the Store (core/store/store.h) kept in one SQLite database
+// file, <data-dir>/core.db.
+//
+// Durability: the database runs in WAL mode with synchronous=NORMAL. A
+// committed write survives the process being killed (kill -9) at any point;
+// a power loss or kernel crash may lose the last commits (never corrupts the
+// file). The file and its -wal/-shm companions are private (mode 0600):
+// periphery credentials are stored in it.
+//
+// Ownership and threads: a SqliteStore owns two connections and one writer
+// thread. Writes (SavePeriphery, CreateJob, AppendEvents, FinishJob) only
+// append to an in-memory queue under a mutex; the writer thread takes all
+// that is queued (up to `max_batch_ops`), executes it in one transaction
+// with cached prepared statements, commits, then runs the callbacks with the
+// commit status (no store lock held). Reads use a second connection of their
+// own, so they never wait for a commit in progress. Retention also runs on
+// the writer thread, at most `prune_batch_jobs` jobs per transaction,
+// interleaved with queued writes. All public methods are thread-safe. The
+// destructor commits everything still queued, then joins the writer; no
+// method may be called concurrently with it.
+//
+// Schema changes are numbered migrations recorded in PRAGMA user_version,
+// each applied in a transaction of its own; Open refuses a database written
+// by a newer binary.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "core/store/store.h"
+
+namespace varan::core {
+
+struct SqliteStoreOptions {
+  // Runs first right after Open, then every `interval` after the previous
+  // run ended. Periodic runs are off when both limits are zero or the
+  // interval is not positive (PruneNow still applies the limits).
+  RetentionOptions retention;
+  // Writes committed in one transaction at most. A larger batch amortizes
+  // the commit further but delays the callbacks of its first writes.
+  size_t max_batch_ops = 10000;
+  // Jobs deleted in one retention transaction at most, so that queued
+  // writes are not held up for long.
+  size_t prune_batch_jobs = 500;
+  // How long a statement waits for a lock held by another connection (for
+  // example a checkpoint in progress) before failing with UNAVAILABLE.
+  absl::Duration busy_timeout = absl::Seconds(5);
+  // Upper bound for the database file, rounded down to whole pages; a write
+  // that would grow it further fails with RESOURCE_EXHAUSTED. Zero: no
+  // bound beyond the disk.
+  uint64_t max_size_bytes = 0;
+  // Time source for retention's max_age; null means the wall clock. The
+  // retention interval itself always runs on the wall clock.
+  const Clock* clock = nullptr;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // The schema version this binary writes (PRAGMA user_version).
+  static const int kSchemaVersion;
+
+  // Opens (creating if missing, with mode 0600) the database at `path`,
+  // checks it (PRAGMA quick_check), applies pending migrations and starts
+  // the writer thread. The parent directory must exist. Errors, each naming
+  // `path`:
+  //  * DATA_LOSS: the file is not a valid database, or fails its integrity
+  //    check. The file is left as it is.
+  //  * FAILED_PRECONDITION: the schema is newer than this binary supports.
+  //  * PERMISSION_DENIED: the file or its directory cannot be written (the
+  //    store never falls back to read-only).
+  //  * INVALID_ARGUMENT / NOT_FOUND / others: the path cannot be opened.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(
+      const std::string& path, SqliteStoreOptions options);
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // --- Store ---------------------------------------------------------------
+  // Peripheries come back ordered by id.
+  absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() override;
+  void SavePeriphery(const StoredPeriphery& p) override;
+  // A job id that exists already fails the write (ALREADY_EXISTS to `done`
+  // and to the next Sync). Output in `record`'s targets is not stored.
+  void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
+  // Events of an unknown job, or a sequence number stored already, fail the
+  // whole call (none of its events are stored).
+  void AppendEvents(const std::string& job_id,
+                    std::vector<varan::v1::JobEvent> events) override;
+  // Replaces the record and the state; created_by, create_time and the
+  // target names stay as CreateJob stored them. An unknown id fails with
+  // NOT_FOUND. Output in `record`'s targets is not stored.
+  void FinishJob(const varan::v1::Job& record, CommitCallback done) override;
+  absl::StatusOr<StoredJob> LoadJob(const std::string& id) override;
+  absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
+  // A limit of 0 returns no jobs; `more` then tells whether any match.
+  absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
+  // From a commit callback (the writer thread) this returns
+  // FAILED_PRECONDITION instead of deadlocking.
+  absl::Status Sync() override;
+
+  // Runs retention now, to completion, and waits for it: the writes queued
+  // before the call are committed first. Returns the number of jobs
+  // deleted. Works whether or not periodic retention is enabled, with the
+  // limits of `options.retention` (zero limits delete nothing).
+  absl::StatusOr<uint64_t> PruneNow();
+
+ private:
+  class Db;
+  struct Waiter;
+  struct PeripheryOp;
+  struct CreateJobOp;
+  struct EventsOp;
+  struct FinishJobOp;
+  struct SyncOp;
+  struct PruneOp;
+  using Op = std::variant<PeripheryOp, CreateJobOp, EventsOp, FinishJobOp,
+                          SyncOp, PruneOp>;
+  // Where a retention run is; owned by the writer thread.
+  struct PruneRun;
+
+  SqliteStore(std::string path, SqliteStoreOptions options,
+              std::unique_ptr<Db> writer, std::unique_ptr<Db> reader);
+
+  // False (and `op` dropped) once the writer has exited.
+  bool Enqueue(Op op);
+  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriterLoop();
+  void ExecuteBatch(std::vector<Op>& batch);
+  absl::Status ExecuteOp(Op& op);
+  void StartPrune(Waiter* waiter);
+  void PruneStep();
+  void FinishPrune(const absl::Status& status);
+  absl::StatusOr<StoredJob> LoadJobLocked(const std::string& id,
+                                          std::string record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+
+  const std::string path_;
+  const SqliteStoreOptions options_;
+  const Clock* const clock_;
+
+  // Used by the writer thread only (and by Open before it starts).
+  const std::unique_ptr<Db> writer_;
+  // First failed write since the last Sync marker was executed.
+  absl::Status unsynced_error_;
+  std::unique_ptr<PruneRun> prune_;
+  absl::Time next_prune_ = absl::InfiniteFuture();
+
+  absl::Mutex read_mu_;
+  const std::unique_ptr<Db> reader_ ABSL_PT_GUARDED_BY(read_mu_);
+
+  absl::Mutex mu_;
+  // std::vector, not std::deque: Op is incomplete here.
+  std::vector<Op> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Set when the writer has exited; later writes are dropped with an error.
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread writer_thread_;
+};
+
+}  // namespace varan::core

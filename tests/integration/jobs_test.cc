@@ -1,0 +1,325 @@
+// Jobs through the real binaries (issue #4): fan-out by label, max_parallel,
+// stop_after_failures, cancel reaching running processes, a watch resumed
+// mid-job, a periphery killed mid-job, and core killed with kill -9 mid-job
+// and restarted.
+#include <signal.h>
+#include <sys/types.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/grpc_util.h"
+#include "common/time_util.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/daemons.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using varan::v1::JobEvent;
+
+class JobsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fleet_ = std::make_unique<TestFleet>(std::vector<std::string>{
+        "--heartbeat-interval", "0.3", "--restart-grace", "5"});
+    fleet_->StartCore();
+  }
+
+  // A raw Jobs stub (for what the client library does not expose, such as
+  // dropping a watch half-way).
+  std::unique_ptr<varan::v1::Jobs::Stub> Stub() {
+    return varan::v1::Jobs::NewStub(grpc::CreateChannel(
+        fleet_->core_address(), grpc::InsecureChannelCredentials()));
+  }
+  std::string Token() {
+    return std::string(absl::StripTrailingAsciiWhitespace(
+        ReadFile(fleet_->admin_token_file())));
+  }
+
+  static varan::v1::DispatchRequest Shell(const std::string& selector,
+                                          const std::string& command) {
+    varan::v1::DispatchRequest req;
+    req.mutable_target()->set_selector(selector);
+    req.mutable_spec()->set_shell(command);
+    return req;
+  }
+
+  std::string MustDispatch(const varan::v1::DispatchRequest& req) {
+    auto resp = fleet_->client()->Dispatch(req);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return resp.ok() ? resp->job_id() : "";
+  }
+
+  varan::v1::Job MustGet(const std::string& id) {
+    auto job = fleet_->client()->GetJob(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : varan::v1::Job();
+  }
+
+  // Waits until the job is no longer running; returns it.
+  varan::v1::Job WaitFinished(const std::string& id,
+                              absl::Duration timeout = absl::Seconds(20)) {
+    varan::v1::Job job;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto j = fleet_->client()->GetJob(id);
+          if (!j.ok()) return false;
+          job = *j;
+          return job.state() != varan::v1::JOB_STATE_RUNNING;
+        },
+        timeout))
+        << job.DebugString();
+    return job;
+  }
+
+  std::unique_ptr<TestFleet> fleet_;
+};
+
+TEST_F(JobsTest, FanOutReachesOnlyMatchedPeripheries) {
+  fleet_->StartPeriphery("web-1", {"role=web", "env=prod"});
+  fleet_->StartPeriphery("web-2", {"role=web", "env=dev"});
+  fleet_->StartPeriphery("db-1", {"role=db", "env=prod"});
+  std::vector<JobEvent> events;
+  absl::Status s = fleet_->client()->Exec(
+      Shell("role in (web),env!=staging", "echo from-$PPID"),
+      [&](const JobEvent& ev) { events.push_back(ev); });
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events[0].has_accepted());
+  EXPECT_THAT(events[0].accepted().targets(), ElementsAre("web-1", "web-2"));
+  std::set<std::string> outputs;
+  for (const auto& ev : events) {
+    if (ev.has_output()) outputs.insert(ev.target());
+  }
+  EXPECT_THAT(outputs, ElementsAre("web-1", "web-2"));
+  ASSERT_TRUE(events.back().has_job_finished());
+  EXPECT_EQ(events.back().job_finished().state(),
+            varan::v1::JOB_STATE_SUCCEEDED);
+
+  // A malformed selector is refused with its position, and nothing runs.
+  auto bad = fleet_->client()->Dispatch(Shell("role in (web", "true"));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("position"));
+  // Zero matches is an error unless asked for.
+  auto none = fleet_->client()->Dispatch(Shell("role=cache", "true"));
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobsTest, MaxParallelIsHonoured) {
+  for (int i = 1; i <= 4; ++i) fleet_->StartPeriphery(absl::StrCat("p", i));
+  auto req = Shell("", "sleep 0.4");
+  req.mutable_options()->set_max_parallel(2);
+  varan::v1::Job job = WaitFinished(MustDispatch(req));
+  ASSERT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  // At no start of a target were more than two running (counting it).
+  struct Span {
+    absl::Time start, finish;
+  };
+  std::vector<Span> spans;
+  for (const auto& t : job.targets()) {
+    spans.push_back(
+        {FromTimestamp(t.start_time()), FromTimestamp(t.finish_time())});
+  }
+  size_t peak = 0;
+  for (const Span& s : spans) {
+    size_t running = 0;
+    for (const Span& o : spans) {
+      if (o.start <= s.start && s.start < o.finish) ++running;
+    }
+    peak = std::max(peak, running);
+  }
+  EXPECT_EQ(peak, 2u);
+  // Four targets of 0.4 s two at a time: at least 0.8 s in all.
+  EXPECT_GE(FromTimestamp(job.finish_time()) - FromTimestamp(job.create_time()),
+            absl::Milliseconds(800));
+}
+
+TEST_F(JobsTest, StopAfterFailuresSkipsTheRest) {
+  for (int i = 1; i <= 4; ++i) fleet_->StartPeriphery(absl::StrCat("p", i));
+  auto req = Shell("", "exit 7");
+  req.mutable_options()->set_max_parallel(1);
+  req.mutable_options()->set_stop_after_failures(2);
+  varan::v1::Job job = WaitFinished(MustDispatch(req));
+  EXPECT_EQ(job.state(), varan::v1::JOB_STATE_FAILED);
+  ASSERT_EQ(job.targets_size(), 4);
+  for (int i : {0, 1}) {
+    EXPECT_EQ(job.targets(i).state(), varan::v1::TARGET_STATE_EXITED);
+    EXPECT_EQ(job.targets(i).exit_status().code(), 7);
+  }
+  for (int i : {2, 3}) {
+    EXPECT_EQ(job.targets(i).state(), varan::v1::TARGET_STATE_SKIPPED);
+    EXPECT_THAT(job.targets(i).error(), HasSubstr("stop_after_failures is 2"));
+  }
+}
+
+// Process ids each target printed on its first output line.
+std::vector<pid_t> PrintedPids(const varan::v1::Job& job) {
+  std::vector<pid_t> pids;
+  for (const auto& t : job.targets()) {
+    int pid = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(t.stdout()), &pid)) {
+      pids.push_back(pid);
+    }
+  }
+  return pids;
+}
+
+TEST_F(JobsTest, CancelKillsRunningProcesses) {
+  fleet_->StartPeriphery("p1");
+  fleet_->StartPeriphery("p2");
+  const std::string id = MustDispatch(Shell("", "echo $$; exec sleep 60"));
+  std::vector<pid_t> pids;
+  ASSERT_TRUE(WaitFor([&] {
+    pids = PrintedPids(MustGet(id));
+    return pids.size() == 2;
+  }));
+  for (pid_t pid : pids) ASSERT_EQ(kill(pid, 0), 0) << pid;
+
+  auto canceled = fleet_->client()->CancelJob(id);
+  ASSERT_TRUE(canceled.ok()) << canceled.status();
+  varan::v1::Job job = WaitFinished(id, absl::Seconds(10));
+  EXPECT_EQ(job.state(), varan::v1::JOB_STATE_CANCELED);
+  EXPECT_FALSE(job.canceled_by().empty());
+  for (const auto& t : job.targets()) {
+    EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_CANCELED) << t.name();
+    // The periphery confirmed it: the exit status says how it ended.
+    EXPECT_EQ(t.exit_status().kind(), varan::v1::ExitStatus::KIND_CANCELED)
+        << t.DebugString();
+  }
+  for (pid_t pid : pids) {
+    EXPECT_TRUE(WaitFor([&] { return kill(pid, 0) != 0 && errno == ESRCH; }))
+        << "process " << pid << " still exists";
+  }
+}
+
+TEST_F(JobsTest, WatchResumedMidJobMissesNothing) {
+  fleet_->StartPeriphery("p1");
+  const std::string id = MustDispatch(
+      Shell("", "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.1; done"));
+  auto stub = Stub();
+  std::vector<JobEvent> seen;
+  {
+    // Read a few events, then drop the stream like a client that lost its
+    // connection.
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", BearerHeader(Token()));
+    varan::v1::WatchJobRequest req;
+    req.set_job_id(id);
+    auto reader = stub->WatchJob(&ctx, req);
+    JobEvent ev;
+    while (seen.size() < 4 && reader->Read(&ev)) seen.push_back(ev);
+    ctx.TryCancel();
+    while (reader->Read(&ev)) {
+    }
+    reader->Finish();
+  }
+  ASSERT_EQ(seen.size(), 4u);
+  absl::Status s = fleet_->client()->WatchJob(
+      id, seen.back().sequence() + 1,
+      [&](const JobEvent& ev) { seen.push_back(ev); });
+  ASSERT_TRUE(s.ok()) << s;
+  std::string out;
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].sequence(), i);
+    if (seen[i].has_output()) out += seen[i].output().data();
+  }
+  EXPECT_EQ(out, "line1\nline2\nline3\nline4\nline5\nline6\n");
+  ASSERT_TRUE(seen.back().has_job_finished());
+}
+
+TEST_F(JobsTest, PeripheryKilledMidJobLosesItsTarget) {
+  Daemon* victim = fleet_->StartPeriphery("victim");
+  fleet_->StartPeriphery("steady");
+  const std::string id = MustDispatch(Shell("", "echo $$; exec sleep 30"));
+  ASSERT_TRUE(WaitFor([&] { return PrintedPids(MustGet(id)).size() == 2; }));
+  victim->Stop(SIGKILL);
+  varan::v1::Job job;
+  ASSERT_TRUE(WaitFor([&] {
+    job = MustGet(id);
+    return job.targets(1).state() == varan::v1::TARGET_STATE_LOST;
+  })) << job.DebugString();
+  EXPECT_EQ(job.targets(1).name(), "victim");
+  EXPECT_FALSE(job.targets(1).error().empty());
+  EXPECT_EQ(job.targets(0).state(), varan::v1::TARGET_STATE_RUNNING);
+  // And the periphery is offline once its TTL passes.
+  EXPECT_TRUE(WaitFor([&] {
+    auto p = fleet_->client()->GetPeriphery("victim");
+    return p.ok() && p->state() == varan::v1::PERIPHERY_STATE_OFFLINE;
+  }));
+  ASSERT_TRUE(fleet_->client()->CancelJob(id).ok());
+  EXPECT_EQ(WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
+}
+
+TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
+  fleet_->StartPeriphery("p1", {"env=test"});
+  fleet_->StartPeriphery("p2", {"env=test"});
+  // A finished job with output, and one still running at the crash.
+  const std::string done = MustDispatch(Shell("", "echo kept"));
+  ASSERT_EQ(WaitFinished(done).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  const std::string running = MustDispatch(Shell("", "echo $$; exec sleep 30"));
+  std::vector<pid_t> pids;
+  ASSERT_TRUE(WaitFor([&] {
+    pids = PrintedPids(MustGet(running));
+    return pids.size() == 2;
+  }));
+  auto before = fleet_->client()->ListPeripheries({});
+  ASSERT_TRUE(before.ok());
+
+  ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
+  fleet_->StartCore();
+
+  // The running job is final, its targets lost with the reason.
+  varan::v1::Job job = MustGet(running);
+  EXPECT_EQ(job.state(), varan::v1::JOB_STATE_FAILED);
+  for (const auto& t : job.targets()) {
+    EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_LOST) << t.name();
+    EXPECT_THAT(t.error(), HasSubstr("core restarted"));
+    EXPECT_THAT(t.stdout(), ::testing::Not(::testing::IsEmpty()));
+  }
+  // The finished one is intact, output included.
+  varan::v1::Job kept = MustGet(done);
+  EXPECT_EQ(kept.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  for (const auto& t : kept.targets()) EXPECT_EQ(t.stdout(), "kept\n");
+  // The fleet is there at once (grace period), same ids, and keeps
+  // heartbeating without registering again.
+  auto after = fleet_->client()->ListPeripheries({});
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), before->size());
+  for (size_t i = 0; i < after->size(); ++i) {
+    EXPECT_EQ((*after)[i].id(), (*before)[i].id());
+    EXPECT_EQ((*after)[i].state(), varan::v1::PERIPHERY_STATE_ONLINE);
+  }
+  // The commands of the broken calls were stopped by their peripheries.
+  for (pid_t pid : pids) {
+    EXPECT_TRUE(WaitFor([&] { return kill(pid, 0) != 0 && errno == ESRCH; }))
+        << "process " << pid << " still exists";
+  }
+  // New work runs on the restarted core.
+  std::vector<JobEvent> events;
+  ASSERT_TRUE(fleet_->client()
+                  ->Exec(Shell("env=test", "true"),
+                         [&](const JobEvent& ev) { events.push_back(ev); })
+                  .ok());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().job_finished().state(),
+            varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_THAT(fleet_->core()->Log(),
+              ::testing::Not(HasSubstr("registered from")));
+}
+
+}  // namespace
+}  // namespace varan::testing

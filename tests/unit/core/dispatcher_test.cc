@@ -1,0 +1,475 @@
+// Tests for core/jobs/dispatcher.h with fake links and a fake clock: limits
+// (max_parallel, stop_after_failures), offline targets, cancel, peripheries
+// going away, and jobs surviving a restart through the SQLite store.
+#include "core/jobs/dispatcher.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "core/fleet/registry.h"
+#include "core/store/sqlite_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/temp_dir.h"
+
+namespace varan::core {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using varan::v1::ExitStatus;
+using varan::v1::TargetState;
+
+// One Execute call the dispatcher made; the test plays the periphery.
+struct FakeCall final : public ExecuteCall {
+  std::string periphery_id;
+  varan::v1::ExecuteRequest request;
+  ExecuteObserver* observer = nullptr;
+  bool canceled = false;
+  bool aborted = false;
+  bool done = false;
+
+  void Cancel() override { canceled = true; }
+  void Abort() override { aborted = true; }
+
+  void Start(int pid) {
+    varan::v1::ExecuteEvent ev;
+    ev.mutable_started()->set_pid(pid);
+    observer->OnEvent(ev);
+  }
+  void Output(const std::string& data) {
+    varan::v1::ExecuteEvent ev;
+    ev.mutable_output()->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+    ev.mutable_output()->set_data(data);
+    observer->OnEvent(ev);
+  }
+  void Exit(ExitStatus::Kind kind, int code = 0) {
+    varan::v1::ExecuteEvent ev;
+    ev.mutable_exited()->set_kind(kind);
+    ev.mutable_exited()->set_code(code);
+    observer->OnEvent(ev);
+    End(absl::OkStatus());
+  }
+  void End(const absl::Status& status) {
+    done = true;
+    observer->OnDone(status);
+  }
+};
+
+class FakeLinks final : public LinkProvider {
+ public:
+  class Link final : public PeripheryLink {
+   public:
+    Link(FakeLinks* links, std::string id)
+        : links_(links), id_(std::move(id)) {}
+    ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                         ExecuteObserver* observer) override {
+      auto call = std::make_unique<FakeCall>();
+      call->periphery_id = id_;
+      call->request = request;
+      call->observer = observer;
+      FakeCall* raw = call.get();
+      absl::MutexLock lock(&links_->mu_);
+      links_->calls_.push_back(std::move(call));
+      return raw;
+    }
+
+   private:
+    FakeLinks* const links_;
+    const std::string id_;
+  };
+
+  std::shared_ptr<PeripheryLink> LinkFor(const std::string& id,
+                                         const std::string&,
+                                         const std::string&) override {
+    return std::make_shared<Link>(this, id);
+  }
+
+  // Calls made so far, in order.
+  std::vector<FakeCall*> calls() {
+    absl::MutexLock lock(&mu_);
+    std::vector<FakeCall*> out;
+    for (auto& c : calls_) out.push_back(c.get());
+    return out;
+  }
+  // The target name of each call ("<job>/<name>").
+  std::vector<std::string> names() {
+    std::vector<std::string> out;
+    for (FakeCall* c : calls()) {
+      const std::string& id = c->request.execution_id();
+      out.push_back(id.substr(id.find('/') + 1));
+    }
+    return out;
+  }
+  // Ends every call still open, as a periphery that went away would.
+  // Ending one may start another (a queued target): repeat until none is
+  // open.
+  void EndAll() {
+    for (bool ended = true; ended;) {
+      ended = false;
+      for (FakeCall* c : calls()) {
+        if (c->done) continue;
+        c->End(absl::CancelledError("test over"));
+        ended = true;
+      }
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<FakeCall>> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+constexpr absl::Duration kInterval = absl::Seconds(10);
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  DispatcherTest() { Open(); }
+  ~DispatcherTest() override { Close(); }
+
+  void Open() { Open(dir_.path()); }
+  void Open(const std::string& dir) {
+    auto store = SqliteStore::Open(dir + "/core.db", {});
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    fleet_ = std::make_unique<FleetRegistry>(
+        &clock_,
+        FleetOptions{kInterval, 3, absl::ZeroDuration(), absl::Seconds(30)},
+        store_.get());
+    ASSERT_TRUE(fleet_->Load().ok());
+    dispatcher_ = std::make_unique<Dispatcher>(
+        fleet_.get(), &links_, store_.get(), &clock_, DispatcherOptions{});
+    fleet_->SetGoneListener(
+        [this](const std::string& id, const std::string& reason) {
+          dispatcher_->PeripheryGone(id, reason);
+        });
+  }
+
+  void Close() {
+    links_.EndAll();
+    dispatcher_.reset();
+    fleet_.reset();
+    store_.reset();
+  }
+
+  // Registers and confirms a periphery.
+  std::string Add(const std::string& name,
+                  std::map<std::string, std::string> labels = {}) {
+    varan::v1::RegisterRequest req;
+    req.set_name(name);
+    req.mutable_labels()->insert(labels.begin(), labels.end());
+    req.set_advertise_address("[::1]:7701");
+    auto reg = fleet_->Register(req, "::1");
+    EXPECT_TRUE(reg.ok()) << reg.status();
+    EXPECT_TRUE(fleet_->Heartbeat(reg->id, reg->credential, {}, "::1").ok());
+    return reg->id;
+  }
+
+  static varan::v1::DispatchRequest Request(const std::string& selector) {
+    varan::v1::DispatchRequest req;
+    req.mutable_target()->set_selector(selector);
+    req.mutable_spec()->add_argv("true");
+    return req;
+  }
+
+  std::shared_ptr<Job> MustDispatch(const varan::v1::DispatchRequest& req) {
+    auto job = dispatcher_->Dispatch(req, "tester");
+    EXPECT_TRUE(job.ok()) << job.status();
+    // Targets are sent after the commit; wait for it.
+    EXPECT_TRUE(store_->Sync().ok());
+    return job.ok() ? *job : nullptr;
+  }
+
+  static std::vector<TargetState> States(const Job& job) {
+    std::vector<TargetState> out;
+    const varan::v1::Job snap = job.Snapshot(false);
+    for (const auto& t : snap.targets()) out.push_back(t.state());
+    return out;
+  }
+
+  FakeClock clock_;
+  varan::testing::UnitTempDir dir_;
+  FakeLinks links_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<FleetRegistry> fleet_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+TEST_F(DispatcherTest, OnlyMatchedPeripheriesReceiveTheJob) {
+  Add("web-1", {{"role", "web"}});
+  Add("web-2", {{"role", "web"}});
+  Add("db-1", {{"role", "db"}});
+  auto job = MustDispatch(Request("role=web"));
+  EXPECT_THAT(links_.names(), ElementsAre("web-1", "web-2"));
+  for (FakeCall* c : links_.calls()) c->Exit(ExitStatus::KIND_EXITED, 0);
+  EXPECT_TRUE(job->finished());
+  EXPECT_EQ(job->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(DispatcherTest, NoMatchIsAnErrorUnlessAllowed) {
+  Add("web-1", {{"role", "web"}});
+  auto job = dispatcher_->Dispatch(Request("role=db"), "tester");
+  ASSERT_FALSE(job.ok());
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kFailedPrecondition);
+  auto req = Request("role=db");
+  req.mutable_options()->set_allow_no_targets(true);
+  auto allowed = MustDispatch(req);
+  EXPECT_TRUE(allowed->finished());
+  EXPECT_EQ(allowed->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(DispatcherTest, MaxParallelLimitsRunningTargetsInNameOrder) {
+  for (const char* n : {"p1", "p2", "p3", "p4", "p5"}) Add(n);
+  auto req = Request("");
+  req.mutable_options()->set_max_parallel(2);
+  auto job = MustDispatch(req);
+  EXPECT_THAT(links_.names(), ElementsAre("p1", "p2"));
+  EXPECT_THAT(States(*job), ElementsAre(varan::v1::TARGET_STATE_DISPATCHED,
+                                        varan::v1::TARGET_STATE_DISPATCHED,
+                                        varan::v1::TARGET_STATE_QUEUED,
+                                        varan::v1::TARGET_STATE_QUEUED,
+                                        varan::v1::TARGET_STATE_QUEUED));
+  links_.calls()[1]->Exit(ExitStatus::KIND_EXITED, 0);
+  EXPECT_THAT(links_.names(), ElementsAre("p1", "p2", "p3"));
+  links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 0);
+  links_.calls()[2]->Exit(ExitStatus::KIND_EXITED, 0);
+  EXPECT_THAT(links_.names(), ElementsAre("p1", "p2", "p3", "p4", "p5"));
+  links_.calls()[3]->Exit(ExitStatus::KIND_EXITED, 0);
+  links_.calls()[4]->Exit(ExitStatus::KIND_EXITED, 0);
+  EXPECT_EQ(job->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(DispatcherTest, StopAfterFailuresSkipsTargetsNotStarted) {
+  for (const char* n : {"p1", "p2", "p3", "p4"}) Add(n);
+  auto req = Request("");
+  req.mutable_options()->set_max_parallel(2);
+  req.mutable_options()->set_stop_after_failures(1);
+  auto job = MustDispatch(req);
+  links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 3);
+  // p2 keeps running; p3 and p4 are never sent.
+  EXPECT_THAT(links_.names(), ElementsAre("p1", "p2"));
+  links_.calls()[1]->Exit(ExitStatus::KIND_EXITED, 0);
+  auto snap = job->Snapshot(false);
+  ASSERT_TRUE(job->finished());
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_EXITED);
+  for (int i : {2, 3}) {
+    EXPECT_EQ(snap.targets(i).state(), varan::v1::TARGET_STATE_SKIPPED);
+    EXPECT_THAT(snap.targets(i).error(),
+                HasSubstr("1 target(s) failed and stop_after_failures is 1"));
+  }
+}
+
+TEST_F(DispatcherTest, OfflineTargetsFailByDefaultAndCanBeSkipped) {
+  Add("up");
+  Add("down");
+  clock_.Advance(kInterval * 2);
+  // Keep "up" alive past the TTL; "down" stays silent.
+  ASSERT_TRUE(fleet_->Get("up").ok());
+  auto up = fleet_->Resolve(varan::v1::Target());
+  ASSERT_TRUE(up.ok());
+  for (const auto& t : *up) {
+    if (t.name == "up") {
+      ASSERT_TRUE(fleet_->Heartbeat(t.id, t.credential, {}, "::1").ok());
+    }
+  }
+  clock_.Advance(kInterval * 2);
+
+  auto failing = MustDispatch(Request(""));
+  EXPECT_THAT(links_.names(), ElementsAre("up"));
+  links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 0);
+  auto snap = failing->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).name(), "down");
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("periphery down is offline"));
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+
+  auto req = Request("");
+  req.mutable_options()->set_skip_offline(true);
+  auto skipping = MustDispatch(req);
+  links_.calls()[1]->Exit(ExitStatus::KIND_EXITED, 0);
+  snap = skipping->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_SKIPPED);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(DispatcherTest, CancelStopsQueuedAndAsksRunningToStop) {
+  for (const char* n : {"p1", "p2", "p3"}) Add(n);
+  auto req = Request("");
+  req.mutable_options()->set_max_parallel(1);
+  auto job = MustDispatch(req);
+  links_.calls()[0]->Start(42);
+  auto canceled = dispatcher_->Cancel(job->id(), "alice");
+  ASSERT_TRUE(canceled.ok()) << canceled.status();
+  EXPECT_EQ(canceled->canceled_by(), "alice");
+  EXPECT_TRUE(links_.calls()[0]->canceled);
+  EXPECT_EQ(links_.calls().size(), 1u);  // nothing more is sent
+  for (int i : {1, 2}) {
+    EXPECT_EQ(canceled->targets(i).state(), varan::v1::TARGET_STATE_CANCELED);
+    EXPECT_THAT(canceled->targets(i).error(), HasSubstr("before it started"));
+  }
+  // The periphery confirms the kill.
+  links_.calls()[0]->Exit(ExitStatus::KIND_CANCELED);
+  auto snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_CANCELED);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_CANCELED);
+  // A second cancel changes nothing.
+  auto again = dispatcher_->Cancel(job->id(), "bob");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->canceled_by(), "alice");
+  EXPECT_EQ(dispatcher_->Cancel("nope", "bob").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(DispatcherTest, PeripheryGoingOfflineMidJobLosesItsTargets) {
+  Add("steady");
+  const std::string flaky = Add("flaky");
+  auto job = MustDispatch(Request(""));
+  for (FakeCall* c : links_.calls()) c->Start(7);
+  // Only "steady" keeps heartbeating.
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(kInterval);
+    auto all = fleet_->Resolve(varan::v1::Target());
+    for (const auto& t : *all) {
+      if (t.name == "steady") {
+        ASSERT_TRUE(fleet_->Heartbeat(t.id, t.credential, {}, "::1").ok());
+      }
+    }
+    fleet_->Tick();
+  }
+  auto snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).name(), "flaky");
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("went offline"));
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_RUNNING);
+  FakeCall* flaky_call = links_.calls()[0]->periphery_id == flaky
+                             ? links_.calls()[0]
+                             : links_.calls()[1];
+  EXPECT_TRUE(flaky_call->aborted);
+}
+
+TEST_F(DispatcherTest, RemovedPeripheryLosesItsTargets) {
+  Add("gone");
+  auto job = MustDispatch(Request(""));
+  links_.calls()[0]->Start(7);
+  ASSERT_TRUE(fleet_->Remove("gone").ok());
+  auto snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("was removed"));
+  EXPECT_TRUE(links_.calls()[0]->aborted);
+}
+
+TEST_F(DispatcherTest, FinishedJobsAreReadBackFromTheStoreAfterARestart) {
+  Add("p1");
+  auto job = MustDispatch(Request(""));
+  links_.calls()[0]->Start(9);
+  links_.calls()[0]->Output("hello\n");
+  links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 0);
+  const std::string id = job->id();
+  const auto before = job->Snapshot(true);
+  job.reset();
+  Close();
+  Open();
+  auto found = dispatcher_->Find(id);
+  ASSERT_TRUE(found.ok()) << found.status();
+  auto after = (*found)->Snapshot(true);
+  EXPECT_EQ(after.DebugString(), before.DebugString());
+  // And the event log replays from any sequence.
+  varan::v1::JobEvent ev;
+  ASSERT_EQ((*found)->EventAt(0, &ev), Job::Read::kEvent);
+  EXPECT_TRUE(ev.has_accepted());
+}
+
+TEST_F(DispatcherTest, JobsRunningAtACrashEndLostOrFailedAfterRecovery) {
+  Add("p1");
+  Add("p2");
+  Add("p3");
+  auto req = Request("");
+  req.mutable_options()->set_max_parallel(2);
+  auto job = MustDispatch(req);
+  links_.calls()[0]->Start(1);  // p1 running, p2 dispatched, p3 queued
+  const std::string id = job->id();
+  ASSERT_TRUE(store_->Sync().ok());
+  // A crash: what was committed is all there is. Copy the database as it
+  // is now (WAL included) and start a new core on the copy.
+  varan::testing::UnitTempDir crashed;
+  for (const char* f : {"/core.db", "/core.db-wal"}) {
+    std::filesystem::copy_file(dir_.path() + f, crashed.path() + f);
+  }
+  job.reset();
+  Close();
+
+  Open(crashed.path());
+  auto recovered = dispatcher_->Recover();
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(*recovered, 1u);
+  ASSERT_TRUE(store_->Sync().ok());
+  auto found = dispatcher_->Find(id);
+  ASSERT_TRUE(found.ok()) << found.status();
+  auto snap = (*found)->Snapshot(false);
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("was running"));
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(1).error(), HasSubstr("being sent"));
+  EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(2).error(), HasSubstr("never ran"));
+}
+
+TEST_F(DispatcherTest, ListJobsFiltersPagesAndShowsLiveState) {
+  Add("a");
+  Add("b");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    varan::v1::DispatchRequest req = Request("");
+    req.mutable_target()->add_names(i % 2 == 0 ? "a" : "b");
+    ids.push_back(MustDispatch(req)->id());
+    clock_.Advance(absl::Milliseconds(5));
+  }
+  // Finish the jobs on "a" (0, 2, 4) with failures; leave "b"'s running.
+  for (FakeCall* c : links_.calls()) {
+    if (c->request.execution_id().ends_with("/a")) {
+      c->Exit(ExitStatus::KIND_EXITED, 1);
+    }
+  }
+  ASSERT_TRUE(store_->Sync().ok());
+
+  varan::v1::ListJobsRequest req;
+  req.set_limit(2);
+  std::vector<std::string> seen;
+  for (int page = 0; page < 5; ++page) {
+    auto resp = dispatcher_->List(req);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    for (const auto& j : resp->jobs()) seen.push_back(j.id());
+    if (resp->next_page_token().empty()) break;
+    req.set_page_token(resp->next_page_token());
+  }
+  EXPECT_THAT(seen, ElementsAre(ids[4], ids[3], ids[2], ids[1], ids[0]));
+
+  varan::v1::ListJobsRequest failed;
+  failed.add_states(varan::v1::JOB_STATE_FAILED);
+  auto f = dispatcher_->List(failed);
+  ASSERT_TRUE(f.ok());
+  ASSERT_EQ(f->jobs_size(), 3);
+  EXPECT_EQ(f->jobs(0).id(), ids[4]);
+
+  varan::v1::ListJobsRequest on_b;
+  on_b.set_periphery("b");
+  auto b = dispatcher_->List(on_b);
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(b->jobs_size(), 2);
+  EXPECT_EQ(b->jobs(0).state(), varan::v1::JOB_STATE_RUNNING);
+
+  varan::v1::ListJobsRequest bad;
+  bad.set_page_token("not a token!");
+  EXPECT_EQ(dispatcher_->List(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace varan::core
