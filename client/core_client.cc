@@ -51,9 +51,10 @@ absl::Status CoreClient::Convert(const grpc::Status& status) const {
 }
 
 absl::StatusOr<std::vector<varan::v1::Periphery>> CoreClient::ListPeripheries(
-    const varan::v1::Target& target) {
+    const varan::v1::Target& target, bool include_removed) {
   varan::v1::ListPeripheriesRequest req;
   *req.mutable_target() = target;
+  req.set_include_removed(include_removed);
   auto resp =
       Unary(fleet_.get(), &varan::v1::Fleet::Stub::ListPeripheries, req);
   if (!resp.ok()) return resp.status();
@@ -66,6 +67,18 @@ absl::StatusOr<varan::v1::Periphery> CoreClient::GetPeriphery(
   varan::v1::GetPeripheryRequest req;
   req.set_name_or_id(name_or_id);
   return Unary(fleet_.get(), &varan::v1::Fleet::Stub::GetPeriphery, req);
+}
+
+absl::StatusOr<varan::v1::Periphery> CoreClient::RemovePeriphery(
+    const std::string& name_or_id) {
+  varan::v1::RemovePeripheryRequest req;
+  req.set_name_or_id(name_or_id);
+  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::RemovePeriphery, req);
+}
+
+absl::StatusOr<varan::v1::Periphery> CoreClient::UpdateLabels(
+    const varan::v1::UpdateLabelsRequest& request) {
+  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::UpdateLabels, request);
 }
 
 absl::StatusOr<varan::v1::DispatchResponse> CoreClient::Dispatch(
@@ -107,13 +120,16 @@ absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id) {
   return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, req);
 }
 
-absl::StatusOr<std::vector<varan::v1::Job>> CoreClient::ListJobs(
-    uint32_t limit) {
-  varan::v1::ListJobsRequest req;
-  req.set_limit(limit);
-  auto resp = Unary(jobs_.get(), &varan::v1::Jobs::Stub::ListJobs, req);
-  if (!resp.ok()) return resp.status();
-  return std::vector<varan::v1::Job>(resp->jobs().begin(), resp->jobs().end());
+absl::StatusOr<varan::v1::ListJobsResponse> CoreClient::ListJobs(
+    const varan::v1::ListJobsRequest& request) {
+  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::ListJobs, request);
+}
+
+absl::StatusOr<varan::v1::Job> CoreClient::CancelJob(
+    const std::string& job_id) {
+  varan::v1::CancelJobRequest req;
+  req.set_job_id(job_id);
+  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::CancelJob, req);
 }
 
 }  // namespace varan::client

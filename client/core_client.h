@@ -8,7 +8,10 @@
 //
 // Every unary call has a deadline (`timeout`); streaming calls have none
 // (a command may run for hours) but end when the job finishes. Errors are
-// absl::Status with gRPC's codes; UNAVAILABLE messages name the address.
+// absl::Status with gRPC's codes. Besides those each method lists, any call
+// may fail with UNAVAILABLE (core unreachable; the message names the
+// address), DEADLINE_EXCEEDED (no answer within `timeout`) or
+// UNAUTHENTICATED (missing or wrong token).
 //
 // Thread-safe: one CoreClient may be used from many threads.
 #pragma once
@@ -43,27 +46,69 @@ class CoreClient {
   // The address as given, normalised ("[::1]:7700").
   const std::string& address() const { return address_; }
 
+  // Fleet.
+
+  // Peripheries matching `target` (all of them when it is empty), sorted by
+  // name; removed ones only with `include_removed`. Errors: INVALID_ARGUMENT
+  // for a malformed selector.
   absl::StatusOr<std::vector<varan::v1::Periphery>> ListPeripheries(
-      const varan::v1::Target& target);
+      const varan::v1::Target& target, bool include_removed = false);
+
+  // One periphery by name or id. Errors: NOT_FOUND.
   absl::StatusOr<varan::v1::Periphery> GetPeriphery(
       const std::string& name_or_id);
 
+  // Forgets a periphery (its credential stops working, its running targets
+  // become LOST) and returns it as it is now, REMOVED. A periphery still
+  // running registers again as a new one. Errors: NOT_FOUND.
+  absl::StatusOr<varan::v1::Periphery> RemovePeriphery(
+      const std::string& name_or_id);
+
+  // Sets and removes an operator's labels on one periphery; they override
+  // the labels it reports and survive its re-registration. Returns the
+  // periphery with its new labels. Errors: NOT_FOUND; INVALID_ARGUMENT for a
+  // bad key or value, or a key both set and removed.
+  absl::StatusOr<varan::v1::Periphery> UpdateLabels(
+      const varan::v1::UpdateLabelsRequest& request);
+
+  // Jobs.
+
+  // Starts a job and returns at once with its id and matched targets.
+  // Errors: INVALID_ARGUMENT for a malformed selector or spec; NOT_FOUND for
+  // a named periphery that does not exist; FAILED_PRECONDITION when nothing
+  // matches (unless options.allow_no_targets).
   absl::StatusOr<varan::v1::DispatchResponse> Dispatch(
       const varan::v1::DispatchRequest& request);
 
   using EventCallback = std::function<void(const varan::v1::JobEvent&)>;
 
   // Dispatches and calls `on_event` for every event (on this thread) until
-  // the job finishes. Returns the error that ended the stream, if any.
+  // the job finishes. Returns the error that ended the stream, if any: those
+  // of Dispatch, or the one that broke the stream (typically UNAVAILABLE;
+  // the job runs on, so resume with WatchJob from the next sequence).
   absl::Status Exec(const varan::v1::DispatchRequest& request,
                     const EventCallback& on_event);
 
-  // Streams a job's events from `from_sequence` until it finishes.
+  // Streams a job's events from `from_sequence` until it finishes (recorded
+  // ones first, then live ones). Errors: NOT_FOUND.
   absl::Status WatchJob(const std::string& job_id, uint64_t from_sequence,
                         const EventCallback& on_event);
 
+  // A job with its targets and captured output. Errors: NOT_FOUND.
   absl::StatusOr<varan::v1::Job> GetJob(const std::string& job_id);
-  absl::StatusOr<std::vector<varan::v1::Job>> ListJobs(uint32_t limit);
+
+  // One page of jobs, newest first, without captured output, filtered as
+  // `request` says; pass the response's next_page_token (with the same
+  // filters) for the next page. Errors: INVALID_ARGUMENT for a bad page token
+  // or filter.
+  absl::StatusOr<varan::v1::ListJobsResponse> ListJobs(
+      const varan::v1::ListJobsRequest& request);
+
+  // Cancels a job: targets not started become CANCELED, running ones are
+  // killed and become CANCELED once their periphery confirms, so the
+  // returned job may still be RUNNING. Canceling a finished job changes
+  // nothing and is not an error. Errors: NOT_FOUND.
+  absl::StatusOr<varan::v1::Job> CancelJob(const std::string& job_id);
 
  private:
   CoreClient(ClientOptions options, std::string address,

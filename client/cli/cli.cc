@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/secrets.h"
@@ -60,6 +61,19 @@ int Fail(const std::string& message) {
 }
 
 CLI::Validator OutputFormat() { return CLI::IsMember({"table", "json"}); }
+
+CLI::Validator PositiveCount() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        uint32_t n = 0;
+        if (!absl::SimpleAtoi(value, &n) || n == 0) {
+          return absl::StrCat("\"", value,
+                              "\": expected a whole number, 1 or more");
+        }
+        return "";
+      },
+      "N");
+}
 
 void PrintJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions opts;

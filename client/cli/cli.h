@@ -1,8 +1,9 @@
 // Shared pieces of varanctl's subcommands: global options, connecting,
 // output formats and exit codes.
 //
-// Exit codes: 0 success; 1 a target failed (or, for one target, that
-// target's own exit code); 2 usage or connection error.
+// Exit codes: 0 success; 1 the job failed or was canceled (or, for one
+// target, that target's own exit code); 2 usage, connection or request
+// error (the message says which).
 #pragma once
 
 #include <memory>
@@ -41,6 +42,9 @@ int Fail(const std::string& message);
 
 // Validates an -o value: "table" or "json".
 CLI::Validator OutputFormat();
+
+// Validates a count that must be at least 1 (e.g. --parallel).
+CLI::Validator PositiveCount();
 
 // Prints `message` as indented JSON (proto3 JSON mapping, fields with default
 // values included so scripts see every field).

@@ -23,6 +23,11 @@ struct ExecOptions {
   uint64_t output_limit = 0;
   bool stop_at_output_limit = false;
   bool survive = false;
+  uint32_t parallel = 0;
+  uint32_t stop_after_failures = 0;
+  bool skip_offline = false;
+  bool allow_no_targets = false;
+  uint64_t capture_limit = 0;
   std::vector<std::string> command;
 };
 
@@ -58,6 +63,12 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
   spec->set_output_limit_bytes(opts.output_limit);
   spec->set_stop_at_output_limit(opts.stop_at_output_limit);
   spec->set_survive_caller(opts.survive);
+  auto* options = req.mutable_options();
+  options->set_max_parallel(opts.parallel);
+  options->set_stop_after_failures(opts.stop_after_failures);
+  options->set_skip_offline(opts.skip_offline);
+  options->set_allow_no_targets(opts.allow_no_targets);
+  options->set_capture_limit_bytes(opts.capture_limit);
 
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
@@ -105,15 +116,37 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
   cmd->add_flag("--survive", opts->survive,
                 "Keep the command running if this job's connection to the "
                 "periphery is lost");
+  cmd->add_option("--parallel", opts->parallel,
+                  "Run on at most N peripheries at once; the rest wait, in "
+                  "name order (default: all at once)")
+      ->check(PositiveCount());
+  cmd->add_option("--stop-after-failures", opts->stop_after_failures,
+                  "Once N targets have failed, skip those not started yet "
+                  "(running ones finish)")
+      ->check(PositiveCount());
+  cmd->add_flag("--skip-offline", opts->skip_offline,
+                "Skip peripheries that are offline instead of failing them; "
+                "skipped ones do not fail the job");
+  cmd->add_option("--capture-limit", opts->capture_limit,
+                  "Bytes of output per target and stream core keeps and "
+                  "streams; the rest is counted (default: core's "
+                  "--capture-limit)");
+  cmd->add_flag("--allow-no-targets", opts->allow_no_targets,
+                "Succeed (and run nothing) when no periphery matches, "
+                "instead of failing");
   cmd->add_option("command", opts->command,
                   "The command and its arguments (after --)")
       ->allow_extra_args();
   cmd->footer(
       "Exit code: with one target, the command's own exit code (128+N if "
-      "killed by signal N, 124 timed out, 127 could not start); with "
-      "several, 0 if all succeeded, else 1. 2 means a usage or connection "
-      "error.\n\nExamples:\n  varanctl exec -n web-1 -- uname -a\n"
-      "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'");
+      "killed by signal N, 124 timed out, 127 could not start, 130 "
+      "canceled); with several or none, 0 if the job succeeded, 1 if it "
+      "failed or was canceled (targets --skip-offline skipped do not count). "
+      "2 means a usage or connection error.\n\nExamples:\n"
+      "  varanctl exec -n web-1 -- uname -a\n"
+      "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'\n"
+      "  varanctl exec -l tier=web --parallel 2 --stop-after-failures 1 "
+      "--skip-offline -- systemctl restart nginx");
   cmd->callback(
       [global, opts, exit_code] { *exit_code = RunExec(*global, *opts); });
 }

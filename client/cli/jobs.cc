@@ -1,25 +1,33 @@
-// varanctl jobs list|get|watch
+// varanctl jobs list|get|watch|cancel
 #include <iostream>
+#include <map>
+#include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "client/cli/cli.h"
 #include "client/cli/render.h"
+#include "common/time_util.h"
 
 namespace varan::cli {
 namespace {
 
+// The names `--state` takes and the table shows.
+constexpr std::pair<const char*, varan::v1::JobState> kJobStates[] = {
+    {"running", varan::v1::JOB_STATE_RUNNING},
+    {"succeeded", varan::v1::JOB_STATE_SUCCEEDED},
+    {"failed", varan::v1::JOB_STATE_FAILED},
+    {"canceled", varan::v1::JOB_STATE_CANCELED},
+};
+
 std::string JobStateName(varan::v1::JobState s) {
-  switch (s) {
-    case varan::v1::JOB_STATE_RUNNING:
-      return "running";
-    case varan::v1::JOB_STATE_SUCCEEDED:
-      return "succeeded";
-    case varan::v1::JOB_STATE_FAILED:
-      return "failed";
-    default:
-      return "unknown";
+  for (const auto& [name, state] : kJobStates) {
+    if (state == s) return name;
   }
+  return "unknown";
 }
 
 std::string CommandText(const varan::v1::CommandSpec& spec) {
@@ -31,39 +39,242 @@ std::string TargetResult(const varan::v1::JobTarget& t) {
   f.set_state(t.state());
   *f.mutable_exit_status() = t.exit_status();
   f.set_error(t.error());
-  switch (t.state()) {
-    case varan::v1::TARGET_STATE_QUEUED:
-      return "queued";
-    case varan::v1::TARGET_STATE_DISPATCHED:
-      return "dispatched";
-    case varan::v1::TARGET_STATE_RUNNING:
-      return "running";
-    default:
-      return DescribeResult(f);
-  }
+  return DescribeResult(f);
 }
 
-int RunList(const GlobalOptions& global, uint32_t limit,
-            const std::string& output) {
+// Target counts by outcome: "3/5 ok", "3/5 ok, 1 failed, 1 skipped".
+std::string TargetCounts(const varan::v1::Job& job) {
+  std::map<Outcome, size_t> counts;
+  for (const auto& t : job.targets()) {
+    ++counts[TargetOutcome(t.state(), t.exit_status())];
+  }
+  std::string text =
+      absl::StrCat(counts[Outcome::kSucceeded], "/", job.targets_size(), " ok");
+  for (auto [outcome, name] : {std::pair{Outcome::kFailed, "failed"},
+                               std::pair{Outcome::kCanceled, "canceled"},
+                               std::pair{Outcome::kSkipped, "skipped"},
+                               std::pair{Outcome::kPending, "pending"}}) {
+    if (counts[outcome] > 0) {
+      absl::StrAppend(&text, ", ", counts[outcome], " ", name);
+    }
+  }
+  return text;
+}
+
+// A positive age such as "90s", "30m", "1h", "2d" or "1h30m".
+absl::StatusOr<absl::Duration> ParseAge(std::string text) {
+  const auto error = [&text] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", text, "\": expected a duration like 30m, 1h, 2d or 1h30m"));
+  };
+  absl::Duration total = absl::ZeroDuration();
+  size_t i = 0;
+  if (text.empty()) return error();
+  while (i < text.size()) {
+    size_t start = i;
+    while (i < text.size() &&
+           (absl::ascii_isdigit(static_cast<unsigned char>(text[i])) ||
+            text[i] == '.')) {
+      ++i;
+    }
+    double n;
+    if (i == start || i == text.size() ||
+        !absl::SimpleAtod(text.substr(start, i - start), &n)) {
+      return error();
+    }
+    switch (text[i++]) {
+      case 's':
+        total += absl::Seconds(n);
+        break;
+      case 'm':
+        total += absl::Minutes(n);
+        break;
+      case 'h':
+        total += absl::Hours(n);
+        break;
+      case 'd':
+        total += absl::Hours(24 * n);
+        break;
+      default:
+        return error();
+    }
+  }
+  if (total <= absl::ZeroDuration()) return error();
+  return total;
+}
+
+CLI::Validator AgeValidator() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        auto d = ParseAge(value);
+        return d.ok() ? std::string() : std::string(d.status().message());
+      },
+      "DURATION");
+}
+
+// `value` as one word for a POSIX shell.
+std::string ShellQuote(const std::string& value) {
+  bool plain = !value.empty();
+  for (char c : value) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("._-/:=,@").find(c) == std::string_view::npos) {
+      plain = false;
+    }
+  }
+  if (plain) return value;
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+struct ListOptions {
+  std::vector<std::string> states;
+  std::string created_by;
+  std::string periphery;
+  std::string since;
+  uint32_t limit = 0;
+  std::string page_token;
+  std::string output = "table";
+};
+
+// The command line that lists the page after this one: the same filters
+// (a page token is only a position) and the token.
+std::string NextPageCommand(const ListOptions& opts, const std::string& token) {
+  std::string cmd = "varanctl jobs list";
+  for (const auto& s : opts.states) absl::StrAppend(&cmd, " --state ", s);
+  if (!opts.created_by.empty()) {
+    absl::StrAppend(&cmd, " --created-by ", ShellQuote(opts.created_by));
+  }
+  if (!opts.periphery.empty()) {
+    absl::StrAppend(&cmd, " --periphery ", ShellQuote(opts.periphery));
+  }
+  if (!opts.since.empty()) {
+    absl::StrAppend(&cmd, " --since ", ShellQuote(opts.since));
+  }
+  if (opts.limit > 0) absl::StrAppend(&cmd, " --limit ", opts.limit);
+  absl::StrAppend(&cmd, " --page-token ", ShellQuote(token));
+  return cmd;
+}
+
+int RunList(const GlobalOptions& global, const ListOptions& opts) {
+  varan::v1::ListJobsRequest req;
+  req.set_limit(opts.limit);
+  req.set_page_token(opts.page_token);
+  for (const auto& name : opts.states) {
+    for (const auto& [n, state] : kJobStates) {
+      if (name == n) req.add_states(state);
+    }
+  }
+  req.set_created_by(opts.created_by);
+  req.set_periphery(opts.periphery);
+  if (!opts.since.empty()) {
+    auto age = ParseAge(opts.since);
+    if (!age.ok())
+      return Fail(absl::StrCat("--since: ", age.status().message()));
+    SetTimestamp(absl::Now() - *age, req.mutable_created_after());
+  }
+
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
-  auto jobs = (*client)->ListJobs(limit);
-  if (!jobs.ok()) return Fail(jobs.status());
-  if (output == "json") {
-    varan::v1::ListJobsResponse resp;
-    for (const auto& j : *jobs) *resp.add_jobs() = j;
-    PrintJson(resp);
+  auto resp = (*client)->ListJobs(req);
+  if (!resp.ok()) return Fail(resp.status());
+  if (opts.output == "json") {
+    PrintJson(*resp);
+    return 0;
+  }
+  if (resp->jobs().empty()) {
+    std::cerr << "varanctl: no jobs"
+              << (opts.page_token.empty() ? "" : " after this page token")
+              << "\n";
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {
       {"ID", "STATE", "TARGETS", "CREATED", "BY", "COMMAND"}};
-  for (const auto& j : *jobs) {
-    rows.push_back({j.id(), JobStateName(j.state()),
-                    absl::StrCat(j.targets_size()), Ago(j.create_time()),
-                    j.created_by(), CommandText(j.spec())});
+  for (const auto& j : resp->jobs()) {
+    rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
+                    Ago(j.create_time()), j.created_by(),
+                    CommandText(j.spec())});
   }
   PrintTable(rows);
+  if (!resp->next_page_token().empty()) {
+    std::cerr << "more: " << NextPageCommand(opts, resp->next_page_token())
+              << "\n";
+  }
   return 0;
+}
+
+bool IsSet(const google::protobuf::Timestamp& t) {
+  return t.seconds() != 0 || t.nanos() != 0;
+}
+
+// The job's fields, then a table of its targets (with the sizes of their
+// captured output when `output_sizes`).
+void PrintJob(const varan::v1::Job& job, bool output_sizes) {
+  std::vector<std::vector<std::string>> fields = {
+      {"ID:", job.id()},
+      {"State:", JobStateName(job.state())},
+      {"Command:", CommandText(job.spec())},
+      {"Created:", Ago(job.create_time())},
+      {"By:", job.created_by()}};
+  if (IsSet(job.finish_time())) {
+    fields.push_back({"Finished:", Ago(job.finish_time())});
+  }
+  if (!job.canceled_by().empty() || IsSet(job.cancel_time())) {
+    std::string by = job.canceled_by().empty() ? "?" : job.canceled_by();
+    fields.push_back(
+        {"Canceled:", absl::StrCat(Ago(job.cancel_time()), " by ", by)});
+  }
+  fields.push_back({"Selector:", job.target().selector()});
+  fields.push_back({"Names:", absl::StrJoin(job.target().names(), ",")});
+  const auto& o = job.options();
+  std::vector<std::string> options;
+  if (o.max_parallel() > 0) {
+    options.push_back(absl::StrCat("at most ", o.max_parallel(), " at once"));
+  }
+  if (o.stop_after_failures() > 0) {
+    options.push_back(
+        absl::StrCat("stop after ", o.stop_after_failures(),
+                     o.stop_after_failures() == 1 ? " failure" : " failures"));
+  }
+  if (o.skip_offline()) options.push_back("skip offline");
+  if (o.allow_no_targets()) options.push_back("allow no targets");
+  if (!options.empty()) {
+    fields.push_back({"Options:", absl::StrJoin(options, ", ")});
+  }
+  if (job.capture_limit_bytes() > 0) {
+    fields.push_back({"Capture limit:", absl::StrCat(job.capture_limit_bytes(),
+                                                     " B per stream")});
+  }
+  fields.push_back({"Targets:", TargetCounts(job)});
+  PrintTable(fields);
+  std::cout << "\n";
+
+  std::vector<std::vector<std::string>> rows;
+  if (output_sizes) {
+    rows.push_back({"TARGET", "RESULT", "STDOUT", "STDERR"});
+  } else {
+    rows.push_back({"TARGET", "RESULT"});
+  }
+  for (const auto& t : job.targets()) {
+    auto size = [](size_t kept, uint64_t lost) {
+      return lost ? absl::StrCat(kept, " B (+", lost, " B not kept)")
+                  : absl::StrCat(kept, " B");
+    };
+    if (output_sizes) {
+      rows.push_back({t.name(), TargetResult(t),
+                      size(t.stdout().size(), t.stdout_uncaptured_bytes()),
+                      size(t.stderr().size(), t.stderr_uncaptured_bytes())});
+    } else {
+      rows.push_back({t.name(), TargetResult(t)});
+    }
+  }
+  PrintTable(rows);
 }
 
 int RunGet(const GlobalOptions& global, const std::string& id,
@@ -76,26 +287,26 @@ int RunGet(const GlobalOptions& global, const std::string& id,
     PrintJson(*job);
     return 0;
   }
-  PrintTable({{"ID:", job->id()},
-              {"State:", JobStateName(job->state())},
-              {"Command:", CommandText(job->spec())},
-              {"Created:", Ago(job->create_time())},
-              {"By:", job->created_by()},
-              {"Selector:", job->target().selector()},
-              {"Names:", absl::StrJoin(job->target().names(), ",")}});
-  std::cout << "\n";
-  std::vector<std::vector<std::string>> rows = {
-      {"TARGET", "RESULT", "STDOUT", "STDERR"}};
-  for (const auto& t : job->targets()) {
-    auto size = [](size_t kept, uint64_t lost) {
-      return lost ? absl::StrCat(kept, " B (+", lost, " B not kept)")
-                  : absl::StrCat(kept, " B");
-    };
-    rows.push_back({t.name(), TargetResult(t),
-                    size(t.stdout().size(), t.stdout_uncaptured_bytes()),
-                    size(t.stderr().size(), t.stderr_uncaptured_bytes())});
+  PrintJob(*job, /*output_sizes=*/true);
+  return 0;
+}
+
+int RunCancel(const GlobalOptions& global, const std::string& id,
+              const std::string& output) {
+  auto client = Connect(global);
+  if (!client.ok()) return Fail(client.status());
+  auto job = (*client)->CancelJob(id);
+  if (!job.ok()) return Fail(job.status());
+  if (output == "json") {
+    PrintJson(*job);
+    return 0;
   }
-  PrintTable(rows);
+  if (job->state() != varan::v1::JOB_STATE_RUNNING &&
+      job->state() != varan::v1::JOB_STATE_CANCELED) {
+    std::cerr << "varanctl: job " << job->id() << " had already "
+              << JobStateName(job->state()) << "; nothing to cancel\n";
+  }
+  PrintJob(*job, /*output_sizes=*/false);
   return 0;
 }
 
@@ -108,24 +319,58 @@ int RunWatch(const GlobalOptions& global, const std::string& id,
       id, from,
       [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
   if (!s.ok()) return Fail(s);
+  if (!printer.finished()) {
+    return Fail(absl::StrCat(
+        "the stream from core ended before the job finished; resume with "
+        "varanctl jobs watch ",
+        id, " --from ", printer.next_sequence()));
+  }
   return printer.Summarize();
 }
 
 }  // namespace
 
 void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
-  CLI::App* cmd = app.add_subcommand("jobs", "List, inspect and watch jobs")
-                      ->require_subcommand(1);
+  CLI::App* cmd =
+      app.add_subcommand("jobs", "List, inspect, watch and cancel jobs")
+          ->require_subcommand(1);
 
-  auto limit = std::make_shared<uint32_t>(50);
-  auto list_output = std::make_shared<std::string>("table");
-  CLI::App* list = cmd->add_subcommand("list", "Recent jobs, newest first");
+  auto list_opts = std::make_shared<ListOptions>();
+  CLI::App* list =
+      cmd->add_subcommand("list", "Jobs, newest first, filtered and paged");
   list->alias("ls");
-  list->add_option("--limit", *limit, "How many")->capture_default_str();
-  list->add_option("-o,--output", *list_output, "table or json")
+  std::vector<std::string> state_names;
+  for (const auto& [name, state] : kJobStates) state_names.push_back(name);
+  list->add_option("--state", list_opts->states,
+                   "Only jobs in this state: running, succeeded, failed or "
+                   "canceled; repeatable or comma-separated")
+      ->delimiter(',')
+      ->check(CLI::IsMember(state_names));
+  list->add_option("--created-by", list_opts->created_by,
+                   "Only jobs dispatched with this token name");
+  list->add_option("--periphery", list_opts->periphery,
+                   "Only jobs with a target on this periphery (by name)");
+  list->add_option("--since", list_opts->since,
+                   "Only jobs created within this long ago, e.g. 30m, 1h, 2d")
+      ->check(AgeValidator());
+  list->add_option("--limit", list_opts->limit,
+                   "Jobs per page (default 50, at most 1000)")
+      ->check(CLI::Range(1, 1000));
+  list->add_option("--page-token", list_opts->page_token,
+                   "Show the page after the one that printed this token");
+  list->add_option("-o,--output", list_opts->output,
+                   "table or json (json is the whole response, "
+                   "next_page_token included)")
       ->check(OutputFormat());
-  list->footer("Example:\n  varanctl jobs list --limit 10");
-  list->callback([=] { *exit_code = RunList(*global, *limit, *list_output); });
+  list->footer(
+      "When there are more jobs, the command for the next page is printed on "
+      "stderr (\"more: ...\").\n\nExamples:\n"
+      "  varanctl jobs list --limit 10\n"
+      "  varanctl jobs list --state failed --state canceled --since 1d\n"
+      "  varanctl jobs list --periphery web-1 --created-by alice -o json");
+  list->callback([global, list_opts, exit_code] {
+    *exit_code = RunList(*global, *list_opts);
+  });
 
   auto get_id = std::make_shared<std::string>();
   auto get_output = std::make_shared<std::string>("table");
@@ -144,8 +389,27 @@ void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
       cmd->add_subcommand("watch", "Stream a job's output until it ends");
   watch->add_option("id", *watch_id, "Job id")->required();
   watch->add_option("--from", *from, "First event sequence number to show");
-  watch->footer("Example:\n  varanctl jobs watch 18c0f3a2b1c000a1b2c3");
+  watch->footer(
+      "Exit code: as for exec.\n\n"
+      "Example:\n  varanctl jobs watch 18c0f3a2b1c000a1b2c3");
   watch->callback([=] { *exit_code = RunWatch(*global, *watch_id, *from); });
+
+  auto cancel_id = std::make_shared<std::string>();
+  auto cancel_output = std::make_shared<std::string>("table");
+  CLI::App* cancel = cmd->add_subcommand(
+      "cancel",
+      "Cancel a job: targets not started are canceled, running ones killed");
+  cancel->add_option("id", *cancel_id, "Job id")->required();
+  cancel->add_option("-o,--output", *cancel_output, "table or json")
+      ->check(OutputFormat());
+  cancel->footer(
+      "Prints the job as core has it right after the request: running "
+      "targets become canceled once their periphery confirms the kill, so "
+      "the job may still show as running (follow it with jobs watch). "
+      "Canceling a finished job changes nothing and is not an error.\n\n"
+      "Example:\n  varanctl jobs cancel 18c0f3a2b1c000a1b2c3");
+  cancel->callback(
+      [=] { *exit_code = RunCancel(*global, *cancel_id, *cancel_output); });
 }
 
 }  // namespace varan::cli

@@ -11,6 +11,28 @@ namespace varan::cli {
 using varan::v1::ExitStatus;
 using varan::v1::TargetFinished;
 
+Outcome TargetOutcome(varan::v1::TargetState state,
+                      const ExitStatus& exit_status) {
+  switch (state) {
+    case varan::v1::TARGET_STATE_UNSPECIFIED:
+    case varan::v1::TARGET_STATE_QUEUED:
+    case varan::v1::TARGET_STATE_DISPATCHED:
+    case varan::v1::TARGET_STATE_RUNNING:
+      return Outcome::kPending;
+    case varan::v1::TARGET_STATE_EXITED:
+      return exit_status.kind() == ExitStatus::KIND_EXITED &&
+                     exit_status.code() == 0
+                 ? Outcome::kSucceeded
+                 : Outcome::kFailed;
+    case varan::v1::TARGET_STATE_CANCELED:
+      return Outcome::kCanceled;
+    case varan::v1::TARGET_STATE_SKIPPED:
+      return Outcome::kSkipped;
+    default:
+      return Outcome::kFailed;
+  }
+}
+
 int TargetExitCode(const TargetFinished& f) {
   switch (f.state()) {
     case varan::v1::TARGET_STATE_EXITED:
@@ -29,8 +51,23 @@ int TargetExitCode(const TargetFinished& f) {
   }
 }
 
+int JobExitCode(varan::v1::JobState state) {
+  return state == varan::v1::JOB_STATE_SUCCEEDED ? 0 : 1;
+}
+
 std::string DescribeResult(const TargetFinished& f) {
+  // "what" alone, or "what: why" when core said why.
+  auto with_error = [&f](const char* what) {
+    return f.error().empty() ? std::string(what)
+                             : absl::StrCat(what, ": ", f.error());
+  };
   switch (f.state()) {
+    case varan::v1::TARGET_STATE_QUEUED:
+      return "queued";
+    case varan::v1::TARGET_STATE_DISPATCHED:
+      return "dispatched";
+    case varan::v1::TARGET_STATE_RUNNING:
+      return "running";
     case varan::v1::TARGET_STATE_EXITED:
       if (f.exit_status().kind() == ExitStatus::KIND_SIGNALED) {
         return absl::StrCat("killed by signal ", f.exit_status().signal());
@@ -39,14 +76,19 @@ std::string DescribeResult(const TargetFinished& f) {
     case varan::v1::TARGET_STATE_TIMED_OUT:
       return "timed out";
     case varan::v1::TARGET_STATE_CANCELED:
-      return "canceled";
+      return with_error("canceled");
     case varan::v1::TARGET_STATE_FAILED:
       if (f.exit_status().kind() == ExitStatus::KIND_OUTPUT_LIMIT) {
         return "stopped: output passed the limit";
       }
-      return absl::StrCat("failed: ", f.error());
+      if (f.error().empty() && !f.exit_status().error().empty()) {
+        return absl::StrCat("failed: ", f.exit_status().error());
+      }
+      return with_error("failed");
     case varan::v1::TARGET_STATE_LOST:
-      return absl::StrCat("lost: ", f.error());
+      return with_error("lost");
+    case varan::v1::TARGET_STATE_SKIPPED:
+      return with_error("skipped");
     default:
       return "unknown";
   }
@@ -78,6 +120,7 @@ void JobPrinter::Flush(const std::string& target, int stream, bool all) {
 void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
   next_sequence_ = event.sequence() + 1;
   if (event.has_accepted()) {
+    accepted_ = true;
     targets_.assign(event.accepted().targets().begin(),
                     event.accepted().targets().end());
     if (targets_.size() > 1) prefix_ = true;
@@ -105,38 +148,89 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
     results_[event.target()] = event.finished();
     return;
   }
-  if (event.has_job_finished()) finished_ = true;
+  if (event.has_cancel_requested()) {
+    const std::string& by = event.cancel_requested().by();
+    std::cerr << "varanctl: job canceled"
+              << (by.empty() ? std::string() : absl::StrCat(" by ", by))
+              << "\n";
+    return;
+  }
+  if (event.has_job_finished()) {
+    job_finished_ = event.job_finished();
+    finished_ = true;
+  }
+  // `dispatched`, `started` and arms newer than this varanctl: nothing to
+  // show.
 }
 
 int JobPrinter::Summarize() const {
-  if (targets_.size() == 1 && results_.size() == 1) {
-    const TargetFinished& f = results_.begin()->second;
-    if (f.state() != varan::v1::TARGET_STATE_EXITED) {
-      std::cerr << "varanctl: " << results_.begin()->first << ": "
-                << DescribeResult(f) << "\n";
+  // Output core did not keep is not streamed either: say so, or the
+  // truncation would pass for the command's whole output.
+  for (const auto& [name, f] : results_) {
+    std::vector<std::string> lost;
+    if (f.stdout_uncaptured_bytes() > 0) {
+      lost.push_back(absl::StrCat(f.stdout_uncaptured_bytes(), " B of stdout"));
     }
+    if (f.stderr_uncaptured_bytes() > 0) {
+      lost.push_back(absl::StrCat(f.stderr_uncaptured_bytes(), " B of stderr"));
+    }
+    if (!lost.empty()) {
+      std::cerr << "varanctl: " << name << ": " << absl::StrJoin(lost, " and ")
+                << " past core's capture limit not shown\n";
+    }
+  }
+  const int job_code = JobExitCode(job_finished_.state());
+  if (accepted_ && targets_.empty()) {
+    std::cerr << "varanctl: no periphery matched; nothing ran\n";
+    return job_code;
+  }
+  // A watch from a later sequence missed `accepted`: the targets that
+  // finished meanwhile are all it knows.
+  const size_t total = accepted_ ? targets_.size() : results_.size();
+  if (total == 0) return job_code;
+  if (total == 1 && results_.size() == 1) {
+    const auto& [name, f] = *results_.begin();
+    if (f.state() != varan::v1::TARGET_STATE_EXITED) {
+      std::cerr << "varanctl: " << name << ": " << DescribeResult(f) << "\n";
+    }
+    // A skipped target has no exit code of its own; whether skipping it
+    // fails the job (stop_after_failures, core restarts) or not
+    // (skip_offline) is core's call.
+    if (f.state() == varan::v1::TARGET_STATE_SKIPPED) return job_code;
     return TargetExitCode(f);
   }
-  std::vector<std::string> failures;
-  size_t ok = 0;
+  std::vector<std::string> details;
+  size_t succeeded = 0, failed = 0, canceled = 0, skipped = 0;
   for (const auto& [name, f] : results_) {
-    if (f.state() == varan::v1::TARGET_STATE_EXITED &&
-        f.exit_status().kind() == ExitStatus::KIND_EXITED &&
-        f.exit_status().code() == 0) {
-      ++ok;
-    } else {
-      failures.push_back(absl::StrCat("  ", name, ": ", DescribeResult(f)));
+    switch (TargetOutcome(f.state(), f.exit_status())) {
+      case Outcome::kSucceeded:
+        ++succeeded;
+        continue;
+      case Outcome::kCanceled:
+        ++canceled;
+        break;
+      case Outcome::kSkipped:
+        ++skipped;
+        break;
+      default:
+        ++failed;
+        break;
     }
+    details.push_back(absl::StrCat("  ", name, ": ", DescribeResult(f)));
   }
-  if (!targets_.empty()) {
-    std::cerr << ok << " of " << targets_.size() << " succeeded";
-    if (!failures.empty()) {
-      std::cerr << "; " << failures.size() << " failed:\n"
-                << absl::StrJoin(failures, "\n");
-    }
-    std::cerr << "\n";
+  std::string summary = absl::StrCat(succeeded, " of ", total, " succeeded");
+  if (failed > 0) absl::StrAppend(&summary, "; ", failed, " failed");
+  if (canceled > 0) absl::StrAppend(&summary, "; ", canceled, " canceled");
+  if (skipped > 0) absl::StrAppend(&summary, "; ", skipped, " skipped");
+  if (results_.size() < total) {
+    absl::StrAppend(&summary, "; ", total - results_.size(),
+                    " without a result");
   }
-  return failures.empty() && results_.size() == targets_.size() ? 0 : 1;
+  if (!details.empty()) {
+    absl::StrAppend(&summary, ":\n", absl::StrJoin(details, "\n"));
+  }
+  std::cerr << summary << "\n";
+  return job_code;
 }
 
 }  // namespace varan::cli
