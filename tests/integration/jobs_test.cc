@@ -3,6 +3,7 @@
 // mid-job, a periphery killed mid-job, and core killed with kill -9 mid-job
 // and restarted.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <algorithm>
@@ -319,6 +320,70 @@ TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
             varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_THAT(fleet_->core()->Log(),
               ::testing::Not(HasSubstr("registered from")));
+}
+
+TEST_F(JobsTest, VaranctlDrivesRolloutsCancelLabelsAndHistory) {
+  fleet_->StartPeriphery("p1", {"role=web"});
+  fleet_->StartPeriphery("p2", {"role=web"});
+  Daemon* p3 = fleet_->StartPeriphery("p3", {"role=db"});
+
+  // Labels set by the operator take part in selection.
+  RunResult label =
+      fleet_->Ctl({"peripheries", "label", "p3", "role=web", "canary="});
+  ASSERT_EQ(label.exit_code, 0) << label.err;
+  RunResult rollout =
+      fleet_->Ctl({"exec", "-l", "role=web", "--parallel", "1",
+                   "--stop-after-failures", "1", "--", "sh", "-c", "exit 4"});
+  EXPECT_EQ(rollout.exit_code, 1) << rollout.err;
+  EXPECT_THAT(rollout.err, HasSubstr("2 skipped"));
+  EXPECT_THAT(rollout.err, HasSubstr("stop_after_failures is 1"));
+
+  RunResult async =
+      fleet_->Ctl({"exec", "-n", "p1", "--async", "--", "sleep", "30"});
+  ASSERT_EQ(async.exit_code, 0) << async.err;
+  const std::string id(absl::StripAsciiWhitespace(async.out));
+  ASSERT_TRUE(WaitFor([&] {
+    return MustGet(id).targets(0).state() == varan::v1::TARGET_STATE_RUNNING;
+  }));
+  RunResult cancel = fleet_->Ctl({"jobs", "cancel", id});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  EXPECT_EQ(WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
+
+  RunResult canceled =
+      fleet_->Ctl({"jobs", "list", "--state", "canceled", "-o", "json"});
+  ASSERT_EQ(canceled.exit_code, 0) << canceled.err;
+  EXPECT_THAT(canceled.out, HasSubstr(id));
+  EXPECT_THAT(canceled.out, ::testing::Not(HasSubstr("JOB_STATE_FAILED")));
+  RunResult failed = fleet_->Ctl({"jobs", "list", "--state", "failed"});
+  ASSERT_EQ(failed.exit_code, 0) << failed.err;
+  EXPECT_THAT(failed.out, ::testing::Not(HasSubstr(id)));
+  EXPECT_THAT(failed.out, HasSubstr("failed"));
+
+  RunResult bad = fleet_->Ctl({"jobs", "list", "--state", "bogus"});
+  EXPECT_EQ(bad.exit_code, 2);
+
+  // A decommissioned server: its periphery stopped, then removed (a running
+  // one would register again with its join token).
+  p3->Stop();
+  RunResult removed = fleet_->Ctl({"peripheries", "remove", "p3"});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  RunResult list = fleet_->Ctl({"peripheries", "list"});
+  EXPECT_THAT(list.out, ::testing::Not(HasSubstr("p3")));
+  RunResult all = fleet_->Ctl({"peripheries", "list", "--include-removed"});
+  EXPECT_THAT(all.out, HasSubstr("removed"));
+}
+
+TEST(CoreDataDirTest, CorruptDatabaseIsAClearStartUpErrorAndIsKept) {
+  TempDir dir;
+  ASSERT_EQ(mkdir(dir.File("core").c_str(), 0700), 0);
+  const std::string garbage(8192, 'x');
+  WriteFile(dir.File("core/core.db"), garbage);
+  RunResult r = RunProgram({BinPath("varan-core"), "--listen", "[::1]:0",
+                            "--data-dir", dir.File("core")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr(dir.File("core/core.db")));
+  EXPECT_THAT(r.err, HasSubstr("not a valid database"));
+  EXPECT_EQ(ReadFile(dir.File("core/core.db")), garbage);  // never reset
 }
 
 }  // namespace
