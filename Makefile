@@ -28,8 +28,9 @@ asan-test:
 # Benchmarks, Release build in build-release/ (not part of `make test`).
 bench: deps
 	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release
-	cmake --build build-release -j $(JOBS) --target agent_bench varan-core varan-periphery varanctl
+	cmake --build build-release -j $(JOBS) --target agent_bench core_bench varan-core varan-periphery varanctl
 	build-release/bin/agent_bench
+	build-release/bin/core_bench
 
 format:
 	find common core periphery client tests -name '*.cc' -o -name '*.h' | xargs clang-format -i

@@ -575,6 +575,7 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options,
   // The first run right away: a core that restarts more often than the
   // interval still prunes.
   if (periodic) next_prune_ = absl::Now();
+  completer_thread_ = std::thread([this] { CompleterLoop(); });
   writer_thread_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -584,6 +585,31 @@ SqliteStore::~SqliteStore() {
     stop_ = true;
   }
   writer_thread_.join();
+  {
+    absl::MutexLock lock(&done_mu_);
+    done_stop_ = true;
+  }
+  completer_thread_.join();
+}
+
+void SqliteStore::Complete(std::vector<std::function<void()>> work) {
+  if (work.empty()) return;
+  absl::MutexLock lock(&done_mu_);
+  for (auto& w : work) done_queue_.push_back(std::move(w));
+}
+
+void SqliteStore::CompleterLoop() {
+  std::vector<std::function<void()>> work;
+  for (;;) {
+    {
+      absl::MutexLock lock(&done_mu_);
+      done_mu_.Await(absl::Condition(this, &SqliteStore::CompletionReady));
+      if (done_queue_.empty()) return;  // stopping, and nothing left
+      work.swap(done_queue_);
+    }
+    for (auto& w : work) w();
+    work.clear();
+  }
 }
 
 // --- Writes ----------------------------------------------------------------
@@ -657,7 +683,8 @@ void SqliteStore::FinishJob(const Job& record, CommitCallback done) {
 }
 
 absl::Status SqliteStore::Sync() {
-  if (std::this_thread::get_id() == writer_thread_.get_id()) {
+  if (std::this_thread::get_id() == writer_thread_.get_id() ||
+      std::this_thread::get_id() == completer_thread_.get_id()) {
     return absl::FailedPreconditionError(
         "Store::Sync called from a commit callback");
   }
@@ -670,7 +697,8 @@ absl::Status SqliteStore::Sync() {
 }
 
 absl::StatusOr<uint64_t> SqliteStore::PruneNow() {
-  if (std::this_thread::get_id() == writer_thread_.get_id()) {
+  if (std::this_thread::get_id() == writer_thread_.get_id() ||
+      std::this_thread::get_id() == completer_thread_.get_id()) {
     return absl::FailedPreconditionError(
         "SqliteStore::PruneNow called from a commit callback");
   }
@@ -764,27 +792,33 @@ void SqliteStore::ExecuteBatch(std::vector<Op>& batch) {
     }
   }
 
-  // Callbacks and markers, in queue order.
+  // Callbacks and markers, in queue order, handed to the completer thread.
+  std::vector<std::function<void()>> work;
   for (size_t i = 0; i < batch.size(); ++i) {
     Op& op = batch[i];
     if (auto* sync = std::get_if<SyncOp>(&op)) {
-      sync->waiter->status = std::exchange(unsynced_error_, absl::OkStatus());
-      sync->waiter->done.Notify();
+      Waiter* waiter = sync->waiter;
+      absl::Status status = std::exchange(unsynced_error_, absl::OkStatus());
+      work.push_back([waiter, status] {
+        waiter->status = status;
+        waiter->done.Notify();
+      });
       continue;
     }
     if (auto* prune = std::get_if<PruneOp>(&op)) {
       StartPrune(prune->waiter);
       continue;
     }
-    const absl::Status& status = commit.ok() ? results[i] : commit;
+    const absl::Status status = commit.ok() ? results[i] : commit;
     if (!status.ok() && unsynced_error_.ok()) unsynced_error_ = status;
     if (auto* c = std::get_if<CreateJobOp>(&op); c != nullptr && c->done) {
-      c->done(status);
+      work.push_back([done = std::move(c->done), status] { done(status); });
     } else if (auto* f = std::get_if<FinishJobOp>(&op);
                f != nullptr && f->done) {
-      f->done(status);
+      work.push_back([done = std::move(f->done), status] { done(status); });
     }
   }
+  Complete(std::move(work));
 }
 
 absl::Status SqliteStore::ExecuteOp(Op& op) {

@@ -7,16 +7,19 @@
 // file). The file and its -wal/-shm companions are private (mode 0600):
 // periphery credentials are stored in it.
 //
-// Ownership and threads: a SqliteStore owns two connections and one writer
-// thread. Writes (SavePeriphery, CreateJob, AppendEvents, FinishJob) only
-// append to an in-memory queue under a mutex; the writer thread takes all
-// that is queued (up to `max_batch_ops`), executes it in one transaction
-// with cached prepared statements, commits, then runs the callbacks with the
-// commit status (no store lock held). Reads use a second connection of their
+// Ownership and threads: a SqliteStore owns two connections, one writer
+// thread and one completer thread. Writes (SavePeriphery, CreateJob,
+// AppendEvents, FinishJob) only append to an in-memory queue under a mutex;
+// the writer thread takes all that is queued (up to `max_batch_ops`),
+// executes it in one transaction with cached prepared statements, commits,
+// and hands the callbacks with the commit status to the completer thread,
+// which runs them in commit order (no store lock held) while the writer goes
+// on with the next batch. Reads use a second connection of their
 // own, so they never wait for a commit in progress. Retention also runs on
 // the writer thread, at most `prune_batch_jobs` jobs per transaction,
 // interleaved with queued writes. All public methods are thread-safe. The
-// destructor commits everything still queued, then joins the writer; no
+// destructor commits everything still queued and runs its callbacks, then
+// joins both threads; no
 // method may be called concurrently with it.
 //
 // Schema changes are numbered migrations recorded in PRAGMA user_version,
@@ -26,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -106,7 +110,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   // A limit of 0 returns no jobs; `more` then tells whether any match.
   absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
-  // From a commit callback (the writer thread) this returns
+  // From a commit callback (the completer thread) this returns
   // FAILED_PRECONDITION instead of deadlocking.
   absl::Status Sync() override;
 
@@ -168,6 +172,19 @@ class SqliteStore final : public Store {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread writer_thread_;
+
+  // Commit callbacks and Sync markers run here, in commit order, so the
+  // writer goes on to the next batch while they run (they start gRPC calls
+  // and answer requests, which costs more than the writes).
+  void CompleterLoop();
+  void Complete(std::vector<std::function<void()>> work);
+  bool CompletionReady() const ABSL_SHARED_LOCKS_REQUIRED(done_mu_) {
+    return !done_queue_.empty() || done_stop_;
+  }
+  absl::Mutex done_mu_;
+  std::vector<std::function<void()>> done_queue_ ABSL_GUARDED_BY(done_mu_);
+  bool done_stop_ ABSL_GUARDED_BY(done_mu_) = false;
+  std::thread completer_thread_;
 };
 
 }  // namespace varan::core

@@ -12,8 +12,9 @@
 // Retention (jobs older than max_age or beyond max_jobs, finished ones only)
 // is applied by the store itself, in small batches between writes.
 //
-// Implementations are thread-safe. Callbacks run on the writer thread, with
-// no store lock held; they must not block and must not call Sync().
+// Implementations are thread-safe. Callbacks run on one store thread, in
+// commit order, with no store lock held; they must not block and must not
+// call Sync().
 #pragma once
 
 #include <cstdint>
