@@ -72,7 +72,7 @@ class Job {
   // except SKIPPED).
   size_t failures() const;
   bool cancel_requested() const;
-  // Runs `callback` (once, on the store's writer thread, or at once without
+  // Runs `callback` (once, on a store thread, or at once without
   // a store) after the finished job's record is committed. Set it before
   // the job can finish.
   void SetOnFinishedPersisted(std::function<void()> callback);

@@ -18,6 +18,22 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// An operator's unary call: authenticates, then answers with what
+// `call(caller)` returns (an absl::StatusOr<Response>).
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* OperatorUnary(const Authenticator* auth,
+                                        grpc::CallbackServerContext* context,
+                                        Response* response, Call call) {
+  Caller caller;
+  if (grpc::Status s = auth->AuthenticateOperator(*context, &caller); !s.ok()) {
+    return Done(context, s);
+  }
+  absl::StatusOr<Response> result = call(caller);
+  if (!result.ok()) return Done(context, ToGrpcStatus(result.status()));
+  *response = *std::move(result);
+  return Done(context, grpc::Status::OK);
+}
+
 // Streams a job's events from a sequence number until the job finishes.
 // One write in flight; the job's watcher callback drives writes that were
 // waiting for new events. Deletes itself in OnDone.
@@ -147,61 +163,48 @@ grpc::ServerUnaryReactor* FleetService::ListPeripheries(
     grpc::CallbackServerContext* context,
     const varan::v1::ListPeripheriesRequest* request,
     varan::v1::ListPeripheriesResponse* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto list = fleet_->List(request->target(), request->include_removed());
-  if (!list.ok()) return Done(context, ToGrpcStatus(list.status()));
-  for (auto& p : *list) *response->add_peripheries() = std::move(p);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(
+      auth_, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListPeripheriesResponse> {
+        auto list = fleet_->List(request->target(), request->include_removed());
+        if (!list.ok()) return list.status();
+        varan::v1::ListPeripheriesResponse out;
+        for (auto& p : *list) *out.add_peripheries() = std::move(p);
+        return out;
+      });
 }
 
 grpc::ServerUnaryReactor* FleetService::GetPeriphery(
     grpc::CallbackServerContext* context,
     const varan::v1::GetPeripheryRequest* request,
     varan::v1::Periphery* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto p = fleet_->Get(request->name_or_id());
-  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
-  *response = *std::move(p);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(auth_, context, response, [&](const Caller&) {
+    return fleet_->Get(request->name_or_id());
+  });
 }
 
 grpc::ServerUnaryReactor* FleetService::RemovePeriphery(
     grpc::CallbackServerContext* context,
     const varan::v1::RemovePeripheryRequest* request,
     varan::v1::Periphery* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto p = fleet_->Remove(request->name_or_id());
-  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
-  spdlog::info("periphery {} removed by {}", p->name(), caller.name);
-  *response = *std::move(p);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(
+      auth_, context, response,
+      [&](const Caller& caller) -> absl::StatusOr<varan::v1::Periphery> {
+        auto p = fleet_->Remove(request->name_or_id());
+        if (p.ok()) {
+          spdlog::info("periphery {} removed by {}", p->name(), caller.name);
+        }
+        return p;
+      });
 }
 
 grpc::ServerUnaryReactor* FleetService::UpdateLabels(
     grpc::CallbackServerContext* context,
     const varan::v1::UpdateLabelsRequest* request,
     varan::v1::Periphery* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto p = fleet_->UpdateLabels(*request);
-  if (!p.ok()) return Done(context, ToGrpcStatus(p.status()));
-  *response = *std::move(p);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(auth_, context, response, [&](const Caller&) {
+    return fleet_->UpdateLabels(*request);
+  });
 }
 
 // --- Jobs ------------------------------------------------------------------
@@ -217,7 +220,7 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
   }
   // Answer once the job is committed (an id the caller holds survives a core
   // crash) and the response is filled, whichever comes last: the commit
-  // callback runs on the store's writer thread, possibly before Dispatch
+  // callback runs on a store thread, possibly before Dispatch
   // returns here.
   struct Pending {
     grpc::ServerUnaryReactor* reactor;
@@ -294,44 +297,29 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
 grpc::ServerUnaryReactor* JobsService::GetJob(
     grpc::CallbackServerContext* context,
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto job = dispatcher_->Find(request->job_id());
-  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
-  *response = (*job)->Snapshot(/*with_output=*/true);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(auth_, context, response,
+                       [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
+                         auto job = dispatcher_->Find(request->job_id());
+                         if (!job.ok()) return job.status();
+                         return (*job)->Snapshot(/*with_output=*/true);
+                       });
 }
 
 grpc::ServerUnaryReactor* JobsService::ListJobs(
     grpc::CallbackServerContext* context,
     const varan::v1::ListJobsRequest* request,
     varan::v1::ListJobsResponse* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto list = dispatcher_->List(*request);
-  if (!list.ok()) return Done(context, ToGrpcStatus(list.status()));
-  *response = *std::move(list);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(auth_, context, response, [&](const Caller&) {
+    return dispatcher_->List(*request);
+  });
 }
 
 grpc::ServerUnaryReactor* JobsService::CancelJob(
     grpc::CallbackServerContext* context,
     const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
-  Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
-      !s.ok()) {
-    return Done(context, s);
-  }
-  auto job = dispatcher_->Cancel(request->job_id(), caller.name);
-  if (!job.ok()) return Done(context, ToGrpcStatus(job.status()));
-  *response = *std::move(job);
-  return Done(context, grpc::Status::OK);
+  return OperatorUnary(auth_, context, response, [&](const Caller& caller) {
+    return dispatcher_->Cancel(request->job_id(), caller.name);
+  });
 }
 
 }  // namespace varan::core
