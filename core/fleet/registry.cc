@@ -237,6 +237,16 @@ absl::StatusOr<std::vector<const FleetRegistry::Record*>> FleetRegistry::Match(
         absl::StrJoin(missing, ", ")));
   }
   std::vector<const Record*> out;
+  if (!names.empty() && !include_removed) {
+    // Named targets: look them up rather than scanning the fleet.
+    for (const auto& n : names) {
+      const Record& r = by_id_.at(id_by_name_.at(n));
+      Labels labels(r.stored.info.labels().begin(),
+                    r.stored.info.labels().end());
+      if (selector->Matches(labels)) out.push_back(&r);
+    }
+    return out;  // `names` is sorted, and names are unique
+  }
   for (const auto& [id, r] : by_id_) {
     if (r.removed && !include_removed) continue;
     if (!names.empty() && !names.contains(r.stored.info.name())) continue;
