@@ -167,9 +167,11 @@ int main(int argc, char** argv) {
   varan::core::RegistryService registry_service(&*auth, &fleet);
   varan::core::FleetService fleet_service(&*auth, &fleet);
   varan::core::JobsService jobs_service(&*auth, &dispatcher);
+  varan::core::AdminService admin_service(&*auth, &fleet, clock->Now());
 
   auto server = varan::StartServer(
-      *listen_addrs, {&registry_service, &fleet_service, &jobs_service});
+      *listen_addrs,
+      {&registry_service, &fleet_service, &jobs_service, &admin_service});
   if (!server.ok()) {
     stop_ticking.Notify();
     ticker.join();

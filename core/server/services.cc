@@ -5,6 +5,7 @@
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "common/time_util.h"
+#include "varan/version.h"
 
 namespace varan::core {
 namespace {
@@ -205,6 +206,33 @@ grpc::ServerUnaryReactor* FleetService::UpdateLabels(
   return OperatorUnary(auth_, context, response, [&](const Caller&) {
     return fleet_->UpdateLabels(*request);
   });
+}
+
+// --- Admin -----------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminService::GetInfo(
+    grpc::CallbackServerContext* context, const varan::v1::GetInfoRequest*,
+    varan::v1::CoreInfo* response) {
+  return OperatorUnary(
+      auth_, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::CoreInfo> {
+        varan::v1::CoreInfo info;
+        info.set_version(kVersion);
+        SetTimestamp(start_time_, info.mutable_start_time());
+        auto all = fleet_->List(varan::v1::Target());
+        if (!all.ok()) return all.status();
+        info.set_peripheries(static_cast<uint32_t>(all->size()));
+        uint32_t online = 0;
+        for (const auto& p : *all) {
+          if (p.state() == varan::v1::PERIPHERY_STATE_ONLINE) ++online;
+        }
+        info.set_peripheries_online(online);
+        SetDuration(fleet_->heartbeat_interval(),
+                    info.mutable_heartbeat_interval());
+        info.set_heartbeat_ttl_intervals(static_cast<uint32_t>(
+            fleet_->ttl() / fleet_->heartbeat_interval()));
+        return info;
+      });
 }
 
 // --- Jobs ------------------------------------------------------------------

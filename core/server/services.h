@@ -1,4 +1,5 @@
-// core's gRPC services: Registry (peripheries), Fleet and Jobs (operators).
+// core's gRPC services: Registry (peripheries), Fleet, Jobs and Admin
+// (operators).
 //
 // Each is a thin edge: authenticate, translate, call FleetRegistry or
 // Dispatcher, turn absl::Status into grpc::Status. Thread-safe; the objects
@@ -56,6 +57,22 @@ class FleetService final : public varan::v1::Fleet::CallbackService {
  private:
   const Authenticator* const auth_;
   FleetRegistry* const fleet_;
+};
+
+class AdminService final : public varan::v1::Admin::CallbackService {
+ public:
+  AdminService(const Authenticator* auth, const FleetRegistry* fleet,
+               absl::Time start_time)
+      : auth_(auth), fleet_(fleet), start_time_(start_time) {}
+
+  grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
+                                    const varan::v1::GetInfoRequest* request,
+                                    varan::v1::CoreInfo* response) override;
+
+ private:
+  const Authenticator* const auth_;
+  const FleetRegistry* const fleet_;
+  const absl::Time start_time_;
 };
 
 class JobsService final : public varan::v1::Jobs::CallbackService {

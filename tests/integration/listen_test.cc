@@ -40,10 +40,10 @@ TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
   }
   EXPECT_THAT(fleet.core()->Log(),
               HasSubstr(absl::StrCat("listening on [::]:", port)));
-  EXPECT_THAT(
-      ReflectionServices(fleet.core_address()),
-      ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
-                               "varan.v1.Jobs", "grpc.health.v1.Health"}));
+  EXPECT_THAT(ReflectionServices(fleet.core_address()),
+              ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
+                                       "varan.v1.Jobs", "varan.v1.Admin",
+                                       "grpc.health.v1.Health"}));
 }
 
 TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
