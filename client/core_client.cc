@@ -23,7 +23,8 @@ CoreClient::CoreClient(ClientOptions options, std::string address,
       address_(std::move(address)),
       channel_(std::move(channel)),
       fleet_(varan::v1::Fleet::NewStub(channel_)),
-      jobs_(varan::v1::Jobs::NewStub(channel_)) {}
+      jobs_(varan::v1::Jobs::NewStub(channel_)),
+      admin_(varan::v1::Admin::NewStub(channel_)) {}
 
 void CoreClient::Prepare(grpc::ClientContext* context,
                          bool with_deadline) const {
@@ -45,6 +46,10 @@ absl::Status CoreClient::Convert(const grpc::Status& status) const {
       return absl::DeadlineExceededError(
           absl::StrCat("core at ", address_, " did not answer within ",
                        absl::FormatDuration(options_.timeout)));
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return absl::UnauthenticatedError(
+          absl::StrCat("core at ", address_,
+                       " refused the token: ", status.error_message()));
     default:
       return FromGrpcStatus(status);
   }
@@ -130,6 +135,11 @@ absl::StatusOr<varan::v1::Job> CoreClient::CancelJob(
   varan::v1::CancelJobRequest req;
   req.set_job_id(job_id);
   return Unary(jobs_.get(), &varan::v1::Jobs::Stub::CancelJob, req);
+}
+
+absl::StatusOr<varan::v1::CoreInfo> CoreClient::GetInfo() {
+  return Unary(admin_.get(), &varan::v1::Admin::Stub::GetInfo,
+               varan::v1::GetInfoRequest());
 }
 
 }  // namespace varan::client

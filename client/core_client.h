@@ -1,5 +1,5 @@
-// CoreClient: the C++ client library for varan-core's operator API (Fleet
-// and Jobs). varanctl is built on it; programs can use it directly.
+// CoreClient: the C++ client library for varan-core's operator API (Fleet,
+// Jobs and Admin). varanctl is built on it; programs can use it directly.
 //
 //   auto client = varan::client::CoreClient::Create(
 //       {.address = "[::1]:7700", .token = token});
@@ -11,7 +11,7 @@
 // absl::Status with gRPC's codes. Besides those each method lists, any call
 // may fail with UNAVAILABLE (core unreachable; the message names the
 // address), DEADLINE_EXCEEDED (no answer within `timeout`) or
-// UNAUTHENTICATED (missing or wrong token).
+// UNAUTHENTICATED (missing or wrong token; the message names the address).
 //
 // Thread-safe: one CoreClient may be used from many threads.
 #pragma once
@@ -110,6 +110,12 @@ class CoreClient {
   // nothing and is not an error. Errors: NOT_FOUND.
   absl::StatusOr<varan::v1::Job> CancelJob(const std::string& job_id);
 
+  // Admin.
+
+  // What the core is: its version, start time, fleet size and heartbeat
+  // settings.
+  absl::StatusOr<varan::v1::CoreInfo> GetInfo();
+
  private:
   CoreClient(ClientOptions options, std::string address,
              std::shared_ptr<grpc::Channel> channel);
@@ -138,6 +144,7 @@ class CoreClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Fleet::Stub> fleet_;
   std::unique_ptr<varan::v1::Jobs::Stub> jobs_;
+  std::unique_ptr<varan::v1::Admin::Stub> admin_;
 };
 
 }  // namespace varan::client

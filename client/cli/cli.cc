@@ -1,11 +1,19 @@
 #include "client/cli/cli.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <optional>
+#include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "client/cli/config.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "google/protobuf/util/json_util.h"
@@ -14,12 +22,14 @@ namespace varan::cli {
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
   app.add_option("--core", options->core,
-                 "Core address, e.g. [::1]:7700 or core.example:7700")
-      ->envname("VARAN_CORE")
-      ->capture_default_str();
+                 absl::StrCat("Core address, e.g. [::1]:7700 or "
+                              "core.example:7700 (default: the current "
+                              "context's, else ",
+                              kDefaultCore, ")"))
+      ->envname("VARAN_CORE");
   app.add_option("--token-file", options->token_file,
-                 "File holding an operator token (else VARAN_TOKEN_FILE, or "
-                 "the token itself in VARAN_TOKEN)")
+                 "File holding an operator token (else VARAN_TOKEN_FILE, the "
+                 "token itself in VARAN_TOKEN, or the current context's)")
       ->envname("VARAN_TOKEN_FILE");
   app.add_option("--timeout", options->timeout_seconds,
                  "Seconds to wait for core to answer a request")
@@ -32,16 +42,37 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
   client::ClientOptions copts;
   copts.address = options.core;
   copts.timeout = absl::Seconds(options.timeout_seconds);
-  if (!options.token_file.empty()) {
-    auto token = ReadSecretFile(options.token_file);
+  std::string token_file = options.token_file;
+  const bool need_context = copts.address.empty() ||
+                            (token_file.empty() && options.token_env.empty());
+  if (need_context && !options.config_file.empty()) {
+    auto file = LoadContexts(options.config_file);
+    if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
+    if (!file->current.empty()) {
+      auto it = file->contexts.find(file->current);
+      if (it == file->contexts.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            options.config_file, ": current-context \"", file->current,
+            "\" is not defined (varanctl config get-contexts)"));
+      }
+      if (copts.address.empty()) copts.address = it->second.core;
+      if (token_file.empty() && options.token_env.empty()) {
+        token_file = it->second.token_file;
+      }
+    }
+  }
+  if (copts.address.empty()) copts.address = kDefaultCore;
+  if (!token_file.empty()) {
+    auto token = ReadSecretFile(token_file);
     if (!token.ok()) return token.status();
     copts.token = *token;
-  } else if (const char* t = std::getenv("VARAN_TOKEN"); t != nullptr && *t) {
-    copts.token = t;
+  } else if (!options.token_env.empty()) {
+    copts.token = options.token_env;
   } else {
-    return absl::UnauthenticatedError(
-        "no operator token: pass --token-file FILE or set VARAN_TOKEN_FILE "
-        "or VARAN_TOKEN");
+    return absl::FailedPreconditionError(
+        "no operator token: pass --token-file FILE, set VARAN_TOKEN_FILE or "
+        "VARAN_TOKEN, or use a context with a token-file (varanctl config "
+        "set-context)");
   }
   auto client = client::CoreClient::Create(copts);
   if (!client.ok()) {
@@ -52,6 +83,11 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
 }
 
 int Fail(const absl::Status& status) {
+  if (absl::IsUnauthenticated(status)) {
+    return Fail(absl::StrCat(status.message(),
+                             " (core refused the token: check --token-file / "
+                             "VARAN_TOKEN)"));
+  }
   return Fail(std::string(status.message()));
 }
 
@@ -60,7 +96,9 @@ int Fail(const std::string& message) {
   return kExitUsage;
 }
 
-CLI::Validator OutputFormat() { return CLI::IsMember({"table", "json"}); }
+CLI::Validator OutputFormat() {
+  return CLI::IsMember({"table", "wide", "json", "yaml"});
+}
 
 CLI::Validator PositiveCount() {
   return CLI::Validator(
@@ -75,21 +113,247 @@ CLI::Validator PositiveCount() {
       "N");
 }
 
-void PrintJson(const google::protobuf::Message& message) {
+namespace {
+
+google::protobuf::util::JsonPrintOptions JsonOptions() {
   google::protobuf::util::JsonPrintOptions opts;
   opts.add_whitespace = true;
   opts.always_print_primitive_fields = true;
   opts.preserve_proto_field_names = true;
-  std::string out;
-  auto status =
-      google::protobuf::util::MessageToJsonString(message, &out, opts);
-  if (!status.ok()) {
-    std::cerr << "varanctl: error: cannot print JSON: " << status.ToString()
-              << "\n";
-    return;
-  }
+  return opts;
+}
+
+void PrintJsonText(const std::string& out) {
   std::cout << out;
   if (out.empty() || out.back() != '\n') std::cout << "\n";
+}
+
+// Whether `s` can be written as a plain YAML scalar and still read back as
+// the same string.
+bool PlainYamlString(const std::string& s) {
+  if (s.empty() || s.front() == ' ' || s.back() == ' ') return false;
+  if (std::string_view("-?:,[]{}#&*!|>'\"%@`~.+0123456789").find(s.front()) !=
+      std::string_view::npos) {
+    return false;
+  }
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || u >= 0x80) return false;
+  }
+  if (s.find(": ") != std::string::npos || s.find(" #") != std::string::npos ||
+      s.back() == ':') {
+    return false;
+  }
+  const std::string lower = absl::AsciiStrToLower(s);
+  for (const char* word : {"true", "false", "null", "yes", "no", "on", "off",
+                           "y", "n", ".inf", ".nan"}) {
+    if (lower == word) return false;
+  }
+  return true;
+}
+
+std::string YamlString(const std::string& s) {
+  if (PlainYamlString(s)) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          out += absl::StrFormat("\\x%02x", u);
+        } else {
+          out += c;  // UTF-8 passes through: YAML is UTF-8
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// A scalar or an empty container, on one line; nullopt for others.
+std::optional<std::string> YamlInline(const google::protobuf::Value& v) {
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kNullValue:
+    case google::protobuf::Value::KIND_NOT_SET:
+      return "null";
+    case google::protobuf::Value::kBoolValue:
+      return v.bool_value() ? "true" : "false";
+    case google::protobuf::Value::kNumberValue: {
+      const double d = v.number_value();
+      if (std::isnan(d)) return ".nan";
+      if (std::isinf(d)) return d > 0 ? ".inf" : "-.inf";
+      if (d == std::trunc(d) && std::fabs(d) < 9007199254740992.0) {
+        return absl::StrCat(static_cast<int64_t>(d));
+      }
+      return absl::StrFormat("%.17g", d);
+    }
+    case google::protobuf::Value::kStringValue:
+      return YamlString(v.string_value());
+    case google::protobuf::Value::kStructValue:
+      if (v.struct_value().fields().empty()) return "{}";
+      return std::nullopt;
+    case google::protobuf::Value::kListValue:
+      if (v.list_value().values().empty()) return "[]";
+      return std::nullopt;
+  }
+  return "null";
+}
+
+void YamlList(const google::protobuf::ListValue& list, int indent,
+              std::string* out);
+
+// Each key at `indent`, sorted (a Struct keeps no order).
+void YamlMap(const google::protobuf::Struct& s, int indent, std::string* out) {
+  std::map<std::string, const google::protobuf::Value*> sorted;
+  for (const auto& [k, v] : s.fields()) sorted[k] = &v;
+  const std::string pad(indent, ' ');
+  for (const auto& [k, v] : sorted) {
+    absl::StrAppend(out, pad, YamlString(k), ":");
+    if (auto line = YamlInline(*v)) {
+      absl::StrAppend(out, " ", *line, "\n");
+    } else if (v->has_struct_value()) {
+      absl::StrAppend(out, "\n");
+      YamlMap(v->struct_value(), indent + 2, out);
+    } else {
+      absl::StrAppend(out, "\n");
+      YamlList(v->list_value(), indent, out);
+    }
+  }
+}
+
+void YamlList(const google::protobuf::ListValue& list, int indent,
+              std::string* out) {
+  const std::string pad(indent, ' ');
+  for (const auto& v : list.values()) {
+    if (auto line = YamlInline(v)) {
+      absl::StrAppend(out, pad, "- ", *line, "\n");
+    } else if (v.has_struct_value()) {
+      // The first key on the dash's line: "- name: a\n  id: 1".
+      std::string block;
+      YamlMap(v.struct_value(), indent + 2, &block);
+      absl::StrAppend(out, pad, "- ", block.substr(indent + 2));
+    } else {
+      absl::StrAppend(out, pad, "-\n");
+      YamlList(v.list_value(), indent + 2, out);
+    }
+  }
+}
+
+}  // namespace
+
+std::string ToYaml(const google::protobuf::Value& value) {
+  std::string out;
+  if (auto line = YamlInline(value)) {
+    out = *line + "\n";
+  } else if (value.has_struct_value()) {
+    YamlMap(value.struct_value(), 0, &out);
+  } else {
+    YamlList(value.list_value(), 0, &out);
+  }
+  return out;
+}
+
+absl::StatusOr<google::protobuf::Value> MessageToValue(
+    const google::protobuf::Message& message) {
+  std::string json;
+  auto status = google::protobuf::util::MessageToJsonString(message, &json,
+                                                            JsonOptions());
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot convert to JSON: ", status.ToString()));
+  }
+  google::protobuf::Value value;
+  status = google::protobuf::util::JsonStringToMessage(json, &value);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot parse own JSON: ", status.ToString()));
+  }
+  return value;
+}
+
+void PrintValue(const google::protobuf::Value& value,
+                const std::string& format) {
+  if (format == "yaml") {
+    std::cout << ToYaml(value);
+    return;
+  }
+  std::string out;
+  auto status =
+      google::protobuf::util::MessageToJsonString(value, &out, JsonOptions());
+  if (!status.ok()) {
+    Fail(absl::StrCat("cannot print JSON: ", status.ToString()));
+    return;
+  }
+  PrintJsonText(out);
+}
+
+bool PrintStructured(const google::protobuf::Message& message,
+                     const std::string& format) {
+  if (format == "json") {
+    // Straight from the message, so fields keep their declaration order.
+    std::string out;
+    auto status = google::protobuf::util::MessageToJsonString(message, &out,
+                                                              JsonOptions());
+    if (!status.ok()) {
+      Fail(absl::StrCat("cannot print JSON: ", status.ToString()));
+    } else {
+      PrintJsonText(out);
+    }
+    return true;
+  }
+  if (format == "yaml") {
+    auto value = MessageToValue(message);
+    if (!value.ok()) {
+      Fail(value.status());
+    } else {
+      std::cout << ToYaml(*value);
+    }
+    return true;
+  }
+  return false;
+}
+
+std::string StateName(varan::v1::PeripheryState s) {
+  switch (s) {
+    case varan::v1::PERIPHERY_STATE_ONLINE:
+      return "online";
+    case varan::v1::PERIPHERY_STATE_OFFLINE:
+      return "offline";
+    case varan::v1::PERIPHERY_STATE_REMOVED:
+      return "removed";
+    default:
+      return "unknown";
+  }
+}
+
+std::string ConnectionName(varan::v1::Connection c) {
+  switch (c) {
+    case varan::v1::CONNECTION_DIAL:
+      return "dial";
+    default:
+      return "unknown";
+  }
+}
+
+std::string LabelsText(
+    const google::protobuf::Map<std::string, std::string>& m) {
+  std::map<std::string, std::string> sorted(m.begin(), m.end());
+  return sorted.empty() ? "<none>"
+                        : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
 }
 
 std::string Ago(const google::protobuf::Timestamp& t) {

@@ -1,5 +1,5 @@
 // Shared pieces of varanctl's subcommands: global options, connecting,
-// output formats and exit codes.
+// contexts, output formats and exit codes.
 //
 // Exit codes: 0 success; 1 the job failed or was canceled (or, for one
 // target, that target's own exit code); 2 usage, connection or request
@@ -13,16 +13,34 @@
 #include "absl/status/statusor.h"
 #include "client/core_client.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/struct.pb.h"
 
 namespace varan::cli {
 
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
+inline constexpr char kDefaultCore[] = "localhost:7700";
+
+// What main() learns from the command line, the environment and the
+// terminal; subcommands read only this (never flags or the environment).
 struct GlobalOptions {
-  std::string core = "localhost:7700";
+  // --core or VARAN_CORE; empty: the current context's, else kDefaultCore.
+  std::string core;
+  // --token-file or VARAN_TOKEN_FILE; empty: VARAN_TOKEN, else the current
+  // context's token file.
   std::string token_file;
+  // VARAN_TOKEN (the token itself).
+  std::string token_env;
   double timeout_seconds = 10;
+  // The contexts file: VARAN_CONFIG_FILE, else
+  // $XDG_CONFIG_HOME/varan/config.toml, else ~/.config/varan/config.toml.
+  std::string config_file;
+  // Whether stdout / stderr are terminals (colours, the progress line);
+  // colours also need NO_COLOR unset.
+  bool color_stdout = false;
+  bool color_stderr = false;
+  bool progress = false;
   // Words after the first "--" on the command line (the remote command of
   // `exec`); CLI11 never sees them, so they may look like flags.
   std::vector<std::string> after_dashes;
@@ -31,24 +49,52 @@ struct GlobalOptions {
 // Adds --core, --token-file and --timeout to `app`.
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options);
 
-// Connects using the options; the token comes from --token-file, else
-// VARAN_TOKEN_FILE, else VARAN_TOKEN (the token itself).
+// Connects using the options. Precedence: flags, then the environment
+// (VARAN_CORE, VARAN_TOKEN_FILE, VARAN_TOKEN), then the current context of
+// the config file, then kDefaultCore. FAILED_PRECONDITION without a token;
+// INVALID_ARGUMENT for a bad address or config file.
 absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
     const GlobalOptions& options);
 
-// Prints "varanctl: error: <message>" to stderr and returns kExitUsage.
+// Prints "varanctl: error: <message>" to stderr and returns kExitUsage. An
+// UNAUTHENTICATED status gets a hint about where the token comes from.
 int Fail(const absl::Status& status);
 int Fail(const std::string& message);
 
-// Validates an -o value: "table" or "json".
+// Validates an -o value: "table", "wide", "json" or "yaml".
 CLI::Validator OutputFormat();
+inline constexpr char kOutputHelp[] = "table, wide, json or yaml";
+
+// For -o json and yaml: prints `message` (proto3 JSON mapping, original
+// field names, fields with default values included so scripts see every
+// field) in that format and returns true;
+// for table and wide returns false and prints nothing.
+bool PrintStructured(const google::protobuf::Message& message,
+                     const std::string& format);
+
+// Prints a protobuf Value tree (e.g. from MessageToValue) as JSON or YAML.
+void PrintValue(const google::protobuf::Value& value,
+                const std::string& format);
+
+// `message` in the proto3 JSON mapping (original field names, defaults
+// included, timestamps RFC 3339) as a Value tree.
+absl::StatusOr<google::protobuf::Value> MessageToValue(
+    const google::protobuf::Message& message);
+
+// `value` as a YAML document (block style; strings quoted when they would
+// otherwise read as something else).
+std::string ToYaml(const google::protobuf::Value& value);
 
 // Validates a count that must be at least 1 (e.g. --parallel).
 CLI::Validator PositiveCount();
 
-// Prints `message` as indented JSON (proto3 JSON mapping, fields with default
-// values included so scripts see every field).
-void PrintJson(const google::protobuf::Message& message);
+// "online", "offline", "removed", "unknown".
+std::string StateName(varan::v1::PeripheryState s);
+// "dial", "unknown".
+std::string ConnectionName(varan::v1::Connection c);
+// "env=prod,tier=web" (sorted), or "<none>".
+std::string LabelsText(
+    const google::protobuf::Map<std::string, std::string>& labels);
 
 // "3s ago", "2m ago", "5h ago", "4d ago".
 std::string Ago(const google::protobuf::Timestamp& t);
@@ -61,5 +107,9 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows);
 void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code);
+void SetupVersion(CLI::App& app, GlobalOptions* global, int* exit_code);
+void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code);
+// `completion bash`, generated from `app`'s tree when run.
+void SetupCompletion(CLI::App& app, int* exit_code);
 
 }  // namespace varan::cli

@@ -17,6 +17,10 @@ struct ExecOptions {
   bool shell = false;
   bool async = false;
   bool prefix = false;
+  bool no_prefix = false;
+  bool group = false;
+  bool all = false;
+  bool dry_run = false;
   std::vector<std::string> env;
   std::string workdir;
   double timeout_seconds = 0;
@@ -31,14 +35,31 @@ struct ExecOptions {
   std::vector<std::string> command;
 };
 
+// --dry-run: the peripheries `target` matches now, as exec would see them.
+int DryRun(client::CoreClient& client, const varan::v1::Target& target) {
+  auto list = client.ListPeripheries(target);
+  if (!list.ok()) return Fail(list.status());
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATE", "ADDRESS", "LABELS"}};
+  for (const auto& p : *list) {
+    rows.push_back(
+        {p.name(), StateName(p.state()), p.address(), LabelsText(p.labels())});
+  }
+  if (!list->empty()) PrintTable(rows);
+  std::cerr << "varanctl: dry run: would run on " << list->size()
+            << (list->size() == 1 ? " periphery" : " peripheries")
+            << "; nothing ran\n";
+  return 0;
+}
+
 int RunExec(const GlobalOptions& global, ExecOptions opts) {
   opts.command.insert(opts.command.end(), global.after_dashes.begin(),
                       global.after_dashes.end());
   if (opts.command.empty()) {
     return Fail("no command given (e.g. varanctl exec -n web-1 -- uname -a)");
   }
-  if (opts.selector.empty() && opts.names.empty()) {
-    return Fail("choose targets with -n NAME or -l SELECTOR");
+  if (opts.selector.empty() && opts.names.empty() && !opts.all) {
+    return Fail("choose targets with -n NAME, -l SELECTOR or --all");
   }
   varan::v1::DispatchRequest req;
   req.mutable_target()->set_selector(opts.selector);
@@ -72,13 +93,22 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
 
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
+  if (opts.dry_run) return DryRun(**client, req.target());
   if (opts.async) {
     auto resp = (*client)->Dispatch(req);
     if (!resp.ok()) return Fail(resp.status());
     std::cout << resp->job_id() << "\n";
     return 0;
   }
-  JobPrinter printer(opts.prefix);
+  PrinterOptions popts;
+  popts.prefix = opts.no_prefix ? PrinterOptions::Prefix::kNever
+                 : opts.prefix  ? PrinterOptions::Prefix::kAlways
+                                : PrinterOptions::Prefix::kAuto;
+  popts.group = opts.group;
+  popts.color_stdout = global.color_stdout;
+  popts.color_stderr = global.color_stderr;
+  popts.progress = global.progress;
+  JobPrinter printer(popts);
   absl::Status s = (*client)->Exec(
       req, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
   if (!s.ok()) return Fail(s);
@@ -94,15 +124,30 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
   auto opts = std::make_shared<ExecOptions>();
   CLI::App* cmd = app.add_subcommand(
       "exec", "Run a command on peripheries and stream its output");
-  cmd->add_option("-l,--selector", opts->selector,
-                  "Label selector, e.g. 'env=prod,tier in (web,api)'");
-  cmd->add_option("-n,--name", opts->names, "Periphery name; repeatable");
+  CLI::Option* selector =
+      cmd->add_option("-l,--selector", opts->selector,
+                      "Label selector, e.g. 'env=prod,tier in (web,api)'");
+  CLI::Option* name =
+      cmd->add_option("-n,--name", opts->names, "Periphery name; repeatable");
+  cmd->add_flag("--all", opts->all, "Target every periphery")
+      ->excludes(selector)
+      ->excludes(name);
+  cmd->add_flag("--dry-run", opts->dry_run,
+                "List the peripheries the targets match now and run nothing");
   cmd->add_flag("--shell", opts->shell,
                 "Run the words as one /bin/sh -c command line");
   cmd->add_flag("--async", opts->async, "Print the job id and return at once");
-  cmd->add_flag(
+  CLI::Option* prefix = cmd->add_flag(
       "--prefix", opts->prefix,
       "Prefix output lines with the periphery name even for one target");
+  cmd->add_flag("--no-prefix", opts->no_prefix,
+                "Print output lines without the periphery name, even for "
+                "several targets")
+      ->excludes(prefix);
+  cmd->add_flag("--group", opts->group,
+                "Print nothing live; at the end print each target's output, "
+                "targets with identical output, errors and result in one "
+                "block (like dshbak -c)");
   cmd->add_option("-e,--env", opts->env,
                   "NAME=VALUE for the command; repeatable");
   cmd->add_option("-w,--workdir", opts->workdir,
@@ -145,6 +190,8 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
       "2 means a usage or connection error.\n\nExamples:\n"
       "  varanctl exec -n web-1 -- uname -a\n"
       "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'\n"
+      "  varanctl exec --all --group -- cat /etc/debian_version\n"
+      "  varanctl exec -l tier=web --dry-run -- reboot\n"
       "  varanctl exec -l tier=web --parallel 2 --stop-after-failures 1 "
       "--skip-offline -- systemctl restart nginx");
   cmd->callback(

@@ -133,6 +133,10 @@ std::string ShellQuote(const std::string& value) {
   return out + "'";
 }
 
+bool IsSet(const google::protobuf::Timestamp& t) {
+  return t.seconds() != 0 || t.nanos() != 0;
+}
+
 struct ListOptions {
   std::vector<std::string> states;
   std::string created_by;
@@ -184,22 +188,36 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
   if (!client.ok()) return Fail(client.status());
   auto resp = (*client)->ListJobs(req);
   if (!resp.ok()) return Fail(resp.status());
-  if (opts.output == "json") {
-    PrintJson(*resp);
-    return 0;
-  }
+  if (PrintStructured(*resp, opts.output)) return 0;
   if (resp->jobs().empty()) {
     std::cerr << "varanctl: no jobs"
               << (opts.page_token.empty() ? "" : " after this page token")
               << "\n";
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATE", "TARGETS", "CREATED", "BY", "COMMAND"}};
+  const bool wide = opts.output == "wide";
+  std::vector<std::vector<std::string>> rows;
+  if (wide) {
+    rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "FINISHED", "BY",
+                    "CAPTURE", "COMMAND"});
+  } else {
+    rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "BY", "COMMAND"});
+  }
   for (const auto& j : resp->jobs()) {
-    rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
-                    Ago(j.create_time()), j.created_by(),
-                    CommandText(j.spec())});
+    if (wide) {
+      rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
+                      Ago(j.create_time()),
+                      IsSet(j.finish_time()) ? Ago(j.finish_time()) : "-",
+                      j.created_by(),
+                      j.capture_limit_bytes() > 0
+                          ? absl::StrCat(j.capture_limit_bytes(), " B")
+                          : "default",
+                      CommandText(j.spec())});
+    } else {
+      rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
+                      Ago(j.create_time()), j.created_by(),
+                      CommandText(j.spec())});
+    }
   }
   PrintTable(rows);
   if (!resp->next_page_token().empty()) {
@@ -207,10 +225,6 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
               << "\n";
   }
   return 0;
-}
-
-bool IsSet(const google::protobuf::Timestamp& t) {
-  return t.seconds() != 0 || t.nanos() != 0;
 }
 
 // The job's fields, then a table of its targets (with the sizes of their
@@ -283,10 +297,7 @@ int RunGet(const GlobalOptions& global, const std::string& id,
   if (!client.ok()) return Fail(client.status());
   auto job = (*client)->GetJob(id);
   if (!job.ok()) return Fail(job.status());
-  if (output == "json") {
-    PrintJson(*job);
-    return 0;
-  }
+  if (PrintStructured(*job, output)) return 0;
   PrintJob(*job, /*output_sizes=*/true);
   return 0;
 }
@@ -297,10 +308,7 @@ int RunCancel(const GlobalOptions& global, const std::string& id,
   if (!client.ok()) return Fail(client.status());
   auto job = (*client)->CancelJob(id);
   if (!job.ok()) return Fail(job.status());
-  if (output == "json") {
-    PrintJson(*job);
-    return 0;
-  }
+  if (PrintStructured(*job, output)) return 0;
   if (job->state() != varan::v1::JOB_STATE_RUNNING &&
       job->state() != varan::v1::JOB_STATE_CANCELED) {
     std::cerr << "varanctl: job " << job->id() << " had already "
@@ -314,7 +322,11 @@ int RunWatch(const GlobalOptions& global, const std::string& id,
              uint64_t from) {
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
-  JobPrinter printer(false);
+  PrinterOptions popts;
+  popts.color_stdout = global.color_stdout;
+  popts.color_stderr = global.color_stderr;
+  popts.progress = global.progress;
+  JobPrinter printer(popts);
   absl::Status s = (*client)->WatchJob(
       id, from,
       [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
@@ -359,8 +371,8 @@ void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
   list->add_option("--page-token", list_opts->page_token,
                    "Show the page after the one that printed this token");
   list->add_option("-o,--output", list_opts->output,
-                   "table or json (json is the whole response, "
-                   "next_page_token included)")
+                   "table, wide, json or yaml (json and yaml are the whole "
+                   "response, next_page_token included)")
       ->check(OutputFormat());
   list->footer(
       "When there are more jobs, the command for the next page is printed on "
@@ -378,7 +390,7 @@ void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
       cmd->add_subcommand("get", "A job's targets, results and output sizes");
   get->add_option("id", *get_id, "Job id")->required();
   get->add_option("-o,--output", *get_output,
-                  "table or json (json includes output)")
+                  "table, wide, json or yaml (json and yaml include output)")
       ->check(OutputFormat());
   get->footer("Example:\n  varanctl jobs get 18c0f3a2b1c000a1b2c3 -o json");
   get->callback([=] { *exit_code = RunGet(*global, *get_id, *get_output); });
@@ -400,7 +412,7 @@ void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
       "cancel",
       "Cancel a job: targets not started are canceled, running ones killed");
   cancel->add_option("id", *cancel_id, "Job id")->required();
-  cancel->add_option("-o,--output", *cancel_output, "table or json")
+  cancel->add_option("-o,--output", *cancel_output, kOutputHelp)
       ->check(OutputFormat());
   cancel->footer(
       "Prints the job as core has it right after the request: running "

@@ -1,10 +1,36 @@
 // varanctl: the command-line client for varan-core.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "client/cli/cli.h"
 #include "varan/version.h"
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string() : std::string(v);
+}
+
+// VARAN_CONFIG_FILE, else $XDG_CONFIG_HOME/varan/config.toml, else
+// ~/.config/varan/config.toml; empty when there is no HOME either.
+std::string ConfigFile() {
+  if (std::string f = Env("VARAN_CONFIG_FILE"); !f.empty()) return f;
+  if (std::string x = Env("XDG_CONFIG_HOME"); !x.empty()) {
+    return x + "/varan/config.toml";
+  }
+  if (std::string h = Env("HOME"); !h.empty()) {
+    return h + "/.config/varan/config.toml";
+  }
+  return "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"varanctl: run commands on your fleet through varan-core",
@@ -13,16 +39,24 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   varan::cli::GlobalOptions global;
   varan::cli::AddGlobalOptions(app, &global);
+  global.token_env = Env("VARAN_TOKEN");
+  global.config_file = ConfigFile();
+  const bool no_color = !Env("NO_COLOR").empty();
+  global.color_stdout = isatty(STDOUT_FILENO) && !no_color;
+  global.color_stderr = isatty(STDERR_FILENO) && !no_color;
+  global.progress = isatty(STDERR_FILENO);
   int exit_code = 0;
   varan::cli::SetupPeripheries(app, &global, &exit_code);
   varan::cli::SetupExec(app, &global, &exit_code);
   varan::cli::SetupJobs(app, &global, &exit_code);
-  app.add_subcommand("version", "Print varanctl's version")->callback([] {
-    std::cout << "varanctl " << varan::kVersion << "\n";
-  });
+  varan::cli::SetupVersion(app, &global, &exit_code);
+  varan::cli::SetupConfig(app, &global, &exit_code);
+  varan::cli::SetupCompletion(app, &exit_code);
   app.footer(
       "Environment: VARAN_CORE (core address), VARAN_TOKEN_FILE or "
-      "VARAN_TOKEN (operator token). Flags win.\n\n"
+      "VARAN_TOKEN (operator token), VARAN_CONFIG_FILE (contexts file, see "
+      "varanctl config --help), NO_COLOR. Flags win over the environment, "
+      "which wins over the current context.\n\n"
       "Examples:\n  varanctl --token-file .varan/core/admin.token peripheries "
       "list\n"
       "  varanctl exec -n web-1 -- uname -a");

@@ -15,37 +15,9 @@ struct ListOptions {
   std::string selector;
   std::vector<std::string> names;
   bool include_removed = false;
+  bool all = false;  // the default; the flag is for symmetry with exec
   std::string output = "table";
 };
-
-std::string StateName(varan::v1::PeripheryState s) {
-  switch (s) {
-    case varan::v1::PERIPHERY_STATE_ONLINE:
-      return "online";
-    case varan::v1::PERIPHERY_STATE_OFFLINE:
-      return "offline";
-    case varan::v1::PERIPHERY_STATE_REMOVED:
-      return "removed";
-    default:
-      return "unknown";
-  }
-}
-
-std::string ConnectionName(varan::v1::Connection c) {
-  switch (c) {
-    case varan::v1::CONNECTION_DIAL:
-      return "dial";
-    default:
-      return "unknown";
-  }
-}
-
-std::string LabelsText(
-    const google::protobuf::Map<std::string, std::string>& m) {
-  std::map<std::string, std::string> sorted(m.begin(), m.end());
-  return sorted.empty() ? "<none>"
-                        : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
-}
 
 int RunList(const GlobalOptions& global, const ListOptions& opts) {
   auto client = Connect(global);
@@ -55,20 +27,33 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
   for (const auto& n : opts.names) target.add_names(n);
   auto list = (*client)->ListPeripheries(target, opts.include_removed);
   if (!list.ok()) return Fail(list.status());
-  if (opts.output == "json") {
-    varan::v1::ListPeripheriesResponse resp;
-    for (const auto& p : *list) *resp.add_peripheries() = p;
-    PrintJson(resp);
-    return 0;
+  varan::v1::ListPeripheriesResponse resp;
+  for (const auto& p : *list) *resp.add_peripheries() = p;
+  if (PrintStructured(resp, opts.output)) return 0;
+  const bool wide = opts.output == "wide";
+  std::vector<std::vector<std::string>> rows;
+  if (wide) {
+    rows.push_back({"NAME", "ID", "STATE", "CONNECTION", "ADDRESS",
+                    "PEER ADDRESS", "LABELS", "LAST SEEN", "VERSION", "OS",
+                    "KERNEL"});
+  } else {
+    rows.push_back({"NAME", "STATE", "CONNECTION", "ADDRESS", "LABELS",
+                    "LAST SEEN", "VERSION", "OS"});
   }
-  std::vector<std::vector<std::string>> rows = {{"NAME", "STATE", "CONNECTION",
-                                                 "ADDRESS", "LABELS",
-                                                 "LAST SEEN", "VERSION", "OS"}};
   for (const auto& p : *list) {
-    rows.push_back({p.name(), StateName(p.state()),
-                    ConnectionName(p.connection()), p.address(),
-                    LabelsText(p.labels()), Ago(p.last_seen()), p.version(),
-                    p.facts().os()});
+    if (wide) {
+      rows.push_back(
+          {p.name(), p.id(), StateName(p.state()),
+           ConnectionName(p.connection()), p.address(), p.peer_address(),
+           LabelsText(p.labels()), Ago(p.last_seen()), p.version(),
+           p.facts().os(),
+           absl::StrCat(p.facts().kernel(), " (", p.facts().arch(), ")")});
+    } else {
+      rows.push_back({p.name(), StateName(p.state()),
+                      ConnectionName(p.connection()), p.address(),
+                      LabelsText(p.labels()), Ago(p.last_seen()), p.version(),
+                      p.facts().os()});
+    }
   }
   PrintTable(rows);
   return 0;
@@ -80,10 +65,7 @@ int RunGet(const GlobalOptions& global, const std::string& name,
   if (!client.ok()) return Fail(client.status());
   auto p = (*client)->GetPeriphery(name);
   if (!p.ok()) return Fail(p.status());
-  if (output == "json") {
-    PrintJson(*p);
-    return 0;
-  }
+  if (PrintStructured(*p, output)) return 0;
   const auto& f = p->facts();
   const std::map<std::string, std::string> labels(p->labels().begin(),
                                                   p->labels().end());
@@ -127,10 +109,7 @@ int RunRemove(const GlobalOptions& global, const std::string& name,
   if (!client.ok()) return Fail(client.status());
   auto p = (*client)->RemovePeriphery(name);
   if (!p.ok()) return Fail(p.status());
-  if (output == "json") {
-    PrintJson(*p);
-    return 0;
-  }
+  if (PrintStructured(*p, output)) return 0;
   std::cout << "removed periphery " << p->name() << " (id " << p->id() << ")\n";
   return 0;
 }
@@ -192,10 +171,7 @@ int RunLabel(const GlobalOptions& global, const std::string& name,
   if (!client.ok()) return Fail(client.status());
   auto p = (*client)->UpdateLabels(*req);
   if (!p.ok()) return Fail(p.status());
-  if (output == "json") {
-    PrintJson(*p);
-    return 0;
-  }
+  if (PrintStructured(*p, output)) return 0;
   std::cout << p->name() << ": " << LabelsText(p->labels()) << "\n";
   return 0;
 }
@@ -211,14 +187,22 @@ void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
   auto list_opts = std::make_shared<ListOptions>();
   CLI::App* list = cmd->add_subcommand("list", "List peripheries");
   list->alias("ls");
-  list->add_option("-l,--selector", list_opts->selector,
-                   "Label selector, e.g. 'env=prod,tier in (web,api)'");
-  list->add_option("-n,--name", list_opts->names, "Periphery name; repeatable");
+  CLI::Option* selector =
+      list->add_option("-l,--selector", list_opts->selector,
+                       "Label selector, e.g. 'env=prod,tier in (web,api)'");
+  CLI::Option* names = list->add_option("-n,--name", list_opts->names,
+                                        "Periphery name; repeatable");
+  list->add_flag("--all", list_opts->all,
+                 "Every periphery (the default without -l or -n)")
+      ->excludes(selector)
+      ->excludes(names);
   list->add_flag("--include-removed", list_opts->include_removed,
                  "Also list peripheries an operator removed");
-  list->add_option("-o,--output", list_opts->output, "table or json")
+  list->add_option("-o,--output", list_opts->output, kOutputHelp)
       ->check(OutputFormat());
-  list->footer("Example:\n  varanctl peripheries list -l env=prod -o json");
+  list->footer(
+      "Examples:\n  varanctl peripheries list -l env=prod -o json\n"
+      "  varanctl peripheries list -o wide");
   list->callback([global, list_opts, exit_code] {
     *exit_code = RunList(*global, *list_opts);
   });
@@ -227,8 +211,7 @@ void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
   auto output = std::make_shared<std::string>("table");
   CLI::App* get = cmd->add_subcommand("get", "Show one periphery");
   get->add_option("name", *name, "Periphery name or id")->required();
-  get->add_option("-o,--output", *output, "table or json")
-      ->check(OutputFormat());
+  get->add_option("-o,--output", *output, kOutputHelp)->check(OutputFormat());
   get->footer("Example:\n  varanctl peripheries get web-1");
   get->callback([global, name, output, exit_code] {
     *exit_code = RunGet(*global, *name, *output);
@@ -240,7 +223,7 @@ void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
       cmd->add_subcommand("remove", "Remove a periphery from the fleet");
   remove->alias("rm");
   remove->add_option("name", *remove_name, "Periphery name or id")->required();
-  remove->add_option("-o,--output", *remove_output, "table or json")
+  remove->add_option("-o,--output", *remove_output, kOutputHelp)
       ->check(OutputFormat());
   remove->footer(
       "Its credential stops working at once and its running targets become "
@@ -260,7 +243,7 @@ void SetupPeripheries(CLI::App& app, GlobalOptions* global, int* exit_code) {
   label->add_option("name", *label_name, "Periphery name or id")->required();
   label->add_option("changes", *label_changes,
                     "KEY=VALUE to set a label, KEY- to remove one");
-  label->add_option("-o,--output", *label_output, "table or json")
+  label->add_option("-o,--output", *label_output, kOutputHelp)
       ->check(OutputFormat());
   label->footer(
       "Labels set here override the ones the periphery reports (its "

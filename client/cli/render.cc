@@ -1,10 +1,15 @@
 #include "client/cli/render.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <iterator>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace varan::cli {
 
@@ -94,26 +99,69 @@ std::string DescribeResult(const TargetFinished& f) {
   }
 }
 
+JobPrinter::JobPrinter(PrinterOptions options)
+    : options_(options),
+      prefix_(options.prefix == PrinterOptions::Prefix::kAlways),
+      start_(absl::Now()) {}
+
+std::string JobPrinter::Prefix(const std::string& target, int stream) const {
+  if (options_.prefix == PrinterOptions::Prefix::kNever) return "";
+  const std::string pad(width_ - std::min(width_, target.size()), ' ');
+  const bool color =
+      stream == 1 ? options_.color_stderr : options_.color_stdout;
+  if (!color) return absl::StrCat(target, pad, " | ");
+  // A colour per target, stable for the job: its place in the target list.
+  static constexpr int kColors[] = {36, 33, 32, 35, 34, 31};
+  auto it = std::find(targets_.begin(), targets_.end(), target);
+  const size_t index = static_cast<size_t>(it - targets_.begin());
+  return absl::StrCat("\033[", kColors[index % std::size(kColors)], "m", target,
+                      "\033[0m", pad, " | ");
+}
+
+void JobPrinter::DrawProgress() const {
+  if (!options_.progress || !accepted_ || finished_) return;
+  if (targets_.size() < 2 && !options_.group) return;
+  size_t failed = 0;
+  for (const auto& [name, f] : results_) {
+    Outcome o = TargetOutcome(f.state(), f.exit_status());
+    if (o == Outcome::kFailed || o == Outcome::kCanceled) ++failed;
+  }
+  std::string line =
+      absl::StrFormat("\r\033[K[%d/%d] failed %d, running %d, %.1fs",
+                      results_.size(), targets_.size(), failed, running_.size(),
+                      absl::ToDoubleSeconds(absl::Now() - start_));
+  fwrite(line.data(), 1, line.size(), stderr);
+  fflush(stderr);
+  progress_shown_ = true;
+}
+
+void JobPrinter::ClearProgress() const {
+  if (!progress_shown_) return;
+  fputs("\r\033[K", stderr);
+  fflush(stderr);
+  progress_shown_ = false;
+}
+
 void JobPrinter::Flush(const std::string& target, int stream, bool all) {
   std::string& buf = pending_[{target, stream}];
   FILE* out = stream == 1 ? stderr : stdout;
+  const std::string prefix = Prefix(target, stream);
   size_t start = 0;
+  std::string text;
   while (true) {
     size_t nl = buf.find('\n', start);
     if (nl == std::string::npos) break;
-    std::string line =
-        absl::StrCat(target, std::string(width_ - target.size(), ' '), " | ",
-                     buf.substr(start, nl - start + 1));
-    fwrite(line.data(), 1, line.size(), out);
+    absl::StrAppend(&text, prefix, buf.substr(start, nl - start + 1));
     start = nl + 1;
   }
   buf.erase(0, start);
   if (all && !buf.empty()) {
-    std::string line = absl::StrCat(
-        target, std::string(width_ - target.size(), ' '), " | ", buf, "\n");
-    fwrite(line.data(), 1, line.size(), out);
+    absl::StrAppend(&text, prefix, buf, "\n");
     buf.clear();
   }
+  if (text.empty()) return;
+  ClearProgress();
+  fwrite(text.data(), 1, text.size(), out);
   fflush(out);
 }
 
@@ -125,45 +173,84 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
                     event.accepted().targets().end());
     if (targets_.size() > 1) prefix_ = true;
     for (const auto& t : targets_) width_ = std::max(width_, t.size());
-    return;
-  }
-  if (event.has_output()) {
+  } else if (event.has_output()) {
     int stream = event.output().stream() == varan::v1::OUTPUT_STREAM_STDERR;
-    if (!prefix_) {
+    if (options_.group) {
+      auto& [out, err] = captured_[event.target()];
+      (stream == 1 ? err : out) += event.output().data();
+    } else if (!prefix_) {
+      ClearProgress();
       FILE* out = stream == 1 ? stderr : stdout;
       fwrite(event.output().data().data(), 1, event.output().data().size(),
              out);
       fflush(out);
-      return;
+    } else {
+      pending_[{event.target(), stream}] += event.output().data();
+      Flush(event.target(), stream, false);
     }
-    pending_[{event.target(), stream}] += event.output().data();
-    Flush(event.target(), stream, false);
-    return;
-  }
-  if (event.has_finished()) {
-    if (prefix_) {
+  } else if (event.has_started()) {
+    running_.insert(event.target());
+  } else if (event.has_finished()) {
+    if (prefix_ && !options_.group) {
       Flush(event.target(), 0, true);
       Flush(event.target(), 1, true);
     }
+    running_.erase(event.target());
     results_[event.target()] = event.finished();
-    return;
-  }
-  if (event.has_cancel_requested()) {
+  } else if (event.has_cancel_requested()) {
     const std::string& by = event.cancel_requested().by();
+    ClearProgress();
     std::cerr << "varanctl: job canceled"
               << (by.empty() ? std::string() : absl::StrCat(" by ", by))
               << "\n";
-    return;
-  }
-  if (event.has_job_finished()) {
+  } else if (event.has_job_finished()) {
     job_finished_ = event.job_finished();
     finished_ = true;
+    ClearProgress();
   }
-  // `dispatched`, `started` and arms newer than this varanctl: nothing to
-  // show.
+  // `dispatched` and arms newer than this varanctl: nothing to show.
+  DrawProgress();
+}
+
+void JobPrinter::PrintGroups() const {
+  // Targets by what they printed and how they ended, like dshbak -c.
+  using Key = std::tuple<std::string, std::string, std::string>;
+  std::map<Key, std::vector<std::string>> groups;
+  std::set<std::string> names;
+  for (const auto& [name, unused] : captured_) names.insert(name);
+  for (const auto& [name, unused] : results_) names.insert(name);
+  for (const auto& name : names) {
+    auto c = captured_.find(name);
+    auto r = results_.find(name);
+    Key key{c == captured_.end() ? "" : c->second.first,
+            c == captured_.end() ? "" : c->second.second,
+            r == results_.end() ? "no result" : DescribeResult(r->second)};
+    groups[key].push_back(name);  // `names` is sorted, so each group is too
+  }
+  std::vector<std::pair<const Key*, const std::vector<std::string>*>> order;
+  for (const auto& [key, members] : groups) order.push_back({&key, &members});
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return a.second->front() < b.second->front();
+  });
+  std::string text;
+  for (const auto& [key, members] : order) {
+    const auto& [out, err, result] = *key;
+    absl::StrAppend(&text, "==== ", absl::StrJoin(*members, ", "), " (",
+                    members->size(), ") ====\n", out);
+    if (!out.empty() && out.back() != '\n') text += "\n";
+    if (!err.empty()) {
+      absl::StrAppend(&text, "---- stderr ----\n", err);
+      if (err.back() != '\n') text += "\n";
+    }
+    if (result != "exit 0") absl::StrAppend(&text, "---- ", result, " ----\n");
+  }
+  fwrite(text.data(), 1, text.size(), stdout);
+  fflush(stdout);
 }
 
 int JobPrinter::Summarize() const {
+  ClearProgress();
+  if (options_.group) PrintGroups();
   // Output core did not keep is not streamed either: say so, or the
   // truncation would pass for the command's whole output.
   for (const auto& [name, f] : results_) {

@@ -3,23 +3,42 @@
 //
 // With one target (and no --prefix), output is written raw and byte-exact:
 // the remote stdout to stdout, stderr to stderr. With several, each line is
-// prefixed with the periphery's name, aligned; partial lines are held until
-// their newline or the target's end. Notes about the job (a cancel, output
-// past the capture limit, the summary) go to stderr. Not thread-safe (one
-// stream, one thread).
+// prefixed with the periphery's name, aligned (coloured on a terminal), or
+// not (--no-prefix); partial lines are held until their newline or the
+// target's end. Grouped (--group), nothing is printed live: at the end each
+// distinct (stdout, stderr, result) is printed once under the names of the
+// targets that produced it. On a terminal stderr, a progress line
+// "[done/total] failed F, running R, 3.2s" is kept up to date in place and
+// cleared before anything else is printed. Notes about the job (a cancel,
+// output past the capture limit, the summary) go to stderr. Not
+// thread-safe (one stream, one thread).
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "varan/v1/core.pb.h"
 
 namespace varan::cli {
 
+struct PrinterOptions {
+  enum class Prefix { kAuto, kAlways, kNever };
+  // kAuto: prefix lines with the target's name when there are several.
+  Prefix prefix = Prefix::kAuto;
+  bool group = false;
+  // ANSI colours for name prefixes on stdout / stderr lines.
+  bool color_stdout = false;
+  bool color_stderr = false;
+  // The progress line on stderr (only when it is a terminal).
+  bool progress = false;
+};
+
 class JobPrinter {
  public:
-  explicit JobPrinter(bool prefix) : prefix_(prefix) {}
+  explicit JobPrinter(PrinterOptions options);
 
   // Feeds one event; prints what it carries. `dispatched` and `started`
   // print nothing; `cancel_requested` prints "varanctl: job canceled by
@@ -39,8 +58,15 @@ class JobPrinter {
 
  private:
   void Flush(const std::string& target, int stream, bool all);
+  std::string Prefix(const std::string& target, int stream) const;
+  void DrawProgress() const;
+  void ClearProgress() const;
+  void PrintGroups() const;
 
+  PrinterOptions options_;
   bool prefix_;
+  absl::Time start_;
+  mutable bool progress_shown_ = false;
   size_t width_ = 0;
   uint64_t next_sequence_ = 0;
   bool finished_ = false;
@@ -49,6 +75,9 @@ class JobPrinter {
   varan::v1::JobFinished job_finished_;
   std::vector<std::string> targets_;
   std::map<std::string, varan::v1::TargetFinished> results_;
+  std::set<std::string> running_;
+  // With `group`: each target's whole stdout and stderr.
+  std::map<std::string, std::pair<std::string, std::string>> captured_;
   // Partial lines by (target, stream).
   std::map<std::pair<std::string, int>, std::string> pending_;
 };
