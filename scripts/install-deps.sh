@@ -10,7 +10,12 @@ PACKAGES=(
   libabsl-dev libspdlog-dev libgtest-dev libgmock-dev
   libcli11-dev libtomlplusplus-dev libsqlite3-dev
   grpc-proto iproute2 procps
+  python3-grpcio python3-protobuf
 )
+# Node.js and npm run the Node client example; a node installed outside apt
+# (nvm, NodeSource) is used as it is, Debian's packages are the fallback.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
