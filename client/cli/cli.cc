@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/cli/config.h"
+#include "client/cli/render.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "google/protobuf/util/json_util.h"
@@ -384,6 +385,41 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
     }
     std::cout << line << "\n";
   }
+}
+
+absl::Status FollowJob(client::CoreClient& client, JobPrinter& printer,
+                       absl::Status broken, absl::Duration patience) {
+  const absl::Time give_up = absl::Now() + patience;
+  absl::Duration backoff = absl::Milliseconds(200);
+  bool said = false;
+  absl::Status last = std::move(broken);
+  while (!printer.finished()) {
+    // Only a broken connection is worth waiting for; core's answers (not
+    // found, refused) are final.
+    if (!last.ok() && !absl::IsUnavailable(last) &&
+        !absl::IsDeadlineExceeded(last) && !absl::IsCancelled(last) &&
+        !absl::IsInternal(last) && !absl::IsUnknown(last)) {
+      return last;
+    }
+    if (printer.job_id().empty() || absl::Now() >= give_up) {
+      return last.ok() ? absl::UnavailableError(
+                             "the stream from core ended before the job "
+                             "finished")
+                       : last;
+    }
+    if (!said) {
+      std::cerr << "varanctl: lost the stream from core at " << client.address()
+                << "; following job " << printer.job_id()
+                << " again from event " << printer.next_sequence() << "\n";
+      said = true;
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    last = client.WatchJob(
+        printer.job_id(), printer.next_sequence(),
+        [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace varan::cli

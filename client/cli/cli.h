@@ -58,6 +58,15 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
 
 // Prints "varanctl: error: <message>" to stderr and returns kExitUsage. An
 // UNAUTHENTICATED status gets a hint about where the token comes from.
+class JobPrinter;
+
+// Follows a job after its stream broke: watches it again from the printer's
+// next sequence number, waiting and retrying while core is unreachable (a
+// restart), for up to `patience`. Says so once on stderr. OK once the job
+// finished; otherwise the error that ended the last attempt.
+absl::Status FollowJob(client::CoreClient& client, JobPrinter& printer,
+                       absl::Status broken, absl::Duration patience);
+
 int Fail(const absl::Status& status);
 int Fail(const std::string& message);
 

@@ -52,6 +52,9 @@ int DryRun(client::CoreClient& client, const varan::v1::Target& target) {
   return 0;
 }
 
+// How long a broken exec or watch keeps trying to follow its job.
+constexpr absl::Duration kFollowPatience = absl::Seconds(60);
+
 int RunExec(const GlobalOptions& global, ExecOptions opts) {
   opts.command.insert(opts.command.end(), global.after_dashes.begin(),
                       global.after_dashes.end());
@@ -111,6 +114,11 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
   JobPrinter printer(popts);
   absl::Status s = (*client)->Exec(
       req, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
+  // Once the job exists, a broken stream (core restarting) is followed up
+  // rather than given up: the job is still there.
+  if (!printer.finished() && !printer.job_id().empty()) {
+    s = FollowJob(**client, printer, s, kFollowPatience);
+  }
   if (!s.ok()) return Fail(s);
   if (!printer.finished()) {
     return Fail("the stream from core ended before the job finished");

@@ -330,6 +330,9 @@ int RunWatch(const GlobalOptions& global, const std::string& id,
   absl::Status s = (*client)->WatchJob(
       id, from,
       [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
+  if (!printer.finished() && !printer.job_id().empty()) {
+    s = FollowJob(**client, printer, s, absl::Seconds(60));
+  }
   if (!s.ok()) return Fail(s);
   if (!printer.finished()) {
     return Fail(absl::StrCat(

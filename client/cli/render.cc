@@ -167,6 +167,7 @@ void JobPrinter::Flush(const std::string& target, int stream, bool all) {
 
 void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
   next_sequence_ = event.sequence() + 1;
+  if (job_id_.empty()) job_id_ = event.job_id();
   if (event.has_accepted()) {
     accepted_ = true;
     targets_.assign(event.accepted().targets().begin(),

@@ -47,6 +47,8 @@ class JobPrinter {
 
   // Next sequence number expected (for resuming a watch).
   uint64_t next_sequence() const { return next_sequence_; }
+  // The job's id, once an event has arrived.
+  const std::string& job_id() const { return job_id_; }
   bool finished() const { return finished_; }
 
   // After the job finished: notes and a summary on stderr (for several
@@ -69,6 +71,7 @@ class JobPrinter {
   mutable bool progress_shown_ = false;
   size_t width_ = 0;
   uint64_t next_sequence_ = 0;
+  std::string job_id_;
   bool finished_ = false;
   // Whether `accepted` (and so the list of targets) was seen.
   bool accepted_ = false;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -384,6 +385,30 @@ TEST(CoreDataDirTest, CorruptDatabaseIsAClearStartUpErrorAndIsKept) {
   EXPECT_THAT(r.err, HasSubstr(dir.File("core/core.db")));
   EXPECT_THAT(r.err, HasSubstr("not a valid database"));
   EXPECT_EQ(ReadFile(dir.File("core/core.db")), garbage);  // never reset
+}
+
+TEST_F(JobsTest, ExecFollowsItsJobAcrossACoreRestart) {
+  fleet_->StartPeriphery("p1");
+  Daemon ctl({BinPath("varanctl"), "--core", fleet_->core_address(),
+              "--token-file", fleet_->admin_token_file(), "exec", "-n", "p1",
+              "--shell", "--", "echo started; exec sleep 30"},
+             fleet_->dir().File("varanctl.log"));
+  ctl.Start();
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(ReadFile(fleet_->dir().File("varanctl.log")),
+                             "started");
+  }));
+  ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
+  fleet_->StartCore();
+  // varanctl follows the job on the restarted core to its end: the target
+  // is lost (core restarted), which is a failure, not a usage error.
+  const int code = ctl.Wait(absl::Seconds(30));
+  const std::string log = ReadFile(fleet_->dir().File("varanctl.log"));
+  EXPECT_NE(code, -1) << log;
+  EXPECT_NE(code, 0) << log;
+  EXPECT_NE(code, 2) << log;
+  EXPECT_THAT(log, HasSubstr("following job"));
+  EXPECT_THAT(log, HasSubstr("core restarted"));
 }
 
 }  // namespace
