@@ -273,8 +273,8 @@ absl::StatusOr<std::vector<varan::v1::Periphery>> FleetRegistry::List(
   return out;
 }
 
-FleetRegistry::Record* FleetRegistry::FindLocked(
-    const std::string& name_or_id) {
+const FleetRegistry::Record* FleetRegistry::FindLocked(
+    const std::string& name_or_id) const {
   auto by_name = id_by_name_.find(name_or_id);
   const std::string& id =
       by_name != id_by_name_.end() ? by_name->second : name_or_id;
@@ -285,7 +285,7 @@ FleetRegistry::Record* FleetRegistry::FindLocked(
 absl::StatusOr<varan::v1::Periphery> FleetRegistry::Get(
     const std::string& name_or_id) const {
   absl::MutexLock lock(&mu_);
-  const Record* r = const_cast<FleetRegistry*>(this)->FindLocked(name_or_id);
+  const Record* r = FindLocked(name_or_id);
   if (r == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("no periphery named or with id \"", name_or_id, "\""));

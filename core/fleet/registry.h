@@ -139,8 +139,14 @@ class FleetRegistry {
   absl::StatusOr<std::vector<const Record*>> Match(
       const varan::v1::Target& target, bool include_removed) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The record with that name (live ones only) or id, or null.
+  const Record* FindLocked(const std::string& name_or_id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Record* FindLocked(const std::string& name_or_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return const_cast<Record*>(
+        static_cast<const FleetRegistry*>(this)->FindLocked(name_or_id));
+  }
   varan::v1::Periphery Render(const Record& r) const;
   bool Online(const Record& r, absl::Time now) const;
   // Writes `r` to the store with its current state.

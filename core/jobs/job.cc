@@ -249,11 +249,6 @@ size_t Job::failures() const {
   return failures_;
 }
 
-bool Job::cancel_requested() const {
-  absl::MutexLock lock(&mu_);
-  return !record_.canceled_by().empty() || record_.has_cancel_time();
-}
-
 void Job::SetOnFinishedPersisted(std::function<void()> callback) {
   absl::MutexLock lock(&mu_);
   on_finished_persisted_ = std::move(callback);

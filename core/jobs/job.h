@@ -71,7 +71,6 @@ class Job {
   // Targets that are final and count as failures (anything but exit code 0,
   // except SKIPPED).
   size_t failures() const;
-  bool cancel_requested() const;
   // Runs `callback` (once, on a store thread, or at once without
   // a store) after the finished job's record is committed. Set it before
   // the job can finish.
