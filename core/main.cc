@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/keepalive.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/secrets.h"
@@ -23,6 +24,7 @@
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
 #include "core/link/dial_link.h"
+#include "core/link/tunnel_link.h"
 #include "core/server/auth.h"
 #include "core/server/services.h"
 #include "core/store/sqlite_store.h"
@@ -60,6 +62,8 @@ int main(int argc, char** argv) {
   uint64_t retention_jobs = 100000;
   uint64_t capture_limit = 4 * 1024 * 1024;
   double shutdown_grace_seconds = 10;
+  double keepalive_time_seconds = 30;
+  double keepalive_timeout_seconds = 10;
 
   varan::AddListenFlags(app, &flags, "[::]:7700",
                         "Address to serve on; repeatable. [::]:PORT serves "
@@ -101,6 +105,17 @@ int main(int argc, char** argv) {
                  "Seconds in-flight calls get to finish on SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--keepalive-time", keepalive_time_seconds,
+                 "Seconds without traffic after which core pings a "
+                 "connection (tunnels, and its calls to peripheries); core "
+                 "accepts peers' pings as often as every second")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--keepalive-timeout", keepalive_timeout_seconds,
+                 "Seconds a ping may go unanswered before core drops the "
+                 "connection as dead")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
   varan::FinishDaemonFlags(
       app, &flags, "VARAN_DATA_DIR",
       "varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
@@ -142,7 +157,10 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("loading the fleet from ", data_dir,
                              "/core.db: ", loaded.status().message()));
   }
-  varan::core::DialLinkProvider links;
+  const varan::Keepalive keepalive{absl::Seconds(keepalive_time_seconds),
+                                   absl::Seconds(keepalive_timeout_seconds)};
+  varan::core::DialLinkProvider dial_links(keepalive);
+  varan::core::TunnelHub links(&dial_links);
   varan::core::DispatcherOptions dispatcher_options;
   dispatcher_options.default_capture_limit = capture_limit;
   varan::core::Dispatcher dispatcher(&fleet, &links, store->get(), clock,
@@ -164,14 +182,15 @@ int main(int argc, char** argv) {
                    absl::Seconds(1));
     while (!stop_ticking.WaitForNotificationWithTimeout(period)) fleet.Tick();
   });
-  varan::core::RegistryService registry_service(&*auth, &fleet);
+  varan::core::RegistryService registry_service(&*auth, &fleet, &links);
   varan::core::FleetService fleet_service(&*auth, &fleet);
   varan::core::JobsService jobs_service(&*auth, &dispatcher);
   varan::core::AdminService admin_service(&*auth, &fleet, clock->Now());
 
   auto server = varan::StartServer(
       *listen_addrs,
-      {&registry_service, &fleet_service, &jobs_service, &admin_service});
+      {&registry_service, &fleet_service, &jobs_service, &admin_service},
+      varan::ServerKeepaliveArgs(keepalive));
   if (!server.ok()) {
     stop_ticking.Notify();
     ticker.join();

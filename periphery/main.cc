@@ -14,10 +14,12 @@
 #include "common/address.h"
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/keepalive.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/secrets.h"
 #include "common/server.h"
+#include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
 #include "periphery/server/agent_service.h"
 #include "periphery/uplink/uplink.h"
@@ -55,6 +57,14 @@ int main(int argc, char** argv) {
   std::string state_dir = "/var/lib/varan/periphery";
   uint32_t max_concurrent = 64;
   double kill_grace_seconds = 5;
+  bool tunnel = false;
+  bool no_listen = false;
+  double keepalive_time_seconds = 30;
+  double keepalive_timeout_seconds = 10;
+  double reconnect_max_seconds = 10;
+  uint64_t held_results = 1000;
+  double held_results_hours = 24;
+  uint64_t output_tail = 64 * 1024;
 
   app.add_option("--core", core,
                  "Core address to register with, e.g. [fd00::1]:7700, "
@@ -68,6 +78,13 @@ int main(int argc, char** argv) {
   varan::AddListenFlags(app, &flags, "[::]:7701",
                         "Address to serve the Agent API on; repeatable. "
                         "[::]:PORT serves IPv6 and IPv4");
+  app.add_flag("--no-listen", no_listen,
+               "Serve no port at all (needs --tunnel): core reaches this "
+               "periphery only through its tunnel");
+  app.add_flag("--tunnel", tunnel,
+               "Open a tunnel to core (one long-lived stream carrying "
+               "registration, heartbeats and commands) instead of waiting "
+               "to be dialed, for servers core cannot connect to");
   app.add_option("--advertise", advertise,
                  "Address core should dial, e.g. [fd00::5]:7701 (default: "
                  "this host's address toward core, and the listen port)");
@@ -83,6 +100,36 @@ int main(int argc, char** argv) {
                  "timed out or canceled")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--keepalive-time", keepalive_time_seconds,
+                 "Seconds without traffic after which the connection to core "
+                 "(and any to this periphery) is pinged")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--keepalive-timeout", keepalive_timeout_seconds,
+                 "Seconds a ping may go unanswered before the connection is "
+                 "dropped as dead (and reconnected)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--reconnect-max-backoff", reconnect_max_seconds,
+                 "Longest wait, in seconds, between attempts to reach core "
+                 "(waits start at 0.2 s, double, and are jittered)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.2, 3600.0));
+  app.add_option("--held-results", held_results,
+                 "Results of core's commands kept until core acknowledges "
+                 "them (for commands that finish while core is out of "
+                 "reach); the oldest beyond this are dropped")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
+  app.add_option("--held-results-max-age", held_results_hours,
+                 "Hours an unacknowledged result is kept at most")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 8760.0));
+  app.add_option("--output-tail", output_tail,
+                 "Bytes of each output stream of core's commands kept with a "
+                 "held result")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{16} * 1024 * 1024));
   varan::FinishDaemonFlags(
       app, &flags, "VARAN_CORE",
       "varan-periphery --core [::1]:7700 --join-token-file "
@@ -102,6 +149,11 @@ int main(int argc, char** argv) {
   if (join_token_file.empty()) {
     return Fail("--join-token-file is required");
   }
+  if (no_listen && !tunnel) {
+    return Fail(
+        "--no-listen needs --tunnel: without a port or a tunnel core could "
+        "never reach this periphery");
+  }
   auto core_addr = varan::ParseDialAddress(core, 7700);
   if (!core_addr.ok())
     return Fail(absl::StrCat("--core: ", core_addr.status().message()));
@@ -118,7 +170,9 @@ int main(int argc, char** argv) {
   host.Sample();
   if (name.empty()) name = host.facts().hostname();
   // Find out before touching any file whether the listeners can be created.
-  auto listen_addrs = varan::PrepareListeners(flags.listen);
+  absl::StatusOr<std::vector<varan::HostPort>> listen_addrs =
+      no_listen ? std::vector<varan::HostPort>()
+                : varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
     return Fail(std::string(listen_addrs.status().message()));
   auto join_token = varan::ReadSecretFile(join_token_file);
@@ -130,31 +184,51 @@ int main(int argc, char** argv) {
   }
 
   varan::periphery::CredentialHolder credential;
-  varan::periphery::AgentOptions agent_options;
-  agent_options.max_concurrent = max_concurrent;
-  agent_options.execution.kill_grace = absl::Seconds(kill_grace_seconds);
-  agent_options.execution.default_working_dir = state_dir;
-  varan::periphery::AgentService agent(&credential, &host, agent_options);
+  varan::periphery::ExecutorOptions executor_options;
+  executor_options.max_concurrent = max_concurrent;
+  executor_options.execution.kill_grace = absl::Seconds(kill_grace_seconds);
+  executor_options.execution.default_working_dir = state_dir;
+  executor_options.execution.tail_bytes = output_tail;
+  executor_options.max_held = held_results;
+  executor_options.hold_for =
+      absl::Seconds(static_cast<int64_t>(held_results_hours * 3600));
+  varan::periphery::Executor executor(executor_options);
+  varan::periphery::AgentService agent(&credential, &host, &executor);
+  const varan::Keepalive keepalive{absl::Seconds(keepalive_time_seconds),
+                                   absl::Seconds(keepalive_timeout_seconds)};
 
-  auto server = varan::StartServer(*listen_addrs, {&agent});
-  if (!server.ok()) return Fail(std::string(server.status().message()));
-  varan::LogListening("varan-periphery", *server,
-                      "callers are authenticated by credential, but traffic "
-                      "is not encrypted");
-
-  auto advertised = varan::periphery::AdvertiseAddress(
-      advertise, server->addresses.front(), *core_addr);
-  if (!advertised.ok()) return Fail(std::string(advertised.status().message()));
+  varan::RunningServer server;
+  std::string advertised;
+  if (!no_listen) {
+    auto started = varan::StartServer(*listen_addrs, {&agent},
+                                      varan::ServerKeepaliveArgs(keepalive));
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    server = *std::move(started);
+    varan::LogListening("varan-periphery", server,
+                        "callers are authenticated by credential, but "
+                        "traffic is not encrypted");
+    auto address = varan::periphery::AdvertiseAddress(
+        advertise, server.addresses.front(), *core_addr);
+    if (!address.ok()) return Fail(std::string(address.status().message()));
+    advertised = *address;
+  } else {
+    spdlog::info("varan-periphery {} serves no port (--no-listen)",
+                 varan::kVersion);
+  }
 
   varan::periphery::UplinkOptions uplink_options;
   uplink_options.core = *core_addr;
   uplink_options.join_token = *join_token;
   uplink_options.name = name;
   uplink_options.labels = label_map;
-  uplink_options.advertise_address = *advertised;
+  uplink_options.advertise_address = advertised;
   uplink_options.state_dir = state_dir;
+  uplink_options.tunnel = tunnel;
+  uplink_options.max_backoff = absl::Seconds(reconnect_max_seconds);
+  uplink_options.keepalive_time = keepalive.time;
+  uplink_options.keepalive_timeout = keepalive.timeout;
   varan::periphery::Uplink uplink(uplink_options, &credential, &host,
-                                  [&agent] { return agent.running(); });
+                                  &executor);
   uplink.Start();
 
   int sig = varan::WaitForTerminationSignal();
@@ -166,8 +240,10 @@ int main(int argc, char** argv) {
                               absl::Seconds(2))) {
     spdlog::warn("some commands did not stop in time");
   }
-  server->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-  server->server->Wait();
+  if (server.server != nullptr) {
+    server.server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    server.server->Wait();
+  }
   spdlog::info("stopped");
   return 0;
 }

@@ -95,17 +95,29 @@ void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
   store_->SavePeriphery(p);
 }
 
+std::string FleetRegistry::NameOf(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? std::string() : it->second.stored.info.name();
+}
+
 absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
-    const varan::v1::RegisterRequest& req, const std::string& peer) {
+    const varan::v1::RegisterRequest& req, const std::string& peer,
+    varan::v1::Connection connection) {
   if (absl::Status s = ValidatePeripheryName(req.name()); !s.ok()) return s;
   for (const auto& [k, v] : req.labels()) {
     if (absl::Status s = ValidateLabelKey(k); !s.ok()) return s;
     if (absl::Status s = ValidateLabelValue(v); !s.ok()) return s;
   }
-  auto addr = ParseDialAddress(req.advertise_address());
-  if (!addr.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("advertise address: ", addr.status().message()));
+  std::string address;
+  if (connection != varan::v1::CONNECTION_TUNNEL ||
+      !req.advertise_address().empty()) {
+    auto addr = ParseDialAddress(req.advertise_address());
+    if (!addr.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("advertise address: ", addr.status().message()));
+    }
+    address = FormatHostPort(*addr);
   }
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
@@ -126,11 +138,11 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   *info.mutable_reported_labels() = req.labels();
   *info.mutable_labels() =
       ApplyLabelOverrides(req.labels(), r.stored.label_overrides);
-  info.set_address(FormatHostPort(*addr));
+  info.set_address(address);
   *info.mutable_facts() = req.facts();
   info.set_version(req.version());
   info.set_peer_address(peer);
-  info.set_connection(varan::v1::CONNECTION_DIAL);
+  info.set_connection(connection);
   SetDuration(options_.heartbeat_interval, info.mutable_heartbeat_interval());
   r.stored.credential = GenerateSecret();
   r.stored.confirmed = false;  // until a heartbeat shows it holds it

@@ -77,9 +77,14 @@ class FleetRegistry {
   // Adds a periphery, or takes over the record of the same name (keeping
   // its id, first-seen time and operator labels, issuing a new credential).
   // INVALID_ARGUMENT for a bad name, label or address. `peer` is the
-  // caller's normalised address.
-  absl::StatusOr<Registration> Register(const varan::v1::RegisterRequest& req,
-                                        const std::string& peer);
+  // caller's normalised address. A periphery registering through a tunnel
+  // (CONNECTION_TUNNEL) may give no address.
+  absl::StatusOr<Registration> Register(
+      const varan::v1::RegisterRequest& req, const std::string& peer,
+      varan::v1::Connection connection = varan::v1::CONNECTION_DIAL);
+
+  // Name of the periphery with `id` (empty if unknown).
+  std::string NameOf(const std::string& id) const;
 
   // Records a heartbeat. NOT_FOUND for an unknown or removed id,
   // UNAUTHENTICATED when `credential` is not the one issued to that id.

@@ -135,6 +135,9 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
       grpc::ChannelArguments args;
       // Fail fast when the periphery is down instead of queueing the call.
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+      // A restarted periphery is dialed again within a second or two.
+      SetClientChannelArgs(&args, keepalive_, absl::Milliseconds(200),
+                           absl::Seconds(2));
       slot = grpc::CreateCustomChannel(
           address, grpc::InsecureChannelCredentials(), args);
     }

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "common/keepalive.h"
 #include "core/link/periphery_link.h"
 #include "grpcpp/grpcpp.h"
 
@@ -31,11 +32,15 @@ class DialLink final : public PeripheryLink {
 
 class DialLinkProvider final : public LinkProvider {
  public:
+  // Channels ping idle connections and reconnect per `keepalive` (see
+  // common/keepalive.h).
+  explicit DialLinkProvider(Keepalive keepalive = {}) : keepalive_(keepalive) {}
   std::shared_ptr<PeripheryLink> LinkFor(
       const std::string& id, const std::string& address,
       const std::string& credential) override;
 
  private:
+  const Keepalive keepalive_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);

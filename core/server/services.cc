@@ -145,17 +145,87 @@ grpc::ServerUnaryReactor* RegistryService::Register(
   return Done(context, grpc::Status::OK);
 }
 
+absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::RecordHeartbeat(
+    const std::string& id, absl::string_view credential,
+    const varan::v1::HeartbeatRequest& request, const std::string& peer) {
+  absl::Status s = fleet_->Heartbeat(id, credential, request.stats(), peer);
+  if (!s.ok()) return s;
+  varan::v1::HeartbeatResponse response;
+  SetDuration(fleet_->heartbeat_interval(),
+              response.mutable_heartbeat_interval());
+  return response;
+}
+
 grpc::ServerUnaryReactor* RegistryService::Heartbeat(
     grpc::CallbackServerContext* context,
     const varan::v1::HeartbeatRequest* request,
     varan::v1::HeartbeatResponse* response) {
-  absl::Status s = fleet_->Heartbeat(request->periphery_id(),
-                                     BearerToken(*context), request->stats(),
-                                     NormalizePeerAddress(context->peer()));
-  if (!s.ok()) return Done(context, ToGrpcStatus(s));
-  SetDuration(fleet_->heartbeat_interval(),
-              response->mutable_heartbeat_interval());
+  auto answer =
+      RecordHeartbeat(request->periphery_id(), BearerToken(*context), *request,
+                      NormalizePeerAddress(context->peer()));
+  if (!answer.ok()) return Done(context, ToGrpcStatus(answer.status()));
+  *response = *std::move(answer);
   return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerBidiReactor<varan::v1::TunnelUp, varan::v1::TunnelDown>*
+RegistryService::Connect(grpc::CallbackServerContext* context) {
+  return tunnels_->Accept(context, this);
+}
+
+absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
+    const grpc::CallbackServerContext& context,
+    const varan::v1::TunnelHello& hello) {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  Opened out;
+  SetDuration(fleet_->heartbeat_interval(),
+              out.message.mutable_heartbeat_interval());
+  if (hello.has_register_()) {
+    if (grpc::Status s = auth_->AuthenticateJoin(context); !s.ok()) {
+      return FromGrpcStatus(s);
+    }
+    auto reg =
+        fleet_->Register(hello.register_(), peer, varan::v1::CONNECTION_TUNNEL);
+    if (!reg.ok()) {
+      spdlog::warn("refused registration of \"{}\" from {} (tunnel): {}",
+                   hello.register_().name(), peer, reg.status().message());
+      return reg.status();
+    }
+    spdlog::info("periphery {} registered from {} (id {}, tunnel)",
+                 hello.register_().name(), peer, reg->id);
+    out.message.set_periphery_id(reg->id);
+    out.message.set_credential(reg->credential);
+    out.credential = reg->credential;
+    out.name = hello.register_().name();
+    return out;
+  }
+  if (hello.periphery_id().empty()) {
+    return absl::InvalidArgumentError(
+        "a tunnel hello needs a registration or a periphery id");
+  }
+  // Resuming: the credential must be the one core issued, as for Heartbeat
+  // (which also says NOT_FOUND for an unknown id, so the periphery registers
+  // again).
+  const std::string credential(BearerToken(context));
+  auto first = RecordHeartbeat(hello.periphery_id(), credential,
+                               varan::v1::HeartbeatRequest(), peer);
+  if (!first.ok()) return first.status();
+  out.message.set_periphery_id(hello.periphery_id());
+  out.credential = credential;
+  out.name = fleet_->NameOf(hello.periphery_id());
+  spdlog::info("periphery {} opened a tunnel from {}", out.name, peer);
+  return out;
+}
+
+absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::Heartbeat(
+    const grpc::CallbackServerContext& context, const std::string& id,
+    const std::string& credential, const varan::v1::HeartbeatRequest& request) {
+  return RecordHeartbeat(id, credential, request,
+                         NormalizePeerAddress(context.peer()));
+}
+
+void RegistryService::Closed(const std::string& id, const absl::Status&) {
+  spdlog::info("the tunnel of periphery {} closed", fleet_->NameOf(id));
 }
 
 // --- Fleet -----------------------------------------------------------------

@@ -8,15 +8,22 @@
 
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
+#include "core/link/tunnel_link.h"
 #include "core/server/auth.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::core {
 
-class RegistryService final : public varan::v1::Registry::CallbackService {
+// Also the TunnelHandler of Registry.Connect streams: a tunnel's hello
+// registers (join token) or resumes (credential), and its heartbeats are
+// checked and recorded like Heartbeat calls.
+class RegistryService final : public varan::v1::Registry::CallbackService,
+                              public TunnelHandler {
  public:
-  RegistryService(const Authenticator* auth, FleetRegistry* fleet)
-      : auth_(auth), fleet_(fleet) {}
+  // `tunnels` serves Connect; it must outlive the service.
+  RegistryService(const Authenticator* auth, FleetRegistry* fleet,
+                  TunnelHub* tunnels)
+      : auth_(auth), fleet_(fleet), tunnels_(tunnels) {}
 
   grpc::ServerUnaryReactor* Register(
       grpc::CallbackServerContext* context,
@@ -26,10 +33,27 @@ class RegistryService final : public varan::v1::Registry::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::HeartbeatRequest* request,
       varan::v1::HeartbeatResponse* response) override;
+  grpc::ServerBidiReactor<varan::v1::TunnelUp, varan::v1::TunnelDown>* Connect(
+      grpc::CallbackServerContext* context) override;
+
+  // TunnelHandler:
+  absl::StatusOr<Opened> Open(const grpc::CallbackServerContext& context,
+                              const varan::v1::TunnelHello& hello) override;
+  absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+      const grpc::CallbackServerContext& context, const std::string& id,
+      const std::string& credential,
+      const varan::v1::HeartbeatRequest& request) override;
+  void Closed(const std::string& id, const absl::Status& status) override;
 
  private:
+  // A heartbeat, by unary call or tunnel.
+  absl::StatusOr<varan::v1::HeartbeatResponse> RecordHeartbeat(
+      const std::string& id, absl::string_view credential,
+      const varan::v1::HeartbeatRequest& request, const std::string& peer);
+
   const Authenticator* const auth_;
   FleetRegistry* const fleet_;
+  TunnelHub* const tunnels_;
 };
 
 class FleetService final : public varan::v1::Fleet::CallbackService {

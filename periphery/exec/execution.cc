@@ -57,18 +57,19 @@ struct OutputPipe {
 
 }  // namespace
 
-Execution::Execution(const CommandSpec& spec, const ExecutionOptions& options)
-    : spec_(spec), options_(options), queue_(options.queue_bytes) {
+Execution::Execution(const CommandSpec& spec, const ExecutionOptions& options,
+                     bool hold)
+    : spec_(spec), options_(options), hold_(hold), queue_(options.queue_bytes) {
   cancel_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
 Execution::~Execution() { CloseFd(&cancel_fd_); }
 
 absl::StatusOr<std::shared_ptr<Execution>> Execution::Start(
-    const CommandSpec& spec, const ExecutionOptions& options) {
+    const CommandSpec& spec, const ExecutionOptions& options, bool hold) {
   absl::Status status = ValidateCommandSpec(spec);
   if (!status.ok()) return status;
-  std::shared_ptr<Execution> execution(new Execution(spec, options));
+  std::shared_ptr<Execution> execution(new Execution(spec, options, hold));
   if (execution->cancel_fd_ < 0) {
     return absl::ResourceExhaustedError(
         absl::StrCat("eventfd: ", std::strerror(errno)));
@@ -78,8 +79,25 @@ absl::StatusOr<std::shared_ptr<Execution>> Execution::Start(
 }
 
 void Execution::CallerGone() {
-  if (spec_.survive_caller()) return;
+  if (spec_.survive_caller() || hold_) return;
   Cancel();
+}
+
+ExecutionOutcome Execution::outcome() const {
+  absl::MutexLock lock(&outcome_mu_);
+  return outcome_;
+}
+
+void Execution::KeepTail(int stream, const char* data, size_t n) {
+  if (!hold_ || options_.tail_bytes == 0) return;
+  absl::MutexLock lock(&outcome_mu_);
+  std::string& tail = outcome_.tail[stream];
+  tail.append(data, n);
+  if (tail.size() > options_.tail_bytes) {
+    const size_t drop = tail.size() - options_.tail_bytes;
+    tail.erase(0, drop);
+    outcome_.tail_offset[stream] += drop;
+  }
 }
 
 void Execution::Cancel() {
@@ -106,6 +124,12 @@ void Execution::Supervise() {
   auto finish = [&](ExitStatus status) {
     SetDuration((ended == absl::InfiniteFuture() ? absl::Now() : ended) - start,
                 status.mutable_duration());
+    {
+      absl::MutexLock lock(&outcome_mu_);
+      outcome_.finished = true;
+      outcome_.exit = status;
+      outcome_.finish_time = absl::Now();
+    }
     ExecuteEvent ev;
     *ev.mutable_exited() = std::move(status);
     queue_.Push(std::move(ev), 64);
@@ -221,6 +245,11 @@ void Execution::Supervise() {
     ExecuteEvent ev;
     ev.mutable_started()->set_pid(pid);
     SetTimestamp(start, ev.mutable_started()->mutable_start_time());
+    {
+      absl::MutexLock lock(&outcome_mu_);
+      outcome_.started = true;
+      outcome_.started_event = ev.started();
+    }
     queue_.Push(std::move(ev), 64);
   }
 
@@ -364,8 +393,10 @@ void Execution::Supervise() {
       if (p.dropped > 0 && spec_.stop_at_output_limit()) {
         stop_group(ExitStatus::KIND_OUTPUT_LIMIT);
       }
-      if (keep == 0 || consumer_gone) continue;
+      if (keep == 0) continue;
+      KeepTail(which, buf.data(), keep);
       p.delivered += keep;
+      if (consumer_gone) continue;
       ExecuteEvent ev;
       auto* chunk = ev.mutable_output();
       chunk->set_stream(p.stream);
@@ -383,7 +414,9 @@ void Execution::Supervise() {
           // Nobody is listening any more: the caller went away. Unless
           // asked to survive that, the command goes too.
           consumer_gone = true;
-          if (!spec_.survive_caller()) stop_group(ExitStatus::KIND_CANCELED);
+          if (!spec_.survive_caller() && !hold_) {
+            stop_group(ExitStatus::KIND_CANCELED);
+          }
           break;
         }
         const absl::Time now_waiting = absl::Now();

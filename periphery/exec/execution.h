@@ -26,6 +26,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/bounded_queue.h"
 #include "varan/v1/periphery.pb.h"
@@ -41,6 +42,23 @@ struct ExecutionOptions {
   size_t queue_bytes = 1024 * 1024;
   // Working directory when the spec gives none.
   std::string default_working_dir = "/";
+  // Held execution (see Execution::Start): the last bytes of each output
+  // stream kept for the report of a command whose caller went away.
+  size_t tail_bytes = 64 * 1024;
+};
+
+// What a held execution's result looks like once its caller is gone: how it
+// started, how it ended and the last bytes of its output.
+struct ExecutionOutcome {
+  bool started = false;
+  varan::v1::ExecuteStarted started_event;
+  bool finished = false;
+  varan::v1::ExitStatus exit;
+  absl::Time finish_time;
+  // [0] stdout, [1] stderr: the last tail_bytes of what was read (after the
+  // spec's output limit), and the stream offset of the tail's first byte.
+  std::string tail[2];
+  uint64_t tail_offset[2] = {0, 0};
 };
 
 using EventQueue = BoundedQueue<varan::v1::ExecuteEvent>;
@@ -51,8 +69,12 @@ class Execution {
   // supervisor. Failures to start the process itself (no such file, bad
   // working directory) are not errors here: they arrive as an `exited`
   // event with KIND_START_FAILED.
+  // `hold`: the command survives its caller going away (as with
+  // spec.survive_caller) and its outcome, with output tails, is kept for
+  // outcome() — core's commands are held so a broken link loses nothing.
   static absl::StatusOr<std::shared_ptr<Execution>> Start(
-      const varan::v1::CommandSpec& spec, const ExecutionOptions& options);
+      const varan::v1::CommandSpec& spec, const ExecutionOptions& options,
+      bool hold = false);
 
   ~Execution();
 
@@ -64,8 +86,12 @@ class Execution {
   void Cancel();
 
   // The consumer of the events went away: Cancel(), unless the spec asked
-  // the command to survive its caller (then its output is discarded).
+  // the command to survive its caller or it is held (then its output is
+  // discarded, apart from a held execution's tails).
   void CallerGone();
+
+  // Held executions: started/finished state, exit status and output tails.
+  ExecutionOutcome outcome() const;
 
   // True once the command has been reaped and its `exited` event queued.
   bool finished() const { return finished_.load(); }
@@ -74,12 +100,16 @@ class Execution {
   Execution& operator=(const Execution&) = delete;
 
  private:
-  Execution(const varan::v1::CommandSpec& spec,
-            const ExecutionOptions& options);
+  Execution(const varan::v1::CommandSpec& spec, const ExecutionOptions& options,
+            bool hold);
   void Supervise();
+  void KeepTail(int stream, const char* data, size_t n);
 
   const varan::v1::CommandSpec spec_;
   const ExecutionOptions options_;
+  const bool hold_;
+  mutable absl::Mutex outcome_mu_;
+  ExecutionOutcome outcome_ ABSL_GUARDED_BY(outcome_mu_);
   EventQueue queue_;
   // Written by Cancel(), read by the supervisor: wakes its poll().
   int cancel_fd_ = -1;

@@ -32,15 +32,6 @@ class AgentService::ExecuteReactor final
     TryWrite();
   }
 
-  void Cancel() {
-    std::shared_ptr<Execution> e;
-    {
-      absl::MutexLock lock(&mu_);
-      e = execution_;
-    }
-    if (e) e->Cancel();
-  }
-
   // The caller is gone: stop the command unless it asked to survive that.
   void CallerGone() {
     std::shared_ptr<Execution> e;
@@ -56,6 +47,7 @@ class AgentService::ExecuteReactor final
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      if (ok && current_.has_exited()) exited_written_ = true;
       if (!ok && !finished_) {
         finished_ = true;
         finish_now = true;
@@ -77,13 +69,16 @@ class AgentService::ExecuteReactor final
 
   void OnDone() override {
     std::shared_ptr<Execution> e;
+    bool delivered;
     {
       absl::MutexLock lock(&mu_);
       e = execution_;
+      delivered = exited_written_;
     }
     if (e) {
       e->CallerGone();  // no effect if it already exited
       e->events().Abandon();
+      service_->executor_->Detached(execution_id_, delivered);
     }
     service_->OnExecutionDone(this);
     delete this;
@@ -124,11 +119,12 @@ class AgentService::ExecuteReactor final
   ExecuteEvent current_;  // owned by the write in flight
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool exited_written_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 AgentService::AgentService(const CredentialHolder* credential,
-                           const HostSnapshot* host, AgentOptions options)
-    : credential_(credential), options_(std::move(options)), host_(host) {}
+                           const HostSnapshot* host, Executor* executor)
+    : credential_(credential), host_(host), executor_(executor) {}
 
 grpc::Status AgentService::Authenticate(
     const grpc::CallbackServerContext& context) const {
@@ -156,47 +152,16 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
     reactor->Begin(nullptr, auth);
     return reactor;
   }
-  bool admitted = false;
-  bool duplicate = false;
   {
     absl::MutexLock lock(&mu_);
-    if (PruneLocked() < options_.max_concurrent) {
-      duplicate = !request->execution_id().empty() &&
-                  executions_.contains(request->execution_id());
-      if (!duplicate) {
-        running_.insert(reactor);
-        admitted = true;
-      }
-    }
+    running_.insert(reactor);
   }
-  if (duplicate) {
-    reactor->Begin(
-        nullptr,
-        grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                     absl::StrCat("execution \"", request->execution_id(),
-                                  "\" is already running")));
-    return reactor;
-  }
-  if (!admitted) {
-    reactor->Begin(
-        nullptr,
-        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                     absl::StrCat("too many commands running (",
-                                  options_.max_concurrent, " allowed)")));
-    return reactor;
-  }
-  auto execution = Execution::Start(request->spec(), options_.execution);
+  auto execution = executor_->Start(*request);
   if (!execution.ok()) {
     reactor->Begin(nullptr, ToGrpcStatus(execution.status()));
     return reactor;
   }
   spdlog::info("execution {}: started", request->execution_id());
-  {
-    absl::MutexLock lock(&mu_);
-    std::string key = request->execution_id();
-    if (key.empty()) key = absl::StrCat("\x01anonymous-", anonymous_++);
-    executions_[key] = *execution;
-  }
   reactor->Begin(*std::move(execution), grpc::Status::OK);
   return reactor;
 }
@@ -210,21 +175,11 @@ grpc::ServerUnaryReactor* AgentService::Cancel(
     reactor->Finish(auth);
     return reactor;
   }
-  std::shared_ptr<Execution> execution;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = executions_.find(request->execution_id());
-    if (it != executions_.end()) execution = it->second.lock();
+  absl::Status s = executor_->Cancel(request->execution_id());
+  if (s.ok()) {
+    spdlog::info("execution {}: cancel requested", request->execution_id());
   }
-  if (execution == nullptr || execution->finished()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 absl::StrCat("no running execution \"",
-                                              request->execution_id(), "\"")));
-    return reactor;
-  }
-  spdlog::info("execution {}: cancel requested", request->execution_id());
-  execution->Cancel();  // signals only; never blocks
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }
 
@@ -253,18 +208,7 @@ grpc::ServerUnaryReactor* AgentService::GetStats(
   return reactor;
 }
 
-uint32_t AgentService::PruneLocked() {
-  absl::erase_if(executions_, [](const auto& entry) {
-    auto e = entry.second.lock();
-    return e == nullptr || e->finished();
-  });
-  return static_cast<uint32_t>(executions_.size());
-}
-
-uint32_t AgentService::running() {
-  absl::MutexLock lock(&mu_);
-  return PruneLocked();
-}
+uint32_t AgentService::running() { return executor_->running(); }
 
 void AgentService::OnExecutionDone(ExecuteReactor* reactor) {
   absl::MutexLock lock(&mu_);
@@ -272,10 +216,7 @@ void AgentService::OnExecutionDone(ExecuteReactor* reactor) {
 }
 
 bool AgentService::CancelAllAndWait(absl::Duration timeout) {
-  {
-    absl::MutexLock lock(&mu_);
-    for (ExecuteReactor* r : running_) r->Cancel();
-  }
+  executor_->CancelAll();
   absl::MutexLock lock(&mu_);
   return mu_.AwaitWithTimeout(absl::Condition(this, &AgentService::NoneRunning),
                               timeout);

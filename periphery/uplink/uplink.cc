@@ -10,10 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
+#include "common/keepalive.h"
 #include "common/log.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "periphery/host/facts.h"
+#include "periphery/uplink/tunnel.h"
 #include "varan/version.h"
 
 namespace varan::periphery {
@@ -94,13 +96,17 @@ absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
 }
 
 Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
-               HostSnapshot* host, std::function<uint32_t()> running)
+               HostSnapshot* host, Executor* executor)
     : options_(std::move(options)),
       credential_(credential),
       host_(host),
-      running_(std::move(running)) {
-  channel_ = grpc::CreateChannel(FormatHostPort(options_.core),
-                                 grpc::InsecureChannelCredentials());
+      executor_(executor) {
+  grpc::ChannelArguments args;
+  SetClientChannelArgs(
+      &args, Keepalive{options_.keepalive_time, options_.keepalive_timeout},
+      options_.min_backoff, options_.max_backoff);
+  channel_ = grpc::CreateCustomChannel(
+      FormatHostPort(options_.core), grpc::InsecureChannelCredentials(), args);
   stub_ = varan::v1::Registry::NewStub(channel_);
 }
 
@@ -127,30 +133,39 @@ bool Uplink::SleepFor(absl::Duration d) {
   return !stop_.WaitForNotificationWithTimeout(d);
 }
 
-absl::Status Uplink::Register() {
+void Uplink::SaveRegistration(const std::string& id,
+                              const std::string& credential) {
+  const std::string dir = options_.state_dir;
+  absl::Status s =
+      WriteSecretFile(absl::StrCat(dir, "/", kCredentialFile), credential);
+  if (s.ok()) s = WriteSecretFile(absl::StrCat(dir, "/", kIdFile), id);
+  if (!s.ok()) {
+    // Still usable for this run; it will register again after a restart.
+    spdlog::error("cannot save registration: {}", s.message());
+  }
+  credential_->Set(credential);
+  periphery_id_ = id;
+}
+
+varan::v1::RegisterRequest Uplink::MakeRegisterRequest() const {
   varan::v1::RegisterRequest req;
   req.set_name(options_.name);
   for (const auto& [k, v] : options_.labels) (*req.mutable_labels())[k] = v;
   req.set_advertise_address(options_.advertise_address);
   *req.mutable_facts() = host_->facts();
   req.set_version(kVersion);
+  return req;
+}
+
+absl::Status Uplink::Register() {
+  varan::v1::RegisterRequest req = MakeRegisterRequest();
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
   ctx.AddMetadata("authorization", BearerHeader(options_.join_token));
   varan::v1::RegisterResponse resp;
   grpc::Status status = stub_->Register(&ctx, req, &resp);
   if (!status.ok()) return FromGrpcStatus(status);
-  const std::string dir = options_.state_dir;
-  absl::Status s = WriteSecretFile(absl::StrCat(dir, "/", kCredentialFile),
-                                   resp.credential());
-  if (s.ok())
-    s = WriteSecretFile(absl::StrCat(dir, "/", kIdFile), resp.periphery_id());
-  if (!s.ok()) {
-    // Still usable for this run; it will register again after a restart.
-    spdlog::error("cannot save registration: {}", s.message());
-  }
-  credential_->Set(resp.credential());
-  periphery_id_ = resp.periphery_id();
+  SaveRegistration(resp.periphery_id(), resp.credential());
   if (resp.has_heartbeat_interval()) {
     interval_ = FromDuration(resp.heartbeat_interval());
   }
@@ -160,11 +175,17 @@ absl::Status Uplink::Register() {
   return absl::OkStatus();
 }
 
-absl::Status Uplink::Heartbeat() {
+varan::v1::HeartbeatRequest Uplink::MakeHeartbeat() {
   varan::v1::HeartbeatRequest req;
   req.set_periphery_id(periphery_id_);
   *req.mutable_stats() = host_->Sample();
-  req.mutable_stats()->set_running_executions(running_());
+  req.mutable_stats()->set_running_executions(executor_->running());
+  for (auto& r : executor_->Report()) *req.add_executions() = std::move(r);
+  return req;
+}
+
+absl::Status Uplink::Heartbeat() {
+  varan::v1::HeartbeatRequest req = MakeHeartbeat();
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
   ctx.AddMetadata("authorization", BearerHeader(credential_->Get()));
@@ -174,14 +195,120 @@ absl::Status Uplink::Heartbeat() {
   if (resp.has_heartbeat_interval()) {
     interval_ = FromDuration(resp.heartbeat_interval());
   }
+  executor_->Acknowledge(std::vector<std::string>(resp.acknowledged().begin(),
+                                                  resp.acknowledged().end()));
   return absl::OkStatus();
 }
 
+bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
+                     bool* failing) {
+  if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||
+      absl::IsPermissionDenied(status)) {
+    // Core refused us: retrying fast will not help, but core's
+    // configuration may change, so keep trying slowly and loudly.
+    spdlog::error("core at {} refused registration: {}",
+                  FormatHostPort(options_.core), status.ToString());
+    *failing = true;
+    return SleepFor(options_.max_backoff);
+  }
+  if (!*failing) {
+    spdlog::warn("cannot reach core at {}: {} (retrying)",
+                 FormatHostPort(options_.core), status.ToString());
+  } else {
+    spdlog::debug("core at {} still unreachable: {}",
+                  FormatHostPort(options_.core), status.ToString());
+  }
+  *failing = true;
+  // Jitter in [0.5, 1.5) of the backoff so a fleet does not retry in step.
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  absl::Duration wait = *backoff * jitter(rng);
+  *backoff = std::min(*backoff * 2, options_.max_backoff);
+  return SleepFor(wait);
+}
+
+absl::Status Uplink::RunTunnel(bool* opened) {
+  *opened = false;
+  varan::v1::TunnelHello hello;
+  const bool registering = periphery_id_.empty();
+  if (registering) {
+    *hello.mutable_register_() = MakeRegisterRequest();
+  } else {
+    hello.set_periphery_id(periphery_id_);
+  }
+  auto session = std::make_unique<TunnelSession>(
+      stub_.get(), executor_,
+      registering ? options_.join_token : credential_->Get(), std::move(hello));
+  session->Begin();
+  absl::Status result;
+  auto answer = session->WaitOpened(options_.rpc_timeout);
+  if (!answer.ok()) {
+    result = answer.status();
+  } else {
+    *opened = true;
+    if (registering) {
+      SaveRegistration(answer->periphery_id(), answer->credential());
+      spdlog::info("registered with core at {} as {} (id {}) over a tunnel",
+                   FormatHostPort(options_.core), options_.name, periphery_id_);
+    } else {
+      spdlog::info("tunnel to core at {} open", FormatHostPort(options_.core));
+    }
+    // Heartbeat at once (that confirms a registration), then every
+    // interval; core that stops answering for three intervals is given up.
+    while (true) {
+      session->SendHeartbeat(MakeHeartbeat());
+      const absl::Duration interval = session->interval() > absl::ZeroDuration()
+                                          ? session->interval()
+                                          : interval_;
+      if (session->WaitDone(interval)) {
+        result = session->status();
+        break;
+      }
+      if (stop_.HasBeenNotified()) break;
+      if (absl::Now() - session->last_answer() >
+          3 * interval + options_.rpc_timeout) {
+        result = absl::UnavailableError(
+            "core stopped answering heartbeats on the tunnel");
+        break;
+      }
+    }
+  }
+  session->Cancel();
+  while (!session->WaitDone(absl::Seconds(10))) {
+    spdlog::warn("the tunnel to core is slow to close");
+  }
+  return result;
+}
+
 void Uplink::Run() {
-  std::mt19937_64 rng(std::random_device{}());
-  absl::Duration backoff = absl::Milliseconds(200);
+  absl::Duration backoff = options_.min_backoff;
   bool failing = false;
   while (!stop_.HasBeenNotified()) {
+    if (options_.tunnel) {
+      bool opened = false;
+      absl::Status status = RunTunnel(&opened);
+      if (stop_.HasBeenNotified()) return;
+      if (opened) {
+        failing = false;
+        backoff = options_.min_backoff;
+      }
+      if (!periphery_id_.empty() && !opened &&
+          (absl::IsNotFound(status) || absl::IsUnauthenticated(status))) {
+        spdlog::info(
+            "core does not know this periphery any more ({}); "
+            "registering again",
+            status.message());
+        periphery_id_.clear();
+        continue;
+      }
+      if (opened) {
+        spdlog::warn("tunnel to core at {} closed: {} (reconnecting)",
+                     FormatHostPort(options_.core), status.ToString());
+        failing = true;
+      }
+      if (!Backoff(status, &backoff, &failing)) return;
+      continue;
+    }
     absl::Status status;
     bool registered = false;
     if (periphery_id_.empty()) {
@@ -205,36 +332,14 @@ void Uplink::Run() {
                      FormatHostPort(options_.core));
       }
       failing = false;
-      backoff = absl::Milliseconds(200);
+      backoff = options_.min_backoff;
       // Right after registering, heartbeat at once: core counts a periphery
       // online (and dispatches to it) only once it has proved it holds the
       // new credential, which is also what the Agent service checks.
       if (!registered && !SleepFor(interval_)) return;
       continue;
     }
-    if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||
-        absl::IsPermissionDenied(status)) {
-      // Core refused us: retrying fast will not help, but core's
-      // configuration may change, so keep trying slowly and loudly.
-      spdlog::error("core at {} refused registration: {}",
-                    FormatHostPort(options_.core), status.ToString());
-      failing = true;
-      if (!SleepFor(options_.max_backoff)) return;
-      continue;
-    }
-    if (!failing) {
-      spdlog::warn("cannot reach core at {}: {} (retrying)",
-                   FormatHostPort(options_.core), status.ToString());
-    } else {
-      spdlog::debug("core at {} still unreachable: {}",
-                    FormatHostPort(options_.core), status.ToString());
-    }
-    failing = true;
-    // Jitter in [0.5, 1.5) of the backoff so a fleet does not retry in step.
-    std::uniform_real_distribution<double> jitter(0.5, 1.5);
-    absl::Duration wait = backoff * jitter(rng);
-    backoff = std::min(backoff * 2, options_.max_backoff);
-    if (!SleepFor(wait)) return;
+    if (!Backoff(status, &backoff, &failing)) return;
   }
 }
 

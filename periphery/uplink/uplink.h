@@ -1,11 +1,19 @@
-// The periphery's link to core: registration and heartbeats.
+// The periphery's link to core: registration and heartbeats, and in tunnel
+// mode the tunnel that carries them and core's requests.
 //
 // A background thread registers with core using the join token, keeps the
 // id and credential core returns in the state directory (mode 0600) so a
 // restarted periphery resumes with them, and heartbeats at the interval core
-// asks for. When core answers a heartbeat with NOT_FOUND or UNAUTHENTICATED
-// (it forgot this periphery), the uplink registers again. When core cannot
-// be reached it retries with capped exponential backoff and jitter.
+// asks for. Each heartbeat reports the executions the Executor holds for
+// core (running ones, and finished ones not yet acknowledged, with their
+// results); core's answer acknowledges what it recorded. When core answers
+// a heartbeat with NOT_FOUND or UNAUTHENTICATED (it forgot this periphery),
+// the uplink registers again. When core cannot be reached it retries with
+// capped exponential backoff and jitter (the first retry is fast).
+//
+// Tunnel mode (`tunnel`): the same happens over one Registry.Connect stream
+// (see TunnelSession); a stream that ends, or on which core stops answering
+// heartbeats for three intervals, is replaced by a new one.
 //
 // Thread-safe: Start and Stop are called from main; everything else happens
 // on the uplink's thread.
@@ -21,6 +29,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/address.h"
+#include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
 #include "periphery/server/agent_service.h"
 #include "varan/v1/core.grpc.pb.h"
@@ -35,17 +44,29 @@ struct UplinkOptions {
   // Address core should dial, e.g. "[fd00::5]:7701".
   std::string advertise_address;
   std::string state_dir;
+  // Reach core through a tunnel instead of waiting to be dialed.
+  bool tunnel = false;
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // Reconnect backoff: first retry after `min_backoff`, doubling up to
+  // `max_backoff`, each wait jittered to [0.5, 1.5) of it.
+  absl::Duration min_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
+  // HTTP/2 keepalive on the connection to core: a ping after this long
+  // without traffic, and the connection is dropped when the answer takes
+  // longer than the timeout (core permits pings this often, see
+  // common/keepalive.h).
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
 };
 
 class Uplink {
  public:
   // `credential` receives the credential; `host` gives the facts sent at
-  // registration and takes a stats sample per heartbeat; `running` reports
-  // commands running now. All must outlive the Uplink.
+  // registration and takes a stats sample per heartbeat; `executor` runs
+  // what core sends over the tunnel and reports held executions. All must
+  // outlive the Uplink.
   Uplink(UplinkOptions options, CredentialHolder* credential,
-         HostSnapshot* host, std::function<uint32_t()> running);
+         HostSnapshot* host, Executor* executor);
   ~Uplink();
 
   // Loads saved state and starts the thread.
@@ -58,15 +79,25 @@ class Uplink {
 
  private:
   void Run();
+  // Tunnel mode: one tunnel from open to end. Returns how it ended; OK when
+  // stopped.
+  absl::Status RunTunnel(bool* opened);
   absl::Status Register();
   absl::Status Heartbeat();
+  varan::v1::HeartbeatRequest MakeHeartbeat();
+  varan::v1::RegisterRequest MakeRegisterRequest() const;
+  // Keeps a registration core returned (state dir and credential holder).
+  void SaveRegistration(const std::string& id, const std::string& credential);
+  // Waits before retrying after `status`; false when stopped.
+  bool Backoff(const absl::Status& status, absl::Duration* backoff,
+               bool* failing);
   // Sleeps for `d` unless stopped first; returns false when stopped.
   bool SleepFor(absl::Duration d);
 
   const UplinkOptions options_;
   CredentialHolder* const credential_;
   HostSnapshot* const host_;
-  const std::function<uint32_t()> running_;
+  Executor* const executor_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Registry::Stub> stub_;
   std::string periphery_id_;  // uplink thread only (and Start)

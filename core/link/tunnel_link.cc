@@ -1,0 +1,465 @@
+#include "core/link/tunnel_link.h"
+
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+
+namespace varan::core {
+
+using varan::v1::TunnelDown;
+using varan::v1::TunnelUp;
+
+namespace {
+
+class TunnelCall;
+
+}  // namespace
+
+// One Registry.Connect stream. It is the reactor, and also what links and
+// calls hold to reach the periphery: a shared_ptr (its written reason) so
+// they may outlive the stream; it keeps itself alive (self_) until OnDone.
+class TunnelConnection final
+    : public grpc::ServerBidiReactor<TunnelUp, TunnelDown>,
+      public std::enable_shared_from_this<TunnelConnection> {
+ public:
+  TunnelConnection(TunnelHub* hub, grpc::CallbackServerContext* context,
+                   TunnelHandler* handler)
+      : hub_(hub), context_(context), handler_(handler) {}
+
+  void Begin(std::shared_ptr<TunnelConnection> self) {
+    self_ = std::move(self);
+    StartRead(&in_);
+  }
+
+  // Starts `request` on the periphery; see PeripheryLink::Execute.
+  ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                       ExecuteObserver* observer);
+  // Asks the periphery to stop an execution. False when the tunnel is
+  // closed.
+  bool SendCancel(const std::string& execution_id) {
+    TunnelDown msg;
+    msg.mutable_cancel()->set_execution_id(execution_id);
+    return Send(std::move(msg));
+  }
+  // Stops routing events of `execution_id`.
+  void Forget(const std::string& execution_id);
+  // Ends the stream with `status` (any thread).
+  void Close(const grpc::Status& status) { FinishOnce(status); }
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "tunnel broken"));
+  }
+  void OnDone() override;
+
+ private:
+  bool Send(TunnelDown msg);
+  void FinishOnce(const grpc::Status& status);
+  void HandleHello(const varan::v1::TunnelHello& hello);
+  std::string Who() const;
+
+  TunnelHub* const hub_;
+  grpc::CallbackServerContext* const context_;
+  TunnelHandler* const handler_;
+  std::shared_ptr<TunnelConnection> self_;
+  TunnelUp in_;         // owned by the read in flight
+  TunnelDown current_;  // owned by the write in flight
+  // Set once, in the read reaction that opens the tunnel, before anything
+  // else reads them.
+  bool opened_ = false;
+  std::string id_;
+  std::string name_;
+  std::string credential_;
+
+  mutable absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // No more writes or calls: Finish was asked for (or the stream is done).
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::deque<TunnelDown> out_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<TunnelCall>> calls_
+      ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
+// One execution over a tunnel. OnEvent and OnDone are delivered under mu_, so
+// never concurrently; Cancel and Abort never take mu_ (the observer may hold
+// its own lock while calling them, and take it again in OnDone).
+class TunnelCall final : public ExecuteCall,
+                         public std::enable_shared_from_this<TunnelCall> {
+ public:
+  TunnelCall(std::weak_ptr<TunnelConnection> conn, TunnelHub* hub,
+             std::string id, ExecuteObserver* observer)
+      : conn_(std::move(conn)),
+        hub_(hub),
+        id_(std::move(id)),
+        observer_(observer) {}
+
+  void Cancel() override {
+    auto conn = conn_.lock();
+    // A closed tunnel ends the call by itself.
+    if (conn != nullptr) conn->SendCancel(id_);
+  }
+
+  // Dropped at once; like a dial call's, the command (held for core) runs
+  // on and its result comes with the periphery's heartbeats.
+  void Abort() override {
+    if (auto conn = conn_.lock()) conn->Forget(id_);
+    hub_->Post([self = shared_from_this()] {
+      self->Complete(absl::CancelledError("the call was dropped by core"));
+    });
+  }
+
+  void Deliver(const varan::v1::ExecuteEvent& event) {
+    absl::MutexLock lock(&mu_);
+    if (!done_) observer_->OnEvent(event);
+  }
+
+  void Complete(const absl::Status& status) {
+    absl::MutexLock lock(&mu_);
+    if (done_) return;
+    done_ = true;
+    observer_->OnDone(status);
+  }
+
+ private:
+  const std::weak_ptr<TunnelConnection> conn_;
+  TunnelHub* const hub_;
+  const std::string id_;
+  ExecuteObserver* const observer_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class TunnelLink final : public PeripheryLink {
+ public:
+  explicit TunnelLink(std::shared_ptr<TunnelConnection> conn)
+      : conn_(std::move(conn)) {}
+  ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                       ExecuteObserver* observer) override {
+    return conn_->Execute(request, observer);
+  }
+
+ private:
+  const std::shared_ptr<TunnelConnection> conn_;
+};
+
+// A periphery with no tunnel open and no address to dial.
+class UnreachableLink final : public PeripheryLink {
+ public:
+  UnreachableLink(TunnelHub* hub, std::string id)
+      : hub_(hub), id_(std::move(id)) {}
+  ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
+                       ExecuteObserver* observer) override {
+    auto call =
+        std::make_shared<TunnelCall>(std::weak_ptr<TunnelConnection>(), hub_,
+                                     request.execution_id(), observer);
+    const std::string why =
+        absl::StrCat("periphery ", id_,
+                     " has no tunnel to core open and no address to dial");
+    hub_->Post([call, why] { call->Complete(absl::UnavailableError(why)); });
+    return call.get();
+  }
+
+ private:
+  TunnelHub* const hub_;
+  const std::string id_;
+};
+
+}  // namespace
+
+// --- TunnelConnection ------------------------------------------------------
+
+std::string TunnelConnection::Who() const {
+  return absl::StrCat("periphery ", name_.empty() ? id_ : name_);
+}
+
+ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
+                                       ExecuteObserver* observer) {
+  const std::string& id = request.execution_id();
+  auto call =
+      std::make_shared<TunnelCall>(weak_from_this(), hub_, id, observer);
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (closing_) {
+      refused = absl::UnavailableError(
+          absl::StrCat("the tunnel to ", Who(), " closed"));
+    } else if (calls_.contains(id)) {
+      refused = absl::AlreadyExistsError(
+          absl::StrCat("execution ", id, " is already on this tunnel"));
+    } else {
+      calls_[id] = call;
+    }
+  }
+  if (refused.ok()) {
+    TunnelDown msg;
+    *msg.mutable_execute() = request;
+    if (Send(std::move(msg))) return call.get();
+    Forget(id);
+    refused = absl::UnavailableError(
+        absl::StrCat("the tunnel to ", Who(), " closed"));
+  }
+  hub_->Post([call, refused] { call->Complete(refused); });
+  return call.get();
+}
+
+void TunnelConnection::Forget(const std::string& execution_id) {
+  absl::MutexLock lock(&mu_);
+  calls_.erase(execution_id);
+}
+
+bool TunnelConnection::Send(TunnelDown msg) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return false;
+    if (writing_) {
+      out_.push_back(std::move(msg));
+      return true;
+    }
+    writing_ = true;
+    current_ = std::move(msg);
+  }
+  StartWrite(&current_);
+  return true;
+}
+
+void TunnelConnection::OnWriteDone(bool ok) {
+  std::optional<grpc::Status> finish;
+  bool next = false;
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) closing_ = true;
+    if (pending_finish_.has_value() && !finish_called_) {
+      finish_called_ = true;
+      finish = std::move(pending_finish_);
+    } else if (ok && !closing_ && !out_.empty()) {
+      current_ = std::move(out_.front());
+      out_.pop_front();
+      writing_ = true;
+      next = true;
+    }
+  }
+  if (finish.has_value()) {
+    Finish(*finish);
+  } else if (next) {
+    StartWrite(&current_);
+  } else if (!ok) {
+    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "tunnel broken"));
+  }
+}
+
+void TunnelConnection::FinishOnce(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finish_called_ || pending_finish_.has_value()) return;
+    closing_ = true;
+    out_.clear();
+    if (writing_) {
+      // OnWriteDone finishes once the write in flight is done.
+      pending_finish_ = status;
+      return;
+    }
+    finish_called_ = true;
+  }
+  Finish(status);
+}
+
+void TunnelConnection::HandleHello(const varan::v1::TunnelHello& hello) {
+  auto opened = handler_->Open(*context_, hello);
+  if (!opened.ok()) {
+    FinishOnce(ToGrpcStatus(opened.status()));
+    return;
+  }
+  opened_ = true;
+  id_ = opened->message.periphery_id();
+  name_ = opened->name;
+  credential_ = opened->credential;
+  TunnelDown msg;
+  *msg.mutable_opened() = opened->message;
+  Send(std::move(msg));
+  hub_->Attach(id_, shared_from_this());
+}
+
+void TunnelConnection::OnReadDone(bool ok) {
+  if (!ok) {
+    // The periphery closed its side (or the stream broke).
+    FinishOnce(grpc::Status::OK);
+    return;
+  }
+  if (!opened_ && !in_.has_hello()) {
+    FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "the first message on a tunnel must be a hello"));
+    return;
+  }
+  switch (in_.message_case()) {
+    case TunnelUp::kHello:
+      if (opened_) {
+        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "a tunnel takes one hello"));
+        return;
+      }
+      HandleHello(in_.hello());
+      if (!opened_) return;
+      break;
+    case TunnelUp::kHeartbeat: {
+      auto answer =
+          handler_->Heartbeat(*context_, id_, credential_, in_.heartbeat());
+      if (!answer.ok()) {
+        FinishOnce(ToGrpcStatus(answer.status()));
+        return;
+      }
+      TunnelDown msg;
+      *msg.mutable_heartbeat() = *std::move(answer);
+      Send(std::move(msg));
+      break;
+    }
+    case TunnelUp::kEvent: {
+      const auto& ev = in_.event();
+      std::shared_ptr<TunnelCall> call;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = calls_.find(ev.execution_id());
+        if (it != calls_.end()) {
+          call = it->second;
+          if (ev.event().has_exited()) calls_.erase(it);
+        }
+      }
+      if (call != nullptr) {
+        call->Deliver(ev.event());
+        if (ev.event().has_exited()) call->Complete(absl::OkStatus());
+      }
+      break;
+    }
+    case TunnelUp::kRejected: {
+      const auto& r = in_.rejected();
+      std::shared_ptr<TunnelCall> call;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = calls_.find(r.execution_id());
+        if (it != calls_.end()) {
+          call = std::move(it->second);
+          calls_.erase(it);
+        }
+      }
+      if (call != nullptr) {
+        call->Complete(absl::Status(
+            static_cast<absl::StatusCode>(r.code()),
+            absl::StrCat(Who(), " refused the command: ", r.message())));
+      }
+      break;
+    }
+    case TunnelUp::MESSAGE_NOT_SET:
+      break;
+  }
+  StartRead(&in_);
+}
+
+void TunnelConnection::OnDone() {
+  // Destroyed, at the earliest, when this returns.
+  std::shared_ptr<TunnelConnection> self = std::move(self_);
+  absl::flat_hash_map<std::string, std::shared_ptr<TunnelCall>> calls;
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    out_.clear();
+    calls.swap(calls_);
+  }
+  if (opened_) {
+    hub_->Detach(id_, this);
+    handler_->Closed(id_, absl::UnavailableError("tunnel closed"));
+  }
+  const absl::Status closed =
+      absl::UnavailableError(absl::StrCat("the tunnel to ", Who(), " closed"));
+  for (auto& [id, call] : calls) call->Complete(closed);
+}
+
+// --- TunnelHub -------------------------------------------------------------
+
+TunnelHub::TunnelHub(LinkProvider* dial)
+    : dial_(dial), worker_([this] { Work(); }) {}
+
+TunnelHub::~TunnelHub() {
+  {
+    absl::MutexLock lock(&work_mu_);
+    stopping_ = true;
+  }
+  worker_.join();
+}
+
+grpc::ServerBidiReactor<TunnelUp, TunnelDown>* TunnelHub::Accept(
+    grpc::CallbackServerContext* context, TunnelHandler* handler) {
+  auto conn = std::make_shared<TunnelConnection>(this, context, handler);
+  TunnelConnection* reactor = conn.get();
+  reactor->Begin(std::move(conn));
+  return reactor;
+}
+
+std::shared_ptr<PeripheryLink> TunnelHub::LinkFor(
+    const std::string& id, const std::string& address,
+    const std::string& credential) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = tunnels_.find(id);
+    if (it != tunnels_.end()) return std::make_shared<TunnelLink>(it->second);
+  }
+  if (!address.empty()) return dial_->LinkFor(id, address, credential);
+  return std::make_shared<UnreachableLink>(this, id);
+}
+
+size_t TunnelHub::connected() const {
+  absl::MutexLock lock(&mu_);
+  return tunnels_.size();
+}
+
+void TunnelHub::Attach(const std::string& id,
+                       std::shared_ptr<TunnelConnection> conn) {
+  std::shared_ptr<TunnelConnection> old;
+  {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<TunnelConnection>& slot = tunnels_[id];
+    old = std::exchange(slot, std::move(conn));
+  }
+  if (old != nullptr) {
+    spdlog::info("periphery {} opened a new tunnel; closing its old one", id);
+    old->Close(grpc::Status(grpc::StatusCode::ABORTED,
+                            "replaced by a newer tunnel from this periphery"));
+  }
+}
+
+void TunnelHub::Detach(const std::string& id, const TunnelConnection* conn) {
+  absl::MutexLock lock(&mu_);
+  auto it = tunnels_.find(id);
+  if (it != tunnels_.end() && it->second.get() == conn) tunnels_.erase(it);
+}
+
+void TunnelHub::Post(std::function<void()> task) {
+  absl::MutexLock lock(&work_mu_);
+  work_.push_back(std::move(task));
+}
+
+void TunnelHub::Work() {
+  while (true) {
+    std::function<void()> task;
+    {
+      absl::MutexLock lock(&work_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+        return stopping_ || !work_.empty();
+      };
+      work_mu_.Await(absl::Condition(&ready));
+      if (work_.empty()) return;  // stopping, and nothing left
+      task = std::move(work_.front());
+      work_.pop_front();
+    }
+    task();
+  }
+}
+
+}  // namespace varan::core

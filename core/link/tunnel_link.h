@@ -1,0 +1,99 @@
+// Tunnels: peripheries that connect to core (Registry.Connect) instead of
+// being dialed.
+//
+// TunnelHub serves each Connect stream (Accept) and is the LinkProvider the
+// dispatcher uses: a periphery with a tunnel open is reached through it (a
+// TunnelLink: execute and cancel requests go down the stream, the
+// execution's events come up it, routed by execution id), one without is
+// dialed at its address, and one with neither fails the call at once with
+// UNAVAILABLE. A periphery that opens a new tunnel replaces its old one.
+// When a tunnel ends, its calls end with UNAVAILABLE.
+//
+// What the stream means (hello, heartbeats) is the TunnelHandler's business
+// (the Registry service); the hub only carries it.
+//
+// Thread-safe. Observers' OnEvent/OnDone run on gRPC threads or on the hub's
+// worker thread, never inside Execute, Cancel or Abort. The hub must outlive
+// the grpc::Server and every link it handed out.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/link/periphery_link.h"
+#include "grpcpp/grpcpp.h"
+#include "varan/v1/core.pb.h"
+
+namespace varan::core {
+
+// Gives meaning to a tunnel's messages. Called in reactions: must not block.
+class TunnelHandler {
+ public:
+  virtual ~TunnelHandler() = default;
+
+  struct Opened {
+    varan::v1::TunnelOpened message;
+    // The periphery's credential, which its heartbeats must match.
+    std::string credential;
+    // Its name, for messages.
+    std::string name;
+  };
+  // Authenticates and answers the hello. An error ends the tunnel with it.
+  virtual absl::StatusOr<Opened> Open(
+      const grpc::CallbackServerContext& context,
+      const varan::v1::TunnelHello& hello) = 0;
+  // A heartbeat of the periphery `id` that opened the tunnel with
+  // `credential`. An error ends the tunnel with it.
+  virtual absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+      const grpc::CallbackServerContext& context, const std::string& id,
+      const std::string& credential,
+      const varan::v1::HeartbeatRequest& request) = 0;
+  // The tunnel of `id` ended (`status` says how).
+  virtual void Closed(const std::string& id, const absl::Status& status) = 0;
+};
+
+class TunnelConnection;
+
+class TunnelHub final : public LinkProvider {
+ public:
+  // `dial` reaches peripheries without a tunnel; it must outlive the hub.
+  explicit TunnelHub(LinkProvider* dial);
+  ~TunnelHub() override;
+
+  // Serves one Registry.Connect call; `handler` must outlive the call.
+  grpc::ServerBidiReactor<varan::v1::TunnelUp, varan::v1::TunnelDown>* Accept(
+      grpc::CallbackServerContext* context, TunnelHandler* handler);
+
+  std::shared_ptr<PeripheryLink> LinkFor(
+      const std::string& id, const std::string& address,
+      const std::string& credential) override;
+
+  // Peripheries with a tunnel open now.
+  size_t connected() const;
+
+  // For TunnelConnection.
+  void Attach(const std::string& id, std::shared_ptr<TunnelConnection> conn);
+  void Detach(const std::string& id, const TunnelConnection* conn);
+  // Runs `task` on the hub's worker thread.
+  void Post(std::function<void()> task);
+
+ private:
+  void Work();
+
+  LinkProvider* const dial_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<TunnelConnection>> tunnels_
+      ABSL_GUARDED_BY(mu_);
+  absl::Mutex work_mu_;
+  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
+  bool stopping_ ABSL_GUARDED_BY(work_mu_) = false;
+  std::thread worker_;
+};
+
+}  // namespace varan::core

@@ -1,0 +1,110 @@
+// TunnelSession: one Registry.Connect stream from the periphery to core (the
+// tunnel of `varan-periphery --tunnel`).
+//
+// It sends the hello, then carries heartbeats (SendHeartbeat) up and core's
+// execute and cancel requests down, running them through the periphery's
+// Executor. Each execution's events go up the one stream interleaved fairly:
+// one write in flight, control messages (hello, heartbeats, refusals) first,
+// then one event from each execution with events ready in turn. An
+// execution's events come from its bounded queue, so a slow stream pauses
+// the reading of the commands' output (back-pressure) and one busy command
+// never starves another.
+//
+// When the stream ends, executions still attached go on running (core starts
+// them with hold_result) and the Executor reports their results in later
+// heartbeats.
+//
+// Ownership and threads: the uplink thread owns the session; reactions run on
+// gRPC threads and never block; delete the session only after WaitDone()
+// returned true.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "periphery/exec/executor.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::periphery {
+
+class TunnelSession final
+    : public grpc::ClientBidiReactor<varan::v1::TunnelUp,
+                                     varan::v1::TunnelDown> {
+ public:
+  // `stub` and `executor` must outlive the session. `bearer` is the join
+  // token (hello registers) or the periphery's credential (hello resumes).
+  TunnelSession(varan::v1::Registry::Stub* stub, Executor* executor,
+                const std::string& bearer, varan::v1::TunnelHello hello);
+
+  // Starts the call and sends the hello.
+  void Begin();
+
+  // Waits up to `timeout` for core's answer to the hello. Errors: the
+  // stream's status when it ended first, DEADLINE_EXCEEDED on timeout.
+  absl::StatusOr<varan::v1::TunnelOpened> WaitOpened(absl::Duration timeout);
+
+  // Queues a heartbeat (dropped once the stream ended).
+  void SendHeartbeat(varan::v1::HeartbeatRequest heartbeat);
+
+  // When core last answered a heartbeat (or opened the tunnel), and the
+  // heartbeat interval it asks for (zero until it said).
+  absl::Time last_answer();
+  absl::Duration interval();
+
+  // Ends the stream (the session then reaches WaitDone).
+  void Cancel() { context_.TryCancel(); }
+
+  // Waits up to `timeout` for the stream to end; true when it has (then the
+  // session may be deleted, and status() says how it ended).
+  bool WaitDone(absl::Duration timeout) {
+    return done_.WaitForNotificationWithTimeout(timeout);
+  }
+  absl::Status status();
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  struct Attached {
+    std::shared_ptr<Execution> execution;
+    // In ready_ (has, or may have, events to send).
+    bool queued = false;
+    bool exited_written = false;
+  };
+
+  // Starts the next write if none is in flight. Never blocks.
+  void TryWrite();
+  // An execution's queue has events again (runs on its supervisor thread).
+  void OnReady(const std::string& id);
+  void HandleExecute(const varan::v1::ExecuteRequest& request);
+
+  Executor* const executor_;
+  grpc::ClientContext context_;
+  varan::v1::TunnelDown incoming_;  // owned by the read in flight
+  varan::v1::TunnelUp current_;     // owned by the write in flight
+
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // The event in flight was an `exited` of this execution.
+  std::string writing_exited_ ABSL_GUARDED_BY(mu_);
+  std::deque<varan::v1::TunnelUp> control_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Attached> attached_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);
+  bool opened_ ABSL_GUARDED_BY(mu_) = false;
+  varan::v1::TunnelOpened opened_message_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_answer_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  absl::Notification done_;
+};
+
+}  // namespace varan::periphery
