@@ -16,6 +16,8 @@ PACKAGES=(
 # (nvm, NodeSource) is used as it is, Debian's packages are the fallback.
 command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm)
+# systemd-analyze checks the systemd units (tests/deploy/systemd-test.sh).
+PACKAGES+=(systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
