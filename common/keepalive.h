@@ -1,12 +1,13 @@
 // HTTP/2 keepalive settings both daemons agree on.
 //
 // Every Varan server (core and periphery) permits a client's pings as often
-// as every kMinPingInterval, with or without calls in progress, and every
-// keepalive time a daemon accepts (its --keepalive-time flag) is at least
-// that long: so an idle connection or tunnel never gets a `too_many_pings`
-// GOAWAY. Each side also pings its peer after `time` without traffic and
-// drops the connection when the answer takes longer than `timeout`, so a
-// dead peer (pulled cable, frozen host) is noticed within time + timeout.
+// as every kPermittedPingInterval, with or without calls in progress, and
+// every keepalive time a daemon accepts (its --keepalive-time flag, at least
+// kMinKeepaliveTime) is twice that or more: so an idle connection or tunnel
+// never gets a `too_many_pings` GOAWAY, whatever the two sides configured. Each
+// side also pings its peer after `time` without traffic and drops the
+// connection when the answer takes longer than `timeout`, so a dead peer
+// (pulled cable, frozen host) is noticed within time + timeout.
 #pragma once
 
 #include <string>
@@ -18,7 +19,9 @@
 
 namespace varan {
 
-inline constexpr absl::Duration kMinPingInterval = absl::Seconds(1);
+inline constexpr absl::Duration kMinKeepaliveTime = absl::Seconds(1);
+inline constexpr absl::Duration kPermittedPingInterval =
+    absl::Milliseconds(500);
 
 struct Keepalive {
   absl::Duration time = absl::Seconds(30);
@@ -57,7 +60,7 @@ inline std::vector<std::pair<std::string, int>> ServerKeepaliveArgs(
       {GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1},
       {GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0},
       {GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-       static_cast<int>(absl::ToInt64Milliseconds(kMinPingInterval))},
+       static_cast<int>(absl::ToInt64Milliseconds(kPermittedPingInterval))},
   };
 }
 

@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   app.add_option("--keepalive-time", keepalive_time_seconds,
                  "Seconds without traffic after which core pings a "
                  "connection (tunnels, and its calls to peripheries); core "
-                 "accepts peers' pings as often as every second")
+                 "accepts peers' pings as often as every half second")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 86400.0));
   app.add_option("--keepalive-timeout", keepalive_timeout_seconds,

@@ -260,7 +260,14 @@ absl::Status Uplink::RunTunnel(bool* opened) {
       const absl::Duration interval = session->interval() > absl::ZeroDuration()
                                           ? session->interval()
                                           : interval_;
-      if (session->WaitDone(interval)) {
+      // Wakes for the stream's end at once, and for Stop within 100 ms.
+      const absl::Time next = absl::Now() + interval;
+      bool done = false;
+      while (!done && !stop_.HasBeenNotified() && absl::Now() < next) {
+        done = session->WaitDone(
+            std::min(next - absl::Now(), absl::Milliseconds(100)));
+      }
+      if (done) {
         result = session->status();
         break;
       }

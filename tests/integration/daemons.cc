@@ -400,7 +400,8 @@ client::CoreClient* TestFleet::client() {
 
 Daemon* TestFleet::StartPeriphery(const std::string& name,
                                   const std::vector<std::string>& labels,
-                                  std::vector<std::string> extra_args) {
+                                  std::vector<std::string> extra_args,
+                                  std::map<std::string, std::string> env) {
   std::vector<std::string> argv = {BinPath("varan-periphery"),
                                    "--core",
                                    core_address(),
@@ -417,7 +418,8 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
     argv.push_back(l);
   }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  auto daemon = std::make_unique<Daemon>(argv, dir_.File(name + ".log"));
+  auto daemon =
+      std::make_unique<Daemon>(argv, dir_.File(name + ".log"), std::move(env));
   daemon->Start();
   Daemon* d = daemon.get();
   peripheries_.push_back(std::move(daemon));

@@ -100,10 +100,12 @@ class TestFleet {
   // Stops core with `sig` (dropping this fixture's client first, see
   // ~TestFleet) and returns its exit code.
   int StopCore(int sig = 15);
-  // Starts a periphery named `name` and waits until core lists it online.
+  // Starts a periphery named `name` (with `env` added to its environment)
+  // and waits until core lists it online.
   Daemon* StartPeriphery(const std::string& name,
                          const std::vector<std::string>& labels = {},
-                         std::vector<std::string> extra_args = {});
+                         std::vector<std::string> extra_args = {},
+                         std::map<std::string, std::string> env = {});
 
   uint16_t core_port() const { return core_port_; }
   std::string core_address() const;  // "[::1]:port"

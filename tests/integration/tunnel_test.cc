@@ -3,6 +3,7 @@
 // one that has both; many executions at once over one tunnel, a busy one
 // not stalling a quick one; cancel over the tunnel.
 #include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -177,6 +178,76 @@ TEST(TunnelFlagsTest, NoListenWithoutTunnelIsAClearError) {
   EXPECT_THAT(help.out, HasSubstr("--no-listen"));
   EXPECT_THAT(help.out, HasSubstr("--keepalive-time"));
   EXPECT_THAT(help.out, HasSubstr("--held-results"));
+}
+
+// Keepalive and dead-peer detection, with keepalive shortened to 1 s on both
+// sides and heartbeats so rare that the tunnel is otherwise idle.
+class TunnelKeepaliveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fleet_ = std::make_unique<TestFleet>(std::vector<std::string>{
+        "--heartbeat-interval", "30", "--keepalive-time", "1",
+        "--keepalive-timeout", "1"});
+    fleet_->StartCore();
+    periphery_ = fleet_->StartPeriphery(
+        "idle", {},
+        {"--tunnel", "--no-listen", "--keepalive-time", "1",
+         "--keepalive-timeout", "1", "--reconnect-max-backoff", "1"},
+        {{"GRPC_TRACE", "http_keepalive"}, {"GRPC_VERBOSITY", "INFO"}});
+  }
+
+  static size_t Count(const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos;
+         at = text.find(what, at + 1)) {
+      ++n;
+    }
+    return n;
+  }
+
+  std::unique_ptr<TestFleet> fleet_;
+  Daemon* periphery_ = nullptr;
+};
+
+TEST_F(TunnelKeepaliveTest, IdleTunnelOutlivesManyKeepalivePeriods) {
+  ASSERT_THAT(periphery_->Log(), HasSubstr("registered with core"));
+  absl::SleepFor(absl::Seconds(8));  // eight keepalive periods, no heartbeat
+  const std::string log = periphery_->Log();
+  // Pings went out all along (on the idle connection) ...
+  EXPECT_GE(Count(log, "Start keepalive ping"), 5u) << log;
+  // ... and core never objected, nor did the tunnel ever close.
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("too_many_pings")));
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("tunnel to core at")));
+  EXPECT_EQ(Count(fleet_->core()->Log(), "registered from"), 1u);
+  EXPECT_THAT(fleet_->core()->Log(),
+              ::testing::Not(HasSubstr("tunnel of periphery")));
+  // Still the same tunnel, and it works.
+  RunResult r = fleet_->Ctl({"exec", "-n", "idle", "--shell", "--", "echo ok"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+}
+
+TEST_F(TunnelKeepaliveTest, FrozenCoreIsNoticedWithinKeepaliveTimeAndTimeout) {
+  ASSERT_EQ(kill(fleet_->core()->pid(), SIGSTOP), 0);
+  const absl::Time frozen = absl::Now();
+  // Heartbeats (every 30 s) would take far longer: this is keepalive.
+  const bool noticed =
+      WaitFor([&] { return absl::StrContains(periphery_->Log(), "closed: "); },
+              absl::Seconds(10));
+  const absl::Duration took = absl::Now() - frozen;
+  ASSERT_EQ(kill(fleet_->core()->pid(), SIGCONT), 0);
+  ASSERT_TRUE(noticed) << periphery_->Log();
+  EXPECT_LT(took, absl::Seconds(5));
+  // Once core thaws, the periphery is back on a new tunnel by itself.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Count(periphery_->Log(), "tunnel to core at") >= 2 &&
+               absl::StrContains(periphery_->Log(), "open");
+      },
+      absl::Seconds(15)))
+      << periphery_->Log();
+  RunResult r = fleet_->Ctl({"exec", "-n", "idle", "--shell", "--", "echo ok"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 }  // namespace
