@@ -177,6 +177,23 @@ for (const k of KUSTOMIZATIONS) {
          assert.ok(p.args.includes(
              `--core=varan-core.varan.svc:${service.spec.ports[0].port}`));
        });
+
+  test(`${k}: peripheries use a tunnel and accept no connections`, () => {
+    const objects = rendered[k];
+    const spec = podSpec(objects, 'DaemonSet', 'varan-periphery');
+    const p = container(spec, 'periphery');
+    assert.ok(p.args.includes('--tunnel'));
+    assert.ok(p.args.includes('--no-listen'));
+    assert.ok(!p.args.some((a) => a.startsWith('--listen')));
+    assert.equal(p.ports, undefined);
+    const policy = find(objects, 'NetworkPolicy', 'varan-periphery');
+    assert.ok(matches(policy.spec.podSelector,
+                      spec.containers && find(objects, 'DaemonSet',
+                                              'varan-periphery')
+                                             .spec.template.metadata.labels));
+    assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
+    assert.equal(policy.spec.ingress, undefined, 'no ingress rule');
+  });
 }
 
 test('base and dual-stack: the core Service prefers dual-stack', () => {
