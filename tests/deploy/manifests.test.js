@@ -44,6 +44,10 @@ for (const k of KUSTOMIZATIONS) {
     const objects = rendered[k];
     assert.equal(objects[0].kind, 'Namespace');
     assert.equal(objects[0].metadata.name, 'varan');
+    // hostPath volumes (the peripheries' state) need the privileged level.
+    assert.equal(
+        objects[0].metadata.labels['pod-security.kubernetes.io/enforce'],
+        'privileged');
     for (const obj of objects.slice(1)) {
       assert.equal(obj.metadata.namespace, 'varan',
                    `${obj.kind} ${obj.metadata.name}`);
@@ -137,7 +141,8 @@ for (const k of KUSTOMIZATIONS) {
   test(`${k}: every container has requests and limits`, () => {
     for (const [kind, name] of [['StatefulSet', 'varan-core'],
                                 ['DaemonSet', 'varan-periphery']]) {
-      for (const c of podSpec(rendered[k], kind, name).containers) {
+      const spec = podSpec(rendered[k], kind, name);
+      for (const c of [...spec.containers, ...(spec.initContainers || [])]) {
         for (const what of ['requests', 'limits']) {
           assert.ok(c.resources[what].cpu, `${name} ${what}.cpu`);
           assert.ok(c.resources[what].memory, `${name} ${what}.memory`);
@@ -172,6 +177,24 @@ for (const k of KUSTOMIZATIONS) {
          const volume = spec.volumes.find((v) => v.name === mount.name);
          assert.equal(volume.secret.secretName, 'varan-join-token');
          assert.equal(tokenFile, `${mount.mountPath}/token`);
+         // Its credential stays on the node, in a directory the init
+         // container hands to the periphery's user (as root with only
+         // CHOWN and FOWNER).
+         const stateArg = p.args.find((a) => a.startsWith('--state-dir='));
+         const stateMount = p.volumeMounts.find(
+             (m) => m.mountPath === stateArg.split('=')[1]);
+         const state = spec.volumes.find((v) => v.name === stateMount.name);
+         assert.deepEqual(state.hostPath, {path: '/var/lib/varan/periphery',
+                                           type: 'DirectoryOrCreate'});
+         assert.deepEqual(spec.volumes.filter((v) => v.hostPath), [state]);
+         assert.equal(spec.initContainers.length, 1);
+         const init = spec.initContainers[0];
+         assert.deepEqual(init.command,
+                          ['install', '-d', '-o', '10001', '-g', '10001',
+                           '-m', '0700', stateMount.mountPath]);
+         assert.deepEqual(init.securityContext.capabilities,
+                          {drop: ['ALL'], add: ['CHOWN', 'FOWNER']});
+         assert.equal(init.securityContext.allowPrivilegeEscalation, false);
          // It reaches core through the Service's DNS name and port.
          const service = find(objects, 'Service', 'varan-core');
          assert.ok(p.args.includes(
@@ -215,7 +238,7 @@ test('ipv6-only: the core Service is single-stack IPv6, nothing else differs',
        assert.deepEqual(others(objects), others(rendered.base));
      });
 
-test('base: the periphery is sandboxed: non-root, read-only, no host access',
+test('base: the periphery is sandboxed: non-root, read-only, no capabilities',
      () => {
        const spec = podSpec(rendered.base, 'DaemonSet', 'varan-periphery');
        assert.equal(spec.hostPID, undefined);
@@ -225,10 +248,7 @@ test('base: the periphery is sandboxed: non-root, read-only, no host access',
        assert.equal(sc.readOnlyRootFilesystem, true);
        assert.equal(sc.allowPrivilegeEscalation, false);
        assert.deepEqual(sc.capabilities.drop, ['ALL']);
-       assert.ok(spec.volumes.every((v) => !v.hostPath));
-       const ns = find(rendered.base, 'Namespace', 'varan');
-       assert.equal(ns.metadata.labels['pod-security.kubernetes.io/enforce'],
-                    'restricted');
+       assert.equal(spec.securityContext.runAsUser, 10001);
      });
 
 test('host: the periphery shares the node\'s PIDs, privileged, state on the ' +
@@ -248,9 +268,6 @@ test('host: the periphery shares the node\'s PIDs, privileged, state on the ' +
        const volume = spec.volumes.find((v) => v.name === mount.name);
        assert.deepEqual(volume.hostPath, {path: '/var/lib/varan/periphery',
                                           type: 'DirectoryOrCreate'});
-       const ns = find(objects, 'Namespace', 'varan');
-       assert.equal(ns.metadata.labels['pod-security.kubernetes.io/enforce'],
-                    'privileged');
        // Core is unchanged.
        assert.deepEqual(find(objects, 'StatefulSet', 'varan-core'),
                         find(rendered.base, 'StatefulSet', 'varan-core'));

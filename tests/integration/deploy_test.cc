@@ -10,6 +10,7 @@
 // binaries do not accept, a probe on the wrong port, or a path outside a
 // volume (the root filesystem is read-only) fails here.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -241,6 +242,19 @@ std::string Expand(const std::string& s,
   return out;
 }
 
+// `program` as a path: itself when absolute, else found on PATH (or "").
+std::string FindProgram(const std::string& program) {
+  if (absl::StartsWith(program, "/")) return program;
+  const char* path = getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(path ? path : "/usr/bin:/bin", ':')) {
+    std::string candidate = absl::StrCat(dir, "/", program);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  ADD_FAILURE() << program << " is not on PATH";
+  return program;
+}
+
 // --- Turning a pod template into a process --------------------------------
 
 // Secret contents the test provisions: secret name -> key -> content.
@@ -266,7 +280,11 @@ Launch Prepare(const Value& objects, const Value& workload,
   launch.remap = std::make_unique<Remap>(root);
   Remap& remap = *launch.remap;
   const Value& pod = At(workload, "spec.template.spec");
-  const Value& c = FindBy(Get(pod, "containers"), "name", container_name);
+  const Value* found = &FindBy(Get(pod, "containers"), "name", container_name);
+  if (!found->has_struct_value()) {
+    found = &FindBy(Get(pod, "initContainers"), "name", container_name);
+  }
+  const Value& c = *found;
   if (!c.has_struct_value()) {
     ADD_FAILURE() << "no container " << container_name;
     return launch;
@@ -373,10 +391,17 @@ Launch Prepare(const Value& objects, const Value& workload,
     ADD_FAILURE() << container_name << " has no command";
     return launch;
   }
-  EXPECT_TRUE(absl::StartsWith(words[0], "/usr/local/bin/"))
-      << "the images install the binaries in /usr/local/bin: " << words[0];
-  launch.argv.push_back(
-      BinPath(std::filesystem::path(words[0]).filename().string()));
+  // Varan's binaries are the ones built here (the images install them in
+  // /usr/local/bin); other programs come from the system, as in the image.
+  const std::string program =
+      std::filesystem::path(words[0]).filename().string();
+  if (absl::StartsWith(program, "varan")) {
+    EXPECT_EQ(words[0], "/usr/local/bin/" + program)
+        << "the images install the binaries in /usr/local/bin";
+    launch.argv.push_back(BinPath(program));
+  } else {
+    launch.argv.push_back(FindProgram(words[0]));
+  }
   for (size_t i = 1; i < words.size(); ++i) {
     std::string w = words[i];
     for (const auto& [service, address] : services) {
@@ -507,7 +532,17 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   Secrets secrets = {
       {"varan-join-token", {{"token", ReadFile(join_token_file)}}}};
 
-  // The periphery, with the flags of its DaemonSet.
+  // The periphery's init containers, then the periphery, with the flags of
+  // its DaemonSet; they share the pod's volumes.
+  for (const Value* init : List(At(ds, "spec.template.spec.initContainers"))) {
+    const std::string name = Str(Get(*init, "name"));
+    Launch step =
+        Prepare(objects_, ds, name, dir_.File("periphery"), secrets, services);
+    ASSERT_FALSE(HasFailure());
+    RunResult r = RunProgram(step.argv, step.env);
+    ASSERT_EQ(r.exit_code, 0)
+        << "init container " << name << ": " << r.out << r.err;
+  }
   Launch periphery = Prepare(objects_, ds, "periphery", dir_.File("periphery"),
                              secrets, services);
   ASSERT_FALSE(HasFailure());
@@ -554,8 +589,23 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   EXPECT_EQ(exec.exit_code, 0) << exec.out << exec.err;
   EXPECT_EQ(exec.out, "deployed\n");
 
-  // Both stop cleanly on SIGTERM, as the kubelet stops them.
+  // A replaced pod on the same node (rollout, eviction) finds the state the
+  // last one left on the node and is the same periphery again.
   EXPECT_EQ(periphery_daemon.Stop(), 0) << periphery_daemon.Log();
+  Daemon replaced(periphery.argv, dir_.File("periphery-2.log"), periphery.env);
+  replaced.Start();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        if (!replaced.Running()) return true;
+        exec = ctl({"exec", "-n", kNodeName, "--", "echo", "again"});
+        return exec.exit_code == 0;
+      },
+      absl::Seconds(20)))
+      << exec.out << exec.err;
+  EXPECT_EQ(exec.out, "again\n") << exec.err << replaced.Log();
+
+  // Both stop cleanly on SIGTERM, as the kubelet stops them.
+  EXPECT_EQ(replaced.Stop(), 0) << replaced.Log();
   EXPECT_EQ(core_daemon.Stop(), 0) << core_daemon.Log();
 }
 
