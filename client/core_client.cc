@@ -50,6 +50,10 @@ absl::Status CoreClient::Convert(const grpc::Status& status) const {
       return absl::UnauthenticatedError(
           absl::StrCat("core at ", address_,
                        " refused the token: ", status.error_message()));
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return absl::PermissionDeniedError(
+          absl::StrCat("permission denied by core at ", address_, ": ",
+                       status.error_message()));
     default:
       return FromGrpcStatus(status);
   }
@@ -140,6 +144,50 @@ absl::StatusOr<varan::v1::Job> CoreClient::CancelJob(
 absl::StatusOr<varan::v1::CoreInfo> CoreClient::GetInfo() {
   return Unary(admin_.get(), &varan::v1::Admin::Stub::GetInfo,
                varan::v1::GetInfoRequest());
+}
+
+absl::StatusOr<varan::v1::CreateTokenResponse> CoreClient::CreateToken(
+    const varan::v1::CreateTokenRequest& request) {
+  return Unary(admin_.get(), &varan::v1::Admin::Stub::CreateToken, request);
+}
+
+absl::StatusOr<std::vector<varan::v1::Token>> CoreClient::ListTokens(
+    bool include_revoked) {
+  varan::v1::ListTokensRequest req;
+  req.set_include_revoked(include_revoked);
+  auto resp = Unary(admin_.get(), &varan::v1::Admin::Stub::ListTokens, req);
+  if (!resp.ok()) return resp.status();
+  return std::vector<varan::v1::Token>(resp->tokens().begin(),
+                                       resp->tokens().end());
+}
+
+absl::StatusOr<varan::v1::Token> CoreClient::RevokeToken(
+    const std::string& name_or_id) {
+  varan::v1::RevokeTokenRequest req;
+  req.set_name_or_id(name_or_id);
+  return Unary(admin_.get(), &varan::v1::Admin::Stub::RevokeToken, req);
+}
+
+absl::StatusOr<varan::v1::CreateJoinTokenResponse> CoreClient::CreateJoinToken(
+    const varan::v1::CreateJoinTokenRequest& request) {
+  return Unary(admin_.get(), &varan::v1::Admin::Stub::CreateJoinToken, request);
+}
+
+absl::StatusOr<std::vector<varan::v1::JoinToken>> CoreClient::ListJoinTokens(
+    bool include_revoked) {
+  varan::v1::ListJoinTokensRequest req;
+  req.set_include_revoked(include_revoked);
+  auto resp = Unary(admin_.get(), &varan::v1::Admin::Stub::ListJoinTokens, req);
+  if (!resp.ok()) return resp.status();
+  return std::vector<varan::v1::JoinToken>(resp->join_tokens().begin(),
+                                           resp->join_tokens().end());
+}
+
+absl::StatusOr<varan::v1::JoinToken> CoreClient::RevokeJoinToken(
+    const std::string& name_or_id) {
+  varan::v1::RevokeJoinTokenRequest req;
+  req.set_name_or_id(name_or_id);
+  return Unary(admin_.get(), &varan::v1::Admin::Stub::RevokeJoinToken, req);
 }
 
 }  // namespace varan::client

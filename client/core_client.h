@@ -10,8 +10,12 @@
 // (a command may run for hours) but end when the job finishes. Errors are
 // absl::Status with gRPC's codes. Besides those each method lists, any call
 // may fail with UNAVAILABLE (core unreachable; the message names the
-// address), DEADLINE_EXCEEDED (no answer within `timeout`) or
-// UNAUTHENTICATED (missing or wrong token; the message names the address).
+// address), DEADLINE_EXCEEDED (no answer within `timeout`),
+// UNAUTHENTICATED (missing, wrong, expired or revoked token; the message
+// names the address), PERMISSION_DENIED (the token's role is not enough:
+// the message names the role needed; or the client's address is not in
+// core's --allow list) or RESOURCE_EXHAUSTED (too many failed
+// authentications from this address lately).
 //
 // Thread-safe: one CoreClient may be used from many threads.
 #pragma once
@@ -115,6 +119,26 @@ class CoreClient {
   // What the core is: its version, start time, fleet size and heartbeat
   // settings.
   absl::StatusOr<varan::v1::CoreInfo> GetInfo();
+
+  // Tokens (all need the admin role; PERMISSION_DENIED names it otherwise).
+
+  // Creates an operator token; the response's `secret` is the token, shown
+  // only here. Errors: INVALID_ARGUMENT (name, role, TTL), ALREADY_EXISTS.
+  absl::StatusOr<varan::v1::CreateTokenResponse> CreateToken(
+      const varan::v1::CreateTokenRequest& request);
+  // Operator tokens without secrets, sorted by name.
+  absl::StatusOr<std::vector<varan::v1::Token>> ListTokens(
+      bool include_revoked = false);
+  // Revokes a token at once. Errors: NOT_FOUND; FAILED_PRECONDITION for a
+  // bootstrap token (read from a file core was started with).
+  absl::StatusOr<varan::v1::Token> RevokeToken(const std::string& name_or_id);
+  // Join tokens, likewise.
+  absl::StatusOr<varan::v1::CreateJoinTokenResponse> CreateJoinToken(
+      const varan::v1::CreateJoinTokenRequest& request);
+  absl::StatusOr<std::vector<varan::v1::JoinToken>> ListJoinTokens(
+      bool include_revoked = false);
+  absl::StatusOr<varan::v1::JoinToken> RevokeJoinToken(
+      const std::string& name_or_id);
 
  private:
   CoreClient(ClientOptions options, std::string address,

@@ -19,6 +19,32 @@ void AddListenFlags(CLI::App& app, DaemonFlags* flags,
   app.add_option("--listen", flags->listen, listen_help)->capture_default_str();
 }
 
+void AddGuardFlags(CLI::App& app, DaemonFlags* flags) {
+  app.add_option("--allow", flags->allow,
+                 "Only accept calls from this network, e.g. 10.0.0.0/8, "
+                 "fd00::/8 or 192.0.2.7; repeatable (default: from anywhere). "
+                 "IPv4 rules also match IPv4 clients of a [::] listener. "
+                 "Health checks and reflection stay open");
+  app.add_option("--auth-failure-limit", flags->auth_failure_limit,
+                 "Failed authentications a client address (an IPv6 /64) may "
+                 "have per minute before its calls are refused for a while; "
+                 "0 turns the limit off")
+      ->capture_default_str();
+}
+
+absl::StatusOr<PeerGuardOptions> GuardOptions(const DaemonFlags& flags) {
+  PeerGuardOptions options;
+  auto allow = Allowlist::Parse(flags.allow);
+  if (!allow.ok()) return allow.status();
+  options.allow = *std::move(allow);
+  options.failures_per_minute = flags.auth_failure_limit;
+  if (!options.allow.empty()) {
+    spdlog::info("accepting calls only from {}",
+                 absl::StrJoin(options.allow.ToStrings(), ", "));
+  }
+  return options;
+}
+
 void FinishDaemonFlags(CLI::App& app, DaemonFlags* flags,
                        const std::string& env_example,
                        const std::string& example) {

@@ -11,6 +11,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "common/address.h"
+#include "common/peer_guard.h"
 #include "common/server.h"
 
 namespace varan {
@@ -20,12 +21,22 @@ struct DaemonFlags {
   std::vector<std::string> listen;
   std::string log_level = "info";
   std::string log_format = "text";
+  // --allow CIDR (repeatable) and --auth-failure-limit N.
+  std::vector<std::string> allow;
+  uint32_t auth_failure_limit = 10;
 };
 
 // Adds --config and --listen (defaulting to `default_listen`) to `app`.
 void AddListenFlags(CLI::App& app, DaemonFlags* flags,
                     const std::string& default_listen,
                     const std::string& listen_help);
+
+// Adds --allow and --auth-failure-limit.
+void AddGuardFlags(CLI::App& app, DaemonFlags* flags);
+
+// The PeerGuard options the flags describe. INVALID_ARGUMENT naming the bad
+// --allow value.
+absl::StatusOr<PeerGuardOptions> GuardOptions(const DaemonFlags& flags);
 
 // Adds --log-level and --log-format, binds every flag to its VARAN_* variable
 // and writes the footer: how flags, environment and file combine, then

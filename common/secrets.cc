@@ -13,6 +13,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "openssl/evp.h"
 
 namespace varan {
 namespace {
@@ -120,6 +121,31 @@ absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,
   if (!status.ok()) return status;
   *created = true;
   return secret;
+}
+
+std::string SecretHash(absl::string_view secret) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(secret.data(), secret.size(), digest, &len, EVP_sha256(),
+                 nullptr) != 1) {
+    // libcrypto's SHA-256 cannot fail short of memory corruption.
+    std::abort();
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), len));
+}
+
+std::string LoosePermissionsWarning(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return "";
+  if ((st.st_mode & 077) == 0) return "";
+  return absl::StrCat(path,
+                      " holds a secret but is accessible by group or "
+                      "others (mode 0",
+                      absl::string_view(std::to_string((st.st_mode >> 6) & 7) +
+                                        std::to_string((st.st_mode >> 3) & 7) +
+                                        std::to_string(st.st_mode & 7)),
+                      "); chmod 600 it");
 }
 
 bool SecretEquals(absl::string_view a, absl::string_view b) {

@@ -30,6 +30,16 @@ absl::Status WriteSecretFile(const std::string& path, absl::string_view secret);
 absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,
                                              bool* created);
 
+// SHA-256 of `secret`, as 64 lowercase hex characters: what core stores
+// instead of a token.
+std::string SecretHash(absl::string_view secret);
+
+// A warning (empty when none) when `path` holding secrets can be read or
+// written by its group or others, e.g. "/etc/varan/join.token is readable by
+// group or others (mode 0644); chmod 600 it". Missing files give no warning
+// (reading them reports that).
+std::string LoosePermissionsWarning(const std::string& path);
+
 // Compares two secrets in time independent of where they differ.
 bool SecretEquals(absl::string_view a, absl::string_view b);
 

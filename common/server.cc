@@ -171,7 +171,7 @@ void BlockTerminationSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-int WaitForTerminationSignal() {
+int WaitForTerminationSignal(const std::function<void()>& reload) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -181,7 +181,12 @@ int WaitForTerminationSignal() {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      spdlog::info("SIGHUP received; nothing to reload yet");
+      if (reload) {
+        spdlog::info("SIGHUP received; reloading");
+        reload();
+      } else {
+        spdlog::info("SIGHUP received; nothing to reload");
+      }
       continue;
     }
     return sig;

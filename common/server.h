@@ -10,6 +10,7 @@
 //  * Every server also serves grpc.health.v1.Health and reflection (v1alpha).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,7 +59,8 @@ absl::StatusOr<RunningServer> StartServer(
 void BlockTerminationSignals();
 
 // Waits until SIGINT or SIGTERM arrives (requires BlockTerminationSignals),
-// and returns the signal number.
-int WaitForTerminationSignal();
+// and returns the signal number. On SIGHUP calls `reload` (when set) and
+// goes on waiting.
+int WaitForTerminationSignal(const std::function<void()>& reload = nullptr);
 
 }  // namespace varan

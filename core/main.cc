@@ -19,6 +19,7 @@
 #include "common/keepalive.h"
 #include "common/log.h"
 #include "common/logging.h"
+#include "common/peer_guard.h"
 #include "common/secrets.h"
 #include "common/server.h"
 #include "core/fleet/registry.h"
@@ -27,6 +28,7 @@
 #include "core/link/tunnel_link.h"
 #include "core/server/auth.h"
 #include "core/server/services.h"
+#include "core/server/tokens.h"
 #include "core/store/sqlite_store.h"
 #include "varan/version.h"
 
@@ -64,6 +66,8 @@ int main(int argc, char** argv) {
   double shutdown_grace_seconds = 10;
   double keepalive_time_seconds = 30;
   double keepalive_timeout_seconds = 10;
+  std::string admin_token_file;
+  std::string join_token_file;
 
   varan::AddListenFlags(app, &flags, "[::]:7700",
                         "Address to serve on; repeatable. [::]:PORT serves "
@@ -73,6 +77,15 @@ int main(int argc, char** argv) {
                  "jobs, output), and admin.token and join.token, created "
                  "here on first start")
       ->capture_default_str();
+  app.add_option("--admin-token-file", admin_token_file,
+                 "File holding a pre-provisioned admin token (e.g. from a "
+                 "Kubernetes Secret), accepted as \"admin-file\" in addition "
+                 "to <data-dir>/admin.token; re-read on SIGHUP");
+  app.add_option("--join-token-file", join_token_file,
+                 "File holding a pre-provisioned join token, accepted as "
+                 "\"join-file\" in addition to <data-dir>/join.token (no TTL, "
+                 "no use limit); re-read on SIGHUP");
+  varan::AddGuardFlags(app, &flags);
   app.add_option("--heartbeat-interval", heartbeat_seconds,
                  "Seconds between periphery heartbeats (core tells the "
                  "peripheries)")
@@ -133,11 +146,15 @@ int main(int argc, char** argv) {
   auto listen_addrs = varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
     return Fail(std::string(listen_addrs.status().message()));
+  auto guard_options = varan::GuardOptions(flags);
+  if (!guard_options.ok()) {
+    return Fail(std::string(guard_options.status().message()));
+  }
   if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
     return Fail(absl::StrCat("--data-dir: ", s.message()));
   }
-  auto auth = varan::core::Authenticator::FromDataDir(data_dir);
-  if (!auth.ok()) return Fail(std::string(auth.status().message()));
+  const varan::core::BootstrapTokenFiles token_files{data_dir, admin_token_file,
+                                                     join_token_file};
 
   varan::core::SqliteStoreOptions store_options;
   store_options.retention.max_age =
@@ -148,6 +165,16 @@ int main(int argc, char** argv) {
   if (!store.ok()) return Fail(std::string(store.status().message()));
 
   const varan::Clock* clock = varan::RealClock::Get();
+  varan::core::TokenRegistry tokens(clock, store->get());
+  if (absl::Status s = tokens.Load(); !s.ok()) {
+    return Fail(absl::StrCat("loading tokens from ", data_dir,
+                             "/core.db: ", s.message()));
+  }
+  if (absl::Status s = varan::core::LoadBootstrapTokens(token_files, &tokens);
+      !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  varan::PeerGuard guard(clock, *std::move(guard_options));
   varan::core::FleetOptions fleet_options;
   fleet_options.heartbeat_interval = absl::Seconds(heartbeat_seconds);
   fleet_options.ttl_intervals = heartbeat_ttl;
@@ -182,10 +209,12 @@ int main(int argc, char** argv) {
                    absl::Seconds(1));
     while (!stop_ticking.WaitForNotificationWithTimeout(period)) fleet.Tick();
   });
-  varan::core::RegistryService registry_service(&*auth, &fleet, &links);
-  varan::core::FleetService fleet_service(&*auth, &fleet);
-  varan::core::JobsService jobs_service(&*auth, &dispatcher);
-  varan::core::AdminService admin_service(&*auth, &fleet, clock->Now());
+  const varan::core::Authenticator auth(&tokens, &fleet, &guard);
+  varan::core::RegistryService registry_service(&auth, &fleet, &links);
+  varan::core::FleetService fleet_service(&auth, &fleet);
+  varan::core::JobsService jobs_service(&auth, &dispatcher);
+  varan::core::AdminService admin_service(&auth, &fleet, &tokens,
+                                          clock->Now());
 
   auto server = varan::StartServer(
       *listen_addrs,
@@ -199,7 +228,15 @@ int main(int argc, char** argv) {
   varan::LogListening("varan-core", *server,
                       "tokens and output cross the network unencrypted");
 
-  int sig = varan::WaitForTerminationSignal();
+  int sig = varan::WaitForTerminationSignal([&] {
+    // Rotated bootstrap token files take effect; a file that became
+    // unreadable keeps the tokens read before.
+    if (absl::Status s = varan::core::LoadBootstrapTokens(token_files, &tokens);
+        !s.ok()) {
+      spdlog::error("reloading bootstrap tokens: {}; keeping the old ones",
+                    s.message());
+    }
+  });
   spdlog::info("received signal {}; shutting down", sig);
   const absl::Duration grace = absl::Seconds(shutdown_grace_seconds);
   // Stop accepting; running calls (watchers, exec streams) get the grace

@@ -12,11 +12,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/address.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/daemon.h"
 #include "common/keepalive.h"
 #include "common/log.h"
 #include "common/logging.h"
+#include "common/peer_guard.h"
 #include "common/secrets.h"
 #include "common/server.h"
 #include "periphery/exec/executor.h"
@@ -70,7 +72,9 @@ int main(int argc, char** argv) {
                  "Core address to register with, e.g. [fd00::1]:7700, "
                  "10.0.0.1:7700 or core.example:7700 (required)");
   app.add_option("--join-token-file", join_token_file,
-                 "File holding the join token core accepts (required)");
+                 "File holding the join token core accepts; needed until "
+                 "the periphery has registered (then its own credential in "
+                 "--state-dir is used)");
   app.add_option("--name", name,
                  "Unique name of this periphery (default: the host name)");
   app.add_option("--label", labels, "Label k=v used by selectors; repeatable")
@@ -91,6 +95,7 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", state_dir,
                  "Directory for the credential core issues")
       ->capture_default_str();
+  varan::AddGuardFlags(app, &flags);
   app.add_option("--max-concurrent", max_concurrent,
                  "Most commands running at once")
       ->capture_default_str()
@@ -146,9 +151,6 @@ int main(int argc, char** argv) {
     return Fail(std::string(s.message()));
   }
   if (core.empty()) return Fail("--core is required (e.g. --core [::1]:7700)");
-  if (join_token_file.empty()) {
-    return Fail("--join-token-file is required");
-  }
   if (no_listen && !tunnel) {
     return Fail(
         "--no-listen needs --tunnel: without a port or a tunnel core could "
@@ -175,13 +177,32 @@ int main(int argc, char** argv) {
                 : varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
     return Fail(std::string(listen_addrs.status().message()));
-  auto join_token = varan::ReadSecretFile(join_token_file);
-  if (!join_token.ok()) {
-    return Fail(absl::StrCat("join token: ", join_token.status().message()));
+  auto guard_options = varan::GuardOptions(flags);
+  if (!guard_options.ok()) {
+    return Fail(std::string(guard_options.status().message()));
   }
   if (absl::Status s = varan::EnsurePrivateDir(state_dir); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+  // The join token is needed only for the first registration: once core
+  // issued a credential (kept in --state-dir) the file may be deleted.
+  std::string join_token;
+  if (!join_token_file.empty()) {
+    auto token = varan::ReadSecretFile(join_token_file);
+    if (!token.ok()) {
+      return Fail(absl::StrCat("join token: ", token.status().message()));
+    }
+    if (std::string w = varan::LoosePermissionsWarning(join_token_file);
+        !w.empty()) {
+      spdlog::warn("{}", w);
+    }
+    join_token = *std::move(token);
+  } else if (!varan::periphery::HasSavedRegistration(state_dir)) {
+    return Fail(
+        absl::StrCat("--join-token-file is required: ", state_dir,
+                     " holds no credential from an earlier registration"));
+  }
+  varan::PeerGuard guard(varan::RealClock::Get(), *std::move(guard_options));
 
   varan::periphery::CredentialHolder credential;
   varan::periphery::ExecutorOptions executor_options;
@@ -193,7 +214,7 @@ int main(int argc, char** argv) {
   executor_options.hold_for =
       absl::Seconds(static_cast<int64_t>(held_results_hours * 3600));
   varan::periphery::Executor executor(executor_options);
-  varan::periphery::AgentService agent(&credential, &host, &executor);
+  varan::periphery::AgentService agent(&credential, &host, &executor, &guard);
   const varan::Keepalive keepalive{absl::Seconds(keepalive_time_seconds),
                                    absl::Seconds(keepalive_timeout_seconds)};
 
@@ -218,7 +239,7 @@ int main(int argc, char** argv) {
 
   varan::periphery::UplinkOptions uplink_options;
   uplink_options.core = *core_addr;
-  uplink_options.join_token = *join_token;
+  uplink_options.join_token = join_token;
   uplink_options.name = name;
   uplink_options.labels = label_map;
   uplink_options.advertise_address = advertised;

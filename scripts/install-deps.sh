@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libgtest-dev libgmock-dev
-  libcli11-dev libtomlplusplus-dev libsqlite3-dev
+  libcli11-dev libtomlplusplus-dev libsqlite3-dev libssl-dev openssl
   grpc-proto iproute2 procps
   python3-grpcio python3-protobuf
 )

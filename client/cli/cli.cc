@@ -66,6 +66,9 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
   if (!token_file.empty()) {
     auto token = ReadSecretFile(token_file);
     if (!token.ok()) return token.status();
+    if (std::string w = LoosePermissionsWarning(token_file); !w.empty()) {
+      std::cerr << "varanctl: warning: " << w << "\n";
+    }
     copts.token = *token;
   } else if (!options.token_env.empty()) {
     copts.token = options.token_env;
@@ -86,8 +89,8 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
 int Fail(const absl::Status& status) {
   if (absl::IsUnauthenticated(status)) {
     return Fail(absl::StrCat(status.message(),
-                             " (core refused the token: check --token-file / "
-                             "VARAN_TOKEN)"));
+                             " (check --token-file / VARAN_TOKEN or the "
+                             "context's token-file)"));
   }
   return Fail(std::string(status.message()));
 }
@@ -99,6 +102,57 @@ int Fail(const std::string& message) {
 
 CLI::Validator OutputFormat() {
   return CLI::IsMember({"table", "wide", "json", "yaml"});
+}
+
+// A positive age such as "90s", "30m", "1h", "2d" or "1h30m".
+absl::StatusOr<absl::Duration> ParseAge(std::string text) {
+  const auto error = [&text] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", text, "\": expected a duration like 30m, 1h, 2d or 1h30m"));
+  };
+  absl::Duration total = absl::ZeroDuration();
+  size_t i = 0;
+  if (text.empty()) return error();
+  while (i < text.size()) {
+    size_t start = i;
+    while (i < text.size() &&
+           (absl::ascii_isdigit(static_cast<unsigned char>(text[i])) ||
+            text[i] == '.')) {
+      ++i;
+    }
+    double n;
+    if (i == start || i == text.size() ||
+        !absl::SimpleAtod(text.substr(start, i - start), &n)) {
+      return error();
+    }
+    switch (text[i++]) {
+      case 's':
+        total += absl::Seconds(n);
+        break;
+      case 'm':
+        total += absl::Minutes(n);
+        break;
+      case 'h':
+        total += absl::Hours(n);
+        break;
+      case 'd':
+        total += absl::Hours(24 * n);
+        break;
+      default:
+        return error();
+    }
+  }
+  if (total <= absl::ZeroDuration()) return error();
+  return total;
+}
+
+CLI::Validator AgeValidator() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        auto d = ParseAge(value);
+        return d.ok() ? std::string() : std::string(d.status().message());
+      },
+      "DURATION");
 }
 
 CLI::Validator PositiveCount() {

@@ -94,6 +94,12 @@ absl::StatusOr<google::protobuf::Value> MessageToValue(
 // otherwise read as something else).
 std::string ToYaml(const google::protobuf::Value& value);
 
+// A positive duration such as "90s", "30m", "1h", "2d" or "1h30m".
+// INVALID_ARGUMENT naming the text otherwise.
+absl::StatusOr<absl::Duration> ParseAge(std::string text);
+// Validates such a duration (e.g. --since, --ttl).
+CLI::Validator AgeValidator();
+
 // Validates a count that must be at least 1 (e.g. --parallel).
 CLI::Validator PositiveCount();
 
@@ -118,6 +124,8 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupVersion(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code);
+void SetupTokens(CLI::App& app, GlobalOptions* global, int* exit_code);
+void SetupJoinTokens(CLI::App& app, GlobalOptions* global, int* exit_code);
 // `completion bash`, generated from `app`'s tree when run.
 void SetupCompletion(CLI::App& app, int* exit_code);
 

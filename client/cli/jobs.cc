@@ -61,57 +61,6 @@ std::string TargetCounts(const varan::v1::Job& job) {
   return text;
 }
 
-// A positive age such as "90s", "30m", "1h", "2d" or "1h30m".
-absl::StatusOr<absl::Duration> ParseAge(std::string text) {
-  const auto error = [&text] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"", text, "\": expected a duration like 30m, 1h, 2d or 1h30m"));
-  };
-  absl::Duration total = absl::ZeroDuration();
-  size_t i = 0;
-  if (text.empty()) return error();
-  while (i < text.size()) {
-    size_t start = i;
-    while (i < text.size() &&
-           (absl::ascii_isdigit(static_cast<unsigned char>(text[i])) ||
-            text[i] == '.')) {
-      ++i;
-    }
-    double n;
-    if (i == start || i == text.size() ||
-        !absl::SimpleAtod(text.substr(start, i - start), &n)) {
-      return error();
-    }
-    switch (text[i++]) {
-      case 's':
-        total += absl::Seconds(n);
-        break;
-      case 'm':
-        total += absl::Minutes(n);
-        break;
-      case 'h':
-        total += absl::Hours(n);
-        break;
-      case 'd':
-        total += absl::Hours(24 * n);
-        break;
-      default:
-        return error();
-    }
-  }
-  if (total <= absl::ZeroDuration()) return error();
-  return total;
-}
-
-CLI::Validator AgeValidator() {
-  return CLI::Validator(
-      [](std::string& value) -> std::string {
-        auto d = ParseAge(value);
-        return d.ok() ? std::string() : std::string(d.status().message());
-      },
-      "DURATION");
-}
-
 // `value` as one word for a POSIX shell.
 std::string ShellQuote(const std::string& value) {
   bool plain = !value.empty();

@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   varan::cli::SetupExec(app, &global, &exit_code);
   varan::cli::SetupJobs(app, &global, &exit_code);
   varan::cli::SetupVersion(app, &global, &exit_code);
+  varan::cli::SetupTokens(app, &global, &exit_code);
+  varan::cli::SetupJoinTokens(app, &global, &exit_code);
   varan::cli::SetupConfig(app, &global, &exit_code);
   varan::cli::SetupCompletion(app, &exit_code);
   app.footer(

@@ -127,6 +127,14 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   if (auto it = id_by_name_.find(req.name()); it != id_by_name_.end()) {
     id = it->second;
     const Record& old = by_id_[id];
+    if (old.stored.confirmed) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "periphery \"", req.name(),
+          "\" is registered already and holds its credential; if this is it "
+          "after losing its state directory, remove it first (varanctl "
+          "peripheries remove ",
+          req.name(), ")"));
+    }
     r.first_seen = old.first_seen;
     r.stored.label_overrides = old.stored.label_overrides;
   } else {
@@ -155,6 +163,20 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   return out;
 }
 
+absl::Status FleetRegistry::CheckCredential(
+    const std::string& id, absl::string_view credential) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second.removed) {
+    return absl::NotFoundError(absl::StrCat("no periphery with id ", id));
+  }
+  if (credential.empty() ||
+      !SecretEquals(credential, it->second.stored.credential)) {
+    return absl::UnauthenticatedError("wrong credential for this periphery");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FleetRegistry::Heartbeat(const std::string& id,
                                       absl::string_view credential,
                                       const varan::v1::HostStats& stats,
@@ -166,7 +188,7 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
     return absl::NotFoundError(absl::StrCat("no periphery with id ", id));
   }
   Record& r = it->second;
-  if (!SecretEquals(credential, r.stored.credential)) {
+  if (credential.empty() || !SecretEquals(credential, r.stored.credential)) {
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
   r.last_seen = now;

@@ -75,10 +75,13 @@ class FleetRegistry {
   };
 
   // Adds a periphery, or takes over the record of the same name (keeping
-  // its id, first-seen time and operator labels, issuing a new credential).
-  // INVALID_ARGUMENT for a bad name, label or address. `peer` is the
-  // caller's normalised address. A periphery registering through a tunnel
-  // (CONNECTION_TUNNEL) may give no address.
+  // its id, first-seen time and operator labels, issuing a new credential)
+  // as long as no heartbeat has confirmed that record's credential yet.
+  // INVALID_ARGUMENT for a bad name, label or address; ALREADY_EXISTS when
+  // a confirmed periphery has the name (a join token does not let anyone
+  // take over a periphery that holds its credential: an operator removes it
+  // first). `peer` is the caller's normalised address. A periphery
+  // registering through a tunnel (CONNECTION_TUNNEL) may give no address.
   absl::StatusOr<Registration> Register(
       const varan::v1::RegisterRequest& req, const std::string& peer,
       varan::v1::Connection connection = varan::v1::CONNECTION_DIAL);
@@ -91,6 +94,11 @@ class FleetRegistry {
   absl::Status Heartbeat(const std::string& id, absl::string_view credential,
                          const varan::v1::HostStats& stats,
                          const std::string& peer);
+
+  // OK when `credential` is the one issued to periphery `id`. NOT_FOUND for
+  // an unknown or removed id, UNAUTHENTICATED otherwise.
+  absl::Status CheckCredential(const std::string& id,
+                               absl::string_view credential) const;
 
   // Peripheries matching `target`, sorted by name. INVALID_ARGUMENT for a bad
   // selector; NOT_FOUND when a named periphery does not exist.

@@ -9,52 +9,125 @@
 namespace varan::core {
 namespace {
 
-grpc::Status Refuse(const grpc::CallbackServerContext& context,
-                    const char* what) {
-  spdlog::warn("refused a call from {}: missing or wrong {}",
-               NormalizePeerAddress(context.peer()), what);
-  return grpc::Status(
-      grpc::StatusCode::UNAUTHENTICATED,
-      std::string("missing or wrong ") + what +
-          " (send it as 'authorization: Bearer <token>' metadata)");
+grpc::Status Unauthenticated(const std::string& peer, const absl::Status& why) {
+  spdlog::warn("refused a call from {}: {}", peer, why.message());
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(why.message()));
 }
 
 }  // namespace
 
-Authenticator::Authenticator(std::string admin_token, std::string join_token)
-    : admin_token_(std::move(admin_token)),
-      join_token_(std::move(join_token)) {}
-
-absl::StatusOr<Authenticator> Authenticator::FromDataDir(
-    const std::string& dir) {
-  std::string tokens[2];
-  const char* names[2] = {"admin.token", "join.token"};
-  for (int i = 0; i < 2; ++i) {
-    const std::string path = absl::StrCat(dir, "/", names[i]);
+absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
+                                 TokenRegistry* tokens) {
+  std::vector<BootstrapToken> admin, join;
+  struct Source {
+    std::string path;
+    const char* name;
+    bool create;
+    std::vector<BootstrapToken>* into;
+  };
+  const Source sources[] = {
+      {absl::StrCat(files.data_dir, "/admin.token"), "admin", true, &admin},
+      {absl::StrCat(files.data_dir, "/join.token"), "join", true, &join},
+      {files.admin_token_file, "admin-file", false, &admin},
+      {files.join_token_file, "join-file", false, &join},
+  };
+  for (const Source& s : sources) {
+    if (s.path.empty()) continue;
+    absl::StatusOr<std::string> secret;
     bool created = false;
-    auto token = EnsureSecretFile(path, &created);
-    if (!token.ok()) return token.status();
-    tokens[i] = *std::move(token);
-    spdlog::info("{} {}", created ? "created" : "using", path);
+    if (s.create) {
+      secret = EnsureSecretFile(s.path, &created);
+    } else {
+      secret = ReadSecretFile(s.path);
+    }
+    if (!secret.ok()) return secret.status();
+    if (std::string w = LoosePermissionsWarning(s.path); !w.empty()) {
+      spdlog::warn("{}", w);
+    }
+    spdlog::info("{} {} (token \"{}\")", created ? "created" : "using", s.path,
+                 s.name);
+    s.into->push_back(BootstrapToken{s.name, s.path, *std::move(secret)});
   }
-  return Authenticator(std::move(tokens[0]), std::move(tokens[1]));
+  tokens->SetBootstrap(std::move(admin), std::move(join));
+  return absl::OkStatus();
+}
+
+Authenticator::Authenticator(TokenRegistry* tokens, const FleetRegistry* fleet,
+                             PeerGuard* guard)
+    : tokens_(tokens), fleet_(fleet), guard_(guard) {}
+
+grpc::Status Authenticator::Admit(
+    const grpc::ServerContextBase& context) const {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  return ToGrpcStatus(guard_->Admit(peer));
+}
+
+void Authenticator::RecordFailure(
+    const grpc::ServerContextBase& context) const {
+  guard_->RecordFailure(NormalizePeerAddress(context.peer()));
 }
 
 grpc::Status Authenticator::AuthenticateOperator(
-    const grpc::CallbackServerContext& context, Caller* caller) const {
-  absl::string_view token = BearerToken(context);
-  if (token.empty() || !SecretEquals(token, admin_token_)) {
-    return Refuse(context, "operator token");
+    const grpc::ServerContextBase& context, varan::v1::Role needed,
+    Caller* caller) const {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
+  auto id = tokens_->AuthenticateOperator(BearerToken(context));
+  if (!id.ok()) {
+    guard_->RecordFailure(peer);
+    return Unauthenticated(peer, id.status());
   }
-  caller->name = "admin";
+  if (id->role < needed) {
+    spdlog::warn("refused a call from {} (token {}): needs role {}, has {}",
+                 peer, id->name, RoleName(needed), RoleName(id->role));
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        absl::StrCat("this call needs the ", RoleName(needed),
+                                     " role; token \"", id->name, "\" has the ",
+                                     RoleName(id->role), " role"));
+  }
+  caller->name = id->name;
+  caller->role = id->role;
+  caller->peer = peer;
   return grpc::Status::OK;
 }
 
 grpc::Status Authenticator::AuthenticateJoin(
-    const grpc::CallbackServerContext& context) const {
-  absl::string_view token = BearerToken(context);
-  if (token.empty() || !SecretEquals(token, join_token_)) {
-    return Refuse(context, "join token");
+    const grpc::ServerContextBase& context, std::string* join_token_id) const {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
+  auto id = tokens_->ReserveJoin(BearerToken(context));
+  if (!id.ok()) {
+    guard_->RecordFailure(peer);
+    return Unauthenticated(peer, id.status());
+  }
+  *join_token_id = *std::move(id);
+  return grpc::Status::OK;
+}
+
+void Authenticator::ReleaseJoin(const std::string& join_token_id) const {
+  tokens_->ReleaseJoin(join_token_id);
+}
+
+std::string Authenticator::JoinTokenName(
+    const std::string& join_token_id) const {
+  return tokens_->JoinTokenName(join_token_id);
+}
+
+grpc::Status Authenticator::AuthenticatePeriphery(
+    const grpc::ServerContextBase& context,
+    const std::string& periphery_id) const {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
+  absl::Status s =
+      fleet_ == nullptr
+          ? absl::UnauthenticatedError("no periphery credentials here")
+          : fleet_->CheckCredential(periphery_id, BearerToken(context));
+  if (!s.ok()) {
+    guard_->RecordFailure(peer);
+    spdlog::warn("refused a call from {} as periphery {}: {}", peer,
+                 periphery_id, s.message());
+    return ToGrpcStatus(s);
   }
   return grpc::Status::OK;
 }

@@ -1,6 +1,11 @@
 #include "core/server/services.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
@@ -19,20 +24,87 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// An operator's unary call: authenticates, then answers with what
-// `call(caller)` returns (an absl::StatusOr<Response>).
+using varan::v1::ROLE_ADMIN;
+using varan::v1::ROLE_OPERATOR;
+using varan::v1::ROLE_VIEWER;
+
+// An operator's unary call: authenticates with at least role `needed`, then
+// answers with what `call(caller)` returns (an absl::StatusOr<Response>).
 template <typename Response, typename Call>
 grpc::ServerUnaryReactor* OperatorUnary(const Authenticator* auth,
+                                        varan::v1::Role needed,
                                         grpc::CallbackServerContext* context,
                                         Response* response, Call call) {
   Caller caller;
-  if (grpc::Status s = auth->AuthenticateOperator(*context, &caller); !s.ok()) {
+  if (grpc::Status s = auth->AuthenticateOperator(*context, needed, &caller);
+      !s.ok()) {
     return Done(context, s);
   }
   absl::StatusOr<Response> result = call(caller);
   if (!result.ok()) return Done(context, ToGrpcStatus(result.status()));
   *response = *std::move(result);
   return Done(context, grpc::Status::OK);
+}
+
+// Like OperatorUnary for calls that answer later: `call(caller, done)`
+// must call `done` (an absl::StatusOr<Response> callback) exactly once, on
+// any thread.
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* OperatorAsync(const Authenticator* auth,
+                                        varan::v1::Role needed,
+                                        grpc::CallbackServerContext* context,
+                                        Response* response, Call call) {
+  Caller caller;
+  if (grpc::Status s = auth->AuthenticateOperator(*context, needed, &caller);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  call(caller, [reactor, response](absl::StatusOr<Response> result) {
+    if (!result.ok()) {
+      reactor->Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    *response = *std::move(result);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+// What an audit line says about a command: the argv or the shell line, and
+// the names (never the values) of the environment it sets.
+std::string DescribeCommand(const varan::v1::CommandSpec& spec) {
+  std::string out;
+  if (!spec.shell().empty()) {
+    out = absl::StrCat("shell ", absl::CHexEscape(spec.shell()));
+  } else {
+    std::vector<std::string> words;
+    for (const auto& w : spec.argv()) words.push_back(absl::CHexEscape(w));
+    out = absl::StrCat("argv [", absl::StrJoin(words, " "), "]");
+  }
+  if (!spec.env().empty()) {
+    std::vector<std::string> names;
+    for (const auto& [k, v] : spec.env()) names.push_back(k);
+    std::sort(names.begin(), names.end());
+    absl::StrAppend(&out, " env {", absl::StrJoin(names, ","), "}");
+  }
+  return out;
+}
+
+std::string DescribeTarget(const varan::v1::Target& target) {
+  std::string out = absl::StrCat("selector \"", target.selector(), "\"");
+  if (!target.names().empty()) {
+    absl::StrAppend(&out, " names [", absl::StrJoin(target.names(), ","), "]");
+  }
+  return out;
+}
+
+void AuditDispatch(const Caller& caller, const std::string& job_id,
+                   size_t targets, const varan::v1::DispatchRequest& request) {
+  spdlog::info("audit: {} from {} dispatched job {} to {} target(s): {}; {}",
+               caller.name, caller.peer, job_id, targets,
+               DescribeTarget(request.target()),
+               DescribeCommand(request.spec()));
 }
 
 // Streams a job's events from a sequence number until the job finishes.
@@ -126,18 +198,23 @@ grpc::ServerUnaryReactor* RegistryService::Register(
     grpc::CallbackServerContext* context,
     const varan::v1::RegisterRequest* request,
     varan::v1::RegisterResponse* response) {
-  if (grpc::Status s = auth_->AuthenticateJoin(*context); !s.ok()) {
+  std::string join_token;
+  if (grpc::Status s = auth_->AuthenticateJoin(*context, &join_token);
+      !s.ok()) {
     return Done(context, s);
   }
   const std::string peer = NormalizePeerAddress(context->peer());
   auto reg = fleet_->Register(*request, peer);
   if (!reg.ok()) {
+    auth_->ReleaseJoin(join_token);
     spdlog::warn("refused registration of \"{}\" from {}: {}", request->name(),
                  peer, reg.status().message());
     return Done(context, ToGrpcStatus(reg.status()));
   }
-  spdlog::info("periphery {} registered from {} (id {}, dial {})",
-               request->name(), peer, reg->id, request->advertise_address());
+  spdlog::info(
+      "periphery {} registered from {} with join token {} (id {}, dial {})",
+      request->name(), peer, auth_->JoinTokenName(join_token), reg->id,
+      request->advertise_address());
   response->set_periphery_id(reg->id);
   response->set_credential(reg->credential);
   SetDuration(fleet_->heartbeat_interval(),
@@ -160,9 +237,16 @@ grpc::ServerUnaryReactor* RegistryService::Heartbeat(
     grpc::CallbackServerContext* context,
     const varan::v1::HeartbeatRequest* request,
     varan::v1::HeartbeatResponse* response) {
+  if (grpc::Status s = auth_->Admit(*context); !s.ok()) {
+    return Done(context, s);
+  }
   auto answer =
       RecordHeartbeat(request->periphery_id(), BearerToken(*context), *request,
                       NormalizePeerAddress(context->peer()));
+  if (absl::IsUnauthenticated(answer.status()) ||
+      absl::IsNotFound(answer.status())) {
+    auth_->RecordFailure(*context);
+  }
   if (!answer.ok()) return Done(context, ToGrpcStatus(answer.status()));
   *response = *std::move(answer);
   return Done(context, grpc::Status::OK);
@@ -181,18 +265,23 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
   SetDuration(fleet_->heartbeat_interval(),
               out.message.mutable_heartbeat_interval());
   if (hello.has_register_()) {
-    if (grpc::Status s = auth_->AuthenticateJoin(context); !s.ok()) {
+    std::string join_token;
+    if (grpc::Status s = auth_->AuthenticateJoin(context, &join_token);
+        !s.ok()) {
       return FromGrpcStatus(s);
     }
     auto reg =
         fleet_->Register(hello.register_(), peer, varan::v1::CONNECTION_TUNNEL);
     if (!reg.ok()) {
+      auth_->ReleaseJoin(join_token);
       spdlog::warn("refused registration of \"{}\" from {} (tunnel): {}",
                    hello.register_().name(), peer, reg.status().message());
       return reg.status();
     }
-    spdlog::info("periphery {} registered from {} (id {}, tunnel)",
-                 hello.register_().name(), peer, reg->id);
+    spdlog::info(
+        "periphery {} registered from {} with join token {} (id {}, tunnel)",
+        hello.register_().name(), peer, auth_->JoinTokenName(join_token),
+        reg->id);
     out.message.set_periphery_id(reg->id);
     out.message.set_credential(reg->credential);
     out.credential = reg->credential;
@@ -206,9 +295,16 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
   // Resuming: the credential must be the one core issued, as for Heartbeat
   // (which also says NOT_FOUND for an unknown id, so the periphery registers
   // again).
+  if (grpc::Status s = auth_->Admit(context); !s.ok()) {
+    return FromGrpcStatus(s);
+  }
   const std::string credential(BearerToken(context));
   auto first = RecordHeartbeat(hello.periphery_id(), credential,
                                varan::v1::HeartbeatRequest(), peer);
+  if (absl::IsUnauthenticated(first.status()) ||
+      absl::IsNotFound(first.status())) {
+    auth_->RecordFailure(context);
+  }
   if (!first.ok()) return first.status();
   out.message.set_periphery_id(hello.periphery_id());
   out.credential = credential;
@@ -235,7 +331,7 @@ grpc::ServerUnaryReactor* FleetService::ListPeripheries(
     const varan::v1::ListPeripheriesRequest* request,
     varan::v1::ListPeripheriesResponse* response) {
   return OperatorUnary(
-      auth_, context, response,
+      auth_, ROLE_VIEWER, context, response,
       [&](const Caller&) -> absl::StatusOr<varan::v1::ListPeripheriesResponse> {
         auto list = fleet_->List(request->target(), request->include_removed());
         if (!list.ok()) return list.status();
@@ -249,9 +345,9 @@ grpc::ServerUnaryReactor* FleetService::GetPeriphery(
     grpc::CallbackServerContext* context,
     const varan::v1::GetPeripheryRequest* request,
     varan::v1::Periphery* response) {
-  return OperatorUnary(auth_, context, response, [&](const Caller&) {
-    return fleet_->Get(request->name_or_id());
-  });
+  return OperatorUnary(
+      auth_, ROLE_VIEWER, context, response,
+      [&](const Caller&) { return fleet_->Get(request->name_or_id()); });
 }
 
 grpc::ServerUnaryReactor* FleetService::RemovePeriphery(
@@ -259,11 +355,12 @@ grpc::ServerUnaryReactor* FleetService::RemovePeriphery(
     const varan::v1::RemovePeripheryRequest* request,
     varan::v1::Periphery* response) {
   return OperatorUnary(
-      auth_, context, response,
+      auth_, ROLE_ADMIN, context, response,
       [&](const Caller& caller) -> absl::StatusOr<varan::v1::Periphery> {
         auto p = fleet_->Remove(request->name_or_id());
         if (p.ok()) {
-          spdlog::info("periphery {} removed by {}", p->name(), caller.name);
+          spdlog::info("audit: {} from {} removed periphery {}", caller.name,
+                       caller.peer, p->name());
         }
         return p;
       });
@@ -273,9 +370,9 @@ grpc::ServerUnaryReactor* FleetService::UpdateLabels(
     grpc::CallbackServerContext* context,
     const varan::v1::UpdateLabelsRequest* request,
     varan::v1::Periphery* response) {
-  return OperatorUnary(auth_, context, response, [&](const Caller&) {
-    return fleet_->UpdateLabels(*request);
-  });
+  return OperatorUnary(
+      auth_, ROLE_OPERATOR, context, response,
+      [&](const Caller&) { return fleet_->UpdateLabels(*request); });
 }
 
 // --- Admin -----------------------------------------------------------------
@@ -284,7 +381,7 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(
     grpc::CallbackServerContext* context, const varan::v1::GetInfoRequest*,
     varan::v1::CoreInfo* response) {
   return OperatorUnary(
-      auth_, context, response,
+      auth_, ROLE_VIEWER, context, response,
       [&](const Caller&) -> absl::StatusOr<varan::v1::CoreInfo> {
         varan::v1::CoreInfo info;
         info.set_version(kVersion);
@@ -305,6 +402,79 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(
       });
 }
 
+grpc::ServerUnaryReactor* AdminService::CreateToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CreateTokenRequest* request,
+    varan::v1::CreateTokenResponse* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->CreateToken(*request, caller.name,
+                                              std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListTokens(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListTokensRequest* request,
+    varan::v1::ListTokensResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListTokensResponse> {
+        varan::v1::ListTokensResponse out;
+        for (auto& t : tokens_->ListTokens(request->include_revoked())) {
+          *out.add_tokens() = std::move(t);
+        }
+        return out;
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RevokeTokenRequest* request, varan::v1::Token* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->RevokeToken(request->name_or_id(),
+                                              caller.name, std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::CreateJoinToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CreateJoinTokenRequest* request,
+    varan::v1::CreateJoinTokenResponse* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->CreateJoinToken(*request, caller.name,
+                                                  std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListJoinTokens(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListJoinTokensRequest* request,
+    varan::v1::ListJoinTokensResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListJoinTokensResponse> {
+        varan::v1::ListJoinTokensResponse out;
+        for (auto& t : tokens_->ListJoinTokens(request->include_revoked())) {
+          *out.add_join_tokens() = std::move(t);
+        }
+        return out;
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeJoinToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RevokeJoinTokenRequest* request,
+    varan::v1::JoinToken* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->RevokeJoinToken(request->name_or_id(),
+                                                  caller.name, std::move(done));
+                       });
+}
+
 // --- Jobs ------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* JobsService::Dispatch(
@@ -312,7 +482,8 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
     const varan::v1::DispatchRequest* request,
     varan::v1::DispatchResponse* response) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_OPERATOR, &caller);
       !s.ok()) {
     return Done(context, s);
   }
@@ -356,6 +527,7 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
   response->set_job_id((*job)->id());
   const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
   for (const auto& t : snapshot.targets()) response->add_targets(t.name());
+  AuditDispatch(caller, (*job)->id(), snapshot.targets().size(), *request);
   grpc::ServerUnaryReactor* reactor = pending->reactor;
   pending->Arrive(nullptr);
   return reactor;
@@ -365,7 +537,8 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
     grpc::CallbackServerContext* context,
     const varan::v1::DispatchRequest* request) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_OPERATOR, &caller);
       !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
@@ -373,6 +546,9 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
+  AuditDispatch(caller, (*job)->id(),
+                (*job)->Snapshot(/*with_output=*/false).targets().size(),
+                *request);
   return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK);
 }
 
@@ -380,7 +556,8 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
     grpc::CallbackServerContext* context,
     const varan::v1::WatchJobRequest* request) {
   Caller caller;
-  if (grpc::Status s = auth_->AuthenticateOperator(*context, &caller);
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_VIEWER, &caller);
       !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
@@ -395,7 +572,7 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
 grpc::ServerUnaryReactor* JobsService::GetJob(
     grpc::CallbackServerContext* context,
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
-  return OperatorUnary(auth_, context, response,
+  return OperatorUnary(auth_, ROLE_VIEWER, context, response,
                        [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
                          auto job = dispatcher_->Find(request->job_id());
                          if (!job.ok()) return job.status();
@@ -407,17 +584,25 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
     grpc::CallbackServerContext* context,
     const varan::v1::ListJobsRequest* request,
     varan::v1::ListJobsResponse* response) {
-  return OperatorUnary(auth_, context, response, [&](const Caller&) {
-    return dispatcher_->List(*request);
-  });
+  return OperatorUnary(
+      auth_, ROLE_VIEWER, context, response,
+      [&](const Caller&) { return dispatcher_->List(*request); });
 }
 
 grpc::ServerUnaryReactor* JobsService::CancelJob(
     grpc::CallbackServerContext* context,
     const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
-  return OperatorUnary(auth_, context, response, [&](const Caller& caller) {
-    return dispatcher_->Cancel(request->job_id(), caller.name);
-  });
+  return OperatorUnary(
+      auth_, ROLE_OPERATOR, context, response, [&](const Caller& caller) {
+        auto job = dispatcher_->Cancel(request->job_id(), caller.name);
+        if (job.ok()) {
+          spdlog::info("audit: {} from {} canceled job {} ({}; {})",
+                       caller.name, caller.peer, job->id(),
+                       DescribeTarget(job->target()),
+                       DescribeCommand(job->spec()));
+        }
+        return job;
+      });
 }
 
 }  // namespace varan::core

@@ -1,15 +1,19 @@
 // core's gRPC services: Registry (peripheries), Fleet, Jobs and Admin
 // (operators).
 //
-// Each is a thin edge: authenticate, translate, call FleetRegistry or
-// Dispatcher, turn absl::Status into grpc::Status. Thread-safe; the objects
-// they point to must outlive them, and they must outlive the grpc::Server.
+// Each is a thin edge: authenticate (with the role each RPC needs, see
+// core.proto), translate, call FleetRegistry, Dispatcher or TokenRegistry,
+// turn absl::Status into grpc::Status. Dispatches and cancels are logged as
+// audit lines with the token name and the caller's address. Thread-safe; the
+// objects they point to must outlive them, and they must outlive the
+// grpc::Server.
 #pragma once
 
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
 #include "core/link/tunnel_link.h"
 #include "core/server/auth.h"
+#include "core/server/tokens.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::core {
@@ -86,16 +90,41 @@ class FleetService final : public varan::v1::Fleet::CallbackService {
 class AdminService final : public varan::v1::Admin::CallbackService {
  public:
   AdminService(const Authenticator* auth, const FleetRegistry* fleet,
-               absl::Time start_time)
-      : auth_(auth), fleet_(fleet), start_time_(start_time) {}
+               TokenRegistry* tokens, absl::Time start_time)
+      : auth_(auth), fleet_(fleet), tokens_(tokens), start_time_(start_time) {}
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const varan::v1::GetInfoRequest* request,
                                     varan::v1::CoreInfo* response) override;
+  grpc::ServerUnaryReactor* CreateToken(
+      grpc::CallbackServerContext* context,
+      const varan::v1::CreateTokenRequest* request,
+      varan::v1::CreateTokenResponse* response) override;
+  grpc::ServerUnaryReactor* ListTokens(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ListTokensRequest* request,
+      varan::v1::ListTokensResponse* response) override;
+  grpc::ServerUnaryReactor* RevokeToken(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RevokeTokenRequest* request,
+      varan::v1::Token* response) override;
+  grpc::ServerUnaryReactor* CreateJoinToken(
+      grpc::CallbackServerContext* context,
+      const varan::v1::CreateJoinTokenRequest* request,
+      varan::v1::CreateJoinTokenResponse* response) override;
+  grpc::ServerUnaryReactor* ListJoinTokens(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ListJoinTokensRequest* request,
+      varan::v1::ListJoinTokensResponse* response) override;
+  grpc::ServerUnaryReactor* RevokeJoinToken(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RevokeJoinTokenRequest* request,
+      varan::v1::JoinToken* response) override;
 
  private:
   const Authenticator* const auth_;
   const FleetRegistry* const fleet_;
+  TokenRegistry* const tokens_;
   const absl::Time start_time_;
 };
 

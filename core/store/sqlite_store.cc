@@ -69,7 +69,20 @@ CREATE TABLE job_events (
   PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 )sql",
+    // 2: operator tokens and join tokens, as hashes of their secrets.
+    R"sql(
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY NOT NULL,
+  kind INTEGER NOT NULL,           -- 1: operator token, 2: join token
+  name TEXT NOT NULL,
+  hash TEXT NOT NULL,              -- SHA-256 of the secret, hex
+  info BLOB NOT NULL               -- varan.v1.Token or varan.v1.JoinToken
+);
+)sql",
 };
+
+constexpr int64_t kOperatorTokenKind = 1;
+constexpr int64_t kJoinTokenKind = 2;
 
 constexpr int64_t kRunning = varan::v1::JOB_STATE_RUNNING;
 
@@ -327,6 +340,15 @@ struct SqliteStore::PeripheryOp {
   std::string credential;
   std::string label_overrides;
   bool confirmed = false;
+};
+
+struct SqliteStore::TokenOp {
+  int64_t kind = 0;
+  std::string id;
+  std::string name;
+  std::string hash;
+  std::string info;
+  CommitCallback done;
 };
 
 struct SqliteStore::CreateJobOp {
@@ -627,6 +649,8 @@ bool SqliteStore::Enqueue(Op op) {
       absl::FailedPreconditionError("the store is closed");
   if (auto* c = std::get_if<CreateJobOp>(&op); c != nullptr && c->done) {
     c->done(closed);
+  } else if (auto* t = std::get_if<TokenOp>(&op); t != nullptr && t->done) {
+    t->done(closed);
   } else if (auto* f = std::get_if<FinishJobOp>(&op); f != nullptr && f->done) {
     f->done(closed);
   }
@@ -642,6 +666,32 @@ void SqliteStore::SavePeriphery(const StoredPeriphery& p) {
   op.credential = p.credential;
   op.label_overrides = p.label_overrides.SerializeAsString();
   op.confirmed = p.confirmed;
+  Enqueue(std::move(op));
+}
+
+void SqliteStore::SaveToken(const StoredToken& t, CommitCallback done) {
+  TokenOp op;
+  op.kind = kOperatorTokenKind;
+  op.id = t.info.id();
+  op.name = t.info.name();
+  op.hash = t.hash;
+  varan::v1::Token info = t.info;
+  info.clear_state();
+  op.info = info.SerializeAsString();
+  op.done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void SqliteStore::SaveJoinToken(const StoredJoinToken& t, CommitCallback done) {
+  TokenOp op;
+  op.kind = kJoinTokenKind;
+  op.id = t.info.id();
+  op.name = t.info.name();
+  op.hash = t.hash;
+  varan::v1::JoinToken info = t.info;
+  info.clear_state();
+  op.info = info.SerializeAsString();
+  op.done = std::move(done);
   Enqueue(std::move(op));
 }
 
@@ -813,6 +863,8 @@ void SqliteStore::ExecuteBatch(std::vector<Op>& batch) {
     if (!status.ok() && unsynced_error_.ok()) unsynced_error_ = status;
     if (auto* c = std::get_if<CreateJobOp>(&op); c != nullptr && c->done) {
       work.push_back([done = std::move(c->done), status] { done(status); });
+    } else if (auto* t = std::get_if<TokenOp>(&op); t != nullptr && t->done) {
+      work.push_back([done = std::move(t->done), status] { done(status); });
     } else if (auto* f = std::get_if<FinishJobOp>(&op);
                f != nullptr && f->done) {
       work.push_back([done = std::move(f->done), status] { done(status); });
@@ -862,6 +914,21 @@ absl::Status SqliteStore::ExecuteOp(Op& op) {
     stmt->BindText(5, p->credential);
     stmt->BindBlob(6, p->label_overrides);
     stmt->BindInt(7, p->confirmed ? 1 : 0);
+    if (int rc = stmt->Step(); rc != SQLITE_DONE) return db.Error(rc, what);
+    return absl::OkStatus();
+  }
+
+  if (auto* t = std::get_if<TokenOp>(&op)) {
+    const std::string what = absl::StrCat("save token ", t->id);
+    VARAN_ASSIGN_OR_RETURN(
+        ScopedStmt stmt,
+        db.Prepare("INSERT OR REPLACE INTO tokens (id, kind, name, hash, info) "
+                   "VALUES (?, ?, ?, ?, ?)"));
+    stmt->BindText(1, t->id);
+    stmt->BindInt(2, t->kind);
+    stmt->BindText(3, t->name);
+    stmt->BindText(4, t->hash);
+    stmt->BindBlob(5, t->info);
     if (int rc = stmt->Step(); rc != SQLITE_DONE) return db.Error(rc, what);
     return absl::OkStatus();
   }
@@ -1103,6 +1170,58 @@ absl::StatusOr<std::vector<StoredPeriphery>> SqliteStore::LoadPeripheries() {
   }
   if (rc != SQLITE_DONE) {
     return WithPath(db.Error(rc, "load peripheries"), path_);
+  }
+  return out;
+}
+
+namespace {
+
+template <typename Stored>
+absl::StatusOr<std::vector<Stored>> LoadTokenRows(ScopedStmt& stmt,
+                                                  const std::string& path,
+                                                  int* rc) {
+  std::vector<Stored> out;
+  while ((*rc = stmt->Step()) == SQLITE_ROW) {
+    Stored t;
+    const absl::string_view info = stmt->ColumnBlob(1);
+    if (!t.info.ParseFromArray(info.data(), static_cast<int>(info.size()))) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": stored token ", stmt->ColumnText(0), " is corrupt"));
+    }
+    t.hash = std::string(stmt->ColumnText(2));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<StoredToken>> SqliteStore::LoadTokens() {
+  absl::MutexLock lock(&read_mu_);
+  Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(
+      ScopedStmt stmt,
+      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
+                              kOperatorTokenKind, " ORDER BY id")));
+  int rc = SQLITE_DONE;
+  auto out = LoadTokenRows<StoredToken>(stmt, path_, &rc);
+  if (!out.ok()) return out.status();
+  if (rc != SQLITE_DONE) return WithPath(db.Error(rc, "load tokens"), path_);
+  return out;
+}
+
+absl::StatusOr<std::vector<StoredJoinToken>> SqliteStore::LoadJoinTokens() {
+  absl::MutexLock lock(&read_mu_);
+  Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(
+      ScopedStmt stmt,
+      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
+                              kJoinTokenKind, " ORDER BY id")));
+  int rc = SQLITE_DONE;
+  auto out = LoadTokenRows<StoredJoinToken>(stmt, path_, &rc);
+  if (!out.ok()) return out.status();
+  if (rc != SQLITE_DONE) {
+    return WithPath(db.Error(rc, "load join tokens"), path_);
   }
   return out;
 }

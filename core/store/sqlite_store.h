@@ -8,7 +8,8 @@
 // periphery credentials are stored in it.
 //
 // Ownership and threads: a SqliteStore owns two connections, one writer
-// thread and one completer thread. Writes (SavePeriphery, CreateJob,
+// thread and one completer thread. Writes (SavePeriphery, SaveToken,
+// SaveJoinToken, CreateJob,
 // AppendEvents, FinishJob) only append to an in-memory queue under a mutex;
 // the writer thread takes all that is queued (up to `max_batch_ops`),
 // executes it in one transaction with cached prepared statements, commits,
@@ -95,6 +96,10 @@ class SqliteStore final : public Store {
   // Peripheries come back ordered by id.
   absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() override;
   void SavePeriphery(const StoredPeriphery& p) override;
+  absl::StatusOr<std::vector<StoredToken>> LoadTokens() override;
+  absl::StatusOr<std::vector<StoredJoinToken>> LoadJoinTokens() override;
+  void SaveToken(const StoredToken& t, CommitCallback done) override;
+  void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) override;
   // A job id that exists already fails the write (ALREADY_EXISTS to `done`
   // and to the next Sync). Output in `record`'s targets is not stored.
   void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
@@ -124,13 +129,14 @@ class SqliteStore final : public Store {
   class Db;
   struct Waiter;
   struct PeripheryOp;
+  struct TokenOp;
   struct CreateJobOp;
   struct EventsOp;
   struct FinishJobOp;
   struct SyncOp;
   struct PruneOp;
-  using Op = std::variant<PeripheryOp, CreateJobOp, EventsOp, FinishJobOp,
-                          SyncOp, PruneOp>;
+  using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
+                          FinishJobOp, SyncOp, PruneOp>;
   // Where a retention run is; owned by the writer thread.
   struct PruneRun;
 

@@ -1,6 +1,6 @@
 // Store: what core keeps across restarts — peripheries (with credentials and
-// operator label changes) and jobs (the record as dispatched, its event log,
-// and its final summary).
+// operator label changes), operator and join tokens (as hashes), and jobs
+// (the record as dispatched, its event log, and its final summary).
 //
 // Writes are asynchronous: they are queued and committed by one writer in
 // order, many to a transaction (group commit), so the request path never
@@ -43,6 +43,20 @@ struct StoredPeriphery {
   varan::v1::UpdateLabelsRequest label_overrides;
   // A heartbeat confirmed the latest registration.
   bool confirmed = false;
+};
+
+// An operator token as stored: its record (the state field is not kept:
+// it is derived from the times) and the SHA-256 of its secret, hex. The
+// secret itself is never stored.
+struct StoredToken {
+  varan::v1::Token info;
+  std::string hash;
+};
+
+// A join token as stored, likewise.
+struct StoredJoinToken {
+  varan::v1::JoinToken info;
+  std::string hash;
 };
 
 // One job as stored: the record written at dispatch (targets queued, no
@@ -93,6 +107,16 @@ class Store {
   virtual absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() = 0;
   // Inserts or replaces the periphery with `p.info.id()`. Asynchronous.
   virtual void SavePeriphery(const StoredPeriphery& p) = 0;
+
+  // --- Tokens ------------------------------------------------------------
+  // Every stored operator token / join token, revoked ones included,
+  // ordered by id.
+  virtual absl::StatusOr<std::vector<StoredToken>> LoadTokens() = 0;
+  virtual absl::StatusOr<std::vector<StoredJoinToken>> LoadJoinTokens() = 0;
+  // Inserts or replaces the token with `t.info.id()`. `done` (may be empty)
+  // runs after the commit with its status.
+  virtual void SaveToken(const StoredToken& t, CommitCallback done) = 0;
+  virtual void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) = 0;
 
   // --- Jobs --------------------------------------------------------------
   // Inserts a new job: `record` as dispatched (targets queued, no output).

@@ -123,11 +123,21 @@ class AgentService::ExecuteReactor final
 };
 
 AgentService::AgentService(const CredentialHolder* credential,
-                           const HostSnapshot* host, Executor* executor)
-    : credential_(credential), host_(host), executor_(executor) {}
+                           const HostSnapshot* host, Executor* executor,
+                           PeerGuard* guard)
+    : credential_(credential),
+      host_(host),
+      executor_(executor),
+      guard_(guard) {}
 
 grpc::Status AgentService::Authenticate(
     const grpc::CallbackServerContext& context) const {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  if (guard_ != nullptr) {
+    if (absl::Status s = guard_->Admit(peer); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
   std::string expected = credential_->Get();
   absl::string_view got = BearerToken(context);
   if (expected.empty()) {
@@ -135,6 +145,8 @@ grpc::Status AgentService::Authenticate(
                         "periphery is not registered with core yet");
   }
   if (got.empty() || !SecretEquals(got, expected)) {
+    if (guard_ != nullptr) guard_->RecordFailure(peer);
+    spdlog::warn("refused a call from {}: missing or wrong credential", peer);
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "missing or wrong periphery credential");
   }
@@ -147,8 +159,6 @@ grpc::ServerWriteReactor<ExecuteEvent>* AgentService::Execute(
   auto* reactor = new ExecuteReactor(this, request->execution_id());
   grpc::Status auth = Authenticate(*context);
   if (!auth.ok()) {
-    spdlog::warn("refused Execute from {}: {}",
-                 NormalizePeerAddress(context->peer()), auth.error_message());
     reactor->Begin(nullptr, auth);
     return reactor;
   }

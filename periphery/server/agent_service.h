@@ -1,8 +1,12 @@
 // The periphery's gRPC Agent service (called by core).
 //
-// Every call must carry the credential core issued at registration
-// (`authorization: Bearer ...`), held in a CredentialHolder the uplink fills;
-// until registration succeeds every call is refused with UNAUTHENTICATED.
+// Every call must come from an address the guard admits (--allow; not too
+// many failed authentications: PERMISSION_DENIED / RESOURCE_EXHAUSTED) and
+// carry the credential core issued at registration (`authorization: Bearer
+// ...`), held in a CredentialHolder the uplink fills; a wrong or missing one
+// is UNAUTHENTICATED, and until registration succeeds every call is refused
+// with UNAVAILABLE. Core is the only holder of that credential besides this
+// periphery, so no operator token or other periphery's credential works.
 // Execute and Cancel go to the periphery's Executor (shared with the tunnel
 // to core), which admits, runs and holds executions.
 //
@@ -14,6 +18,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/peer_guard.h"
 #include "periphery/exec/execution.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
@@ -41,9 +46,11 @@ class CredentialHolder {
 
 class AgentService final : public varan::v1::Agent::CallbackService {
  public:
-  // `credential`, `host` and `executor` must outlive the service.
+  // `credential`, `host`, `executor` and `guard` must outlive the service.
+  // `guard` (the allowlist and failed-authentication limit, checked before
+  // the credential) may be null: none.
   AgentService(const CredentialHolder* credential, const HostSnapshot* host,
-               Executor* executor);
+               Executor* executor, PeerGuard* guard = nullptr);
 
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
@@ -78,6 +85,7 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   const CredentialHolder* credential_;
   const HostSnapshot* const host_;
   Executor* const executor_;
+  PeerGuard* const guard_;
   mutable absl::Mutex mu_;
   absl::flat_hash_set<ExecuteReactor*> running_ ABSL_GUARDED_BY(mu_);
 };

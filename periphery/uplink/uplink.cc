@@ -95,6 +95,11 @@ absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
   return FormatHostPort({host, bound.port});
 }
 
+bool HasSavedRegistration(const std::string& state_dir) {
+  return ReadSecretFile(absl::StrCat(state_dir, "/", kCredentialFile)).ok() &&
+         ReadSecretFile(absl::StrCat(state_dir, "/", kIdFile)).ok();
+}
+
 Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
                HostSnapshot* host, Executor* executor)
     : options_(std::move(options)),
@@ -157,7 +162,15 @@ varan::v1::RegisterRequest Uplink::MakeRegisterRequest() const {
   return req;
 }
 
+absl::Status Uplink::NeedJoinToken() const {
+  if (!options_.join_token.empty()) return absl::OkStatus();
+  return absl::UnauthenticatedError(
+      "core does not accept the saved credential any more and no join token "
+      "was given (--join-token-file)");
+}
+
 absl::Status Uplink::Register() {
+  if (absl::Status s = NeedJoinToken(); !s.ok()) return s;
   varan::v1::RegisterRequest req = MakeRegisterRequest();
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
@@ -203,7 +216,7 @@ absl::Status Uplink::Heartbeat() {
 bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
                      bool* failing) {
   if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||
-      absl::IsPermissionDenied(status)) {
+      absl::IsPermissionDenied(status) || absl::IsAlreadyExists(status)) {
     // Core refused us: retrying fast will not help, but core's
     // configuration may change, so keep trying slowly and loudly.
     spdlog::error("core at {} refused registration: {}",
@@ -232,6 +245,7 @@ absl::Status Uplink::RunTunnel(bool* opened) {
   varan::v1::TunnelHello hello;
   const bool registering = periphery_id_.empty();
   if (registering) {
+    if (absl::Status s = NeedJoinToken(); !s.ok()) return s;
     *hello.mutable_register_() = MakeRegisterRequest();
   } else {
     hello.set_periphery_id(periphery_id_);

@@ -38,6 +38,8 @@ namespace varan::periphery {
 
 struct UplinkOptions {
   HostPort core;
+  // Empty when the periphery was started without one (it has a saved
+  // registration); registering again then fails until one is given.
   std::string join_token;
   std::string name;
   std::map<std::string, std::string> labels;
@@ -82,6 +84,8 @@ class Uplink {
   // Tunnel mode: one tunnel from open to end. Returns how it ended; OK when
   // stopped.
   absl::Status RunTunnel(bool* opened);
+  // UNAUTHENTICATED when registering is needed but no join token was given.
+  absl::Status NeedJoinToken() const;
   absl::Status Register();
   absl::Status Heartbeat();
   varan::v1::HeartbeatRequest MakeHeartbeat();
@@ -105,6 +109,10 @@ class Uplink {
   absl::Notification stop_;
   std::thread thread_;
 };
+
+// Whether `state_dir` holds the id and credential of an earlier
+// registration (so no join token is needed to start).
+bool HasSavedRegistration(const std::string& state_dir);
 
 // The address to advertise to core: `flag` (--advertise) normalised when
 // given; else the first bound listener, with a wildcard host replaced by

@@ -359,13 +359,24 @@ TEST_F(CliTest, ContextsSupplyCoreAndToken) {
 TEST_F(CliTest, WrongTokenIsExplained) {
   TempDir dir;
   WriteFile(dir.File("bad.token"), "not-the-token\n");
+  ASSERT_EQ(chmod(dir.File("bad.token").c_str(), 0600), 0);
   RunResult r = RunProgram({BinPath("varanctl"), "--core",
                             fleet_->core_address(), "--token-file",
                             dir.File("bad.token"), "peripheries", "list"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("core refused the token"));
+  EXPECT_THAT(r.err, HasSubstr("refused the token: unknown operator token"));
   EXPECT_THAT(r.err, HasSubstr("--token-file / VARAN_TOKEN"));
   EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
+  // A token file others can read gets a warning first.
+  ASSERT_EQ(chmod(dir.File("bad.token").c_str(), 0644), 0);
+  RunResult loose = RunProgram({BinPath("varanctl"), "--core",
+                                fleet_->core_address(), "--token-file",
+                                dir.File("bad.token"), "peripheries", "list"});
+  ASSERT_EQ(Lines(loose.err).size(), 2u) << loose.err;
+  EXPECT_THAT(Lines(loose.err)[0],
+              HasSubstr("varanctl: warning: " + dir.File("bad.token") +
+                        " holds a secret but is accessible by group or "
+                        "others (mode 0644); chmod 600 it"));
 }
 
 TEST_F(CliTest, BashCompletionIsValidAndGenerated) {

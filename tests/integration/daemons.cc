@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -402,6 +403,10 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
                                   const std::vector<std::string>& labels,
                                   std::vector<std::string> extra_args,
                                   std::map<std::string, std::string> env) {
+  // `extra_args` may bring a join token file of its own.
+  const bool own_join_token =
+      std::find(extra_args.begin(), extra_args.end(), "--join-token-file") !=
+      extra_args.end();
   std::vector<std::string> argv = {BinPath("varan-periphery"),
                                    "--core",
                                    core_address(),
@@ -413,6 +418,7 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
                                    "[::1]:0",
                                    "--state-dir",
                                    dir_.File("periphery-" + name)};
+  if (own_join_token) argv.erase(argv.begin() + 3, argv.begin() + 5);
   for (const auto& l : labels) {
     argv.push_back("--label");
     argv.push_back(l);

@@ -101,7 +101,8 @@ class TestFleet {
   // ~TestFleet) and returns its exit code.
   int StopCore(int sig = 15);
   // Starts a periphery named `name` (with `env` added to its environment)
-  // and waits until core lists it online.
+  // and waits until core lists it online. It joins with core's join.token
+  // unless `extra_args` has a --join-token-file.
   Daemon* StartPeriphery(const std::string& name,
                          const std::vector<std::string>& labels = {},
                          std::vector<std::string> extra_args = {},

@@ -218,3 +218,31 @@ TEST_F(SecretsTest, EnsurePrivateDirRejectsAFile) {
 
 }  // namespace
 }  // namespace varan
+
+namespace varan {
+namespace {
+
+TEST(SecretHashTest, IsSha256InHex) {
+  // FIPS 180-2 test vector.
+  EXPECT_EQ(SecretHash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_NE(SecretHash("a"), SecretHash("b"));
+}
+
+TEST(LoosePermissionsTest, WarnsAboutFilesOthersCanRead) {
+  char tmpl[] = "/tmp/varan-perm-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/token";
+  ASSERT_TRUE(WriteSecretFile(path, "x").ok());
+  EXPECT_EQ(LoosePermissionsWarning(path), "");  // 0600
+  ASSERT_EQ(chmod(path.c_str(), 0640), 0);
+  EXPECT_THAT(
+      LoosePermissionsWarning(path),
+      ::testing::AllOf(::testing::HasSubstr(path), ::testing::HasSubstr("0640"),
+                       ::testing::HasSubstr("chmod 600")));
+  EXPECT_EQ(LoosePermissionsWarning(path + ".missing"), "");
+  std::filesystem::remove_all(tmpl);
+}
+
+}  // namespace
+}  // namespace varan

@@ -178,7 +178,12 @@ TEST_F(FleetRegistryTest, HeartbeatErrors) {
 
 TEST_F(FleetRegistryTest, ReRegisteringKeepsTheIdAndReplacesTheCredential) {
   const absl::Time first_seen = clock_.Now();
-  auto first = MustRegister("web-1", {{"env", "dev"}});
+  // Registered, but the answer never arrived (no heartbeat confirmed it):
+  // the periphery registers again.
+  auto first_reg =
+      registry_.Register(Request("web-1", {{"env", "dev"}}), "10.0.0.9");
+  ASSERT_TRUE(first_reg.ok());
+  const FleetRegistry::Registration first = *first_reg;
   clock_.Advance(absl::Minutes(5));
   auto second = MustRegister("web-1", {{"env", "prod"}}, "10.0.0.5:7701");
   EXPECT_EQ(second.id, first.id);
@@ -200,6 +205,46 @@ TEST_F(FleetRegistryTest, ReRegisteringKeepsTheIdAndReplacesTheCredential) {
   EXPECT_EQ((*list)[0].labels().at("env"), "prod");
   EXPECT_EQ((*list)[0].address(), "10.0.0.5:7701");
   EXPECT_EQ(FromTimestamp((*list)[0].first_seen()), first_seen);
+}
+
+TEST_F(FleetRegistryTest, AConfirmedPeripheryCannotBeTakenOverByName) {
+  auto first = MustRegister("web-1");
+  ASSERT_TRUE(
+      registry_
+          .Heartbeat(first.id, first.credential, varan::v1::HostStats(), "x")
+          .ok());
+  // Someone else with a join token asks for the same name: refused, and the
+  // holder of the credential keeps working.
+  auto taken =
+      registry_.Register(Request("web-1", {}, "[fd00::9]:7701"), "10.0.0.66");
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(taken.status().message()),
+              ::testing::HasSubstr("varanctl peripheries remove web-1"));
+  EXPECT_TRUE(registry_.CheckCredential(first.id, first.credential).ok());
+  EXPECT_EQ(MustGet("web-1").address(), "[fd00::5]:7701");
+
+  // A credential is bound to its periphery.
+  auto other = MustRegister("web-2");
+  EXPECT_EQ(registry_.CheckCredential(other.id, first.credential).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(
+      registry_
+          .Heartbeat(other.id, first.credential, varan::v1::HostStats(), "x")
+          .code(),
+      absl::StatusCode::kUnauthenticated);
+
+  // Once an operator removed it, the credential is dead and the name free.
+  ASSERT_TRUE(registry_.Remove("web-1").ok());
+  EXPECT_EQ(registry_.CheckCredential(first.id, first.credential).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      registry_
+          .Heartbeat(first.id, first.credential, varan::v1::HostStats(), "x")
+          .code(),
+      absl::StatusCode::kNotFound);
+  EXPECT_TRUE(
+      registry_.Register(Request("web-1", {}, "[fd00::9]:7701"), "10.0.0.66")
+          .ok());
 }
 
 TEST_F(FleetRegistryTest, RejectsInvalidRegistrations) {
@@ -403,7 +448,10 @@ TEST_F(FleetRegistryTest, RemoveRevokesTheCredentialAndHidesThePeriphery) {
 }
 
 TEST_F(FleetRegistryTest, UpdateLabelsOverridesReportedLabels) {
-  MustRegister("a", {{"env", "dev"}, {"tier", "web"}});
+  // Not confirmed yet, so that it may register again below.
+  ASSERT_TRUE(
+      registry_.Register(Request("a", {{"env", "dev"}, {"tier", "web"}}), "x")
+          .ok());
   varan::v1::UpdateLabelsRequest req;
   req.set_name_or_id("a");
   (*req.mutable_set())["env"] = "prod";

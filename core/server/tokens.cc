@@ -1,0 +1,582 @@
+#include "core/server/tokens.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/secrets.h"
+#include "common/time_util.h"
+
+namespace varan::core {
+namespace {
+
+constexpr char kBootstrapPrefix[] = "bootstrap-";
+
+bool Expired(const google::protobuf::Timestamp* expire, bool has_expire,
+             absl::Time now) {
+  return has_expire && FromTimestamp(*expire) <= now;
+}
+
+absl::Status NotFound(absl::string_view what, absl::string_view name_or_id) {
+  return absl::NotFoundError(
+      absl::StrCat("no ", what, " named or with id \"", name_or_id, "\""));
+}
+
+}  // namespace
+
+absl::Status ValidateTokenName(absl::string_view name, absl::string_view what) {
+  bool ok = !name.empty() && name.size() <= 63 &&
+            absl::ascii_isalnum(static_cast<unsigned char>(name.front()));
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+          c == '_' || c == '-')) {
+      ok = false;
+    }
+  }
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid ", what, " \"", name,
+                   "\": use 1-63 characters of [A-Za-z0-9._-], starting with "
+                   "a letter or digit"));
+}
+
+std::string RoleName(varan::v1::Role role) {
+  switch (role) {
+    case varan::v1::ROLE_VIEWER:
+      return "viewer";
+    case varan::v1::ROLE_OPERATOR:
+      return "operator";
+    case varan::v1::ROLE_ADMIN:
+      return "admin";
+    default:
+      return "unspecified";
+  }
+}
+
+TokenRegistry::TokenRegistry(const Clock* clock, Store* store)
+    : clock_(clock), store_(store) {}
+
+absl::Status TokenRegistry::Load() {
+  if (store_ == nullptr) return absl::OkStatus();
+  auto tokens = store_->LoadTokens();
+  if (!tokens.ok()) return tokens.status();
+  auto joins = store_->LoadJoinTokens();
+  if (!joins.ok()) return joins.status();
+  absl::MutexLock lock(&mu_);
+  for (StoredToken& t : *tokens) {
+    const std::string id = t.info.id();
+    operator_by_hash_[t.hash] = id;
+    operators_[id] = Operator{std::move(t), false};
+  }
+  for (StoredJoinToken& t : *joins) {
+    const std::string id = t.info.id();
+    join_by_hash_[t.hash] = id;
+    joins_[id] = Join{std::move(t), false};
+  }
+  return absl::OkStatus();
+}
+
+void TokenRegistry::SetBootstrap(std::vector<BootstrapToken> admin,
+                                 std::vector<BootstrapToken> join) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  for (auto it = operators_.begin(); it != operators_.end();) {
+    if (it->second.bootstrap) {
+      operator_by_hash_.erase(it->second.stored.hash);
+      operators_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = joins_.begin(); it != joins_.end();) {
+    if (it->second.bootstrap) {
+      join_by_hash_.erase(it->second.stored.hash);
+      joins_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  for (const BootstrapToken& b : admin) {
+    Operator t;
+    t.bootstrap = true;
+    t.stored.info.set_id(absl::StrCat(kBootstrapPrefix, b.name));
+    t.stored.info.set_name(b.name);
+    t.stored.info.set_role(varan::v1::ROLE_ADMIN);
+    t.stored.info.set_created_by(b.source);
+    SetTimestamp(now, t.stored.info.mutable_create_time());
+    t.stored.hash = SecretHash(b.secret);
+    operator_by_hash_[t.stored.hash] = t.stored.info.id();
+    operators_[t.stored.info.id()] = std::move(t);
+  }
+  for (const BootstrapToken& b : join) {
+    Join t;
+    t.bootstrap = true;
+    t.stored.info.set_id(absl::StrCat(kBootstrapPrefix, b.name));
+    t.stored.info.set_name(b.name);
+    t.stored.info.set_created_by(b.source);
+    SetTimestamp(now, t.stored.info.mutable_create_time());
+    t.stored.hash = SecretHash(b.secret);
+    join_by_hash_[t.stored.hash] = t.stored.info.id();
+    joins_[t.stored.info.id()] = std::move(t);
+  }
+}
+
+varan::v1::TokenState TokenRegistry::StateOf(const varan::v1::Token& t,
+                                             absl::Time now) const {
+  if (t.has_revoke_time()) return varan::v1::TOKEN_STATE_REVOKED;
+  if (Expired(&t.expire_time(), t.has_expire_time(), now)) {
+    return varan::v1::TOKEN_STATE_EXPIRED;
+  }
+  return varan::v1::TOKEN_STATE_ACTIVE;
+}
+
+varan::v1::TokenState TokenRegistry::StateOf(const varan::v1::JoinToken& t,
+                                             absl::Time now) const {
+  if (t.has_revoke_time()) return varan::v1::TOKEN_STATE_REVOKED;
+  if (Expired(&t.expire_time(), t.has_expire_time(), now)) {
+    return varan::v1::TOKEN_STATE_EXPIRED;
+  }
+  if (t.max_uses() > 0 && t.uses() >= t.max_uses()) {
+    return varan::v1::TOKEN_STATE_USED_UP;
+  }
+  return varan::v1::TOKEN_STATE_ACTIVE;
+}
+
+varan::v1::Token TokenRegistry::Render(const Operator& t,
+                                       absl::Time now) const {
+  varan::v1::Token out = t.stored.info;
+  out.set_state(StateOf(out, now));
+  out.set_bootstrap(t.bootstrap);
+  return out;
+}
+
+varan::v1::JoinToken TokenRegistry::Render(const Join& t,
+                                           absl::Time now) const {
+  varan::v1::JoinToken out = t.stored.info;
+  out.set_state(StateOf(out, now));
+  out.set_bootstrap(t.bootstrap);
+  return out;
+}
+
+absl::StatusOr<TokenIdentity> TokenRegistry::AuthenticateOperator(
+    absl::string_view secret) const {
+  if (secret.empty()) {
+    return absl::UnauthenticatedError(
+        "no operator token (send it as 'authorization: Bearer <token>' "
+        "metadata)");
+  }
+  const std::string hash = SecretHash(secret);
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = operator_by_hash_.find(hash);
+  if (it == operator_by_hash_.end()) {
+    return absl::UnauthenticatedError("unknown operator token");
+  }
+  const Operator& t = operators_.at(it->second);
+  // The map lookup found it by hash already; comparing the hashes again in
+  // constant time keeps the check itself free of timing differences.
+  if (!SecretEquals(hash, t.stored.hash)) {
+    return absl::UnauthenticatedError("unknown operator token");
+  }
+  switch (StateOf(t.stored.info, now)) {
+    case varan::v1::TOKEN_STATE_REVOKED:
+      return absl::UnauthenticatedError(absl::StrCat(
+          "operator token \"", t.stored.info.name(), "\" was revoked"));
+    case varan::v1::TOKEN_STATE_EXPIRED:
+      return absl::UnauthenticatedError(absl::StrCat(
+          "operator token \"", t.stored.info.name(), "\" has expired"));
+    default:
+      break;
+  }
+  return TokenIdentity{t.stored.info.name(), t.stored.info.role()};
+}
+
+absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
+    absl::string_view secret) {
+  if (secret.empty()) {
+    return absl::UnauthenticatedError(
+        "no join token (send it as 'authorization: Bearer <token>' "
+        "metadata)");
+  }
+  const std::string hash = SecretHash(secret);
+  const absl::Time now = clock_->Now();
+  StoredJoinToken save;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = join_by_hash_.find(hash);
+    if (it == join_by_hash_.end()) {
+      return absl::UnauthenticatedError("unknown join token");
+    }
+    Join& t = joins_.at(it->second);
+    if (!SecretEquals(hash, t.stored.hash)) {
+      return absl::UnauthenticatedError("unknown join token");
+    }
+    const std::string& name = t.stored.info.name();
+    switch (StateOf(t.stored.info, now)) {
+      case varan::v1::TOKEN_STATE_REVOKED:
+        return absl::UnauthenticatedError(
+            absl::StrCat("join token \"", name, "\" was revoked"));
+      case varan::v1::TOKEN_STATE_EXPIRED:
+        return absl::UnauthenticatedError(
+            absl::StrCat("join token \"", name, "\" has expired"));
+      case varan::v1::TOKEN_STATE_USED_UP:
+        return absl::UnauthenticatedError(
+            absl::StrCat("join token \"", name, "\" is used up (",
+                         t.stored.info.max_uses(), " registrations)"));
+      default:
+        break;
+    }
+    if (t.bootstrap) return t.stored.info.id();
+    t.stored.info.set_uses(t.stored.info.uses() + 1);
+    save = t.stored;
+  }
+  Persist(save, nullptr);
+  return save.info.id();
+}
+
+void TokenRegistry::ReleaseJoin(const std::string& id) {
+  StoredJoinToken save;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = joins_.find(id);
+    if (it == joins_.end() || it->second.bootstrap) return;
+    varan::v1::JoinToken& info = it->second.stored.info;
+    if (info.uses() > 0) info.set_uses(info.uses() - 1);
+    save = it->second.stored;
+  }
+  Persist(save, nullptr);
+}
+
+std::string TokenRegistry::JoinTokenName(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = joins_.find(id);
+  return it == joins_.end() ? std::string() : it->second.stored.info.name();
+}
+
+bool TokenRegistry::NameTakenLocked(const std::string& name,
+                                    absl::Time now) const {
+  for (const auto& [id, t] : operators_) {
+    if (t.stored.info.name() == name &&
+        StateOf(t.stored.info, now) == varan::v1::TOKEN_STATE_ACTIVE) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TokenRegistry::Operator* TokenRegistry::FindOperatorLocked(
+    const std::string& name_or_id) {
+  if (auto it = operators_.find(name_or_id); it != operators_.end()) {
+    return &it->second;
+  }
+  Operator* best = nullptr;
+  for (auto& [id, t] : operators_) {
+    if (t.stored.info.name() != name_or_id || t.stored.info.has_revoke_time()) {
+      continue;
+    }
+    if (best == nullptr || FromTimestamp(t.stored.info.create_time()) >
+                               FromTimestamp(best->stored.info.create_time())) {
+      best = &t;
+    }
+  }
+  return best;
+}
+
+TokenRegistry::Join* TokenRegistry::FindJoinLocked(
+    const std::string& name_or_id) {
+  if (auto it = joins_.find(name_or_id); it != joins_.end()) {
+    return &it->second;
+  }
+  Join* best = nullptr;
+  for (auto& [id, t] : joins_) {
+    if (t.stored.info.name() != name_or_id || t.stored.info.has_revoke_time()) {
+      continue;
+    }
+    if (best == nullptr || FromTimestamp(t.stored.info.create_time()) >
+                               FromTimestamp(best->stored.info.create_time())) {
+      best = &t;
+    }
+  }
+  return best;
+}
+
+void TokenRegistry::Persist(const StoredToken& t,
+                            std::function<void(absl::Status)> done) {
+  if (store_ == nullptr) {
+    if (done) done(absl::OkStatus());
+    return;
+  }
+  store_->SaveToken(t,
+                    done ? CommitCallback(std::move(done)) : CommitCallback());
+}
+
+void TokenRegistry::Persist(const StoredJoinToken& t,
+                            std::function<void(absl::Status)> done) {
+  if (store_ == nullptr) {
+    if (done) done(absl::OkStatus());
+    return;
+  }
+  store_->SaveJoinToken(
+      t, done ? CommitCallback(std::move(done)) : CommitCallback());
+}
+
+void TokenRegistry::CreateToken(const varan::v1::CreateTokenRequest& request,
+                                const std::string& by,
+                                Done<varan::v1::CreateTokenResponse> done) {
+  if (absl::Status s = ValidateTokenName(request.name(), "token name");
+      !s.ok()) {
+    done(s);
+    return;
+  }
+  if (request.role() != varan::v1::ROLE_VIEWER &&
+      request.role() != varan::v1::ROLE_OPERATOR &&
+      request.role() != varan::v1::ROLE_ADMIN) {
+    done(absl::InvalidArgumentError(
+        "a token needs a role: viewer, operator or admin"));
+    return;
+  }
+  const absl::Duration ttl = FromDuration(request.ttl());
+  if (ttl < absl::ZeroDuration()) {
+    done(absl::InvalidArgumentError("the TTL must not be negative"));
+    return;
+  }
+  const absl::Time now = clock_->Now();
+  const std::string secret = GenerateSecret();
+  StoredToken t;
+  bool taken = false;
+  {
+    absl::MutexLock lock(&mu_);
+    taken =
+        operators_.contains(absl::StrCat(kBootstrapPrefix, request.name())) ||
+        NameTakenLocked(request.name(), now);
+    if (!taken) {
+      t.info.set_id(GenerateSecret().substr(0, 16));
+      t.info.set_name(request.name());
+      t.info.set_role(request.role());
+      SetTimestamp(now, t.info.mutable_create_time());
+      if (ttl > absl::ZeroDuration()) {
+        SetTimestamp(now + ttl, t.info.mutable_expire_time());
+      }
+      t.info.set_created_by(by);
+      t.hash = SecretHash(secret);
+      operator_by_hash_[t.hash] = t.info.id();
+      operators_[t.info.id()] = Operator{t, false};
+    }
+  }
+  if (taken) {
+    done(absl::AlreadyExistsError(absl::StrCat(
+        "a token named \"", request.name(),
+        "\" exists already (revoke it first, or choose another name)")));
+    return;
+  }
+  Persist(t, [this, t, secret, done = std::move(done)](absl::Status s) {
+    if (!s.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        operator_by_hash_.erase(t.hash);
+        operators_.erase(t.info.id());
+      }
+      done(absl::UnavailableError(
+          absl::StrCat("core could not store the token: ", s.message())));
+      return;
+    }
+    varan::v1::CreateTokenResponse response;
+    *response.mutable_token() = Render(Operator{t, false}, clock_->Now());
+    response.set_secret(secret);
+    spdlog::info("token {} ({}) created by {}", t.info.name(),
+                 RoleName(t.info.role()), t.info.created_by());
+    done(std::move(response));
+  });
+}
+
+std::vector<varan::v1::Token> TokenRegistry::ListTokens(
+    bool include_revoked) const {
+  const absl::Time now = clock_->Now();
+  std::vector<varan::v1::Token> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, t] : operators_) {
+      if (!include_revoked && t.stored.info.has_revoke_time()) continue;
+      out.push_back(Render(t, now));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    if (a.name() != b.name()) return a.name() < b.name();
+    return FromTimestamp(a.create_time()) < FromTimestamp(b.create_time());
+  });
+  return out;
+}
+
+void TokenRegistry::RevokeToken(const std::string& name_or_id,
+                                const std::string& by,
+                                Done<varan::v1::Token> done) {
+  const absl::Time now = clock_->Now();
+  StoredToken save;
+  absl::StatusOr<varan::v1::Token> answer_now;  // OK: go on and store
+  {
+    absl::MutexLock lock(&mu_);
+    Operator* t = FindOperatorLocked(name_or_id);
+    if (t == nullptr) {
+      answer_now = NotFound("token", name_or_id);
+    } else if (t->bootstrap) {
+      answer_now = absl::FailedPreconditionError(absl::StrCat(
+          "token \"", t->stored.info.name(), "\" is read from ",
+          t->stored.info.created_by(),
+          " at start: replace or delete that file and send core SIGHUP"));
+    } else if (t->stored.info.has_revoke_time()) {
+      answer_now = Render(*t, now);  // revoked already: nothing to do
+    } else {
+      SetTimestamp(now, t->stored.info.mutable_revoke_time());
+      t->stored.info.set_revoked_by(by);
+      save = t->stored;
+    }
+  }
+  if (save.info.id().empty()) {
+    done(std::move(answer_now));
+    return;
+  }
+  spdlog::info("token {} revoked by {}", save.info.name(), by);
+  Persist(save, [this, save, done = std::move(done)](absl::Status s) {
+    if (!s.ok()) {
+      // Revoked in memory already; only the record of it may be lost.
+      done(absl::UnavailableError(absl::StrCat(
+          "the token is revoked until core restarts, but core could not "
+          "store that: ",
+          s.message())));
+      return;
+    }
+    done(Render(Operator{save, false}, clock_->Now()));
+  });
+}
+
+void TokenRegistry::CreateJoinToken(
+    const varan::v1::CreateJoinTokenRequest& request, const std::string& by,
+    Done<varan::v1::CreateJoinTokenResponse> done) {
+  if (!request.name().empty()) {
+    if (absl::Status s = ValidateTokenName(request.name(), "join token name");
+        !s.ok()) {
+      done(s);
+      return;
+    }
+  }
+  const absl::Duration ttl = FromDuration(request.ttl());
+  if (ttl < absl::ZeroDuration()) {
+    done(absl::InvalidArgumentError("the TTL must not be negative"));
+    return;
+  }
+  const absl::Time now = clock_->Now();
+  const std::string secret = GenerateSecret();
+  StoredJoinToken t;
+  const std::string id = GenerateSecret().substr(0, 16);
+  const std::string name = request.name().empty() ? id : request.name();
+  bool taken = false;
+  {
+    absl::MutexLock lock(&mu_);
+    taken = joins_.contains(absl::StrCat(kBootstrapPrefix, name));
+    for (const auto& [other_id, j] : joins_) {
+      if (j.stored.info.name() == name &&
+          StateOf(j.stored.info, now) == varan::v1::TOKEN_STATE_ACTIVE) {
+        taken = true;
+      }
+    }
+    if (!taken) {
+      t.info.set_id(id);
+      t.info.set_name(name);
+      SetTimestamp(now, t.info.mutable_create_time());
+      if (ttl > absl::ZeroDuration()) {
+        SetTimestamp(now + ttl, t.info.mutable_expire_time());
+      }
+      t.info.set_max_uses(request.max_uses());
+      t.info.set_created_by(by);
+      t.hash = SecretHash(secret);
+      join_by_hash_[t.hash] = id;
+      joins_[id] = Join{t, false};
+    }
+  }
+  if (taken) {
+    done(absl::AlreadyExistsError(absl::StrCat(
+        "a join token named \"", name,
+        "\" exists already (revoke it first, or choose another name)")));
+    return;
+  }
+  Persist(t, [this, t, secret, done = std::move(done)](absl::Status s) {
+    if (!s.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        join_by_hash_.erase(t.hash);
+        joins_.erase(t.info.id());
+      }
+      done(absl::UnavailableError(
+          absl::StrCat("core could not store the join token: ", s.message())));
+      return;
+    }
+    varan::v1::CreateJoinTokenResponse response;
+    *response.mutable_join_token() = Render(Join{t, false}, clock_->Now());
+    response.set_secret(secret);
+    spdlog::info("join token {} created by {}", t.info.name(),
+                 t.info.created_by());
+    done(std::move(response));
+  });
+}
+
+std::vector<varan::v1::JoinToken> TokenRegistry::ListJoinTokens(
+    bool include_revoked) const {
+  const absl::Time now = clock_->Now();
+  std::vector<varan::v1::JoinToken> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, t] : joins_) {
+      if (!include_revoked && t.stored.info.has_revoke_time()) continue;
+      out.push_back(Render(t, now));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    if (a.name() != b.name()) return a.name() < b.name();
+    return FromTimestamp(a.create_time()) < FromTimestamp(b.create_time());
+  });
+  return out;
+}
+
+void TokenRegistry::RevokeJoinToken(const std::string& name_or_id,
+                                    const std::string& by,
+                                    Done<varan::v1::JoinToken> done) {
+  const absl::Time now = clock_->Now();
+  StoredJoinToken save;
+  absl::StatusOr<varan::v1::JoinToken> answer_now;  // OK: go on and store
+  {
+    absl::MutexLock lock(&mu_);
+    Join* t = FindJoinLocked(name_or_id);
+    if (t == nullptr) {
+      answer_now = NotFound("join token", name_or_id);
+    } else if (t->bootstrap) {
+      answer_now = absl::FailedPreconditionError(absl::StrCat(
+          "join token \"", t->stored.info.name(), "\" is read from ",
+          t->stored.info.created_by(),
+          " at start: replace or delete that file and send core SIGHUP"));
+    } else if (t->stored.info.has_revoke_time()) {
+      answer_now = Render(*t, now);  // revoked already: nothing to do
+    } else {
+      SetTimestamp(now, t->stored.info.mutable_revoke_time());
+      t->stored.info.set_revoked_by(by);
+      save = t->stored;
+    }
+  }
+  if (save.info.id().empty()) {
+    done(std::move(answer_now));
+    return;
+  }
+  spdlog::info("join token {} revoked by {}", save.info.name(), by);
+  Persist(save, [this, save, done = std::move(done)](absl::Status s) {
+    if (!s.ok()) {
+      done(absl::UnavailableError(absl::StrCat(
+          "the join token is revoked until core restarts, but core could "
+          "not store that: ",
+          s.message())));
+      return;
+    }
+    done(Render(Join{save, false}, clock_->Now()));
+  });
+}
+
+}  // namespace varan::core

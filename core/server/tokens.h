@@ -1,0 +1,142 @@
+// TokenRegistry: operator tokens (name, role, optional expiry) and join
+// tokens (TTL, use count), kept in memory and written through to the Store.
+//
+// Secrets are 256-bit random values. Only their SHA-256 hashes are kept, in
+// memory and on disk; a presented secret is hashed and looked up, and the
+// hashes are compared in constant time. A secret is returned once, by the
+// Create call that made it.
+//
+// Bootstrap tokens come from files core was started with (admin.token and
+// join.token in --data-dir, --admin-token-file, --join-token-file): they
+// are admin tokens / join tokens without expiry or use limit, listed with
+// `bootstrap` set, replaced as a whole by SetBootstrap (on SIGHUP), and
+// cannot be revoked through the API.
+//
+// Thread-safe. Callbacks (`done`) run without the registry's lock, on the
+// calling thread or the store's completer thread; they must not block.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "core/store/store.h"
+#include "varan/v1/core.pb.h"
+
+namespace varan::core {
+
+// Who a valid operator token belongs to.
+struct TokenIdentity {
+  std::string name;
+  varan::v1::Role role = varan::v1::ROLE_UNSPECIFIED;
+};
+
+// A token read from a file at start (or on SIGHUP).
+struct BootstrapToken {
+  // Name it is known by ("admin", "admin-file", "join", "join-file").
+  std::string name;
+  // Where it came from, e.g. "/var/lib/varan/core/admin.token" (logged,
+  // never the secret).
+  std::string source;
+  std::string secret;
+};
+
+class TokenRegistry {
+ public:
+  // `store` may be null (nothing persisted); both must outlive the registry.
+  TokenRegistry(const Clock* clock, Store* store = nullptr);
+
+  // Loads the stored tokens (call once, before serving).
+  absl::Status Load();
+
+  // Replaces the bootstrap admin and join tokens.
+  void SetBootstrap(std::vector<BootstrapToken> admin,
+                    std::vector<BootstrapToken> join);
+
+  // The identity of a valid operator token. UNAUTHENTICATED for an unknown,
+  // expired or revoked one (the message says which, never the secret).
+  absl::StatusOr<TokenIdentity> AuthenticateOperator(
+      absl::string_view secret) const;
+
+  // Takes one use of a valid join token and returns its id, to be given to
+  // ReleaseJoin if the registration then fails. UNAUTHENTICATED for an
+  // unknown, expired, revoked or used-up one.
+  absl::StatusOr<std::string> ReserveJoin(absl::string_view secret);
+  // Gives back a use taken by ReserveJoin.
+  void ReleaseJoin(const std::string& id);
+  // The name of the join token with `id` ("" if none): for logs.
+  std::string JoinTokenName(const std::string& id) const;
+
+  template <typename T>
+  using Done = std::function<void(absl::StatusOr<T>)>;
+
+  // The Admin API. `by` is the caller's token name. `done` is called once
+  // the change is stored (or with the error).
+  void CreateToken(const varan::v1::CreateTokenRequest& request,
+                   const std::string& by,
+                   Done<varan::v1::CreateTokenResponse> done);
+  std::vector<varan::v1::Token> ListTokens(bool include_revoked) const;
+  void RevokeToken(const std::string& name_or_id, const std::string& by,
+                   Done<varan::v1::Token> done);
+  void CreateJoinToken(const varan::v1::CreateJoinTokenRequest& request,
+                       const std::string& by,
+                       Done<varan::v1::CreateJoinTokenResponse> done);
+  std::vector<varan::v1::JoinToken> ListJoinTokens(bool include_revoked) const;
+  void RevokeJoinToken(const std::string& name_or_id, const std::string& by,
+                       Done<varan::v1::JoinToken> done);
+
+ private:
+  struct Operator {
+    StoredToken stored;
+    bool bootstrap = false;
+  };
+  struct Join {
+    StoredJoinToken stored;
+    bool bootstrap = false;
+  };
+
+  varan::v1::TokenState StateOf(const varan::v1::Token& t,
+                                absl::Time now) const;
+  varan::v1::TokenState StateOf(const varan::v1::JoinToken& t,
+                                absl::Time now) const;
+  varan::v1::Token Render(const Operator& t, absl::Time now) const;
+  varan::v1::JoinToken Render(const Join& t, absl::Time now) const;
+  // A token that is neither revoked nor expired has that name.
+  bool NameTakenLocked(const std::string& name, absl::Time now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // By id, else the newest token of that name that is not revoked.
+  Operator* FindOperatorLocked(const std::string& name_or_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Join* FindJoinLocked(const std::string& name_or_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `done` with OK at once without a store, else after the commit.
+  void Persist(const StoredToken& t, std::function<void(absl::Status)> done);
+  void Persist(const StoredJoinToken& t,
+               std::function<void(absl::Status)> done);
+
+  const Clock* const clock_;
+  Store* const store_;
+  mutable absl::Mutex mu_;
+  // By id; bootstrap tokens have ids "bootstrap-<name>".
+  absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Join> joins_ ABSL_GUARDED_BY(mu_);
+  // Hash of the secret -> id.
+  absl::flat_hash_map<std::string, std::string> operator_by_hash_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> join_by_hash_
+      ABSL_GUARDED_BY(mu_);
+};
+
+// Token names: 1-63 of [A-Za-z0-9._-], starting with a letter or digit.
+// INVALID_ARGUMENT naming `what` ("token name") otherwise.
+absl::Status ValidateTokenName(absl::string_view name, absl::string_view what);
+
+// "viewer", "operator", "admin" (and "unspecified").
+std::string RoleName(varan::v1::Role role);
+
+}  // namespace varan::core
