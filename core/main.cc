@@ -213,8 +213,7 @@ int main(int argc, char** argv) {
   varan::core::RegistryService registry_service(&auth, &fleet, &links);
   varan::core::FleetService fleet_service(&auth, &fleet);
   varan::core::JobsService jobs_service(&auth, &dispatcher);
-  varan::core::AdminService admin_service(&auth, &fleet, &tokens,
-                                          clock->Now());
+  varan::core::AdminService admin_service(&auth, &fleet, &tokens, clock->Now());
 
   auto server = varan::StartServer(
       *listen_addrs,
