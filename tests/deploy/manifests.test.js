@@ -72,6 +72,27 @@ for (const k of KUSTOMIZATIONS) {
     assert.match(config.data['core.toml'], /^data-dir = "/m);
   });
 
+  test(`${k}: core takes the join and admin tokens from Secrets`, () => {
+    const spec = podSpec(rendered[k], 'StatefulSet', 'varan-core');
+    const core = container(spec, 'core');
+    for (const [flag, secret] of [['--join-token-file', 'varan-join-token'],
+                                  ['--admin-token-file',
+                                   'varan-admin-token']]) {
+      const arg = core.args.find((a) => a.startsWith(`${flag}=`));
+      assert.ok(arg, flag);
+      const file = arg.slice(flag.length + 1);
+      const mount = core.volumeMounts.find(
+          (m) => file === `${m.mountPath}/token`);
+      assert.ok(mount && mount.readOnly, `${file} is on a read-only mount`);
+      const volume = spec.volumes.find((v) => v.name === mount.name);
+      assert.equal(volume.secret.secretName, secret);
+    }
+    // The peripheries' join token is the same Secret.
+    const ds = podSpec(rendered[k], 'DaemonSet', 'varan-periphery');
+    assert.ok(ds.volumes.some(
+        (v) => v.secret && v.secret.secretName === 'varan-join-token'));
+  });
+
   test(`${k}: probes are native gRPC health checks on core's port`, () => {
     const spec = podSpec(rendered[k], 'StatefulSet', 'varan-core');
     const core = container(spec, 'core');

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/secrets.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -433,14 +434,6 @@ Launch Prepare(const Value& objects, const Value& workload,
   return launch;
 }
 
-// The file named `name` anywhere under `dir`, or "".
-std::string FindFile(const std::string& dir, const std::string& name) {
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (entry.path().filename() == name) return entry.path().string();
-  }
-  return "";
-}
-
 // A kustomization directory under deploy/kubernetes/.
 struct Kustomization {
   std::string dir;
@@ -474,8 +467,16 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   ASSERT_TRUE(sts.has_struct_value() && ds.has_struct_value() &&
               service.has_struct_value());
 
+  // The Secrets an operator creates before deploying: the join token (for
+  // core and the peripheries) and an admin token.
+  const Secrets secrets = {
+      {"varan-join-token", {{"token", GenerateSecret()}}},
+      {"varan-admin-token", {{"token", GenerateSecret()}}}};
+  const std::string admin_token_file = dir_.File("admin.token");
+  WriteFile(admin_token_file, secrets.at("varan-admin-token").at("token"));
+
   // Core, with the flags of its StatefulSet.
-  Launch core = Prepare(objects_, sts, "core", dir_.File("core"), {}, {});
+  Launch core = Prepare(objects_, sts, "core", dir_.File("core"), secrets, {});
   ASSERT_FALSE(HasFailure());
   Daemon core_daemon(core.argv, dir_.File("core.log"), core.env);
   core_daemon.Start();
@@ -520,17 +521,6 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   std::map<std::string, std::string> services = {
       {dns + ".cluster.local" + service_port_str, loopback},
       {dns + service_port_str, loopback}};
-
-  // The join token Secret, as an operator creates it from core's token.
-  const std::string core_root = dir_.File("core");
-  std::string join_token_file;
-  ASSERT_TRUE(WaitFor([&] {
-    join_token_file = FindFile(core_root, "join.token");
-    return !join_token_file.empty();
-  }));
-  const std::string admin_token_file = FindFile(core_root, "admin.token");
-  Secrets secrets = {
-      {"varan-join-token", {{"token", ReadFile(join_token_file)}}}};
 
   // The periphery's init containers, then the periphery, with the flags of
   // its DaemonSet; they share the pod's volumes.
