@@ -252,8 +252,10 @@ int FanOut(const Options& opt) {
   *request.mutable_target() = target;
   request.mutable_spec()->add_argv("true");
   varan::client::ClientOptions client_options{
-      fleet.core_address(), Trimmed(ReadFile(fleet.admin_token_file())),
-      absl::Seconds(10)};
+      fleet.core_address(),
+      Trimmed(ReadFile(fleet.admin_token_file())),
+      absl::Seconds(10),
+      {}};
   auto warm_client = varan::client::CoreClient::Create(client_options);
   if (!warm_client.ok()) {
     std::fprintf(stderr, "core_bench: %s\n",

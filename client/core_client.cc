@@ -11,8 +11,14 @@ absl::StatusOr<std::unique_ptr<CoreClient>> CoreClient::Create(
   auto addr = ParseDialAddress(options.address, 7700);
   if (!addr.ok()) return addr.status();
   std::string address = FormatHostPort(*addr);
+  auto security = MakeClientSecurity(options.tls);
+  if (!security.ok()) {
+    return absl::InvalidArgumentError(security.status().message());
+  }
+  grpc::ChannelArguments args;
+  security->Apply(&args);
   auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      grpc::CreateCustomChannel(address, security->credentials, args);
   return std::unique_ptr<CoreClient>(
       new CoreClient(std::move(options), address, std::move(channel)));
 }

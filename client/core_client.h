@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::client {
@@ -39,11 +40,16 @@ struct ClientOptions {
   std::string token;
   // Deadline of unary calls.
   absl::Duration timeout = absl::Seconds(10);
+  // TLS toward core (common/tls.h): a CA file (or "system") to verify core,
+  // a client certificate and key for mutual TLS, an expected server name.
+  // All empty: plaintext.
+  ClientTlsFiles tls;
 };
 
 class CoreClient {
  public:
-  // INVALID_ARGUMENT for a malformed address. Does not connect yet.
+  // INVALID_ARGUMENT for a malformed address or unusable TLS files (the
+  // message names the file). Does not connect yet.
   static absl::StatusOr<std::unique_ptr<CoreClient>> Create(
       ClientOptions options);
 

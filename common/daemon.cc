@@ -45,6 +45,76 @@ absl::StatusOr<PeerGuardOptions> GuardOptions(const DaemonFlags& flags) {
   return options;
 }
 
+void AddServerTlsFlags(CLI::App& app, DaemonFlags* flags) {
+  app.add_option("--tls-cert", flags->tls.cert,
+                 "PEM certificate (chain) the listeners present; with "
+                 "--tls-key turns TLS on. Re-read on change and on SIGHUP");
+  app.add_option("--tls-key", flags->tls.key,
+                 "PEM private key of --tls-cert (keep it mode 0600)");
+  app.add_option("--tls-client-ca", flags->tls.client_ca,
+                 "PEM CA bundle: require every client to present a "
+                 "certificate it signed (mutual TLS)");
+  app.add_option("--tls-watch-interval", flags->tls_watch_seconds,
+                 "Seconds between checks of the TLS files for changes; 0: "
+                 "only on SIGHUP")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+}
+
+void AddClientTlsFlags(CLI::App& app, ClientTlsFiles* tls,
+                       const std::string& prefix, const std::string& peer) {
+  app.add_option(absl::StrCat("--", prefix, "tls-ca"), tls->ca,
+                 absl::StrCat("Use TLS toward ", peer,
+                              " and verify its certificate against this PEM "
+                              "CA bundle (\"system\": the system's roots)"));
+  app.add_option(absl::StrCat("--", prefix, "tls-cert"), tls->cert,
+                 absl::StrCat("PEM client certificate to present to ", peer,
+                              " when it requires mutual TLS"));
+  app.add_option(absl::StrCat("--", prefix, "tls-key"), tls->key,
+                 absl::StrCat("PEM private key of --", prefix, "tls-cert"));
+  app.add_option(absl::StrCat("--", prefix, "tls-server-name"),
+                 tls->server_name,
+                 absl::StrCat("Name ", peer,
+                              "'s certificate must carry (default: the host "
+                              "dialed)"));
+}
+
+absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareServerTls(
+    const DaemonFlags& flags, const std::string& staging_dir) {
+  const ServerTlsFiles& tls = flags.tls;
+  if (!tls.enabled()) {
+    if (!tls.client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS "
+          "first)");
+    }
+    return std::unique_ptr<TlsFiles>();
+  }
+  auto files = TlsFiles::Create(tls.cert, tls.key, tls.client_ca, staging_dir,
+                                "--tls-cert/--tls-key/--tls-client-ca");
+  if (!files.ok()) return files.status();
+  if (flags.tls_watch_seconds > 0) {
+    (*files)->Watch(absl::Seconds(flags.tls_watch_seconds));
+  }
+  return files;
+}
+
+absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareClientTls(
+    const ClientTlsFiles& tls, const std::string& prefix,
+    const std::string& staging_dir, double watch_seconds) {
+  if (!tls.enabled()) return std::unique_ptr<TlsFiles>();
+  const std::string what = absl::StrCat("--", prefix, "tls-*");
+  if (tls.ca.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", prefix, "tls-ca is needed with the other --", prefix,
+                     "tls-* flags (a CA file, or \"system\")"));
+  }
+  auto files = TlsFiles::Create(tls.cert, tls.key, tls.ca, staging_dir, what);
+  if (!files.ok()) return files.status();
+  if (watch_seconds > 0) (*files)->Watch(absl::Seconds(watch_seconds));
+  return files;
+}
+
 void FinishDaemonFlags(CLI::App& app, DaemonFlags* flags,
                        const std::string& env_example,
                        const std::string& example) {
@@ -78,11 +148,16 @@ absl::StatusOr<std::vector<HostPort>> PrepareListeners(
 }
 
 void LogListening(const std::string& name, const RunningServer& server,
-                  const std::string& plaintext_risk) {
+                  const std::string& plaintext_risk,
+                  const ServerTlsFiles& tls) {
   std::vector<std::string> bound;
   for (const auto& hp : server.addresses) bound.push_back(FormatHostPort(hp));
-  spdlog::info("{} {} listening on {}", name, kVersion,
-               absl::StrJoin(bound, ", "));
+  spdlog::info("{} {} listening on {} ({})", name, kVersion,
+               absl::StrJoin(bound, ", "),
+               !tls.enabled()          ? "plaintext"
+               : tls.client_ca.empty() ? "TLS"
+                                       : "mutual TLS");
+  if (tls.enabled()) return;
   for (const auto& hp : server.addresses) {
     if (!IsLoopbackHost(hp.host)) {
       spdlog::warn("serving plaintext gRPC on {}: {}", FormatHostPort(hp),

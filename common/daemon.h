@@ -13,6 +13,7 @@
 #include "common/address.h"
 #include "common/peer_guard.h"
 #include "common/server.h"
+#include "common/tls.h"
 
 namespace varan {
 
@@ -24,6 +25,11 @@ struct DaemonFlags {
   // --allow CIDR (repeatable) and --auth-failure-limit N.
   std::vector<std::string> allow;
   uint32_t auth_failure_limit = 10;
+  // --tls-cert, --tls-key, --tls-client-ca: the listeners' TLS.
+  ServerTlsFiles tls;
+  // --tls-watch-interval: seconds between checks of all TLS files for
+  // changes; 0: only on SIGHUP.
+  double tls_watch_seconds = 5;
 };
 
 // Adds --config and --listen (defaulting to `default_listen`) to `app`.
@@ -38,6 +44,26 @@ void AddGuardFlags(CLI::App& app, DaemonFlags* flags);
 // --allow value.
 absl::StatusOr<PeerGuardOptions> GuardOptions(const DaemonFlags& flags);
 
+// Adds --tls-cert, --tls-key, --tls-client-ca (the listeners' TLS) and
+// --tls-watch-interval.
+void AddServerTlsFlags(CLI::App& app, DaemonFlags* flags);
+
+// Adds --<prefix>tls-ca, --<prefix>tls-cert, --<prefix>tls-key and
+// --<prefix>tls-server-name for this daemon's calls to `peer` ("core", "the
+// peripheries").
+void AddClientTlsFlags(CLI::App& app, ClientTlsFiles* tls,
+                       const std::string& prefix, const std::string& peer);
+
+// The listeners' TLS files, checked and staged in `staging_dir` and watched
+// for changes; null for plaintext. Errors name the flag and the file.
+absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareServerTls(
+    const DaemonFlags& flags, const std::string& staging_dir);
+
+// The same for a client side; `prefix` as given to AddClientTlsFlags.
+absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareClientTls(
+    const ClientTlsFiles& tls, const std::string& prefix,
+    const std::string& staging_dir, double watch_seconds);
+
 // Adds --log-level and --log-format, binds every flag to its VARAN_* variable
 // and writes the footer: how flags, environment and file combine, then
 // `example`. Call after all other options are added.
@@ -50,10 +76,11 @@ void FinishDaemonFlags(CLI::App& app, DaemonFlags* flags,
 absl::StatusOr<std::vector<HostPort>> PrepareListeners(
     const std::vector<std::string>& listen);
 
-// Logs "NAME VERSION listening on ..." and, when any address is not loopback,
-// a warning that the server speaks plaintext (`plaintext_risk` says what
-// crosses the network unencrypted).
+// Logs "NAME VERSION listening on ... (TLS|mutual TLS|plaintext)" and, for
+// plaintext when any address is not loopback, a warning (`plaintext_risk`
+// says what crosses the network unencrypted).
 void LogListening(const std::string& name, const RunningServer& server,
-                  const std::string& plaintext_risk);
+                  const std::string& plaintext_risk,
+                  const ServerTlsFiles& tls = {});
 
 }  // namespace varan

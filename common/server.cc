@@ -113,7 +113,11 @@ absl::Status ProbeListen(const HostPort& addr) {
 absl::StatusOr<RunningServer> StartServer(
     const std::vector<HostPort>& listen,
     const std::vector<grpc::Service*>& services,
-    const std::vector<std::pair<std::string, int>>& int_channel_args) {
+    const std::vector<std::pair<std::string, int>>& int_channel_args,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
+  if (credentials == nullptr) {
+    credentials = grpc::InsecureServerCredentials();
+  }
   if (listen.empty()) {
     return absl::InvalidArgumentError("no listen address given");
   }
@@ -133,8 +137,7 @@ absl::StatusOr<RunningServer> StartServer(
   }
   std::vector<int> ports(addrs.size(), 0);
   for (size_t i = 0; i < addrs.size(); ++i) {
-    builder.AddListeningPort(FormatHostPort(addrs[i]),
-                             grpc::InsecureServerCredentials(), &ports[i]);
+    builder.AddListeningPort(FormatHostPort(addrs[i]), credentials, &ports[i]);
   }
   for (grpc::Service* service : services) builder.RegisterService(service);
   RunningServer out;

@@ -45,12 +45,14 @@ struct RunningServer {
 };
 
 // Builds and starts a server with `services` on `listen` (see the rules
-// above). Errors are UNAVAILABLE (address in use / cannot bind) or
+// above), with `credentials` on every port (null: plaintext; see
+// common/tls.h). Errors are UNAVAILABLE (address in use / cannot bind) or
 // INVALID_ARGUMENT, naming the address. `services` must outlive the server.
 absl::StatusOr<RunningServer> StartServer(
     const std::vector<HostPort>& listen,
     const std::vector<grpc::Service*>& services,
-    const std::vector<std::pair<std::string, int>>& int_channel_args = {});
+    const std::vector<std::pair<std::string, int>>& int_channel_args = {},
+    std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and ignores
 // SIGPIPE; call first thing in main so every thread created later inherits

@@ -86,6 +86,10 @@ int main(int argc, char** argv) {
                  "\"join-file\" in addition to <data-dir>/join.token (no TTL, "
                  "no use limit); re-read on SIGHUP");
   varan::AddGuardFlags(app, &flags);
+  varan::AddServerTlsFlags(app, &flags);
+  varan::ClientTlsFiles periphery_tls;
+  varan::AddClientTlsFlags(app, &periphery_tls, "periphery-",
+                           "the peripheries it dials");
   app.add_option("--heartbeat-interval", heartbeat_seconds,
                  "Seconds between periphery heartbeats (core tells the "
                  "peripheries)")
@@ -155,6 +159,16 @@ int main(int argc, char** argv) {
   }
   const varan::core::BootstrapTokenFiles token_files{data_dir, admin_token_file,
                                                      join_token_file};
+  // Certificates are checked now, staged in <data-dir>/tls and re-read on
+  // change and on SIGHUP (common/tls.h).
+  auto server_tls = varan::PrepareServerTls(flags, data_dir + "/tls/server");
+  if (!server_tls.ok()) return Fail(std::string(server_tls.status().message()));
+  auto periphery_tls_files = varan::PrepareClientTls(
+      periphery_tls, "periphery-", data_dir + "/tls/periphery-client",
+      flags.tls_watch_seconds);
+  if (!periphery_tls_files.ok()) {
+    return Fail(std::string(periphery_tls_files.status().message()));
+  }
 
   varan::core::SqliteStoreOptions store_options;
   store_options.retention.max_age =
@@ -186,7 +200,9 @@ int main(int argc, char** argv) {
   }
   const varan::Keepalive keepalive{absl::Seconds(keepalive_time_seconds),
                                    absl::Seconds(keepalive_timeout_seconds)};
-  varan::core::DialLinkProvider dial_links(keepalive);
+  varan::core::DialLinkProvider dial_links(
+      keepalive, varan::MakeChannelSecurity(periphery_tls_files->get(),
+                                            periphery_tls.server_name));
   varan::core::TunnelHub links(&dial_links);
   varan::core::DispatcherOptions dispatcher_options;
   dispatcher_options.default_capture_limit = capture_limit;
@@ -218,14 +234,17 @@ int main(int argc, char** argv) {
   auto server = varan::StartServer(
       *listen_addrs,
       {&registry_service, &fleet_service, &jobs_service, &admin_service},
-      varan::ServerKeepaliveArgs(keepalive));
+      varan::ServerKeepaliveArgs(keepalive),
+      varan::MakeServerCredentials(server_tls->get(),
+                                   !flags.tls.client_ca.empty()));
   if (!server.ok()) {
     stop_ticking.Notify();
     ticker.join();
     return Fail(std::string(server.status().message()));
   }
   varan::LogListening("varan-core", *server,
-                      "tokens and output cross the network unencrypted");
+                      "tokens and output cross the network unencrypted",
+                      flags.tls);
 
   int sig = varan::WaitForTerminationSignal([&] {
     // Rotated bootstrap token files take effect; a file that became
@@ -234,6 +253,11 @@ int main(int argc, char** argv) {
         !s.ok()) {
       spdlog::error("reloading bootstrap tokens: {}; keeping the old ones",
                     s.message());
+    }
+    // New certificates take effect for new connections (errors are logged
+    // and the previous ones kept).
+    for (const auto* tls : {&*server_tls, &*periphery_tls_files}) {
+      if (*tls != nullptr) (void)(*tls)->Reload();
     }
   });
   spdlog::info("received signal {}; shutting down", sig);

@@ -96,6 +96,9 @@ int main(int argc, char** argv) {
                  "Directory for the credential core issues")
       ->capture_default_str();
   varan::AddGuardFlags(app, &flags);
+  varan::AddServerTlsFlags(app, &flags);
+  varan::ClientTlsFiles core_tls;
+  varan::AddClientTlsFlags(app, &core_tls, "core-", "core");
   app.add_option("--max-concurrent", max_concurrent,
                  "Most commands running at once")
       ->capture_default_str()
@@ -203,6 +206,19 @@ int main(int argc, char** argv) {
                      " holds no credential from an earlier registration"));
   }
   varan::PeerGuard guard(varan::RealClock::Get(), *std::move(guard_options));
+  // Certificates are checked now, staged in <state-dir>/tls and re-read on
+  // change and on SIGHUP (common/tls.h).
+  auto server_tls =
+      no_listen ? absl::StatusOr<std::unique_ptr<varan::TlsFiles>>(
+                      std::unique_ptr<varan::TlsFiles>())
+                : varan::PrepareServerTls(flags, state_dir + "/tls/server");
+  if (!server_tls.ok()) return Fail(std::string(server_tls.status().message()));
+  auto core_tls_files =
+      varan::PrepareClientTls(core_tls, "core-", state_dir + "/tls/core-client",
+                              flags.tls_watch_seconds);
+  if (!core_tls_files.ok()) {
+    return Fail(std::string(core_tls_files.status().message()));
+  }
 
   varan::periphery::CredentialHolder credential;
   varan::periphery::ExecutorOptions executor_options;
@@ -221,13 +237,16 @@ int main(int argc, char** argv) {
   varan::RunningServer server;
   std::string advertised;
   if (!no_listen) {
-    auto started = varan::StartServer(*listen_addrs, {&agent},
-                                      varan::ServerKeepaliveArgs(keepalive));
+    auto started = varan::StartServer(
+        *listen_addrs, {&agent}, varan::ServerKeepaliveArgs(keepalive),
+        varan::MakeServerCredentials(server_tls->get(),
+                                     !flags.tls.client_ca.empty()));
     if (!started.ok()) return Fail(std::string(started.status().message()));
     server = *std::move(started);
     varan::LogListening("varan-periphery", server,
                         "callers are authenticated by credential, but "
-                        "traffic is not encrypted");
+                        "traffic is not encrypted",
+                        flags.tls);
     auto address = varan::periphery::AdvertiseAddress(
         advertise, server.addresses.front(), *core_addr);
     if (!address.ok()) return Fail(std::string(address.status().message()));
@@ -248,11 +267,19 @@ int main(int argc, char** argv) {
   uplink_options.max_backoff = absl::Seconds(reconnect_max_seconds);
   uplink_options.keepalive_time = keepalive.time;
   uplink_options.keepalive_timeout = keepalive.timeout;
+  uplink_options.security =
+      varan::MakeChannelSecurity(core_tls_files->get(), core_tls.server_name);
   varan::periphery::Uplink uplink(uplink_options, &credential, &host,
                                   &executor);
   uplink.Start();
 
-  int sig = varan::WaitForTerminationSignal();
+  int sig = varan::WaitForTerminationSignal([&] {
+    // New certificates take effect for new connections (errors are logged
+    // and the previous ones kept).
+    for (const auto* tls : {&*server_tls, &*core_tls_files}) {
+      if (*tls != nullptr) (void)(*tls)->Reload();
+    }
+  });
   spdlog::info("received signal {}; shutting down", sig);
   uplink.Stop();
   // Running commands are stopped (SIGTERM, then SIGKILL after the grace)

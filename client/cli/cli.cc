@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "client/cli/config.h"
 #include "client/cli/render.h"
+#include "common/address.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "google/protobuf/util/json_util.h"
@@ -32,6 +33,19 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
                  "File holding an operator token (else VARAN_TOKEN_FILE, the "
                  "token itself in VARAN_TOKEN, or the current context's)")
       ->envname("VARAN_TOKEN_FILE");
+  app.add_option("--tls-ca", options->tls.ca,
+                 "Use TLS and verify core's certificate against this PEM CA "
+                 "bundle (\"system\": the system's roots)")
+      ->envname("VARAN_TLS_CA");
+  app.add_option("--tls-cert", options->tls.cert,
+                 "PEM client certificate, when core requires mutual TLS")
+      ->envname("VARAN_TLS_CERT");
+  app.add_option("--tls-key", options->tls.key, "PEM key of --tls-cert")
+      ->envname("VARAN_TLS_KEY");
+  app.add_option("--tls-server-name", options->tls.server_name,
+                 "Name core's certificate must carry (default: the host in "
+                 "--core)")
+      ->envname("VARAN_TLS_SERVER_NAME");
   app.add_option("--timeout", options->timeout_seconds,
                  "Seconds to wait for core to answer a request")
       ->capture_default_str()
@@ -44,8 +58,12 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
   copts.address = options.core;
   copts.timeout = absl::Seconds(options.timeout_seconds);
   std::string token_file = options.token_file;
+  copts.tls = options.tls;
   const bool need_context = copts.address.empty() ||
-                            (token_file.empty() && options.token_env.empty());
+                            (token_file.empty() && options.token_env.empty()) ||
+                            copts.tls.ca.empty() || copts.tls.cert.empty() ||
+                            copts.tls.key.empty() ||
+                            copts.tls.server_name.empty();
   if (need_context && !options.config_file.empty()) {
     auto file = LoadContexts(options.config_file);
     if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
@@ -59,6 +77,14 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
       if (copts.address.empty()) copts.address = it->second.core;
       if (token_file.empty() && options.token_env.empty()) {
         token_file = it->second.token_file;
+      }
+      const Context& c = it->second;
+      for (auto [field, value] :
+           {std::pair{&copts.tls.ca, &c.tls_ca},
+            std::pair{&copts.tls.cert, &c.tls_cert},
+            std::pair{&copts.tls.key, &c.tls_key},
+            std::pair{&copts.tls.server_name, &c.tls_server_name}}) {
+        if (field->empty()) *field = *value;
       }
     }
   }
@@ -78,11 +104,19 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
         "VARAN_TOKEN, or use a context with a token-file (varanctl config "
         "set-context)");
   }
-  auto client = client::CoreClient::Create(copts);
-  if (!client.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--core: ", client.status().message()));
+  if (!copts.tls.key.empty()) {
+    if (std::string w = LoosePermissionsWarning(copts.tls.key); !w.empty()) {
+      std::cerr << "varanctl: warning: " << w << "\n";
+    }
   }
+  if (auto addr = ParseDialAddress(copts.address, 7700); !addr.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--core: ", addr.status().message()));
+  }
+  // Errors left are about the TLS files, and name them.
+  auto client = client::CoreClient::Create(copts);
+  if (!client.ok())
+    return absl::InvalidArgumentError(client.status().message());
   return client;
 }
 

@@ -32,6 +32,10 @@ struct GlobalOptions {
   std::string token_file;
   // VARAN_TOKEN (the token itself).
   std::string token_env;
+  // --tls-ca, --tls-cert, --tls-key, --tls-server-name or VARAN_TLS_CA,
+  // VARAN_TLS_CERT, VARAN_TLS_KEY, VARAN_TLS_SERVER_NAME; each empty one
+  // comes from the current context.
+  ClientTlsFiles tls;
   double timeout_seconds = 10;
   // The contexts file: VARAN_CONFIG_FILE, else
   // $XDG_CONFIG_HOME/varan/config.toml, else ~/.config/varan/config.toml.
@@ -46,13 +50,14 @@ struct GlobalOptions {
   std::vector<std::string> after_dashes;
 };
 
-// Adds --core, --token-file and --timeout to `app`.
+// Adds --core, --token-file, --tls-*, and --timeout to `app`.
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options);
 
 // Connects using the options. Precedence: flags, then the environment
-// (VARAN_CORE, VARAN_TOKEN_FILE, VARAN_TOKEN), then the current context of
-// the config file, then kDefaultCore. FAILED_PRECONDITION without a token;
-// INVALID_ARGUMENT for a bad address or config file.
+// (VARAN_CORE, VARAN_TOKEN_FILE, VARAN_TOKEN, VARAN_TLS_*), then the
+// current context of the config file, then kDefaultCore (plaintext).
+// FAILED_PRECONDITION without a token; INVALID_ARGUMENT for a bad address or
+// config file.
 absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
     const GlobalOptions& options);
 

@@ -68,7 +68,9 @@ absl::StatusOr<ContextsFile> LoadContexts(const std::string& path) {
     Context c;
     for (auto [key, field] :
          {std::pair{"core", &c.core}, std::pair{"token-file", &c.token_file},
-          std::pair{"tls-ca", &c.tls_ca}}) {
+          std::pair{"tls-ca", &c.tls_ca}, std::pair{"tls-cert", &c.tls_cert},
+          std::pair{"tls-key", &c.tls_key},
+          std::pair{"tls-server-name", &c.tls_server_name}}) {
       auto v = ReadString(t, key, where);
       if (!v.ok()) return v.status();
       *field = *v;
@@ -87,6 +89,11 @@ absl::Status SaveContexts(const std::string& path, const ContextsFile& file) {
     if (!c.core.empty()) t.insert("core", c.core);
     if (!c.token_file.empty()) t.insert("token-file", c.token_file);
     if (!c.tls_ca.empty()) t.insert("tls-ca", c.tls_ca);
+    if (!c.tls_cert.empty()) t.insert("tls-cert", c.tls_cert);
+    if (!c.tls_key.empty()) t.insert("tls-key", c.tls_key);
+    if (!c.tls_server_name.empty()) {
+      t.insert("tls-server-name", c.tls_server_name);
+    }
     contexts.insert(name, std::move(t));
   }
   root.insert("contexts", std::move(contexts));

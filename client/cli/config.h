@@ -1,11 +1,14 @@
-// varanctl's contexts file: named (core address, token file, TLS CA)
-// triples and which one is current, kept in TOML:
+// varanctl's contexts file: named contexts (core address, token file, TLS
+// settings) and which one is current, kept in TOML:
 //
 //   current-context = "prod"
 //   [contexts.prod]
 //   core = "core.example:7700"
 //   token-file = "/home/me/.varan/prod.token"
-//   tls-ca = "/etc/varan/ca.pem"   # stored and shown; not used yet
+//   tls-ca = "/etc/varan/ca.pem"   # verify core's TLS certificate
+//   tls-cert = "/home/me/.varan/me.pem"   # client certificate (mutual TLS)
+//   tls-key = "/home/me/.varan/me.key"
+//   tls-server-name = "core.example"      # name core's certificate carries
 //
 // Plain functions on values; not tied to any thread.
 #pragma once
@@ -22,6 +25,9 @@ struct Context {
   std::string core;
   std::string token_file;
   std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
 };
 
 struct ContextsFile {

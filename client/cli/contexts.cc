@@ -35,6 +35,9 @@ int RunGetContexts(const GlobalOptions& global, const std::string& output) {
       f["core"].set_string_value(c.core);
       f["token_file"].set_string_value(c.token_file);
       f["tls_ca"].set_string_value(c.tls_ca);
+      f["tls_cert"].set_string_value(c.tls_cert);
+      f["tls_key"].set_string_value(c.tls_key);
+      f["tls_server_name"].set_string_value(c.tls_server_name);
     }
     PrintValue(root, output);
     return 0;
@@ -74,6 +77,9 @@ struct SetOptions {
   std::string core;
   std::string token_file;
   std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
 };
 
 int RunSetContext(const GlobalOptions& global, const SetOptions& opts) {
@@ -83,7 +89,12 @@ int RunSetContext(const GlobalOptions& global, const SetOptions& opts) {
   Context& c = file->contexts[opts.name];
   if (!opts.core.empty()) c.core = opts.core;
   if (!opts.token_file.empty()) c.token_file = Absolute(opts.token_file);
-  if (!opts.tls_ca.empty()) c.tls_ca = Absolute(opts.tls_ca);
+  if (!opts.tls_ca.empty()) {
+    c.tls_ca = opts.tls_ca == "system" ? opts.tls_ca : Absolute(opts.tls_ca);
+  }
+  if (!opts.tls_cert.empty()) c.tls_cert = Absolute(opts.tls_cert);
+  if (!opts.tls_key.empty()) c.tls_key = Absolute(opts.tls_key);
+  if (!opts.tls_server_name.empty()) c.tls_server_name = opts.tls_server_name;
   if (file->current.empty()) file->current = opts.name;
   absl::Status s = SaveContexts(global.config_file, *file);
   if (!s.ok()) return Fail(s);
@@ -102,7 +113,8 @@ void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code) {
       "Contexts live in $VARAN_CONFIG_FILE, else "
       "$XDG_CONFIG_HOME/varan/config.toml, else ~/.config/varan/config.toml "
       "(mode 0600). Precedence: flags, then VARAN_CORE / VARAN_TOKEN_FILE / "
-      "VARAN_TOKEN, then the current context, then localhost:7700.\n\n"
+      "VARAN_TOKEN / VARAN_TLS_*, then the current context, then "
+      "localhost:7700 (plaintext).\n\n"
       "Examples:\n"
       "  varanctl config set-context prod --core core.example:7700 "
       "--token-file ~/.varan/prod.token\n"
@@ -139,8 +151,14 @@ void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code) {
   set_cmd->add_option("--token-file", set->token_file,
                       "File holding the operator token (stored absolute)");
   set_cmd->add_option("--tls-ca", set->tls_ca,
-                      "CA certificate for core's TLS: stored and shown, not "
-                      "used yet (varanctl speaks plaintext gRPC for now)");
+                      "PEM CA bundle to verify core's TLS certificate with "
+                      "(stored absolute), or \"system\"");
+  set_cmd->add_option("--tls-cert", set->tls_cert,
+                      "PEM client certificate, when core requires mutual TLS");
+  set_cmd->add_option("--tls-key", set->tls_key, "PEM key of --tls-cert");
+  set_cmd->add_option("--tls-server-name", set->tls_server_name,
+                      "Name core's certificate carries, when it differs from "
+                      "the address");
   set_cmd->footer(
       "Only the flags given change; the others keep their values.\n\n"
       "Example:\n  varanctl config set-context prod --core "

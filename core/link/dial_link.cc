@@ -138,8 +138,12 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
       // A restarted periphery is dialed again within a second or two.
       SetClientChannelArgs(&args, keepalive_, absl::Milliseconds(200),
                            absl::Seconds(2));
-      slot = grpc::CreateCustomChannel(
-          address, grpc::InsecureChannelCredentials(), args);
+      security_.Apply(&args);
+      slot = grpc::CreateCustomChannel(address,
+                                       security_.credentials != nullptr
+                                           ? security_.credentials
+                                           : grpc::InsecureChannelCredentials(),
+                                       args);
     }
     channel = slot;
   }

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/keepalive.h"
+#include "common/tls.h"
 #include "core/link/periphery_link.h"
 #include "grpcpp/grpcpp.h"
 
@@ -33,14 +34,18 @@ class DialLink final : public PeripheryLink {
 class DialLinkProvider final : public LinkProvider {
  public:
   // Channels ping idle connections and reconnect per `keepalive` (see
-  // common/keepalive.h).
-  explicit DialLinkProvider(Keepalive keepalive = {}) : keepalive_(keepalive) {}
+  // common/keepalive.h), and use `security` (TLS toward the peripheries,
+  // --periphery-tls-*; default: plaintext).
+  explicit DialLinkProvider(Keepalive keepalive = {},
+                            ChannelSecurity security = {})
+      : keepalive_(keepalive), security_(std::move(security)) {}
   std::shared_ptr<PeripheryLink> LinkFor(
       const std::string& id, const std::string& address,
       const std::string& credential) override;
 
  private:
   const Keepalive keepalive_;
+  const ChannelSecurity security_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);

@@ -110,8 +110,12 @@ Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
   SetClientChannelArgs(
       &args, Keepalive{options_.keepalive_time, options_.keepalive_timeout},
       options_.min_backoff, options_.max_backoff);
-  channel_ = grpc::CreateCustomChannel(
-      FormatHostPort(options_.core), grpc::InsecureChannelCredentials(), args);
+  options_.security.Apply(&args);
+  channel_ = grpc::CreateCustomChannel(FormatHostPort(options_.core),
+                                       options_.security.credentials != nullptr
+                                           ? options_.security.credentials
+                                           : grpc::InsecureChannelCredentials(),
+                                       args);
   stub_ = varan::v1::Registry::NewStub(channel_);
 }
 

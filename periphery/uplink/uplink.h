@@ -29,6 +29,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/address.h"
+#include "common/tls.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
 #include "periphery/server/agent_service.h"
@@ -59,6 +60,8 @@ struct UplinkOptions {
   // common/keepalive.h).
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // TLS toward core (--core-tls-*); default: plaintext.
+  ChannelSecurity security;
 };
 
 class Uplink {

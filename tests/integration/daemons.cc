@@ -113,9 +113,13 @@ int WaitPid(pid_t pid, absl::Duration timeout) {
 
 }  // namespace
 
-bool Healthy(const std::string& address) {
+bool Healthy(const std::string& address, const ClientTlsFiles& tls) {
+  auto security = MakeClientSecurity(tls);
+  if (!security.ok()) return false;
+  grpc::ChannelArguments args;
+  security->Apply(&args);
   auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      grpc::CreateCustomChannel(address, security->credentials, args);
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
@@ -375,7 +379,7 @@ void TestFleet::StartCore() {
   bool up = WaitFor([&] {
     if (!core_->Running()) return true;  // reported below
     return core_port_ != 0 && !ReadFile(admin_token_file()).empty() &&
-           Healthy(core_address());
+           Healthy(core_address(), client_tls_);
   });
   ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n"
                                       << core_->Log();
@@ -391,8 +395,8 @@ client::CoreClient* TestFleet::client() {
     std::string token = ReadFile(admin_token_file());
     while (!token.empty() && token.back() == '\n') token.pop_back();
     if (token.empty()) return nullptr;
-    auto c =
-        client::CoreClient::Create({core_address(), token, absl::Seconds(5)});
+    auto c = client::CoreClient::Create(
+        {core_address(), token, absl::Seconds(5), client_tls_});
     if (!c.ok()) return nullptr;
     client_ = *std::move(c);
   }
@@ -447,6 +451,16 @@ RunResult TestFleet::Ctl(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {BinPath("varanctl"), "--core",
                                    core_address(), "--token-file",
                                    admin_token_file()};
+  for (auto [flag, value] :
+       {std::pair{"--tls-ca", &client_tls_.ca},
+        std::pair{"--tls-cert", &client_tls_.cert},
+        std::pair{"--tls-key", &client_tls_.key},
+        std::pair{"--tls-server-name", &client_tls_.server_name}}) {
+    if (!value->empty()) {
+      argv.push_back(flag);
+      argv.push_back(*value);
+    }
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProgram(
       argv,

@@ -51,8 +51,9 @@ RunResult RunProgram(const std::vector<std::string>& argv,
                      const std::map<std::string, std::string>& env = {},
                      absl::Duration timeout = absl::Seconds(30));
 
-// grpc.health.v1 Check on a fresh channel to `address`: true when SERVING.
-bool Healthy(const std::string& address);
+// grpc.health.v1 Check on a fresh channel to `address` (over TLS when `tls`
+// says so): true when SERVING.
+bool Healthy(const std::string& address, const ClientTlsFiles& tls = {});
 
 // Service names listed by the server reflection service (v1alpha) at
 // `address`, or an empty list when the call fails.
@@ -95,6 +96,10 @@ class TestFleet {
   explicit TestFleet(std::vector<std::string> extra_core_args = {});
   ~TestFleet();
 
+  // How this fixture's own calls (health checks, client(), Ctl()) reach a
+  // core serving TLS. Set before StartCore.
+  void set_client_tls(ClientTlsFiles tls) { client_tls_ = std::move(tls); }
+
   // Starts core and waits until it answers with the admin token.
   void StartCore();
   // Stops core with `sig` (dropping this fixture's client first, see
@@ -126,6 +131,7 @@ class TestFleet {
   std::unique_ptr<Daemon> core_;
   std::vector<std::unique_ptr<Daemon>> peripheries_;
   std::unique_ptr<client::CoreClient> client_;
+  ClientTlsFiles client_tls_;
 };
 
 }  // namespace varan::testing

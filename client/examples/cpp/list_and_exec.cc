@@ -152,7 +152,10 @@ int main(int argc, char** argv) {
   auto client = varan::client::CoreClient::Create(
       {.address = options.core,
        .token = std::string(absl::StripAsciiWhitespace(token.str())),
-       .timeout = absl::Seconds(10)});
+       .timeout = absl::Seconds(10),
+       // For a core serving TLS: {.ca = "/etc/varan/ca.pem"} (and .cert,
+       // .key for mutual TLS).
+       .tls = {}});
   if (!client.ok()) {
     std::cerr << "error: " << client.status() << "\n";
     return 2;
