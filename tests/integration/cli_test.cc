@@ -314,11 +314,12 @@ TEST_F(CliTest, ContextsSupplyCoreAndToken) {
 
   RunResult r = RunProgram(
       {ctl, "config", "set-context", "test", "--core", fleet_->core_address(),
-       "--token-file", fleet_->admin_token_file(), "--tls-ca", "/ca.pem"},
+       "--token-file", fleet_->admin_token_file()},
       env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunProgram({ctl, "config", "set-context", "other", "--core",
-                  "127.0.0.1:1", "--token-file", "/nonexistent"},
+                  "127.0.0.1:1", "--token-file", "/nonexistent", "--tls-ca",
+                  "/ca.pem"},
                  env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   struct stat st;
