@@ -592,7 +592,7 @@ TEST_F(SecurityTest, RemovedPeripheryCredentialCannotBeReplayed) {
 
 TEST_F(SecurityTest, RepeatedFailedAuthenticationIsRateLimited) {
   fleet_ = std::make_unique<TestFleet>(
-      std::vector<std::string>{"--auth-failure-limit", "30"});
+      std::vector<std::string>{"--auth-failure-limit", "5"});
   fleet_->StartCore();
   const std::string port = std::to_string(fleet_->core_port());
   auto call = [&](const std::string& address, const std::string& token) {
@@ -604,7 +604,10 @@ TEST_F(SecurityTest, RepeatedFailedAuthenticationIsRateLimited) {
   };
   const std::string v6 = "[::1]:" + port;
   const std::string v4 = "127.0.0.1:" + port;
-  for (int i = 0; i < 30; ++i) {
+  // One failure comes back every 12 s: these 5 use the budget up even on a
+  // slow machine (its refilling is tested with a fake clock in
+  // allowlist_test.cc).
+  for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(call(v6, GenerateSecret()).error_code(), UNAUTH) << i;
   }
   // Over budget: even the right token is refused, before it is checked.
@@ -613,9 +616,6 @@ TEST_F(SecurityTest, RepeatedFailedAuthenticationIsRateLimited) {
   EXPECT_THAT(limited.error_message(), HasSubstr("too many failed"));
   // Another client (127.0.0.1, arriving as ::ffff:127.0.0.1) is not.
   EXPECT_TRUE(call(v4, AdminToken()).ok());
-  // The budget refills at 30 a minute: one more try within ~2 s.
-  EXPECT_TRUE(
-      WaitFor([&] { return call(v6, AdminToken()).ok(); }, absl::Seconds(5)));
   EXPECT_THAT(fleet_->core()->Log(), HasSubstr("used up its budget"));
 }
 
