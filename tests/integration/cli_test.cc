@@ -317,10 +317,10 @@ TEST_F(CliTest, ContextsSupplyCoreAndToken) {
        "--token-file", fleet_->admin_token_file()},
       env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = RunProgram({ctl, "config", "set-context", "other", "--core",
-                  "127.0.0.1:1", "--token-file", "/nonexistent", "--tls-ca",
-                  "/ca.pem"},
-                 env);
+  r = RunProgram(
+      {ctl, "config", "set-context", "other", "--core", "127.0.0.1:1",
+       "--token-file", "/nonexistent", "--tls-ca", "/ca.pem"},
+      env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   struct stat st;
   ASSERT_EQ(stat(config.c_str(), &st), 0);
@@ -399,6 +399,20 @@ TEST_F(CliTest, BashCompletionIsValidAndGenerated) {
                   "_varanctl; echo \"${COMPREPLY[*]}\"",
                   dir.File("varanctl.bash")});
   EXPECT_EQ(complete.out, "list ls\n") << complete.err;
+  // Flag values: "varanctl tokens create --role o<TAB>", "... -o y<TAB>".
+  for (const auto& [words, expected] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"varanctl tokens create --role o", "operator\n"},
+           {"varanctl peripheries list -o y", "yaml\n"},
+           {"varanctl jobs list --state s", "succeeded\n"}}) {
+    RunResult value = RunProgram(
+        {"/bin/bash", "-c",
+         absl::StrCat("source \"$0\"; COMP_WORDS=(", words,
+                      "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _varanctl; "
+                      "echo \"${COMPREPLY[*]}\""),
+         dir.File("varanctl.bash")});
+    EXPECT_EQ(value.out, expected) << words << ": " << value.err;
+  }
 }
 
 TEST_F(CliTest, NewSubcommandsHaveExamples) {

@@ -619,6 +619,108 @@ TEST_F(SecurityTest, RepeatedFailedAuthenticationIsRateLimited) {
   EXPECT_THAT(fleet_->core()->Log(), HasSubstr("used up its budget"));
 }
 
+// Starts a core with `args` and returns it once it logged its listener's
+// port (in `*port`).
+std::unique_ptr<Daemon> StartCoreWith(const TempDir& dir,
+                                      std::vector<std::string> args,
+                                      const std::string& listen_prefix,
+                                      std::string* port) {
+  std::vector<std::string> argv = {BinPath("varan-core"), "--data-dir",
+                                   dir.File("core")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto core = std::make_unique<Daemon>(argv, dir.File("core.log"));
+  core->Start();
+  const std::string marker = "listening on " + listen_prefix;
+  EXPECT_TRUE(WaitFor([&] {
+    const std::string log = core->Log();
+    const size_t at = log.find(marker);
+    if (at == std::string::npos) return !core->Running();
+    const size_t end = log.find_first_not_of("0123456789", at + marker.size());
+    if (end == std::string::npos) return false;
+    *port = log.substr(at + marker.size(), end - at - marker.size());
+    return true;
+  })) << core->Log();
+  return core;
+}
+
+// --allow on core: IPv4 rules match IPv4 clients whether they reach an IPv4
+// listener or arrive IPv4-mapped on a [::] listener; IPv6 rules match IPv6
+// clients; others are refused with PERMISSION_DENIED before their token is
+// looked at. Health stays open.
+TEST_F(SecurityTest, AllowlistOverIpv4Ipv6AndMappedClients) {
+  auto info = [](const std::string& address, const std::string& token) {
+    grpc::ClientContext ctx;
+    Authorize(&ctx, token);
+    varan::v1::CoreInfo out;
+    return varan::v1::Admin::NewStub(
+               grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))
+        ->GetInfo(&ctx, {}, &out);
+  };
+  struct Case {
+    std::string listen;  // listen address; its port is replaced
+    std::string listen_prefix;
+    std::vector<std::string> allow;
+    // Client address host -> allowed?
+    std::vector<std::pair<std::string, bool>> clients;
+  } cases[] = {
+      {"[::]:0",
+       "[::]:",
+       {"127.0.0.1/32"},
+       {{"127.0.0.1", true}, {"[::1]", false}}},
+      {"[::]:0", "[::]:", {"::1"}, {{"127.0.0.1", false}, {"[::1]", true}}},
+      {"[::]:0",
+       "[::]:",
+       {"::ffff:127.0.0.0/104"},
+       {{"127.0.0.1", true}, {"[::1]", false}}},
+      {"[::]:0",
+       "[::]:",
+       {"10.0.0.0/8", "fd00::/8"},
+       {{"127.0.0.1", false}, {"[::1]", false}}},
+      {"127.0.0.1:0", "127.0.0.1:", {"127.0.0.0/8"}, {{"127.0.0.1", true}}},
+      {"127.0.0.1:0", "127.0.0.1:", {"::1"}, {{"127.0.0.1", false}}},
+  };
+  for (const Case& c : cases) {
+    TempDir dir;
+    std::vector<std::string> args = {"--listen", c.listen};
+    for (const auto& a : c.allow) {
+      args.push_back("--allow");
+      args.push_back(a);
+    }
+    std::string port;
+    auto core = StartCoreWith(dir, args, c.listen_prefix, &port);
+    ASSERT_FALSE(port.empty()) << core->Log();
+    const std::string token = Trimmed(ReadFile(dir.File("core/admin.token")));
+    for (const auto& [host, allowed] : c.clients) {
+      const std::string address = absl::StrCat(host, ":", port);
+      grpc::Status s = info(address, token);
+      EXPECT_EQ(s.error_code(), allowed ? OK : DENIED)
+          << "client " << host << ", --allow " << c.allow[0] << ": "
+          << s.error_message();
+      if (!allowed) {
+        EXPECT_THAT(s.error_message(), HasSubstr("are not allowed (--allow)"));
+      }
+      EXPECT_TRUE(Healthy(address)) << address;
+    }
+    core->Stop();
+  }
+}
+
+// --allow on a periphery: core's calls come from core's address; a
+// periphery that does not allow it refuses them (registration, outbound,
+// still works).
+TEST_F(SecurityTest, PeripheryAllowlistRefusesCoreOutsideIt) {
+  fleet_ = std::make_unique<TestFleet>();
+  fleet_->StartCore();
+  ASSERT_NE(fleet_->StartPeriphery("open", {}, {"--allow", "::1"}), nullptr);
+  ASSERT_NE(fleet_->StartPeriphery("closed", {}, {"--allow", "192.0.2.0/24"}),
+            nullptr);
+  RunResult ok = fleet_->Ctl({"exec", "-n", "open", "--", "true"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  RunResult refused = fleet_->Ctl({"exec", "-n", "closed", "--", "true"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("not allowed (--allow)"));
+}
+
 TEST_F(SecurityTest, PreProvisionedTokenFilesWorkAndRotateOnSighup) {
   TempDir secrets;
   const std::string admin_file = secrets.File("admin");
