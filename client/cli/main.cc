@@ -56,9 +56,11 @@ int main(int argc, char** argv) {
   varan::cli::SetupCompletion(app, &exit_code);
   app.footer(
       "Environment: VARAN_CORE (core address), VARAN_TOKEN_FILE or "
-      "VARAN_TOKEN (operator token), VARAN_CONFIG_FILE (contexts file, see "
-      "varanctl config --help), NO_COLOR. Flags win over the environment, "
-      "which wins over the current context.\n\n"
+      "VARAN_TOKEN (operator token), VARAN_TLS_CA, VARAN_TLS_CERT, "
+      "VARAN_TLS_KEY, VARAN_TLS_SERVER_NAME (TLS toward core), "
+      "VARAN_CONFIG_FILE (contexts file, see varanctl config --help), "
+      "NO_COLOR. Flags win over the environment, which wins over the current "
+      "context.\n\n"
       "Examples:\n  varanctl --token-file .varan/core/admin.token peripheries "
       "list\n"
       "  varanctl exec -n web-1 -- uname -a");
