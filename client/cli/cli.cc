@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -125,6 +126,21 @@ int Fail(const absl::Status& status) {
     return Fail(absl::StrCat(status.message(),
                              " (check --token-file / VARAN_TOKEN or the "
                              "context's token-file)"));
+  }
+  if (absl::IsUnavailable(status)) {
+    // gRPC reports a TLS mismatch (plaintext against TLS, a client
+    // certificate missing or refused, an untrusted server) as a closed
+    // socket or a handshake failure.
+    const absl::string_view m = status.message();
+    for (const char* sign :
+         {"Socket closed", "andshake", "SSL", "ertificate"}) {
+      if (absl::StrContains(m, sign)) {
+        return Fail(absl::StrCat(
+            m,
+            " (a TLS mismatch? check --tls-ca, and --tls-cert/--tls-key "
+            "when core requires client certificates)"));
+      }
+    }
   }
   return Fail(std::string(status.message()));
 }

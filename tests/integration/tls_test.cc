@@ -166,6 +166,7 @@ TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
   RunResult no_cert = Ctl(fleet, {"--tls-ca", Pem("ca")}, list);
   EXPECT_EQ(no_cert.exit_code, 2);
   EXPECT_THAT(no_cert.err, HasSubstr("cannot reach core at"));
+  EXPECT_THAT(no_cert.err, HasSubstr("a TLS mismatch?"));
   RunResult rogue = Ctl(fleet,
                         {"--tls-ca", Pem("ca"), "--tls-cert", Pem("rogue"),
                          "--tls-key", Key("rogue")},
