@@ -226,7 +226,8 @@ int main(int argc, char** argv) {
     while (!stop_ticking.WaitForNotificationWithTimeout(period)) fleet.Tick();
   });
   const varan::core::Authenticator auth(&tokens, &fleet, &guard);
-  varan::core::RegistryService registry_service(&auth, &fleet, &links);
+  varan::core::RegistryService registry_service(&auth, &fleet, &links,
+                                                &dispatcher);
   varan::core::FleetService fleet_service(&auth, &fleet);
   varan::core::JobsService jobs_service(&auth, &dispatcher);
   varan::core::AdminService admin_service(&auth, &fleet, &tokens, clock->Now());

@@ -95,6 +95,13 @@ void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
   store_->SavePeriphery(p);
 }
 
+bool FleetRegistry::IsOnline(const std::string& id) const {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  return it != by_id_.end() && Online(it->second, now);
+}
+
 std::string FleetRegistry::NameOf(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(id);

@@ -86,6 +86,10 @@ class FleetRegistry {
       const varan::v1::RegisterRequest& req, const std::string& peer,
       varan::v1::Connection connection = varan::v1::CONNECTION_DIAL);
 
+  // True when the periphery with `id` is online now (heartbeats within the
+  // TTL, or the restart grace).
+  bool IsOnline(const std::string& id) const;
+
   // Name of the periphery with `id` (empty if unknown).
   std::string NameOf(const std::string& id) const;
 

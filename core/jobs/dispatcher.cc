@@ -1,5 +1,6 @@
 #include "core/jobs/dispatcher.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -25,19 +26,22 @@ struct Dispatcher::ActiveJob {
   size_t running = 0;
 };
 
-// One target of one job: observes its Execute call.
+// One target of one job: observes its Execute call, and when the call
+// breaks, waits for the periphery's report (see the header).
 class Dispatcher::TargetRun final : public ExecuteObserver {
  public:
   TargetRun(Dispatcher* dispatcher, std::shared_ptr<Job> job, size_t index,
-            std::string periphery_id)
+            std::string periphery_id, std::string execution_id)
       : dispatcher_(dispatcher),
         job_(std::move(job)),
         index_(index),
-        periphery_id_(std::move(periphery_id)) {}
+        periphery_id_(std::move(periphery_id)),
+        execution_id_(std::move(execution_id)) {}
 
   const std::shared_ptr<Job>& job() const { return job_; }
   size_t index() const { return index_; }
   const std::string& periphery_id() const { return periphery_id_; }
+  const std::string& execution_id() const { return execution_id_; }
 
   void SetCall(ExecuteCall* call) {
     absl::MutexLock lock(&mu_);
@@ -63,30 +67,118 @@ class Dispatcher::TargetRun final : public ExecuteObserver {
     if (call_ != nullptr) call_->Abort();
   }
 
+  // A run taken over after a restart: no call; it waits for a report.
+  void Await(absl::Status why) {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    awaiting_ = true;
+    broke_ = std::move(why);
+  }
+
+  bool awaiting() {
+    absl::MutexLock lock(&mu_);
+    return awaiting_;
+  }
+
+  // Whoever resolves a waiting run claims it first: true exactly once.
+  bool TakeAwaiting() {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(awaiting_, false);
+  }
+
+  // The periphery went away (the target is LOST): the run stops waiting.
+  // True when it was waiting (the caller then ends it).
+  bool Gone() {
+    absl::MutexLock lock(&mu_);
+    gone_ = true;
+    return std::exchange(awaiting_, false);
+  }
+
+  // A report did not mention it: returns how many in a row did not.
+  int Missed() {
+    absl::MutexLock lock(&mu_);
+    return ++misses_;
+  }
+  void Seen() {
+    absl::MutexLock lock(&mu_);
+    misses_ = 0;
+  }
+  absl::Status broke() {
+    absl::MutexLock lock(&mu_);
+    return broke_;
+  }
+
   void OnEvent(const varan::v1::ExecuteEvent& event) override {
     job_->OnExecuteEvent(index_, event);
   }
 
   void OnDone(const absl::Status& status) override {
+    if (dispatcher_->stopping_.load()) {
+      // Core is stopping: the target stays as it is in the store and the
+      // next core collects the periphery's report.
+      {
+        absl::MutexLock lock(&mu_);
+        done_ = true;
+        call_ = nullptr;
+      }
+      dispatcher_->RunDone(this);  // may destroy this
+      return;
+    }
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
       call_ = nullptr;
+      if (!gone_ && Recoverable(status) && !job_->Settled(index_)) {
+        awaiting_ = true;
+        broke_ = status;
+        misses_ = 0;
+      }
+      if (awaiting_) {
+        spdlog::info(
+            "execution {}: the call to its periphery broke ({}); waiting for "
+            "the periphery to report it",
+            execution_id_, status.ToString());
+        return;
+      }
     }
     job_->OnExecuteDone(index_, status);
     dispatcher_->RunDone(this);  // may destroy this
   }
 
  private:
+  // A call that ended like this may have left the command running (or
+  // finished) on the periphery, which holds the result.
+  bool Recoverable(const absl::Status& status) const {
+    switch (status.code()) {
+      case absl::StatusCode::kUnavailable:
+      case absl::StatusCode::kCancelled:
+      case absl::StatusCode::kUnknown:
+      case absl::StatusCode::kInternal:
+      case absl::StatusCode::kAborted:
+        return true;
+      case absl::StatusCode::kDeadlineExceeded:
+        // With a timeout, the backstop deadline means the periphery did not
+        // report the end in time (TIMED_OUT, as before).
+        return !job_->Snapshot(false).spec().has_timeout();
+      default:
+        return false;
+    }
+  }
+
   Dispatcher* const dispatcher_;
   const std::shared_ptr<Job> job_;
   const size_t index_;
   const std::string periphery_id_;
+  const std::string execution_id_;
   absl::Mutex mu_;
   ExecuteCall* call_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool abort_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool awaiting_ ABSL_GUARDED_BY(mu_) = false;
+  bool gone_ ABSL_GUARDED_BY(mu_) = false;
+  int misses_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status broke_ ABSL_GUARDED_BY(mu_);
 };
 
 Dispatcher::Dispatcher(const FleetRegistry* fleet, LinkProvider* links,
@@ -117,25 +209,146 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
   if (store_ == nullptr) return 0;
   auto unfinished = store_->LoadUnfinishedJobs();
   if (!unfinished.ok()) return unfinished.status();
-  size_t finished = 0;
+  size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
   for (auto& stored : *unfinished) {
     const std::string id = stored.record.id();
-    auto job = Job::Restore(std::move(stored), clock_, store_);
-    if (!job.ok()) {
+    auto restored = Job::Restore(std::move(stored), clock_, store_);
+    if (!restored.ok()) {
       spdlog::error("job {} cannot be recovered: {}", id,
-                    job.status().message());
+                    restored.status().message());
       continue;
     }
-    (*job)->AbandonAfterRestart();
-    ++finished;
+    std::shared_ptr<Job> job = *std::move(restored);
+    ++jobs;
+    job->SetOnFinishedPersisted([this, id] { Forget(id); });
+    const varan::v1::Job snap = job->Snapshot(false);
+    auto active = std::make_unique<ActiveJob>();
+    active->job = job;
+    active->spec = snap.spec();
+    active->committed = true;
+    std::vector<std::shared_ptr<TargetRun>> runs;
+    for (int i = 0; i < snap.targets_size(); ++i) {
+      const varan::v1::JobTarget& t = snap.targets(i);
+      const size_t index = static_cast<size_t>(i);
+      if (IsFinal(t.state())) continue;
+      if (t.state() == varan::v1::TARGET_STATE_QUEUED) {
+        job->FinishTarget(index, varan::v1::TARGET_STATE_FAILED,
+                          "core restarted before this target was sent; it "
+                          "never ran");
+        ++never_sent;
+      } else if (!fleet_->IsOnline(t.periphery_id())) {
+        job->FinishTarget(
+            index, varan::v1::TARGET_STATE_LOST,
+            absl::StrCat("core restarted while the target was ",
+                         t.state() == varan::v1::TARGET_STATE_RUNNING
+                             ? "running"
+                             : "being sent",
+                         ", and periphery ", t.name(),
+                         " was offline; its outcome is unknown"));
+        ++lost;
+      } else {
+        auto run =
+            std::make_shared<TargetRun>(this, job, index, t.periphery_id(),
+                                        absl::StrCat(id, "/", t.name()));
+        run->Await(absl::UnavailableError("core restarted"));
+        runs.push_back(std::move(run));
+      }
+    }
+    if (runs.empty()) continue;
+    waiting += runs.size();
+    absl::MutexLock lock(&mu_);
+    active->running = runs.size();
+    for (auto& run : runs) {
+      by_execution_[run->execution_id()] = run.get();
+      runs_[run.get()] = std::move(run);
+    }
+    active_[id] = std::move(active);
   }
-  if (finished > 0) {
+  if (jobs > 0) {
     spdlog::warn(
-        "{} job(s) were running when core last stopped; their unfinished "
-        "targets are marked lost (or failed, if never sent)",
-        finished);
+        "{} job(s) were running when core last stopped: {} target(s) wait "
+        "for their peripheries to report, {} lost (periphery offline), {} "
+        "failed (never sent)",
+        jobs, waiting, lost, never_sent);
   }
-  return finished;
+  return jobs;
+}
+
+std::vector<std::string> Dispatcher::OnPeripheryReport(
+    const std::string& periphery_id,
+    const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
+        reports) {
+  std::vector<std::string> acks;
+  std::vector<
+      std::pair<std::shared_ptr<TargetRun>, const varan::v1::ExecutionReport*>>
+      mentioned;
+  std::vector<const varan::v1::ExecutionReport*> late;
+  std::vector<std::shared_ptr<TargetRun>> mine;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& r : reports) {
+      auto it = by_execution_.find(r.execution_id());
+      if (it == by_execution_.end() ||
+          it->second->periphery_id() != periphery_id) {
+        if (r.has_exited()) late.push_back(&r);
+        continue;
+      }
+      mentioned.emplace_back(runs_.at(it->second), &r);
+    }
+    for (auto& [ptr, run] : runs_) {
+      if (run->periphery_id() == periphery_id) mine.push_back(run);
+    }
+  }
+  absl::flat_hash_set<TargetRun*> seen;
+  for (auto& [run, report] : mentioned) {
+    seen.insert(run.get());
+    run->Seen();
+    // A run whose call is still open gets the result in its stream; the
+    // report comes again if that breaks.
+    if (!report->has_exited() || !run->TakeAwaiting()) continue;
+    spdlog::info("execution {}: its periphery reported how it ended",
+                 run->execution_id());
+    run->job()->ApplyReport(run->index(), *report);
+    acks.push_back(report->execution_id());
+    RunDone(run.get());
+  }
+  for (auto& run : mine) {
+    if (seen.contains(run.get()) || !run->awaiting()) continue;
+    if (run->Missed() < 2 || !run->TakeAwaiting()) continue;
+    const bool started = run->job()->Started(run->index());
+    const std::string why = absl::StrCat(
+        "periphery no longer holds execution ", run->execution_id(),
+        started ? " (it restarted, or dropped the result)"
+                : "; it never started there",
+        "; the call had ended with: ", run->broke().ToString());
+    spdlog::warn("execution {}: {}", run->execution_id(), why);
+    run->job()->FinishTarget(
+        run->index(),
+        started ? varan::v1::TARGET_STATE_LOST : varan::v1::TARGET_STATE_FAILED,
+        why);
+    RunDone(run.get());
+  }
+  for (const auto* report : late) {
+    if (AmendLate(*report)) acks.push_back(report->execution_id());
+  }
+  return acks;
+}
+
+bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
+  const std::string& exec_id = report.execution_id();
+  const size_t slash = exec_id.find('/');
+  if (slash == std::string::npos) return true;  // not one of core's
+  auto job = Find(exec_id.substr(0, slash));
+  if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
+  const int index = (*job)->TargetIndex(exec_id.substr(slash + 1));
+  if (index < 0) return true;
+  if ((*job)->AmendLost(static_cast<size_t>(index), report)) {
+    spdlog::info(
+        "execution {}: its periphery reported the outcome after the target "
+        "had been lost; recorded",
+        exec_id);
+  }
+  return true;
 }
 
 absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Dispatch(
@@ -264,12 +477,18 @@ void Dispatcher::StartMore(const std::string& job_id) {
            (a.max_parallel == 0 || a.running < a.max_parallel)) {
       const size_t i = a.pending.front();
       a.pending.pop_front();
-      auto run = std::make_shared<TargetRun>(this, job, i, a.targets[i].id);
+      auto run = std::make_shared<TargetRun>(
+          this, job, i, a.targets[i].id,
+          absl::StrCat(job_id, "/", a.targets[i].name));
+      by_execution_[run->execution_id()] = run.get();
       runs_[run.get()] = run;
       ++a.running;
       starts.push_back(Start{std::move(run), a.targets[i]});
     }
-    if (!starts.empty()) *request.mutable_spec() = a.spec;
+    if (!starts.empty()) {
+      *request.mutable_spec() = a.spec;
+      request.set_hold_result(true);
+    }
   }
   for (size_t i : skipped) {
     job->FinishTarget(
@@ -279,7 +498,7 @@ void Dispatcher::StartMore(const std::string& job_id) {
                      stop_after));
   }
   for (Start& s : starts) {
-    request.set_execution_id(absl::StrCat(job_id, "/", s.target.name));
+    request.set_execution_id(s.run->execution_id());
     job->MarkDispatched(s.run->index());
     auto link =
         links_->LinkFor(s.target.id, s.target.address, s.target.credential);
@@ -293,6 +512,7 @@ void Dispatcher::RunDone(TargetRun* run) {
     absl::MutexLock lock(&mu_);
     auto it = active_.find(job_id);
     if (it != active_.end()) --it->second->running;
+    by_execution_.erase(run->execution_id());
     runs_.erase(run);  // may destroy `run`
   }
   StartMore(job_id);
@@ -406,13 +626,18 @@ void Dispatcher::PeripheryGone(const std::string& periphery_id,
   for (auto& run : lost) {
     run->job()->FinishTarget(run->index(), varan::v1::TARGET_STATE_LOST,
                              reason);
-    run->Abort();
+    if (run->Gone()) {
+      RunDone(run.get());  // it had no call left
+    } else {
+      run->Abort();
+    }
   }
 }
 
 void Dispatcher::Shutdown(absl::Duration timeout) {
   std::vector<std::shared_ptr<TargetRun>> running;
   std::vector<std::pair<std::shared_ptr<Job>, size_t>> never_sent;
+  stopping_.store(true);
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_ && runs_.empty()) return;
@@ -427,11 +652,21 @@ void Dispatcher::Shutdown(absl::Duration timeout) {
     job->FinishTarget(i, varan::v1::TARGET_STATE_FAILED,
                       "core shut down before this target was sent");
   }
+  // Running targets stay running in the store: their commands go on (the
+  // peripheries hold their results) and the next start of core collects
+  // them (Recover).
+  if (!running.empty()) {
+    spdlog::info(
+        "{} target(s) keep running on their peripheries; core collects their "
+        "results when it starts again",
+        running.size());
+  }
   for (auto& run : running) {
-    run->job()->FinishTarget(run->index(), varan::v1::TARGET_STATE_LOST,
-                             "core shut down while the target ran; the "
-                             "periphery was told to stop it");
-    run->Abort();
+    if (run->TakeAwaiting()) {
+      RunDone(run.get());
+    } else {
+      run->Abort();
+    }
   }
   running.clear();
   absl::MutexLock lock(&mu_);

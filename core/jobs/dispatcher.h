@@ -7,13 +7,25 @@
 // Jobs are kept in memory while they run (and until their final record is
 // committed to the Store); finished jobs are read back from the Store. A
 // job is committed before any target is sent, so a job a caller has an id
-// for survives a core crash. Recover() finishes the jobs a previous core
-// left running.
+// for survives a core crash.
+//
+// Losing nothing: core asks peripheries to hold the result of every
+// command it sends (ExecuteRequest.hold_result), and they report what they
+// hold in their heartbeats (OnPeripheryReport). When a call breaks (a cut
+// link, a restarting periphery), its target is not given up: it waits for
+// the periphery to report the command — finished (its result and output
+// tail are recorded), still running (it waits on), or unknown in two
+// heartbeats in a row (LOST, or FAILED if it never started). After a core
+// restart, Recover() puts the targets that were running into that same wait.
+// A periphery that goes offline (its TTL, or the restart grace) loses its
+// targets as before; should it report an outcome later, that replaces LOST
+// (Job::AmendLost).
 //
 // Thread-safe. Shutdown() cancels calls in flight and waits for them, so links
 // and observers never outlive the dispatcher.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <string>
@@ -42,11 +54,20 @@ class Dispatcher {
              const Clock* clock, DispatcherOptions options);
   ~Dispatcher();
 
-  // Finishes every job the store holds as still running (a previous core
-  // stopped or crashed while it ran): targets never sent become FAILED, the
-  // others LOST, each with the reason. Call before serving. Returns how many
-  // jobs were finished.
+  // Takes over every job the store holds as still running (a previous core
+  // stopped or crashed while it ran): targets never sent become FAILED;
+  // targets sent or running wait for their periphery's report (see above),
+  // or are LOST at once when their periphery is offline. Call after the
+  // fleet is loaded and before serving. Returns how many jobs it took over.
   absl::StatusOr<size_t> Recover();
+
+  // What periphery `periphery_id` reports holding (from its heartbeat);
+  // returns the execution ids whose results core recorded or does not want
+  // (the periphery forgets them).
+  std::vector<std::string> OnPeripheryReport(
+      const std::string& periphery_id,
+      const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
+          reports);
 
   // Validates, resolves targets and creates the job; returns it at once.
   // Targets are sent once the job is committed; then `on_committed` (may be
@@ -87,6 +108,9 @@ class Dispatcher {
   // Sends queued targets of `job_id` while its limits allow.
   void StartMore(const std::string& job_id);
   void RunDone(TargetRun* run);
+  // A late report for a target no run waits for: amends it if it is LOST.
+  // True when the periphery may forget the report.
+  bool AmendLate(const varan::v1::ExecutionReport& report);
   void Forget(const std::string& job_id);
   bool NoRuns() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return runs_.empty(); }
   std::string NewJobId();
@@ -97,6 +121,8 @@ class Dispatcher {
   const Clock* const clock_;
   const DispatcherOptions options_;
 
+  // shutting_down_ for TargetRuns, which must not take mu_.
+  std::atomic<bool> stopping_{false};
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t id_counter_ ABSL_GUARDED_BY(mu_) = 0;
@@ -106,6 +132,9 @@ class Dispatcher {
   // shared_ptr: a run is referenced both here and by StartMore while it
   // starts the call, and the call may end before StartMore returns.
   absl::flat_hash_map<TargetRun*, std::shared_ptr<TargetRun>> runs_
+      ABSL_GUARDED_BY(mu_);
+  // The same runs by execution id ("<job id>/<target name>").
+  absl::flat_hash_map<std::string, TargetRun*> by_execution_
       ABSL_GUARDED_BY(mu_);
 };
 

@@ -57,6 +57,7 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
   SetTimestamp(clock_->Now(), record_.mutable_create_time());
   captures_.resize(target_count_);
   started_.assign(target_count_, false);
+  next_chunk_.assign(target_count_, {0, 0});
   JobEvent accepted;
   accepted.mutable_accepted();  // present even with no targets
   for (const auto& t : record_.targets()) {
@@ -124,6 +125,7 @@ Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store)
   capture_limit_ = record_.capture_limit_bytes();
   captures_.resize(target_count_);
   started_.assign(target_count_, false);
+  next_chunk_.assign(target_count_, {0, 0});
 }
 
 absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
@@ -155,7 +157,7 @@ absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
 absl::Status Job::ApplyLocked(const JobEvent& ev) {
   int index = -1;
   if (!ev.target().empty()) {
-    index = TargetIndex(record_, ev.target());
+    index = varan::core::TargetIndex(record_, ev.target());
     if (index < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("job ", id_, ": event ", ev.sequence(),
@@ -187,10 +189,23 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
       const size_t stream =
           ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
       captures_[i][stream].data.append(ev.output().data());
+      next_chunk_[i][stream] = ev.output().sequence() + 1;
       break;
     }
     case JobEvent::kFinished: {
       const auto& f = ev.finished();
+      if (f.late() && t->state() == varan::v1::TARGET_STATE_LOST) {
+        // A late outcome replaces LOST (which counted as a failure).
+        t->set_state(f.state());
+        if (f.has_exit_status()) *t->mutable_exit_status() = f.exit_status();
+        t->set_error(f.error());
+        captures_[i][0].uncaptured = f.stdout_uncaptured_bytes();
+        captures_[i][1].uncaptured = f.stderr_uncaptured_bytes();
+        if (Succeeded(f.state(), f.exit_status()) && failures_ > 0) {
+          --failures_;
+        }
+        break;
+      }
       if (IsFinal(t->state())) break;
       t->set_state(f.state());
       if (f.has_exit_status()) *t->mutable_exit_status() = f.exit_status();
@@ -311,6 +326,10 @@ void Job::FinishTargetLocked(size_t target, TargetState state,
   f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
   EmitLocked(std::move(ev));
   if (final_targets_ < target_count_) return;
+  EmitJobFinishedLocked();
+}
+
+void Job::EmitJobFinishedLocked() {
   uint32_t succeeded = 0, skipped = 0;
   for (const auto& t : record_.targets()) {
     if (Succeeded(t.state(), t.exit_status())) ++succeeded;
@@ -347,55 +366,152 @@ void Job::MarkDispatched(size_t target) {
 void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
   Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (FinalLocked(target)) return false;
-    const std::string& name = record_.targets(static_cast<int>(target)).name();
     const size_t before = events_.size();
-    if (event.has_started()) {
+    ExecuteEventLocked(target, event);
+    return events_.size() != before;
+  });
+}
+
+void Job::ExecuteEventLocked(size_t target,
+                             const varan::v1::ExecuteEvent& event) {
+  const std::string& name = record_.targets(static_cast<int>(target)).name();
+  if (event.has_started()) {
+    JobEvent ev;
+    ev.set_target(name);
+    ev.mutable_started()->set_pid(event.started().pid());
+    *ev.mutable_started()->mutable_start_time() = event.started().start_time();
+    EmitLocked(std::move(ev));
+  } else if (event.has_output()) {
+    const auto& chunk = event.output();
+    const size_t stream =
+        chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
+    Capture& cap = captures_[target][stream];
+    const uint64_t room =
+        capture_limit_ > cap.data.size() ? capture_limit_ - cap.data.size() : 0;
+    const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
+    cap.uncaptured += chunk.data().size() - keep;
+    if (keep > 0) {
       JobEvent ev;
       ev.set_target(name);
-      ev.mutable_started()->set_pid(event.started().pid());
-      *ev.mutable_started()->mutable_start_time() =
-          event.started().start_time();
+      *ev.mutable_output() = chunk;
+      if (keep < chunk.data().size()) {
+        ev.mutable_output()->mutable_data()->resize(keep);
+      }
       EmitLocked(std::move(ev));
-    } else if (event.has_output()) {
-      const auto& chunk = event.output();
-      const size_t stream =
-          chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-      Capture& cap = captures_[target][stream];
-      const uint64_t room = capture_limit_ > cap.data.size()
-                                ? capture_limit_ - cap.data.size()
-                                : 0;
-      const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
-      cap.uncaptured += chunk.data().size() - keep;
-      if (keep > 0) {
-        JobEvent ev;
-        ev.set_target(name);
-        *ev.mutable_output() = chunk;
-        if (keep < chunk.data().size()) {
-          ev.mutable_output()->mutable_data()->resize(keep);
-        }
-        EmitLocked(std::move(ev));
-      }
-    } else if (event.has_exited()) {
-      const ExitStatus& exit = event.exited();
-      TargetState state = varan::v1::TARGET_STATE_EXITED;
-      switch (exit.kind()) {
-        case ExitStatus::KIND_TIMED_OUT:
-          state = varan::v1::TARGET_STATE_TIMED_OUT;
-          break;
-        case ExitStatus::KIND_CANCELED:
-          state = varan::v1::TARGET_STATE_CANCELED;
-          break;
-        case ExitStatus::KIND_START_FAILED:
-        case ExitStatus::KIND_OUTPUT_LIMIT:
-          state = varan::v1::TARGET_STATE_FAILED;
-          break;
-        default:
-          break;
-      }
-      FinishTargetLocked(target, state, &exit, exit.error());
+    }
+  } else if (event.has_exited()) {
+    const ExitStatus& exit = event.exited();
+    TargetState state = varan::v1::TARGET_STATE_EXITED;
+    switch (exit.kind()) {
+      case ExitStatus::KIND_TIMED_OUT:
+        state = varan::v1::TARGET_STATE_TIMED_OUT;
+        break;
+      case ExitStatus::KIND_CANCELED:
+        state = varan::v1::TARGET_STATE_CANCELED;
+        break;
+      case ExitStatus::KIND_START_FAILED:
+      case ExitStatus::KIND_OUTPUT_LIMIT:
+        state = varan::v1::TARGET_STATE_FAILED;
+        break;
+      default:
+        break;
+    }
+    FinishTargetLocked(target, state, &exit, exit.error());
+  }
+}
+
+void Job::TailLocked(size_t target, varan::v1::OutputStream stream,
+                     const varan::v1::OutputTail& tail) {
+  const size_t s = stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
+  Capture& cap = captures_[target][s];
+  const uint64_t seen = cap.data.size() + cap.uncaptured;
+  const uint64_t end = tail.offset() + tail.data().size();
+  if (end <= seen) return;
+  if (tail.offset() > seen) {
+    // Output between what arrived and the tail's start is gone: count it
+    // with the bytes not captured, so the totals still add up.
+    cap.uncaptured += tail.offset() - seen;
+  }
+  const uint64_t from = std::max(seen, tail.offset()) - tail.offset();
+  varan::v1::ExecuteEvent ev;
+  ev.mutable_output()->set_stream(stream);
+  ev.mutable_output()->set_sequence(next_chunk_[target][s]);
+  ev.mutable_output()->set_data(tail.data().substr(from));
+  ExecuteEventLocked(target, ev);
+}
+
+void Job::ApplyReport(size_t target, const varan::v1::ExecutionReport& report) {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (FinalLocked(target)) return false;
+    const size_t before = events_.size();
+    if (report.has_started() && !started_[target]) {
+      varan::v1::ExecuteEvent ev;
+      *ev.mutable_started() = report.started();
+      ExecuteEventLocked(target, ev);
+    }
+    if (report.has_exited()) {
+      TailLocked(target, varan::v1::OUTPUT_STREAM_STDOUT, report.stdout_tail());
+      TailLocked(target, varan::v1::OUTPUT_STREAM_STDERR, report.stderr_tail());
+      varan::v1::ExecuteEvent ev;
+      *ev.mutable_exited() = report.exited();
+      ExecuteEventLocked(target, ev);
     }
     return events_.size() != before;
   });
+}
+
+bool Job::AmendLost(size_t target, const varan::v1::ExecutionReport& report) {
+  return Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const varan::v1::JobTarget& t = record_.targets(static_cast<int>(target));
+    if (t.state() != varan::v1::TARGET_STATE_LOST || !report.has_exited()) {
+      return false;
+    }
+    TailLocked(target, varan::v1::OUTPUT_STREAM_STDOUT, report.stdout_tail());
+    TailLocked(target, varan::v1::OUTPUT_STREAM_STDERR, report.stderr_tail());
+    const ExitStatus& exit = report.exited();
+    TargetState state = varan::v1::TARGET_STATE_EXITED;
+    if (exit.kind() == ExitStatus::KIND_TIMED_OUT) {
+      state = varan::v1::TARGET_STATE_TIMED_OUT;
+    } else if (exit.kind() == ExitStatus::KIND_CANCELED) {
+      state = varan::v1::TARGET_STATE_CANCELED;
+    } else if (exit.kind() == ExitStatus::KIND_START_FAILED ||
+               exit.kind() == ExitStatus::KIND_OUTPUT_LIMIT) {
+      state = varan::v1::TARGET_STATE_FAILED;
+    }
+    JobEvent ev;
+    ev.set_target(t.name());
+    auto* f = ev.mutable_finished();
+    f->set_state(state);
+    *f->mutable_exit_status() = exit;
+    f->set_error(exit.error().empty()
+                     ? "reported by the periphery after it had been lost"
+                     : exit.error());
+    f->set_late(true);
+    f->set_stdout_uncaptured_bytes(captures_[target][0].uncaptured);
+    f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
+    EmitLocked(std::move(ev));
+    if (final_targets_ >= target_count_) {
+      EmitJobFinishedLocked();
+      // The stored summary is written again.
+      final_persist_started_ = false;
+    }
+    return true;
+  });
+}
+
+bool Job::Settled(size_t target) const {
+  absl::MutexLock lock(&mu_);
+  return FinalLocked(target) || record_.has_cancel_time();
+}
+
+bool Job::Started(size_t target) const {
+  absl::MutexLock lock(&mu_);
+  return started_[target];
+}
+
+int Job::TargetIndex(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  return varan::core::TargetIndex(record_, name);
 }
 
 void Job::OnExecuteDone(size_t target, const absl::Status& status) {

@@ -95,6 +95,22 @@ class Job {
   // After a core restart: targets never sent become FAILED, targets sent or
   // running become LOST (their outcome is unknown), each with a reason.
   void AbandonAfterRestart();
+  // What the periphery reported about the target's execution after its call
+  // ended (or core restarted): a start not seen yet, output past what core
+  // received (from the report's tails), and the end. Ignored for a final
+  // target.
+  void ApplyReport(size_t target, const varan::v1::ExecutionReport& report);
+  // The outcome the periphery reported for a target that became LOST: the
+  // target takes it (a `finished` event marked late) and the job's summary
+  // is recomputed (a new `job_finished` when it had finished). False when
+  // the target is not LOST or the report has no outcome.
+  bool AmendLost(size_t target, const varan::v1::ExecutionReport& report);
+  // Index of the target named `name`, or -1.
+  int TargetIndex(const std::string& name) const;
+  // The target is final, or the job was canceled.
+  bool Settled(size_t target) const;
+  // The periphery reported the target's process started.
+  bool Started(size_t target) const;
 
   // --- Watching. --------------------------------------------------------
   enum class Read { kEvent, kWait, kEnd };
@@ -126,6 +142,16 @@ class Job {
   // Applies an event's effect on the record (live and on replay).
   absl::Status ApplyLocked(const varan::v1::JobEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one ExecuteEvent of `target` (not final).
+  void ExecuteEventLocked(size_t target, const varan::v1::ExecuteEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Emits output events for what `tail` holds past what core received of
+  // `stream` of `target`.
+  void TailLocked(size_t target, varan::v1::OutputStream stream,
+                  const varan::v1::OutputTail& tail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Emits `job_finished` with the job's current summary.
+  void EmitJobFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Emits `finished` for a target (and `job_finished` when it was the last).
   void FinishTargetLocked(size_t target, varan::v1::TargetState state,
                           const varan::v1::ExitStatus* exit,
@@ -151,6 +177,8 @@ class Job {
   // [target][0 = stdout, 1 = stderr]
   std::vector<std::array<Capture, 2>> captures_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> started_ ABSL_GUARDED_BY(mu_);
+  // [target][stream]: sequence of the next output chunk.
+  std::vector<std::array<uint64_t, 2>> next_chunk_ ABSL_GUARDED_BY(mu_);
   size_t final_targets_ ABSL_GUARDED_BY(mu_) = 0;
   size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<varan::v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);

@@ -230,6 +230,11 @@ absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::RecordHeartbeat(
   varan::v1::HeartbeatResponse response;
   SetDuration(fleet_->heartbeat_interval(),
               response.mutable_heartbeat_interval());
+  if (!request.executions().empty()) {
+    for (auto& ack : dispatcher_->OnPeripheryReport(id, request.executions())) {
+      response.add_acknowledged(std::move(ack));
+    }
+  }
   return response;
 }
 

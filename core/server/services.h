@@ -24,10 +24,14 @@ namespace varan::core {
 class RegistryService final : public varan::v1::Registry::CallbackService,
                               public TunnelHandler {
  public:
-  // `tunnels` serves Connect; it must outlive the service.
+  // `tunnels` serves Connect; `dispatcher` takes the executions reported in
+  // heartbeats. Both must outlive the service.
   RegistryService(const Authenticator* auth, FleetRegistry* fleet,
-                  TunnelHub* tunnels)
-      : auth_(auth), fleet_(fleet), tunnels_(tunnels) {}
+                  TunnelHub* tunnels, Dispatcher* dispatcher)
+      : auth_(auth),
+        fleet_(fleet),
+        tunnels_(tunnels),
+        dispatcher_(dispatcher) {}
 
   grpc::ServerUnaryReactor* Register(
       grpc::CallbackServerContext* context,
@@ -58,6 +62,7 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
   const Authenticator* const auth_;
   FleetRegistry* const fleet_;
   TunnelHub* const tunnels_;
+  Dispatcher* const dispatcher_;
 };
 
 class FleetService final : public varan::v1::Fleet::CallbackService {

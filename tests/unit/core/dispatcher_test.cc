@@ -385,14 +385,37 @@ TEST_F(DispatcherTest, FinishedJobsAreReadBackFromTheStoreAfterARestart) {
   EXPECT_TRUE(ev.has_accepted());
 }
 
-TEST_F(DispatcherTest, JobsRunningAtACrashEndLostOrFailedAfterRecovery) {
-  Add("p1");
-  Add("p2");
+// A finished report from a periphery: exit code and an output tail.
+varan::v1::ExecutionReport Finished(const std::string& execution_id, int code,
+                                    const std::string& tail,
+                                    uint64_t offset = 0) {
+  varan::v1::ExecutionReport r;
+  r.set_execution_id(execution_id);
+  r.mutable_started()->set_pid(42);
+  r.mutable_exited()->set_kind(ExitStatus::KIND_EXITED);
+  r.mutable_exited()->set_code(code);
+  r.mutable_stdout_tail()->set_offset(offset);
+  r.mutable_stdout_tail()->set_data(tail);
+  return r;
+}
+
+google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> Reports(
+    std::vector<varan::v1::ExecutionReport> list) {
+  google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> out;
+  for (auto& r : list) *out.Add() = std::move(r);
+  return out;
+}
+
+TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
+  const std::string p1 = Add("p1");
+  const std::string p2 = Add("p2");
   Add("p3");
   auto req = Request("");
   req.mutable_options()->set_max_parallel(2);
   auto job = MustDispatch(req);
+  EXPECT_TRUE(links_.calls()[0]->request.hold_result());
   links_.calls()[0]->Start(1);  // p1 running, p2 dispatched, p3 queued
+  links_.calls()[0]->Output("first\n");
   const std::string id = job->id();
   ASSERT_TRUE(store_->Sync().ok());
   // A crash: what was committed is all there is. Copy the database as it
@@ -408,17 +431,93 @@ TEST_F(DispatcherTest, JobsRunningAtACrashEndLostOrFailedAfterRecovery) {
   auto recovered = dispatcher_->Recover();
   ASSERT_TRUE(recovered.ok()) << recovered.status();
   EXPECT_EQ(*recovered, 1u);
-  ASSERT_TRUE(store_->Sync().ok());
   auto found = dispatcher_->Find(id);
   ASSERT_TRUE(found.ok()) << found.status();
-  auto snap = (*found)->Snapshot(false);
+  std::shared_ptr<Job> restored = *found;
+  EXPECT_THAT(States(*restored), ElementsAre(varan::v1::TARGET_STATE_RUNNING,
+                                             varan::v1::TARGET_STATE_DISPATCHED,
+                                             varan::v1::TARGET_STATE_FAILED));
+  EXPECT_THAT(restored->Snapshot(false).targets(2).error(),
+              HasSubstr("never ran"));
+
+  // p1 reports the command still running, then finished (its tail holds
+  // the first line core had, and the one it missed).
+  varan::v1::ExecutionReport still;
+  still.set_execution_id(id + "/p1");
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({still})),
+              ::testing::IsEmpty());
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({still})),
+              ::testing::IsEmpty());
+  EXPECT_EQ(States(*restored)[0], varan::v1::TARGET_STATE_RUNNING);
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(
+                  p1, Reports({Finished(id + "/p1", 0, "first\nsecond\n")})),
+              ElementsAre(id + "/p1"));
+  auto snap = restored->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).stdout(), "first\nsecond\n");
+
+  // p2 does not hold its execution: after two reports without it, the
+  // target (which never started) fails with the reason.
+  dispatcher_->OnPeripheryReport(p2, Reports({}));
+  EXPECT_EQ(States(*restored)[1], varan::v1::TARGET_STATE_DISPATCHED);
+  dispatcher_->OnPeripheryReport(p2, Reports({}));
+  snap = restored->Snapshot(false);
+  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(1).error(), HasSubstr("no longer holds"));
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
-  EXPECT_THAT(snap.targets(0).error(), HasSubstr("was running"));
-  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_LOST);
-  EXPECT_THAT(snap.targets(1).error(), HasSubstr("being sent"));
-  EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_THAT(snap.targets(2).error(), HasSubstr("never ran"));
+}
+
+TEST_F(DispatcherTest,
+       ABrokenCallWaitsForThePeripheryInsteadOfLosingTheTarget) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  FakeCall* call = links_.calls()[0];
+  call->Start(7);
+  call->Output("a");
+  call->End(absl::UnavailableError("connection reset"));
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
+  // A report of another periphery changes nothing.
+  dispatcher_->OnPeripheryReport(
+      "someone-else", Reports({Finished(job->id() + "/p1", 0, "ab")}));
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
+  // The tail adds what core missed ("b"), and the exit code.
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(
+                  p1, Reports({Finished(job->id() + "/p1", 3, "ab")})),
+              ElementsAre(job->id() + "/p1"));
+  auto snap = job->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).exit_status().code(), 3);
+  EXPECT_EQ(snap.targets(0).stdout(), "ab");
+}
+
+TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  FakeCall* call = links_.calls()[0];
+  call->Start(7);
+  call->End(absl::UnavailableError("link down"));
+  // The periphery stays away past its TTL: the target is lost.
+  clock_.Advance(kInterval * 4);
+  fleet_->Tick();
+  ASSERT_TRUE(store_->Sync().ok());
+  auto snap = job->Snapshot(false);
+  ASSERT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  ASSERT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  // It comes back and reports the command's outcome: recorded, and the job
+  // summary follows (read back from the store like any finished job).
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(
+                  p1, Reports({Finished(job->id() + "/p1", 0, "late\n")})),
+              ElementsAre(job->id() + "/p1"));
+  ASSERT_TRUE(store_->Sync().ok());
+  auto found = dispatcher_->Find(job->id());
+  ASSERT_TRUE(found.ok());
+  snap = (*found)->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).stdout(), "late\n");
+  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
+  auto listed = dispatcher_->List(varan::v1::ListJobsRequest());
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs(0).state(), varan::v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(DispatcherTest, ListJobsFiltersPagesAndShowsLiveState) {
