@@ -128,7 +128,11 @@ class Dispatcher::TargetRun final : public ExecuteObserver {
       absl::MutexLock lock(&mu_);
       done_ = true;
       call_ = nullptr;
-      if (!gone_ && Recoverable(status) && !job_->Settled(index_)) {
+      // Only a command the periphery reported started is waited for: a call
+      // that fails before that (periphery unreachable, refused) fails the
+      // target at once, as a retry by the operator should.
+      if (!gone_ && Recoverable(status) && job_->Started(index_) &&
+          !job_->Settled(index_)) {
         awaiting_ = true;
         broke_ = status;
         misses_ = 0;

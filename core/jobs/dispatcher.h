@@ -12,7 +12,9 @@
 // Losing nothing: core asks peripheries to hold the result of every
 // command it sends (ExecuteRequest.hold_result), and they report what they
 // hold in their heartbeats (OnPeripheryReport). When a call breaks (a cut
-// link, a restarting periphery), its target is not given up: it waits for
+// link, a restarting periphery) after the command started, its target is
+// not given up (a call failing before that fails its target, as before):
+// it waits for
 // the periphery to report the command — finished (its result and output
 // tail are recorded), still running (it waits on), or unknown in two
 // heartbeats in a row (LOST, or FAILED if it never started). After a core
