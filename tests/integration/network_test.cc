@@ -9,6 +9,8 @@
 #include <atomic>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -83,9 +85,13 @@ class NetNs {
 
 // A veth pair between two namespaces with optional IPv4 and IPv6 addresses
 // on each end (empty = none). IPv6 addresses are added without duplicate
-// address detection so they are usable at once.
-void Link(const NetNs& a, const NetNs& b, const std::string& a4,
-          const std::string& b4, const std::string& a6, const std::string& b6) {
+// address detection so they are usable at once. Returns the names of the
+// two ends (in a, in b).
+std::pair<std::string, std::string> Link(const NetNs& a, const NetNs& b,
+                                         const std::string& a4,
+                                         const std::string& b4,
+                                         const std::string& a6,
+                                         const std::string& b6) {
   static std::atomic<int> counter{0};
   const int n = counter++;
   const std::string ia = absl::StrCat("va", getpid() % 100000, "x", n);
@@ -106,6 +112,7 @@ void Link(const NetNs& a, const NetNs& b, const std::string& a4,
   }
   Sh(absl::StrCat("ip -n ", a.name(), " link set ", ia, " up"));
   Sh(absl::StrCat("ip -n ", b.name(), " link set ", ib, " up"));
+  return {ia, ib};
 }
 
 class NetworkTest : public ::testing::Test {
@@ -120,12 +127,13 @@ class NetworkTest : public ::testing::Test {
   }
 
   // Starts core in `ns` with its default listen address ([::]:7700).
-  Daemon* StartCore(const NetNs& ns) {
+  Daemon* StartCore(const NetNs& ns, std::vector<std::string> extra = {}) {
     core_dir_ = dir_.File(absl::StrCat("core-", ns.name()));
-    daemons_.push_back(std::make_unique<Daemon>(
-        ns.In({BinPath("varan-core"), "--data-dir", core_dir_,
-               "--heartbeat-interval", "0.5"}),
-        dir_.File("core.log")));
+    std::vector<std::string> argv = {BinPath("varan-core"), "--data-dir",
+                                     core_dir_, "--heartbeat-interval", "0.5"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    daemons_.push_back(
+        std::make_unique<Daemon>(ns.In(argv), dir_.File("core.log")));
     Daemon* core = daemons_.back().get();
     core->Start();
     EXPECT_TRUE(WaitFor([&] {
@@ -335,6 +343,94 @@ TEST_F(NetworkTest, MixedFleetIsReachedByOneFanOut) {
   EXPECT_THAT(r.out, HasSubstr("only-v4 | reached"));
   EXPECT_THAT(r.out, HasSubstr("only-v6 | reached"));
   EXPECT_THAT(r.err, HasSubstr("2 of 2 succeeded"));
+}
+
+// Issue #6: a link partition longer than the TTL. Both kinds of periphery
+// (tunnel, dial) go offline and their running targets are lost; the
+// commands go on; when the link returns they are back online and report
+// how the commands ended, which replaces "lost".
+TEST_F(NetworkTest, PartitionLongerThanTheTtlThenResultsAreDelivered) {
+  const NetNs& core_ns = Ns("c");
+  const NetNs& host_ns = Ns("h");
+  const auto [core_end, host_end] =
+      Link(core_ns, host_ns, "10.201.9.1", "10.201.9.2", "", "");
+  // TTL 1.5 s; keepalive 1 s + 1 s on both sides.
+  const std::vector<std::string> keepalive = {"--keepalive-time", "1",
+                                              "--keepalive-timeout", "1"};
+  StartCore(core_ns, keepalive);
+  std::vector<std::string> tunnel_args = {"--tunnel", "--no-listen",
+                                          "--reconnect-max-backoff", "1"};
+  tunnel_args.insert(tunnel_args.end(), keepalive.begin(), keepalive.end());
+  std::vector<std::string> dial_args = {"--reconnect-max-backoff", "1"};
+  dial_args.insert(dial_args.end(), keepalive.begin(), keepalive.end());
+  Daemon* t =
+      StartPeriphery(host_ns, "cut-tunnel", "10.201.9.1:7700", tunnel_args);
+  Daemon* d = StartPeriphery(host_ns, "cut-dial", "10.201.9.1:7700", dial_args);
+  WaitOnline(core_ns, "[::1]:7700", "cut-tunnel", t);
+  WaitOnline(core_ns, "[::1]:7700", "cut-dial", d);
+
+  RunResult dispatched = Ctl(core_ns, "[::1]:7700",
+                             {"exec", "-l", "net=test", "--async", "--shell",
+                              "--", "echo before; sleep 5; echo after"});
+  ASSERT_EQ(dispatched.exit_code, 0) << dispatched.err;
+  const std::string id(absl::StripAsciiWhitespace(dispatched.out));
+  auto job_json = [&] {
+    return Ctl(core_ns, "[::1]:7700", {"jobs", "get", id, "-o", "json"}).out;
+  };
+  auto count = [](const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos;
+         at = text.find(what, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::string before = absl::Base64Escape("before\n");
+  ASSERT_TRUE(WaitFor([&] { return count(job_json(), before) == 2; }))
+      << job_json();
+
+  // The link goes down, for longer than the TTL.
+  Sh(absl::StrCat("ip -n ", host_ns.name(), " link set ", host_end, " down"));
+  auto state = [&](const std::string& name) {
+    return Ctl(core_ns, "[::1]:7700",
+               {"peripheries", "get", name, "-o", "json"})
+        .out;
+  };
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(state("cut-tunnel"),
+                                 "PERIPHERY_STATE_OFFLINE") &&
+               absl::StrContains(state("cut-dial"), "PERIPHERY_STATE_OFFLINE");
+      },
+      absl::Seconds(10)));
+  // Their targets are lost meanwhile, with the reason.
+  EXPECT_TRUE(WaitFor([&] {
+    return count(job_json(), "TARGET_STATE_LOST") == 2;
+  })) << job_json();
+  EXPECT_THAT(job_json(), HasSubstr("went offline"));
+  absl::SleepFor(absl::Seconds(3));  // the commands end while cut off
+
+  // The link returns: both are online again and deliver the results.
+  Sh(absl::StrCat("ip -n ", host_ns.name(), " link set ", host_end, " up"));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(state("cut-tunnel"),
+                                 "PERIPHERY_STATE_ONLINE") &&
+               absl::StrContains(state("cut-dial"), "PERIPHERY_STATE_ONLINE");
+      },
+      absl::Seconds(15)))
+      << t->Log() << d->Log();
+  const std::string all = absl::Base64Escape("before\nafter\n");
+  std::string json;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        json = job_json();
+        return count(json, "TARGET_STATE_EXITED") == 2 && count(json, all) == 2;
+      },
+      absl::Seconds(15)))
+      << json << t->Log() << d->Log();
+  EXPECT_THAT(json, HasSubstr("JOB_STATE_SUCCEEDED"));
+  (void)core_end;
 }
 
 }  // namespace

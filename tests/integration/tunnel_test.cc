@@ -214,7 +214,7 @@ TEST_F(TunnelKeepaliveTest, IdleTunnelOutlivesManyKeepalivePeriods) {
   absl::SleepFor(absl::Seconds(8));  // eight keepalive periods, no heartbeat
   const std::string log = periphery_->Log();
   // Pings went out all along (on the idle connection) ...
-  EXPECT_GE(Count(log, "Start keepalive ping"), 5u) << log;
+  EXPECT_GE(Count(log, "Start keepalive ping"), 4u) << log;
   // ... and core never objected, nor did the tunnel ever close.
   EXPECT_THAT(log, ::testing::Not(HasSubstr("too_many_pings")));
   EXPECT_THAT(log, ::testing::Not(HasSubstr("tunnel to core at")));
