@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test asan-test bench clean format
+.PHONY: all deps build run test asan-test bench bench-build bench-quick clean format
 
 all: build
 
@@ -26,11 +26,21 @@ asan-test:
 	$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_FLAGS=-DVARAN_SANITIZE=address,undefined
 
 # Benchmarks, Release build in build-release/ (not part of `make test`).
-bench: deps
+# `make bench` installs the peers (pdsh, clush, ansible, openssh-server from
+# Debian), runs everything and writes BENCHMARKS.md; `make bench-quick` runs
+# the fan-out to 20 only (under 2 minutes) into build-release/BENCHMARKS-quick.md.
+BENCH_TARGETS = agent_bench core_bench varan-core varan-periphery varanctl
+
+bench-build: deps
 	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release
-	cmake --build build-release -j $(JOBS) --target agent_bench core_bench varan-core varan-periphery varanctl
-	build-release/bin/agent_bench
-	build-release/bin/core_bench
+	cmake --build build-release -j $(JOBS) --target $(BENCH_TARGETS)
+
+bench: bench-build
+	bench/run.sh build-release/bin BENCHMARKS.md
+
+bench-quick: bench-build
+	bench/run.sh --quick build-release/bin build-release/BENCHMARKS-quick.md
+	@cat build-release/BENCHMARKS-quick.md
 
 format:
 	find common core periphery client tests -name '*.cc' -o -name '*.h' | xargs clang-format -i

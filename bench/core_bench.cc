@@ -6,7 +6,13 @@
 //      with the same job through CoreClient::Exec (no process start; on a
 //      warm client, and on a new client per run, which adds the connection)
 //      and with `varanctl --version` (the cost of starting the binary), so
-//      the varanctl figure can be taken apart. Goal: median <= 60 ms.
+//      the varanctl figure can be taken apart. Goal: median <= 60 ms
+//      (N = 20), <= 150 ms (N = 100). With --peers FILE, the same fan-out
+//      through the tools operators use today, interleaved in the same loop
+//      and timed the same way: FILE has one peer a line, a label, a tab,
+//      then the argv separated by spaces (peers_up in bench/peers/peers.sh
+//      writes it for pdsh, clush and ansible against a loopback sshd); each
+//      must exit 0. Their median is also given as a ratio to varanctl's.
 //   2. jobs: sustained single-target Jobs.Dispatch against a real core with
 //      its SQLite store and default settings. The peripheries are simulated
 //      in this process: each is a gRPC server of its own on [::1]:0 whose
@@ -25,6 +31,7 @@
 //              [--peripheries N] [20]  [--runs N] [30]  [--warmup N] [3]
 //              [--sims N] [8]  [--window N] [128]  [--channels N] [4]
 //              [--seconds S] [10]  [--warmup-seconds S] [2]
+//              [--peers FILE] [none]
 // `make bench` builds Release and runs it after agent_bench.
 #include <fcntl.h>
 #include <spawn.h>
@@ -36,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -71,7 +79,46 @@ struct Options {
   int channels = 4;
   double seconds = 10;
   double warmup_seconds = 2;
+  std::string peers;  // file of peer commands for the fan-out, or empty
 };
+
+// A peer of the fan-out benchmark: a label and the command it runs.
+struct Peer {
+  std::string label;
+  std::vector<std::string> argv;
+  std::vector<double> ms;
+};
+
+// Reads `path` (see the header comment); an empty vector and `*error` set
+// when the file is unreadable or a line is malformed.
+std::vector<Peer> ReadPeers(const std::string& path, std::string* error) {
+  std::vector<Peer> peers;
+  std::ifstream in(path);
+  if (!in) {
+    *error = absl::StrCat("cannot read the peers file ", path);
+    return {};
+  }
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t tab = line.find('\t');
+    Peer peer;
+    if (tab != std::string::npos) {
+      peer.label = line.substr(0, tab);
+      std::istringstream words(line.substr(tab + 1));
+      for (std::string w; words >> w;) peer.argv.push_back(w);
+    }
+    if (peer.label.empty() || peer.argv.empty() || peer.argv[0][0] != '/') {
+      *error = absl::StrCat(path, ":", n,
+                            ": expected a label, a tab, and a command with "
+                            "an absolute path");
+      return {};
+    }
+    peers.push_back(std::move(peer));
+  }
+  if (peers.empty()) *error = absl::StrCat(path, " names no peer");
+  return peers;
+}
 
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -214,6 +261,15 @@ bool ClientExec(varan::client::CoreClient* client,
 }
 
 int FanOut(const Options& opt) {
+  std::vector<Peer> peers;
+  if (!opt.peers.empty()) {
+    std::string error;
+    peers = ReadPeers(opt.peers, &error);
+    if (peers.empty()) {
+      std::fprintf(stderr, "core_bench: %s\n", error.c_str());
+      return 1;
+    }
+  }
   TestFleet fleet({"--heartbeat-interval", "1"});
   fleet.StartCore();
   for (int i = 0; i < opt.peripheries; ++i) {
@@ -295,7 +351,19 @@ int FanOut(const Options& opt) {
       std::fprintf(stderr, "core_bench: varanctl --version exited %d\n", code);
       return 1;
     }
+    std::vector<double> peer_ms;
+    for (const Peer& peer : peers) {
+      peer_ms.push_back(TimedRun(peer.argv, env, &code));
+      if (code != 0) {
+        std::fprintf(stderr, "core_bench: %s exited %d\n", peer.label.c_str(),
+                     code);
+        return 1;
+      }
+    }
     if (i < 0) continue;
+    for (size_t p = 0; p < peers.size(); ++p) {
+      peers[p].ms.push_back(peer_ms[p]);
+    }
     ctl.push_back(ctl_ms);
     warm.push_back(warm_ms);
     fresh.push_back(fresh_ms);
@@ -308,19 +376,35 @@ int FanOut(const Options& opt) {
       opt.peripheries, opt.runs, opt.warmup, load_before.c_str(),
       VARAN_BIN_DIR);
   std::printf(
-      "| measure | median | p90 | min | max |\n|---|---|---|---|---|\n");
-  auto row = [](const char* name, const std::vector<double>& v) {
-    std::printf("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms |\n", name,
-                Percentile(v, 0.5), Percentile(v, 0.9),
-                *std::min_element(v.begin(), v.end()),
-                *std::max_element(v.begin(), v.end()));
+      "| measure | median | p10 | p90 | min | max | median / varanctl's "
+      "|\n|---|---|---|---|---|---|---|\n");
+  const double ctl_median = Percentile(ctl, 0.5);
+  auto row = [ctl_median](const std::string& name,
+                          const std::vector<double>& v) {
+    std::printf(
+        "| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2fx |\n",
+        name.c_str(), Percentile(v, 0.5), Percentile(v, 0.1),
+        Percentile(v, 0.9), *std::min_element(v.begin(), v.end()),
+        *std::max_element(v.begin(), v.end()), Percentile(v, 0.5) / ctl_median);
   };
-  row("`varanctl exec -l bench=yes -- true`, spawn to exit (goal: median "
-      "<= 60 ms)",
+  std::string goal;
+  if (opt.peripheries == 20) goal = " (goal: median <= 60 ms)";
+  if (opt.peripheries == 100) goal = " (goal: median <= 150 ms)";
+  row(absl::StrCat("`varanctl exec -l bench=yes -- true`, spawn to exit", goal),
       ctl);
   row("CoreClient::Exec, warm client (fan-out only)", warm);
   row("CoreClient::Exec, new client per run (connect + fan-out)", fresh);
   row("`varanctl --version`, spawn to exit (process start)", version);
+  for (const Peer& peer : peers) {
+    std::string command = peer.argv[0].substr(peer.argv[0].rfind('/') + 1);
+    for (size_t a = 1; a < peer.argv.size(); ++a) {
+      // Paths of the harness's temporary directory say nothing.
+      const std::string& arg = peer.argv[a];
+      absl::StrAppend(&command, " ",
+                      arg[0] == '/' ? arg.substr(arg.rfind('/') + 1) : arg);
+    }
+    row(absl::StrCat("peer ", peer.label, ": `", command, "`"), peer.ms);
+  }
   std::printf("\n");
   return 0;
 }
@@ -785,6 +869,8 @@ int main(int argc, char** argv) {
       opt.seconds = std::stod(value);
     } else if (flag == "--warmup-seconds") {
       opt.warmup_seconds = std::stod(value);
+    } else if (flag == "--peers") {
+      opt.peers = value;
     } else {
       std::fprintf(stderr, "core_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -796,7 +882,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: core_bench [--bench all|fanout|jobs] [--peripheries "
                  "N] [--runs N] [--warmup N] [--sims N] [--window N] "
-                 "[--channels N] [--seconds S] [--warmup-seconds S]\n");
+                 "[--channels N] [--seconds S] [--warmup-seconds S] "
+                 "[--peers FILE]\n");
     return 2;
   }
   int rc = 0;

@@ -1,0 +1,101 @@
+#!/bin/bash
+# Runs the benchmarks and writes their report (BENCHMARKS.md):
+#   bench/run.sh [--quick] BIN_DIR OUT
+# BIN_DIR holds a Release build of core_bench, agent_bench and the daemons
+# (`make bench` / `make bench-quick` build them). Installs the peers from
+# Debian (bench/peers/install.sh), starts an sshd of its own on loopback
+# for them (bench/peers/peers.sh) and stops it on exit.
+#   full:  fan-out to N = 20 (10 runs, 2 warm-up) and N = 100 (5 runs, 1
+#          warm-up: ansible takes tens of seconds a run there), versus pdsh,
+#          clush and ansible; then core_bench's jobs/s and agent_bench.
+#   quick: fan-out to N = 20 only (3 runs, 1 warm-up), under 2 minutes.
+set -euo pipefail
+mode=full
+if [ "${1:-}" = --quick ]; then
+  mode=quick
+  shift
+fi
+[ $# -eq 2 ] || { echo "usage: bench/run.sh [--quick] BIN_DIR OUT" >&2; exit 2; }
+BIN=$(cd "$1" && pwd)
+OUT=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+if [ "$mode" = quick ]; then
+  sizes="20"
+  plan="20:3:1"
+else
+  sizes="20 100"
+  plan="20:10:2 100:5:1"
+fi
+
+"$HERE/peers/install.sh"
+# shellcheck source=peers/peers.sh
+. "$HERE/peers/peers.sh"
+work=$(mktemp -d /tmp/varan-bench.XXXXXX)
+cleanup() {
+  peers_down "$work/peers"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+peers_up "$work/peers" $sizes
+. "$work/peers/env"
+
+version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+report="$work/report.md"
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench$([ "$mode" = quick ] && echo -quick)\` (\`bench/run.sh\`$([ "$mode" = quick ] && echo ' --quick')) on $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+  echo
+  echo "## Machine"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| CPUs (\`nproc\`) | $(nproc) |"
+  echo "| CPU model | ${cpu:-?} |"
+  echo "| kernel | $(uname -r) |"
+  echo "| load average at start (1, 5, 15 min) | $load_start |"
+  echo "| peers (Debian) | openssh-server $(version openssh-server), pdsh $(version pdsh), clustershell $(version clustershell), ansible-core $(version ansible-core) |"
+  echo
+  echo "Every figure is wall time from posix_spawn to waitpid, with stdout and"
+  echo "stderr on /dev/null. A load average at start above the CPU count means"
+  echo "other work shared the machine during the run and the absolute figures"
+  echo "are inflated by it; each way is interleaved run by run with the others,"
+  echo "so load falls on all alike, and the ratios within one table are what"
+  echo "to compare."
+  echo
+  echo "## 1. Fan-out of \`true\`: Varan versus pdsh, clush and ansible"
+  echo
+  echo "Varan: a real varan-core and N real varan-periphery processes on this"
+  echo "machine (gRPC on loopback). The peers: one sshd started for them on"
+  echo "127.0.0.1 (own config, host key and authorized key; MaxStartups and"
+  echo "MaxSessions 1000; UsePAM no; UseDNS no), N host aliases bench-1..N in"
+  echo "an ssh config all pointing at it, logged in as a plain user whose"
+  echo "shell is dash (no rc files). pdsh with \`-f N\` and ClusterShell with"
+  echo "fanout 256, so neither serialises; Ansible with its defaults (ssh"
+  echo "with ControlPersist, so runs after the first reuse connections; no"
+  echo "pipelining) and forks 256. Each peer command must exit 0."
+  echo
+} > "$report"
+
+for step in $plan; do
+  IFS=: read -r n runs warmup <<< "$step"
+  echo "bench: fan-out to $n ($runs runs, $warmup warm-up)" >&2
+  "$BIN/core_bench" --bench fanout --peripheries "$n" --runs "$runs" \
+    --warmup "$warmup" --peers "$work/peers/peers-$n.txt" >> "$report"
+done
+
+if [ "$mode" = full ]; then
+  echo "## Other benchmarks (Varan alone)" >> "$report"
+  echo >> "$report"
+  echo "bench: core_bench --bench jobs" >&2
+  "$BIN/core_bench" --bench jobs >> "$report"
+  echo "bench: agent_bench" >&2
+  "$BIN/agent_bench" >> "$report"
+fi
+echo "load average at the end (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >> "$report"
+cp "$report" "$OUT"
+echo "bench: wrote $OUT" >&2
