@@ -13,7 +13,8 @@
 # - DIR/ssh_config with host aliases bench-1..bench-MAX all pointing at it
 #   (host key pinned in DIR/known_hosts), and for each N: DIR/peers-N.txt,
 #   the peer commands core_bench --peers times (a label, a tab, the argv
-#   separated by spaces), DIR/inventory-N for Ansible;
+#   separated by spaces; pdsh and clush with -S, so that they exit non-zero
+#   when a host fails, as ansible does), and DIR/inventory-N for Ansible;
 # - DIR/env: the environment the peer commands need (source it).
 
 peers_up() {
@@ -37,16 +38,22 @@ peers_up() {
   DIR=$(cd "$DIR" && pwd)
   ssh-keygen -q -t ed25519 -N '' -C varan-bench-host -f "$DIR/host_ed25519"
   ssh-keygen -q -t ed25519 -N '' -C varan-bench-client -f "$DIR/id_ed25519"
-  cp "$DIR/id_ed25519.pub" "$DIR/authorized_keys"
-  chmod 644 "$DIR/authorized_keys"  # sshd reads it as the user
+
 
   PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # sshd reads the authorized keys as the user, who cannot enter DIR if it
+  # is below a private directory (mktemp -d): the key goes to its home,
+  # one file per run (peers_down removes it).
+  mkdir -p -m 700 "$HOME_DIR/.ssh"
+  cp "$DIR/id_ed25519.pub" "$HOME_DIR/.ssh/authorized_keys-$PORT"
+  chown -R "$USER_NAME:" "$HOME_DIR/.ssh"
+  echo "$HOME_DIR/.ssh/authorized_keys-$PORT" > "$DIR/authorized_keys_path"
   cat > "$DIR/sshd_config" <<CFG
 ListenAddress 127.0.0.1
 Port $PORT
 HostKey $DIR/host_ed25519
 PidFile $DIR/sshd.pid
-AuthorizedKeysFile $DIR/authorized_keys
+AuthorizedKeysFile $HOME_DIR/.ssh/authorized_keys-$PORT
 AllowUsers $USER_NAME
 StrictModes no
 UsePAM no
@@ -123,8 +130,8 @@ CFG
     : > "$DIR/inventory-$N"
     for i in $(seq "$N"); do echo "bench-$i" >> "$DIR/inventory-$N"; done
     {
-      printf 'pdsh -R ssh\t/usr/bin/pdsh -R ssh -f %s -w bench-[1-%s] true\n' "$N" "$N"
-      printf 'clush\t/usr/bin/clush -w bench-[1-%s] true\n' "$N"
+      printf 'pdsh -R ssh\t/usr/bin/pdsh -S -R ssh -f %s -w bench-[1-%s] true\n' "$N" "$N"
+      printf 'clush\t/usr/bin/clush -S -w bench-[1-%s] true\n' "$N"
       printf 'ansible -m command\t/usr/bin/ansible all -i %s/inventory-%s -m command -a true\n' "$DIR" "$N"
     } > "$DIR/peers-$N.txt"
   done
@@ -136,20 +143,27 @@ CFG
 # user (by pid), then the sshd (by the pid this shell started it with).
 peers_down() {
   local DIR=$1
+  # Called from traps under set -e: nothing here may fail.
   [ -d "$DIR" ] || return 0
   for sock in "$DIR"/ansible-cp/*; do
-    [ -S "$sock" ] && ssh -o ControlPath="$sock" -O exit bench-1 >/dev/null 2>&1
+    [ -S "$sock" ] || continue
+    ssh -o ControlPath="$sock" -O exit bench-1 >/dev/null 2>&1 || true
   done
   # Sessions end while sshd still runs, so that it reaps them.
-  for pid in $(pgrep -u varan-bench 2>/dev/null); do kill "$pid" 2>/dev/null; done
+  for pid in $(pgrep -u varan-bench 2>/dev/null || true); do
+    kill "$pid" 2>/dev/null || true
+  done
   if [ -n "${PEERS_SSHD_PID:-}" ]; then
     for _ in $(seq 50); do
       pgrep -P "$PEERS_SSHD_PID" >/dev/null || break
       sleep 0.1
     done
-    kill "$PEERS_SSHD_PID" 2>/dev/null
-    wait "$PEERS_SSHD_PID" 2>/dev/null
+    kill "$PEERS_SSHD_PID" 2>/dev/null || true
+    wait "$PEERS_SSHD_PID" 2>/dev/null || true
     PEERS_SSHD_PID=
+  fi
+  if [ -s "$DIR/authorized_keys_path" ]; then
+    rm -f "$(cat "$DIR/authorized_keys_path")"
   fi
   rm -rf "$DIR"
 }
