@@ -67,6 +67,12 @@ report="$work/report.md"
   echo "so load falls on all alike, and the ratios within one table are what"
   echo "to compare."
   echo
+  if awk -v l="${load_start%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
+    echo "**This run was disturbed: the 1-minute load average at start"
+    echo "(${load_start%% *}) exceeds the $(nproc) CPUs, so other work competed with"
+    echo "every figure below.**"
+    echo
+  fi
   echo "## 1. Fan-out of \`true\`: Varan versus pdsh, clush and ansible"
   echo
   echo "Varan: a real varan-core and N real varan-periphery processes on this"
@@ -94,7 +100,12 @@ if [ "$mode" = full ]; then
   echo "bench: core_bench --bench jobs" >&2
   "$BIN/core_bench" --bench jobs >> "$report"
   echo "bench: agent_bench" >&2
+  {
+    echo "### Agent.Execute against a bare posix_spawn, and 1 GiB of stdout through it (agent_bench; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    echo
+  } >> "$report"
   "$BIN/agent_bench" >> "$report"
+  echo >> "$report"
 fi
 echo "load average at the end (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >> "$report"
 cp "$report" "$OUT"
