@@ -32,7 +32,7 @@
 //              [--sims N] [8]  [--window N] [128]  [--channels N] [4]
 //              [--seconds S] [10]  [--warmup-seconds S] [2]
 //              [--peers FILE] [none]
-// `make bench` builds Release and runs it after agent_bench.
+// `make bench` (bench/run.sh) builds Release and runs it with the peers.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
