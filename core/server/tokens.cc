@@ -390,38 +390,42 @@ void TokenRegistry::CreateToken(const varan::v1::CreateTokenRequest& request,
   });
 }
 
-std::vector<varan::v1::Token> TokenRegistry::ListTokens(
+template <typename View, typename Entry>
+std::vector<View> TokenRegistry::ListOf(
+    const absl::flat_hash_map<std::string, Entry>& entries,
     bool include_revoked) const {
   const absl::Time now = clock_->Now();
-  std::vector<varan::v1::Token> out;
+  std::vector<View> out;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, t] : operators_) {
+    for (const auto& [id, t] : entries) {
       if (!include_revoked && t.stored.info.has_revoke_time()) continue;
       out.push_back(Render(t, now));
     }
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+  std::sort(out.begin(), out.end(), [](const View& a, const View& b) {
     if (a.name() != b.name()) return a.name() < b.name();
     return FromTimestamp(a.create_time()) < FromTimestamp(b.create_time());
   });
   return out;
 }
 
-void TokenRegistry::RevokeToken(const std::string& name_or_id,
-                                const std::string& by,
-                                Done<varan::v1::Token> done) {
+template <typename View, typename Entry>
+void TokenRegistry::Revoke(Entry* (TokenRegistry::*find)(const std::string&),
+                           absl::string_view what,
+                           const std::string& name_or_id, const std::string& by,
+                           Done<View> done) {
   const absl::Time now = clock_->Now();
-  StoredToken save;
-  absl::StatusOr<varan::v1::Token> answer_now;  // OK: go on and store
+  decltype(Entry::stored) save;
+  absl::StatusOr<View> answer_now;  // OK: go on and store
   {
     absl::MutexLock lock(&mu_);
-    Operator* t = FindOperatorLocked(name_or_id);
+    Entry* t = (this->*find)(name_or_id);
     if (t == nullptr) {
-      answer_now = NotFound("token", name_or_id);
+      answer_now = NotFound(what, name_or_id);
     } else if (t->bootstrap) {
       answer_now = absl::FailedPreconditionError(absl::StrCat(
-          "token \"", t->stored.info.name(), "\" is read from ",
+          what, " \"", t->stored.info.name(), "\" is read from ",
           t->stored.info.created_by(),
           " at start: replace or delete that file and send core SIGHUP"));
     } else if (t->stored.info.has_revoke_time()) {
@@ -436,18 +440,31 @@ void TokenRegistry::RevokeToken(const std::string& name_or_id,
     done(std::move(answer_now));
     return;
   }
-  spdlog::info("token {} revoked by {}", save.info.name(), by);
-  Persist(save, [this, save, done = std::move(done)](absl::Status s) {
+  spdlog::info("{} {} revoked by {}", what, save.info.name(), by);
+  Persist(save, [this, what = std::string(what), save,
+                 done = std::move(done)](absl::Status s) {
     if (!s.ok()) {
       // Revoked in memory already; only the record of it may be lost.
       done(absl::UnavailableError(absl::StrCat(
-          "the token is revoked until core restarts, but core could not "
-          "store that: ",
+          "the ", what,
+          " is revoked until core restarts, but core could not store that: ",
           s.message())));
       return;
     }
-    done(Render(Operator{save, false}, clock_->Now()));
+    done(Render(Entry{save, false}, clock_->Now()));
   });
+}
+
+std::vector<varan::v1::Token> TokenRegistry::ListTokens(
+    bool include_revoked) const {
+  return ListOf<varan::v1::Token>(operators_, include_revoked);
+}
+
+void TokenRegistry::RevokeToken(const std::string& name_or_id,
+                                const std::string& by,
+                                Done<varan::v1::Token> done) {
+  Revoke<varan::v1::Token, Operator>(&TokenRegistry::FindOperatorLocked,
+                                     "token", name_or_id, by, std::move(done));
 }
 
 void TokenRegistry::CreateJoinToken(
@@ -522,61 +539,15 @@ void TokenRegistry::CreateJoinToken(
 
 std::vector<varan::v1::JoinToken> TokenRegistry::ListJoinTokens(
     bool include_revoked) const {
-  const absl::Time now = clock_->Now();
-  std::vector<varan::v1::JoinToken> out;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [id, t] : joins_) {
-      if (!include_revoked && t.stored.info.has_revoke_time()) continue;
-      out.push_back(Render(t, now));
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    if (a.name() != b.name()) return a.name() < b.name();
-    return FromTimestamp(a.create_time()) < FromTimestamp(b.create_time());
-  });
-  return out;
+  return ListOf<varan::v1::JoinToken>(joins_, include_revoked);
 }
 
 void TokenRegistry::RevokeJoinToken(const std::string& name_or_id,
                                     const std::string& by,
                                     Done<varan::v1::JoinToken> done) {
-  const absl::Time now = clock_->Now();
-  StoredJoinToken save;
-  absl::StatusOr<varan::v1::JoinToken> answer_now;  // OK: go on and store
-  {
-    absl::MutexLock lock(&mu_);
-    Join* t = FindJoinLocked(name_or_id);
-    if (t == nullptr) {
-      answer_now = NotFound("join token", name_or_id);
-    } else if (t->bootstrap) {
-      answer_now = absl::FailedPreconditionError(absl::StrCat(
-          "join token \"", t->stored.info.name(), "\" is read from ",
-          t->stored.info.created_by(),
-          " at start: replace or delete that file and send core SIGHUP"));
-    } else if (t->stored.info.has_revoke_time()) {
-      answer_now = Render(*t, now);  // revoked already: nothing to do
-    } else {
-      SetTimestamp(now, t->stored.info.mutable_revoke_time());
-      t->stored.info.set_revoked_by(by);
-      save = t->stored;
-    }
-  }
-  if (save.info.id().empty()) {
-    done(std::move(answer_now));
-    return;
-  }
-  spdlog::info("join token {} revoked by {}", save.info.name(), by);
-  Persist(save, [this, save, done = std::move(done)](absl::Status s) {
-    if (!s.ok()) {
-      done(absl::UnavailableError(absl::StrCat(
-          "the join token is revoked until core restarts, but core could "
-          "not store that: ",
-          s.message())));
-      return;
-    }
-    done(Render(Join{save, false}, clock_->Now()));
-  });
+  Revoke<varan::v1::JoinToken, Join>(&TokenRegistry::FindJoinLocked,
+                                     "join token", name_or_id, by,
+                                     std::move(done));
 }
 
 }  // namespace varan::core

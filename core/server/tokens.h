@@ -114,6 +114,16 @@ class TokenRegistry {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Join* FindJoinLocked(const std::string& name_or_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What listing and revoking share for both kinds of token: `Entry` is
+  // Operator or Join, `View` the API message it renders to.
+  template <typename View, typename Entry>
+  std::vector<View> ListOf(
+      const absl::flat_hash_map<std::string, Entry>& entries,
+      bool include_revoked) const;
+  template <typename View, typename Entry>
+  void Revoke(Entry* (TokenRegistry::*find)(const std::string&),
+              absl::string_view what, const std::string& name_or_id,
+              const std::string& by, Done<View> done);
   // Runs `done` with OK at once without a store, else after the commit.
   void Persist(const StoredToken& t, std::function<void(absl::Status)> done);
   void Persist(const StoredJoinToken& t,
