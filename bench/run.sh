@@ -9,6 +9,8 @@
 #          warm-up: ansible takes tens of seconds a run there), versus pdsh,
 #          clush and ansible; then core_bench's jobs/s and agent_bench.
 #   quick: fan-out to N = 20 only (3 runs, 1 warm-up), under 2 minutes.
+# Both end with fleet scale (fleet_sim): 10,000 simulated peripheries in
+# tunnel and dial mode (quick: 1,000, shorter idle window).
 set -euo pipefail
 mode=full
 if [ "${1:-}" = --quick ]; then
@@ -93,6 +95,21 @@ for step in $plan; do
   "$BIN/core_bench" --bench fanout --peripheries "$n" --runs "$runs" \
     --warmup "$warmup" --peers "$work/peers/peers-$n.txt" >> "$report"
 done
+
+if [ "$mode" = quick ]; then
+  fleet="--peripheries 1000 --idle-seconds 5 --fanouts 3"
+else
+  fleet="--peripheries 10000 --idle-seconds 30 --fanouts 5"
+fi
+echo "bench: fleet_sim $fleet" >&2
+{
+  echo "## 3. Fleet scale"
+  echo
+  echo "\`fleet_sim $fleet\` (load average $(cut -d' ' -f1-3 /proc/loadavg))."
+  echo
+} >> "$report"
+# shellcheck disable=SC2086
+"$BIN/fleet_sim" $fleet >> "$report"
 
 if [ "$mode" = full ]; then
   echo "## Other benchmarks (Varan alone)" >> "$report"

@@ -1,0 +1,1387 @@
+// fleet_sim: benchmark 3 of #10, fleet scale. One process simulates N
+// peripheries (default 10,000) against a real varan-core that it starts, and
+// prints what it measured as a Markdown table.
+//
+// Each simulated periphery registers with core's join token, heartbeats at
+// the interval core gives (the harness starts core with
+// --heartbeat-interval 5), and answers every execution at once: `started`,
+// one line of stdout, `exited 0`. Two modes:
+//
+//   tunnel  each periphery opens its own Registry.Connect stream (hello with
+//           the registration, heartbeats and execution events over it), on a
+//           channel of its own: channels are created with
+//           grpc.use_local_subchannel_pool=1, so each is a separate TCP
+//           connection and HTTP/2 session, as N real peripheries would be.
+//   dial    each periphery registers and heartbeats with unary calls on a
+//           channel (connection) of its own, and advertises a distinct
+//           loopback address 127.a.b.c:P; this process serves the Agent
+//           service once, on [::]:P, which all of 127.0.0.0/8 reaches. So
+//           core holds N channels with one connection each, as it would for
+//           N real peripheries. Executions are told apart by the credential
+//           core presents (`authorization: Bearer <credential>`, as the real
+//           periphery's Agent checks it); an unknown one is refused with
+//           UNAUTHENTICATED and counted as an error.
+//
+// Like real peripheries, a periphery whose registration, heartbeat or tunnel
+// fails retries with backoff (0.2 s doubling to 10 s, jittered x0.5-1.5),
+// and the number of such retries is reported. At most --register-window
+// registrations are in flight at once (the rest wait their turn), so the
+// start is a burst but not N simultaneous connection attempts.
+//
+// Measured, per mode:
+//   1. registration: from the first registration sent until core lists all N
+//      online (Admin.GetInfo's peripheries_online, polled once this process
+//      has seen every periphery's first heartbeat answered; then checked
+//      with one full ListPeripheries: names, state, connection kind).
+//   2. idle: core's RSS (VmRSS) and CPU (utime + stime, as % of one core)
+//      over --idle-seconds of heartbeating with nothing else going on, after
+//      one fan-out, so core holds its channels to dialed peripheries.
+//   3. fan-out: CoreClient::Exec of `true` to a selector matching all N,
+//      from the request until the job_finished event (every target final);
+//      the first fan-out (core dials the N peripheries in dial mode) is
+//      reported apart from the --fanouts measured ones. Checks that every
+//      job SUCCEEDED on all N and that each periphery ran exactly one
+//      execution per fan-out, of its own name.
+// Exits 1 when any check fails (the output says which), so a small run is a
+// test (see bench/CMakeLists.txt); timing is never asserted.
+//
+// Usage (defaults in brackets):
+//   fleet_sim [--mode tunnel|dial|both] [both]  [--peripheries N] [10000]
+//             [--idle-seconds S] [30]  [--fanouts N] [3]
+//             [--register-window N] [1000]  [--timeout S] [180]
+//             [--core-arg ARG]... (extra varan-core flags, repeatable)
+// Needs file descriptors: about 2N in this process and 2N in core (dial);
+// raises RLIMIT_NOFILE (soft and, as root, hard) before starting core, which
+// inherits it.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/keepalive.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/integration/daemons.h"
+#include "varan/v1/core.grpc.pb.h"
+#include "varan/v1/periphery.grpc.pb.h"
+
+namespace {
+
+using varan::testing::BinPath;
+using varan::testing::Daemon;
+using varan::testing::ReadFile;
+using varan::testing::TempDir;
+using varan::v1::TunnelDown;
+using varan::v1::TunnelUp;
+
+constexpr char kLabelKey[] = "fleet";
+constexpr char kLabelValue[] = "sim";
+constexpr char kOutput[] = "ok\n";
+
+struct Options {
+  std::string mode = "both";
+  int peripheries = 10000;
+  double idle_seconds = 30;
+  int fanouts = 3;
+  int register_window = 1000;
+  double timeout = 180;
+  std::vector<std::string> core_args;
+};
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string LoadAverage() {
+  std::istringstream in(ReadFile("/proc/loadavg"));
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+// utime + stime of process `pid` ("self" for this one), in seconds.
+double CpuSeconds(const std::string& pid) {
+  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// VmRSS of process `pid`, in MB.
+double RssMb(const std::string& pid) {
+  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  size_t at = status.find("VmRSS:");
+  if (at == std::string::npos) return 0;
+  return std::stod(status.substr(at + 6)) / 1024.0;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 == 1 ? v[v.size() / 2]
+                           : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// Raises this process's RLIMIT_NOFILE to at least `needed` (the hard limit
+// too when permitted). Returns the soft limit now in force.
+rlim_t RaiseFileLimit(rlim_t needed) {
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur >= needed) return lim.rlim_cur;
+  rlimit want = lim;
+  want.rlim_cur = needed;
+  if (want.rlim_max < needed) want.rlim_max = needed;
+  if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+    // Not allowed to raise the hard limit: take what there is.
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  getrlimit(RLIMIT_NOFILE, &lim);
+  return lim.rlim_cur;
+}
+
+// Client channel arguments of one simulated periphery: what the real one
+// uses toward core (keepalive, reconnect backoff), plus a subchannel pool of
+// its own so that its channel is a TCP connection of its own.
+grpc::ChannelArguments PeripheryChannelArgs() {
+  grpc::ChannelArguments args;
+  varan::SetClientChannelArgs(&args, varan::Keepalive{},
+                              absl::Milliseconds(200), absl::Seconds(10));
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return args;
+}
+
+// --- The simulated fleet ----------------------------------------------------
+
+class SimFleet;
+
+// What every simulated periphery shares with the fleet: its index, name,
+// identity once registered, a schedule, and counts.
+struct SimBase {
+  enum class Phase { kWaiting, kRegistering, kOnline };
+
+  int index = 0;
+  std::string name;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<varan::v1::Registry::Stub> stub;
+
+  absl::Mutex mu;
+  Phase phase ABSL_GUARDED_BY(mu) = Phase::kWaiting;
+  // When the scheduler acts next for it (register or heartbeat).
+  absl::Time due ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  absl::Duration backoff ABSL_GUARDED_BY(mu) = absl::Milliseconds(200);
+  bool heartbeat_in_flight ABSL_GUARDED_BY(mu) = false;
+  // Counted in the registration window (from the start of a registration
+  // until its first heartbeat is answered, or it fails).
+  bool in_window ABSL_GUARDED_BY(mu) = false;
+  bool confirmed ABSL_GUARDED_BY(mu) = false;  // first heartbeat answered
+  std::string id ABSL_GUARDED_BY(mu);
+  std::string credential ABSL_GUARDED_BY(mu);
+
+  // Execution ids it received, in order (checked after each fan-out).
+  absl::Mutex exec_mu;
+  std::vector<std::string> executions ABSL_GUARDED_BY(exec_mu);
+};
+
+// The fleet: owns the simulated peripheries, the scheduler thread that
+// registers them and sends their heartbeats, and the counters. Subclasses
+// implement one mode.
+class SimFleet {
+ public:
+  SimFleet(std::string core_address, std::string join_token, int n,
+           int register_window)
+      : core_address_(std::move(core_address)),
+        join_token_(std::move(join_token)),
+        register_window_(register_window) {
+    sims_.reserve(static_cast<size_t>(n));
+  }
+  virtual ~SimFleet() = default;
+
+  // Starts the scheduler: registrations begin now.
+  void Start() {
+    start_ = absl::Now();
+    scheduler_ = std::thread([this] { Schedule(); });
+  }
+
+  // Stops heartbeating and ends every call (see Shutdown in subclasses).
+  void StopScheduler() {
+    stop_.Notify();
+    if (scheduler_.joinable()) scheduler_.join();
+  }
+
+  absl::Time start() const { return start_; }
+  int size() const { return static_cast<int>(sims_.size()); }
+  int confirmed() const { return confirmed_.load(); }
+  absl::Time all_confirmed_at() {
+    absl::MutexLock lock(&mu_);
+    return all_confirmed_at_;
+  }
+  uint64_t retries() const { return retries_.load(); }
+  uint64_t heartbeats() const { return heartbeats_.load(); }
+  uint64_t errors() const { return errors_.load(); }
+  std::string first_error() {
+    absl::MutexLock lock(&mu_);
+    return first_error_;
+  }
+  std::string first_retry_reason() {
+    absl::MutexLock lock(&mu_);
+    return first_retry_reason_;
+  }
+  absl::Duration interval() {
+    absl::MutexLock lock(&mu_);
+    return interval_;
+  }
+
+  // Checks that periphery i received exactly the executions of `job_ids`
+  // (one per job, in order, each "<job>/<its name>"); returns a description
+  // of the first mismatch, or "".
+  std::string CheckExecutions(const std::vector<std::string>& job_ids) {
+    for (auto& sim : sims_) {
+      absl::MutexLock lock(&sim->exec_mu);
+      std::vector<std::string> want;
+      for (const auto& job : job_ids) want.push_back(job + "/" + sim->name);
+      if (sim->executions != want) {
+        return absl::StrCat(sim->name, " ran ", sim->executions.size(),
+                            " execution(s) (",
+                            sim->executions.empty() ? "" : sim->executions[0],
+                            "...), expected ", want.size());
+      }
+    }
+    return "";
+  }
+
+ protected:
+  // Starts periphery `sim`'s registration (phase kRegistering).
+  virtual void Register(SimBase* sim) = 0;
+  // Sends one heartbeat of `sim` (online); calls HeartbeatDone when answered.
+  virtual void Heartbeat(SimBase* sim) = 0;
+
+  // An error worth reporting (a retry follows where it makes sense).
+  void Error(const std::string& what) {
+    errors_.fetch_add(1);
+    absl::MutexLock lock(&mu_);
+    if (first_error_.empty()) first_error_ = what;
+  }
+
+  // The registration of `sim` failed (or its tunnel ended): it tries again
+  // after its backoff.
+  void Retry(SimBase* sim, const std::string& why) {
+    retries_.fetch_add(1);
+    {
+      absl::MutexLock lock(&mu_);
+      if (first_retry_reason_.empty()) first_retry_reason_ = why;
+    }
+    bool was_registering;
+    {
+      absl::MutexLock lock(&sim->mu);
+      was_registering = std::exchange(sim->in_window, false);
+      sim->phase = SimBase::Phase::kWaiting;
+      sim->heartbeat_in_flight = false;
+      std::uniform_real_distribution<double> jitter(0.5, 1.5);
+      double factor;
+      {
+        absl::MutexLock rl(&rng_mu_);
+        factor = jitter(rng_);
+      }
+      sim->due = absl::Now() + sim->backoff * factor;
+      sim->backoff = std::min(sim->backoff * 2, absl::Seconds(10));
+    }
+    if (was_registering) registering_.fetch_sub(1);
+  }
+
+  // Registration answered: `sim` is registered with `id` and `credential`;
+  // it heartbeats at once (which confirms the registration).
+  void Registered(SimBase* sim, const std::string& id,
+                  const std::string& credential, absl::Duration interval) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (interval > absl::ZeroDuration()) interval_ = interval;
+    }
+    absl::MutexLock lock(&sim->mu);
+    sim->id = id;
+    // A resumed tunnel gets no new credential: the old one stays.
+    if (!credential.empty()) sim->credential = credential;
+    sim->phase = SimBase::Phase::kOnline;
+    sim->due = absl::InfinitePast();  // the first heartbeat goes now
+    sim->backoff = absl::Milliseconds(200);
+  }
+
+  // A heartbeat of `sim` was answered (ok or not).
+  void HeartbeatDone(SimBase* sim, bool ok, const std::string& error) {
+    heartbeats_.fetch_add(1);
+    bool first = false, leave_window = false;
+    {
+      absl::MutexLock lock(&sim->mu);
+      sim->heartbeat_in_flight = false;
+      if (ok) leave_window = std::exchange(sim->in_window, false);
+      if (ok && !sim->confirmed) {
+        sim->confirmed = true;
+        first = true;
+      }
+    }
+    if (leave_window) registering_.fetch_sub(1);
+    if (!ok) Error(absl::StrCat(sim->name, ": heartbeat: ", error));
+    if (!first) return;
+    if (confirmed_.fetch_add(1) + 1 == size()) {
+      absl::MutexLock lock(&mu_);
+      all_confirmed_at_ = absl::Now();
+    }
+  }
+
+  void Executed(SimBase* sim, const std::string& execution_id) {
+    absl::MutexLock lock(&sim->exec_mu);
+    sim->executions.push_back(execution_id);
+  }
+
+  const std::string core_address_;
+  const std::string join_token_;
+  std::vector<std::unique_ptr<SimBase>> sims_;
+
+ private:
+  // Every 50 ms: starts due registrations (within the window) and due
+  // heartbeats. Calls are asynchronous; nothing here blocks on core.
+  void Schedule() {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
+      const absl::Time now = absl::Now();
+      const absl::Duration every = interval();
+      for (auto& owned : sims_) {
+        SimBase* sim = owned.get();
+        bool reg = false, beat = false;
+        {
+          absl::MutexLock lock(&sim->mu);
+          if (sim->due > now) continue;
+          if (sim->phase == SimBase::Phase::kWaiting) {
+            if (registering_.load() >= register_window_) continue;
+            registering_.fetch_add(1);
+            sim->in_window = true;
+            sim->phase = SimBase::Phase::kRegistering;
+            reg = true;
+          } else if (sim->phase == SimBase::Phase::kOnline &&
+                     !sim->heartbeat_in_flight) {
+            sim->heartbeat_in_flight = true;
+            sim->due = now + every;
+            beat = true;
+          }
+        }
+        if (reg) Register(sim);
+        if (beat) Heartbeat(sim);
+      }
+    }
+  }
+
+  const int register_window_;
+  absl::Time start_;
+  std::thread scheduler_;
+  absl::Notification stop_;
+  std::atomic<int> registering_{0};
+  std::atomic<int> confirmed_{0};
+  std::atomic<uint64_t> retries_{0};
+  std::atomic<uint64_t> heartbeats_{0};
+  std::atomic<uint64_t> errors_{0};
+  absl::Mutex rng_mu_;
+  std::mt19937 rng_ ABSL_GUARDED_BY(rng_mu_){42};
+  absl::Mutex mu_;
+  absl::Time all_confirmed_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(5);
+  std::string first_error_ ABSL_GUARDED_BY(mu_);
+  std::string first_retry_reason_ ABSL_GUARDED_BY(mu_);
+};
+
+// Small, fixed stats like a real periphery's heartbeat carries.
+varan::v1::HostStats SimStats() {
+  varan::v1::HostStats stats;
+  stats.set_load1(0.1);
+  stats.set_load5(0.2);
+  stats.set_load15(0.3);
+  stats.set_memory_total_bytes(8ull << 30);
+  stats.set_memory_available_bytes(6ull << 30);
+  stats.set_uptime_seconds(86400);
+  stats.set_cpu_percent(1.5);
+  return stats;
+}
+
+varan::v1::RegisterRequest SimRegistration(const SimBase& sim,
+                                           const std::string& address) {
+  varan::v1::RegisterRequest req;
+  req.set_name(sim.name);
+  (*req.mutable_labels())[kLabelKey] = kLabelValue;
+  req.set_advertise_address(address);
+  req.set_version("fleet_sim");
+  auto* facts = req.mutable_facts();
+  facts->set_hostname(sim.name);
+  facts->set_os("Debian GNU/Linux 12 (bookworm)");
+  facts->set_kernel("6.1.0-18-amd64");
+  facts->set_arch("x86_64");
+  facts->set_cpu_count(4);
+  facts->set_memory_total_bytes(8ull << 30);
+  facts->set_agent_version("fleet_sim");
+  return req;
+}
+
+// The three events of an instant execution: started, one line of stdout,
+// exited 0.
+std::vector<varan::v1::ExecuteEvent> InstantEvents() {
+  std::vector<varan::v1::ExecuteEvent> events(3);
+  events[0].mutable_started()->set_pid(4242);
+  events[1].mutable_output()->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+  events[1].mutable_output()->set_sequence(0);
+  events[1].mutable_output()->set_data(kOutput);
+  events[2].mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
+  events[2].mutable_exited()->set_code(0);
+  return events;
+}
+
+// --- Tunnel mode ------------------------------------------------------------
+
+class TunnelFleet;
+
+// One Registry.Connect stream of one simulated periphery. Deletes itself in
+// OnDone (after telling the fleet).
+class TunnelSession final
+    : public grpc::ClientBidiReactor<TunnelUp, TunnelDown> {
+ public:
+  TunnelSession(TunnelFleet* fleet, SimBase* sim, const std::string& bearer,
+                TunnelUp hello);
+
+  void Begin() {
+    StartRead(&in_);
+    StartCall();
+  }
+
+  // Queues `msg`; false when the stream is over.
+  bool Send(TunnelUp msg) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return false;
+      if (writing_) {
+        queue_.push_back(std::move(msg));
+        return true;
+      }
+      writing_ = true;
+      current_ = std::move(msg);
+    }
+    StartWrite(&current_);
+    return true;
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok || queue_.empty()) {
+        writing_ = false;
+        return;  // a failed write: OnDone follows
+      }
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    StartWrite(&current_);
+  }
+
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  TunnelFleet* const fleet_;
+  SimBase* const sim_;
+  grpc::ClientContext context_;
+  TunnelDown in_;
+  TunnelUp current_;
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<TunnelUp> queue_ ABSL_GUARDED_BY(mu_);
+};
+
+class TunnelFleet final : public SimFleet {
+ public:
+  TunnelFleet(std::string core_address, std::string join_token, int n,
+              int register_window)
+      : SimFleet(std::move(core_address), std::move(join_token), n,
+                 register_window) {
+    for (int i = 0; i < n; ++i) {
+      auto sim = std::make_unique<SimBase>();
+      sim->index = i;
+      sim->name = absl::StrFormat("sim-%05d", i);
+      sim->channel = grpc::CreateCustomChannel(
+          core_address_, grpc::InsecureChannelCredentials(),
+          PeripheryChannelArgs());
+      sim->stub = varan::v1::Registry::NewStub(sim->channel);
+      sims_.push_back(std::move(sim));
+    }
+  }
+
+  // Ends every tunnel and waits for them to close.
+  void Shutdown() {
+    StopScheduler();
+    {
+      absl::MutexLock lock(&sessions_mu_);
+      stopping_ = true;
+      for (auto& [sim, session] : sessions_) session->Cancel();
+      auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sessions_mu_) {
+        return sessions_.empty();
+      };
+      sessions_mu_.AwaitWithTimeout(absl::Condition(&none), absl::Seconds(30));
+    }
+  }
+
+  // Reactions of TunnelSession.
+  void Opened(SimBase* sim, const varan::v1::TunnelOpened& opened) {
+    absl::Duration interval =
+        absl::Seconds(opened.heartbeat_interval().seconds()) +
+        absl::Nanoseconds(opened.heartbeat_interval().nanos());
+    Registered(sim, opened.periphery_id(), opened.credential(), interval);
+  }
+  void HeartbeatAnswered(SimBase* sim) { HeartbeatDone(sim, true, ""); }
+  void Execute(SimBase* sim, TunnelSession* session,
+               const varan::v1::ExecuteRequest& request) {
+    Executed(sim, request.execution_id());
+    for (auto& event : InstantEvents()) {
+      TunnelUp up;
+      up.mutable_event()->set_execution_id(request.execution_id());
+      *up.mutable_event()->mutable_event() = std::move(event);
+      session->Send(std::move(up));
+    }
+  }
+  void Ended(SimBase* sim, TunnelSession* session, const grpc::Status& status) {
+    bool stopping;
+    {
+      absl::MutexLock lock(&sessions_mu_);
+      stopping = stopping_;
+      auto it = sessions_.find(sim);
+      if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+    }
+    if (stopping) return;
+    const std::string why =
+        absl::StrCat(sim->name, ": tunnel ended: ", status.error_code(), " ",
+                     status.error_message());
+    bool was_online;
+    {
+      absl::MutexLock lock(&sim->mu);
+      was_online = sim->phase == SimBase::Phase::kOnline;
+    }
+    if (was_online) Error(why);
+    Retry(sim, why);
+  }
+
+ protected:
+  // Opens the tunnel: a registration with the join token, or (after a
+  // broken tunnel) a resumption with the periphery's id and credential, as
+  // the real periphery does.
+  void Register(SimBase* sim) override {
+    TunnelUp hello;
+    std::string bearer = join_token_;
+    {
+      absl::MutexLock lock(&sim->mu);
+      if (sim->id.empty()) {
+        *hello.mutable_hello()->mutable_register_() = SimRegistration(*sim, "");
+      } else {
+        hello.mutable_hello()->set_periphery_id(sim->id);
+        bearer = sim->credential;
+      }
+    }
+    TunnelSession* session;
+    {
+      absl::MutexLock lock(&sessions_mu_);
+      if (stopping_) return;
+      session = new TunnelSession(this, sim, bearer, std::move(hello));
+      sessions_[sim] = session;
+    }
+    // Not under sessions_mu_: a reaction may run inline and take it.
+    session->Begin();
+  }
+
+  void Heartbeat(SimBase* sim) override {
+    TunnelSession* session = nullptr;
+    {
+      absl::MutexLock lock(&sessions_mu_);
+      auto it = sessions_.find(sim);
+      if (it != sessions_.end()) session = it->second;
+    }
+    TunnelUp up;
+    *up.mutable_heartbeat()->mutable_stats() = SimStats();
+    {
+      absl::MutexLock lock(&sim->mu);
+      up.mutable_heartbeat()->set_periphery_id(sim->id);
+    }
+    if (session == nullptr || !session->Send(std::move(up))) {
+      absl::MutexLock lock(&sim->mu);
+      sim->heartbeat_in_flight = false;
+    }
+  }
+
+ private:
+  absl::Mutex sessions_mu_;
+  bool stopping_ ABSL_GUARDED_BY(sessions_mu_) = false;
+  absl::flat_hash_map<SimBase*, TunnelSession*> sessions_
+      ABSL_GUARDED_BY(sessions_mu_);
+};
+
+TunnelSession::TunnelSession(TunnelFleet* fleet, SimBase* sim,
+                             const std::string& bearer, TunnelUp hello)
+    : fleet_(fleet), sim_(sim) {
+  context_.AddMetadata("authorization", "Bearer " + bearer);
+  sim->stub->async()->Connect(&context_, this);
+  {
+    absl::MutexLock lock(&mu_);
+    writing_ = true;
+  }
+  current_ = std::move(hello);
+  StartWrite(&current_);
+}
+
+void TunnelSession::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows
+  switch (in_.message_case()) {
+    case TunnelDown::kOpened:
+      fleet_->Opened(sim_, in_.opened());
+      break;
+    case TunnelDown::kHeartbeat:
+      fleet_->HeartbeatAnswered(sim_);
+      break;
+    case TunnelDown::kExecute:
+      fleet_->Execute(sim_, this, in_.execute());
+      break;
+    default:
+      break;
+  }
+  StartRead(&in_);
+}
+
+void TunnelSession::OnDone(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+  }
+  fleet_->Ended(sim_, this, status);
+  delete this;
+}
+
+// --- Dial mode --------------------------------------------------------------
+
+// Agent.Execute of the dialed peripheries: writes the instant events, then
+// finishes. Deletes itself.
+class InstantExecution final
+    : public grpc::ServerWriteReactor<varan::v1::ExecuteEvent> {
+ public:
+  InstantExecution() : events_(InstantEvents()) { StartWrite(&events_[0]); }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
+      return;
+    }
+    ++next_;
+    if (next_ + 1 < events_.size()) {
+      StartWrite(&events_[next_]);
+    } else {
+      StartWriteAndFinish(&events_[next_], grpc::WriteOptions(),
+                          grpc::Status::OK);
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  std::vector<varan::v1::ExecuteEvent> events_;
+  size_t next_ = 0;  // reactions of one call do not overlap
+};
+
+class RefusedExecution final
+    : public grpc::ServerWriteReactor<varan::v1::ExecuteEvent> {
+ public:
+  explicit RefusedExecution(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+class DialFleet;
+
+// The Agent service all dialed peripheries share; it tells them apart by the
+// credential core presents.
+class SimAgent final : public varan::v1::Agent::CallbackService {
+ public:
+  explicit SimAgent(DialFleet* fleet) : fleet_(fleet) {}
+  grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ExecuteRequest* request) override;
+
+ private:
+  DialFleet* const fleet_;
+};
+
+class DialFleet final : public SimFleet {
+ public:
+  DialFleet(std::string core_address, std::string join_token, int n,
+            int register_window)
+      : SimFleet(std::move(core_address), std::move(join_token), n,
+                 register_window),
+        agent_(this) {
+    for (int i = 0; i < n; ++i) {
+      auto sim = std::make_unique<SimBase>();
+      sim->index = i;
+      sim->name = absl::StrFormat("sim-%05d", i);
+      sim->channel = grpc::CreateCustomChannel(
+          core_address_, grpc::InsecureChannelCredentials(),
+          PeripheryChannelArgs());
+      sim->stub = varan::v1::Registry::NewStub(sim->channel);
+      sims_.push_back(std::move(sim));
+    }
+  }
+
+  // Serves the Agent service on [::]:0; false when that fails.
+  bool Serve() {
+    grpc::ServerBuilder builder;
+    for (const auto& [key, value] :
+         varan::ServerKeepaliveArgs(varan::Keepalive{})) {
+      builder.AddChannelArgument(key, value);
+    }
+    builder.AddListeningPort("[::]:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(&agent_);
+    server_ = builder.BuildAndStart();
+    return server_ != nullptr && port_ != 0;
+  }
+
+  void Shutdown() {
+    StopScheduler();
+    // In-flight unary calls hold contexts: wait for them.
+    {
+      absl::MutexLock lock(&calls_mu_);
+      auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(calls_mu_) {
+        return calls_ == 0;
+      };
+      calls_mu_.AwaitWithTimeout(absl::Condition(&none), absl::Seconds(30));
+    }
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        std::chrono::seconds(2));
+    }
+  }
+
+  // The address periphery `i` advertises: 127.a.b.c:port, distinct per i.
+  std::string AddressOf(int i) const {
+    return absl::StrCat("127.", 1 + i / (250 * 250), ".", 1 + (i / 250) % 250,
+                        ".", 1 + i % 250, ":", port_);
+  }
+
+  // The periphery core's credential belongs to, or null.
+  SimBase* ByCredential(absl::string_view credential) {
+    absl::MutexLock lock(&by_credential_mu_);
+    auto it = by_credential_.find(credential);
+    return it == by_credential_.end() ? nullptr : it->second;
+  }
+
+  void Execution(SimBase* sim, const std::string& execution_id) {
+    Executed(sim, execution_id);
+  }
+  void Refused(const std::string& why) { Error(why); }
+
+ protected:
+  void Register(SimBase* sim) override {
+    auto* call = new UnaryCall<varan::v1::RegisterRequest,
+                               varan::v1::RegisterResponse>();
+    call->context.AddMetadata("authorization", "Bearer " + join_token_);
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::seconds(30));
+    call->request = SimRegistration(*sim, AddressOf(sim->index));
+    Begin();
+    sim->stub->async()->Register(
+        &call->context, &call->request, &call->response,
+        [this, sim, call](grpc::Status status) {
+          if (status.ok()) {
+            {
+              absl::MutexLock lock(&by_credential_mu_);
+              by_credential_[call->response.credential()] = sim;
+            }
+            const auto& d = call->response.heartbeat_interval();
+            Registered(
+                sim, call->response.periphery_id(), call->response.credential(),
+                absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
+          } else {
+            Retry(sim,
+                  absl::StrCat(sim->name, ": register: ", status.error_code(),
+                               " ", status.error_message()));
+          }
+          delete call;
+          End();
+        });
+  }
+
+  void Heartbeat(SimBase* sim) override {
+    auto* call = new UnaryCall<varan::v1::HeartbeatRequest,
+                               varan::v1::HeartbeatResponse>();
+    {
+      absl::MutexLock lock(&sim->mu);
+      call->context.AddMetadata("authorization", "Bearer " + sim->credential);
+      call->request.set_periphery_id(sim->id);
+    }
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::seconds(10));
+    *call->request.mutable_stats() = SimStats();
+    Begin();
+    sim->stub->async()->Heartbeat(
+        &call->context, &call->request, &call->response,
+        [this, sim, call](grpc::Status status) {
+          HeartbeatDone(
+              sim, status.ok(),
+              absl::StrCat(status.error_code(), " ", status.error_message()));
+          delete call;
+          End();
+        });
+  }
+
+ private:
+  template <typename Request, typename Response>
+  struct UnaryCall {
+    grpc::ClientContext context;
+    Request request;
+    Response response;
+  };
+
+  void Begin() {
+    absl::MutexLock lock(&calls_mu_);
+    ++calls_;
+  }
+  void End() {
+    absl::MutexLock lock(&calls_mu_);
+    --calls_;
+  }
+
+  SimAgent agent_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Mutex by_credential_mu_;
+  absl::flat_hash_map<std::string, SimBase*> by_credential_
+      ABSL_GUARDED_BY(by_credential_mu_);
+  absl::Mutex calls_mu_;
+  int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
+};
+
+grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* SimAgent::Execute(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ExecuteRequest* request) {
+  absl::string_view credential;
+  auto it = context->client_metadata().find("authorization");
+  if (it != context->client_metadata().end()) {
+    absl::string_view header(it->second.data(), it->second.size());
+    if (absl::StartsWith(header, "Bearer ")) credential = header.substr(7);
+  }
+  SimBase* sim = fleet_->ByCredential(credential);
+  if (sim == nullptr) {
+    fleet_->Refused(absl::StrCat("Agent.Execute of ", request->execution_id(),
+                                 " with an unknown credential"));
+    return new RefusedExecution(
+        grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown credential"));
+  }
+  fleet_->Execution(sim, request->execution_id());
+  return new InstantExecution();
+}
+
+// --- The run ----------------------------------------------------------------
+
+// A varan-core of this run: its data dir, process and address.
+class Core {
+ public:
+  explicit Core(const std::vector<std::string>& extra_args) {
+    std::vector<std::string> argv = {BinPath("varan-core"),
+                                     "--listen",
+                                     "[::]:0",
+                                     "--data-dir",
+                                     dir_.File("core"),
+                                     "--heartbeat-interval",
+                                     "5"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    daemon_ = std::make_unique<Daemon>(argv, dir_.File("core.log"));
+  }
+
+  // Starts core and waits until it serves; false (with a message on stderr)
+  // when it does not.
+  bool Start() {
+    daemon_->Start();
+    const std::string marker = "listening on [::]:";
+    bool up = varan::testing::WaitFor(
+        [&] {
+          if (!daemon_->Running()) return true;
+          std::string log = daemon_->Log();
+          size_t at = log.find(marker);
+          if (at == std::string::npos) return false;
+          size_t end = log.find_first_not_of("0123456789", at + marker.size());
+          if (end == std::string::npos) return false;
+          port_ = std::stoi(
+              log.substr(at + marker.size(), end - at - marker.size()));
+          return !Trimmed(ReadFile(dir_.File("core/admin.token"))).empty() &&
+                 varan::testing::Healthy(address());
+        },
+        absl::Seconds(30));
+    if (!up || !daemon_->Running()) {
+      std::fprintf(stderr, "fleet_sim: core did not come up:\n%s\n",
+                   daemon_->Log().c_str());
+      return false;
+    }
+    return true;
+  }
+
+  std::string address() const { return absl::StrCat("[::1]:", port_); }
+  std::string pid() const { return std::to_string(daemon_->pid()); }
+  std::string admin_token() const {
+    return Trimmed(ReadFile(dir_.File("core/admin.token")));
+  }
+  std::string join_token() const {
+    return Trimmed(ReadFile(dir_.File("core/join.token")));
+  }
+  bool Running() { return daemon_->Running(); }
+  std::string LogTail() const {
+    std::string log = daemon_->Log();
+    return log.size() > 4000 ? log.substr(log.size() - 4000) : log;
+  }
+  size_t LogBytes() const { return daemon_->Log().size(); }
+  int Stop() { return daemon_->Stop(SIGTERM, absl::Seconds(30)); }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<Daemon> daemon_;
+  int port_ = 0;
+};
+
+struct ModeResult {
+  std::string mode;
+  bool ok = false;
+  std::string failure;
+  double register_s = 0;
+  double register_sim_s = 0;  // this process saw every first heartbeat answer
+  double rss_registered_mb = 0;
+  double rss_idle_mb = 0;
+  double rss_end_mb = 0;
+  double idle_cpu_percent = 0;
+  double idle_window_s = 0;
+  double self_idle_cpu_percent = 0;
+  double first_fanout_ms = 0;
+  std::vector<double> fanout_ms;
+  uint64_t retries = 0;
+  uint64_t heartbeats = 0;
+  size_t core_log_bytes = 0;
+  std::string load_before;
+  std::string load_after;
+};
+
+// One fan-out of `true` to every simulated periphery through the client
+// library; returns the job id and the time from request to job_finished, or
+// a failure in `*error`.
+std::string FanOut(varan::client::CoreClient* client, int n, double* ms,
+                   std::string* error) {
+  varan::v1::DispatchRequest request;
+  request.mutable_target()->set_selector(
+      absl::StrCat(kLabelKey, "=", kLabelValue));
+  request.mutable_spec()->add_argv("true");
+  std::string job_id;
+  uint32_t succeeded = 0, failed = 0;
+  varan::v1::JobState state = varan::v1::JOB_STATE_UNSPECIFIED;
+  std::string first_failure;
+  const absl::Time start = absl::Now();
+  absl::Status s = client->Exec(request, [&](const varan::v1::JobEvent& ev) {
+    job_id = ev.job_id();
+    if (ev.has_finished() &&
+        ev.finished().state() != varan::v1::TARGET_STATE_EXITED &&
+        first_failure.empty()) {
+      first_failure = absl::StrCat(ev.target(), ": ", ev.finished().error());
+    }
+    if (ev.has_job_finished()) {
+      state = ev.job_finished().state();
+      succeeded = ev.job_finished().succeeded();
+      failed = ev.job_finished().failed();
+    }
+  });
+  *ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+  if (!s.ok()) {
+    *error = absl::StrCat("fan-out: ", s.ToString());
+  } else if (state != varan::v1::JOB_STATE_SUCCEEDED ||
+             succeeded != static_cast<uint32_t>(n)) {
+    *error =
+        absl::StrCat("fan-out job ", job_id, ": ", succeeded, " succeeded, ",
+                     failed, " failed of ", n,
+                     first_failure.empty() ? "" : "; first: ", first_failure);
+  }
+  return job_id;
+}
+
+// Checks with one ListPeripheries (no message size limit) that core lists
+// all of `fleet` online with the right connection kind; "" or a mismatch.
+std::string CheckListed(const std::string& address, const std::string& token,
+                        SimFleet* fleet, bool tunnel) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto stub = varan::v1::Fleet::NewStub(grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  varan::v1::ListPeripheriesRequest req;
+  req.mutable_target()->set_selector(absl::StrCat(kLabelKey, "=", kLabelValue));
+  varan::v1::ListPeripheriesResponse resp;
+  grpc::Status s = stub->ListPeripheries(&ctx, req, &resp);
+  if (!s.ok()) return absl::StrCat("ListPeripheries: ", s.error_message());
+  if (resp.peripheries_size() != fleet->size()) {
+    return absl::StrCat("core lists ", resp.peripheries_size(), " of ",
+                        fleet->size(), " peripheries");
+  }
+  for (int i = 0; i < resp.peripheries_size(); ++i) {
+    const auto& p = resp.peripheries(i);
+    const std::string want = absl::StrFormat("sim-%05d", i);
+    const auto kind =
+        tunnel ? varan::v1::CONNECTION_TUNNEL : varan::v1::CONNECTION_DIAL;
+    if (p.name() != want || p.state() != varan::v1::PERIPHERY_STATE_ONLINE ||
+        p.connection() != kind) {
+      return absl::StrCat("core lists ", p.name(), " (expected ", want, ") as ",
+                          varan::v1::PeripheryState_Name(p.state()), ", ",
+                          varan::v1::Connection_Name(p.connection()));
+    }
+  }
+  return "";
+}
+
+ModeResult RunMode(const std::string& mode, const Options& opt) {
+  ModeResult r;
+  r.mode = mode;
+  const bool tunnel = mode == "tunnel";
+  auto fail = [&r](std::string why) {
+    r.ok = false;
+    r.failure = std::move(why);
+    return r;
+  };
+  Core core(opt.core_args);
+  if (!core.Start()) return fail("core did not start");
+  const std::string core_pid = core.pid();
+
+  std::unique_ptr<SimFleet> fleet;
+  TunnelFleet* tunnels = nullptr;
+  DialFleet* dials = nullptr;
+  if (tunnel) {
+    auto f =
+        std::make_unique<TunnelFleet>(core.address(), core.join_token(),
+                                      opt.peripheries, opt.register_window);
+    tunnels = f.get();
+    fleet = std::move(f);
+  } else {
+    auto f = std::make_unique<DialFleet>(core.address(), core.join_token(),
+                                         opt.peripheries, opt.register_window);
+    if (!f->Serve()) return fail("cannot serve the Agent service on [::]:0");
+    dials = f.get();
+    fleet = std::move(f);
+  }
+  auto shutdown = [&] {
+    if (tunnels != nullptr) tunnels->Shutdown();
+    if (dials != nullptr) dials->Shutdown();
+  };
+  auto client = varan::client::CoreClient::Create(
+      {core.address(), core.admin_token(), absl::Seconds(60), {}});
+  if (!client.ok()) return fail(client.status().ToString());
+
+  r.load_before = LoadAverage();
+  std::fprintf(stderr, "fleet_sim: %s: registering %d peripheries\n",
+               mode.c_str(), opt.peripheries);
+  fleet->Start();
+  const absl::Time deadline = absl::Now() + absl::Seconds(opt.timeout);
+  // Cheap wait on this side first; then core must list them all online.
+  bool all = varan::testing::WaitFor(
+      [&] { return fleet->confirmed() == fleet->size() || !core.Running(); },
+      absl::Seconds(opt.timeout));
+  absl::Time listed_at = absl::InfiniteFuture();
+  if (all && core.Running()) {
+    all = varan::testing::WaitFor(
+        [&] {
+          auto info = (*client)->GetInfo();
+          if (info.ok() && info->peripheries_online() ==
+                               static_cast<uint32_t>(opt.peripheries)) {
+            listed_at = absl::Now();
+            return true;
+          }
+          return false;
+        },
+        std::max(deadline - absl::Now(), absl::Seconds(5)));
+  }
+  if (!all) {
+    std::string why = absl::StrCat(
+        fleet->confirmed(), " of ", opt.peripheries,
+        " peripheries online after ", opt.timeout, " s (", fleet->retries(),
+        " retries; first error: ", fleet->first_error(), ")\ncore log tail:\n",
+        core.LogTail());
+    shutdown();
+    return fail(why);
+  }
+  r.register_s = absl::ToDoubleSeconds(listed_at - fleet->start());
+  r.register_sim_s =
+      absl::ToDoubleSeconds(fleet->all_confirmed_at() - fleet->start());
+  r.rss_registered_mb = RssMb(core_pid);
+  if (std::string bad =
+          CheckListed(core.address(), core.admin_token(), fleet.get(), tunnel);
+      !bad.empty()) {
+    shutdown();
+    return fail(bad);
+  }
+  std::fprintf(stderr, "fleet_sim: %s: all online after %.2f s; fan-out\n",
+               mode.c_str(), r.register_s);
+
+  std::vector<std::string> jobs;
+  std::string error;
+  jobs.push_back(
+      FanOut(client->get(), opt.peripheries, &r.first_fanout_ms, &error));
+  if (!error.empty()) {
+    shutdown();
+    return fail(error);
+  }
+
+  // Idle: heartbeats only. Let the fan-out's aftermath (commits) settle for
+  // a heartbeat interval first.
+  std::fprintf(stderr, "fleet_sim: %s: idle for %.0f s\n", mode.c_str(),
+               opt.idle_seconds);
+  absl::SleepFor(std::min(fleet->interval(), absl::Seconds(opt.idle_seconds)));
+  const absl::Time t0 = absl::Now();
+  const double cpu0 = CpuSeconds(core_pid);
+  const double self0 = CpuSeconds("self");
+  absl::SleepFor(absl::Seconds(opt.idle_seconds));
+  const double cpu1 = CpuSeconds(core_pid);
+  const double self1 = CpuSeconds("self");
+  r.idle_window_s = absl::ToDoubleSeconds(absl::Now() - t0);
+  r.idle_cpu_percent = 100.0 * (cpu1 - cpu0) / r.idle_window_s;
+  r.self_idle_cpu_percent = 100.0 * (self1 - self0) / r.idle_window_s;
+  r.rss_idle_mb = RssMb(core_pid);
+
+  for (int i = 0; i < opt.fanouts; ++i) {
+    std::fprintf(stderr, "fleet_sim: %s: fan-out %d of %d\n", mode.c_str(),
+                 i + 1, opt.fanouts);
+    double ms = 0;
+    jobs.push_back(FanOut(client->get(), opt.peripheries, &ms, &error));
+    if (!error.empty()) {
+      shutdown();
+      return fail(error);
+    }
+    r.fanout_ms.push_back(ms);
+  }
+  r.rss_end_mb = RssMb(core_pid);
+  r.retries = fleet->retries();
+  if (r.retries > 0) {
+    std::fprintf(stderr, "fleet_sim: %s: %llu retries; the first because %s\n",
+                 mode.c_str(), static_cast<unsigned long long>(r.retries),
+                 fleet->first_retry_reason().c_str());
+  }
+  r.heartbeats = fleet->heartbeats();
+  r.load_after = LoadAverage();
+  std::string bad = fleet->CheckExecutions(jobs);
+  if (bad.empty() && fleet->errors() > 0) {
+    bad = absl::StrCat(fleet->errors(),
+                       " error(s); first: ", fleet->first_error());
+  }
+  if (bad.empty() && !core.Running()) bad = "core died";
+  client->reset();
+  shutdown();
+  r.core_log_bytes = core.LogBytes();
+  core.Stop();
+  if (!bad.empty()) return fail(bad);
+  r.ok = true;
+  return r;
+}
+
+void Report(const Options& opt, const std::vector<ModeResult>& results) {
+  std::printf(
+      "### Fleet scale: %d simulated peripheries in one process "
+      "(fleet_sim)\n\n",
+      opt.peripheries);
+  std::printf(
+      "A real varan-core (--heartbeat-interval 5%s%s) and one fleet_sim "
+      "process simulating every periphery: each registers with the join "
+      "token (at most %d registrations in flight), heartbeats every 5 s and "
+      "answers every execution at once (started, one line of output, exit "
+      "0). Tunnel: one Registry.Connect stream per periphery, each on its "
+      "own channel and TCP connection. Dial: registration and heartbeats on "
+      "a channel (connection) per periphery; each advertises its own "
+      "loopback address 127.a.b.c:P, so core dials N channels; one Agent "
+      "server in fleet_sim tells them apart by the credential core "
+      "presents. Fan-out: CoreClient::Exec of `true` with a selector "
+      "matching all, from the request to job_finished; every target must "
+      "succeed and every periphery run exactly its executions. Idle: core's "
+      "CPU over %.0f s of heartbeats only (after one fan-out, so core holds "
+      "its channels), as a share of one core.\n\n",
+      opt.core_args.empty() ? "" : ", ",
+      absl::StrJoin(opt.core_args, " ").c_str(), opt.register_window,
+      opt.idle_seconds);
+  std::printf("| measure | goal |");
+  for (const auto& r : results)
+    std::printf(" %s | ratio to goal |", r.mode.c_str());
+  std::printf("\n|---|---|");
+  for (size_t i = 0; i < results.size(); ++i) std::printf("---|---|");
+  std::printf("\n");
+  auto row = [&](const char* name, const char* goal, double goal_value,
+                 auto value, const char* fmt) {
+    std::printf("| %s | %s |", name, goal);
+    for (const auto& r : results) {
+      if (!r.ok) {
+        std::printf(" FAILED | |");
+        continue;
+      }
+      double v = value(r);
+      std::printf(" %s |", absl::StrFormat(fmt, v).c_str());
+      if (goal_value > 0) {
+        std::printf(" %.2fx |", v / goal_value);
+      } else {
+        std::printf(" |");
+      }
+    }
+    std::printf("\n");
+  };
+  row(
+      "all registered and listed online", "<= 10 s", 10,
+      [](const ModeResult& r) { return r.register_s; }, "%.2f s");
+  row(
+      "core RSS, idle (all registered, after one fan-out)", "<= 400 MB", 400,
+      [](const ModeResult& r) { return r.rss_idle_mb; }, "%.0f MB");
+  row(
+      "core CPU, idle heartbeating", "<= 10% of one core", 10,
+      [](const ModeResult& r) { return r.idle_cpu_percent; }, "%.1f%%");
+  row(
+      "fan-out to all, median", "<= 2 s", 2000,
+      [](const ModeResult& r) { return Median(r.fanout_ms); }, "%.0f ms");
+  row(
+      "fan-out to all, min", "", 0,
+      [](const ModeResult& r) {
+        return *std::min_element(r.fanout_ms.begin(), r.fanout_ms.end());
+      },
+      "%.0f ms");
+  row(
+      "fan-out to all, max", "", 0,
+      [](const ModeResult& r) {
+        return *std::max_element(r.fanout_ms.begin(), r.fanout_ms.end());
+      },
+      "%.0f ms");
+  row(
+      "first fan-out (dial: core connects to each periphery)", "", 0,
+      [](const ModeResult& r) { return r.first_fanout_ms; }, "%.0f ms");
+  row(
+      "core RSS right after registration", "", 0,
+      [](const ModeResult& r) { return r.rss_registered_mb; }, "%.0f MB");
+  row(
+      "core RSS after the fan-outs", "", 0,
+      [](const ModeResult& r) { return r.rss_end_mb; }, "%.0f MB");
+  row(
+      "this process's CPU, idle (all simulated peripheries)", "", 0,
+      [](const ModeResult& r) { return r.self_idle_cpu_percent; }, "%.1f%%");
+  row(
+      "registration retries (refused or broken, retried with backoff)", "", 0,
+      [](const ModeResult& r) { return static_cast<double>(r.retries); },
+      "%.0f");
+  row(
+      "core log written", "", 0,
+      [](const ModeResult& r) { return r.core_log_bytes / 1e6; }, "%.2f MB");
+  std::printf(
+      "\nFan-outs measured: %d per mode (after the first). Load "
+      "average before / after each mode:",
+      opt.fanouts);
+  for (const auto& r : results) {
+    std::printf(" %s %s / %s;", r.mode.c_str(), r.load_before.c_str(),
+                r.load_after.c_str());
+  }
+  std::printf("\n\n");
+  for (const auto& r : results) {
+    if (!r.ok)
+      std::printf("**%s mode FAILED: %s**\n\n", r.mode.c_str(),
+                  r.failure.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Many gRPC clients and a server on the same two cores as core; Abseil's
+  // deadlock detector (on in Debian's build) would make this process take
+  // CPU from the core it measures (see TOOLCHAIN.md).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  signal(SIGPIPE, SIG_IGN);
+  Options opt;
+  bool usage = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) {
+      usage = true;
+      break;
+    }
+    const std::string value = argv[++i];
+    if (flag == "--mode") {
+      opt.mode = value;
+    } else if (flag == "--peripheries") {
+      opt.peripheries = std::atoi(value.c_str());
+    } else if (flag == "--idle-seconds") {
+      opt.idle_seconds = std::atof(value.c_str());
+    } else if (flag == "--fanouts") {
+      opt.fanouts = std::atoi(value.c_str());
+    } else if (flag == "--register-window") {
+      opt.register_window = std::atoi(value.c_str());
+    } else if (flag == "--timeout") {
+      opt.timeout = std::atof(value.c_str());
+    } else if (flag == "--core-arg") {
+      opt.core_args.push_back(value);
+    } else {
+      usage = true;
+    }
+  }
+  if (usage || opt.peripheries < 1 || opt.fanouts < 1 ||
+      opt.register_window < 1 || opt.idle_seconds <= 0 || opt.timeout <= 0 ||
+      (opt.mode != "both" && opt.mode != "tunnel" && opt.mode != "dial") ||
+      opt.peripheries > 250 * 250 * 250) {
+    std::fprintf(stderr,
+                 "usage: fleet_sim [--mode tunnel|dial|both] [--peripheries "
+                 "N] [--idle-seconds S] [--fanouts N] [--register-window N] "
+                 "[--timeout S] [--core-arg ARG]...\n");
+    return 2;
+  }
+  // Dial mode holds 2 descriptors per periphery here and in core.
+  const rlim_t needed = 2 * static_cast<rlim_t>(opt.peripheries) + 1024;
+  const rlim_t limit = RaiseFileLimit(needed);
+  if (limit < needed) {
+    std::fprintf(stderr,
+                 "fleet_sim: warning: RLIMIT_NOFILE is %llu, below the %llu "
+                 "descriptors %d peripheries need (run as root to raise it)\n",
+                 static_cast<unsigned long long>(limit),
+                 static_cast<unsigned long long>(needed), opt.peripheries);
+  }
+  std::vector<ModeResult> results;
+  for (const std::string mode : {"tunnel", "dial"}) {
+    if (opt.mode != "both" && opt.mode != mode) continue;
+    results.push_back(RunMode(mode, opt));
+    if (!results.back().ok) {
+      std::fprintf(stderr, "fleet_sim: %s mode failed: %s\n", mode.c_str(),
+                   results.back().failure.c_str());
+    }
+  }
+  Report(opt, results);
+  for (const auto& r : results) {
+    if (!r.ok) return 1;
+  }
+  return 0;
+}
