@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/time_util.h"
 
 namespace varan::core {
@@ -188,7 +190,7 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
     case JobEvent::kOutput: {
       const size_t stream =
           ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-      captures_[i][stream].data.append(ev.output().data());
+      captures_[i][stream].captured += ev.output().data().size();
       next_chunk_[i][stream] = ev.output().sequence() + 1;
       break;
     }
@@ -237,14 +239,27 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
 
 varan::v1::Job Job::SnapshotLocked(bool with_output) const {
   varan::v1::Job out = record_;
+  absl::flat_hash_map<absl::string_view, varan::v1::JobTarget*> by_name;
   for (size_t i = 0; i < target_count_; ++i) {
     auto* t = out.mutable_targets(static_cast<int>(i));
     t->set_stdout_uncaptured_bytes(captures_[i][0].uncaptured);
     t->set_stderr_uncaptured_bytes(captures_[i][1].uncaptured);
     if (with_output) {
-      t->set_stdout(captures_[i][0].data);
-      t->set_stderr(captures_[i][1].data);
+      t->mutable_stdout()->reserve(captures_[i][0].captured);
+      t->mutable_stderr()->reserve(captures_[i][1].captured);
+      by_name[record_.targets(static_cast<int>(i)).name()] = t;
     }
+  }
+  if (!with_output) return out;
+  // The captured output is the output events' data, in order (see Capture).
+  for (const JobEvent& ev : events_) {
+    if (!ev.has_output()) continue;
+    auto it = by_name.find(ev.target());
+    if (it == by_name.end()) continue;
+    std::string* to = ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR
+                          ? it->second->mutable_stderr()
+                          : it->second->mutable_stdout();
+    to->append(ev.output().data());
   }
   return out;
 }
@@ -387,7 +402,7 @@ void Job::ExecuteEventLocked(size_t target,
         chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
     Capture& cap = captures_[target][stream];
     const uint64_t room =
-        capture_limit_ > cap.data.size() ? capture_limit_ - cap.data.size() : 0;
+        capture_limit_ > cap.captured ? capture_limit_ - cap.captured : 0;
     const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
     cap.uncaptured += chunk.data().size() - keep;
     if (keep > 0) {
@@ -424,7 +439,7 @@ void Job::TailLocked(size_t target, varan::v1::OutputStream stream,
                      const varan::v1::OutputTail& tail) {
   const size_t s = stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
   Capture& cap = captures_[target][s];
-  const uint64_t seen = cap.data.size() + cap.uncaptured;
+  const uint64_t seen = cap.captured + cap.uncaptured;
   const uint64_t end = tail.offset() + tail.data().size();
   if (end <= seen) return;
   if (tail.offset() > seen) {
@@ -593,9 +608,16 @@ void Job::AbandonAfterRestart() {
 }
 
 Job::Read Job::EventAt(uint64_t seq, JobEvent* out) const {
+  const JobEvent* event = nullptr;
+  Read read = EventAt(seq, &event);
+  if (read == Read::kEvent) *out = *event;
+  return read;
+}
+
+Job::Read Job::EventAt(uint64_t seq, const JobEvent** out) const {
   absl::MutexLock lock(&mu_);
   if (seq < events_.size()) {
-    *out = events_[seq];
+    *out = &events_[seq];
     return Read::kEvent;
   }
   if (record_.state() != varan::v1::JOB_STATE_RUNNING) return Read::kEnd;

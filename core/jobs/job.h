@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -117,13 +118,20 @@ class Job {
   // kEvent: `*out` is the event with sequence `seq`. kEnd: the job finished
   // and `seq` is past its last event. kWait: not yet recorded.
   Read EventAt(uint64_t seq, varan::v1::JobEvent* out) const;
+  // The same without a copy: kEvent sets `*out` to the event in the log,
+  // which stays valid and unchanged while the job lives (the log is only
+  // appended to), so a stream can write it without holding a lock.
+  Read EventAt(uint64_t seq, const varan::v1::JobEvent** out) const;
   // Registers `callback`, run after each new event. Returns a handle.
   uint64_t AddWatcher(std::function<void()> callback);
   void RemoveWatcher(uint64_t handle);
 
  private:
+  // What was captured of one target's stream: the bytes themselves are the
+  // data of its output events in events_ (kept once, not a second time
+  // here; SnapshotLocked joins them), this counts them.
   struct Capture {
-    std::string data;
+    uint64_t captured = 0;
     uint64_t uncaptured = 0;
   };
 
@@ -181,7 +189,8 @@ class Job {
   std::vector<std::array<uint64_t, 2>> next_chunk_ ABSL_GUARDED_BY(mu_);
   size_t final_targets_ ABSL_GUARDED_BY(mu_) = 0;
   size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<varan::v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
+  // A deque: appending moves no event, so EventAt can hand out pointers.
+  std::deque<varan::v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   // events_[persisted_..] are not handed to the store yet.
   size_t persisted_ ABSL_GUARDED_BY(mu_) = 0;
   // Persist() was called: events go to the store.

@@ -166,7 +166,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
       if (read == Job::Read::kEvent) writing_ = true;
     }
     if (read == Job::Read::kEvent) {
-      StartWrite(&current_);
+      StartWrite(current_);
     } else if (read == Job::Read::kEnd) {
       FinishOnce(grpc::Status::OK);
     }
@@ -187,7 +187,8 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   uint64_t next_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  JobEvent current_;  // owned by the write in flight
+  // The event being written: in the job's log, which job_ keeps alive.
+  const JobEvent* current_ = nullptr;
 };
 
 }  // namespace

@@ -201,6 +201,34 @@ TEST_F(JobTest, TwoTargetsExitingZeroSucceed) {
   EXPECT_EQ(bare.targets(0).stderr(), "");
 }
 
+// JobEventWriter streams events straight from the log without copying
+// them: an event handed out must stay where it is, unchanged, while the
+// log grows.
+TEST_F(JobTest, AnEventHandedOutStaysValidWhileTheLogGrows) {
+  auto job = MakeJob({"a"}, /*capture_limit=*/1 << 20);
+  job->MarkDispatched(0);
+  job->OnExecuteEvent(0, Started(100));
+  const JobEvent* first = nullptr;
+  ASSERT_EQ(job->EventAt(3, &first), Job::Read::kWait);
+  job->OnExecuteEvent(0, Stdout(0, "first chunk"));
+  ASSERT_EQ(job->EventAt(3, &first), Job::Read::kEvent);
+  for (uint64_t i = 1; i < 5000; ++i) {
+    job->OnExecuteEvent(0, Stdout(i, "more output "));
+  }
+  job->OnExecuteEvent(0, Exited(0));
+  EXPECT_EQ(first->sequence(), 3u);
+  EXPECT_EQ(first->output().data(), "first chunk");
+  const JobEvent* same = nullptr;
+  ASSERT_EQ(job->EventAt(3, &same), Job::Read::kEvent);
+  EXPECT_EQ(same, first);
+  EXPECT_EQ(job->EventAt(5006, &same), Job::Read::kEnd);
+  // The captured output is the output events' data, joined once.
+  const std::string out =
+      job->Snapshot(/*with_output=*/true).targets(0).stdout();
+  EXPECT_EQ(out.size(), 11u + 4999u * 12u);
+  EXPECT_EQ(out.substr(0, 23), "first chunkmore output ");
+}
+
 TEST_F(JobTest, AnyOtherOutcomeFailsTheJob) {
   struct Case {
     std::string label;
