@@ -7,10 +7,13 @@
 # for them (bench/peers/peers.sh) and stops it on exit.
 #   full:  fan-out to N = 20 (10 runs, 2 warm-up) and N = 100 (5 runs, 1
 #          warm-up: ansible takes tens of seconds a run there), versus pdsh,
-#          clush and ansible; then core_bench's jobs/s and agent_bench.
-#   quick: fan-out to N = 20 only (3 runs, 1 warm-up), under 2 minutes.
-# Both end with fleet scale (fleet_sim): 10,000 simulated peripheries in
-# tunnel and dial mode (quick: 1,000, shorter idle window).
+#          clush and ansible; then exec_bench (single-target latency, 1 GiB
+#          of output through core), core_bench's jobs/s and agent_bench.
+#   quick: fan-out to N = 20 only (3 runs, 1 warm-up) and a shorter
+#          exec_bench (256 MiB), under 2 minutes.
+# Both then run fleet scale (fleet_sim): 10,000 simulated peripheries in
+# tunnel and dial mode (quick: 1,000, shorter idle window), and end with
+# bench/LIMITS.md, what the profiles showed.
 set -euo pipefail
 mode=full
 if [ "${1:-}" = --quick ]; then
@@ -111,9 +114,15 @@ echo "bench: fleet_sim $fleet" >&2
 # shellcheck disable=SC2086
 "$BIN/fleet_sim" $fleet >> "$report"
 
+echo "## Other benchmarks (Varan alone)" >> "$report"
+echo >> "$report"
+echo "bench: exec_bench" >&2
 if [ "$mode" = full ]; then
-  echo "## Other benchmarks (Varan alone)" >> "$report"
-  echo >> "$report"
+  "$BIN/exec_bench" --runs 1000 --warmup 100 --stream-runs 3 >> "$report"
+else
+  "$BIN/exec_bench" --runs 200 --warmup 20 --mib 256 --stream-runs 1 >> "$report"
+fi
+if [ "$mode" = full ]; then
   echo "bench: core_bench --bench jobs" >&2
   "$BIN/core_bench" --bench jobs >> "$report"
   echo "bench: agent_bench" >&2
@@ -125,5 +134,7 @@ if [ "$mode" = full ]; then
   echo >> "$report"
 fi
 echo "load average at the end (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >> "$report"
+echo >> "$report"
+cat "$HERE/LIMITS.md" >> "$report"
 cp "$report" "$OUT"
 echo "bench: wrote $OUT" >&2
