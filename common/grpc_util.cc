@@ -1,6 +1,11 @@
 #include "common/grpc_util.h"
 
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -33,6 +38,59 @@ absl::string_view BearerToken(const grpc::ServerContextBase& context) {
 
 std::string BearerHeader(absl::string_view token) {
   return absl::StrCat("Bearer ", token);
+}
+
+namespace {
+
+constexpr char kRetryAfterPayload[] = "type.varan.dev/varan.retry_after_ms";
+
+// Milliseconds of a hint as sent: at least 1, so a hint is never "now".
+int64_t HintMillis(absl::Duration after) {
+  return std::max<int64_t>(
+      1, absl::ToInt64Milliseconds(absl::Ceil(after, absl::Milliseconds(1))));
+}
+
+}  // namespace
+
+absl::Status RetryAfterError(absl::string_view message, absl::Duration after) {
+  absl::Status status = absl::ResourceExhaustedError(message);
+  status.SetPayload(kRetryAfterPayload,
+                    absl::Cord(absl::StrCat(HintMillis(after))));
+  return status;
+}
+
+std::optional<absl::Duration> RetryAfter(const absl::Status& status) {
+  if (!absl::IsResourceExhausted(status)) return std::nullopt;
+  auto payload = status.GetPayload(kRetryAfterPayload);
+  int64_t ms = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &ms) ||
+      ms < 0) {
+    return std::nullopt;
+  }
+  return absl::Milliseconds(ms);
+}
+
+void AddRetryAfterTrailer(const absl::Status& status,
+                          grpc::ServerContextBase* context) {
+  if (auto after = RetryAfter(status)) {
+    context->AddTrailingMetadata(kRetryAfterMetadata,
+                                 absl::StrCat(HintMillis(*after)));
+  }
+}
+
+absl::Status WithRetryAfter(absl::Status status,
+                            const grpc::ClientContext& context) {
+  if (!absl::IsResourceExhausted(status)) return status;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(kRetryAfterMetadata);
+  int64_t ms = 0;
+  if (it == trailers.end() ||
+      !absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
+                        &ms) ||
+      ms < 0) {
+    return status;
+  }
+  return RetryAfterError(status.message(), absl::Milliseconds(ms));
 }
 
 }  // namespace varan

@@ -26,6 +26,7 @@
 #include "core/jobs/dispatcher.h"
 #include "core/link/dial_link.h"
 #include "core/link/tunnel_link.h"
+#include "core/server/admission.h"
 #include "core/server/auth.h"
 #include "core/server/services.h"
 #include "core/server/tokens.h"
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
   double shutdown_grace_seconds = 10;
   double keepalive_time_seconds = 30;
   double keepalive_timeout_seconds = 10;
+  varan::core::AdmissionOptions admission_options;
   std::string admin_token_file;
   std::string join_token_file;
 
@@ -133,6 +135,18 @@ int main(int argc, char** argv) {
                  "connection as dead")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--handshake-rate", admission_options.rate,
+                 "Registrations and tunnel hellos core takes on per second "
+                 "(beyond --handshake-burst); more are refused with "
+                 "RESOURCE_EXHAUSTED and a retry-after hint the peripheries "
+                 "honour; 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--handshake-burst", admission_options.burst,
+                 "Registrations and tunnel hellos core takes on at once "
+                 "before --handshake-rate applies")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e9));
   varan::FinishDaemonFlags(
       app, &flags, "VARAN_DATA_DIR",
       "varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
@@ -216,6 +230,7 @@ int main(int argc, char** argv) {
       [&dispatcher](const std::string& id, const std::string& reason) {
         dispatcher.PeripheryGone(id, reason);
       });
+  varan::core::HandshakeAdmission admission(clock, admission_options);
   // Liveness: notices peripheries going offline a fraction of an interval
   // after their TTL ends.
   absl::Notification stop_ticking;
@@ -223,14 +238,18 @@ int main(int argc, char** argv) {
     const absl::Duration period =
         std::clamp(absl::Seconds(heartbeat_seconds) / 4, absl::Milliseconds(50),
                    absl::Seconds(1));
-    while (!stop_ticking.WaitForNotificationWithTimeout(period)) fleet.Tick();
+    while (!stop_ticking.WaitForNotificationWithTimeout(period)) {
+      fleet.Tick();
+      admission.MaybeLog();
+    }
   });
   const varan::core::Authenticator auth(&tokens, &fleet, &guard);
   varan::core::RegistryService registry_service(&auth, &fleet, &links,
-                                                &dispatcher);
+                                                &dispatcher, &admission);
   varan::core::FleetService fleet_service(&auth, &fleet);
   varan::core::JobsService jobs_service(&auth, &dispatcher);
-  varan::core::AdminService admin_service(&auth, &fleet, &tokens, clock->Now());
+  varan::core::AdminService admin_service(&auth, &fleet, &tokens, clock->Now(),
+                                          &admission);
 
   auto server = varan::StartServer(
       *listen_addrs,

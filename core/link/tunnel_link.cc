@@ -275,6 +275,7 @@ void TunnelConnection::FinishOnce(const grpc::Status& status) {
 void TunnelConnection::HandleHello(const varan::v1::TunnelHello& hello) {
   auto opened = handler_->Open(*context_, hello);
   if (!opened.ok()) {
+    AddRetryAfterTrailer(opened.status(), context_);
     FinishOnce(ToGrpcStatus(opened.status()));
     return;
   }

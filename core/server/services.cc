@@ -205,6 +205,11 @@ grpc::ServerUnaryReactor* RegistryService::Register(
     return Done(context, s);
   }
   const std::string peer = NormalizePeerAddress(context->peer());
+  if (absl::Status shed = Admit("registration"); !shed.ok()) {
+    auth_->ReleaseJoin(join_token);
+    AddRetryAfterTrailer(shed, context);
+    return Done(context, ToGrpcStatus(shed));
+  }
   auto reg = fleet_->Register(*request, peer);
   if (!reg.ok()) {
     auth_->ReleaseJoin(join_token);
@@ -221,6 +226,11 @@ grpc::ServerUnaryReactor* RegistryService::Register(
   SetDuration(fleet_->heartbeat_interval(),
               response->mutable_heartbeat_interval());
   return Done(context, grpc::Status::OK);
+}
+
+absl::Status RegistryService::Admit(absl::string_view what) {
+  if (admission_ == nullptr) return absl::OkStatus();
+  return admission_->Admit(what);
 }
 
 absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::RecordHeartbeat(
@@ -276,6 +286,10 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
         !s.ok()) {
       return FromGrpcStatus(s);
     }
+    if (absl::Status shed = Admit("registration (tunnel)"); !shed.ok()) {
+      auth_->ReleaseJoin(join_token);
+      return shed;
+    }
     auto reg =
         fleet_->Register(hello.register_(), peer, varan::v1::CONNECTION_TUNNEL);
     if (!reg.ok()) {
@@ -305,6 +319,15 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
     return FromGrpcStatus(s);
   }
   const std::string credential(BearerToken(context));
+  // Shed only callers that hold a credential: anyone else must not be able
+  // to use up the handshakes of the fleet.
+  if (absl::Status s =
+          fleet_->CheckCredential(hello.periphery_id(), credential);
+      !s.ok()) {
+    auth_->RecordFailure(context);
+    return s;
+  }
+  if (absl::Status shed = Admit("tunnel"); !shed.ok()) return shed;
   auto first = RecordHeartbeat(hello.periphery_id(), credential,
                                varan::v1::HeartbeatRequest(), peer);
   if (absl::IsUnauthenticated(first.status()) ||
@@ -404,6 +427,11 @@ grpc::ServerUnaryReactor* AdminService::GetInfo(
                     info.mutable_heartbeat_interval());
         info.set_heartbeat_ttl_intervals(static_cast<uint32_t>(
             fleet_->ttl() / fleet_->heartbeat_interval()));
+        if (admission_ != nullptr) {
+          info.set_handshakes_shed(admission_->shed());
+          info.set_handshake_rate(admission_->options().rate);
+          info.set_handshake_burst(admission_->options().burst);
+        }
         return info;
       });
 }

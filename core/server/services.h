@@ -12,6 +12,7 @@
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
 #include "core/link/tunnel_link.h"
+#include "core/server/admission.h"
 #include "core/server/auth.h"
 #include "core/server/tokens.h"
 #include "varan/v1/core.grpc.pb.h"
@@ -25,13 +26,17 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
                               public TunnelHandler {
  public:
   // `tunnels` serves Connect; `dispatcher` takes the executions reported in
-  // heartbeats. Both must outlive the service.
+  // heartbeats; `admission` (null: no limit) paces registrations and tunnel
+  // hellos, which are shed with RESOURCE_EXHAUSTED and a retry-after hint
+  // over its limit. All must outlive the service.
   RegistryService(const Authenticator* auth, FleetRegistry* fleet,
-                  TunnelHub* tunnels, Dispatcher* dispatcher)
+                  TunnelHub* tunnels, Dispatcher* dispatcher,
+                  HandshakeAdmission* admission = nullptr)
       : auth_(auth),
         fleet_(fleet),
         tunnels_(tunnels),
-        dispatcher_(dispatcher) {}
+        dispatcher_(dispatcher),
+        admission_(admission) {}
 
   grpc::ServerUnaryReactor* Register(
       grpc::CallbackServerContext* context,
@@ -61,8 +66,12 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
 
   const Authenticator* const auth_;
   FleetRegistry* const fleet_;
+  // OK, or the shedding error (with its retry-after hint).
+  absl::Status Admit(absl::string_view what);
+
   TunnelHub* const tunnels_;
   Dispatcher* const dispatcher_;
+  HandshakeAdmission* const admission_;
 };
 
 class FleetService final : public varan::v1::Fleet::CallbackService {
@@ -94,9 +103,15 @@ class FleetService final : public varan::v1::Fleet::CallbackService {
 
 class AdminService final : public varan::v1::Admin::CallbackService {
  public:
+  // `admission` (may be null) gives the count of shed handshakes.
   AdminService(const Authenticator* auth, const FleetRegistry* fleet,
-               TokenRegistry* tokens, absl::Time start_time)
-      : auth_(auth), fleet_(fleet), tokens_(tokens), start_time_(start_time) {}
+               TokenRegistry* tokens, absl::Time start_time,
+               const HandshakeAdmission* admission = nullptr)
+      : auth_(auth),
+        fleet_(fleet),
+        tokens_(tokens),
+        start_time_(start_time),
+        admission_(admission) {}
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const varan::v1::GetInfoRequest* request,
@@ -131,6 +146,7 @@ class AdminService final : public varan::v1::Admin::CallbackService {
   const FleetRegistry* const fleet_;
   TokenRegistry* const tokens_;
   const absl::Time start_time_;
+  const HandshakeAdmission* const admission_;
 };
 
 class JobsService final : public varan::v1::Jobs::CallbackService {

@@ -219,7 +219,7 @@ void TunnelSession::OnDone(const grpc::Status& status) {
   {
     absl::MutexLock lock(&mu_);
     ended_ = true;
-    status_ = FromGrpcStatus(status);
+    status_ = WithRetryAfter(FromGrpcStatus(status), context_);
     if (status_.ok()) {
       status_ = absl::UnavailableError("core closed the tunnel");
     }

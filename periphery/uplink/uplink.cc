@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -23,6 +24,9 @@ namespace {
 
 constexpr char kCredentialFile[] = "credential";
 constexpr char kIdFile[] = "periphery_id";
+// A retry-after hint from core is honoured up to this long (a larger one is
+// taken as this).
+constexpr absl::Duration kMaxRetryAfter = absl::Minutes(10);
 
 }  // namespace
 
@@ -181,7 +185,7 @@ absl::Status Uplink::Register() {
   ctx.AddMetadata("authorization", BearerHeader(options_.join_token));
   varan::v1::RegisterResponse resp;
   grpc::Status status = stub_->Register(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return WithRetryAfter(FromGrpcStatus(status), ctx);
   SaveRegistration(resp.periphery_id(), resp.credential());
   if (resp.has_heartbeat_interval()) {
     interval_ = FromDuration(resp.heartbeat_interval());
@@ -219,6 +223,21 @@ absl::Status Uplink::Heartbeat() {
 
 bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
                      bool* failing) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  if (auto hint = RetryAfter(status)) {
+    // Core is shedding load and said when to come back: wait at least that
+    // (a little more, jittered, so those given the same hint spread out),
+    // then go on with our own backoff where it was.
+    std::uniform_real_distribution<double> jitter(1.0, 1.25);
+    const absl::Duration wait = std::min(*hint, kMaxRetryAfter) * jitter(rng);
+    spdlog::warn(
+        "core at {} is shedding load: waiting {} before trying again (core "
+        "asked for at least {})",
+        FormatHostPort(options_.core), absl::FormatDuration(wait),
+        absl::FormatDuration(*hint));
+    *failing = true;
+    return SleepFor(wait);
+  }
   if (absl::IsUnauthenticated(status) || absl::IsInvalidArgument(status) ||
       absl::IsPermissionDenied(status) || absl::IsAlreadyExists(status)) {
     // Core refused us: retrying fast will not help, but core's
@@ -237,7 +256,6 @@ bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
   }
   *failing = true;
   // Jitter in [0.5, 1.5) of the backoff so a fleet does not retry in step.
-  thread_local std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
   absl::Duration wait = *backoff * jitter(rng);
   *backoff = std::min(*backoff * 2, options_.max_backoff);

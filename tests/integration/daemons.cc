@@ -407,6 +407,26 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
                                   const std::vector<std::string>& labels,
                                   std::vector<std::string> extra_args,
                                   std::map<std::string, std::string> env) {
+  Daemon* d =
+      LaunchPeriphery(name, labels, std::move(extra_args), std::move(env));
+  varan::v1::Target target;
+  target.add_names(name);
+  bool online = WaitFor([&] {
+    if (!d->Running()) return true;
+    auto list = client()->ListPeripheries(target);
+    return list.ok() && list->size() == 1 &&
+           (*list)[0].state() == varan::v1::PERIPHERY_STATE_ONLINE;
+  });
+  EXPECT_TRUE(online && d->Running())
+      << "periphery " << name << " did not register:\n"
+      << d->Log();
+  return d;
+}
+
+Daemon* TestFleet::LaunchPeriphery(const std::string& name,
+                                   const std::vector<std::string>& labels,
+                                   std::vector<std::string> extra_args,
+                                   std::map<std::string, std::string> env) {
   // `extra_args` may bring a join token file of its own.
   const bool own_join_token =
       std::find(extra_args.begin(), extra_args.end(), "--join-token-file") !=
@@ -433,17 +453,6 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
   daemon->Start();
   Daemon* d = daemon.get();
   peripheries_.push_back(std::move(daemon));
-  varan::v1::Target target;
-  target.add_names(name);
-  bool online = WaitFor([&] {
-    if (!d->Running()) return true;
-    auto list = client()->ListPeripheries(target);
-    return list.ok() && list->size() == 1 &&
-           (*list)[0].state() == varan::v1::PERIPHERY_STATE_ONLINE;
-  });
-  EXPECT_TRUE(online && d->Running())
-      << "periphery " << name << " did not register:\n"
-      << d->Log();
   return d;
 }
 

@@ -112,6 +112,12 @@ class TestFleet {
                          const std::vector<std::string>& labels = {},
                          std::vector<std::string> extra_args = {},
                          std::map<std::string, std::string> env = {});
+  // Like StartPeriphery without waiting for it to come online (to start
+  // many at once).
+  Daemon* LaunchPeriphery(const std::string& name,
+                          const std::vector<std::string>& labels = {},
+                          std::vector<std::string> extra_args = {},
+                          std::map<std::string, std::string> env = {});
 
   uint16_t core_port() const { return core_port_; }
   std::string core_address() const;  // "[::1]:port"
