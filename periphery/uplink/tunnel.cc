@@ -25,9 +25,22 @@ TunnelSession::TunnelSession(varan::v1::Registry::Stub* stub,
 }
 
 void TunnelSession::Begin() {
+  // Writes start from other threads too (heartbeats, executions' output):
+  // the hold keeps the call, and gRPC's stream object StartWrite uses, alive
+  // until no write can start any more (ReleaseHoldIfIdle).
+  AddHold();
   StartRead(&incoming_);
   StartCall();
   TryWrite();
+}
+
+void TunnelSession::ReleaseHoldIfIdle() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!read_closed_ || writing_ || hold_released_) return;
+    hold_released_ = true;
+  }
+  RemoveHold();
 }
 
 absl::StatusOr<varan::v1::TunnelOpened> TunnelSession::WaitOpened(
@@ -76,7 +89,9 @@ void TunnelSession::TryWrite() {
   bool write = false;
   {
     absl::MutexLock lock(&mu_);
-    if (writing_ || ended_) return;
+    // Once the stream's read side closed the call is ending: no new write
+    // (the hold is released once the last one is done).
+    if (writing_ || ended_ || read_closed_) return;
     if (!control_.empty()) {
       current_ = std::move(control_.front());
       control_.pop_front();
@@ -138,8 +153,10 @@ void TunnelSession::OnWriteDone(bool ok) {
     }
     writing_exited_.clear();
   }
-  // A failed write means the stream is over; OnDone follows.
+  // A failed write means the stream is over; the failed read that comes
+  // with it releases the hold (here, if that read came first).
   if (ok) TryWrite();
+  ReleaseHoldIfIdle();
 }
 
 void TunnelSession::HandleExecute(const varan::v1::ExecuteRequest& request) {
@@ -174,7 +191,16 @@ void TunnelSession::HandleExecute(const varan::v1::ExecuteRequest& request) {
 }
 
 void TunnelSession::OnReadDone(bool ok) {
-  if (!ok) return;  // the stream is over; OnDone follows
+  if (!ok) {
+    // The stream is over (core ended it, it broke, or Cancel): no more
+    // writes; OnDone follows once the write in flight, if any, is done.
+    {
+      absl::MutexLock lock(&mu_);
+      read_closed_ = true;
+    }
+    ReleaseHoldIfIdle();
+    return;
+  }
   switch (incoming_.message_case()) {
     case TunnelDown::kOpened: {
       absl::MutexLock lock(&mu_);

@@ -16,7 +16,9 @@
 //
 // Ownership and threads: the uplink thread owns the session; reactions run on
 // gRPC threads and never block; delete the session only after WaitDone()
-// returned true.
+// returned true. Writes also start from the uplink and supervisor threads,
+// so the session holds the call (AddHold) until its read side has closed and
+// the last write is done: a write never starts on a call gRPC has finished.
 #pragma once
 
 #include <deque>
@@ -82,6 +84,9 @@ class TunnelSession final
 
   // Starts the next write if none is in flight. Never blocks.
   void TryWrite();
+  // Releases the hold Begin took once the read side closed and no write is
+  // in flight (then OnDone can come).
+  void ReleaseHoldIfIdle();
   // An execution's queue has events again (runs on its supervisor thread).
   void OnReady(const std::string& id);
   void HandleExecute(const varan::v1::ExecuteRequest& request);
@@ -92,8 +97,13 @@ class TunnelSession final
   varan::v1::TunnelUp current_;     // owned by the write in flight
 
   absl::Mutex mu_;
+  // A write is in flight, or being started (set under mu_ before
+  // StartWrite, so the hold is not released under it).
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // The read side closed: the call is ending, no write may start.
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
   // The event in flight was an `exited` of this execution.
   std::string writing_exited_ ABSL_GUARDED_BY(mu_);
   std::deque<varan::v1::TunnelUp> control_ ABSL_GUARDED_BY(mu_);
