@@ -128,10 +128,11 @@ class Dispatcher::TargetRun final : public ExecuteObserver {
       absl::MutexLock lock(&mu_);
       done_ = true;
       call_ = nullptr;
-      // Only a command the periphery reported started is waited for: a call
-      // that fails before that (periphery unreachable, refused) fails the
-      // target at once, as a retry by the operator should.
-      if (!gone_ && Recoverable(status) && job_->Started(index_) &&
+      // A call that broke may have started the command even when its
+      // "started" never reached core: wait for the periphery's report. Only
+      // a call that never reached the periphery (no tunnel, no connection)
+      // or that it refused fails the target at once.
+      if (!gone_ && Recoverable(status) && !IsNotDelivered(status) &&
           !job_->Settled(index_)) {
         awaiting_ = true;
         broke_ = status;
@@ -139,9 +140,12 @@ class Dispatcher::TargetRun final : public ExecuteObserver {
       }
       if (awaiting_) {
         spdlog::info(
-            "execution {}: the call to its periphery broke ({}); waiting for "
-            "the periphery to report it",
-            execution_id_, status.ToString());
+            "execution {}: the call to its periphery broke{} ({}); waiting "
+            "for the periphery to report it",
+            execution_id_,
+            job_->Started(index_) ? ""
+                                  : " before the command was reported started",
+            status.ToString());
         return;
       }
     }
@@ -309,7 +313,15 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     run->Seen();
     // A run whose call is still open gets the result in its stream; the
     // report comes again if that breaks.
-    if (!report->has_exited() || !run->TakeAwaiting()) continue;
+    if (!report->has_exited()) {
+      // A waiting command whose start core never heard of is running.
+      if (report->has_started() && run->awaiting() &&
+          !run->job()->Started(run->index())) {
+        run->job()->ApplyReport(run->index(), *report);
+      }
+      continue;
+    }
+    if (!run->TakeAwaiting()) continue;
     spdlog::info("execution {}: its periphery reported how it ended",
                  run->execution_id());
     run->job()->ApplyReport(run->index(), *report);
@@ -320,11 +332,18 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     if (seen.contains(run.get()) || !run->awaiting()) continue;
     if (run->Missed() < 2 || !run->TakeAwaiting()) continue;
     const bool started = run->job()->Started(run->index());
-    const std::string why = absl::StrCat(
-        "periphery no longer holds execution ", run->execution_id(),
-        started ? " (it restarted, or dropped the result)"
-                : "; it never started there",
-        "; the call had ended with: ", run->broke().ToString());
+    const std::string why =
+        started ? absl::StrCat("periphery no longer holds execution ",
+                               run->execution_id(),
+                               " (it restarted, or dropped the result); the "
+                               "call had ended with: ",
+                               run->broke().ToString())
+                : absl::StrCat(
+                      "the call broke before the command was "
+                      "reported started (",
+                      run->broke().ToString(),
+                      "), and the periphery does not hold execution ",
+                      run->execution_id(), ": it never started there");
     spdlog::warn("execution {}: {}", run->execution_id(), why);
     run->job()->FinishTarget(
         run->index(),

@@ -12,13 +12,15 @@
 // Losing nothing: core asks peripheries to hold the result of every
 // command it sends (ExecuteRequest.hold_result), and they report what they
 // hold in their heartbeats (OnPeripheryReport). When a call breaks (a cut
-// link, a restarting periphery) after the command started, its target is
-// not given up (a call failing before that fails its target, as before):
-// it waits for
-// the periphery to report the command — finished (its result and output
-// tail are recorded), still running (it waits on), or unknown in two
-// heartbeats in a row (LOST, or FAILED if it never started). After a core
-// restart, Recover() puts the targets that were running into that same wait.
+// link, a restarting periphery), its target is not given up — even when the
+// command's "started" never reached core, since the request may have: it
+// waits for the periphery to report the command — finished (its result and
+// output tail are recorded), still running (it waits on), or unknown in two
+// heartbeats in a row (LOST, or FAILED with the reason if it never started
+// there). Only a call that never reached the periphery (IsNotDelivered: no
+// tunnel, no connection) or that the periphery refused fails at once. After
+// a core restart, Recover() puts the targets that were sent or running into
+// that same wait.
 // A periphery that goes offline (its TTL, or the restart grace) loses its
 // targets as before; should it report an outcome later, that replaces LOST
 // (Job::AmendLost).

@@ -1,5 +1,6 @@
 #include "core/link/dial_link.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
 #include "common/time_util.h"
@@ -71,6 +72,7 @@ class DialExecuteCall final
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
+    got_event_ = true;
     observer_->OnEvent(event_);
     StartRead(&event_);
   }
@@ -80,6 +82,13 @@ class DialExecuteCall final
     if (!s.ok()) {
       s = absl::Status(
           s.code(), absl::StrCat("periphery at ", address_, ": ", s.message()));
+      // gRPC's words for a call that found no connection to send it on (the
+      // channel could not connect): the periphery never got the request.
+      if (!got_event_ && absl::IsUnavailable(s) &&
+          absl::StrContains(s.message(),
+                            "failed to connect to all addresses")) {
+        s = NotDelivered(std::move(s));
+      }
     }
     observer_->OnDone(s);
     bool destroy;
@@ -99,6 +108,8 @@ class DialExecuteCall final
   grpc::ClientContext context_;
   const varan::v1::ExecuteRequest request_;
   varan::v1::ExecuteEvent event_;
+  // An event arrived (reads happen one at a time; OnDone comes after).
+  bool got_event_ = false;
   ExecuteObserver* const observer_;
   grpc::ClientContext cancel_context_;
   varan::v1::CancelRequest cancel_request_;

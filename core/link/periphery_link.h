@@ -8,9 +8,22 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "varan/v1/periphery.pb.h"
 
 namespace varan::core {
+
+// Marks a call's status as "the request never reached the periphery" (no
+// tunnel open, no connection could be made): the target can fail at once.
+// Any other broken call may have started the command (the periphery then
+// holds its result), so the dispatcher waits for the periphery's report.
+inline absl::Status NotDelivered(absl::Status status) {
+  status.SetPayload("type.varan.dev/varan.not_delivered", absl::Cord("1"));
+  return status;
+}
+inline bool IsNotDelivered(const absl::Status& status) {
+  return status.GetPayload("type.varan.dev/varan.not_delivered").has_value();
+}
 
 // Receives one Execute call's events. OnEvent may run on any thread but
 // never concurrently for one call; OnDone runs exactly once, last.

@@ -163,7 +163,9 @@ class UnreachableLink final : public PeripheryLink {
     const std::string why =
         absl::StrCat("periphery ", id_,
                      " has no tunnel to core open and no address to dial");
-    hub_->Post([call, why] { call->Complete(absl::UnavailableError(why)); });
+    hub_->Post([call, why] {
+      call->Complete(NotDelivered(absl::UnavailableError(why)));
+    });
     return call.get();
   }
 
@@ -189,8 +191,8 @@ ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
   {
     absl::MutexLock lock(&mu_);
     if (closing_) {
-      refused = absl::UnavailableError(
-          absl::StrCat("the tunnel to ", Who(), " closed"));
+      refused = NotDelivered(absl::UnavailableError(
+          absl::StrCat("the tunnel to ", Who(), " closed")));
     } else if (calls_.contains(id)) {
       refused = absl::AlreadyExistsError(
           absl::StrCat("execution ", id, " is already on this tunnel"));
@@ -203,8 +205,8 @@ ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
     *msg.mutable_execute() = request;
     if (Send(std::move(msg))) return call.get();
     Forget(id);
-    refused = absl::UnavailableError(
-        absl::StrCat("the tunnel to ", Who(), " closed"));
+    refused = NotDelivered(absl::UnavailableError(
+        absl::StrCat("the tunnel to ", Who(), " closed")));
   }
   hub_->Post([call, refused] { call->Complete(refused); });
   return call.get();

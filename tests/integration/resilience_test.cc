@@ -182,6 +182,59 @@ TEST_F(ResilienceTest, CommandFinishingWhileCoreIsDownIsReportedWhenItReturns) {
   }
 }
 
+// The execute request reached the periphery, but the link broke before its
+// "started" came back: core waits for the periphery's report instead of
+// failing the target, and applies the result the periphery held.
+TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
+  // Core drops a connection whose pings go unanswered for a second; a
+  // periphery is offline after 3 heartbeats of 2 s.
+  TestFleet fleet({"--heartbeat-interval", "2", "--keepalive-time", "1",
+                   "--keepalive-timeout", "1"});
+  fleet.StartCore();
+  Daemon* frozen = fleet.StartPeriphery(
+      "frozen", {"f=1"},
+      {"--tunnel", "--no-listen", "--reconnect-max-backoff", "1"});
+  // Frozen, the periphery cannot answer: core's execute request waits in
+  // its socket, unread, until core gives the tunnel up.
+  ASSERT_EQ(kill(frozen->pid(), SIGSTOP), 0);
+  varan::v1::DispatchRequest req;
+  req.mutable_target()->set_selector("f=1");
+  req.mutable_spec()->set_shell("echo ran; exit 5");
+  auto job = fleet.client()->Dispatch(req);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const bool broke = WaitFor(
+      [&] {
+        return absl::StrContains(
+            fleet.core()->Log(),
+            "broke before the command was reported started");
+      },
+      absl::Seconds(5));
+  auto mid = fleet.client()->GetJob(job->job_id());
+  ASSERT_EQ(kill(frozen->pid(), SIGCONT), 0);
+  ASSERT_TRUE(broke) << fleet.core()->Log();
+  ASSERT_TRUE(mid.ok()) << mid.status();
+  // Not failed: waiting for the periphery.
+  EXPECT_EQ(mid->targets(0).state(), varan::v1::TARGET_STATE_DISPATCHED)
+      << mid->targets(0).error();
+  // Thawed, the periphery reads the request, runs the command (held: its
+  // caller is gone), reconnects and reports the result.
+  varan::v1::Job done;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = fleet.client()->GetJob(job->job_id());
+        if (!j.ok() || j->state() == varan::v1::JOB_STATE_RUNNING) {
+          return false;
+        }
+        done = *j;
+        return true;
+      },
+      absl::Seconds(20)));
+  const auto& t = done.targets(0);
+  EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.error();
+  EXPECT_EQ(t.exit_status().code(), 5);
+  EXPECT_EQ(t.stdout(), "ran\n");
+}
+
 TEST_F(ResilienceTest, PeripheryKilledMidJobLosesItsTargetWithinTheTtl) {
   Daemon* dial = fleet_->StartPeriphery("victim-dial", {"v=1"});
   Daemon* tunnel =

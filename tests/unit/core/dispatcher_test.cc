@@ -463,7 +463,8 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   dispatcher_->OnPeripheryReport(p2, Reports({}));
   snap = restored->Snapshot(false);
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_THAT(snap.targets(1).error(), HasSubstr("no longer holds"));
+  EXPECT_THAT(snap.targets(1).error(), HasSubstr("never started there"));
+  EXPECT_THAT(snap.targets(1).error(), HasSubstr("core restarted"));
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
 }
 
@@ -488,6 +489,55 @@ TEST_F(DispatcherTest,
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 3);
   EXPECT_EQ(snap.targets(0).stdout(), "ab");
+}
+
+TEST_F(DispatcherTest, ACallBrokenBeforeItsStartWaitsAndTakesTheHeldResult) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  // The link breaks before "started" reached core: the command may run on
+  // the periphery all the same, so the target waits.
+  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_DISPATCHED);
+  // The periphery reports it running: it is.
+  varan::v1::ExecutionReport running;
+  running.set_execution_id(job->id() + "/p1");
+  running.mutable_started()->set_pid(9);
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({running})),
+              ::testing::IsEmpty());
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
+  // Then finished: its result and output are applied.
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(
+                  p1, Reports({Finished(job->id() + "/p1", 4, "held\n")})),
+              ElementsAre(job->id() + "/p1"));
+  auto snap = job->Snapshot(true);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snap.targets(0).exit_status().code(), 4);
+  EXPECT_EQ(snap.targets(0).stdout(), "held\n");
+}
+
+TEST_F(DispatcherTest, ACallBrokenBeforeItsStartFailsWhenThePeripheryLacksIt) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
+  dispatcher_->OnPeripheryReport(p1, Reports({}));
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_DISPATCHED);
+  dispatcher_->OnPeripheryReport(p1, Reports({}));
+  auto snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(0).error(),
+              HasSubstr("broke before the command was reported started"));
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("connection reset"));
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("never started there"));
+}
+
+TEST_F(DispatcherTest, ACallThatNeverReachedThePeripheryFailsAtOnce) {
+  Add("p1");
+  auto job = MustDispatch(Request(""));
+  links_.calls()[0]->End(NotDelivered(
+      absl::UnavailableError("failed to connect to all addresses")));
+  auto snap = job->Snapshot(false);
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(0).error(), HasSubstr("failed to connect"));
 }
 
 TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
