@@ -186,10 +186,10 @@ TEST_F(ResilienceTest, CommandFinishingWhileCoreIsDownIsReportedWhenItReturns) {
 // "started" came back: core waits for the periphery's report instead of
 // failing the target, and applies the result the periphery held.
 TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
-  // Core drops a connection whose pings go unanswered for a second; a
-  // periphery is offline after 3 heartbeats of 2 s.
-  TestFleet fleet({"--heartbeat-interval", "2", "--keepalive-time", "1",
-                   "--keepalive-timeout", "1"});
+  // Core drops a connection whose pings go unanswered for two seconds; a
+  // periphery is offline after 3 heartbeats of 3 s.
+  TestFleet fleet({"--heartbeat-interval", "3", "--keepalive-time", "1",
+                   "--keepalive-timeout", "2"});
   fleet.StartCore();
   Daemon* frozen = fleet.StartPeriphery(
       "frozen", {"f=1"},
@@ -208,8 +208,16 @@ TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
             fleet.core()->Log(),
             "broke before the command was reported started");
       },
-      absl::Seconds(5));
-  auto mid = fleet.client()->GetJob(job->job_id());
+      absl::Seconds(6));
+  // (Retried: on a loaded machine core's one-second keepalive may drop
+  // this test's own connection too.)
+  absl::StatusOr<varan::v1::Job> mid;
+  WaitFor(
+      [&] {
+        mid = fleet.client()->GetJob(job->job_id());
+        return mid.ok();
+      },
+      absl::Seconds(3));
   ASSERT_EQ(kill(frozen->pid(), SIGCONT), 0);
   ASSERT_TRUE(broke) << fleet.core()->Log();
   ASSERT_TRUE(mid.ok()) << mid.status();
