@@ -311,11 +311,14 @@ void Job::PersistLocked() {
     return;
   }
   if (persisted_ < events_.size()) {
-    std::vector<JobEvent> batch(
-        events_.begin() + static_cast<std::ptrdiff_t>(persisted_),
-        events_.end());
+    // Serialized by the store before it returns: no copy of the events.
+    std::vector<const JobEvent*> batch;
+    batch.reserve(events_.size() - persisted_);
+    for (size_t i = persisted_; i < events_.size(); ++i) {
+      batch.push_back(&events_[i]);
+    }
     persisted_ = events_.size();
-    store_->AppendEvents(id_, std::move(batch));
+    store_->AppendEvents(id_, batch);
   }
   if (record_.state() != varan::v1::JOB_STATE_RUNNING &&
       !final_persist_started_) {

@@ -711,14 +711,14 @@ void SqliteStore::CreateJob(const Job& record, CommitCallback done) {
 }
 
 void SqliteStore::AppendEvents(const std::string& job_id,
-                               std::vector<JobEvent> events) {
+                               absl::Span<const JobEvent* const> events) {
   if (events.empty()) return;
   EventsOp op;
   op.job_id = job_id;
   op.events.reserve(events.size());
-  for (const JobEvent& e : events) {
-    op.events.emplace_back(static_cast<int64_t>(e.sequence()),
-                           e.SerializeAsString());
+  for (const JobEvent* e : events) {
+    op.events.emplace_back(static_cast<int64_t>(e->sequence()),
+                           e->SerializeAsString());
   }
   Enqueue(std::move(op));
 }

@@ -105,8 +105,10 @@ class SqliteStore final : public Store {
   void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
   // Events of an unknown job, or a sequence number stored already, fail the
   // whole call (none of its events are stored).
-  void AppendEvents(const std::string& job_id,
-                    std::vector<varan::v1::JobEvent> events) override;
+  void AppendEvents(
+      const std::string& job_id,
+      absl::Span<const varan::v1::JobEvent* const> events) override;
+  using Store::AppendEvents;
   // Replaces the record and the state; created_by, create_time and the
   // target names stay as CreateJob stored them. An unknown id fails with
   // NOT_FOUND. Output in `record`'s targets is not stored.

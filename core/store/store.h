@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "varan/v1/core.pb.h"
 
 namespace varan::core {
@@ -122,9 +123,20 @@ class Store {
   // Inserts a new job: `record` as dispatched (targets queued, no output).
   // `done` (may be empty) runs after the commit with its status.
   virtual void CreateJob(const varan::v1::Job& record, CommitCallback done) = 0;
-  // Appends events of one job, in sequence order. Asynchronous.
-  virtual void AppendEvents(const std::string& job_id,
-                            std::vector<varan::v1::JobEvent> events) = 0;
+  // Appends events of one job, in sequence order. Asynchronous; the events
+  // are serialized before it returns, so the caller keeps them (a job's
+  // event log hands them over without a copy).
+  virtual void AppendEvents(
+      const std::string& job_id,
+      absl::Span<const varan::v1::JobEvent* const> events) = 0;
+  // The same for events at hand by value.
+  void AppendEvents(const std::string& job_id,
+                    const std::vector<varan::v1::JobEvent>& events) {
+    std::vector<const varan::v1::JobEvent*> refs;
+    refs.reserve(events.size());
+    for (const auto& e : events) refs.push_back(&e);
+    AppendEvents(job_id, refs);
+  }
   // Replaces the job's record with its final summary (state, finish time,
   // targets' states and exit statuses; no output). `done` (may be empty)
   // runs after the commit.

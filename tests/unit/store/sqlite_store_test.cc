@@ -290,7 +290,7 @@ TEST_F(SqliteStoreTest, JobLifecycleLoadsFinalRecordAndEventsInOrder) {
   store->CreateJob(created, record);
   store->AppendEvents(id, {MakeEvent(id, 0), MakeEvent(id, 1)});
   store->AppendEvents(id, {MakeEvent(id, 2)});
-  store->AppendEvents(id, {});
+  store->AppendEvents(id, std::vector<JobEvent>{});
   store->AppendEvents(id, {MakeEvent(id, 3), MakeEvent(id, 4)});
   Job finished = created;
   finished.set_state(kFailed);
