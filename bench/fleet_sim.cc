@@ -1079,6 +1079,8 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
   Core core(opt.core_args);
   if (!core.Start()) return fail("core did not start");
   const std::string core_pid = core.pid();
+  std::fprintf(stderr, "fleet_sim: %s: core pid %s at %s\n", mode.c_str(),
+               core_pid.c_str(), core.address().c_str());
 
   std::unique_ptr<SimFleet> fleet;
   TunnelFleet* tunnels = nullptr;

@@ -10,6 +10,7 @@
 // (pulled cable, frozen host) is noticed within time + timeout.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,9 +29,19 @@ struct Keepalive {
   absl::Duration timeout = absl::Seconds(10);
 };
 
+// How long one connection attempt (TCP and HTTP/2 handshake) may take
+// before it is given up. gRPC reads this from GRPC_ARG_MIN_RECONNECT_BACKOFF_MS
+// (its "minimum connect timeout"), not the backoff: set to the 200 ms backoff
+// it made every handshake slower than 200 ms fail, so 10,000 peripheries
+// registering at once retried thousands of times and a core dialing 10,000
+// peripheries failed targets (bench/fleet_sim). A refused connection still
+// fails at once; only a slow or silent peer waits this long.
+inline constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
+
 // Channel arguments of a client to another Varan daemon: keepalive, and
 // reconnect backoff from `min_backoff` up to `max_backoff` (gRPC's own
-// default grows to two minutes, far too slow to notice a restarted peer).
+// default grows to two minutes, far too slow to notice a restarted peer),
+// each connection attempt given at least kConnectTimeout.
 inline void SetClientChannelArgs(grpc::ChannelArguments* args,
                                  const Keepalive& k, absl::Duration min_backoff,
                                  absl::Duration max_backoff) {
@@ -43,7 +54,8 @@ inline void SetClientChannelArgs(grpc::ChannelArguments* args,
   args->SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                static_cast<int>(absl::ToInt64Milliseconds(min_backoff)));
   args->SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-               static_cast<int>(absl::ToInt64Milliseconds(min_backoff)));
+               static_cast<int>(absl::ToInt64Milliseconds(
+                   std::max(min_backoff, kConnectTimeout))));
   args->SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                static_cast<int>(absl::ToInt64Milliseconds(max_backoff)));
 }
