@@ -63,6 +63,7 @@
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -77,6 +78,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/grpc_util.h"
 #include "common/keepalive.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/daemons.h"
@@ -95,6 +97,9 @@ using varan::v1::TunnelUp;
 constexpr char kLabelKey[] = "fleet";
 constexpr char kLabelValue[] = "sim";
 constexpr char kOutput[] = "ok\n";
+// Channels dialed peripheries share to reach core when the file descriptor
+// limit cannot hold one each (see main).
+constexpr int kDialChannelPool = 100;
 
 struct Options {
   std::string mode = "both";
@@ -104,6 +109,9 @@ struct Options {
   int register_window = 1000;
   double timeout = 180;
   std::vector<std::string> core_args;
+  // Dial mode: channels (connections) to core for registrations and
+  // heartbeats; set by main from the file descriptor limit.
+  int dial_channels = 0;
 };
 
 std::string Trimmed(std::string s) {
@@ -149,6 +157,12 @@ double Median(std::vector<double> v) {
                            : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
+rlim_t FileLimit() {
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  return lim.rlim_cur;
+}
+
 // Raises this process's RLIMIT_NOFILE to at least `needed` (the hard limit
 // too when permitted). Returns the soft limit now in force.
 rlim_t RaiseFileLimit(rlim_t needed) {
@@ -189,8 +203,9 @@ struct SimBase {
 
   int index = 0;
   std::string name;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<varan::v1::Registry::Stub> stub;
+  // shared_ptr: in dial mode with a pool of channels (see DialFleet),
+  // several peripheries share one.
+  std::shared_ptr<varan::v1::Registry::Stub> stub;
 
   absl::Mutex mu;
   Phase phase ABSL_GUARDED_BY(mu) = Phase::kWaiting;
@@ -244,6 +259,7 @@ class SimFleet {
     return all_confirmed_at_;
   }
   uint64_t retries() const { return retries_.load(); }
+  uint64_t shed() const { return shed_.load(); }
   uint64_t heartbeats() const { return heartbeats_.load(); }
   uint64_t errors() const { return errors_.load(); }
   std::string first_error() {
@@ -291,9 +307,14 @@ class SimFleet {
   }
 
   // The registration of `sim` failed (or its tunnel ended): it tries again
-  // after its backoff.
-  void Retry(SimBase* sim, const std::string& why) {
+  // after its backoff, or as the real periphery does, after core's
+  // retry-after hint (`status` RESOURCE_EXHAUSTED with a hint: core is
+  // shedding load) and a little more.
+  void Retry(SimBase* sim, const std::string& why,
+             const absl::Status& status = absl::OkStatus()) {
     retries_.fetch_add(1);
+    const std::optional<absl::Duration> hint = varan::RetryAfter(status);
+    if (hint.has_value()) shed_.fetch_add(1);
     {
       absl::MutexLock lock(&mu_);
       if (first_retry_reason_.empty()) first_retry_reason_ = why;
@@ -310,8 +331,13 @@ class SimFleet {
         absl::MutexLock rl(&rng_mu_);
         factor = jitter(rng_);
       }
-      sim->due = absl::Now() + sim->backoff * factor;
-      sim->backoff = std::min(sim->backoff * 2, absl::Seconds(10));
+      if (hint.has_value()) {
+        sim->due = absl::Now() + std::min(*hint, absl::Minutes(10)) *
+                                     (1.0 + (factor - 0.5) / 4);
+      } else {
+        sim->due = absl::Now() + sim->backoff * factor;
+        sim->backoff = std::min(sim->backoff * 2, absl::Seconds(10));
+      }
     }
     if (was_registering) registering_.fetch_sub(1);
   }
@@ -403,6 +429,7 @@ class SimFleet {
   std::atomic<int> registering_{0};
   std::atomic<int> confirmed_{0};
   std::atomic<uint64_t> retries_{0};
+  std::atomic<uint64_t> shed_{0};
   std::atomic<uint64_t> heartbeats_{0};
   std::atomic<uint64_t> errors_{0};
   absl::Mutex rng_mu_;
@@ -531,10 +558,9 @@ class TunnelFleet final : public SimFleet {
       auto sim = std::make_unique<SimBase>();
       sim->index = i;
       sim->name = absl::StrFormat("sim-%05d", i);
-      sim->channel = grpc::CreateCustomChannel(
+      sim->stub = varan::v1::Registry::NewStub(grpc::CreateCustomChannel(
           core_address_, grpc::InsecureChannelCredentials(),
-          PeripheryChannelArgs());
-      sim->stub = varan::v1::Registry::NewStub(sim->channel);
+          PeripheryChannelArgs()));
       sims_.push_back(std::move(sim));
     }
   }
@@ -571,7 +597,7 @@ class TunnelFleet final : public SimFleet {
       session->Send(std::move(up));
     }
   }
-  void Ended(SimBase* sim, TunnelSession* session, const grpc::Status& status) {
+  void Ended(SimBase* sim, TunnelSession* session, const absl::Status& status) {
     bool stopping;
     {
       absl::MutexLock lock(&sessions_mu_);
@@ -581,15 +607,14 @@ class TunnelFleet final : public SimFleet {
     }
     if (stopping) return;
     const std::string why =
-        absl::StrCat(sim->name, ": tunnel ended: ", status.error_code(), " ",
-                     status.error_message());
+        absl::StrCat(sim->name, ": tunnel ended: ", status.ToString());
     bool was_online;
     {
       absl::MutexLock lock(&sim->mu);
       was_online = sim->phase == SimBase::Phase::kOnline;
     }
     if (was_online) Error(why);
-    Retry(sim, why);
+    Retry(sim, why, status);
   }
 
  protected:
@@ -681,7 +706,8 @@ void TunnelSession::OnDone(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
     ended_ = true;
   }
-  fleet_->Ended(sim_, this, status);
+  fleet_->Ended(sim_, this,
+                varan::WithRetryAfter(varan::FromGrpcStatus(status), context_));
   delete this;
 }
 
@@ -739,19 +765,26 @@ class SimAgent final : public varan::v1::Agent::CallbackService {
 
 class DialFleet final : public SimFleet {
  public:
+  // Registrations and heartbeats go over `channels` channels (connections)
+  // to core, periphery i on channel i % channels: one each when channels ==
+  // n, as real peripheries; fewer where the file descriptor limit cannot
+  // hold 2n connections in core and in this process.
   DialFleet(std::string core_address, std::string join_token, int n,
-            int register_window)
+            int register_window, int channels)
       : SimFleet(std::move(core_address), std::move(join_token), n,
                  register_window),
         agent_(this) {
+    std::vector<std::shared_ptr<varan::v1::Registry::Stub>> stubs;
+    for (int c = 0; c < channels; ++c) {
+      stubs.push_back(varan::v1::Registry::NewStub(grpc::CreateCustomChannel(
+          core_address_, grpc::InsecureChannelCredentials(),
+          PeripheryChannelArgs())));
+    }
     for (int i = 0; i < n; ++i) {
       auto sim = std::make_unique<SimBase>();
       sim->index = i;
       sim->name = absl::StrFormat("sim-%05d", i);
-      sim->channel = grpc::CreateCustomChannel(
-          core_address_, grpc::InsecureChannelCredentials(),
-          PeripheryChannelArgs());
-      sim->stub = varan::v1::Registry::NewStub(sim->channel);
+      sim->stub = stubs[static_cast<size_t>(i % channels)];
       sims_.push_back(std::move(sim));
     }
   }
@@ -826,9 +859,10 @@ class DialFleet final : public SimFleet {
                 sim, call->response.periphery_id(), call->response.credential(),
                 absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
           } else {
-            Retry(sim,
-                  absl::StrCat(sim->name, ": register: ", status.error_code(),
-                               " ", status.error_message()));
+            const absl::Status s = varan::WithRetryAfter(
+                varan::FromGrpcStatus(status), call->context);
+            Retry(sim, absl::StrCat(sim->name, ": register: ", s.ToString()),
+                  s);
           }
           delete call;
           End();
@@ -985,7 +1019,11 @@ struct ModeResult {
   double self_idle_cpu_percent = 0;
   double first_fanout_ms = 0;
   std::vector<double> fanout_ms;
+  // CPU seconds used during the measured fan-outs, per fan-out.
+  double core_cpu_per_fanout_s = 0;
+  double self_cpu_per_fanout_s = 0;
   uint64_t retries = 0;
+  uint64_t shed = 0;
   uint64_t heartbeats = 0;
   size_t core_log_bytes = 0;
   std::string load_before;
@@ -1093,7 +1131,8 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
     fleet = std::move(f);
   } else {
     auto f = std::make_unique<DialFleet>(core.address(), core.join_token(),
-                                         opt.peripheries, opt.register_window);
+                                         opt.peripheries, opt.register_window,
+                                         opt.dial_channels);
     if (!f->Serve()) return fail("cannot serve the Agent service on [::]:0");
     dials = f.get();
     fleet = std::move(f);
@@ -1176,6 +1215,8 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
   r.self_idle_cpu_percent = 100.0 * (self1 - self0) / r.idle_window_s;
   r.rss_idle_mb = RssMb(core_pid);
 
+  const double fan_cpu0 = CpuSeconds(core_pid);
+  const double fan_self0 = CpuSeconds("self");
   for (int i = 0; i < opt.fanouts; ++i) {
     std::fprintf(stderr, "fleet_sim: %s: fan-out %d of %d\n", mode.c_str(),
                  i + 1, opt.fanouts);
@@ -1187,8 +1228,11 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
     }
     r.fanout_ms.push_back(ms);
   }
+  r.core_cpu_per_fanout_s = (CpuSeconds(core_pid) - fan_cpu0) / opt.fanouts;
+  r.self_cpu_per_fanout_s = (CpuSeconds("self") - fan_self0) / opt.fanouts;
   r.rss_end_mb = RssMb(core_pid);
   r.retries = fleet->retries();
+  r.shed = fleet->shed();
   if (r.retries > 0) {
     std::fprintf(stderr, "fleet_sim: %s: %llu retries; the first because %s\n",
                  mode.c_str(), static_cast<unsigned long long>(r.retries),
@@ -1222,17 +1266,29 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       "token (at most %d registrations in flight), heartbeats every 5 s and "
       "answers every execution at once (started, one line of output, exit "
       "0). Tunnel: one Registry.Connect stream per periphery, each on its "
-      "own channel and TCP connection. Dial: registration and heartbeats on "
-      "a channel (connection) per periphery; each advertises its own "
-      "loopback address 127.a.b.c:P, so core dials N channels; one Agent "
-      "server in fleet_sim tells them apart by the credential core "
-      "presents. Fan-out: CoreClient::Exec of `true` with a selector "
-      "matching all, from the request to job_finished; every target must "
-      "succeed and every periphery run exactly its executions. Idle: core's "
-      "CPU over %.0f s of heartbeats only (after one fan-out, so core holds "
-      "its channels), as a share of one core.\n\n",
+      "own channel and TCP connection. Dial: each periphery advertises its "
+      "own loopback address 127.a.b.c:P, so core dials N channels (one "
+      "connection each); one Agent server in fleet_sim tells them apart by "
+      "the credential core presents; registrations and heartbeats go %s. "
+      "Fan-out: CoreClient::Exec of `true` with a selector matching all, "
+      "from the request to job_finished; every target must succeed and "
+      "every periphery run exactly its executions. Idle: core's CPU over "
+      "%.0f s of heartbeats only (after one fan-out, so core holds its "
+      "channels), as a share of one core.\n\n",
       opt.core_args.empty() ? "" : ", ",
       absl::StrJoin(opt.core_args, " ").c_str(), opt.register_window,
+      opt.dial_channels == opt.peripheries
+          ? "over a channel (connection) of each periphery's own, as real "
+            "peripheries"
+          : absl::StrFormat(
+                "over %d channels (connections) the peripheries share: the "
+                "file descriptor limit (RLIMIT_NOFILE %llu, a hard limit "
+                "this process cannot raise) cannot hold 2 connections per "
+                "periphery in core and here, so core's side of the "
+                "heartbeats costs less in connections than it would with "
+                "real peripheries",
+                opt.dial_channels, static_cast<unsigned long long>(FileLimit()))
+                .c_str(),
       opt.idle_seconds);
   std::printf("| measure | goal |");
   for (const auto& r : results)
@@ -1286,6 +1342,12 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       "first fan-out (dial: core connects to each periphery)", "", 0,
       [](const ModeResult& r) { return r.first_fanout_ms; }, "%.0f ms");
   row(
+      "core CPU per measured fan-out", "", 0,
+      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; }, "%.2f s");
+  row(
+      "this process's CPU per measured fan-out", "", 0,
+      [](const ModeResult& r) { return r.self_cpu_per_fanout_s; }, "%.2f s");
+  row(
       "core RSS right after registration", "", 0,
       [](const ModeResult& r) { return r.rss_registered_mb; }, "%.0f MB");
   row(
@@ -1297,6 +1359,10 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
   row(
       "registration retries (refused or broken, retried with backoff)", "", 0,
       [](const ModeResult& r) { return static_cast<double>(r.retries); },
+      "%.0f");
+  row(
+      "of which refused by core's load shedding (retried after its hint)", "",
+      0, [](const ModeResult& r) { return static_cast<double>(r.shed); },
       "%.0f");
   row(
       "core log written", "", 0,
@@ -1362,16 +1428,25 @@ int main(int argc, char** argv) {
                  "[--timeout S] [--core-arg ARG]...\n");
     return 2;
   }
-  // Dial mode holds 2 descriptors per periphery here and in core.
-  const rlim_t needed = 2 * static_cast<rlim_t>(opt.peripheries) + 1024;
-  const rlim_t limit = RaiseFileLimit(needed);
-  if (limit < needed) {
+  // Core and this process each hold a connection per periphery, and in
+  // dial mode a second one (core's call to it) if every periphery also has
+  // a connection of its own to core; plus room for connections coming and
+  // going. Where the hard limit does not allow that (20,000 on the machine
+  // this was written on, which root cannot raise in its container), dialed
+  // peripheries share a pool of channels to core for registrations and
+  // heartbeats, and the report says so.
+  const rlim_t n = static_cast<rlim_t>(opt.peripheries);
+  const rlim_t limit = RaiseFileLimit(3 * n + 4096);
+  if (limit < n + 4096) {
     std::fprintf(stderr,
-                 "fleet_sim: warning: RLIMIT_NOFILE is %llu, below the %llu "
-                 "descriptors %d peripheries need (run as root to raise it)\n",
-                 static_cast<unsigned long long>(limit),
-                 static_cast<unsigned long long>(needed), opt.peripheries);
+                 "fleet_sim: warning: RLIMIT_NOFILE is %llu, too few for %d "
+                 "peripheries (%llu wanted)\n",
+                 static_cast<unsigned long long>(limit), opt.peripheries,
+                 static_cast<unsigned long long>(n + 4096));
   }
+  opt.dial_channels = limit >= 2 * n + 4096
+                          ? opt.peripheries
+                          : std::min(opt.peripheries, kDialChannelPool);
   std::vector<ModeResult> results;
   for (const std::string mode : {"tunnel", "dial"}) {
     if (opt.mode != "both" && opt.mode != mode) continue;
