@@ -285,12 +285,14 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
 std::vector<std::string> Dispatcher::OnPeripheryReport(
     const std::string& periphery_id,
     const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
-        reports) {
+        reports,
+    std::vector<std::string>* cancel) {
   std::vector<std::string> acks;
   std::vector<
       std::pair<std::shared_ptr<TargetRun>, const varan::v1::ExecutionReport*>>
       mentioned;
   std::vector<const varan::v1::ExecutionReport*> late;
+  std::vector<const varan::v1::ExecutionReport*> stray;  // running, no run
   std::vector<std::shared_ptr<TargetRun>> mine;
   {
     absl::MutexLock lock(&mu_);
@@ -298,7 +300,11 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
       auto it = by_execution_.find(r.execution_id());
       if (it == by_execution_.end() ||
           it->second->periphery_id() != periphery_id) {
-        if (r.has_exited()) late.push_back(&r);
+        if (r.has_exited()) {
+          late.push_back(&r);
+        } else if (cancel != nullptr) {
+          stray.push_back(&r);
+        }
         continue;
       }
       mentioned.emplace_back(runs_.at(it->second), &r);
@@ -318,6 +324,16 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
       if (report->has_started() && run->awaiting() &&
           !run->job()->Started(run->index())) {
         run->job()->ApplyReport(run->index(), *report);
+      }
+      // Its job was canceled while the call was broken: the cancel goes
+      // with the heartbeat's answer (the target then waits for the end).
+      if (cancel != nullptr && run->awaiting() &&
+          run->job()->CancelRequested()) {
+        spdlog::info(
+            "execution {}: its job was canceled while the call was broken; "
+            "asking its periphery to stop it",
+            run->execution_id());
+        cancel->push_back(report->execution_id());
       }
       continue;
     }
@@ -354,7 +370,30 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
   for (const auto* report : late) {
     if (AmendLate(*report)) acks.push_back(report->execution_id());
   }
+  for (const auto* report : stray) {
+    if (CanceledWhileAway(report->execution_id())) {
+      cancel->push_back(report->execution_id());
+    }
+  }
   return acks;
+}
+
+bool Dispatcher::CanceledWhileAway(const std::string& execution_id) {
+  const size_t slash = execution_id.find('/');
+  if (slash == std::string::npos) return false;  // not one of core's
+  auto job = Find(execution_id.substr(0, slash));
+  if (!job.ok() || !(*job)->CancelRequested()) return false;
+  const int index = (*job)->TargetIndex(execution_id.substr(slash + 1));
+  if (index < 0) return false;
+  const varan::v1::TargetState state =
+      (*job)->Snapshot(false).targets(index).state();
+  if (!IsFinal(state)) return false;
+  spdlog::info(
+      "execution {}: still running on its periphery although its job was "
+      "canceled and the target ended {} in core; asking the periphery to "
+      "stop it",
+      execution_id, varan::v1::TargetState_Name(state));
+  return true;
 }
 
 bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {

@@ -67,11 +67,15 @@ class Dispatcher {
 
   // What periphery `periphery_id` reports holding (from its heartbeat);
   // returns the execution ids whose results core recorded or does not want
-  // (the periphery forgets them).
+  // (the periphery forgets them). `cancel` (may be null) receives running
+  // executions of canceled jobs that the cancel could not reach (the call
+  // had broken, or the target was finished as LOST or CANCELED without the
+  // periphery hearing of it): the periphery is to stop them.
   std::vector<std::string> OnPeripheryReport(
       const std::string& periphery_id,
       const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
-          reports);
+          reports,
+      std::vector<std::string>* cancel = nullptr);
 
   // Validates, resolves targets and creates the job; returns it at once.
   // Targets are sent once the job is committed; then `on_committed` (may be
@@ -115,6 +119,9 @@ class Dispatcher {
   // A late report for a target no run waits for: amends it if it is LOST.
   // True when the periphery may forget the report.
   bool AmendLate(const varan::v1::ExecutionReport& report);
+  // A running execution no run waits for: true when its job was canceled
+  // and its target is final (the periphery is to stop it).
+  bool CanceledWhileAway(const std::string& execution_id);
   void Forget(const std::string& job_id);
   bool NoRuns() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return runs_.empty(); }
   std::string NewJobId();

@@ -533,6 +533,11 @@ bool Job::Settled(size_t target) const {
   return FinalLocked(target) || record_.has_cancel_time();
 }
 
+bool Job::CancelRequested() const {
+  absl::MutexLock lock(&mu_);
+  return record_.has_cancel_time();
+}
+
 bool Job::Started(size_t target) const {
   absl::MutexLock lock(&mu_);
   return started_[target];

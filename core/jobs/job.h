@@ -112,6 +112,8 @@ class Job {
   bool Settled(size_t target) const;
   // The periphery reported the target's process started.
   bool Started(size_t target) const;
+  // Someone asked to cancel the job.
+  bool CancelRequested() const;
 
   // --- Watching. --------------------------------------------------------
   enum class Read { kEvent, kWait, kEnd };

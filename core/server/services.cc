@@ -242,9 +242,12 @@ absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::RecordHeartbeat(
   SetDuration(fleet_->heartbeat_interval(),
               response.mutable_heartbeat_interval());
   if (!request.executions().empty()) {
-    for (auto& ack : dispatcher_->OnPeripheryReport(id, request.executions())) {
+    std::vector<std::string> cancel;
+    for (auto& ack :
+         dispatcher_->OnPeripheryReport(id, request.executions(), &cancel)) {
       response.add_acknowledged(std::move(ack));
     }
+    for (auto& c : cancel) response.add_cancel(std::move(c));
   }
   return response;
 }

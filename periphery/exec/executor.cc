@@ -166,4 +166,16 @@ void Executor::CancelAll() {
   for (auto& [id, e] : entries_) e.execution->Cancel();
 }
 
+void CancelForCore(Executor* executor,
+                   const google::protobuf::RepeatedPtrField<std::string>& ids) {
+  for (const std::string& id : ids) {
+    if (executor->Cancel(id).ok()) {
+      spdlog::info(
+          "execution {}: canceled: core asked in a heartbeat (its job "
+          "was canceled while core could not reach it)",
+          id);
+    }
+  }
+}
+
 }  // namespace varan::periphery

@@ -88,4 +88,10 @@ class Executor {
   uint64_t anonymous_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Stops the executions core's heartbeat answer asks to cancel
+// (HeartbeatResponse.cancel: their job was canceled while core could not
+// reach them); unknown or finished ones are skipped.
+void CancelForCore(Executor* executor,
+                   const google::protobuf::RepeatedPtrField<std::string>& ids);
+
 }  // namespace varan::periphery

@@ -216,6 +216,7 @@ void TunnelSession::OnReadDone(bool ok) {
       const auto& hb = incoming_.heartbeat();
       executor_->Acknowledge(std::vector<std::string>(hb.acknowledged().begin(),
                                                       hb.acknowledged().end()));
+      CancelForCore(executor_, hb.cancel());
       absl::MutexLock lock(&mu_);
       last_answer_ = absl::Now();
       if (hb.has_heartbeat_interval()) {

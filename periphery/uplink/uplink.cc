@@ -218,6 +218,7 @@ absl::Status Uplink::Heartbeat() {
   }
   executor_->Acknowledge(std::vector<std::string>(resp.acknowledged().begin(),
                                                   resp.acknowledged().end()));
+  CancelForCore(executor_, resp.cancel());
   return absl::OkStatus();
 }
 

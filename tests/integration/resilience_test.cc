@@ -243,6 +243,60 @@ TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
   EXPECT_EQ(t.stdout(), "ran\n");
 }
 
+// A job canceled while core has no call to its running commands (core was
+// restarted, the peripheries are not back yet): the cancel goes with the
+// answer to each periphery's next heartbeat, so the commands stop instead
+// of running on — dialed and tunneled alike.
+TEST(ResilienceCancelTest, CancelReachesCommandsCoreLostTouchWith) {
+  TestFleet fleet({"--heartbeat-interval", "1", "--restart-grace", "30"});
+  fleet.StartCore();
+  std::vector<Daemon*> away = {
+      fleet.StartPeriphery("away-dial", {"a=1"},
+                           {"--reconnect-max-backoff", "1"}),
+      fleet.StartPeriphery(
+          "away-tunnel", {"a=1"},
+          {"--tunnel", "--no-listen", "--reconnect-max-backoff", "1"})};
+  varan::v1::DispatchRequest req;
+  req.mutable_target()->set_selector("a=1");
+  req.mutable_spec()->set_shell("echo up; exec sleep 60");
+  auto job = fleet.client()->Dispatch(req);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(WaitFor([&] {
+    auto j = fleet.client()->GetJob(job->job_id());
+    return j.ok() && j->targets(0).stdout() == "up\n" &&
+           j->targets(1).stdout() == "up\n";
+  }));
+  // Core restarts while the peripheries are frozen: their targets wait for
+  // reports, with no call to send a cancel down.
+  for (Daemon* d : away) ASSERT_EQ(kill(d->pid(), SIGSTOP), 0);
+  ASSERT_EQ(fleet.StopCore(SIGKILL), 128 + SIGKILL);
+  fleet.StartCore();
+  auto canceled = fleet.client()->CancelJob(job->job_id());
+  for (Daemon* d : away) ASSERT_EQ(kill(d->pid(), SIGCONT), 0);
+  ASSERT_TRUE(canceled.ok()) << canceled.status();
+  // Back, each reports its command running and is told to stop it.
+  varan::v1::Job done;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = fleet.client()->GetJob(job->job_id());
+        if (!j.ok() || j->state() == varan::v1::JOB_STATE_RUNNING) {
+          return false;
+        }
+        done = *j;
+        return true;
+      },
+      absl::Seconds(20)))
+      << "the commands ran on after their job was canceled";
+  EXPECT_EQ(done.state(), varan::v1::JOB_STATE_CANCELED);
+  for (const auto& t : done.targets()) {
+    EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_CANCELED)
+        << t.name() << ": " << t.error();
+  }
+  for (Daemon* d : away) {
+    EXPECT_THAT(d->Log(), HasSubstr("core asked in a heartbeat"));
+  }
+}
+
 TEST_F(ResilienceTest, PeripheryKilledMidJobLosesItsTargetWithinTheTtl) {
   Daemon* dial = fleet_->StartPeriphery("victim-dial", {"v=1"});
   Daemon* tunnel =

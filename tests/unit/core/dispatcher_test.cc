@@ -540,6 +540,68 @@ TEST_F(DispatcherTest, ACallThatNeverReachedThePeripheryFailsAtOnce) {
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("failed to connect"));
 }
 
+// A running report of `execution_id`.
+varan::v1::ExecutionReport Running(const std::string& execution_id) {
+  varan::v1::ExecutionReport r;
+  r.set_execution_id(execution_id);
+  r.mutable_started()->set_pid(42);
+  return r;
+}
+
+TEST_F(DispatcherTest, ACancelThatFoundTheCallBrokenReachesThePeriphery) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  const std::string exec = job->id() + "/p1";
+  links_.calls()[0]->Start(7);
+  links_.calls()[0]->End(absl::UnavailableError("link down"));
+  ASSERT_TRUE(dispatcher_->Cancel(job->id(), "ops").ok());
+  // The periphery reports the command running: the answer asks it to stop.
+  std::vector<std::string> cancel;
+  dispatcher_->OnPeripheryReport(p1, Reports({Running(exec)}), &cancel);
+  EXPECT_THAT(cancel, ElementsAre(exec));
+  // It reports how the command ended: canceled.
+  varan::v1::ExecutionReport ended = Running(exec);
+  ended.mutable_exited()->set_kind(ExitStatus::KIND_CANCELED);
+  cancel.clear();
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({ended}), &cancel),
+              ElementsAre(exec));
+  EXPECT_TRUE(cancel.empty());
+  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_CANCELED);
+}
+
+TEST_F(DispatcherTest,
+       ACanceledJobsLostTargetIsStoppedWhenItsPeripheryReturns) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  const std::string exec = job->id() + "/p1";
+  links_.calls()[0]->Start(7);
+  links_.calls()[0]->End(absl::UnavailableError("link down"));
+  ASSERT_TRUE(dispatcher_->Cancel(job->id(), "ops").ok());
+  // The periphery stays away past its TTL: the target is lost.
+  clock_.Advance(kInterval * 4);
+  fleet_->Tick();
+  ASSERT_EQ(States(*job)[0], varan::v1::TARGET_STATE_LOST);
+  ASSERT_TRUE(store_->Sync().ok());
+  // Back, it reports the command still running: it is told to stop it.
+  std::vector<std::string> cancel;
+  dispatcher_->OnPeripheryReport(p1, Reports({Running(exec)}), &cancel);
+  EXPECT_THAT(cancel, ElementsAre(exec));
+}
+
+TEST_F(DispatcherTest, ALostTargetOfAJobNotCanceledRunsOn) {
+  const std::string p1 = Add("p1");
+  auto job = MustDispatch(Request(""));
+  links_.calls()[0]->Start(7);
+  links_.calls()[0]->End(absl::UnavailableError("link down"));
+  clock_.Advance(kInterval * 4);
+  fleet_->Tick();
+  ASSERT_EQ(States(*job)[0], varan::v1::TARGET_STATE_LOST);
+  std::vector<std::string> cancel;
+  dispatcher_->OnPeripheryReport(p1, Reports({Running(job->id() + "/p1")}),
+                                 &cancel);
+  EXPECT_TRUE(cancel.empty());
+}
+
 TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
   const std::string p1 = Add("p1");
   auto job = MustDispatch(Request(""));
