@@ -104,7 +104,9 @@ void SetupCompletion(CLI::App& app, int* exit_code) {
       "Examples:\n  source <(varanctl completion bash)\n"
       "  varanctl completion bash > /etc/bash_completion.d/varanctl");
   const CLI::App* root = &app;
-  cmd->callback([root, exit_code] {
+  // The option writes into *shell while parsing, after this function has
+  // returned: the callback holds it so it lives as long as the command.
+  cmd->callback([root, exit_code, shell] {
     std::cout << BashScript(*root);
     *exit_code = 0;
   });
