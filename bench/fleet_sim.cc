@@ -32,7 +32,7 @@
 //   1. registration: from the first registration sent until core lists all N
 //      online (Admin.GetInfo's peripheries_online, polled once this process
 //      has seen every periphery's first heartbeat answered; then checked
-//      with one full ListPeripheries: names, state, connection kind).
+//      with ListPeripheries, page by page: names, state, connection kind).
 //   2. idle: core's RSS (VmRSS) and CPU (utime + stime, as % of one core)
 //      over --idle-seconds of heartbeating with nothing else going on, after
 //      one fan-out, so core holds its channels to dialed peripheries.
@@ -1070,22 +1070,29 @@ std::string FanOut(varan::client::CoreClient* client, int n, double* ms,
   return job_id;
 }
 
-// Checks with one ListPeripheries (no message size limit) that core lists
-// all of `fleet` online with the right connection kind; "" or a mismatch.
+// Checks with ListPeripheries, following its pages (as varanctl does), that
+// core lists all of `fleet` online with the right connection kind; "" or a
+// mismatch.
 std::string CheckListed(const std::string& address, const std::string& token,
                         SimFleet* fleet, bool tunnel) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  auto stub = varan::v1::Fleet::NewStub(grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer " + token);
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stub = varan::v1::Fleet::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   varan::v1::ListPeripheriesRequest req;
   req.mutable_target()->set_selector(absl::StrCat(kLabelKey, "=", kLabelValue));
+  req.set_limit(1000);
   varan::v1::ListPeripheriesResponse resp;
-  grpc::Status s = stub->ListPeripheries(&ctx, req, &resp);
-  if (!s.ok()) return absl::StrCat("ListPeripheries: ", s.error_message());
+  do {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(60));
+    varan::v1::ListPeripheriesResponse page;
+    grpc::Status s = stub->ListPeripheries(&ctx, req, &page);
+    if (!s.ok()) return absl::StrCat("ListPeripheries: ", s.error_message());
+    resp.mutable_peripheries()->MergeFrom(page.peripheries());
+    req.set_page_token(page.next_page_token());
+  } while (!req.page_token().empty() &&
+           resp.peripheries_size() <= fleet->size());
   if (resp.peripheries_size() != fleet->size()) {
     return absl::StrCat("core lists ", resp.peripheries_size(), " of ",
                         fleet->size(), " peripheries");

@@ -66,15 +66,24 @@ absl::Status CoreClient::Convert(const grpc::Status& status) const {
 }
 
 absl::StatusOr<std::vector<varan::v1::Periphery>> CoreClient::ListPeripheries(
-    const varan::v1::Target& target, bool include_removed) {
+    const varan::v1::Target& target, bool include_removed, uint32_t page_size) {
   varan::v1::ListPeripheriesRequest req;
   *req.mutable_target() = target;
   req.set_include_removed(include_removed);
-  auto resp =
-      Unary(fleet_.get(), &varan::v1::Fleet::Stub::ListPeripheries, req);
-  if (!resp.ok()) return resp.status();
-  return std::vector<varan::v1::Periphery>(resp->peripheries().begin(),
-                                           resp->peripheries().end());
+  req.set_limit(page_size);
+  std::vector<varan::v1::Periphery> out;
+  while (true) {
+    auto resp =
+        Unary(fleet_.get(), &varan::v1::Fleet::Stub::ListPeripheries, req);
+    if (!resp.ok()) return resp.status();
+    for (auto& p : *resp->mutable_peripheries()) out.push_back(std::move(p));
+    if (resp->next_page_token().empty()) return out;
+    if (resp->next_page_token() == req.page_token()) {
+      return absl::InternalError(
+          "core answered ListPeripheries with the same page token twice");
+    }
+    req.set_page_token(resp->next_page_token());
+  }
 }
 
 absl::StatusOr<varan::v1::Periphery> CoreClient::GetPeriphery(

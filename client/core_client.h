@@ -59,10 +59,13 @@ class CoreClient {
   // Fleet.
 
   // Peripheries matching `target` (all of them when it is empty), sorted by
-  // name; removed ones only with `include_removed`. Errors: INVALID_ARGUMENT
-  // for a malformed selector.
+  // name; removed ones only with `include_removed`. Fetches them a page of
+  // `page_size` at a time (0: core's default) until the last. Errors:
+  // INVALID_ARGUMENT for a malformed selector; NOT_FOUND for a named
+  // periphery that does not exist.
   absl::StatusOr<std::vector<varan::v1::Periphery>> ListPeripheries(
-      const varan::v1::Target& target, bool include_removed = false);
+      const varan::v1::Target& target, bool include_removed = false,
+      uint32_t page_size = 0);
 
   // One periphery by name or id. Errors: NOT_FOUND.
   absl::StatusOr<varan::v1::Periphery> GetPeriphery(

@@ -1,11 +1,15 @@
 #include "core/fleet/registry.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/address.h"
 #include "common/log.h"
 #include "common/secrets.h"
@@ -296,11 +300,63 @@ absl::StatusOr<std::vector<const FleetRegistry::Record*>> FleetRegistry::Match(
     out.push_back(&r);
   }
   std::sort(out.begin(), out.end(), [](const Record* a, const Record* b) {
-    if (a->stored.info.name() != b->stored.info.name()) {
-      return a->stored.info.name() < b->stored.info.name();
-    }
-    return a->removed < b->removed;  // the live one first
+    return PositionOf(*a) < PositionOf(*b);
   });
+  return out;
+}
+
+std::string FleetRegistry::PageToken(const Position& pos) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(pos.name, "\n", pos.removed ? "1" : "0", "\n", pos.id));
+}
+
+bool FleetRegistry::ParsePageToken(absl::string_view token,
+                                   std::string* storage, Position* pos) {
+  if (token.size() > 4096 || !absl::WebSafeBase64Unescape(token, storage)) {
+    return false;
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(*storage, '\n');
+  if (parts.size() != 3 || parts[0].empty() || parts[2].empty() ||
+      (parts[1] != "0" && parts[1] != "1")) {
+    return false;
+  }
+  *pos = Position{parts[0], parts[1] == "1", parts[2]};
+  return true;
+}
+
+absl::StatusOr<varan::v1::ListPeripheriesResponse> FleetRegistry::ListPage(
+    const varan::v1::Target& target, bool include_removed,
+    absl::string_view page_token, size_t limit) const {
+  std::string token_storage;
+  std::optional<Position> after;
+  if (!page_token.empty()) {
+    Position pos;
+    if (!ParsePageToken(page_token, &token_storage, &pos)) {
+      return absl::InvalidArgumentError(
+          "invalid page_token: pass next_page_token from the previous page");
+    }
+    after = pos;
+  }
+  limit = std::max<size_t>(1, limit);
+  absl::MutexLock lock(&mu_);
+  auto matched = Match(target, include_removed);
+  if (!matched.ok()) return matched.status();
+  auto it = matched->begin();
+  if (after.has_value()) {
+    it = std::upper_bound(matched->begin(), matched->end(), *after,
+                          [](const Position& pos, const Record* r) {
+                            return pos < PositionOf(*r);
+                          });
+  }
+  varan::v1::ListPeripheriesResponse out;
+  for (; it != matched->end() &&
+         static_cast<size_t>(out.peripheries_size()) < limit;
+       ++it) {
+    *out.add_peripheries() = Render(**it);
+  }
+  if (it != matched->end() && out.peripheries_size() > 0) {
+    out.set_next_page_token(PageToken(PositionOf(**std::prev(it))));
+  }
   return out;
 }
 

@@ -21,10 +21,12 @@
 
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -109,6 +111,17 @@ class FleetRegistry {
   absl::StatusOr<std::vector<varan::v1::Periphery>> List(
       const varan::v1::Target& target, bool include_removed = false) const;
 
+  // One page of List: at most `limit` (at least 1) peripheries after the
+  // one `page_token` names (empty: from the start), and the token of the
+  // next page (empty on the last). A token is opaque to callers: the
+  // position (name, live or removed, id) of the page's last periphery, so a
+  // periphery registered or removed between pages neither shifts nor
+  // repeats the others. INVALID_ARGUMENT for a malformed token; otherwise
+  // List's errors.
+  absl::StatusOr<varan::v1::ListPeripheriesResponse> ListPage(
+      const varan::v1::Target& target, bool include_removed,
+      absl::string_view page_token, size_t limit) const;
+
   // One periphery by name or id (a removed one only by id). NOT_FOUND
   // otherwise.
   absl::StatusOr<varan::v1::Periphery> Get(const std::string& name_or_id) const;
@@ -152,7 +165,30 @@ class FleetRegistry {
     bool dirty = false;
   };
 
-  // Matching records sorted by name.
+  // Where a record sorts in List and ListPage: by name, a live one before
+  // removed ones, then by id. Views into a record or a parsed token.
+  struct Position {
+    absl::string_view name;
+    bool removed = false;
+    absl::string_view id;
+    friend bool operator<(const Position& a, const Position& b) {
+      return std::tie(a.name, a.removed, a.id) <
+             std::tie(b.name, b.removed, b.id);
+    }
+  };
+  static Position PositionOf(const Record& r) {
+    return Position{r.stored.info.name(), r.removed, r.stored.info.id()};
+  }
+  // A page token names a position: web-safe base64 of
+  // "name\nremoved (0 or 1)\nid".
+  static std::string PageToken(const Position& pos);
+  // The position `token` names; its views point into `storage`. False for
+  // a malformed token.
+  static bool ParsePageToken(absl::string_view token, std::string* storage,
+                             Position* pos);
+
+  // Matching records sorted by name, a live one before removed ones of the
+  // same name, then by id (RecordBefore).
   absl::StatusOr<std::vector<const Record*>> Match(
       const varan::v1::Target& target, bool include_removed) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -365,11 +365,10 @@ grpc::ServerUnaryReactor* FleetService::ListPeripheries(
   return OperatorUnary(
       auth_, ROLE_VIEWER, context, response,
       [&](const Caller&) -> absl::StatusOr<varan::v1::ListPeripheriesResponse> {
-        auto list = fleet_->List(request->target(), request->include_removed());
-        if (!list.ok()) return list.status();
-        varan::v1::ListPeripheriesResponse out;
-        for (auto& p : *list) *out.add_peripheries() = std::move(p);
-        return out;
+        const uint32_t limit =
+            request->limit() == 0 ? 500 : std::min(request->limit(), 1000u);
+        return fleet_->ListPage(request->target(), request->include_removed(),
+                                request->page_token(), limit);
       });
 }
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,8 +20,10 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
+#include "varan/v1/core.grpc.pb.h"
 #include "varan/v1/core.pb.h"
 #include "varan/version.h"
 
@@ -121,6 +124,51 @@ TEST_F(CliTest, VersionShowsClientAndCore) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("client:\n  version: \""));
   EXPECT_THAT(r.out, HasSubstr("\n  peripheries_online: 4\n"));
+}
+
+// A fleet listed a page at a time comes out whole and in order: what
+// varanctl and the client library rely on for fleets larger than a page.
+TEST_F(CliTest, PeripheriesAreListedAPageAtATime) {
+  auto whole = fleet_->client()->ListPeripheries({});
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->size(), 4u);
+  auto paged = fleet_->client()->ListPeripheries({}, false, /*page_size=*/1);
+  ASSERT_TRUE(paged.ok()) << paged.status();
+  ASSERT_EQ(paged->size(), whole->size());
+  for (size_t i = 0; i < whole->size(); ++i) {
+    EXPECT_EQ((*paged)[i].id(), (*whole)[i].id()) << i;
+  }
+
+  // The bare RPC: a page of 3 of the 4 hands out a token, the next page has
+  // the last one and none; a token core did not hand out is refused.
+  auto channel = grpc::CreateChannel(fleet_->core_address(),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = varan::v1::Fleet::NewStub(channel);
+  auto list = [&](const std::string& token,
+                  varan::v1::ListPeripheriesResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata(
+        "authorization",
+        absl::StrCat("Bearer ", absl::StripTrailingAsciiWhitespace(
+                                    ReadFile(fleet_->admin_token_file()))));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    varan::v1::ListPeripheriesRequest req;
+    req.set_limit(3);
+    req.set_page_token(token);
+    return stub->ListPeripheries(&ctx, req, out);
+  };
+  varan::v1::ListPeripheriesResponse first, second, bad;
+  ASSERT_TRUE(list("", &first).ok());
+  EXPECT_EQ(first.peripheries_size(), 3);
+  ASSERT_FALSE(first.next_page_token().empty());
+  ASSERT_TRUE(list(first.next_page_token(), &second).ok());
+  ASSERT_EQ(second.peripheries_size(), 1);
+  EXPECT_EQ(second.peripheries(0).id(), whole->back().id());
+  EXPECT_TRUE(second.next_page_token().empty());
+  grpc::Status refused = list("bm90IGEgdG9rZW4", &bad);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("invalid page_token"));
 }
 
 TEST_F(CliTest, VersionWithUnreachableCorePrintsClientAndExits2) {

@@ -77,23 +77,30 @@ function loadApi(protoDir) {
   return grpc.loadPackageDefinition(definition).varan.v1;
 }
 
-function listPeripheries(fleet, metadata, selector) {
+function listPage(fleet, metadata, request) {
   return new Promise((resolve, reject) => {
     fleet.ListPeripheries(
-        {target: {selector}}, metadata,
-        {deadline: Date.now() + UNARY_TIMEOUT_MS}, (err, response) => {
-          if (err) return reject(err);
-          console.log(`${response.peripheries.length} peripheries:`);
-          for (const p of response.peripheries) {
-            const labels = Object.keys(p.labels)
-                               .sort()
-                               .map((k) => `${k}=${p.labels[k]}`)
-                               .join(',');
-            console.log(`  ${p.name}\t${p.state}\t${labels}`);
-          }
-          resolve();
-        });
+        request, metadata, {deadline: Date.now() + UNARY_TIMEOUT_MS},
+        (err, response) => err ? reject(err) : resolve(response));
   });
+}
+
+async function listPeripheries(fleet, metadata, selector) {
+  const request = {target: {selector}, page_token: ''};
+  const peripheries = [];
+  do {  // a page at a time, until next_page_token is empty
+    const response = await listPage(fleet, metadata, request);
+    peripheries.push(...response.peripheries);
+    request.page_token = response.next_page_token;
+  } while (request.page_token);
+  console.log(`${peripheries.length} peripheries:`);
+  for (const p of peripheries) {
+    const labels = Object.keys(p.labels)
+                       .sort()
+                       .map((k) => `${k}=${p.labels[k]}`)
+                       .join(',');
+    console.log(`  ${p.name}\t${p.state}\t${labels}`);
+  }
 }
 
 // Streams the job's events; resolves to true if the job SUCCEEDED.

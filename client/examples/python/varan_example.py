@@ -57,10 +57,16 @@ def list_peripheries(channel, metadata, selector):
     fleet = core_pb2_grpc.FleetStub(channel)
     request = core_pb2.ListPeripheriesRequest(
         target=core_pb2.Target(selector=selector))
-    response = fleet.ListPeripheries(request, metadata=metadata,
-                                     timeout=UNARY_TIMEOUT_S)
-    print(f"{len(response.peripheries)} peripheries:")
-    for p in response.peripheries:
+    peripheries = []
+    while True:  # a page at a time, until next_page_token is empty
+        response = fleet.ListPeripheries(request, metadata=metadata,
+                                         timeout=UNARY_TIMEOUT_S)
+        peripheries.extend(response.peripheries)
+        if not response.next_page_token:
+            break
+        request.page_token = response.next_page_token
+    print(f"{len(peripheries)} peripheries:")
+    for p in peripheries:
         labels = ",".join(f"{k}={v}" for k, v in sorted(p.labels.items()))
         state = core_pb2.PeripheryState.Name(p.state)
         print(f"  {p.name}\t{state}\t{labels}")

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/time_util.h"
@@ -338,6 +339,104 @@ TEST_F(FleetRegistryTest, ListBySelector) {
             (std::vector<std::string>{"web-2"}));
 
   auto bad = registry_.List(Selecting("env in prod"));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Follows ListPage's tokens from the first page to the last; the pages'
+// names joined by '|'.
+std::vector<std::string> PageNames(const FleetRegistry& registry,
+                                   const varan::v1::Target& target,
+                                   bool include_removed, size_t limit) {
+  std::vector<std::string> pages;
+  std::string token;
+  do {
+    auto page = registry.ListPage(target, include_removed, token, limit);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok() || pages.size() > 100) break;
+    std::vector<std::string> names;
+    for (const auto& p : page->peripheries()) {
+      names.push_back(p.state() == varan::v1::PERIPHERY_STATE_REMOVED
+                          ? p.name() + "(removed)"
+                          : p.name());
+    }
+    pages.push_back(absl::StrJoin(names, ","));
+    token = page->next_page_token();
+  } while (!token.empty());
+  return pages;
+}
+
+TEST_F(FleetRegistryTest, ListPageWalksTheFleetInPages) {
+  for (const char* name : {"e", "a", "d", "b", "c"}) MustRegister(name);
+  EXPECT_EQ(PageNames(registry_, Selecting(""), false, 2),
+            (std::vector<std::string>{"a,b", "c,d", "e"}));
+  // A page that ends the list exactly has no next token.
+  EXPECT_EQ(PageNames(registry_, Selecting(""), false, 5),
+            (std::vector<std::string>{"a,b,c,d,e"}));
+  EXPECT_EQ(PageNames(registry_, Selecting("", {"e", "b", "c"}), false, 2),
+            (std::vector<std::string>{"b,c", "e"}));
+  // A limit of 0 is taken as 1, never as an endless list of empty pages.
+  EXPECT_EQ(PageNames(registry_, Selecting("", {"a", "b"}), false, 0),
+            (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(FleetRegistryTest, ListPageIsNotShiftedByChangesBetweenPages) {
+  for (const char* name : {"a", "b", "c", "d"}) MustRegister(name);
+  auto first = registry_.ListPage(Selecting(""), false, "", 2);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->peripheries_size(), 2);
+  EXPECT_EQ(first->peripheries(1).name(), "b");
+  // Between pages, one listed periphery goes, and one arrives before and
+  // one after the token's position.
+  ASSERT_TRUE(registry_.Remove("a").ok());
+  MustRegister("aa");
+  MustRegister("bb");
+  auto second =
+      registry_.ListPage(Selecting(""), false, first->next_page_token(), 2);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->peripheries_size(), 2);
+  EXPECT_EQ(second->peripheries(0).name(), "bb");
+  EXPECT_EQ(second->peripheries(1).name(), "c");
+  // Even the page's last periphery going away does not lose the place.
+  ASSERT_TRUE(registry_.Remove("c").ok());
+  auto third =
+      registry_.ListPage(Selecting(""), false, second->next_page_token(), 2);
+  ASSERT_TRUE(third.ok()) << third.status();
+  ASSERT_EQ(third->peripheries_size(), 1);
+  EXPECT_EQ(third->peripheries(0).name(), "d");
+  EXPECT_TRUE(third->next_page_token().empty());
+}
+
+TEST_F(FleetRegistryTest, ListPageKeepsRemovedPeripheriesOfTheSameNameApart) {
+  MustRegister("a");
+  MustRegister("b");
+  ASSERT_TRUE(registry_.Remove("b").ok());
+  MustRegister("b");  // a new periphery under the old name
+  ASSERT_TRUE(registry_.Remove("b").ok());
+  MustRegister("b");
+  MustRegister("c");
+  // Live "b" first, then its two removed predecessors (by id), one page
+  // boundary between them.
+  auto pages = PageNames(registry_, Selecting(""), true, 2);
+  EXPECT_EQ(pages,
+            (std::vector<std::string>{"a,b", "b(removed),b(removed)", "c"}));
+  EXPECT_EQ(PageNames(registry_, Selecting(""), false, 2),
+            (std::vector<std::string>{"a,b", "c"}));
+}
+
+TEST_F(FleetRegistryTest, ListPageRejectsTokensItDidNotHandOut) {
+  MustRegister("a");
+  const std::vector<std::string> tokens = {"not base64!", "YQ" /* "a" */,
+                                           "YQphCmI" /* "a\na\nb" */,
+                                           std::string(5000, 'A')};
+  for (const std::string& token : tokens) {
+    auto page = registry_.ListPage(Selecting(""), false, token, 10);
+    EXPECT_EQ(page.status().code(), absl::StatusCode::kInvalidArgument)
+        << token.substr(0, 20);
+    EXPECT_THAT(std::string(page.status().message()),
+                HasSubstr("invalid page_token"));
+  }
+  // Selector errors still come first-class.
+  auto bad = registry_.ListPage(Selecting("env in prod"), false, "", 10);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
