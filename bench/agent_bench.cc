@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/daemons.h"
 #include "varan/v1/periphery.grpc.pb.h"
@@ -26,26 +27,9 @@ extern char** environ;
 
 namespace {
 
+using varan::bench::BareSpawn;
+using varan::bench::Percentile;
 using varan::testing::ReadFile;
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// Spawns and reaps /bin/true; false if it could not run or failed.
-bool BareSpawn() {
-  char arg0[] = "/bin/true";
-  char* argv[] = {arg0, nullptr};
-  pid_t pid;
-  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) != 0) {
-    return false;
-  }
-  int status = 0;
-  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-         WEXITSTATUS(status) == 0;
-}
 
 // Runs one Execute call to the end through `agent` (the generated client of
 // the periphery's Agent service); returns bytes of output received. `*ok`

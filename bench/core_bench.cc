@@ -56,6 +56,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/daemons.h"
 #include "varan/v1/core.grpc.pb.h"
@@ -65,6 +66,12 @@ extern char** environ;
 
 namespace {
 
+using varan::bench::CpuSeconds;
+using varan::bench::CpuSecondsOf;
+using varan::bench::LoadAverage;
+using varan::bench::Percentile;
+using varan::bench::StatusMb;
+using varan::bench::Trimmed;
 using varan::testing::BinPath;
 using varan::testing::ReadFile;
 using varan::testing::TestFleet;
@@ -120,52 +127,6 @@ std::vector<Peer> ReadPeers(const std::string& path, std::string* error) {
   return peers;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string LoadAverage() {
-  std::string load = Trimmed(ReadFile("/proc/loadavg"));
-  // "0.52 0.58 0.59 1/123 4567": the three averages.
-  size_t end = 0;
-  for (int i = 0; i < 3 && end != std::string::npos; ++i) {
-    end = load.find(' ', end + 1);
-  }
-  return load.substr(0, end);
-}
-
-// utime + stime from a /proc/.../stat file, in seconds; `*name` (if not
-// null) gets the command name.
-double CpuSecondsOf(const std::string& stat_path, std::string* name = nullptr) {
-  std::string stat = ReadFile(stat_path);
-  size_t open = stat.find('(');
-  size_t paren = stat.rfind(')');
-  if (open == std::string::npos || paren == std::string::npos) return 0;
-  if (name != nullptr) *name = stat.substr(open + 1, paren - open - 1);
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  // Field 3 (state) comes first; utime and stime are fields 14 and 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// CPU seconds of process `pid` ("self" for this one).
-double CpuSeconds(const std::string& pid) {
-  return CpuSecondsOf(absl::StrCat("/proc/", pid, "/stat"));
-}
-
 // CPU seconds of each thread of process `pid`, by thread id.
 std::map<std::string, double> ThreadCpuSeconds(const std::string& pid) {
   std::map<std::string, double> threads;
@@ -193,14 +154,6 @@ double BusiestThread(const std::string& pid,
     }
   }
   return busiest;
-}
-
-// VmRSS of process `pid`, in MB.
-double RssMb(const std::string& pid) {
-  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  size_t at = status.find("VmRSS:");
-  if (at == std::string::npos) return 0;
-  return std::stod(status.substr(at + 6)) / 1024.0;
 }
 
 // --- 1. Fan-out -------------------------------------------------------------
@@ -763,7 +716,7 @@ int JobsPerSecond(const Options& opt) {
       [&] { return CountJobs(client, {varan::v1::JOB_STATE_RUNNING}, 0) == 0; },
       absl::Seconds(120));
   const absl::Time all_final = absl::Now();
-  const double core_rss = RssMb(core_pid);
+  const double core_rss = StatusMb(core_pid, "VmRSS");
   if (!drained) {
     std::fprintf(stderr, "core_bench: jobs still running after 2 min\n");
     return 1;

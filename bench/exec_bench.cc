@@ -34,6 +34,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bench/bench_util.h"
 #include "tests/integration/daemons.h"
 #include "varan/v1/core.pb.h"
 
@@ -41,6 +42,12 @@ extern char** environ;
 
 namespace {
 
+using varan::bench::BareSpawn;
+using varan::bench::CpuSeconds;
+using varan::bench::LoadAverage;
+using varan::bench::Percentile;
+using varan::bench::StatusMb;
+using varan::bench::Trimmed;
 using varan::testing::ReadFile;
 using varan::testing::TestFleet;
 
@@ -51,64 +58,6 @@ struct Options {
   int mib = 1024;
   int stream_runs = 3;
 };
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string LoadAverage() {
-  std::string load = ReadFile("/proc/loadavg");
-  size_t end = 0;
-  for (int i = 0; i < 3 && end != std::string::npos; ++i) {
-    end = load.find(' ', end + 1);
-  }
-  return load.substr(0, end);
-}
-
-// utime + stime of process `pid`, in seconds.
-double CpuSeconds(pid_t pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  // Field 3 (state) comes first; utime and stime are fields 14 and 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// A line of /proc/PID/status ("VmHWM") in MB.
-double StatusMb(pid_t pid, const std::string& key) {
-  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  size_t at = status.find(key + ":");
-  if (at == std::string::npos) return 0;
-  return std::stod(status.substr(at + key.size() + 1)) / 1024.0;
-}
-
-// Spawns and reaps /bin/true; false if it could not run or failed.
-bool BareSpawn() {
-  char arg0[] = "/bin/true";
-  char* argv[] = {arg0, nullptr};
-  pid_t pid;
-  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) != 0) {
-    return false;
-  }
-  int status = 0;
-  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-         WEXITSTATUS(status) == 0;
-}
 
 // What one job's events said about its single target.
 struct Outcome {
@@ -264,12 +213,12 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core) {
   const std::string load_before = LoadAverage();
   for (int i = 0; i < opt.stream_runs; ++i) {
     Outcome o;
-    const double cpu_before = CpuSeconds(core);
+    const double cpu_before = CpuSeconds(absl::StrCat(core));
     absl::Time start = absl::Now();
     absl::Status s = client->Exec(request, std::ref(o));
     exec_s.push_back(absl::ToDoubleSeconds(absl::Now() - start));
     if (!check(o, s, "Exec") || !committed(start, &stored_s)) return 1;
-    core_cpu.push_back(CpuSeconds(core) - cpu_before);
+    core_cpu.push_back(CpuSeconds(absl::StrCat(core)) - cpu_before);
 
     Outcome w;
     start = absl::Now();
@@ -317,7 +266,7 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core) {
   std::printf(
       "\nCore's CPU for one Exec run (receiving, streaming and storing the "
       "output): %.2f s (median); core's peak RSS (VmHWM): %.0f MB.\n\n",
-      Percentile(core_cpu, 0.5), StatusMb(core, "VmHWM"));
+      Percentile(core_cpu, 0.5), StatusMb(absl::StrCat(core), "VmHWM"));
   return 0;
 }
 

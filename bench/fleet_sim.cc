@@ -78,6 +78,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/bench_util.h"
 #include "common/grpc_util.h"
 #include "common/keepalive.h"
 #include "grpcpp/grpcpp.h"
@@ -87,6 +88,10 @@
 
 namespace {
 
+using varan::bench::CpuSeconds;
+using varan::bench::LoadAverage;
+using varan::bench::StatusMb;
+using varan::bench::Trimmed;
 using varan::testing::BinPath;
 using varan::testing::Daemon;
 using varan::testing::ReadFile;
@@ -113,42 +118,6 @@ struct Options {
   // heartbeats; set by main from the file descriptor limit.
   int dial_channels = 0;
 };
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string LoadAverage() {
-  std::istringstream in(ReadFile("/proc/loadavg"));
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return absl::StrCat(a, " ", b, " ", c);
-}
-
-// utime + stime of process `pid` ("self" for this one), in seconds.
-double CpuSeconds(const std::string& pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// VmRSS of process `pid`, in MB.
-double RssMb(const std::string& pid) {
-  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  size_t at = status.find("VmRSS:");
-  if (at == std::string::npos) return 0;
-  return std::stod(status.substr(at + 6)) / 1024.0;
-}
 
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -1187,7 +1156,7 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
   r.register_s = absl::ToDoubleSeconds(listed_at - fleet->start());
   r.register_sim_s =
       absl::ToDoubleSeconds(fleet->all_confirmed_at() - fleet->start());
-  r.rss_registered_mb = RssMb(core_pid);
+  r.rss_registered_mb = StatusMb(core_pid, "VmRSS");
   if (std::string bad =
           CheckListed(core.address(), core.admin_token(), fleet.get(), tunnel);
       !bad.empty()) {
@@ -1220,7 +1189,7 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
   r.idle_window_s = absl::ToDoubleSeconds(absl::Now() - t0);
   r.idle_cpu_percent = 100.0 * (cpu1 - cpu0) / r.idle_window_s;
   r.self_idle_cpu_percent = 100.0 * (self1 - self0) / r.idle_window_s;
-  r.rss_idle_mb = RssMb(core_pid);
+  r.rss_idle_mb = StatusMb(core_pid, "VmRSS");
 
   const double fan_cpu0 = CpuSeconds(core_pid);
   const double fan_self0 = CpuSeconds("self");
@@ -1237,7 +1206,7 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
   }
   r.core_cpu_per_fanout_s = (CpuSeconds(core_pid) - fan_cpu0) / opt.fanouts;
   r.self_cpu_per_fanout_s = (CpuSeconds("self") - fan_self0) / opt.fanouts;
-  r.rss_end_mb = RssMb(core_pid);
+  r.rss_end_mb = StatusMb(core_pid, "VmRSS");
   r.retries = fleet->retries();
   r.shed = fleet->shed();
   if (r.retries > 0) {

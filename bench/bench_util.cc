@@ -1,0 +1,79 @@
+#include "bench/bench_util.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "tests/integration/daemons.h"
+
+extern char** environ;
+
+namespace varan::bench {
+
+using varan::testing::ReadFile;
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string LoadAverage() {
+  // "0.52 0.58 0.59 1/123 4567": the first three fields.
+  std::istringstream in(ReadFile("/proc/loadavg"));
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+double CpuSecondsOf(const std::string& stat_path, std::string* name) {
+  std::string stat = ReadFile(stat_path);
+  size_t open = stat.find('(');
+  size_t paren = stat.rfind(')');
+  if (open == std::string::npos || paren == std::string::npos) return 0;
+  if (name != nullptr) *name = stat.substr(open + 1, paren - open - 1);
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  // Field 3 (state) comes first; utime and stime are fields 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double CpuSeconds(const std::string& pid) {
+  return CpuSecondsOf(absl::StrCat("/proc/", pid, "/stat"));
+}
+
+double StatusMb(const std::string& pid, const std::string& key) {
+  std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  size_t at = status.find(key + ":");
+  if (at == std::string::npos) return 0;
+  return std::stod(status.substr(at + key.size() + 1)) / 1024.0;
+}
+
+bool BareSpawn() {
+  char arg0[] = "/bin/true";
+  char* argv[] = {arg0, nullptr};
+  pid_t pid;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) != 0) {
+    return false;
+  }
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
+}
+
+}  // namespace varan::bench

@@ -1,0 +1,34 @@
+// What the benchmarks share: percentiles of samples, and a process's CPU
+// time, memory and the machine's load read from /proc.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace varan::bench {
+
+// The p-quantile (0..1) of `v`, nearest rank; `v` must not be empty.
+double Percentile(std::vector<double> v, double p);
+
+// `s` without trailing newlines and spaces.
+std::string Trimmed(std::string s);
+
+// The 1, 5 and 15 minute load averages, "0.52 0.58 0.59".
+std::string LoadAverage();
+
+// utime + stime from a /proc/.../stat file, in seconds; 0 if unreadable.
+// `*name` (if not null) gets the command name.
+double CpuSecondsOf(const std::string& stat_path, std::string* name = nullptr);
+
+// CPU seconds of process `pid` ("self" for this one).
+double CpuSeconds(const std::string& pid);
+
+// A line of /proc/PID/status in MB, e.g. StatusMb(pid, "VmRSS"); 0 if
+// missing.
+double StatusMb(const std::string& pid, const std::string& key);
+
+// Spawns and reaps /bin/true with posix_spawn; false if it could not run or
+// failed.
+bool BareSpawn();
+
+}  // namespace varan::bench
