@@ -78,17 +78,16 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   return std::string(trimmed);
 }
 
-absl::Status WriteSecretFile(const std::string& path,
-                             absl::string_view secret) {
+absl::Status WritePrivateFile(const std::string& path,
+                              absl::string_view content) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", tmp));
   // An existing temporary file keeps its mode; make sure it is private.
   fchmod(fd, 0600);
-  std::string data = absl::StrCat(secret, "\n");
   size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = write(fd, data.data() + off, data.size() - off);
+  while (off < content.size()) {
+    ssize_t n = write(fd, content.data() + off, content.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -109,6 +108,11 @@ absl::Status WriteSecretFile(const std::string& path,
     return ErrnoStatus(err, absl::StrCat("cannot rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
+}
+
+absl::Status WriteSecretFile(const std::string& path,
+                             absl::string_view secret) {
+  return WritePrivateFile(path, absl::StrCat(secret, "\n"));
 }
 
 absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,

@@ -22,6 +22,11 @@ std::string GenerateSecret();
 // (empty). Messages name the path.
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path);
 
+// Writes `content` to `path` with mode 0600, atomically: a temporary file
+// beside it, fsync, rename. Errors name the file, never the content.
+absl::Status WritePrivateFile(const std::string& path,
+                              absl::string_view content);
+
 // Writes `secret` plus a newline to `path` with mode 0600, atomically.
 absl::Status WriteSecretFile(const std::string& path, absl::string_view secret);
 

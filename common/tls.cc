@@ -93,35 +93,6 @@ absl::StatusOr<std::unique_ptr<EVP_PKEY, PkeyFree>> ParseKey(
   return std::unique_ptr<EVP_PKEY, PkeyFree>(key);
 }
 
-// Writes `content` to `path` (mode 0600) atomically.
-absl::Status WriteAtomically(const std::string& path,
-                             const std::string& content) {
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  }
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      close(fd);
-      return absl::InternalError(
-          absl::StrCat("cannot write ", tmp, ": ", std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path,
-                                            ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status CheckCertificateFile(const std::string& path,
@@ -229,13 +200,13 @@ absl::Status TlsFiles::Reload() {
     return absl::OkStatus();
   }
   if (!identity_path_.empty() && identity != staged_identity_) {
-    if (absl::Status s = WriteAtomically(identity_path_, identity); !s.ok()) {
+    if (absl::Status s = WritePrivateFile(identity_path_, identity); !s.ok()) {
       return s;
     }
     staged_identity_ = identity;
   }
   if (!ca_path_.empty() && ca != staged_ca_) {
-    if (absl::Status s = WriteAtomically(ca_path_, ca); !s.ok()) return s;
+    if (absl::Status s = WritePrivateFile(ca_path_, ca); !s.ok()) return s;
     staged_ca_ = ca;
   }
   if (!first) {
