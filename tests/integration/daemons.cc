@@ -390,6 +390,21 @@ int TestFleet::StopCore(int sig) {
   return core_->Stop(sig, absl::Seconds(15));
 }
 
+varan::v1::Job TestFleet::WaitFinished(const std::string& id,
+                                       absl::Duration timeout) {
+  varan::v1::Job job;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto j = client()->GetJob(id);
+        if (!j.ok()) return false;
+        job = *j;
+        return job.state() != varan::v1::JOB_STATE_RUNNING;
+      },
+      timeout))
+      << "job " << id << " still running: " << job.DebugString();
+  return job;
+}
+
 client::CoreClient* TestFleet::client() {
   if (client_ == nullptr) {
     std::string token = ReadFile(admin_token_file());

@@ -127,6 +127,11 @@ class TestFleet {
   Daemon* core() { return core_.get(); }
   client::CoreClient* client();
 
+  // Waits until job `id` is no longer running (a test failure when it still
+  // is after `timeout`); returns it as last read.
+  varan::v1::Job WaitFinished(const std::string& id,
+                              absl::Duration timeout = absl::Seconds(20));
+
   // varanctl with --core and --token-file set, then `args`.
   RunResult Ctl(const std::vector<std::string>& args);
 

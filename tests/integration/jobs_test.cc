@@ -72,22 +72,6 @@ class JobsTest : public ::testing::Test {
     return job.ok() ? *job : varan::v1::Job();
   }
 
-  // Waits until the job is no longer running; returns it.
-  varan::v1::Job WaitFinished(const std::string& id,
-                              absl::Duration timeout = absl::Seconds(20)) {
-    varan::v1::Job job;
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          auto j = fleet_->client()->GetJob(id);
-          if (!j.ok()) return false;
-          job = *j;
-          return job.state() != varan::v1::JOB_STATE_RUNNING;
-        },
-        timeout))
-        << job.DebugString();
-    return job;
-  }
-
   std::unique_ptr<TestFleet> fleet_;
 };
 
@@ -125,7 +109,7 @@ TEST_F(JobsTest, MaxParallelIsHonoured) {
   for (int i = 1; i <= 4; ++i) fleet_->StartPeriphery(absl::StrCat("p", i));
   auto req = Shell("", "sleep 0.4");
   req.mutable_options()->set_max_parallel(2);
-  varan::v1::Job job = WaitFinished(MustDispatch(req));
+  varan::v1::Job job = fleet_->WaitFinished(MustDispatch(req));
   ASSERT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED);
   // At no start of a target were more than two running (counting it).
   struct Span {
@@ -155,7 +139,7 @@ TEST_F(JobsTest, StopAfterFailuresSkipsTheRest) {
   auto req = Shell("", "exit 7");
   req.mutable_options()->set_max_parallel(1);
   req.mutable_options()->set_stop_after_failures(2);
-  varan::v1::Job job = WaitFinished(MustDispatch(req));
+  varan::v1::Job job = fleet_->WaitFinished(MustDispatch(req));
   EXPECT_EQ(job.state(), varan::v1::JOB_STATE_FAILED);
   ASSERT_EQ(job.targets_size(), 4);
   for (int i : {0, 1}) {
@@ -193,7 +177,7 @@ TEST_F(JobsTest, CancelKillsRunningProcesses) {
 
   auto canceled = fleet_->client()->CancelJob(id);
   ASSERT_TRUE(canceled.ok()) << canceled.status();
-  varan::v1::Job job = WaitFinished(id, absl::Seconds(10));
+  varan::v1::Job job = fleet_->WaitFinished(id, absl::Seconds(10));
   EXPECT_EQ(job.state(), varan::v1::JOB_STATE_CANCELED);
   EXPECT_FALSE(job.canceled_by().empty());
   for (const auto& t : job.targets()) {
@@ -263,7 +247,7 @@ TEST_F(JobsTest, PeripheryKilledMidJobLosesItsTarget) {
     return p.ok() && p->state() == varan::v1::PERIPHERY_STATE_OFFLINE;
   }));
   ASSERT_TRUE(fleet_->client()->CancelJob(id).ok());
-  EXPECT_EQ(WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
+  EXPECT_EQ(fleet_->WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
 }
 
 TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
@@ -271,7 +255,7 @@ TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
   fleet_->StartPeriphery("p2", {"env=test"});
   // A finished job with output, and one still running at the crash.
   const std::string done = MustDispatch(Shell("", "echo kept"));
-  ASSERT_EQ(WaitFinished(done).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  ASSERT_EQ(fleet_->WaitFinished(done).state(), varan::v1::JOB_STATE_SUCCEEDED);
   const std::string running =
       MustDispatch(Shell("", "echo $$; sleep 2; echo after"));
   std::vector<pid_t> pids;
@@ -287,7 +271,7 @@ TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
 
   // The running job ends with the results the peripheries held: the
   // commands went on while core was down and were reported afterwards.
-  varan::v1::Job job = WaitFinished(running);
+  varan::v1::Job job = fleet_->WaitFinished(running);
   EXPECT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED) << job.DebugString();
   for (const auto& t : job.targets()) {
     EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.name();
@@ -349,7 +333,7 @@ TEST_F(JobsTest, VaranctlDrivesRolloutsCancelLabelsAndHistory) {
   }));
   RunResult cancel = fleet_->Ctl({"jobs", "cancel", id});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
-  EXPECT_EQ(WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
+  EXPECT_EQ(fleet_->WaitFinished(id).state(), varan::v1::JOB_STATE_CANCELED);
 
   RunResult canceled =
       fleet_->Ctl({"jobs", "list", "--state", "canceled", "-o", "json"});

@@ -226,17 +226,8 @@ TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
       << mid->targets(0).error();
   // Thawed, the periphery reads the request, runs the command (held: its
   // caller is gone), reconnects and reports the result.
-  varan::v1::Job done;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto j = fleet.client()->GetJob(job->job_id());
-        if (!j.ok() || j->state() == varan::v1::JOB_STATE_RUNNING) {
-          return false;
-        }
-        done = *j;
-        return true;
-      },
-      absl::Seconds(20)));
+  const varan::v1::Job done = fleet.WaitFinished(job->job_id());
+  ASSERT_NE(done.state(), varan::v1::JOB_STATE_RUNNING);
   const auto& t = done.targets(0);
   EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.error();
   EXPECT_EQ(t.exit_status().code(), 5);
@@ -275,17 +266,8 @@ TEST(ResilienceCancelTest, CancelReachesCommandsCoreLostTouchWith) {
   for (Daemon* d : away) ASSERT_EQ(kill(d->pid(), SIGCONT), 0);
   ASSERT_TRUE(canceled.ok()) << canceled.status();
   // Back, each reports its command running and is told to stop it.
-  varan::v1::Job done;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto j = fleet.client()->GetJob(job->job_id());
-        if (!j.ok() || j->state() == varan::v1::JOB_STATE_RUNNING) {
-          return false;
-        }
-        done = *j;
-        return true;
-      },
-      absl::Seconds(20)))
+  const varan::v1::Job done = fleet.WaitFinished(job->job_id());
+  ASSERT_NE(done.state(), varan::v1::JOB_STATE_RUNNING)
       << "the commands ran on after their job was canceled";
   EXPECT_EQ(done.state(), varan::v1::JOB_STATE_CANCELED);
   for (const auto& t : done.targets()) {

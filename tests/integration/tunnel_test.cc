@@ -42,21 +42,6 @@ class TunnelTest : public ::testing::Test {
     return resp.ok() ? resp->job_id() : "";
   }
 
-  varan::v1::Job WaitFinished(const std::string& id,
-                              absl::Duration timeout = absl::Seconds(30)) {
-    varan::v1::Job job;
-    EXPECT_TRUE(WaitFor(
-        [&] {
-          auto j = fleet_->client()->GetJob(id);
-          if (!j.ok()) return false;
-          job = *j;
-          return job.state() != varan::v1::JOB_STATE_RUNNING;
-        },
-        timeout))
-        << job.DebugString();
-    return job;
-  }
-
   std::unique_ptr<TestFleet> fleet_;
 };
 
@@ -113,7 +98,7 @@ TEST_F(TunnelTest, ManyExecutionsShareOneTunnelAndABusyOneDoesNotStallOthers) {
         MustDispatch("t1", absl::StrCat("sleep 0.2; echo quick-", i)));
   }
   for (int i = 0; i < 20; ++i) {
-    varan::v1::Job job = WaitFinished(quick[i], absl::Seconds(10));
+    varan::v1::Job job = fleet_->WaitFinished(quick[i], absl::Seconds(10));
     ASSERT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED) << job.DebugString();
     EXPECT_EQ(job.targets(0).stdout(), absl::StrCat("quick-", i, "\n"));
   }
@@ -125,7 +110,9 @@ TEST_F(TunnelTest, ManyExecutionsShareOneTunnelAndABusyOneDoesNotStallOthers) {
   const uint64_t before = flooded();
   ASSERT_TRUE(WaitFor([&] { return flooded() > before + (16u << 20); }));
   ASSERT_TRUE(fleet_->client()->CancelJob(flood->job_id()).ok());
-  EXPECT_EQ(WaitFinished(flood->job_id()).targets(0).state(),
+  EXPECT_EQ(fleet_->WaitFinished(flood->job_id(), absl::Seconds(30))
+                .targets(0)
+                .state(),
             varan::v1::TARGET_STATE_CANCELED);
 }
 
@@ -137,7 +124,7 @@ TEST_F(TunnelTest, CancelReachesACommandOverTheTunnel) {
     return j.ok() && j->targets(0).stdout() == "up\n";
   }));
   ASSERT_TRUE(fleet_->client()->CancelJob(id).ok());
-  varan::v1::Job job = WaitFinished(id, absl::Seconds(10));
+  varan::v1::Job job = fleet_->WaitFinished(id, absl::Seconds(10));
   EXPECT_EQ(job.state(), varan::v1::JOB_STATE_CANCELED);
   EXPECT_EQ(job.targets(0).state(), varan::v1::TARGET_STATE_CANCELED)
       << job.DebugString();
