@@ -44,7 +44,9 @@ google::protobuf::Map<std::string, std::string> ApplyLabelOverrides(
 
 FleetRegistry::FleetRegistry(const Clock* clock, FleetOptions options,
                              Store* store)
-    : clock_(clock), options_(options), store_(store) {}
+    : clock_(clock),
+      options_(options),
+      store_(RequireStore(store, "FleetRegistry")) {}
 
 void FleetRegistry::SetGoneListener(
     std::function<void(const std::string&, const std::string&)> listener) {
@@ -53,7 +55,6 @@ void FleetRegistry::SetGoneListener(
 }
 
 absl::StatusOr<size_t> FleetRegistry::Load() {
-  if (store_ == nullptr) return 0;
   auto stored = store_->LoadPeripheries();
   if (!stored.ok()) return stored.status();
   const absl::Time now = clock_->Now();
@@ -89,7 +90,6 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
 
 void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
   r.dirty = false;
-  if (store_ == nullptr) return;
   StoredPeriphery p = r.stored;
   p.info.set_state(r.removed        ? varan::v1::PERIPHERY_STATE_REMOVED
                    : Online(r, now) ? varan::v1::PERIPHERY_STATE_ONLINE

@@ -58,9 +58,9 @@ struct DialTarget {
 
 class FleetRegistry {
  public:
-  // `store` may be null (nothing persisted); both must outlive the registry.
-  FleetRegistry(const Clock* clock, FleetOptions options,
-                Store* store = nullptr);
+  // `store` must not be null (a MemoryStore where nothing is to persist);
+  // both must outlive the registry.
+  FleetRegistry(const Clock* clock, FleetOptions options, Store* store);
 
   // Loads the stored fleet (call once, before serving). Peripheries that
   // were online get the restart grace period. Returns how many were loaded.

@@ -194,14 +194,14 @@ Dispatcher::Dispatcher(const FleetRegistry* fleet, LinkProvider* links,
                        DispatcherOptions options)
     : fleet_(fleet),
       links_(links),
-      store_(store),
+      store_(RequireStore(store, "Dispatcher")),
       clock_(clock),
       options_(options) {}
 
 Dispatcher::~Dispatcher() {
   Shutdown(absl::Seconds(5));
   // Commit callbacks point at this dispatcher: let them all run now.
-  if (store_ != nullptr) (void)store_->Sync();
+  (void)store_->Sync();
 }
 
 std::string Dispatcher::NewJobId() {
@@ -214,7 +214,6 @@ std::string Dispatcher::NewJobId() {
 }
 
 absl::StatusOr<size_t> Dispatcher::Recover() {
-  if (store_ == nullptr) return 0;
   auto unfinished = store_->LoadUnfinishedJobs();
   if (!unfinished.ok()) return unfinished.status();
   size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
@@ -592,9 +591,6 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Find(
     auto it = active_.find(id);
     if (it != active_.end()) return it->second->job;
   }
-  if (store_ == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no job with id \"", id, "\""));
-  }
   auto stored = store_->LoadJob(id);
   if (!stored.ok()) {
     if (absl::IsNotFound(stored.status())) {
@@ -630,7 +626,6 @@ absl::StatusOr<varan::v1::ListJobsResponse> Dispatcher::List(
     query.created_before = FromTimestamp(request.created_before());
   }
   varan::v1::ListJobsResponse out;
-  if (store_ == nullptr) return out;
   auto page = store_->ListJobs(query);
   if (!page.ok()) return page.status();
   std::vector<std::shared_ptr<Job>> live(page->jobs.size());

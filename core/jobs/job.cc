@@ -61,7 +61,7 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
     : id_(record.id()),
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
-      store_(store) {
+      store_(RequireStore(store, "Job")) {
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   record_.set_state(varan::v1::JOB_STATE_RUNNING);
@@ -87,29 +87,22 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
 void Job::Persist(CommitCallback on_created) {
   const bool changed = Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     created_ = true;
-    if (store_ != nullptr) {
-      // The record as dispatched; the events follow it through the same
-      // ordered queue.
-      store_->CreateJob(SnapshotLocked(/*with_output=*/false),
-                        std::move(on_created));
-    }
+    // The record as dispatched; the events follow it through the same
+    // ordered queue.
+    store_->CreateJob(SnapshotLocked(/*with_output=*/false),
+                      std::move(on_created));
     return false;
   });
   (void)changed;
-  if (store_ == nullptr && on_created) on_created(absl::OkStatus());
 }
 
 bool Job::Update(absl::FunctionRef<bool()> change) {
-  std::function<void()> after;
   bool changed;
   {
     absl::MutexLock lock(&mu_);
     changed = change();
     PersistLocked();
-    after = std::move(run_after_unlock_);
-    run_after_unlock_ = nullptr;
   }
-  if (after) after();
   if (changed) NotifyWatchers();
   return changed;
 }
@@ -118,7 +111,7 @@ Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store)
     : id_(record.id()),
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
-      store_(store) {
+      store_(RequireStore(store, "Job")) {
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   // The stored record may be the final summary: start from the record as
@@ -310,17 +303,6 @@ void Job::EmitLocked(JobEvent event) {
 
 void Job::PersistLocked() {
   if (!created_) return;
-  if (store_ == nullptr) {
-    persisted_ = events_.size();
-    if (record_.state() != varan::v1::JOB_STATE_RUNNING &&
-        !final_persist_started_) {
-      final_persist_started_ = true;
-      // Without a store there is nothing to wait for; the callback must not
-      // run under mu_, so it is left to the caller of the update.
-      run_after_unlock_ = on_finished_persisted_;
-    }
-    return;
-  }
   if (persisted_ < events_.size()) {
     // Serialized by the store before it returns: no copy of the events.
     std::vector<const JobEvent*> batch;
@@ -600,29 +582,6 @@ bool Job::RequestCancel(const std::string& by) {
     ev.mutable_cancel_requested()->set_by(by);
     EmitLocked(std::move(ev));
     return true;
-  });
-}
-
-void Job::AbandonAfterRestart() {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t before = events_.size();
-    for (size_t i = 0; i < target_count_; ++i) {
-      const TargetState state = record_.targets(static_cast<int>(i)).state();
-      if (IsFinal(state)) continue;
-      if (state == varan::v1::TARGET_STATE_QUEUED) {
-        FinishTargetLocked(i, varan::v1::TARGET_STATE_FAILED, nullptr,
-                           "core restarted before this target was sent; it "
-                           "never ran");
-      } else {
-        FinishTargetLocked(i, varan::v1::TARGET_STATE_LOST, nullptr,
-                           absl::StrCat("core restarted while the target was ",
-                                        state == varan::v1::TARGET_STATE_RUNNING
-                                            ? "running"
-                                            : "being sent",
-                                        "; its outcome is unknown"));
-      }
-    }
-    return events_.size() != before;
   });
 }
 

@@ -45,15 +45,14 @@ class Job {
  public:
   // A new job. `record` holds id, target, spec, options, created_by and one
   // queued JobTarget per matched periphery. Appends the `accepted` event; a
-  // job without targets finishes at once. `store` may be null (no
-  // persistence); it must outlive the job. Nothing is written to the store
-  // until Persist().
+  // job without targets finishes at once. `store` must not be null and
+  // must outlive the job. Nothing is written to the store until Persist().
   Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
-      Store* store = nullptr);
+      Store* store);
 
   // Writes the new job to the store (Store::CreateJob) and from then on every
   // event as it is appended. `on_created` runs once the job's record is
-  // committed (at once, on this thread, without a store). Call once.
+  // committed (on a store thread). Call once.
   void Persist(CommitCallback on_created);
 
   // A job rebuilt from its stored record and event log (events are not
@@ -72,9 +71,8 @@ class Job {
   // Targets that are final and count as failures (anything but exit code 0,
   // except SKIPPED).
   size_t failures() const;
-  // Runs `callback` (once, on a store thread, or at once without
-  // a store) after the finished job's record is committed. Set it before
-  // the job can finish.
+  // Runs `callback` (once, on a store thread) after the finished job's
+  // record is committed. Set it before the job can finish.
   void SetOnFinishedPersisted(std::function<void()> callback);
 
   // --- Updates (any thread). Each is ignored for a target already final. --
@@ -93,9 +91,6 @@ class Job {
   // Records a cancel request by `by`. False if the job already finished or
   // was already canceled.
   bool RequestCancel(const std::string& by);
-  // After a core restart: targets never sent become FAILED, targets sent or
-  // running become LOST (their outcome is unknown), each with a reason.
-  void AbandonAfterRestart();
   // What the periphery reported about the target's execution after its call
   // ended (or core restarted): a start not seen yet, output past what core
   // received (from the report's tails), and the end. Ignored for a final
@@ -142,9 +137,8 @@ class Job {
   Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store);
 
   // Runs `change` under mu_ (it returns whether it appended events), hands
-  // new events to the store, then, without mu_, runs a callback the change
-  // left in run_after_unlock_ and notifies watchers. Returns `change`'s
-  // result.
+  // new events to the store, then, without mu_, notifies watchers. Returns
+  // `change`'s result.
   bool Update(absl::FunctionRef<bool()> change);
   // Fills sequence, time and job id, applies the event to the record,
   // appends it to the log and queues it for the store.
@@ -199,7 +193,6 @@ class Job {
   bool created_ ABSL_GUARDED_BY(mu_) = false;
   bool final_persist_started_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_finished_persisted_ ABSL_GUARDED_BY(mu_);
-  std::function<void()> run_after_unlock_ ABSL_GUARDED_BY(mu_);
 
   // Held while callbacks run (see the class comment).
   absl::Mutex watchers_mu_;

@@ -55,10 +55,9 @@ std::string RoleName(varan::v1::Role role) {
 }
 
 TokenRegistry::TokenRegistry(const Clock* clock, Store* store)
-    : clock_(clock), store_(store) {}
+    : clock_(clock), store_(RequireStore(store, "TokenRegistry")) {}
 
 absl::Status TokenRegistry::Load() {
-  if (store_ == nullptr) return absl::OkStatus();
   auto tokens = store_->LoadTokens();
   if (!tokens.ok()) return tokens.status();
   auto joins = store_->LoadJoinTokens();
@@ -303,20 +302,12 @@ TokenRegistry::Join* TokenRegistry::FindJoinLocked(
 
 void TokenRegistry::Persist(const StoredToken& t,
                             std::function<void(absl::Status)> done) {
-  if (store_ == nullptr) {
-    if (done) done(absl::OkStatus());
-    return;
-  }
   store_->SaveToken(t,
                     done ? CommitCallback(std::move(done)) : CommitCallback());
 }
 
 void TokenRegistry::Persist(const StoredJoinToken& t,
                             std::function<void(absl::Status)> done) {
-  if (store_ == nullptr) {
-    if (done) done(absl::OkStatus());
-    return;
-  }
   store_->SaveJoinToken(
       t, done ? CommitCallback(std::move(done)) : CommitCallback());
 }

@@ -48,8 +48,9 @@ struct BootstrapToken {
 
 class TokenRegistry {
  public:
-  // `store` may be null (nothing persisted); both must outlive the registry.
-  TokenRegistry(const Clock* clock, Store* store = nullptr);
+  // `store` must not be null (a MemoryStore where nothing is to persist);
+  // both must outlive the registry.
+  TokenRegistry(const Clock* clock, Store* store);
 
   // Loads the stored tokens (call once, before serving).
   absl::Status Load();
@@ -124,7 +125,7 @@ class TokenRegistry {
   void Revoke(Entry* (TokenRegistry::*find)(const std::string&),
               absl::string_view what, const std::string& name_or_id,
               const std::string& by, Done<View> done);
-  // Runs `done` with OK at once without a store, else after the commit.
+  // Saves the token; `done` runs after the commit (on a store thread).
   void Persist(const StoredToken& t, std::function<void(absl::Status)> done);
   void Persist(const StoredJoinToken& t,
                std::function<void(absl::Status)> done);

@@ -26,6 +26,12 @@
 // Schema changes are numbered migrations recorded in PRAGMA user_version,
 // each applied in a transaction of its own; Open refuses a database written
 // by a newer binary.
+//
+// The parts, in core/store/sqlite/: the connection and its statements
+// (db.h), schema, migrations and opening (schema.h), the ops queued for the
+// writer and their statements (ops.h, writes.cc), retention (retention.cc)
+// and reads (reads.cc). sqlite_store.cc holds the queue, the writer and
+// completer threads and group commit.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +52,23 @@
 #include "core/store/store.h"
 
 namespace varan::core {
+
+// The parts in core/store/sqlite/: the connection (db.h), the ops queued
+// for the writer (ops.h), schema and opening (schema.h).
+namespace sqlite {
+class Db;
+struct Waiter;
+struct PruneRun;
+struct PeripheryOp;
+struct TokenOp;
+struct CreateJobOp;
+struct EventsOp;
+struct FinishJobOp;
+struct SyncOp;
+struct PruneOp;
+using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
+                        FinishJobOp, SyncOp, PruneOp>;
+}  // namespace sqlite
 
 struct SqliteStoreOptions {
   // Runs first right after Open, then every `interval` after the previous
@@ -121,37 +144,22 @@ class SqliteStore final : public Store {
   // FAILED_PRECONDITION instead of deadlocking.
   absl::Status Sync() override;
 
-  // Runs retention now, to completion, and waits for it: the writes queued
-  // before the call are committed first. Returns the number of jobs
-  // deleted. Works whether or not periodic retention is enabled, with the
-  // limits of `options.retention` (zero limits delete nothing).
-  absl::StatusOr<uint64_t> PruneNow();
+  // Retention in transactions of at most `options.prune_batch_jobs` jobs,
+  // with the limits of `options.retention`.
+  absl::StatusOr<uint64_t> PruneNow() override;
 
  private:
-  class Db;
-  struct Waiter;
-  struct PeripheryOp;
-  struct TokenOp;
-  struct CreateJobOp;
-  struct EventsOp;
-  struct FinishJobOp;
-  struct SyncOp;
-  struct PruneOp;
-  using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
-                          FinishJobOp, SyncOp, PruneOp>;
-  // Where a retention run is; owned by the writer thread.
-  struct PruneRun;
-
   SqliteStore(std::string path, SqliteStoreOptions options,
-              std::unique_ptr<Db> writer, std::unique_ptr<Db> reader);
+              std::unique_ptr<sqlite::Db> writer,
+              std::unique_ptr<sqlite::Db> reader);
 
   // False (and `op` dropped) once the writer has exited.
-  bool Enqueue(Op op);
+  bool Enqueue(sqlite::Op op);
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriterLoop();
-  void ExecuteBatch(std::vector<Op>& batch);
-  absl::Status ExecuteOp(Op& op);
-  void StartPrune(Waiter* waiter);
+  void ExecuteBatch(std::vector<sqlite::Op>& batch);
+  // Retention (core/store/sqlite/retention.cc).
+  void StartPrune(sqlite::Waiter* waiter);
   void PruneStep();
   void FinishPrune(const absl::Status& status);
   absl::StatusOr<StoredJob> LoadJobLocked(const std::string& id,
@@ -163,18 +171,18 @@ class SqliteStore final : public Store {
   const Clock* const clock_;
 
   // Used by the writer thread only (and by Open before it starts).
-  const std::unique_ptr<Db> writer_;
+  const std::unique_ptr<sqlite::Db> writer_;
   // First failed write since the last Sync marker was executed.
   absl::Status unsynced_error_;
-  std::unique_ptr<PruneRun> prune_;
+  std::unique_ptr<sqlite::PruneRun> prune_;
   absl::Time next_prune_ = absl::InfiniteFuture();
 
   absl::Mutex read_mu_;
-  const std::unique_ptr<Db> reader_ ABSL_PT_GUARDED_BY(read_mu_);
+  const std::unique_ptr<sqlite::Db> reader_ ABSL_PT_GUARDED_BY(read_mu_);
 
   absl::Mutex mu_;
-  // std::vector, not std::deque: Op is incomplete here.
-  std::vector<Op> queue_ ABSL_GUARDED_BY(mu_);
+  // std::vector, not std::deque: the ops are incomplete here.
+  std::vector<sqlite::Op> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   // Set when the writer has exited; later writes are dropped with an error.
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/time_util.h"
+#include "core/store/memory_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -37,7 +38,8 @@ class JobTest : public ::testing::Test {
       t->set_periphery_id("id-" + n);
       t->set_state(varan::v1::TARGET_STATE_QUEUED);
     }
-    return std::make_unique<Job>(std::move(record), capture_limit, &clock_);
+    return std::make_unique<Job>(std::move(record), capture_limit, &clock_,
+                                 &store_);
   }
 
   static ExecuteEvent Started(int pid) {
@@ -122,6 +124,7 @@ class JobTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  MemoryStore store_;
 };
 
 TEST_F(JobTest, NewJobIsRunningWithAnAcceptedEvent) {
@@ -485,7 +488,7 @@ TEST_F(JobTest, CoreGivesUpOnATargetPastItsTimeout) {
   record.mutable_spec()->set_shell("sleep 100");
   record.mutable_spec()->mutable_timeout()->set_seconds(5);
   record.add_targets()->set_name("a");
-  Job job(std::move(record), 1024, &clock_);
+  Job job(std::move(record), 1024, &clock_, &store_);
   job.MarkDispatched(0);
   job.OnExecuteEvent(0, Started(5));
   job.OnExecuteDone(0, absl::DeadlineExceededError("Deadline Exceeded"));
@@ -508,7 +511,7 @@ TEST_F(JobTest, RestoreReplaysTheLogIntoTheSameRecord) {
   StoredJob stored;
   stored.record = job->Snapshot(false);  // the final summary, as stored
   stored.events = Events(*job);
-  auto restored = Job::Restore(stored, &clock_, nullptr);
+  auto restored = Job::Restore(stored, &clock_, &store_);
   ASSERT_TRUE(restored.ok()) << restored.status();
   EXPECT_EQ((*restored)->Snapshot(true).DebugString(),
             job->Snapshot(true).DebugString());
@@ -520,25 +523,9 @@ TEST_F(JobTest, RestoreReplaysTheLogIntoTheSameRecord) {
 
   StoredJob gap = stored;
   gap.events.erase(gap.events.begin() + 2);
-  auto broken = Job::Restore(gap, &clock_, nullptr);
+  auto broken = Job::Restore(gap, &clock_, &store_);
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(broken.status().message()), HasSubstr("missing"));
-}
-
-TEST_F(JobTest, AbandonAfterRestartFinishesEveryTargetWithAReason) {
-  auto job = MakeJob({"a", "b", "c"});
-  job->MarkDispatched(0);
-  job->OnExecuteEvent(0, Started(1));
-  job->MarkDispatched(1);
-  job->AbandonAfterRestart();
-  ASSERT_TRUE(job->finished());
-  varan::v1::Job snap = job->Snapshot(false);
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
-  EXPECT_THAT(snap.targets(0).error(), HasSubstr("was running"));
-  EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_LOST);
-  EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_THAT(snap.targets(2).error(), HasSubstr("never ran"));
-  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/time_util.h"
+#include "core/store/memory_store.h"
 #include "core/store/sqlite_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,7 +28,8 @@ constexpr absl::Duration kInterval = absl::Seconds(10);
 class FleetRegistryTest : public ::testing::Test {
  protected:
   FleetRegistryTest()
-      : registry_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3}) {}
+      : registry_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3},
+                  &store_) {}
 
   static varan::v1::RegisterRequest Request(
       const std::string& name, std::map<std::string, std::string> labels = {},
@@ -81,6 +83,7 @@ class FleetRegistryTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  MemoryStore store_;
   FleetRegistry registry_;
 };
 

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
+#include "core/store/memory_store.h"
 #include "core/store/sqlite_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,14 +28,12 @@ using varan::v1::ROLE_OPERATOR;
 using varan::v1::ROLE_VIEWER;
 
 // Runs an async registry call and returns what its callback got (the
-// callback runs at once without a store, or after a Sync with one).
+// callback has run once Sync returns).
 template <typename T, typename Call>
 absl::StatusOr<T> Await(Store* store, Call call) {
   std::optional<absl::StatusOr<T>> got;
   call([&got](absl::StatusOr<T> r) { got = std::move(r); });
-  if (store != nullptr) {
-    EXPECT_TRUE(store->Sync().ok());
-  }
+  EXPECT_TRUE(store->Sync().ok());
   EXPECT_TRUE(got.has_value());
   return got.has_value() ? *std::move(got)
                          : absl::StatusOr<T>(absl::InternalError("no answer"));
@@ -44,19 +43,17 @@ class TokenRegistryTest : public ::testing::Test {
  protected:
   absl::StatusOr<varan::v1::CreateTokenResponse> Create(
       const std::string& name, varan::v1::Role role,
-      absl::Duration ttl = absl::ZeroDuration(), TokenRegistry* reg = nullptr,
-      Store* store = nullptr) {
+      absl::Duration ttl = absl::ZeroDuration()) {
     varan::v1::CreateTokenRequest req;
     req.set_name(name);
     req.set_role(role);
     if (ttl > absl::ZeroDuration()) SetDuration(ttl, req.mutable_ttl());
-    TokenRegistry* r = reg != nullptr ? reg : &tokens_;
-    return Await<varan::v1::CreateTokenResponse>(store, [&](auto done) {
-      r->CreateToken(req, "admin", std::move(done));
+    return Await<varan::v1::CreateTokenResponse>(&store_, [&](auto done) {
+      tokens_.CreateToken(req, "admin", std::move(done));
     });
   }
   absl::StatusOr<varan::v1::Token> Revoke(const std::string& name) {
-    return Await<varan::v1::Token>(nullptr, [&](auto done) {
+    return Await<varan::v1::Token>(&store_, [&](auto done) {
       tokens_.RevokeToken(name, "admin", std::move(done));
     });
   }
@@ -66,13 +63,14 @@ class TokenRegistryTest : public ::testing::Test {
     req.set_name(name);
     if (ttl > absl::ZeroDuration()) SetDuration(ttl, req.mutable_ttl());
     req.set_max_uses(uses);
-    return Await<varan::v1::CreateJoinTokenResponse>(nullptr, [&](auto done) {
+    return Await<varan::v1::CreateJoinTokenResponse>(&store_, [&](auto done) {
       tokens_.CreateJoinToken(req, "admin", std::move(done));
     });
   }
 
   FakeClock clock_;
-  TokenRegistry tokens_{&clock_};
+  MemoryStore store_;
+  TokenRegistry tokens_{&clock_, &store_};
 };
 
 TEST_F(TokenRegistryTest, CreatedTokenAuthenticatesWithItsNameAndRole) {
@@ -156,7 +154,7 @@ TEST_F(TokenRegistryTest, RefusesBadRequests) {
   negative.set_name("neg");
   negative.set_role(ROLE_VIEWER);
   negative.mutable_ttl()->set_seconds(-5);
-  auto r = Await<varan::v1::CreateTokenResponse>(nullptr, [&](auto done) {
+  auto r = Await<varan::v1::CreateTokenResponse>(&store_, [&](auto done) {
     tokens_.CreateToken(negative, "admin", std::move(done));
   });
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
@@ -223,7 +221,7 @@ TEST_F(TokenRegistryTest, JoinTokenHasAUseCountAndATtl) {
 
   auto revocable = CreateJoin("r", absl::ZeroDuration(), 0);
   ASSERT_TRUE(revocable.ok());
-  auto revoked = Await<varan::v1::JoinToken>(nullptr, [&](auto done) {
+  auto revoked = Await<varan::v1::JoinToken>(&store_, [&](auto done) {
     tokens_.RevokeJoinToken("r", "admin", std::move(done));
   });
   ASSERT_TRUE(revoked.ok());

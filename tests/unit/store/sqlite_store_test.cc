@@ -1,7 +1,9 @@
-// Tests for core/store/sqlite_store.h: round trips, listing and paging,
-// durability across reopen, commit errors, start-up checks (corrupt,
-// future schema, unwritable), retention and file modes. Each test works in
-// a fresh temporary directory.
+// Tests for what SqliteStore (core/store/sqlite_store.h) adds to the Store
+// contract (which store_contract_test.cc checks for every backend):
+// durability across reopen and kill -9, disk full, start-up checks
+// (corrupt, future schema, unwritable), file modes, that retention deletes
+// every row of a job, and a throughput figure. Each test works in a fresh
+// temporary directory.
 #include "core/store/sqlite_store.h"
 
 #include <fcntl.h>
@@ -14,90 +16,32 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/time_util.h"
 #include "gmock/gmock.h"
-#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "tests/unit/store/store_test_util.h"
 
 namespace varan::core {
 namespace {
 
-using ::google::protobuf::util::MessageDifferencer;
-using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using varan::v1::Job;
-using varan::v1::JobEvent;
-using varan::v1::JobState;
-
-constexpr JobState kRunning = varan::v1::JOB_STATE_RUNNING;
-constexpr JobState kSucceeded = varan::v1::JOB_STATE_SUCCEEDED;
-constexpr JobState kFailed = varan::v1::JOB_STATE_FAILED;
-constexpr JobState kCanceled = varan::v1::JOB_STATE_CANCELED;
-
-const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
-
-// A time-ordered id like the dispatcher's: hex millis, counter, random.
-std::string JobId(int n) {
-  return absl::StrFormat("%011x%03x%s", absl::ToUnixMillis(kT0) + n, n & 0xfff,
-                         "c0ffee");
-}
-
-Job MakeJob(const std::string& id, JobState state, absl::Time created,
-            const std::string& created_by = "admin",
-            const std::vector<std::string>& targets = {"p1"}) {
-  Job job;
-  job.set_id(id);
-  job.set_created_by(created_by);
-  job.set_state(state);
-  job.mutable_spec()->add_argv("/bin/true");
-  SetTimestamp(created, job.mutable_create_time());
-  for (const std::string& name : targets) {
-    varan::v1::JobTarget* t = job.add_targets();
-    t->set_name(name);
-    t->set_periphery_id("id-" + name);
-    t->set_state(varan::v1::TARGET_STATE_QUEUED);
-  }
-  return job;
-}
-
-JobEvent MakeEvent(const std::string& job_id, uint64_t seq) {
-  JobEvent e;
-  e.set_job_id(job_id);
-  e.set_sequence(seq);
-  SetTimestamp(kT0 + absl::Seconds(static_cast<int64_t>(seq)),
-               e.mutable_time());
-  e.set_target("p1");
-  e.mutable_output()->set_data(absl::StrFormat("chunk %d\n", seq));
-  return e;
-}
-
-std::vector<std::string> Ids(const std::vector<Job>& jobs) {
-  std::vector<std::string> ids;
-  for (const Job& j : jobs) ids.push_back(j.id());
-  return ids;
-}
+using namespace store_test;  // NOLINT: the shared test records
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -194,317 +138,6 @@ class SqliteStoreTest : public ::testing::Test {
   std::vector<std::string> immutable_;
 };
 
-// --- Peripheries ---------------------------------------------------------
-
-StoredPeriphery MakePeriphery(const std::string& id, const std::string& name,
-                              varan::v1::PeripheryState state) {
-  StoredPeriphery p;
-  p.info.set_id(id);
-  p.info.set_name(name);
-  p.info.set_state(state);
-  p.info.set_address("[fd00::5]:7701");
-  (*p.info.mutable_labels())["env"] = "prod";
-  (*p.info.mutable_reported_labels())["env"] = "dev";
-  SetTimestamp(kT0, p.info.mutable_first_seen());
-  p.credential = "secret-" + id;
-  return p;
-}
-
-void ExpectPeripheriesEqual(const std::vector<StoredPeriphery>& got,
-                            const std::vector<StoredPeriphery>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_TRUE(MessageDifferencer::Equals(got[i].info, want[i].info))
-        << got[i].info.DebugString() << " vs " << want[i].info.DebugString();
-    EXPECT_EQ(got[i].credential, want[i].credential);
-    EXPECT_TRUE(MessageDifferencer::Equals(got[i].label_overrides,
-                                           want[i].label_overrides))
-        << got[i].label_overrides.DebugString();
-    EXPECT_EQ(got[i].confirmed, want[i].confirmed);
-  }
-}
-
-TEST_F(SqliteStoreTest, PeripheriesRoundTrip) {
-  const auto online = varan::v1::PERIPHERY_STATE_ONLINE;
-  StoredPeriphery a = MakePeriphery("a1", "alpha", online);
-  StoredPeriphery a2 = a;
-  (*a2.info.mutable_labels())["tier"] = "web";
-  a2.info.set_state(varan::v1::PERIPHERY_STATE_OFFLINE);
-  a2.credential = "rotated";
-  StoredPeriphery removed = a;
-  removed.info.set_state(varan::v1::PERIPHERY_STATE_REMOVED);
-  removed.credential.clear();
-  StoredPeriphery overrides = MakePeriphery("b2", "beta", online);
-  (*overrides.label_overrides.mutable_set())["env"] = "prod";
-  overrides.label_overrides.add_remove("draining");
-  overrides.confirmed = true;
-  StoredPeriphery c = MakePeriphery("c3", "gamma", online);
-
-  struct Case {
-    std::string name;
-    std::vector<StoredPeriphery> saves;
-    std::vector<StoredPeriphery> want;  // ordered by id
-  };
-  const std::vector<Case> cases = {
-      {"insert", {a}, {a}},
-      {"replace", {a, a2}, {a2}},
-      {"removed keeps the periphery without credential",
-       {a, removed},
-       {removed}},
-      {"overrides and confirmed", {overrides}, {overrides}},
-      {"several, by id", {c, overrides, a}, {a, overrides, c}},
-  };
-  for (const Case& tc : cases) {
-    SCOPED_TRACE(tc.name);
-    std::filesystem::remove(path_);
-    {
-      auto store = OpenStore();
-      ASSERT_NE(store, nullptr);
-      for (const StoredPeriphery& p : tc.saves) store->SavePeriphery(p);
-      ASSERT_TRUE(store->Sync().ok());
-      auto got = store->LoadPeripheries();
-      ASSERT_TRUE(got.ok()) << got.status();
-      ExpectPeripheriesEqual(*got, tc.want);
-    }
-    auto reopened = OpenStore();
-    ASSERT_NE(reopened, nullptr);
-    auto got = reopened->LoadPeripheries();
-    ASSERT_TRUE(got.ok()) << got.status();
-    ExpectPeripheriesEqual(*got, tc.want);
-  }
-}
-
-// --- Jobs ----------------------------------------------------------------
-
-TEST_F(SqliteStoreTest, JobLifecycleLoadsFinalRecordAndEventsInOrder) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  const std::string id = JobId(1);
-  const Job created = MakeJob(id, kRunning, kT0, "alice", {"p1", "p2"});
-  std::vector<absl::Status> results;
-  absl::Mutex mu;
-  auto record = [&](const absl::Status& s) {
-    absl::MutexLock lock(&mu);
-    results.push_back(s);
-  };
-  store->CreateJob(created, record);
-  store->AppendEvents(id, {MakeEvent(id, 0), MakeEvent(id, 1)});
-  store->AppendEvents(id, {MakeEvent(id, 2)});
-  store->AppendEvents(id, std::vector<JobEvent>{});
-  store->AppendEvents(id, {MakeEvent(id, 3), MakeEvent(id, 4)});
-  Job finished = created;
-  finished.set_state(kFailed);
-  SetTimestamp(kT0 + absl::Seconds(3), finished.mutable_finish_time());
-  finished.mutable_targets(0)->set_state(varan::v1::TARGET_STATE_EXITED);
-  finished.mutable_targets(0)->mutable_exit_status()->set_code(1);
-  Job with_output = finished;
-  with_output.mutable_targets(0)->set_stdout("never stored");
-  store->FinishJob(with_output, record);
-  ASSERT_TRUE(store->Sync().ok());
-  {
-    absl::MutexLock lock(&mu);
-    ASSERT_EQ(results.size(), 2u);
-    EXPECT_TRUE(results[0].ok()) << results[0];
-    EXPECT_TRUE(results[1].ok()) << results[1];
-  }
-
-  auto job = store->LoadJob(id);
-  ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_TRUE(MessageDifferencer::Equals(job->record, finished))
-      << job->record.DebugString();
-  ASSERT_EQ(job->events.size(), 5u);
-  for (uint64_t i = 0; i < 5; ++i) {
-    EXPECT_TRUE(MessageDifferencer::Equals(job->events[i], MakeEvent(id, i)))
-        << job->events[i].DebugString();
-  }
-}
-
-TEST_F(SqliteStoreTest, LoadJobNotFoundNamesTheId) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  CreateAll(*store, {MakeJob(JobId(1), kRunning, kT0)});
-  auto job = store->LoadJob("0000nosuchjob");
-  ASSERT_EQ(job.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(job.status().message(), HasSubstr("0000nosuchjob"));
-}
-
-TEST_F(SqliteStoreTest, LoadUnfinishedJobsReturnsRunningOnesOldestFirst) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  CreateAll(
-      *store,
-      {MakeJob(JobId(3), kRunning, kT0), MakeJob(JobId(1), kRunning, kT0),
-       MakeJob(JobId(2), kRunning, kT0), MakeJob(JobId(4), kSucceeded, kT0)});
-  store->AppendEvents(JobId(1), {MakeEvent(JobId(1), 0)});
-  Job done = MakeJob(JobId(2), kCanceled, kT0);
-  store->FinishJob(done, nullptr);
-  ASSERT_TRUE(store->Sync().ok());
-
-  auto jobs = store->LoadUnfinishedJobs();
-  ASSERT_TRUE(jobs.ok()) << jobs.status();
-  std::vector<std::string> ids;
-  for (const StoredJob& j : *jobs) ids.push_back(j.record.id());
-  EXPECT_THAT(ids, ElementsAreArray({JobId(1), JobId(3)}));
-  ASSERT_EQ((*jobs)[0].events.size(), 1u);
-  EXPECT_EQ((*jobs)[0].events[0].job_id(), JobId(1));
-  EXPECT_TRUE((*jobs)[1].events.empty());
-}
-
-TEST_F(SqliteStoreTest, ListJobsFiltersOrdersAndPages) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  // 40 jobs, one a minute; created_by, states and targets vary.
-  std::vector<Job> all;
-  const JobState states[] = {kRunning, kSucceeded, kFailed, kCanceled,
-                             kSucceeded};
-  for (int i = 0; i < 40; ++i) {
-    std::vector<std::string> targets = {"p1"};
-    if (i % 3 == 0) targets = {"p1", "p2"};
-    if (i % 7 == 0) targets = {"p3"};
-    all.push_back(MakeJob(JobId(i), states[i % 5], kT0 + absl::Minutes(i),
-                          i % 2 == 0 ? "alice" : "bob", targets));
-  }
-  std::vector<Job> shuffled = all;
-  std::reverse(shuffled.begin(), shuffled.begin() + 20);
-  CreateAll(*store, shuffled);
-
-  struct Case {
-    std::string name;
-    JobQuery query;  // limit and before_id are set by the test
-    std::function<bool(const Job&)> match;
-  };
-  auto has_target = [](const Job& j, const std::string& name) {
-    return std::any_of(j.targets().begin(), j.targets().end(),
-                       [&](const auto& t) { return t.name() == name; });
-  };
-  auto created = [](const Job& j) { return FromTimestamp(j.create_time()); };
-  std::vector<Case> cases;
-  cases.push_back({"all", {}, [](const Job&) { return true; }});
-  {
-    JobQuery q;
-    q.states = {kSucceeded};
-    cases.push_back(
-        {"one state", q, [](const Job& j) { return j.state() == kSucceeded; }});
-  }
-  {
-    JobQuery q;
-    q.states = {kFailed, kCanceled, kFailed};
-    cases.push_back({"two states", q, [](const Job& j) {
-                       return j.state() == kFailed || j.state() == kCanceled;
-                     }});
-  }
-  {
-    JobQuery q;
-    q.created_by = "bob";
-    cases.push_back({"created_by", q,
-                     [](const Job& j) { return j.created_by() == "bob"; }});
-  }
-  {
-    JobQuery q;
-    q.periphery = "p2";
-    cases.push_back(
-        {"periphery", q, [&](const Job& j) { return has_target(j, "p2"); }});
-  }
-  {
-    JobQuery q;
-    q.created_after = kT0 + absl::Minutes(25);
-    cases.push_back({"created_after is inclusive", q, [&](const Job& j) {
-                       return created(j) >= kT0 + absl::Minutes(25);
-                     }});
-  }
-  {
-    JobQuery q;
-    q.created_before = kT0 + absl::Minutes(12);
-    cases.push_back({"created_before is exclusive", q, [&](const Job& j) {
-                       return created(j) < kT0 + absl::Minutes(12);
-                     }});
-  }
-  {
-    JobQuery q;
-    q.created_after = kT0 + absl::Minutes(5);
-    q.created_before = kT0 + absl::Minutes(30);
-    q.states = {kSucceeded, kRunning};
-    q.created_by = "alice";
-    q.periphery = "p1";
-    cases.push_back({"everything combined", q, [&](const Job& j) {
-                       return created(j) >= kT0 + absl::Minutes(5) &&
-                              created(j) < kT0 + absl::Minutes(30) &&
-                              (j.state() == kSucceeded ||
-                               j.state() == kRunning) &&
-                              j.created_by() == "alice" && has_target(j, "p1");
-                     }});
-  }
-  {
-    JobQuery q;
-    q.periphery = "nobody";
-    cases.push_back({"no match", q, [](const Job&) { return false; }});
-  }
-
-  for (const Case& tc : cases) {
-    SCOPED_TRACE(tc.name);
-    std::vector<std::string> want;
-    for (auto it = all.rbegin(); it != all.rend(); ++it) {
-      if (tc.match(*it)) want.push_back(it->id());
-    }
-    // One page big enough for all: no `more`.
-    JobQuery q = tc.query;
-    q.limit = want.size();
-    auto page = store->ListJobs(q);
-    ASSERT_TRUE(page.ok()) << page.status();
-    EXPECT_THAT(Ids(page->jobs), ElementsAreArray(want));
-    EXPECT_FALSE(page->more);
-    // Pages of 3, continuing with before_id: every job exactly once.
-    std::vector<std::string> paged;
-    q.limit = 3;
-    for (int guard = 0; guard < 100; ++guard) {
-      page = store->ListJobs(q);
-      ASSERT_TRUE(page.ok()) << page.status();
-      ASSERT_LE(page->jobs.size(), 3u);
-      for (const std::string& id : Ids(page->jobs)) paged.push_back(id);
-      if (!page->more) break;
-      ASSERT_EQ(page->jobs.size(), 3u);
-      q.before_id = page->jobs.back().id();
-    }
-    EXPECT_THAT(paged, ElementsAreArray(want));
-  }
-
-  // The records are the stored ones.
-  JobQuery q;
-  q.limit = 1;
-  auto page = store->ListJobs(q);
-  ASSERT_TRUE(page.ok());
-  ASSERT_EQ(page->jobs.size(), 1u);
-  EXPECT_TRUE(MessageDifferencer::Equals(page->jobs[0], all.back()));
-  EXPECT_TRUE(page->more);
-  q.limit = 0;
-  page = store->ListJobs(q);
-  ASSERT_TRUE(page.ok());
-  EXPECT_TRUE(page->jobs.empty());
-  EXPECT_TRUE(page->more);
-}
-
-TEST_F(SqliteStoreTest, FinishedStateIsWhatFiltersSee) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  Job job = MakeJob(JobId(1), kRunning, kT0, "alice", {"p1"});
-  CreateAll(*store, {job});
-  job.set_state(kSucceeded);
-  store->FinishJob(job, nullptr);
-  ASSERT_TRUE(store->Sync().ok());
-  JobQuery running;
-  running.states = {kRunning};
-  auto page = store->ListJobs(running);
-  ASSERT_TRUE(page.ok());
-  EXPECT_TRUE(page->jobs.empty());
-  JobQuery succeeded;
-  succeeded.states = {kSucceeded};
-  succeeded.periphery = "p1";
-  succeeded.created_by = "alice";
-  page = store->ListJobs(succeeded);
-  ASSERT_TRUE(page.ok());
-  EXPECT_THAT(Ids(page->jobs), ElementsAreArray({JobId(1)}));
-}
-
 TEST_F(SqliteStoreTest, DataSurvivesCloseAndReopen) {
   const std::string id = JobId(7);
   {
@@ -528,132 +161,6 @@ TEST_F(SqliteStoreTest, DataSurvivesCloseAndReopen) {
   auto unfinished = store->LoadUnfinishedJobs();
   ASSERT_TRUE(unfinished.ok());
   EXPECT_EQ(unfinished->size(), 1u);
-}
-
-TEST_F(SqliteStoreTest, DestructorCommitsEverythingQueuedAndRunsCallbacks) {
-  std::atomic<int> ok_callbacks{0};
-  {
-    SqliteStoreOptions options;
-    options.max_batch_ops = 7;  // many batches
-    auto store = OpenStore(options);
-    ASSERT_NE(store, nullptr);
-    for (int i = 0; i < 500; ++i) {
-      store->CreateJob(MakeJob(JobId(i), kSucceeded, kT0),
-                       [&](const absl::Status& s) {
-                         if (s.ok()) ++ok_callbacks;
-                       });
-    }
-  }
-  EXPECT_EQ(ok_callbacks.load(), 500);
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  JobQuery q;
-  q.limit = 1000;
-  auto page = store->ListJobs(q);
-  ASSERT_TRUE(page.ok());
-  EXPECT_EQ(page->jobs.size(), 500u);
-}
-
-TEST_F(SqliteStoreTest, CreateJobCallbackRunsAfterTheJobIsReadable) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  absl::Mutex mu;
-  std::vector<std::string> unreadable;
-  int calls = 0;
-  for (int i = 0; i < 50; ++i) {
-    const std::string id = JobId(i);
-    store->CreateJob(
-        MakeJob(id, kRunning, kT0), [&, id](const absl::Status& s) {
-          auto job = store->LoadJob(id);  // reads are allowed in callbacks
-          absl::MutexLock lock(&mu);
-          ++calls;
-          if (!s.ok() || !job.ok()) unreadable.push_back(id);
-        });
-  }
-  ASSERT_TRUE(store->Sync().ok());
-  absl::MutexLock lock(&mu);
-  EXPECT_EQ(calls, 50);
-  EXPECT_TRUE(unreadable.empty()) << unreadable.size();
-}
-
-TEST_F(SqliteStoreTest, SyncFromACallbackFailsInsteadOfDeadlocking) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  absl::Status from_callback;
-  store->CreateJob(MakeJob(JobId(1), kRunning, kT0),
-                   [&](const absl::Status&) { from_callback = store->Sync(); });
-  ASSERT_TRUE(store->Sync().ok());
-  EXPECT_EQ(from_callback.code(), absl::StatusCode::kFailedPrecondition);
-}
-
-// A failed write reaches its callback and the next Sync (once), and does not
-// take the rest of its batch down.
-TEST_F(SqliteStoreTest, FailedWritesReachCallbacksAndSync) {
-  struct Case {
-    std::string name;
-    std::function<void(SqliteStore&, CommitCallback)> bad_write;
-    absl::StatusCode want;
-    std::string want_message;
-  };
-  const std::string existing = JobId(1);
-  const std::string other = JobId(2);
-  const std::vector<Case> cases = {
-      {"duplicate job id",
-       [&](SqliteStore& s, CommitCallback done) {
-         s.CreateJob(MakeJob(existing, kFailed, kT0), std::move(done));
-       },
-       absl::StatusCode::kAlreadyExists, existing},
-      {"finishing an unknown job",
-       [&](SqliteStore& s, CommitCallback done) {
-         s.FinishJob(MakeJob(other, kFailed, kT0), std::move(done));
-       },
-       absl::StatusCode::kNotFound, other},
-      {"events of an unknown job",
-       [&](SqliteStore& s, CommitCallback done) {
-         s.AppendEvents(other, {MakeEvent(other, 0), MakeEvent(other, 1)});
-         done(absl::OkStatus());
-       },
-       absl::StatusCode::kNotFound, other},
-      {"an event stored twice",
-       [&](SqliteStore& s, CommitCallback done) {
-         // 1 is new, 0 exists: neither is stored.
-         s.AppendEvents(existing,
-                        {MakeEvent(existing, 1), MakeEvent(existing, 0)});
-         done(absl::OkStatus());
-       },
-       absl::StatusCode::kAlreadyExists, existing},
-  };
-  for (const Case& tc : cases) {
-    SCOPED_TRACE(tc.name);
-    std::filesystem::remove(path_);
-    auto store = OpenStore();
-    ASSERT_NE(store, nullptr);
-    store->CreateJob(MakeJob(existing, kRunning, kT0), nullptr);
-    store->AppendEvents(existing, {MakeEvent(existing, 0)});
-    ASSERT_TRUE(store->Sync().ok());
-
-    absl::Notification called;
-    absl::Status result;
-    tc.bad_write(*store, [&](const absl::Status& s) {
-      result = s;
-      called.Notify();
-    });
-    // A good write in the same batch commits.
-    store->CreateJob(MakeJob(JobId(3), kRunning, kT0), nullptr);
-    const absl::Status sync = store->Sync();
-    EXPECT_EQ(sync.code(), tc.want) << sync;
-    EXPECT_THAT(sync.message(), HasSubstr(tc.want_message));
-    ASSERT_TRUE(called.WaitForNotificationWithTimeout(absl::Seconds(10)));
-    if (result.code() != absl::StatusCode::kOk) {
-      EXPECT_EQ(result.code(), tc.want) << result;
-    }
-    EXPECT_TRUE(store->Sync().ok()) << "reported once";
-    EXPECT_TRUE(store->LoadJob(JobId(3)).ok());
-    auto job = store->LoadJob(existing);
-    ASSERT_TRUE(job.ok());
-    EXPECT_EQ(job->record.state(), kRunning);
-    EXPECT_EQ(job->events.size(), 1u);
-  }
 }
 
 TEST_F(SqliteStoreTest, DiskFullFailsTheBatchAndLaterWritesSucceed) {
@@ -898,121 +405,24 @@ class RetentionTest : public SqliteStoreTest {
   }
 };
 
-TEST_F(RetentionTest, ByAgeDeletesOldFinishedJobsWithTheirRows) {
-  FakeClock clock(kT0 + absl::Hours(72));
+TEST_F(RetentionTest, PruningDeletesEveryRowOfTheJob) {
   SqliteStoreOptions options;
-  options.retention.max_age = absl::Hours(24);
+  options.retention.max_jobs = 1;
   options.retention.interval = absl::ZeroDuration();  // PruneNow only
-  options.prune_batch_jobs = 2;                       // several transactions
-  options.clock = &clock;
   auto store = OpenStore(options);
   ASSERT_NE(store, nullptr);
-  std::vector<std::string> old_finished, kept;
-  for (int i = 0; i < 5; ++i) {
-    Job j = MakeJob(JobId(i), i % 2 ? kFailed : kSucceeded, kT0, "a", {"p9"});
-    CreateWithEvents(*store, j);
-    old_finished.push_back(j.id());
-  }
-  const Job old_running = MakeJob(JobId(10), kRunning, kT0, "a", {"p9"});
-  CreateWithEvents(*store, old_running);
-  kept.push_back(old_running.id());
-  const Job recent =
-      MakeJob(JobId(11), kSucceeded, kT0 + absl::Hours(60), "a", {"p9"});
-  CreateWithEvents(*store, recent);
-  kept.push_back(recent.id());
-
+  CreateWithEvents(*store, MakeJob(JobId(1), kSucceeded, kT0));
+  CreateWithEvents(*store, MakeJob(JobId(2), kSucceeded, kT0));
   auto pruned = store->PruneNow();
   ASSERT_TRUE(pruned.ok()) << pruned.status();
-  EXPECT_EQ(*pruned, 5u);
-  for (const std::string& id : old_finished) {
-    EXPECT_EQ(store->LoadJob(id).status().code(), absl::StatusCode::kNotFound);
-    EXPECT_EQ(Rows("job_events", id), 0);
-    EXPECT_EQ(Rows("job_targets", id), 0);
-  }
-  for (const std::string& id : kept) {
-    auto job = store->LoadJob(id);
-    ASSERT_TRUE(job.ok()) << id;
-    EXPECT_EQ(job->events.size(), 2u);
-    EXPECT_EQ(Rows("job_targets", id), 1);
-  }
-  JobQuery q;
-  q.periphery = "p9";
-  auto page = store->ListJobs(q);
-  ASSERT_TRUE(page.ok());
-  EXPECT_THAT(Ids(page->jobs),
-              ElementsAreArray({recent.id(), old_running.id()}));
-
-  // The running job, once finished and old, goes too.
-  Job finished = old_running;
-  finished.set_state(kSucceeded);
-  store->FinishJob(finished, nullptr);
-  pruned = store->PruneNow();
-  ASSERT_TRUE(pruned.ok());
   EXPECT_EQ(*pruned, 1u);
-  EXPECT_FALSE(store->LoadJob(old_running.id()).ok());
-}
-
-TEST_F(RetentionTest, ByCountDeletesTheOldestFinishedJobs) {
-  SqliteStoreOptions options;
-  options.retention.max_jobs = 5;
-  options.retention.interval = absl::ZeroDuration();  // PruneNow only
-  options.prune_batch_jobs = 2;
-  auto store = OpenStore(options);
-  ASSERT_NE(store, nullptr);
-  // 12 jobs; 0 and 3 still run.
-  for (int i = 0; i < 12; ++i) {
-    CreateWithEvents(
-        *store, MakeJob(JobId(i), (i == 0 || i == 3) ? kRunning : kSucceeded,
-                        kT0 + absl::Minutes(i)));
-  }
-  auto pruned = store->PruneNow();
-  ASSERT_TRUE(pruned.ok()) << pruned.status();
-  EXPECT_EQ(*pruned, 7u);
-  JobQuery q;
-  q.limit = 100;
-  auto page = store->ListJobs(q);
-  ASSERT_TRUE(page.ok());
-  EXPECT_THAT(Ids(page->jobs), ElementsAreArray({JobId(11), JobId(10), JobId(9),
-                                                 JobId(3), JobId(0)}));
-  for (int i : {1, 2, 4, 5, 6, 7, 8}) {
-    EXPECT_EQ(Rows("job_events", JobId(i)), 0) << i;
-    EXPECT_EQ(Rows("job_targets", JobId(i)), 0) << i;
-  }
-  // Nothing more to do.
-  pruned = store->PruneNow();
-  ASSERT_TRUE(pruned.ok());
-  EXPECT_EQ(*pruned, 0u);
-}
-
-TEST_F(RetentionTest, NothingIsDeletedWithoutLimits) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  CreateWithEvents(*store, MakeJob(JobId(1), kSucceeded, absl::UnixEpoch()));
-  auto pruned = store->PruneNow();
-  ASSERT_TRUE(pruned.ok());
-  EXPECT_EQ(*pruned, 0u);
-  EXPECT_TRUE(store->LoadJob(JobId(1)).ok());
-}
-
-TEST_F(RetentionTest, RunsEveryInterval) {
-  SqliteStoreOptions options;
-  options.retention.max_jobs = 2;
-  options.retention.interval = absl::Milliseconds(10);
-  auto store = OpenStore(options);
-  ASSERT_NE(store, nullptr);
-  for (int i = 0; i < 6; ++i) {
-    CreateWithEvents(*store, MakeJob(JobId(i), kSucceeded, kT0));
-  }
-  ASSERT_TRUE(store->Sync().ok());
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  size_t left = 0;
-  do {
-    absl::SleepFor(absl::Milliseconds(5));
-    auto page = store->ListJobs({});
-    ASSERT_TRUE(page.ok());
-    left = page->jobs.size();
-  } while (left > 2 && absl::Now() < deadline);
-  EXPECT_EQ(left, 2u);
+  EXPECT_EQ(QueryInt(path_,
+                     "SELECT COUNT(*) FROM jobs WHERE id = '" + JobId(1) + "'"),
+            0);
+  EXPECT_EQ(Rows("job_events", JobId(1)), 0);
+  EXPECT_EQ(Rows("job_targets", JobId(1)), 0);
+  EXPECT_EQ(Rows("job_events", JobId(2)), 2);
+  EXPECT_EQ(Rows("job_targets", JobId(2)), 1);
 }
 
 // --- Throughput (a figure, not an assertion) -------------------------------

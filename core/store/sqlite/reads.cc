@@ -1,0 +1,247 @@
+// Reads in SqliteStore (core/store/sqlite_store.h), on the reader
+// connection under read_mu_, so they never wait for a commit in progress.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "core/store/sqlite/db.h"
+#include "core/store/sqlite/ops.h"
+#include "core/store/sqlite_store.h"
+
+namespace varan::core {
+namespace {
+
+using varan::v1::Job;
+using varan::v1::JobEvent;
+
+constexpr int64_t kRunning = varan::v1::JOB_STATE_RUNNING;
+
+}  // namespace
+
+absl::StatusOr<std::vector<StoredPeriphery>> SqliteStore::LoadPeripheries() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare("SELECT id, info, credential, label_overrides, confirmed "
+                 "FROM peripheries ORDER BY id"));
+  std::vector<StoredPeriphery> out;
+  int rc;
+  while ((rc = stmt->Step()) == SQLITE_ROW) {
+    StoredPeriphery p;
+    const absl::string_view info = stmt->ColumnBlob(1);
+    const absl::string_view overrides = stmt->ColumnBlob(3);
+    if (!p.info.ParseFromArray(info.data(), static_cast<int>(info.size())) ||
+        !p.label_overrides.ParseFromArray(overrides.data(),
+                                          static_cast<int>(overrides.size()))) {
+      return absl::DataLossError(absl::StrCat(
+          path_, ": stored periphery ", stmt->ColumnText(0), " is corrupt"));
+    }
+    p.credential = std::string(stmt->ColumnText(2));
+    p.confirmed = stmt->ColumnInt(4) != 0;
+    out.push_back(std::move(p));
+  }
+  if (rc != SQLITE_DONE) {
+    return sqlite::WithPath(db.Error(rc, "load peripheries"), path_);
+  }
+  return out;
+}
+
+namespace {
+
+template <typename Stored>
+absl::StatusOr<std::vector<Stored>> LoadTokenRows(sqlite::ScopedStmt& stmt,
+                                                  const std::string& path,
+                                                  int* rc) {
+  std::vector<Stored> out;
+  while ((*rc = stmt->Step()) == SQLITE_ROW) {
+    Stored t;
+    const absl::string_view info = stmt->ColumnBlob(1);
+    if (!t.info.ParseFromArray(info.data(), static_cast<int>(info.size()))) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": stored token ", stmt->ColumnText(0), " is corrupt"));
+    }
+    t.hash = std::string(stmt->ColumnText(2));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<StoredToken>> SqliteStore::LoadTokens() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
+                              sqlite::kOperatorTokenKind, " ORDER BY id")));
+  int rc = SQLITE_DONE;
+  auto out = LoadTokenRows<StoredToken>(stmt, path_, &rc);
+  if (!out.ok()) return out.status();
+  if (rc != SQLITE_DONE)
+    return sqlite::WithPath(db.Error(rc, "load tokens"), path_);
+  return out;
+}
+
+absl::StatusOr<std::vector<StoredJoinToken>> SqliteStore::LoadJoinTokens() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
+                              sqlite::kJoinTokenKind, " ORDER BY id")));
+  int rc = SQLITE_DONE;
+  auto out = LoadTokenRows<StoredJoinToken>(stmt, path_, &rc);
+  if (!out.ok()) return out.status();
+  if (rc != SQLITE_DONE) {
+    return sqlite::WithPath(db.Error(rc, "load join tokens"), path_);
+  }
+  return out;
+}
+
+absl::StatusOr<StoredJob> SqliteStore::LoadJobLocked(const std::string& id,
+                                                     std::string record) {
+  sqlite::Db& db = *reader_;
+  StoredJob job;
+  if (!job.record.ParseFromString(record)) {
+    return absl::DataLossError(
+        absl::StrCat(path_, ": stored job ", id, " is corrupt"));
+  }
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare("SELECT event FROM job_events WHERE job_id = ? ORDER BY seq"));
+  stmt->BindText(1, id);
+  int rc;
+  while ((rc = stmt->Step()) == SQLITE_ROW) {
+    const absl::string_view blob = stmt->ColumnBlob(0);
+    JobEvent& e = job.events.emplace_back();
+    if (!e.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
+      return absl::DataLossError(
+          absl::StrCat(path_, ": a stored event of job ", id, " is corrupt"));
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    return sqlite::WithPath(
+        db.Error(rc, absl::StrCat("load events of job ", id)), path_);
+  }
+  return job;
+}
+
+absl::StatusOr<StoredJob> SqliteStore::LoadJob(const std::string& id) {
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  sqlite::ReadTransaction txn(db);
+  VARAN_RETURN_IF_ERROR(sqlite::WithPath(txn.status(), path_));
+  std::string record;
+  {
+    VARAN_ASSIGN_OR_RETURN(sqlite::ScopedStmt stmt,
+                           db.Prepare("SELECT record FROM jobs WHERE id = ?"));
+    stmt->BindText(1, id);
+    const int rc = stmt->Step();
+    if (rc == SQLITE_DONE) {
+      return absl::NotFoundError(absl::StrCat("job \"", id, "\" not found"));
+    }
+    if (rc != SQLITE_ROW) {
+      return sqlite::WithPath(db.Error(rc, absl::StrCat("load job ", id)),
+                              path_);
+    }
+    record = std::string(stmt->ColumnBlob(0));
+  }
+  return LoadJobLocked(id, std::move(record));
+}
+
+absl::StatusOr<std::vector<StoredJob>> SqliteStore::LoadUnfinishedJobs() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  sqlite::ReadTransaction txn(db);
+  VARAN_RETURN_IF_ERROR(sqlite::WithPath(txn.status(), path_));
+  std::vector<std::pair<std::string, std::string>> rows;  // id, record
+  {
+    VARAN_ASSIGN_OR_RETURN(
+        sqlite::ScopedStmt stmt,
+        db.Prepare("SELECT id, record FROM jobs WHERE state = ? ORDER BY id"));
+    stmt->BindInt(1, kRunning);
+    int rc;
+    while ((rc = stmt->Step()) == SQLITE_ROW) {
+      rows.emplace_back(stmt->ColumnText(0), stmt->ColumnBlob(1));
+    }
+    if (rc != SQLITE_DONE) {
+      return sqlite::WithPath(db.Error(rc, "load unfinished jobs"), path_);
+    }
+  }
+  std::vector<StoredJob> out;
+  out.reserve(rows.size());
+  for (auto& [id, record] : rows) {
+    VARAN_ASSIGN_OR_RETURN(StoredJob job, LoadJobLocked(id, std::move(record)));
+    out.push_back(std::move(job));
+  }
+  return out;
+}
+
+absl::StatusOr<JobPage> SqliteStore::ListJobs(const JobQuery& query) {
+  // Built from fixed fragments only; values are bound.
+  std::string sql = "SELECT j.record FROM jobs AS j";
+  if (!query.periphery.empty()) {
+    sql += " JOIN job_targets AS t ON t.job_id = j.id AND t.name = ?";
+  }
+  sql += " WHERE 1";
+  if (!query.before_id.empty()) sql += " AND j.id < ?";
+  std::vector<int64_t> states;
+  for (varan::v1::JobState s : query.states) states.push_back(s);
+  std::sort(states.begin(), states.end());
+  states.erase(std::unique(states.begin(), states.end()), states.end());
+  if (!states.empty()) {
+    sql += " AND j.state IN (?";
+    for (size_t i = 1; i < states.size(); ++i) sql += ", ?";
+    sql += ")";
+  }
+  if (!query.created_by.empty()) sql += " AND j.created_by = ?";
+  if (query.created_after) sql += " AND j.create_time >= ?";
+  if (query.created_before) sql += " AND j.create_time < ?";
+  sql += " ORDER BY j.id DESC LIMIT ?";
+
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  VARAN_ASSIGN_OR_RETURN(sqlite::ScopedStmt stmt, db.Prepare(sql));
+  int i = 1;
+  if (!query.periphery.empty()) stmt->BindText(i++, query.periphery);
+  if (!query.before_id.empty()) stmt->BindText(i++, query.before_id);
+  for (int64_t s : states) stmt->BindInt(i++, s);
+  if (!query.created_by.empty()) stmt->BindText(i++, query.created_by);
+  if (query.created_after) {
+    stmt->BindInt(i++, absl::ToUnixNanos(*query.created_after));
+  }
+  if (query.created_before) {
+    stmt->BindInt(i++, absl::ToUnixNanos(*query.created_before));
+  }
+  // One more than asked, to know whether there are more.
+  const size_t limit =
+      std::min<size_t>(query.limit, std::numeric_limits<int32_t>::max());
+  stmt->BindInt(i++, static_cast<int64_t>(limit) + 1);
+
+  JobPage page;
+  int rc;
+  while ((rc = stmt->Step()) == SQLITE_ROW) {
+    if (page.jobs.size() == limit) {
+      page.more = true;
+      break;
+    }
+    const absl::string_view blob = stmt->ColumnBlob(0);
+    Job& job = page.jobs.emplace_back();
+    if (!job.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
+      return absl::DataLossError(
+          absl::StrCat(path_, ": a stored job record is corrupt"));
+    }
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    return sqlite::WithPath(db.Error(rc, "list jobs"), path_);
+  }
+  return page;
+}
+
+}  // namespace varan::core
