@@ -341,7 +341,7 @@ TEST(ToYamlTest, QuotesWhatWouldReadAsSomethingElse) {
             "b: true\n"
             "empty: []\n"
             "f: 0.5\n"
-            "n: 3\n"
+            "\"n\": 3\n"  // n is a bool to YAML 1.1
             "none: {}\n"
             "\"null\": \"null\"\n"
             "plain: plain\n"

@@ -47,6 +47,7 @@ class JobEvents {
 
   varan::v1::JobEvent Accepted(const std::vector<std::string>& targets) {
     varan::v1::JobEvent e = Next("");
+    e.mutable_accepted();  // set even without targets
     for (const auto& t : targets) e.mutable_accepted()->add_targets(t);
     return e;
   }
