@@ -26,7 +26,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/tls.h"
 #include "varan/v1/core.grpc.pb.h"
 
@@ -44,6 +46,35 @@ struct ClientOptions {
   // a client certificate and key for mutual TLS, an expected server name.
   // All empty: plaintext.
   ClientTlsFiles tls;
+};
+
+// The error FollowJob and ExecAndFollow return (UNAVAILABLE) when core
+// ended the stream cleanly before the job finished and they stopped
+// following it.
+inline constexpr char kStreamEndedEarly[] =
+    "the stream from core ended before the job finished";
+
+// How FollowJob and ExecAndFollow keep following a job after its stream
+// broke.
+struct FollowOptions {
+  // How long to keep trying, from the moment the stream first broke.
+  absl::Duration patience = absl::Seconds(60);
+  // At most this many new watches in all; 0: as many as `patience` allows.
+  int max_attempts = 0;
+  // The wait before the first new watch; doubled after each, up to
+  // `max_backoff`.
+  absl::Duration backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Called once, before the first new watch, with the job's id and the
+  // sequence number it resumes from (e.g. to tell the user). May be empty.
+  std::function<void(const std::string& job_id, uint64_t next_sequence)>
+      on_resume;
+  // Time and waiting; tests pass a fake clock and a `sleep` that advances
+  // it. The clock is not owned and must outlive the call.
+  const Clock* clock = RealClock::Get();
+  std::function<void(absl::Duration)> sleep = [](absl::Duration d) {
+    absl::SleepFor(d);
+  };
 };
 
 class CoreClient {
@@ -106,6 +137,28 @@ class CoreClient {
   // ones first, then live ones). Errors: NOT_FOUND.
   absl::Status WatchJob(const std::string& job_id, uint64_t from_sequence,
                         const EventCallback& on_event);
+
+  // WatchJob that survives a broken stream: once at least one event has
+  // arrived, a stream that breaks (UNAVAILABLE, DEADLINE_EXCEEDED,
+  // CANCELLED, INTERNAL or UNKNOWN: core restarting, a dropped connection)
+  // or ends before the job's `job_finished` event is watched again from the
+  // sequence after the last event delivered, after a growing wait, for as
+  // long as `options` allows. `on_event` sees every event once, in order,
+  // on this thread. OK once `job_finished` was delivered. Errors: what ended
+  // the last attempt (an error core answered, e.g. NOT_FOUND, at once,
+  // without retrying; a stream that never delivered an event is not
+  // retried either), or UNAVAILABLE kStreamEndedEarly when the last stream
+  // ended cleanly.
+  absl::Status FollowJob(const std::string& job_id, uint64_t from_sequence,
+                         const EventCallback& on_event,
+                         const FollowOptions& options = {});
+
+  // Exec, then, once the job exists (its first event arrived), followed
+  // like FollowJob when the stream breaks. Errors: those of Exec before the
+  // first event, then those of FollowJob.
+  absl::Status ExecAndFollow(const varan::v1::DispatchRequest& request,
+                             const EventCallback& on_event,
+                             const FollowOptions& options = {});
 
   // A job with its targets and captured output. Errors: NOT_FOUND.
   absl::StatusOr<varan::v1::Job> GetJob(const std::string& job_id);
@@ -171,6 +224,20 @@ class CoreClient {
   absl::Status ReadStream(
       grpc::ClientReaderInterface<varan::v1::JobEvent>* reader,
       const EventCallback& on_event) const;
+  // Where a followed job's stream is, from the events delivered so far.
+  struct FollowCursor {
+    std::string job_id;
+    uint64_t next_sequence = 0;
+    bool received = false;
+    bool finished = false;
+  };
+  // Calls `on_event` after noting the event in `cursor`.
+  static EventCallback Track(FollowCursor* cursor,
+                             const EventCallback& on_event);
+  // The retry loop of FollowJob after a stream that ended with `status`.
+  absl::Status Resume(FollowCursor* cursor, absl::Status status,
+                      const EventCallback& on_event,
+                      const FollowOptions& options);
 
   const ClientOptions options_;
   const std::string address_;

@@ -15,7 +15,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/cli/config.h"
-#include "client/cli/render.h"
 #include "common/address.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
@@ -228,9 +227,9 @@ google::protobuf::util::JsonPrintOptions JsonOptions() {
   return opts;
 }
 
-void PrintJsonText(const std::string& out) {
-  std::cout << out;
-  if (out.empty() || out.back() != '\n') std::cout << "\n";
+void PrintJsonText(const std::string& text, std::ostream& out) {
+  out << text;
+  if (text.empty() || text.back() != '\n') out << "\n";
 }
 
 // Whether `s` can be written as a plain YAML scalar and still read back as
@@ -403,20 +402,20 @@ void PrintValue(const google::protobuf::Value& value,
     Fail(absl::StrCat("cannot print JSON: ", status.ToString()));
     return;
   }
-  PrintJsonText(out);
+  PrintJsonText(out, std::cout);
 }
 
 bool PrintStructured(const google::protobuf::Message& message,
-                     const std::string& format) {
+                     const std::string& format, std::ostream& out) {
   if (format == "json") {
     // Straight from the message, so fields keep their declaration order.
-    std::string out;
-    auto status = google::protobuf::util::MessageToJsonString(message, &out,
+    std::string text;
+    auto status = google::protobuf::util::MessageToJsonString(message, &text,
                                                               JsonOptions());
     if (!status.ok()) {
       Fail(absl::StrCat("cannot print JSON: ", status.ToString()));
     } else {
-      PrintJsonText(out);
+      PrintJsonText(text, out);
     }
     return true;
   }
@@ -425,7 +424,7 @@ bool PrintStructured(const google::protobuf::Message& message,
     if (!value.ok()) {
       Fail(value.status());
     } else {
-      std::cout << ToYaml(*value);
+      out << ToYaml(*value);
     }
     return true;
   }
@@ -440,18 +439,28 @@ std::string StateName(varan::v1::PeripheryState s) {
       return "offline";
     case varan::v1::PERIPHERY_STATE_REMOVED:
       return "removed";
-    default:
-      return "unknown";
+    case varan::v1::PERIPHERY_STATE_UNSPECIFIED:
+    case varan::v1::PeripheryState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::PeripheryState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Unspecified, or a state newer than this varanctl.
+  return "unknown";
 }
 
 std::string ConnectionName(varan::v1::Connection c) {
   switch (c) {
     case varan::v1::CONNECTION_DIAL:
       return "dial";
-    default:
-      return "unknown";
+    case varan::v1::CONNECTION_TUNNEL:
+      return "tunnel";
+    case varan::v1::CONNECTION_UNSPECIFIED:
+    case varan::v1::Connection_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::Connection_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Unspecified, or a connection kind newer than this varanctl.
+  return "unknown";
 }
 
 std::string LabelsText(
@@ -461,9 +470,9 @@ std::string LabelsText(
                         : absl::StrJoin(sorted, ",", absl::PairFormatter("="));
 }
 
-std::string Ago(const google::protobuf::Timestamp& t) {
+std::string Ago(const google::protobuf::Timestamp& t, absl::Time now) {
   if (t.seconds() == 0 && t.nanos() == 0) return "never";
-  absl::Duration d = absl::Now() - FromTimestamp(t);
+  absl::Duration d = now - FromTimestamp(t);
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
   int64_t s = absl::ToInt64Seconds(d);
   if (s < 120) return absl::StrCat(s, "s ago");
@@ -472,7 +481,8 @@ std::string Ago(const google::protobuf::Timestamp& t) {
   return absl::StrCat(s / 86400, "d ago");
 }
 
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+void PrintTable(const std::vector<std::vector<std::string>>& rows,
+                std::ostream& out) {
   std::vector<size_t> width;
   for (const auto& row : rows) {
     if (width.size() < row.size()) width.resize(row.size(), 0);
@@ -487,43 +497,20 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
       if (i + 1 < row.size())
         line += std::string(width[i] - row[i].size() + 2, ' ');
     }
-    std::cout << line << "\n";
+    out << line << "\n";
   }
 }
 
-absl::Status FollowJob(client::CoreClient& client, JobPrinter& printer,
-                       absl::Status broken, absl::Duration patience) {
-  const absl::Time give_up = absl::Now() + patience;
-  absl::Duration backoff = absl::Milliseconds(200);
-  bool said = false;
-  absl::Status last = std::move(broken);
-  while (!printer.finished()) {
-    // Only a broken connection is worth waiting for; core's answers (not
-    // found, refused) are final.
-    if (!last.ok() && !absl::IsUnavailable(last) &&
-        !absl::IsDeadlineExceeded(last) && !absl::IsCancelled(last) &&
-        !absl::IsInternal(last) && !absl::IsUnknown(last)) {
-      return last;
-    }
-    if (printer.job_id().empty() || absl::Now() >= give_up) {
-      return last.ok() ? absl::UnavailableError(
-                             "the stream from core ended before the job "
-                             "finished")
-                       : last;
-    }
-    if (!said) {
-      std::cerr << "varanctl: lost the stream from core at " << client.address()
-                << "; following job " << printer.job_id()
-                << " again from event " << printer.next_sequence() << "\n";
-      said = true;
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-    last = client.WatchJob(
-        printer.job_id(), printer.next_sequence(),
-        [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
-  }
-  return absl::OkStatus();
+client::FollowOptions FollowOptionsFor(const client::CoreClient& client) {
+  client::FollowOptions options;
+  options.patience = absl::Seconds(60);
+  options.on_resume = [address = client.address()](const std::string& job_id,
+                                                   uint64_t next_sequence) {
+    std::cerr << "varanctl: lost the stream from core at " << address
+              << "; following job " << job_id << " again from event "
+              << next_sequence << "\n";
+  };
+  return options;
 }
 
 }  // namespace varan::cli

@@ -6,11 +6,16 @@
 // error (the message says which).
 #pragma once
 
+#include <iostream>
 #include <memory>
+#include <ostream>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/core_client.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/struct.pb.h"
@@ -61,17 +66,13 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options);
 absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
     const GlobalOptions& options);
 
+// How exec and jobs watch follow a job whose stream broke (core restarting):
+// for up to a minute, saying so once on stderr ("varanctl: lost the stream
+// from core at ADDR; following job ID again from event N").
+client::FollowOptions FollowOptionsFor(const client::CoreClient& client);
+
 // Prints "varanctl: error: <message>" to stderr and returns kExitUsage. An
 // UNAUTHENTICATED status gets a hint about where the token comes from.
-class JobPrinter;
-
-// Follows a job after its stream broke: watches it again from the printer's
-// next sequence number, waiting and retrying while core is unreachable (a
-// restart), for up to `patience`. Says so once on stderr. OK once the job
-// finished; otherwise the error that ended the last attempt.
-absl::Status FollowJob(client::CoreClient& client, JobPrinter& printer,
-                       absl::Status broken, absl::Duration patience);
-
 int Fail(const absl::Status& status);
 int Fail(const std::string& message);
 
@@ -81,10 +82,10 @@ inline constexpr char kOutputHelp[] = "table, wide, json or yaml";
 
 // For -o json and yaml: prints `message` (proto3 JSON mapping, original
 // field names, fields with default values included so scripts see every
-// field) in that format and returns true;
+// field) in that format to `out` and returns true;
 // for table and wide returns false and prints nothing.
 bool PrintStructured(const google::protobuf::Message& message,
-                     const std::string& format);
+                     const std::string& format, std::ostream& out = std::cout);
 
 // Prints a protobuf Value tree (e.g. from MessageToValue) as JSON or YAML.
 void PrintValue(const google::protobuf::Value& value,
@@ -110,17 +111,43 @@ CLI::Validator PositiveCount();
 
 // "online", "offline", "removed", "unknown".
 std::string StateName(varan::v1::PeripheryState s);
-// "dial", "unknown".
+// "dial", "tunnel", "unknown".
 std::string ConnectionName(varan::v1::Connection c);
 // "env=prod,tier=web" (sorted), or "<none>".
 std::string LabelsText(
     const google::protobuf::Map<std::string, std::string>& labels);
 
-// "3s ago", "2m ago", "5h ago", "4d ago".
-std::string Ago(const google::protobuf::Timestamp& t);
+// "3s ago", "2m ago", "5h ago", "4d ago" (before `now`; a time after it is
+// "0s ago"), or "never" for an unset time.
+std::string Ago(const google::protobuf::Timestamp& t,
+                absl::Time now = absl::Now());
 
-// Prints rows as a table with aligned columns (first row is the header).
-void PrintTable(const std::vector<std::vector<std::string>>& rows);
+// Prints rows as a table with aligned columns (first row is the header),
+// two spaces between columns, the last column unpadded.
+void PrintTable(const std::vector<std::vector<std::string>>& rows,
+                std::ostream& out = std::cout);
+
+// The rows (header first) of `peripheries list` -o table, or -o wide when
+// `wide`; times relative to `now`.
+std::vector<std::vector<std::string>> PeripheryRows(
+    const std::vector<varan::v1::Periphery>& peripheries, bool wide,
+    absl::Time now = absl::Now());
+
+// The rows (header first) of `jobs list` -o table, or -o wide when `wide`;
+// times relative to `now`.
+std::vector<std::vector<std::string>> JobRows(
+    const google::protobuf::RepeatedPtrField<varan::v1::Job>& jobs, bool wide,
+    absl::Time now = absl::Now());
+
+// The request of `peripheries label NAME CHANGES...`: kubectl-style
+// changes, "key=value" sets (the value may be empty), "key-" removes.
+// INVALID_ARGUMENT, quoting the change, for an empty key, a change that is
+// neither, a key both set and removed, or set twice to different values.
+absl::StatusOr<varan::v1::UpdateLabelsRequest> ParseLabelChanges(
+    const std::string& name, const std::vector<std::string>& changes);
+
+// "running", "succeeded", "failed", "canceled", "unknown".
+std::string JobStateName(varan::v1::JobState s);
 
 // Subcommands: each adds itself to `app` and, when chosen, stores its exit
 // code in `*exit_code`.

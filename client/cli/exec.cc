@@ -52,9 +52,6 @@ int DryRun(client::CoreClient& client, const varan::v1::Target& target) {
   return 0;
 }
 
-// How long a broken exec or watch keeps trying to follow its job.
-constexpr absl::Duration kFollowPatience = absl::Seconds(60);
-
 int RunExec(const GlobalOptions& global, ExecOptions opts) {
   opts.command.insert(opts.command.end(), global.after_dashes.begin(),
                       global.after_dashes.end());
@@ -112,17 +109,12 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
   popts.color_stderr = global.color_stderr;
   popts.progress = global.progress;
   JobPrinter printer(popts);
-  absl::Status s = (*client)->Exec(
-      req, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
   // Once the job exists, a broken stream (core restarting) is followed up
   // rather than given up: the job is still there.
-  if (!printer.finished() && !printer.job_id().empty()) {
-    s = FollowJob(**client, printer, s, kFollowPatience);
-  }
+  absl::Status s = (*client)->ExecAndFollow(
+      req, [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); },
+      FollowOptionsFor(**client));
   if (!s.ok()) return Fail(s);
-  if (!printer.finished()) {
-    return Fail("the stream from core ended before the job finished");
-  }
   return printer.Summarize();
 }
 

@@ -23,12 +23,16 @@ constexpr std::pair<const char*, varan::v1::JobState> kJobStates[] = {
     {"canceled", varan::v1::JOB_STATE_CANCELED},
 };
 
+}  // namespace
+
 std::string JobStateName(varan::v1::JobState s) {
   for (const auto& [name, state] : kJobStates) {
     if (state == s) return name;
   }
   return "unknown";
 }
+
+namespace {
 
 std::string CommandText(const varan::v1::CommandSpec& spec) {
   return spec.shell().empty() ? absl::StrJoin(spec.argv(), " ") : spec.shell();
@@ -144,7 +148,19 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
               << "\n";
     return 0;
   }
-  const bool wide = opts.output == "wide";
+  PrintTable(JobRows(resp->jobs(), opts.output == "wide"));
+  if (!resp->next_page_token().empty()) {
+    std::cerr << "more: " << NextPageCommand(opts, resp->next_page_token())
+              << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::string>> JobRows(
+    const google::protobuf::RepeatedPtrField<varan::v1::Job>& jobs, bool wide,
+    absl::Time now) {
   std::vector<std::vector<std::string>> rows;
   if (wide) {
     rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "FINISHED", "BY",
@@ -152,11 +168,11 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
   } else {
     rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "BY", "COMMAND"});
   }
-  for (const auto& j : resp->jobs()) {
+  for (const auto& j : jobs) {
     if (wide) {
       rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
-                      Ago(j.create_time()),
-                      IsSet(j.finish_time()) ? Ago(j.finish_time()) : "-",
+                      Ago(j.create_time(), now),
+                      IsSet(j.finish_time()) ? Ago(j.finish_time(), now) : "-",
                       j.created_by(),
                       j.capture_limit_bytes() > 0
                           ? absl::StrCat(j.capture_limit_bytes(), " B")
@@ -164,17 +180,14 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
                       CommandText(j.spec())});
     } else {
       rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
-                      Ago(j.create_time()), j.created_by(),
+                      Ago(j.create_time(), now), j.created_by(),
                       CommandText(j.spec())});
     }
   }
-  PrintTable(rows);
-  if (!resp->next_page_token().empty()) {
-    std::cerr << "more: " << NextPageCommand(opts, resp->next_page_token())
-              << "\n";
-  }
-  return 0;
+  return rows;
 }
+
+namespace {
 
 // The job's fields, then a table of its targets (with the sizes of their
 // captured output when `output_sizes`).
@@ -276,19 +289,18 @@ int RunWatch(const GlobalOptions& global, const std::string& id,
   popts.color_stderr = global.color_stderr;
   popts.progress = global.progress;
   JobPrinter printer(popts);
-  absl::Status s = (*client)->WatchJob(
+  absl::Status s = (*client)->FollowJob(
       id, from,
-      [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); });
-  if (!printer.finished() && !printer.job_id().empty()) {
-    s = FollowJob(**client, printer, s, absl::Seconds(60));
+      [&printer](const varan::v1::JobEvent& ev) { printer.OnEvent(ev); },
+      FollowOptionsFor(**client));
+  // Core ended the stream at once (e.g. --from past the job's last event):
+  // say where to resume.
+  if (printer.job_id().empty() && absl::IsUnavailable(s) &&
+      s.message() == client::kStreamEndedEarly) {
+    return Fail(absl::StrCat(s.message(), "; resume with varanctl jobs watch ",
+                             id, " --from ", printer.next_sequence()));
   }
   if (!s.ok()) return Fail(s);
-  if (!printer.finished()) {
-    return Fail(absl::StrCat(
-        "the stream from core ended before the job finished; resume with "
-        "varanctl jobs watch ",
-        id, " --from ", printer.next_sequence()));
-  }
   return printer.Summarize();
 }
 

@@ -9,6 +9,37 @@
 #include "common/time_util.h"
 
 namespace varan::cli {
+
+std::vector<std::vector<std::string>> PeripheryRows(
+    const std::vector<varan::v1::Periphery>& peripheries, bool wide,
+    absl::Time now) {
+  std::vector<std::vector<std::string>> rows;
+  if (wide) {
+    rows.push_back({"NAME", "ID", "STATE", "CONNECTION", "ADDRESS",
+                    "PEER ADDRESS", "LABELS", "LAST SEEN", "VERSION", "OS",
+                    "KERNEL"});
+  } else {
+    rows.push_back({"NAME", "STATE", "CONNECTION", "ADDRESS", "LABELS",
+                    "LAST SEEN", "VERSION", "OS"});
+  }
+  for (const auto& p : peripheries) {
+    if (wide) {
+      rows.push_back(
+          {p.name(), p.id(), StateName(p.state()),
+           ConnectionName(p.connection()), p.address(), p.peer_address(),
+           LabelsText(p.labels()), Ago(p.last_seen(), now), p.version(),
+           p.facts().os(),
+           absl::StrCat(p.facts().kernel(), " (", p.facts().arch(), ")")});
+    } else {
+      rows.push_back({p.name(), StateName(p.state()),
+                      ConnectionName(p.connection()), p.address(),
+                      LabelsText(p.labels()), Ago(p.last_seen(), now),
+                      p.version(), p.facts().os()});
+    }
+  }
+  return rows;
+}
+
 namespace {
 
 struct ListOptions {
@@ -30,32 +61,7 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
   varan::v1::ListPeripheriesResponse resp;
   for (const auto& p : *list) *resp.add_peripheries() = p;
   if (PrintStructured(resp, opts.output)) return 0;
-  const bool wide = opts.output == "wide";
-  std::vector<std::vector<std::string>> rows;
-  if (wide) {
-    rows.push_back({"NAME", "ID", "STATE", "CONNECTION", "ADDRESS",
-                    "PEER ADDRESS", "LABELS", "LAST SEEN", "VERSION", "OS",
-                    "KERNEL"});
-  } else {
-    rows.push_back({"NAME", "STATE", "CONNECTION", "ADDRESS", "LABELS",
-                    "LAST SEEN", "VERSION", "OS"});
-  }
-  for (const auto& p : *list) {
-    if (wide) {
-      rows.push_back(
-          {p.name(), p.id(), StateName(p.state()),
-           ConnectionName(p.connection()), p.address(), p.peer_address(),
-           LabelsText(p.labels()), Ago(p.last_seen()), p.version(),
-           p.facts().os(),
-           absl::StrCat(p.facts().kernel(), " (", p.facts().arch(), ")")});
-    } else {
-      rows.push_back({p.name(), StateName(p.state()),
-                      ConnectionName(p.connection()), p.address(),
-                      LabelsText(p.labels()), Ago(p.last_seen()), p.version(),
-                      p.facts().os()});
-    }
-  }
-  PrintTable(rows);
+  PrintTable(PeripheryRows(*list, opts.output == "wide"));
   return 0;
 }
 
@@ -114,8 +120,8 @@ int RunRemove(const GlobalOptions& global, const std::string& name,
   return 0;
 }
 
-// kubectl-style label changes: "key=value" sets (the value may be empty),
-// "key-" removes.
+}  // namespace
+
 absl::StatusOr<varan::v1::UpdateLabelsRequest> ParseLabelChanges(
     const std::string& name, const std::vector<std::string>& changes) {
   varan::v1::UpdateLabelsRequest req;
@@ -156,6 +162,8 @@ absl::StatusOr<varan::v1::UpdateLabelsRequest> ParseLabelChanges(
   }
   return req;
 }
+
+namespace {
 
 int RunLabel(const GlobalOptions& global, const std::string& name,
              const std::vector<std::string>& changes,

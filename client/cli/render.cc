@@ -1,15 +1,12 @@
 #include "client/cli/render.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <iostream>
 #include <iterator>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 
 namespace varan::cli {
 
@@ -33,9 +30,15 @@ Outcome TargetOutcome(varan::v1::TargetState state,
       return Outcome::kCanceled;
     case varan::v1::TARGET_STATE_SKIPPED:
       return Outcome::kSkipped;
-    default:
-      return Outcome::kFailed;
+    case varan::v1::TARGET_STATE_FAILED:
+    case varan::v1::TARGET_STATE_TIMED_OUT:
+    case varan::v1::TARGET_STATE_LOST:
+    case varan::v1::TargetState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TargetState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Failed, timed out, lost, or a final state newer than this varanctl.
+  return Outcome::kFailed;
 }
 
 int TargetExitCode(const TargetFinished& f) {
@@ -51,9 +54,19 @@ int TargetExitCode(const TargetFinished& f) {
       return 130;
     case varan::v1::TARGET_STATE_FAILED:
       return f.exit_status().kind() == ExitStatus::KIND_START_FAILED ? 127 : 1;
-    default:
-      return 1;
+    case varan::v1::TARGET_STATE_LOST:
+    case varan::v1::TARGET_STATE_SKIPPED:
+    case varan::v1::TARGET_STATE_UNSPECIFIED:
+    case varan::v1::TARGET_STATE_QUEUED:
+    case varan::v1::TARGET_STATE_DISPATCHED:
+    case varan::v1::TARGET_STATE_RUNNING:
+    case varan::v1::TargetState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TargetState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Lost, skipped, not final (cannot be in a TargetFinished), or a state
+  // newer than this varanctl.
+  return 1;
 }
 
 int JobExitCode(varan::v1::JobState state) {
@@ -94,15 +107,19 @@ std::string DescribeResult(const TargetFinished& f) {
       return with_error("lost");
     case varan::v1::TARGET_STATE_SKIPPED:
       return with_error("skipped");
-    default:
-      return "unknown";
+    case varan::v1::TARGET_STATE_UNSPECIFIED:
+    case varan::v1::TargetState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TargetState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Unspecified, or a state newer than this varanctl.
+  return "unknown";
 }
 
 JobPrinter::JobPrinter(PrinterOptions options)
     : options_(options),
       prefix_(options.prefix == PrinterOptions::Prefix::kAlways),
-      start_(absl::Now()) {}
+      start_(options.clock->Now()) {}
 
 std::string JobPrinter::Prefix(const std::string& target, int stream) const {
   if (options_.prefix == PrinterOptions::Prefix::kNever) return "";
@@ -129,22 +146,20 @@ void JobPrinter::DrawProgress() const {
   std::string line =
       absl::StrFormat("\r\033[K[%d/%d] failed %d, running %d, %.1fs",
                       results_.size(), targets_.size(), failed, running_.size(),
-                      absl::ToDoubleSeconds(absl::Now() - start_));
-  fwrite(line.data(), 1, line.size(), stderr);
-  fflush(stderr);
+                      absl::ToDoubleSeconds(options_.clock->Now() - start_));
+  *options_.err << line << std::flush;
   progress_shown_ = true;
 }
 
 void JobPrinter::ClearProgress() const {
   if (!progress_shown_) return;
-  fputs("\r\033[K", stderr);
-  fflush(stderr);
+  *options_.err << "\r\033[K" << std::flush;
   progress_shown_ = false;
 }
 
 void JobPrinter::Flush(const std::string& target, int stream, bool all) {
   std::string& buf = pending_[{target, stream}];
-  FILE* out = stream == 1 ? stderr : stdout;
+  std::ostream& out = stream == 1 ? *options_.err : *options_.out;
   const std::string prefix = Prefix(target, stream);
   size_t start = 0;
   std::string text;
@@ -161,8 +176,7 @@ void JobPrinter::Flush(const std::string& target, int stream, bool all) {
   }
   if (text.empty()) return;
   ClearProgress();
-  fwrite(text.data(), 1, text.size(), out);
-  fflush(out);
+  out << text << std::flush;
 }
 
 void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
@@ -181,10 +195,8 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
       (stream == 1 ? err : out) += event.output().data();
     } else if (!prefix_) {
       ClearProgress();
-      FILE* out = stream == 1 ? stderr : stdout;
-      fwrite(event.output().data().data(), 1, event.output().data().size(),
-             out);
-      fflush(out);
+      std::ostream& out = stream == 1 ? *options_.err : *options_.out;
+      out << event.output().data() << std::flush;
     } else {
       pending_[{event.target(), stream}] += event.output().data();
       Flush(event.target(), stream, false);
@@ -201,9 +213,9 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
   } else if (event.has_cancel_requested()) {
     const std::string& by = event.cancel_requested().by();
     ClearProgress();
-    std::cerr << "varanctl: job canceled"
-              << (by.empty() ? std::string() : absl::StrCat(" by ", by))
-              << "\n";
+    *options_.err << "varanctl: job canceled"
+                  << (by.empty() ? std::string() : absl::StrCat(" by ", by))
+                  << "\n";
   } else if (event.has_job_finished()) {
     job_finished_ = event.job_finished();
     finished_ = true;
@@ -245,8 +257,7 @@ void JobPrinter::PrintGroups() const {
     }
     if (result != "exit 0") absl::StrAppend(&text, "---- ", result, " ----\n");
   }
-  fwrite(text.data(), 1, text.size(), stdout);
-  fflush(stdout);
+  *options_.out << text << std::flush;
 }
 
 int JobPrinter::Summarize() const {
@@ -263,13 +274,14 @@ int JobPrinter::Summarize() const {
       lost.push_back(absl::StrCat(f.stderr_uncaptured_bytes(), " B of stderr"));
     }
     if (!lost.empty()) {
-      std::cerr << "varanctl: " << name << ": " << absl::StrJoin(lost, " and ")
-                << " past core's capture limit not shown\n";
+      *options_.err << "varanctl: " << name << ": "
+                    << absl::StrJoin(lost, " and ")
+                    << " past core's capture limit not shown\n";
     }
   }
   const int job_code = JobExitCode(job_finished_.state());
   if (accepted_ && targets_.empty()) {
-    std::cerr << "varanctl: no periphery matched; nothing ran\n";
+    *options_.err << "varanctl: no periphery matched; nothing ran\n";
     return job_code;
   }
   // A watch from a later sequence missed `accepted`: the targets that
@@ -279,7 +291,8 @@ int JobPrinter::Summarize() const {
   if (total == 1 && results_.size() == 1) {
     const auto& [name, f] = *results_.begin();
     if (f.state() != varan::v1::TARGET_STATE_EXITED) {
-      std::cerr << "varanctl: " << name << ": " << DescribeResult(f) << "\n";
+      *options_.err << "varanctl: " << name << ": " << DescribeResult(f)
+                    << "\n";
     }
     // A skipped target has no exit code of its own; whether skipping it
     // fails the job (stop_after_failures, core restarts) or not
@@ -300,7 +313,8 @@ int JobPrinter::Summarize() const {
       case Outcome::kSkipped:
         ++skipped;
         break;
-      default:
+      case Outcome::kFailed:
+      case Outcome::kPending:  // a result is always final; counted as failed
         ++failed;
         break;
     }
@@ -317,7 +331,7 @@ int JobPrinter::Summarize() const {
   if (!details.empty()) {
     absl::StrAppend(&summary, ":\n", absl::StrJoin(details, "\n"));
   }
-  std::cerr << summary << "\n";
+  *options_.err << summary << "\n";
   return job_code;
 }
 

@@ -10,16 +10,20 @@
 // targets that produced it. On a terminal stderr, a progress line
 // "[done/total] failed F, running R, 3.2s" is kept up to date in place and
 // cleared before anything else is printed. Notes about the job (a cancel,
-// output past the capture limit, the summary) go to stderr. Not
-// thread-safe (one stream, one thread).
+// output past the capture limit, the summary) go to stderr. "stdout" and
+// "stderr" are the streams PrinterOptions names (std::cout and std::cerr
+// unless a test passes its own). Not thread-safe (one stream, one thread).
 #pragma once
 
+#include <iostream>
 #include <map>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "varan/v1/core.pb.h"
 
 namespace varan::cli {
@@ -34,6 +38,12 @@ struct PrinterOptions {
   bool color_stderr = false;
   // The progress line on stderr (only when it is a terminal).
   bool progress = false;
+  // Where the remote stdout and stderr, notes and the summary go. Not
+  // owned; they must outlive the printer.
+  std::ostream* out = &std::cout;
+  std::ostream* err = &std::cerr;
+  // The time shown on the progress line. Not owned.
+  const Clock* clock = RealClock::Get();
 };
 
 class JobPrinter {

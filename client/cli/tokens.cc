@@ -16,9 +16,13 @@ std::string RoleText(varan::v1::Role r) {
       return "operator";
     case varan::v1::ROLE_ADMIN:
       return "admin";
-    default:
-      return "unknown";
+    case varan::v1::ROLE_UNSPECIFIED:
+    case varan::v1::Role_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::Role_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Unspecified, or a role newer than this varanctl.
+  return "unknown";
 }
 
 std::string TokenStateText(varan::v1::TokenState s) {
@@ -31,9 +35,13 @@ std::string TokenStateText(varan::v1::TokenState s) {
       return "revoked";
     case varan::v1::TOKEN_STATE_USED_UP:
       return "used up";
-    default:
-      return "unknown";
+    case varan::v1::TOKEN_STATE_UNSPECIFIED:
+    case varan::v1::TokenState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Unspecified, or a state newer than this varanctl.
+  return "unknown";
 }
 
 // "in 29d", "3h ago" (past), "never" (unset).

@@ -130,7 +130,12 @@ void PrintEvent(const varan::v1::JobEvent& event, bool* succeeded) {
       *succeeded =
           event.job_finished().state() == varan::v1::JOB_STATE_SUCCEEDED;
       break;
-    default:
+    case varan::v1::JobEvent::kDispatched:
+    case varan::v1::JobEvent::kStarted:
+    case varan::v1::JobEvent::kCancelRequested:
+    case varan::v1::JobEvent::EVENT_NOT_SET:
+      // Nothing to show: the output and the results tell the story. (An
+      // event newer than this program reads as EVENT_NOT_SET.)
       break;
   }
 }

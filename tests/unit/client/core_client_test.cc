@@ -1,0 +1,283 @@
+// Tests for CoreClient::FollowJob and ExecAndFollow (client/core_client.h)
+// against a real gRPC server on loopback: a fake Jobs service that streams
+// a job's event log and breaks the stream where each test says. Time is a
+// FakeClock; the waits between watches only advance it.
+#include "client/core_client.h"
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/unit/client/job_events.h"
+
+namespace varan::client {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using varan::testing::Exited;
+using varan::testing::JobEvents;
+using varan::v1::JobEvent;
+
+// Writes `events`, one write in flight, then finishes with `end`.
+class ScriptedWriter final : public grpc::ServerWriteReactor<JobEvent> {
+ public:
+  ScriptedWriter(std::vector<JobEvent> events, grpc::Status end)
+      : events_(std::move(events)), end_(std::move(end)) {
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNKNOWN, "write failed"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (next_ < events_.size()) {
+      StartWrite(&events_[next_++]);
+    } else {
+      Finish(end_);
+    }
+  }
+
+  std::vector<JobEvent> events_;
+  size_t next_ = 0;
+  const grpc::Status end_;
+};
+
+// A Jobs service holding one job's event log. Each Exec or WatchJob call
+// takes the next step of the script: how many events to send from where
+// the call starts, and the status to end with; with no step left a call
+// sends the rest of the log and ends OK. Thread-safe (gRPC's threads call
+// it).
+class FakeJobs final : public varan::v1::Jobs::CallbackService {
+ public:
+  struct Step {
+    size_t events;
+    grpc::Status end;
+  };
+
+  explicit FakeJobs(std::vector<JobEvent> log) : log_(std::move(log)) {}
+
+  void Then(size_t events, grpc::Status end) {
+    absl::MutexLock lock(&mu_);
+    script_.push_back({events, std::move(end)});
+  }
+  // The from_sequence of each WatchJob call, in order.
+  std::vector<uint64_t> watches() const {
+    absl::MutexLock lock(&mu_);
+    return watches_;
+  }
+  int execs() const {
+    absl::MutexLock lock(&mu_);
+    return execs_;
+  }
+
+  grpc::ServerWriteReactor<JobEvent>* Exec(
+      grpc::CallbackServerContext*,
+      const varan::v1::DispatchRequest*) override {
+    absl::MutexLock lock(&mu_);
+    ++execs_;
+    return Start(0);
+  }
+  grpc::ServerWriteReactor<JobEvent>* WatchJob(
+      grpc::CallbackServerContext*,
+      const varan::v1::WatchJobRequest* request) override {
+    absl::MutexLock lock(&mu_);
+    watches_.push_back(request->from_sequence());
+    return Start(request->from_sequence());
+  }
+
+ private:
+  grpc::ServerWriteReactor<JobEvent>* Start(uint64_t from)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Step step{log_.size(), grpc::Status::OK};
+    if (!script_.empty()) {
+      step = script_.front();
+      script_.pop_front();
+    }
+    std::vector<JobEvent> events;
+    for (uint64_t s = from; s < log_.size() && events.size() < step.events;
+         ++s) {
+      events.push_back(log_[s]);
+    }
+    return new ScriptedWriter(std::move(events), step.end);
+  }
+
+  const std::vector<JobEvent> log_;
+  mutable absl::Mutex mu_;
+  std::deque<Step> script_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> watches_ ABSL_GUARDED_BY(mu_);
+  int execs_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::vector<JobEvent> Log() {
+  JobEvents e;
+  return {e.Accepted({"web-1"}),
+          e.Started("web-1"),
+          e.Stdout("web-1", "a"),
+          e.Stdout("web-1", "b"),
+          e.Finished("web-1", Exited(0)),
+          e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED)};
+}
+
+const grpc::Status kBroken(grpc::StatusCode::UNAVAILABLE, "connection reset");
+
+class FollowJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&jobs_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port, 0);
+    ClientOptions options;
+    options.address = absl::StrCat("127.0.0.1:", port);
+    options.token = "t";
+    auto client = CoreClient::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+    options_.clock = &clock_;
+    options_.sleep = [this](absl::Duration d) {
+      sleeps_.push_back(d);
+      clock_.Advance(d);
+    };
+    options_.on_resume = [this](const std::string& job_id, uint64_t next) {
+      resumed_.push_back(absl::StrCat(job_id, "@", next));
+    };
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  CoreClient::EventCallback Collect() {
+    return [this](const JobEvent& e) { seen_.push_back(e.sequence()); };
+  }
+
+  FakeJobs jobs_{Log()};
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<CoreClient> client_;
+  FakeClock clock_;
+  FollowOptions options_;
+  std::vector<absl::Duration> sleeps_;
+  std::vector<std::string> resumed_;
+  std::vector<uint64_t> seen_;
+};
+
+TEST_F(FollowJobTest, ResumesFromTheSequenceAfterTheLastEvent) {
+  jobs_.Then(2, kBroken);  // accepted, started, then the stream breaks
+  jobs_.Then(0, kBroken);  // core still down
+  EXPECT_TRUE(client_->FollowJob("job-1", 0, Collect(), options_).ok());
+  EXPECT_THAT(seen_, ElementsAre(0, 1, 2, 3, 4, 5));  // each once, in order
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 2, 2));
+  EXPECT_THAT(resumed_, ElementsAre("job-1@2"));  // said once
+  EXPECT_THAT(sleeps_,
+              ElementsAre(absl::Milliseconds(200), absl::Milliseconds(400)));
+}
+
+TEST_F(FollowJobTest, StartsFromTheSequenceAsked) {
+  jobs_.Then(1, kBroken);
+  EXPECT_TRUE(client_->FollowJob("job-1", 3, Collect(), options_).ok());
+  EXPECT_THAT(seen_, ElementsAre(3, 4, 5));
+  EXPECT_THAT(jobs_.watches(), ElementsAre(3, 4));
+}
+
+TEST_F(FollowJobTest, ExecIsFollowedByWatchesOnceTheJobExists) {
+  jobs_.Then(3, kBroken);  // the Exec stream
+  varan::v1::DispatchRequest req;
+  req.mutable_spec()->add_argv("true");
+  EXPECT_TRUE(client_->ExecAndFollow(req, Collect(), options_).ok());
+  EXPECT_EQ(jobs_.execs(), 1);
+  EXPECT_THAT(jobs_.watches(), ElementsAre(3));
+  EXPECT_THAT(seen_, ElementsAre(0, 1, 2, 3, 4, 5));
+  EXPECT_THAT(resumed_, ElementsAre("job-1@3"));
+}
+
+TEST_F(FollowJobTest, ExecThatNeverStartedIsNotRetried) {
+  jobs_.Then(0, grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  absl::Status s = client_->ExecAndFollow({}, Collect(), options_);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("cannot reach core at 127.0.0.1:"));
+  EXPECT_THAT(jobs_.watches(), ::testing::IsEmpty());
+  EXPECT_THAT(resumed_, ::testing::IsEmpty());
+}
+
+TEST_F(FollowJobTest, AStreamEndingCleanlyBeforeTheEndIsResumed) {
+  jobs_.Then(4, grpc::Status::OK);
+  EXPECT_TRUE(client_->FollowJob("job-1", 0, Collect(), options_).ok());
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 4));
+  EXPECT_THAT(seen_, ElementsAre(0, 1, 2, 3, 4, 5));
+}
+
+TEST_F(FollowJobTest, NothingDeliveredIsNotRetried) {
+  // E.g. --from past the job's last event: core ends the stream at once.
+  jobs_.Then(0, grpc::Status::OK);
+  absl::Status s = client_->FollowJob("job-1", 9, Collect(), options_);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_EQ(s.message(), kStreamEndedEarly);
+  EXPECT_THAT(jobs_.watches(), ElementsAre(9));
+  EXPECT_THAT(sleeps_, ::testing::IsEmpty());
+}
+
+TEST_F(FollowJobTest, CoresAnswersAreFinal) {
+  jobs_.Then(2, kBroken);
+  jobs_.Then(0, grpc::Status(grpc::StatusCode::NOT_FOUND, "no job job-1"));
+  absl::Status s = client_->FollowJob("job-1", 0, Collect(), options_);
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 2));
+  EXPECT_THAT(seen_, ElementsAre(0, 1));
+}
+
+TEST_F(FollowJobTest, GivesUpAfterItsPatience) {
+  jobs_.Then(1, kBroken);
+  for (int i = 0; i < 20; ++i) jobs_.Then(0, kBroken);
+  options_.patience = absl::Seconds(5);
+  const absl::Time start = clock_.Now();
+  absl::Status s = client_->FollowJob("job-1", 0, Collect(), options_);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("connection reset"));
+  // Waits double up to max_backoff: 0.2 + 0.4 + 0.8 + 1.6 + 2 = 5 s.
+  EXPECT_THAT(sleeps_,
+              ElementsAre(absl::Milliseconds(200), absl::Milliseconds(400),
+                          absl::Milliseconds(800), absl::Milliseconds(1600),
+                          absl::Seconds(2)));
+  EXPECT_EQ(clock_.Now() - start, absl::Seconds(5));
+  EXPECT_EQ(jobs_.watches().size(), 6u);
+  EXPECT_THAT(seen_, ElementsAre(0));
+}
+
+TEST_F(FollowJobTest, GivesUpAfterMaxAttempts) {
+  jobs_.Then(1, kBroken);
+  for (int i = 0; i < 20; ++i) jobs_.Then(0, kBroken);
+  options_.max_attempts = 2;
+  absl::Status s = client_->FollowJob("job-1", 0, Collect(), options_);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 1, 1));
+}
+
+TEST_F(FollowJobTest, CleanEndsUntilThePatienceRunsOutSaySo) {
+  jobs_.Then(1, grpc::Status::OK);
+  for (int i = 0; i < 20; ++i) jobs_.Then(0, grpc::Status::OK);
+  options_.max_attempts = 3;
+  absl::Status s = client_->FollowJob("job-1", 0, Collect(), options_);
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_EQ(s.message(), kStreamEndedEarly);
+  EXPECT_EQ(jobs_.watches().size(), 4u);
+}
+
+}  // namespace
+}  // namespace varan::client

@@ -1,0 +1,105 @@
+// Builders of real JobEvent messages for the client tests: a job's events
+// with gap-free sequence numbers, as core would stream them. Not
+// thread-safe; one JobEvents per test.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "varan/v1/core.pb.h"
+
+namespace varan::testing {
+
+// How a target ended: exited with `code`.
+inline varan::v1::TargetFinished Exited(int code) {
+  varan::v1::TargetFinished f;
+  f.set_state(varan::v1::TARGET_STATE_EXITED);
+  f.mutable_exit_status()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
+  f.mutable_exit_status()->set_code(code);
+  return f;
+}
+
+// How a target ended: in `state`, with this exit status kind and error.
+inline varan::v1::TargetFinished Ended(
+    varan::v1::TargetState state,
+    varan::v1::ExitStatus::Kind kind = varan::v1::ExitStatus::KIND_UNSPECIFIED,
+    const std::string& error = "") {
+  varan::v1::TargetFinished f;
+  f.set_state(state);
+  f.mutable_exit_status()->set_kind(kind);
+  f.set_error(error);
+  return f;
+}
+
+// Killed by signal `signal`.
+inline varan::v1::TargetFinished Signaled(int signal) {
+  varan::v1::TargetFinished f = Ended(varan::v1::TARGET_STATE_EXITED,
+                                      varan::v1::ExitStatus::KIND_SIGNALED);
+  f.mutable_exit_status()->set_signal(signal);
+  return f;
+}
+
+class JobEvents {
+ public:
+  explicit JobEvents(std::string job_id = "job-1")
+      : job_id_(std::move(job_id)) {}
+
+  varan::v1::JobEvent Accepted(const std::vector<std::string>& targets) {
+    varan::v1::JobEvent e = Next("");
+    e.mutable_accepted();  // set even without targets
+    for (const auto& t : targets) e.mutable_accepted()->add_targets(t);
+    return e;
+  }
+  varan::v1::JobEvent Started(const std::string& target) {
+    varan::v1::JobEvent e = Next(target);
+    e.mutable_started()->set_pid(100);
+    return e;
+  }
+  varan::v1::JobEvent Stdout(const std::string& target,
+                             const std::string& data) {
+    return Output(target, varan::v1::OUTPUT_STREAM_STDOUT, data);
+  }
+  varan::v1::JobEvent Stderr(const std::string& target,
+                             const std::string& data) {
+    return Output(target, varan::v1::OUTPUT_STREAM_STDERR, data);
+  }
+  varan::v1::JobEvent Finished(const std::string& target,
+                               const varan::v1::TargetFinished& f) {
+    varan::v1::JobEvent e = Next(target);
+    *e.mutable_finished() = f;
+    return e;
+  }
+  varan::v1::JobEvent CancelRequested(const std::string& by) {
+    varan::v1::JobEvent e = Next("");
+    e.mutable_cancel_requested()->set_by(by);
+    return e;
+  }
+  varan::v1::JobEvent JobFinished(varan::v1::JobState state) {
+    varan::v1::JobEvent e = Next("");
+    e.mutable_job_finished()->set_state(state);
+    return e;
+  }
+
+ private:
+  varan::v1::JobEvent Output(const std::string& target,
+                             varan::v1::OutputStream stream,
+                             const std::string& data) {
+    varan::v1::JobEvent e = Next(target);
+    e.mutable_output()->set_stream(stream);
+    e.mutable_output()->set_data(data);
+    return e;
+  }
+  varan::v1::JobEvent Next(const std::string& target) {
+    varan::v1::JobEvent e;
+    e.set_sequence(sequence_++);
+    e.set_job_id(job_id_);
+    e.set_target(target);
+    return e;
+  }
+
+  std::string job_id_;
+  uint64_t sequence_ = 0;
+};
+
+}  // namespace varan::testing
