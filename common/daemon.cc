@@ -17,6 +17,32 @@ void AddListenFlags(CLI::App& app, DaemonFlags* flags,
       ->envname("VARAN_CONFIG");
   flags->listen = {default_listen};
   app.add_option("--listen", flags->listen, listen_help)->capture_default_str();
+  app.add_option("--max-connections-per-address",
+                 flags->max_connections_per_address,
+                 "Connections one client address (IPv4, or one IPv6 "
+                 "address) may hold at once; more are closed as soon as "
+                 "they are accepted. Raise it for many clients behind one "
+                 "NAT address; 0: no cap")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", flags->handshake_timeout_seconds,
+                 "Seconds a new connection has to complete its TLS and "
+                 "HTTP/2 handshake before it is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--fd-high-water", flags->fd_high_water_percent,
+                 "Percentage of the open-file limit (raised to the hard "
+                 "limit at start) above which new connections are closed at "
+                 "once, so the daemon never runs out of descriptors")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 100.0));
+}
+
+ListenerOptions ListenerOptionsFrom(const DaemonFlags& flags) {
+  ListenerOptions options;
+  options.max_connections_per_address = flags.max_connections_per_address;
+  options.handshake_timeout = absl::Seconds(flags.handshake_timeout_seconds);
+  options.fd_high_water_percent = flags.fd_high_water_percent;
+  return options;
 }
 
 void AddGuardFlags(CLI::App& app, DaemonFlags* flags) {
@@ -113,6 +139,17 @@ absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareClientTls(
   if (!files.ok()) return files.status();
   if (watch_seconds > 0) (*files)->Watch(absl::Seconds(watch_seconds));
   return files;
+}
+
+void AddProxyFlag(CLI::App& app, std::string* proxy, const std::string& peer) {
+  app.add_option(
+      "--proxy", *proxy,
+      absl::StrCat("HTTP CONNECT proxy for connections to ", peer,
+                   ", http://[user:password@]host:port (the password is "
+                   "never logged); default: the grpc_proxy, https_proxy or "
+                   "http_proxy variable, in that order, with hosts in "
+                   "no_grpc_proxy or no_proxy reached directly; \"none\": "
+                   "no proxy whatever the environment says"));
 }
 
 void FinishDaemonFlags(CLI::App& app, DaemonFlags* flags,

@@ -11,6 +11,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "common/address.h"
+#include "common/listener.h"
 #include "common/peer_guard.h"
 #include "common/server.h"
 #include "common/tls.h"
@@ -30,12 +31,23 @@ struct DaemonFlags {
   // --tls-watch-interval: seconds between checks of all TLS files for
   // changes; 0: only on SIGHUP.
   double tls_watch_seconds = 5;
+  // --max-connections-per-address, --handshake-timeout, --fd-high-water.
+  uint32_t max_connections_per_address =
+      ListenerOptions{}.max_connections_per_address;
+  double handshake_timeout_seconds =
+      absl::ToDoubleSeconds(ListenerOptions{}.handshake_timeout);
+  double fd_high_water_percent = ListenerOptions{}.fd_high_water_percent;
 };
 
-// Adds --config and --listen (defaulting to `default_listen`) to `app`.
+// Adds --config and --listen (defaulting to `default_listen`) and the
+// listener's limits (--max-connections-per-address, --handshake-timeout,
+// --fd-high-water) to `app`.
 void AddListenFlags(CLI::App& app, DaemonFlags* flags,
                     const std::string& default_listen,
                     const std::string& listen_help);
+
+// The listener's limits the flags describe (for StartServer).
+ListenerOptions ListenerOptionsFrom(const DaemonFlags& flags);
 
 // Adds --allow and --auth-failure-limit.
 void AddGuardFlags(CLI::App& app, DaemonFlags* flags);
@@ -63,6 +75,10 @@ absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareServerTls(
 absl::StatusOr<std::unique_ptr<TlsFiles>> PrepareClientTls(
     const ClientTlsFiles& tls, const std::string& prefix,
     const std::string& staging_dir, double watch_seconds);
+
+// Adds --proxy (an HTTP CONNECT proxy for the channels toward `peer`,
+// see common/proxy.h) bound to `proxy`.
+void AddProxyFlag(CLI::App& app, std::string* proxy, const std::string& peer);
 
 // Adds --log-level and --log-format, binds every flag to its VARAN_* variable
 // and writes the footer: how flags, environment and file combine, then

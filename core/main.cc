@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/peer_guard.h"
+#include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/server.h"
 #include "core/fleet/registry.h"
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
   varan::ClientTlsFiles periphery_tls;
   varan::AddClientTlsFlags(app, &periphery_tls, "periphery-",
                            "the peripheries it dials");
+  std::string proxy;
+  varan::AddProxyFlag(app, &proxy, "the peripheries core dials");
   app.add_option("--heartbeat-interval", heartbeat_seconds,
                  "Seconds between periphery heartbeats (core tells the "
                  "peripheries)")
@@ -164,9 +167,13 @@ int main(int argc, char** argv) {
   auto listen_addrs = varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
     return Fail(std::string(listen_addrs.status().message()));
+  varan::RaiseFileLimit();
   auto guard_options = varan::GuardOptions(flags);
   if (!guard_options.ok()) {
     return Fail(std::string(guard_options.status().message()));
+  }
+  if (absl::Status s = varan::CheckProxyUrl(proxy); !s.ok()) {
+    return Fail(std::string(s.message()));
   }
   if (absl::Status s = varan::EnsurePrivateDir(data_dir); !s.ok()) {
     return Fail(absl::StrCat("--data-dir: ", s.message()));
@@ -214,9 +221,12 @@ int main(int argc, char** argv) {
   }
   const varan::Keepalive keepalive{absl::Seconds(keepalive_time_seconds),
                                    absl::Seconds(keepalive_timeout_seconds)};
+  varan::LogProxy(proxy, "peripheries");
   varan::core::DialLinkProvider dial_links(
-      keepalive, varan::MakeChannelSecurity(periphery_tls_files->get(),
-                                            periphery_tls.server_name));
+      keepalive,
+      varan::MakeChannelSecurity(periphery_tls_files->get(),
+                                 periphery_tls.server_name),
+      proxy);
   varan::core::TunnelHub links(&dial_links);
   varan::core::DispatcherOptions dispatcher_options;
   dispatcher_options.default_capture_limit = capture_limit;
@@ -256,7 +266,8 @@ int main(int argc, char** argv) {
       {&registry_service, &fleet_service, &jobs_service, &admin_service},
       varan::ServerKeepaliveArgs(keepalive),
       varan::MakeServerCredentials(server_tls->get(),
-                                   !flags.tls.client_ca.empty()));
+                                   !flags.tls.client_ca.empty()),
+      varan::ListenerOptionsFrom(flags));
   if (!server.ok()) {
     stop_ticking.Notify();
     ticker.join();
@@ -285,7 +296,7 @@ int main(int argc, char** argv) {
   // Stop accepting; running calls (watchers, exec streams) get the grace
   // period, then are canceled. Calls to peripheries are canceled too, which
   // stops their commands.
-  server->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server->Shutdown(absl::Now() + grace);
   spdlog::debug("server shut down");
   dispatcher.Shutdown(absl::Seconds(5));
   spdlog::debug("calls to peripheries ended");

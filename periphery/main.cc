@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/peer_guard.h"
+#include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/server.h"
 #include "periphery/exec/executor.h"
@@ -99,6 +100,8 @@ int main(int argc, char** argv) {
   varan::AddServerTlsFlags(app, &flags);
   varan::ClientTlsFiles core_tls;
   varan::AddClientTlsFlags(app, &core_tls, "core-", "core");
+  std::string proxy;
+  varan::AddProxyFlag(app, &proxy, "core");
   app.add_option("--max-concurrent", max_concurrent,
                  "Most commands running at once")
       ->capture_default_str()
@@ -162,6 +165,9 @@ int main(int argc, char** argv) {
   auto core_addr = varan::ParseDialAddress(core, 7700);
   if (!core_addr.ok())
     return Fail(absl::StrCat("--core: ", core_addr.status().message()));
+  if (absl::Status s = varan::CheckProxyUrl(proxy); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
   std::map<std::string, std::string> label_map;
   for (const auto& l : labels) {
     size_t eq = l.find('=');
@@ -180,6 +186,7 @@ int main(int argc, char** argv) {
                 : varan::PrepareListeners(flags.listen);
   if (!listen_addrs.ok())
     return Fail(std::string(listen_addrs.status().message()));
+  varan::RaiseFileLimit();
   auto guard_options = varan::GuardOptions(flags);
   if (!guard_options.ok()) {
     return Fail(std::string(guard_options.status().message()));
@@ -240,7 +247,8 @@ int main(int argc, char** argv) {
     auto started = varan::StartServer(
         *listen_addrs, {&agent}, varan::ServerKeepaliveArgs(keepalive),
         varan::MakeServerCredentials(server_tls->get(),
-                                     !flags.tls.client_ca.empty()));
+                                     !flags.tls.client_ca.empty()),
+        varan::ListenerOptionsFrom(flags));
     if (!started.ok()) return Fail(std::string(started.status().message()));
     server = *std::move(started);
     varan::LogListening("varan-periphery", server,
@@ -269,6 +277,8 @@ int main(int argc, char** argv) {
   uplink_options.keepalive_timeout = keepalive.timeout;
   uplink_options.security =
       varan::MakeChannelSecurity(core_tls_files->get(), core_tls.server_name);
+  uplink_options.proxy = proxy;
+  varan::LogProxy(proxy, "core");
   varan::periphery::Uplink uplink(uplink_options, &credential, &host,
                                   &executor);
   uplink.Start();
@@ -289,7 +299,7 @@ int main(int argc, char** argv) {
     spdlog::warn("some commands did not stop in time");
   }
   if (server.server != nullptr) {
-    server.server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    server.Shutdown(absl::Now() + absl::Seconds(2));
     server.server->Wait();
   }
   spdlog::info("stopped");

@@ -18,6 +18,9 @@ command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm)
 # systemd-analyze checks the systemd units (tests/deploy/systemd-test.sh).
 PACKAGES+=(systemd)
+# tinyproxy is the HTTP CONNECT proxy between a periphery and core in
+# tests/integration/network_test.cc.
+PACKAGES+=(tinyproxy)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

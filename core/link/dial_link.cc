@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
+#include "common/proxy.h"
 #include "common/time_util.h"
 #include "varan/v1/periphery.grpc.pb.h"
 
@@ -150,6 +151,7 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
       SetClientChannelArgs(&args, keepalive_, absl::Milliseconds(200),
                            absl::Seconds(2));
       security_.Apply(&args);
+      ApplyProxy(proxy_, &args);
       slot = grpc::CreateCustomChannel(address,
                                        security_.credentials != nullptr
                                            ? security_.credentials

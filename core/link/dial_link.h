@@ -34,11 +34,16 @@ class DialLink final : public PeripheryLink {
 class DialLinkProvider final : public LinkProvider {
  public:
   // Channels ping idle connections and reconnect per `keepalive` (see
-  // common/keepalive.h), and use `security` (TLS toward the peripheries,
-  // --periphery-tls-*; default: plaintext).
+  // common/keepalive.h), use `security` (TLS toward the peripheries,
+  // --periphery-tls-*; default: plaintext) and `proxy` (--proxy: an HTTP
+  // CONNECT proxy URL, "none", or empty for the environment's; see
+  // common/proxy.h).
   explicit DialLinkProvider(Keepalive keepalive = {},
-                            ChannelSecurity security = {})
-      : keepalive_(keepalive), security_(std::move(security)) {}
+                            ChannelSecurity security = {},
+                            std::string proxy = "")
+      : keepalive_(keepalive),
+        security_(std::move(security)),
+        proxy_(std::move(proxy)) {}
   std::shared_ptr<PeripheryLink> LinkFor(
       const std::string& id, const std::string& address,
       const std::string& credential) override;
@@ -46,6 +51,7 @@ class DialLinkProvider final : public LinkProvider {
  private:
   const Keepalive keepalive_;
   const ChannelSecurity security_;
+  const std::string proxy_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include "common/grpc_util.h"
 #include "common/keepalive.h"
 #include "common/log.h"
+#include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "periphery/host/facts.h"
@@ -115,6 +116,7 @@ Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
       &args, Keepalive{options_.keepalive_time, options_.keepalive_timeout},
       options_.min_backoff, options_.max_backoff);
   options_.security.Apply(&args);
+  ApplyProxy(options_.proxy, &args);
   channel_ = grpc::CreateCustomChannel(FormatHostPort(options_.core),
                                        options_.security.credentials != nullptr
                                            ? options_.security.credentials

@@ -62,6 +62,9 @@ struct UplinkOptions {
   absl::Duration keepalive_timeout = absl::Seconds(10);
   // TLS toward core (--core-tls-*); default: plaintext.
   ChannelSecurity security;
+  // --proxy: an HTTP CONNECT proxy URL, "none", or empty (the environment
+  // decides); see common/proxy.h.
+  std::string proxy;
 };
 
 class Uplink {

@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,9 +50,12 @@ std::vector<std::string> MergedEnv(
   return out;
 }
 
+// `file_limit` (when not 0) becomes the child's RLIMIT_NOFILE, soft and
+// hard.
 pid_t Spawn(const std::vector<std::string>& argv,
             const std::map<std::string, std::string>& env,
-            const std::string& out_path, const std::string& err_path) {
+            const std::string& out_path, const std::string& err_path,
+            uint64_t file_limit = 0) {
   std::vector<std::string> env_strings = MergedEnv(env);
   std::vector<char*> cargv, cenv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -80,6 +84,10 @@ pid_t Spawn(const std::vector<std::string>& argv,
     dup2(in_fd, 0);
     dup2(out_fd, 1);
     dup2(err_fd, 2);
+    if (file_limit != 0) {
+      const rlimit lim{file_limit, file_limit};
+      if (setrlimit(RLIMIT_NOFILE, &lim) != 0) _exit(126);
+    }
     execve(cargv[0], cargv.data(), cenv.data());
     _exit(127);
   }
@@ -286,7 +294,7 @@ Daemon::~Daemon() {
 }
 
 void Daemon::Start() {
-  pid_ = Spawn(argv_, env_, log_path_, log_path_);
+  pid_ = Spawn(argv_, env_, log_path_, log_path_, file_limit_);
   exit_code_ = -1;
 }
 
@@ -357,6 +365,7 @@ void TestFleet::StartCore() {
       argv, dir_.File("core.log"),
       std::map<std::string, std::string>{
           {"GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100"}});
+  core_->set_file_limit(core_file_limit_);
   core_->Start();
   client_.reset();
   // Probe with fresh channels: a channel that found the port closed backs

@@ -71,6 +71,9 @@ class Daemon {
          std::map<std::string, std::string> env = {});
   ~Daemon();
 
+  // Starts with RLIMIT_NOFILE `limit` (soft and hard) instead of this
+  // process's; 0: inherit. Set before Start.
+  void set_file_limit(uint64_t limit) { file_limit_ = limit; }
   void Start();
   pid_t pid() const { return pid_; }
   bool Running();
@@ -85,6 +88,7 @@ class Daemon {
   std::vector<std::string> argv_;
   std::string log_path_;
   std::map<std::string, std::string> env_;
+  uint64_t file_limit_ = 0;
   pid_t pid_ = -1;
   int exit_code_ = -1;
 };
@@ -99,6 +103,9 @@ class TestFleet {
   // How this fixture's own calls (health checks, client(), Ctl()) reach a
   // core serving TLS. Set before StartCore.
   void set_client_tls(ClientTlsFiles tls) { client_tls_ = std::move(tls); }
+  // Core's RLIMIT_NOFILE (soft and hard; 0: inherited). Set before
+  // StartCore.
+  void set_core_file_limit(uint64_t limit) { core_file_limit_ = limit; }
 
   // Starts core and waits until it answers with the admin token.
   void StartCore();
@@ -143,6 +150,7 @@ class TestFleet {
   std::vector<std::unique_ptr<Daemon>> peripheries_;
   std::unique_ptr<client::CoreClient> client_;
   ClientTlsFiles client_tls_;
+  uint64_t core_file_limit_ = 0;
 };
 
 }  // namespace varan::testing
