@@ -735,10 +735,20 @@ TEST_P(StoreContractTest, RetentionRunsEveryInterval) {
 
 // --- The backends ----------------------------------------------------------
 
+// The parameter is a function pointer: name the test after the suite's
+// prefix (Memory/, Sqlite/), not the pointer's value, which differs from run
+// to run and would keep ctest from finding the test it discovered.
+std::string BackendTestName(
+    const ::testing::TestParamInfo<std::unique_ptr<StoreBackend> (*)()>&) {
+  return "Store";
+}
+
 INSTANTIATE_TEST_SUITE_P(Memory, StoreContractTest,
-                         ::testing::Values(&MemoryBackend::Make));
+                         ::testing::Values(&MemoryBackend::Make),
+                         BackendTestName);
 INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContractTest,
-                         ::testing::Values(&SqliteBackend::Make));
+                         ::testing::Values(&SqliteBackend::Make),
+                         BackendTestName);
 
 }  // namespace
 }  // namespace varan::core
