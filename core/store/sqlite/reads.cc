@@ -53,12 +53,19 @@ absl::StatusOr<std::vector<StoredPeriphery>> SqliteStore::LoadPeripheries() {
 
 namespace {
 
+// Every stored token of one kind (operator or join), ordered by id. `what`
+// names the load in errors ("load tokens").
 template <typename Stored>
-absl::StatusOr<std::vector<Stored>> LoadTokenRows(sqlite::ScopedStmt& stmt,
-                                                  const std::string& path,
-                                                  int* rc) {
+absl::StatusOr<std::vector<Stored>> LoadTokensOfKind(sqlite::Db& db, int kind,
+                                                     const std::string& path,
+                                                     absl::string_view what) {
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
+                              kind, " ORDER BY id")));
   std::vector<Stored> out;
-  while ((*rc = stmt->Step()) == SQLITE_ROW) {
+  int rc;
+  while ((rc = stmt->Step()) == SQLITE_ROW) {
     Stored t;
     const absl::string_view info = stmt->ColumnBlob(1);
     if (!t.info.ParseFromArray(info.data(), static_cast<int>(info.size()))) {
@@ -68,6 +75,7 @@ absl::StatusOr<std::vector<Stored>> LoadTokenRows(sqlite::ScopedStmt& stmt,
     t.hash = std::string(stmt->ColumnText(2));
     out.push_back(std::move(t));
   }
+  if (rc != SQLITE_DONE) return sqlite::WithPath(db.Error(rc, what), path);
   return out;
 }
 
@@ -75,33 +83,14 @@ absl::StatusOr<std::vector<Stored>> LoadTokenRows(sqlite::ScopedStmt& stmt,
 
 absl::StatusOr<std::vector<StoredToken>> SqliteStore::LoadTokens() {
   absl::MutexLock lock(&read_mu_);
-  sqlite::Db& db = *reader_;
-  VARAN_ASSIGN_OR_RETURN(
-      sqlite::ScopedStmt stmt,
-      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
-                              sqlite::kOperatorTokenKind, " ORDER BY id")));
-  int rc = SQLITE_DONE;
-  auto out = LoadTokenRows<StoredToken>(stmt, path_, &rc);
-  if (!out.ok()) return out.status();
-  if (rc != SQLITE_DONE)
-    return sqlite::WithPath(db.Error(rc, "load tokens"), path_);
-  return out;
+  return LoadTokensOfKind<StoredToken>(*reader_, sqlite::kOperatorTokenKind,
+                                       path_, "load tokens");
 }
 
 absl::StatusOr<std::vector<StoredJoinToken>> SqliteStore::LoadJoinTokens() {
   absl::MutexLock lock(&read_mu_);
-  sqlite::Db& db = *reader_;
-  VARAN_ASSIGN_OR_RETURN(
-      sqlite::ScopedStmt stmt,
-      db.Prepare(absl::StrCat("SELECT id, info, hash FROM tokens WHERE kind = ",
-                              sqlite::kJoinTokenKind, " ORDER BY id")));
-  int rc = SQLITE_DONE;
-  auto out = LoadTokenRows<StoredJoinToken>(stmt, path_, &rc);
-  if (!out.ok()) return out.status();
-  if (rc != SQLITE_DONE) {
-    return sqlite::WithPath(db.Error(rc, "load join tokens"), path_);
-  }
-  return out;
+  return LoadTokensOfKind<StoredJoinToken>(*reader_, sqlite::kJoinTokenKind,
+                                           path_, "load join tokens");
 }
 
 absl::StatusOr<StoredJob> SqliteStore::LoadJobLocked(const std::string& id,
