@@ -1,6 +1,5 @@
 #include "core/link/dial_link.h"
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
 #include "common/proxy.h"
@@ -39,6 +38,9 @@ class DialExecuteCall final
   }
 
   void Start() {
+    // Before the call can take the channel out of its state.
+    ready_at_start_ =
+        channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY;
     stub_->async()->Execute(&context_, &request_, this);
     StartRead(&event_);
     StartCall();
@@ -71,6 +73,11 @@ class DialExecuteCall final
 
   void Abort() override { context_.TryCancel(); }
 
+  void OnReadInitialMetadataDone(bool ok) override {
+    // Runs before any OnReadDone and before OnDone.
+    got_metadata_ = ok;
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
     got_event_ = true;
@@ -83,11 +90,12 @@ class DialExecuteCall final
     if (!s.ok()) {
       s = absl::Status(
           s.code(), absl::StrCat("periphery at ", address_, ": ", s.message()));
-      // gRPC's words for a call that found no connection to send it on (the
-      // channel could not connect): the periphery never got the request.
-      if (!got_event_ && absl::IsUnavailable(s) &&
-          absl::StrContains(s.message(),
-                            "failed to connect to all addresses")) {
+      // See DialLink in the header: the periphery answered nothing and
+      // the channel had no connection, neither when the call started nor
+      // when it ended.
+      if (absl::IsUnavailable(s) && !got_metadata_ && !got_event_ &&
+          !ready_at_start_ &&
+          channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
         s = NotDelivered(std::move(s));
       }
     }
@@ -109,6 +117,11 @@ class DialExecuteCall final
   grpc::ClientContext context_;
   const varan::v1::ExecuteRequest request_;
   varan::v1::ExecuteEvent event_;
+  // The channel had a connection when the call started.
+  bool ready_at_start_ = false;
+  // The periphery's initial metadata arrived (OnReadInitialMetadataDone
+  // comes before the reads and OnDone).
+  bool got_metadata_ = false;
   // An event arrived (reads happen one at a time; OnDone comes after).
   bool got_event_ = false;
   ExecuteObserver* const observer_;

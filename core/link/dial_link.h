@@ -2,6 +2,20 @@
 // its Agent service with the periphery's credential. DialLinkProvider caches
 // one gRPC channel per address.
 //
+// A call that ends UNAVAILABLE is marked NotDelivered (periphery_link.h: its
+// target fails at once instead of waiting for the periphery's report) only
+// on structural evidence that no connection carried it: the periphery sent
+// nothing back (no initial metadata, no event), and the channel was not
+// READY when the call started nor when it ended — the call waited for a
+// connection that never came (a periphery down, an address nobody listens
+// on), and gRPC failed it without sending it. A call that started on a READY
+// channel, or that heard anything from the periphery, may have started the
+// command (a periphery killed mid-command, a connection cut), so it is not
+// marked, whatever gRPC's message says. The one misjudged case: a channel
+// that connected during the call, carried the request, and lost the
+// connection before the periphery answered anything (its first event comes
+// as soon as the command started).
+//
 // Thread-safe.
 #pragma once
 

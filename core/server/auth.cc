@@ -53,20 +53,8 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
   return absl::OkStatus();
 }
 
-Authenticator::Authenticator(TokenRegistry* tokens, const FleetRegistry* fleet,
-                             PeerGuard* guard)
-    : tokens_(tokens), fleet_(fleet), guard_(guard) {}
-
-grpc::Status Authenticator::Admit(
-    const grpc::ServerContextBase& context) const {
-  const std::string peer = NormalizePeerAddress(context.peer());
-  return ToGrpcStatus(guard_->Admit(peer));
-}
-
-void Authenticator::RecordFailure(
-    const grpc::ServerContextBase& context) const {
-  guard_->RecordFailure(NormalizePeerAddress(context.peer()));
-}
+Authenticator::Authenticator(TokenRegistry* tokens, PeerGuard* guard)
+    : tokens_(tokens), guard_(guard) {}
 
 grpc::Status Authenticator::AuthenticateOperator(
     const grpc::ServerContextBase& context, varan::v1::Role needed,
@@ -89,46 +77,6 @@ grpc::Status Authenticator::AuthenticateOperator(
   caller->name = id->name;
   caller->role = id->role;
   caller->peer = peer;
-  return grpc::Status::OK;
-}
-
-grpc::Status Authenticator::AuthenticateJoin(
-    const grpc::ServerContextBase& context, std::string* join_token_id) const {
-  const std::string peer = NormalizePeerAddress(context.peer());
-  if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
-  auto id = tokens_->ReserveJoin(BearerToken(context));
-  if (!id.ok()) {
-    guard_->RecordFailure(peer);
-    return Unauthenticated(peer, id.status());
-  }
-  *join_token_id = *std::move(id);
-  return grpc::Status::OK;
-}
-
-void Authenticator::ReleaseJoin(const std::string& join_token_id) const {
-  tokens_->ReleaseJoin(join_token_id);
-}
-
-std::string Authenticator::JoinTokenName(
-    const std::string& join_token_id) const {
-  return tokens_->JoinTokenName(join_token_id);
-}
-
-grpc::Status Authenticator::AuthenticatePeriphery(
-    const grpc::ServerContextBase& context,
-    const std::string& periphery_id) const {
-  const std::string peer = NormalizePeerAddress(context.peer());
-  if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
-  absl::Status s =
-      fleet_ == nullptr
-          ? absl::UnauthenticatedError("no periphery credentials here")
-          : fleet_->CheckCredential(periphery_id, BearerToken(context));
-  if (!s.ok()) {
-    guard_->RecordFailure(peer);
-    spdlog::warn("refused a call from {} as periphery {}: {}", peer,
-                 periphery_id, s.message());
-    return ToGrpcStatus(s);
-  }
   return grpc::Status::OK;
 }
 

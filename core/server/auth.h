@@ -1,18 +1,18 @@
-// Authentication and authorisation of core's callers: the edge check every
-// call that needs a token goes through.
+// Authentication and authorisation of core's operators (the Fleet, Jobs and
+// Admin services), and core's bootstrap token files.
 //
-// Order of checks, for every kind of caller:
+// Order of checks:
 //  1. the caller's address against --allow (PERMISSION_DENIED), and against
 //     its budget of failed authentications (RESOURCE_EXHAUSTED) — PeerGuard;
-//  2. its bearer token (`authorization: Bearer ...`): an operator token, a
-//     join token or a periphery's credential (UNAUTHENTICATED when missing,
-//     unknown, expired, revoked or used up; counted as a failure);
-//  3. for operators, the role the call needs (PERMISSION_DENIED naming it).
+//  2. its bearer token (`authorization: Bearer ...`), an operator token
+//     (UNAUTHENTICATED when missing, unknown, expired or revoked; counted as
+//     a failure);
+//  3. the role the call needs (PERMISSION_DENIED naming it).
 // Tokens are never logged; refusals are, with the caller's address.
+// Peripheries (join tokens, credentials) go through the same guard in
+// Enrollment (core/fleet/enrollment.h).
 //
-// Thread-safe; the registries and the guard must outlive it. The tunnel
-// (Registry.Connect) and any other service authenticate through the same
-// functions.
+// Thread-safe; the registry and the guard must outlive it.
 #pragma once
 
 #include <string>
@@ -20,7 +20,6 @@
 
 #include "absl/status/statusor.h"
 #include "common/peer_guard.h"
-#include "core/fleet/registry.h"
 #include "core/server/tokens.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
@@ -56,9 +55,7 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
 
 class Authenticator {
  public:
-  // `fleet` may be null (then no periphery credential is valid).
-  Authenticator(TokenRegistry* tokens, const FleetRegistry* fleet,
-                PeerGuard* guard);
+  Authenticator(TokenRegistry* tokens, PeerGuard* guard);
 
   // OK and `*caller` filled for a valid operator token with at least the
   // role `needed`. Errors as in the header comment.
@@ -66,32 +63,8 @@ class Authenticator {
                                     varan::v1::Role needed,
                                     Caller* caller) const;
 
-  // OK for a valid join token, one of whose uses is then taken: its id is
-  // put in `*join_token_id`; give it back with ReleaseJoin when the
-  // registration fails after all.
-  grpc::Status AuthenticateJoin(const grpc::ServerContextBase& context,
-                                std::string* join_token_id) const;
-  void ReleaseJoin(const std::string& join_token_id) const;
-  // The name of a join token (for logs).
-  std::string JoinTokenName(const std::string& join_token_id) const;
-
-  // OK when the call carries the credential core issued to periphery
-  // `periphery_id`. NOT_FOUND for an unknown or removed periphery,
-  // UNAUTHENTICATED for a wrong credential: a periphery cannot act as
-  // another.
-  grpc::Status AuthenticatePeriphery(const grpc::ServerContextBase& context,
-                                     const std::string& periphery_id) const;
-
-  // Step 1 alone, for calls that check their token elsewhere (Heartbeat
-  // checks the credential together with its update): OK, PERMISSION_DENIED
-  // or RESOURCE_EXHAUSTED.
-  grpc::Status Admit(const grpc::ServerContextBase& context) const;
-  // Counts a failed authentication by the caller of `context`.
-  void RecordFailure(const grpc::ServerContextBase& context) const;
-
  private:
   TokenRegistry* const tokens_;
-  const FleetRegistry* const fleet_;
   PeerGuard* const guard_;
 };
 

@@ -1,0 +1,243 @@
+#include "core/daemon/core_server.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/daemon.h"
+#include "common/log.h"
+#include "common/peer_guard.h"
+#include "common/proxy.h"
+#include "common/secrets.h"
+#include "common/server.h"
+#include "core/fleet/enrollment.h"
+#include "core/fleet/registry.h"
+#include "core/jobs/dispatcher.h"
+#include "core/link/dial_link.h"
+#include "core/link/tunnel_link.h"
+#include "core/server/admin_service.h"
+#include "core/server/auth.h"
+#include "core/server/fleet_service.h"
+#include "core/server/jobs_service.h"
+#include "core/server/registry_service.h"
+#include "core/server/tokens.h"
+#include "core/store/sqlite_store.h"
+
+namespace varan::core {
+
+// Declared in the order they are built; destroyed in reverse, so every part
+// outlives the parts that point to it.
+struct CoreServer::Parts {
+  ~Parts() { StopTicker(); }
+
+  void StopTicker() {
+    if (!ticker.joinable()) return;
+    stop_ticking.Notify();
+    ticker.join();
+  }
+
+  BootstrapTokenFiles token_files;
+  std::unique_ptr<TlsFiles> server_tls;
+  std::unique_ptr<TlsFiles> periphery_tls;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<TokenRegistry> tokens;
+  std::unique_ptr<PeerGuard> guard;
+  std::unique_ptr<FleetRegistry> fleet;
+  std::unique_ptr<DialLinkProvider> dial_links;
+  std::unique_ptr<TunnelHub> links;
+  std::unique_ptr<Dispatcher> dispatcher;
+  std::unique_ptr<HandshakeAdmission> admission;
+  // Liveness: notices peripheries going offline a fraction of an interval
+  // after their TTL ends.
+  absl::Notification stop_ticking;
+  std::thread ticker;
+  std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<Enrollment> enrollment;
+  std::unique_ptr<RegistryService> registry_service;
+  std::unique_ptr<FleetService> fleet_service;
+  std::unique_ptr<JobsService> jobs_service;
+  std::unique_ptr<AdminService> admin_service;
+  RunningServer server;
+  bool shut_down = false;
+};
+
+namespace {
+
+// `status` with `context` before its message.
+absl::Status Prefixed(const std::string& context, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat(context, ": ", status.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
+    const CoreConfig& config, const Clock* clock) {
+  // Find out before touching any file whether the listeners can be created.
+  auto listen_addrs = PrepareListeners(config.listen);
+  if (!listen_addrs.ok()) return listen_addrs.status();
+  DaemonFlags flags;
+  flags.allow = config.allow;
+  flags.auth_failure_limit = config.auth_failure_limit;
+  flags.tls = config.tls;
+  flags.tls_watch_seconds = absl::ToDoubleSeconds(config.tls_watch);
+  auto guard_options = GuardOptions(flags);
+  if (!guard_options.ok()) return guard_options.status();
+  if (absl::Status s = CheckProxyUrl(config.proxy); !s.ok()) return s;
+  const std::string& dir = config.data_dir;
+  if (absl::Status s = EnsurePrivateDir(dir); !s.ok()) {
+    return Prefixed("--data-dir", s);
+  }
+  auto p = std::make_unique<Parts>();
+  p->token_files = {dir, config.admin_token_file, config.join_token_file};
+  // Certificates are checked now, staged in <data-dir>/tls and re-read on
+  // change and on Reload (common/tls.h).
+  auto server_tls = PrepareServerTls(flags, dir + "/tls/server");
+  if (!server_tls.ok()) return server_tls.status();
+  p->server_tls = *std::move(server_tls);
+  auto periphery_tls =
+      PrepareClientTls(config.periphery_tls, "periphery-",
+                       dir + "/tls/periphery-client", flags.tls_watch_seconds);
+  if (!periphery_tls.ok()) return periphery_tls.status();
+  p->periphery_tls = *std::move(periphery_tls);
+
+  SqliteStoreOptions store_options;
+  store_options.retention.max_age = config.retention_age;
+  store_options.retention.max_jobs = config.retention_jobs;
+  auto store = SqliteStore::Open(dir + "/core.db", store_options);
+  if (!store.ok()) return store.status();
+  p->store = *std::move(store);
+  const std::string db = absl::StrCat(dir, "/core.db");
+
+  p->tokens = std::make_unique<TokenRegistry>(clock, p->store.get());
+  if (absl::Status s = p->tokens->Load(); !s.ok()) {
+    return Prefixed(absl::StrCat("loading tokens from ", db), s);
+  }
+  if (absl::Status s = LoadBootstrapTokens(p->token_files, p->tokens.get());
+      !s.ok()) {
+    return s;
+  }
+  p->guard = std::make_unique<PeerGuard>(clock, *std::move(guard_options));
+  FleetOptions fleet_options;
+  fleet_options.heartbeat_interval = config.heartbeat_interval;
+  fleet_options.ttl_intervals = config.heartbeat_ttl;
+  fleet_options.restart_grace = config.restart_grace;
+  p->fleet =
+      std::make_unique<FleetRegistry>(clock, fleet_options, p->store.get());
+  if (auto loaded = p->fleet->Load(); !loaded.ok()) {
+    return Prefixed(absl::StrCat("loading the fleet from ", db),
+                    loaded.status());
+  }
+  LogProxy(config.proxy, "peripheries");
+  p->dial_links = std::make_unique<DialLinkProvider>(
+      config.keepalive,
+      MakeChannelSecurity(p->periphery_tls.get(),
+                          config.periphery_tls.server_name),
+      config.proxy);
+  p->links = std::make_unique<TunnelHub>(p->dial_links.get());
+  DispatcherOptions dispatcher_options;
+  dispatcher_options.default_capture_limit = config.capture_limit;
+  p->dispatcher =
+      std::make_unique<Dispatcher>(p->fleet.get(), p->links.get(),
+                                   p->store.get(), clock, dispatcher_options);
+  if (auto recovered = p->dispatcher->Recover(); !recovered.ok()) {
+    return Prefixed(absl::StrCat("recovering jobs from ", db),
+                    recovered.status());
+  }
+  Dispatcher* dispatcher = p->dispatcher.get();
+  p->fleet->SetGoneListener(
+      [dispatcher](const std::string& id, const std::string& reason) {
+        dispatcher->PeripheryGone(id, reason);
+      });
+  p->admission = std::make_unique<HandshakeAdmission>(clock, config.admission);
+  const absl::Duration period = std::clamp(
+      config.heartbeat_interval / 4, absl::Milliseconds(50), absl::Seconds(1));
+  p->ticker = std::thread([parts = p.get(), period] {
+    while (!parts->stop_ticking.WaitForNotificationWithTimeout(period)) {
+      parts->fleet->Tick();
+      parts->admission->MaybeLog();
+    }
+  });
+  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get());
+  p->enrollment = std::make_unique<Enrollment>(
+      p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
+      p->admission.get());
+  p->registry_service =
+      std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
+  p->fleet_service =
+      std::make_unique<FleetService>(p->auth.get(), p->fleet.get());
+  p->jobs_service =
+      std::make_unique<JobsService>(p->auth.get(), p->dispatcher.get());
+  p->admin_service = std::make_unique<AdminService>(
+      p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
+      p->admission.get());
+
+  auto server = StartServer(
+      *listen_addrs,
+      {p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),
+       p->admin_service.get()},
+      ServerKeepaliveArgs(config.keepalive),
+      MakeServerCredentials(p->server_tls.get(), !config.tls.client_ca.empty()),
+      config.listener);
+  if (!server.ok()) return server.status();
+  p->server = *std::move(server);
+  LogListening("varan-core", p->server,
+               "tokens and output cross the network unencrypted", config.tls);
+  return std::unique_ptr<CoreServer>(new CoreServer(std::move(p)));
+}
+
+CoreServer::CoreServer(std::unique_ptr<Parts> parts)
+    : parts_(std::move(parts)) {}
+
+CoreServer::~CoreServer() { Shutdown(absl::ZeroDuration()); }
+
+void CoreServer::Reload() {
+  // Rotated bootstrap token files take effect; a file that became
+  // unreadable keeps the tokens read before.
+  if (absl::Status s =
+          LoadBootstrapTokens(parts_->token_files, parts_->tokens.get());
+      !s.ok()) {
+    spdlog::error("reloading bootstrap tokens: {}; keeping the old ones",
+                  s.message());
+  }
+  // New certificates take effect for new connections (errors are logged
+  // and the previous ones kept).
+  for (TlsFiles* tls :
+       {parts_->server_tls.get(), parts_->periphery_tls.get()}) {
+    if (tls != nullptr) (void)tls->Reload();
+  }
+}
+
+void CoreServer::Shutdown(absl::Duration grace) {
+  Parts& p = *parts_;
+  if (p.shut_down) return;
+  p.shut_down = true;
+  // Stop accepting; running calls (watchers, exec streams) get the grace
+  // period, then are canceled. Calls to peripheries are canceled too, which
+  // stops their commands.
+  p.server.Shutdown(absl::Now() + grace);
+  spdlog::debug("server shut down");
+  p.dispatcher->Shutdown(absl::Seconds(5));
+  spdlog::debug("calls to peripheries ended");
+  p.server.server->Wait();
+  p.StopTicker();
+  if (absl::Status s = p.store->Sync(); !s.ok()) {
+    spdlog::error("the last writes to {}/core.db failed: {}",
+                  p.token_files.data_dir, s.message());
+  }
+  spdlog::info("stopped");
+}
+
+const std::vector<HostPort>& CoreServer::addresses() const {
+  return parts_->server.addresses;
+}
+
+std::string CoreServer::admin_token_path() const {
+  return parts_->token_files.data_dir + "/admin.token";
+}
+
+std::string CoreServer::join_token_path() const {
+  return parts_->token_files.data_dir + "/join.token";
+}
+
+}  // namespace varan::core

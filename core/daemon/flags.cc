@@ -1,0 +1,118 @@
+#include "core/daemon/flags.h"
+
+#include "common/proxy.h"
+#include "varan/version.h"
+
+namespace varan::core {
+
+void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
+  app.set_version_flag("--version", std::string("varan-core ") + kVersion);
+
+  AddListenFlags(app, &flags->daemon, "[::]:7700",
+                 "Address to serve on; repeatable. [::]:PORT serves "
+                 "IPv6 and IPv4 (IPv4 only where IPv6 is disabled)");
+  app.add_option("--data-dir", flags->data_dir,
+                 "Directory for core's state: the database core.db (fleet, "
+                 "jobs, output), and admin.token and join.token, created "
+                 "here on first start")
+      ->capture_default_str();
+  app.add_option("--admin-token-file", flags->admin_token_file,
+                 "File holding a pre-provisioned admin token (e.g. from a "
+                 "Kubernetes Secret), accepted as \"admin-file\" in addition "
+                 "to <data-dir>/admin.token; re-read on SIGHUP");
+  app.add_option("--join-token-file", flags->join_token_file,
+                 "File holding a pre-provisioned join token, accepted as "
+                 "\"join-file\" in addition to <data-dir>/join.token (no TTL, "
+                 "no use limit); re-read on SIGHUP");
+  AddGuardFlags(app, &flags->daemon);
+  AddServerTlsFlags(app, &flags->daemon);
+  AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
+                    "the peripheries it dials");
+  AddProxyFlag(app, &flags->proxy, "the peripheries core dials");
+  app.add_option("--heartbeat-interval", flags->heartbeat_seconds,
+                 "Seconds between periphery heartbeats (core tells the "
+                 "peripheries)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--heartbeat-ttl", flags->heartbeat_ttl,
+                 "Heartbeat intervals without a heartbeat after which a "
+                 "periphery is offline (its running targets become lost)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--restart-grace", flags->restart_grace_seconds,
+                 "Seconds after a core start during which peripheries that "
+                 "were online stay online while they reconnect; 0 means one "
+                 "TTL")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--retention-days", flags->retention_days,
+                 "Finished jobs older than this many days are deleted; 0 "
+                 "keeps them")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 36500.0));
+  app.add_option("--retention-jobs", flags->retention_jobs,
+                 "Beyond this many jobs the oldest finished ones are deleted; "
+                 "0 keeps them")
+      ->capture_default_str();
+  app.add_option("--capture-limit", flags->capture_limit,
+                 "Bytes of output kept per target and stream of a job")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", flags->shutdown_grace_seconds,
+                 "Seconds in-flight calls get to finish on SIGTERM/SIGINT")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--keepalive-time", flags->keepalive_time_seconds,
+                 "Seconds without traffic after which core pings a "
+                 "connection (tunnels, and its calls to peripheries); core "
+                 "accepts peers' pings as often as every half second")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--keepalive-timeout", flags->keepalive_timeout_seconds,
+                 "Seconds a ping may go unanswered before core drops the "
+                 "connection as dead")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--handshake-rate", flags->admission.rate,
+                 "Registrations and tunnel hellos core takes on per second "
+                 "(beyond --handshake-burst); more are refused with "
+                 "RESOURCE_EXHAUSTED and a retry-after hint the peripheries "
+                 "honour; 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--handshake-burst", flags->admission.burst,
+                 "Registrations and tunnel hellos core takes on at once "
+                 "before --handshake-rate applies")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e9));
+  FinishDaemonFlags(
+      app, &flags->daemon, "VARAN_DATA_DIR",
+      "varan-core --listen [::]:7700 --data-dir /var/lib/varan/core");
+}
+
+CoreConfig ToCoreConfig(const CoreFlags& flags) {
+  CoreConfig c;
+  c.listen = flags.daemon.listen;
+  c.data_dir = flags.data_dir;
+  c.admin_token_file = flags.admin_token_file;
+  c.join_token_file = flags.join_token_file;
+  c.allow = flags.daemon.allow;
+  c.auth_failure_limit = flags.daemon.auth_failure_limit;
+  c.tls = flags.daemon.tls;
+  c.periphery_tls = flags.periphery_tls;
+  c.tls_watch = absl::Seconds(flags.daemon.tls_watch_seconds);
+  c.heartbeat_interval = absl::Seconds(flags.heartbeat_seconds);
+  c.heartbeat_ttl = flags.heartbeat_ttl;
+  c.restart_grace = absl::Seconds(flags.restart_grace_seconds);
+  c.retention_age =
+      absl::Seconds(static_cast<int64_t>(flags.retention_days * 86400));
+  c.retention_jobs = flags.retention_jobs;
+  c.capture_limit = flags.capture_limit;
+  c.keepalive = {absl::Seconds(flags.keepalive_time_seconds),
+                 absl::Seconds(flags.keepalive_timeout_seconds)};
+  c.admission = flags.admission;
+  c.listener = ListenerOptionsFrom(flags.daemon);
+  c.proxy = flags.proxy;
+  return c;
+}
+
+}  // namespace varan::core

@@ -1,0 +1,42 @@
+// varan-core's command line: every flag (also read from VARAN_* variables
+// and a --config file, see common/daemon.h), and the CoreConfig they make.
+// Used by main() only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "common/daemon.h"
+#include "core/daemon/core_server.h"
+
+namespace varan::core {
+
+// The flags' values in their command-line units (seconds, days).
+struct CoreFlags {
+  DaemonFlags daemon;
+  ClientTlsFiles periphery_tls;
+  std::string data_dir = "/var/lib/varan/core";
+  std::string admin_token_file;
+  std::string join_token_file;
+  double heartbeat_seconds = 10;
+  int heartbeat_ttl = 3;
+  double restart_grace_seconds = 0;
+  double retention_days = 30;
+  uint64_t retention_jobs = 100000;
+  uint64_t capture_limit = 4 * 1024 * 1024;
+  double shutdown_grace_seconds = 10;
+  double keepalive_time_seconds = 30;
+  double keepalive_timeout_seconds = 10;
+  AdmissionOptions admission;
+  std::string proxy;
+};
+
+// Adds every flag of varan-core to `app` (including --version and the
+// daemons' common ones), bound to `flags`.
+void AddCoreFlags(CLI::App& app, CoreFlags* flags);
+
+// The CoreConfig the parsed flags describe.
+CoreConfig ToCoreConfig(const CoreFlags& flags);
+
+}  // namespace varan::core

@@ -1,0 +1,131 @@
+#include "core/fleet/enrollment.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/time_util.h"
+
+namespace varan::core {
+
+Enrollment::Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
+                       Dispatcher* dispatcher, PeerGuard* guard,
+                       HandshakeAdmission* admission)
+    : tokens_(tokens),
+      fleet_(fleet),
+      dispatcher_(dispatcher),
+      guard_(guard),
+      admission_(admission) {}
+
+absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
+    absl::string_view join_secret, const std::string& peer,
+    const varan::v1::RegisterRequest& request,
+    varan::v1::Connection connection) {
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
+  auto join_token = tokens_->ReserveJoin(join_secret);
+  if (!join_token.ok()) {
+    guard_->RecordFailure(peer);
+    spdlog::warn("refused a call from {}: {}", peer,
+                 join_token.status().message());
+    return absl::UnauthenticatedError(join_token.status().message());
+  }
+  const bool tunnel = connection == varan::v1::CONNECTION_TUNNEL;
+  if (absl::Status shed =
+          Admit(tunnel ? "registration (tunnel)" : "registration");
+      !shed.ok()) {
+    tokens_->ReleaseJoin(*join_token);
+    return shed;
+  }
+  auto reg = fleet_->Register(request, peer, connection);
+  if (!reg.ok()) {
+    tokens_->ReleaseJoin(*join_token);
+    spdlog::warn("refused registration of \"{}\" from {}{}: {}", request.name(),
+                 peer, tunnel ? " (tunnel)" : "", reg.status().message());
+    return reg.status();
+  }
+  const std::string how =
+      tunnel ? "tunnel" : absl::StrCat("dial ", request.advertise_address());
+  spdlog::info("periphery {} registered from {} with join token {} (id {}, {})",
+               request.name(), peer, tokens_->JoinTokenName(*join_token),
+               reg->id, how);
+  return Admitted{reg->id, reg->credential, request.name(),
+                  fleet_->heartbeat_interval()};
+}
+
+absl::StatusOr<Enrollment::Admitted> Enrollment::Resume(
+    const std::string& periphery_id, absl::string_view credential,
+    const std::string& peer) {
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
+  if (absl::Status s = fleet_->CheckCredential(periphery_id, credential);
+      !s.ok()) {
+    guard_->RecordFailure(peer);
+    return s;
+  }
+  if (absl::Status shed = Admit("tunnel"); !shed.ok()) return shed;
+  // Opening counts as a heartbeat (the periphery is online from now on).
+  auto first =
+      Record(periphery_id, credential, peer, varan::v1::HeartbeatRequest());
+  if (!first.ok()) return CountFailure(peer, first.status());
+  Admitted out{periphery_id, std::string(credential),
+               fleet_->NameOf(periphery_id), fleet_->heartbeat_interval()};
+  spdlog::info("periphery {} opened a tunnel from {}", out.name, peer);
+  return out;
+}
+
+absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Heartbeat(
+    absl::string_view credential, const std::string& peer,
+    const varan::v1::HeartbeatRequest& request) {
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
+  auto answer = Record(request.periphery_id(), credential, peer, request);
+  if (!answer.ok()) return CountFailure(peer, answer.status());
+  return answer;
+}
+
+absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::TunnelHeartbeat(
+    const std::string& periphery_id, absl::string_view credential,
+    const std::string& peer, const varan::v1::HeartbeatRequest& request) {
+  return Record(periphery_id, credential, peer, request);
+}
+
+void Enrollment::TunnelClosed(const std::string& periphery_id) {
+  spdlog::info("the tunnel of periphery {} closed",
+               fleet_->NameOf(periphery_id));
+}
+
+absl::Status Enrollment::Admit(absl::string_view what) {
+  if (admission_ == nullptr) return absl::OkStatus();
+  return admission_->Admit(what);
+}
+
+absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
+    const std::string& periphery_id, absl::string_view credential,
+    const std::string& peer, const varan::v1::HeartbeatRequest& request) {
+  if (absl::Status s =
+          fleet_->Heartbeat(periphery_id, credential, request.stats(), peer);
+      !s.ok()) {
+    return s;
+  }
+  varan::v1::HeartbeatResponse response;
+  SetDuration(fleet_->heartbeat_interval(),
+              response.mutable_heartbeat_interval());
+  if (!request.executions().empty()) {
+    std::vector<std::string> cancel;
+    for (auto& ack : dispatcher_->OnPeripheryReport(
+             periphery_id, request.executions(), &cancel)) {
+      response.add_acknowledged(std::move(ack));
+    }
+    for (auto& c : cancel) response.add_cancel(std::move(c));
+  }
+  return response;
+}
+
+absl::Status Enrollment::CountFailure(const std::string& peer,
+                                      absl::Status status) {
+  if (absl::IsUnauthenticated(status) || absl::IsNotFound(status)) {
+    guard_->RecordFailure(peer);
+  }
+  return status;
+}
+
+}  // namespace varan::core

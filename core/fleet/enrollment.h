@@ -1,0 +1,113 @@
+// Enrollment: how a periphery joins the fleet and stays in it, whichever
+// transport carries it. Registry.Register and Registry.Heartbeat (unary
+// calls) and the hello and heartbeats of a Registry.Connect tunnel all come
+// here; the handlers only take the secret and the caller's address out of
+// the call, and turn the result into their answer (and the retry-after hint
+// of a shed handshake into trailing metadata).
+//
+// Every entry point first asks the PeerGuard about the caller's address
+// (PERMISSION_DENIED for an address --allow refuses, RESOURCE_EXHAUSTED
+// while it is over its failure budget) and counts a failed authentication
+// against it — except TunnelHeartbeat, whose tunnel authenticated once when
+// it opened. Handshakes (Register, Resume) are paced by HandshakeAdmission:
+// over its limit they are shed with RESOURCE_EXHAUSTED and a retry-after
+// hint (common/grpc_util.h, RetryAfter). Secrets are never logged;
+// registrations, refusals and opened tunnels are, with the caller's address.
+//
+// Thread-safe; never blocks beyond short locks. The objects it points to
+// must outlive it.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/peer_guard.h"
+#include "core/fleet/registry.h"
+#include "core/jobs/dispatcher.h"
+#include "core/server/admission.h"
+#include "core/server/tokens.h"
+#include "varan/v1/core.pb.h"
+
+namespace varan::core {
+
+class Enrollment {
+ public:
+  // `admission` may be null (no limit on handshakes).
+  Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
+             Dispatcher* dispatcher, PeerGuard* guard,
+             HandshakeAdmission* admission);
+
+  // A periphery admitted by Register or Resume.
+  struct Admitted {
+    std::string periphery_id;
+    // The credential its heartbeats must carry.
+    std::string credential;
+    // Its name, for messages.
+    std::string name;
+    // How often it is to heartbeat.
+    absl::Duration heartbeat_interval;
+  };
+
+  // Registers the periphery `request` describes, from `peer` (a bare
+  // address as NormalizePeerAddress gives it), with the join token secret
+  // `join_secret`; `connection` says whether core dials it or it holds a
+  // tunnel. One use of the join token is taken, and given back when the
+  // registration is shed or refused. Errors: those of the guard;
+  // UNAUTHENTICATED for a join token that is unknown, expired, revoked or
+  // used up (counted as a failure); RESOURCE_EXHAUSTED with a retry-after
+  // hint when shed; those of FleetRegistry::Register.
+  absl::StatusOr<Admitted> Register(absl::string_view join_secret,
+                                    const std::string& peer,
+                                    const varan::v1::RegisterRequest& request,
+                                    varan::v1::Connection connection);
+
+  // A registered periphery opens a tunnel with the credential core issued
+  // it: the credential is checked before the handshake may use up
+  // admission (callers without one cannot starve the fleet), then the open
+  // counts as a heartbeat. Errors: those of the guard; NOT_FOUND for an
+  // unknown or removed periphery (it registers again), UNAUTHENTICATED for
+  // a wrong credential (both counted as failures); RESOURCE_EXHAUSTED with a
+  // retry-after hint when shed.
+  absl::StatusOr<Admitted> Resume(const std::string& periphery_id,
+                                  absl::string_view credential,
+                                  const std::string& peer);
+
+  // A Registry.Heartbeat call: records the periphery's stats and hands the
+  // executions it reports to the dispatcher; the answer carries the
+  // acknowledged and the to-be-canceled execution ids. Errors: those of the
+  // guard; NOT_FOUND / UNAUTHENTICATED as for Resume (counted as failures).
+  absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+      absl::string_view credential, const std::string& peer,
+      const varan::v1::HeartbeatRequest& request);
+
+  // A heartbeat on the tunnel periphery `periphery_id` opened with
+  // `credential` (through Register or Resume): as Heartbeat, without the
+  // guard and without counting failures (an error ends the tunnel).
+  absl::StatusOr<varan::v1::HeartbeatResponse> TunnelHeartbeat(
+      const std::string& periphery_id, absl::string_view credential,
+      const std::string& peer, const varan::v1::HeartbeatRequest& request);
+
+  // The tunnel of `periphery_id` closed (logged).
+  void TunnelClosed(const std::string& periphery_id);
+
+ private:
+  // OK, or the shedding error (with its retry-after hint).
+  absl::Status Admit(absl::string_view what);
+  // Records the heartbeat and the reports it carries.
+  absl::StatusOr<varan::v1::HeartbeatResponse> Record(
+      const std::string& periphery_id, absl::string_view credential,
+      const std::string& peer, const varan::v1::HeartbeatRequest& request);
+  // Counts a failed authentication when `status` says the credential did
+  // not fit (NOT_FOUND, UNAUTHENTICATED); returns `status`.
+  absl::Status CountFailure(const std::string& peer, absl::Status status);
+
+  TokenRegistry* const tokens_;
+  FleetRegistry* const fleet_;
+  Dispatcher* const dispatcher_;
+  PeerGuard* const guard_;
+  HandshakeAdmission* const admission_;
+};
+
+}  // namespace varan::core

@@ -1,0 +1,117 @@
+#include "core/server/admin_service.h"
+
+#include <utility>
+
+#include "common/time_util.h"
+#include "core/server/operator_call.h"
+#include "varan/version.h"
+
+namespace varan::core {
+
+using varan::v1::ROLE_ADMIN;
+using varan::v1::ROLE_VIEWER;
+
+grpc::ServerUnaryReactor* AdminService::GetInfo(
+    grpc::CallbackServerContext* context, const varan::v1::GetInfoRequest*,
+    varan::v1::CoreInfo* response) {
+  return OperatorUnary(
+      auth_, ROLE_VIEWER, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::CoreInfo> {
+        varan::v1::CoreInfo info;
+        info.set_version(kVersion);
+        SetTimestamp(start_time_, info.mutable_start_time());
+        auto all = fleet_->List(varan::v1::Target());
+        if (!all.ok()) return all.status();
+        info.set_peripheries(static_cast<uint32_t>(all->size()));
+        uint32_t online = 0;
+        for (const auto& p : *all) {
+          if (p.state() == varan::v1::PERIPHERY_STATE_ONLINE) ++online;
+        }
+        info.set_peripheries_online(online);
+        SetDuration(fleet_->heartbeat_interval(),
+                    info.mutable_heartbeat_interval());
+        info.set_heartbeat_ttl_intervals(static_cast<uint32_t>(
+            fleet_->ttl() / fleet_->heartbeat_interval()));
+        if (admission_ != nullptr) {
+          info.set_handshakes_shed(admission_->shed());
+          info.set_handshake_rate(admission_->options().rate);
+          info.set_handshake_burst(admission_->options().burst);
+        }
+        return info;
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::CreateToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CreateTokenRequest* request,
+    varan::v1::CreateTokenResponse* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->CreateToken(*request, caller.name,
+                                              std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListTokens(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListTokensRequest* request,
+    varan::v1::ListTokensResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListTokensResponse> {
+        varan::v1::ListTokensResponse out;
+        for (auto& t : tokens_->ListTokens(request->include_revoked())) {
+          *out.add_tokens() = std::move(t);
+        }
+        return out;
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RevokeTokenRequest* request, varan::v1::Token* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->RevokeToken(request->name_or_id(),
+                                              caller.name, std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::CreateJoinToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CreateJoinTokenRequest* request,
+    varan::v1::CreateJoinTokenResponse* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->CreateJoinToken(*request, caller.name,
+                                                  std::move(done));
+                       });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListJoinTokens(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListJoinTokensRequest* request,
+    varan::v1::ListJoinTokensResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListJoinTokensResponse> {
+        varan::v1::ListJoinTokensResponse out;
+        for (auto& t : tokens_->ListJoinTokens(request->include_revoked())) {
+          *out.add_join_tokens() = std::move(t);
+        }
+        return out;
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeJoinToken(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RevokeJoinTokenRequest* request,
+    varan::v1::JoinToken* response) {
+  return OperatorAsync(auth_, ROLE_ADMIN, context, response,
+                       [&](const Caller& caller, auto done) {
+                         tokens_->RevokeJoinToken(request->name_or_id(),
+                                                  caller.name, std::move(done));
+                       });
+}
+
+}  // namespace varan::core

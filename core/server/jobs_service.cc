@@ -1,0 +1,273 @@
+#include "core/server/jobs_service.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+#include "core/server/operator_call.h"
+
+namespace varan::core {
+namespace {
+
+using varan::v1::JobEvent;
+using varan::v1::ROLE_OPERATOR;
+using varan::v1::ROLE_VIEWER;
+
+// What an audit line says about a command: the argv or the shell line, and
+// the names (never the values) of the environment it sets.
+std::string DescribeCommand(const varan::v1::CommandSpec& spec) {
+  std::string out;
+  if (!spec.shell().empty()) {
+    out = absl::StrCat("shell ", absl::CHexEscape(spec.shell()));
+  } else {
+    std::vector<std::string> words;
+    for (const auto& w : spec.argv()) words.push_back(absl::CHexEscape(w));
+    out = absl::StrCat("argv [", absl::StrJoin(words, " "), "]");
+  }
+  if (!spec.env().empty()) {
+    std::vector<std::string> names;
+    for (const auto& [k, v] : spec.env()) names.push_back(k);
+    std::sort(names.begin(), names.end());
+    absl::StrAppend(&out, " env {", absl::StrJoin(names, ","), "}");
+  }
+  return out;
+}
+
+std::string DescribeTarget(const varan::v1::Target& target) {
+  std::string out = absl::StrCat("selector \"", target.selector(), "\"");
+  if (!target.names().empty()) {
+    absl::StrAppend(&out, " names [", absl::StrJoin(target.names(), ","), "]");
+  }
+  return out;
+}
+
+void AuditDispatch(const Caller& caller, const std::string& job_id,
+                   size_t targets, const varan::v1::DispatchRequest& request) {
+  spdlog::info("audit: {} from {} dispatched job {} to {} target(s): {}; {}",
+               caller.name, caller.peer, job_id, targets,
+               DescribeTarget(request.target()),
+               DescribeCommand(request.spec()));
+}
+
+// Streams a job's events from a sequence number until the job finishes.
+// One write in flight; the job's watcher callback drives writes that were
+// waiting for new events. Deletes itself in OnDone.
+class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
+ public:
+  // `job` null means `error` says why nothing is streamed.
+  static JobEventWriter* Create(std::shared_ptr<Job> job, uint64_t from,
+                                const grpc::Status& error) {
+    auto* w = new JobEventWriter(std::move(job), from);
+    if (w->job_ == nullptr) {
+      w->FinishOnce(error);
+      return w;
+    }
+    w->watcher_ = w->job_->AddWatcher([w] { w->TryWrite(); });
+    w->TryWrite();
+    return w;
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ok) ++next_;
+    }
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
+      return;
+    }
+    TryWrite();
+  }
+
+  void OnCancel() override {
+    bool idle;
+    {
+      absl::MutexLock lock(&mu_);
+      idle = !writing_;
+    }
+    // With a write in flight, OnWriteDone(false) finishes instead.
+    if (idle) FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "canceled"));
+  }
+
+  void OnDone() override {
+    if (job_ != nullptr) job_->RemoveWatcher(watcher_);
+    delete this;
+  }
+
+ private:
+  JobEventWriter(std::shared_ptr<Job> job, uint64_t from)
+      : job_(std::move(job)), next_(from) {}
+
+  void TryWrite() {
+    Job::Read read;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      read = job_->EventAt(next_, &current_);
+      if (read == Job::Read::kEvent) writing_ = true;
+    }
+    if (read == Job::Read::kEvent) {
+      StartWrite(current_);
+    } else if (read == Job::Read::kEnd) {
+      FinishOnce(grpc::Status::OK);
+    }
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  const std::shared_ptr<Job> job_;
+  uint64_t watcher_ = 0;
+  absl::Mutex mu_;
+  uint64_t next_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // The event being written: in the job's log, which job_ keeps alive.
+  const JobEvent* current_ = nullptr;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobsService::Dispatch(
+    grpc::CallbackServerContext* context,
+    const varan::v1::DispatchRequest* request,
+    varan::v1::DispatchResponse* response) {
+  Caller caller;
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_OPERATOR, &caller);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  // Answer once the job is committed (an id the caller holds survives a core
+  // crash) and the response is filled, whichever comes last: the commit
+  // callback runs on a store thread, possibly before Dispatch
+  // returns here.
+  struct Pending {
+    grpc::ServerUnaryReactor* reactor;
+    absl::Mutex mu;
+    int waiting ABSL_GUARDED_BY(mu) = 2;
+    grpc::Status status ABSL_GUARDED_BY(mu);
+    void Arrive(const grpc::Status* error) {
+      grpc::Status finish;
+      {
+        absl::MutexLock lock(&mu);
+        if (error != nullptr) status = *error;
+        if (--waiting > 0) return;
+        finish = status;
+      }
+      reactor->Finish(finish);
+    }
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->reactor = context->DefaultReactor();
+  auto job = dispatcher_->Dispatch(
+      *request, caller.name, [pending](const absl::Status& committed) {
+        if (committed.ok()) {
+          pending->Arrive(nullptr);
+          return;
+        }
+        const grpc::Status error(grpc::StatusCode::UNAVAILABLE,
+                                 absl::StrCat("core could not store the job: ",
+                                              committed.message()));
+        pending->Arrive(&error);
+      });
+  if (!job.ok()) {
+    pending->reactor->Finish(ToGrpcStatus(job.status()));
+    return pending->reactor;
+  }
+  response->set_job_id((*job)->id());
+  const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
+  for (const auto& t : snapshot.targets()) response->add_targets(t.name());
+  AuditDispatch(caller, (*job)->id(), snapshot.targets().size(), *request);
+  grpc::ServerUnaryReactor* reactor = pending->reactor;
+  pending->Arrive(nullptr);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
+    grpc::CallbackServerContext* context,
+    const varan::v1::DispatchRequest* request) {
+  Caller caller;
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_OPERATOR, &caller);
+      !s.ok()) {
+    return JobEventWriter::Create(nullptr, 0, s);
+  }
+  auto job = dispatcher_->Dispatch(*request, caller.name);
+  if (!job.ok()) {
+    return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
+  }
+  AuditDispatch(caller, (*job)->id(),
+                (*job)->Snapshot(/*with_output=*/false).targets().size(),
+                *request);
+  return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::WatchJobRequest* request) {
+  Caller caller;
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_VIEWER, &caller);
+      !s.ok()) {
+    return JobEventWriter::Create(nullptr, 0, s);
+  }
+  auto job = dispatcher_->Find(request->job_id());
+  if (!job.ok()) {
+    return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
+  }
+  return JobEventWriter::Create(*std::move(job), request->from_sequence(),
+                                grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* JobsService::GetJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
+  return OperatorUnary(auth_, ROLE_VIEWER, context, response,
+                       [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
+                         auto job = dispatcher_->Find(request->job_id());
+                         if (!job.ok()) return job.status();
+                         return (*job)->Snapshot(/*with_output=*/true);
+                       });
+}
+
+grpc::ServerUnaryReactor* JobsService::ListJobs(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ListJobsRequest* request,
+    varan::v1::ListJobsResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_VIEWER, context, response,
+      [&](const Caller&) { return dispatcher_->List(*request); });
+}
+
+grpc::ServerUnaryReactor* JobsService::CancelJob(
+    grpc::CallbackServerContext* context,
+    const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
+  return OperatorUnary(
+      auth_, ROLE_OPERATOR, context, response, [&](const Caller& caller) {
+        auto job = dispatcher_->Cancel(request->job_id(), caller.name);
+        if (job.ok()) {
+          spdlog::info("audit: {} from {} canceled job {} ({}; {})",
+                       caller.name, caller.peer, job->id(),
+                       DescribeTarget(job->target()),
+                       DescribeCommand(job->spec()));
+        }
+        return job;
+      });
+}
+
+}  // namespace varan::core

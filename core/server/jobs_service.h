@@ -1,0 +1,50 @@
+// core's Jobs service (operators): dispatch, exec, watch, get, list and
+// cancel jobs, on the Dispatcher.
+//
+// A thin edge: authenticate with the role each RPC needs (see core.proto),
+// call the Dispatcher, turn absl::Status into grpc::Status. Exec and
+// WatchJob stream a job's events through one self-deleting write reactor
+// each. Dispatches and cancels are logged as audit lines with the token
+// name and the caller's address. Thread-safe; the objects it points to must
+// outlive it, and it must outlive the grpc::Server.
+#pragma once
+
+#include "core/jobs/dispatcher.h"
+#include "core/server/auth.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::core {
+
+class JobsService final : public varan::v1::Jobs::CallbackService {
+ public:
+  JobsService(const Authenticator* auth, Dispatcher* dispatcher)
+      : auth_(auth), dispatcher_(dispatcher) {}
+
+  grpc::ServerUnaryReactor* Dispatch(
+      grpc::CallbackServerContext* context,
+      const varan::v1::DispatchRequest* request,
+      varan::v1::DispatchResponse* response) override;
+  grpc::ServerWriteReactor<varan::v1::JobEvent>* Exec(
+      grpc::CallbackServerContext* context,
+      const varan::v1::DispatchRequest* request) override;
+  grpc::ServerWriteReactor<varan::v1::JobEvent>* WatchJob(
+      grpc::CallbackServerContext* context,
+      const varan::v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const varan::v1::GetJobRequest* request,
+                                   varan::v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ListJobsRequest* request,
+      varan::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(
+      grpc::CallbackServerContext* context,
+      const varan::v1::CancelJobRequest* request,
+      varan::v1::Job* response) override;
+
+ private:
+  const Authenticator* const auth_;
+  Dispatcher* const dispatcher_;
+};
+
+}  // namespace varan::core

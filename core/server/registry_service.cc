@@ -1,0 +1,83 @@
+#include "core/server/registry_service.h"
+
+#include "common/address.h"
+#include "common/grpc_util.h"
+#include "common/time_util.h"
+#include "core/server/operator_call.h"
+
+namespace varan::core {
+
+grpc::ServerUnaryReactor* RegistryService::Register(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RegisterRequest* request,
+    varan::v1::RegisterResponse* response) {
+  auto admitted = enrollment_->Register(BearerToken(*context),
+                                        NormalizePeerAddress(context->peer()),
+                                        *request, varan::v1::CONNECTION_DIAL);
+  if (!admitted.ok()) {
+    AddRetryAfterTrailer(admitted.status(), context);
+    return Done(context, ToGrpcStatus(admitted.status()));
+  }
+  response->set_periphery_id(admitted->periphery_id);
+  response->set_credential(admitted->credential);
+  SetDuration(admitted->heartbeat_interval,
+              response->mutable_heartbeat_interval());
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RegistryService::Heartbeat(
+    grpc::CallbackServerContext* context,
+    const varan::v1::HeartbeatRequest* request,
+    varan::v1::HeartbeatResponse* response) {
+  auto answer = enrollment_->Heartbeat(
+      BearerToken(*context), NormalizePeerAddress(context->peer()), *request);
+  if (!answer.ok()) return Done(context, ToGrpcStatus(answer.status()));
+  *response = *std::move(answer);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerBidiReactor<varan::v1::TunnelUp, varan::v1::TunnelDown>*
+RegistryService::Connect(grpc::CallbackServerContext* context) {
+  return tunnels_->Accept(context, this);
+}
+
+absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
+    const grpc::CallbackServerContext& context,
+    const varan::v1::TunnelHello& hello) {
+  const std::string peer = NormalizePeerAddress(context.peer());
+  absl::StatusOr<Enrollment::Admitted> admitted;
+  if (hello.has_register_()) {
+    admitted =
+        enrollment_->Register(BearerToken(context), peer, hello.register_(),
+                              varan::v1::CONNECTION_TUNNEL);
+  } else if (hello.periphery_id().empty()) {
+    return absl::InvalidArgumentError(
+        "a tunnel hello needs a registration or a periphery id");
+  } else {
+    admitted =
+        enrollment_->Resume(hello.periphery_id(), BearerToken(context), peer);
+  }
+  if (!admitted.ok()) return admitted.status();
+  Opened out;
+  out.message.set_periphery_id(admitted->periphery_id);
+  // Only a registration hands out a credential; a resume uses its own.
+  if (hello.has_register_()) out.message.set_credential(admitted->credential);
+  SetDuration(admitted->heartbeat_interval,
+              out.message.mutable_heartbeat_interval());
+  out.credential = admitted->credential;
+  out.name = admitted->name;
+  return out;
+}
+
+absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::Heartbeat(
+    const grpc::CallbackServerContext& context, const std::string& id,
+    const std::string& credential, const varan::v1::HeartbeatRequest& request) {
+  return enrollment_->TunnelHeartbeat(
+      id, credential, NormalizePeerAddress(context.peer()), request);
+}
+
+void RegistryService::Closed(const std::string& id, const absl::Status&) {
+  enrollment_->TunnelClosed(id);
+}
+
+}  // namespace varan::core

@@ -1,0 +1,324 @@
+// Tests for core/fleet/enrollment.h on a fake clock, with the real token
+// registry, fleet registry, dispatcher (over fake links), peer guard and
+// handshake admission: join tokens accepted, refused and given back,
+// shedding with its hint, resuming a tunnel, and heartbeats (failure
+// accounting, execution reports).
+#include "core/fleet/enrollment.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/grpc_util.h"
+#include "core/store/memory_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/core/fake_links.h"
+
+namespace varan::core {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kInterval = absl::Seconds(10);
+constexpr char kPeer[] = "192.0.2.7";
+// Failed authentications a peer may have per minute.
+constexpr uint32_t kFailureBudget = 3;
+
+PeerGuardOptions GuardOptions() {
+  PeerGuardOptions options;
+  options.failures_per_minute = kFailureBudget;
+  return options;
+}
+
+// One handshake per second, two at once.
+AdmissionOptions SlowAdmission() {
+  AdmissionOptions options;
+  options.rate = 1;
+  options.burst = 2;
+  return options;
+}
+
+class EnrollmentTest : public ::testing::Test {
+ protected:
+  EnrollmentTest()
+      : tokens_(&clock_, &store_),
+        fleet_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3},
+               &store_),
+        dispatcher_(&fleet_, &links_, &store_, &clock_,
+                    DispatcherOptions{}),
+        guard_(&clock_, GuardOptions()),
+        admission_(&clock_, SlowAdmission()),
+        enrollment_(&tokens_, &fleet_, &dispatcher_, &guard_, &admission_) {}
+
+  ~EnrollmentTest() override { links_.EndAll(); }
+
+  // A new join token allowing `max_uses` registrations; returns its secret.
+  std::string NewJoinToken(uint32_t max_uses) {
+    varan::v1::CreateJoinTokenRequest request;
+    request.set_name("join-" + std::to_string(++joins_));
+    request.set_max_uses(max_uses);
+    std::string secret;
+    absl::Notification done;
+    // The answer comes once the store committed the token (a store thread).
+    tokens_.CreateJoinToken(
+        request, "tester",
+        [&](absl::StatusOr<varan::v1::CreateJoinTokenResponse> created) {
+          EXPECT_TRUE(created.ok()) << created.status();
+          if (created.ok()) secret = created->secret();
+          done.Notify();
+        });
+    done.WaitForNotification();
+    return secret;
+  }
+
+  // Uses taken of the only join token.
+  uint32_t JoinUses() {
+    auto list = tokens_.ListJoinTokens(/*include_revoked=*/false);
+    EXPECT_EQ(list.size(), 1u);
+    return list.empty() ? 0 : list[0].uses();
+  }
+
+  static varan::v1::RegisterRequest Request(const std::string& name) {
+    varan::v1::RegisterRequest request;
+    request.set_name(name);
+    request.set_advertise_address("[fd00::5]:7701");
+    return request;
+  }
+
+  absl::StatusOr<Enrollment::Admitted> Register(
+      const std::string& secret, const std::string& name,
+      const std::string& peer = kPeer) {
+    return enrollment_.Register(secret, peer, Request(name),
+                                varan::v1::CONNECTION_DIAL);
+  }
+
+  // A registered periphery that heartbeated once (confirmed, online).
+  Enrollment::Admitted MustJoin(const std::string& name) {
+    auto admitted = Register(NewJoinToken(0), name);
+    EXPECT_TRUE(admitted.ok()) << admitted.status();
+    if (!admitted.ok()) return {};
+    varan::v1::HeartbeatRequest beat;
+    beat.set_periphery_id(admitted->periphery_id);
+    EXPECT_TRUE(enrollment_.Heartbeat(admitted->credential, kPeer, beat).ok());
+    return *admitted;
+  }
+
+  FakeClock clock_;
+  FakeLinks links_;
+  MemoryStore store_;
+  TokenRegistry tokens_;
+  FleetRegistry fleet_;
+  Dispatcher dispatcher_;
+  PeerGuard guard_;
+  HandshakeAdmission admission_;
+  Enrollment enrollment_;
+  int joins_ = 0;
+};
+
+TEST_F(EnrollmentTest, AJoinTokenRegistersThePeriphery) {
+  const std::string secret = NewJoinToken(/*max_uses=*/2);
+  auto admitted = Register(secret, "web-1");
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  EXPECT_FALSE(admitted->periphery_id.empty());
+  EXPECT_FALSE(admitted->credential.empty());
+  EXPECT_EQ(admitted->name, "web-1");
+  EXPECT_EQ(admitted->heartbeat_interval, kInterval);
+  EXPECT_EQ(JoinUses(), 1u);
+  auto periphery = fleet_.Get("web-1");
+  ASSERT_TRUE(periphery.ok()) << periphery.status();
+  EXPECT_EQ(periphery->id(), admitted->periphery_id);
+  EXPECT_EQ(periphery->address(), "[fd00::5]:7701");
+}
+
+TEST_F(EnrollmentTest, AWrongJoinTokenIsRefusedAndCountedAgainstThePeer) {
+  const std::string secret = NewJoinToken(0);
+  for (uint32_t i = 0; i < kFailureBudget; ++i) {
+    auto refused = Register("not-a-token", "web-1");
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+  }
+  // The peer used up its budget: even a good token is not looked at.
+  auto guarded = Register(secret, "web-1");
+  EXPECT_EQ(guarded.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(JoinUses(), 0u);
+  // Another peer is not affected.
+  EXPECT_TRUE(Register(secret, "web-1", "192.0.2.8").ok());
+}
+
+TEST_F(EnrollmentTest, AUsedUpJoinTokenIsRefused) {
+  const std::string secret = NewJoinToken(/*max_uses=*/1);
+  ASSERT_TRUE(Register(secret, "web-1").ok());
+  auto refused = Register(secret, "web-2");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_FALSE(fleet_.Get("web-2").ok());
+}
+
+TEST_F(EnrollmentTest, ARefusedRegistrationGivesTheJoinTokenUseBack) {
+  const std::string secret = NewJoinToken(/*max_uses=*/1);
+  auto refused = Register(secret, "not a valid name!");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(JoinUses(), 0u);
+  EXPECT_TRUE(Register(secret, "web-1").ok());
+}
+
+TEST_F(EnrollmentTest, ShedRegistrationsGetAHintAndKeepTheirJoinTokenUse) {
+  const std::string secret = NewJoinToken(/*max_uses=*/3);
+  ASSERT_TRUE(Register(secret, "web-1").ok());
+  ASSERT_TRUE(Register(secret, "web-2").ok());
+  auto shed = Register(secret, "web-3");
+  ASSERT_EQ(shed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(shed.status().message(), HasSubstr("registration"));
+  const auto hint = RetryAfter(shed.status());
+  ASSERT_TRUE(hint.has_value());
+  EXPECT_GT(*hint, absl::ZeroDuration());
+  EXPECT_LE(*hint, absl::Seconds(1));
+  EXPECT_EQ(JoinUses(), 2u);
+  EXPECT_FALSE(fleet_.Get("web-3").ok());
+  // Coming back after the hint, it is taken.
+  clock_.Advance(*hint);
+  EXPECT_TRUE(Register(secret, "web-3").ok());
+  EXPECT_EQ(JoinUses(), 3u);
+}
+
+TEST_F(EnrollmentTest, ATunnelRegistrationIsRecordedAsTunnel) {
+  auto request = Request("edge-1");
+  request.clear_advertise_address();
+  auto admitted = enrollment_.Register(NewJoinToken(0), kPeer, request,
+                                       varan::v1::CONNECTION_TUNNEL);
+  ASSERT_TRUE(admitted.ok()) << admitted.status();
+  auto periphery = fleet_.Get("edge-1");
+  ASSERT_TRUE(periphery.ok());
+  EXPECT_EQ(periphery->connection(), varan::v1::CONNECTION_TUNNEL);
+}
+
+TEST_F(EnrollmentTest, ResumingWithTheCredentialOpensAndCountsAsAHeartbeat) {
+  auto joined = Register(NewJoinToken(0), "edge-1");
+  ASSERT_TRUE(joined.ok());
+  EXPECT_FALSE(fleet_.IsOnline(joined->periphery_id));
+  auto resumed =
+      enrollment_.Resume(joined->periphery_id, joined->credential, "192.0.2.9");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->periphery_id, joined->periphery_id);
+  EXPECT_EQ(resumed->credential, joined->credential);
+  EXPECT_EQ(resumed->name, "edge-1");
+  EXPECT_EQ(resumed->heartbeat_interval, kInterval);
+  EXPECT_TRUE(fleet_.IsOnline(joined->periphery_id));
+}
+
+TEST_F(EnrollmentTest, ResumingWithABadCredentialIsRefusedBeforeAdmission) {
+  auto joined = Register(NewJoinToken(0), "edge-1");  // one handshake
+  ASSERT_TRUE(joined.ok());
+  const std::string other = "198.51.100.1";
+  auto wrong = enrollment_.Resume(joined->periphery_id, "wrong", other);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated);
+  auto unknown = enrollment_.Resume("no-such-id", joined->credential, other);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  // Refused callers used up none of the two handshakes: this one is the
+  // second.
+  EXPECT_TRUE(
+      enrollment_.Resume(joined->periphery_id, joined->credential, kPeer).ok());
+  // Both refusals counted against `other`: one more and it is shut out.
+  EXPECT_EQ(
+      enrollment_.Resume(joined->periphery_id, "wrong", other).status().code(),
+      absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(enrollment_.Resume(joined->periphery_id, joined->credential, other)
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(EnrollmentTest, FailedHeartbeatsAreCountedUnlessOnATunnel) {
+  const Enrollment::Admitted p = MustJoin("web-1");
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(p.periphery_id);
+  const std::string tunnel_peer = "198.51.100.2";
+  // On an open tunnel, a failing heartbeat ends the tunnel; it does not
+  // count against the peer.
+  for (uint32_t i = 0; i <= kFailureBudget; ++i) {
+    EXPECT_EQ(
+        enrollment_.TunnelHeartbeat(p.periphery_id, "wrong", tunnel_peer, beat)
+            .status()
+            .code(),
+        absl::StatusCode::kUnauthenticated);
+  }
+  EXPECT_TRUE(enrollment_.Heartbeat(p.credential, tunnel_peer, beat).ok());
+  // Unary heartbeats with a wrong credential or an unknown id count.
+  const std::string peer = "198.51.100.3";
+  EXPECT_EQ(enrollment_.Heartbeat("wrong", peer, beat).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  varan::v1::HeartbeatRequest unknown;
+  unknown.set_periphery_id("no-such-id");
+  for (uint32_t i = 1; i < kFailureBudget; ++i) {
+    EXPECT_EQ(
+        enrollment_.Heartbeat(p.credential, peer, unknown).status().code(),
+        absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(enrollment_.Heartbeat(p.credential, peer, beat).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // The guard refuses before the credential is checked: the periphery's
+  // own address still works.
+  auto answer = enrollment_.Heartbeat(p.credential, kPeer, beat);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->heartbeat_interval().seconds(), 10);
+}
+
+TEST_F(EnrollmentTest, HeartbeatReportsReachTheDispatcher) {
+  const Enrollment::Admitted p = MustJoin("web-1");
+  varan::v1::DispatchRequest dispatch;
+  dispatch.mutable_target()->add_names("web-1");
+  dispatch.mutable_spec()->add_argv("true");
+  auto job = dispatcher_.Dispatch(dispatch, "tester");
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Targets are sent once the store committed the job.
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_EQ(links_.calls().size(), 1u);
+  // The call breaks before anything came back: the target waits for the
+  // periphery's report.
+  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
+  const std::string execution = (*job)->id() + "/web-1";
+
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(p.periphery_id);
+  varan::v1::ExecutionReport* report = beat.add_executions();
+  report->set_execution_id(execution);
+  report->mutable_started()->set_pid(42);
+  report->mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
+  report->mutable_exited()->set_code(3);
+  auto answer = enrollment_.Heartbeat(p.credential, kPeer, beat);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_THAT(answer->acknowledged(), ElementsAre(execution));
+  EXPECT_TRUE(answer->cancel().empty());
+  const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
+  EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(snapshot.targets(0).exit_status().code(), 3);
+}
+
+TEST_F(EnrollmentTest, ARunningExecutionOfACanceledJobIsToBeStopped) {
+  const Enrollment::Admitted p = MustJoin("web-1");
+  varan::v1::DispatchRequest dispatch;
+  dispatch.mutable_target()->add_names("web-1");
+  dispatch.mutable_spec()->add_argv("sleep");
+  auto job = dispatcher_.Dispatch(dispatch, "tester");
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Targets are sent once the store committed the job.
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_EQ(links_.calls().size(), 1u);
+  links_.calls()[0]->Start(7);
+  links_.calls()[0]->End(absl::UnavailableError("link down"));
+  ASSERT_TRUE(dispatcher_.Cancel((*job)->id(), "tester").ok());
+  const std::string execution = (*job)->id() + "/web-1";
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(p.periphery_id);
+  varan::v1::ExecutionReport* report = beat.add_executions();
+  report->set_execution_id(execution);
+  report->mutable_started()->set_pid(7);
+  auto answer = enrollment_.Heartbeat(p.credential, kPeer, beat);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_THAT(answer->cancel(), ElementsAre(execution));
+}
+
+}  // namespace
+}  // namespace varan::core
