@@ -269,8 +269,11 @@ int main(int argc, char** argv) {
   uplink_options.keepalive_timeout = keepalive.timeout;
   uplink_options.security =
       varan::MakeChannelSecurity(core_tls_files->get(), core_tls.server_name);
-  varan::periphery::Uplink uplink(uplink_options, &credential, &host,
-                                  &executor);
+  const varan::Clock* clock = varan::RealClock::Get();
+  varan::periphery::Uplink uplink(
+      uplink_options,
+      varan::periphery::NewGrpcCoreConnection(uplink_options, clock),
+      &credential, &host, &executor, clock);
   uplink.Start();
 
   int sig = varan::WaitForTerminationSignal([&] {
