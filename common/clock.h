@@ -1,9 +1,13 @@
-// Time source, injected so tests control time instead of sleeping.
+// Time source, injected so tests control time instead of sleeping: what
+// time it is (Now) and waiting for some of it to pass (WaitForNotification).
 //
 // Clock implementations are thread-safe.
 #pragma once
 
+#include <algorithm>
+
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -13,6 +17,16 @@ class Clock {
  public:
   virtual ~Clock() = default;
   virtual absl::Time Now() const = 0;
+
+  // Blocks until `stop` is notified or `timeout` has passed on this clock,
+  // whichever comes first; true when `stop` was notified. A daemon's waits
+  // (backoff, heartbeat intervals) go through here so that a fake clock can
+  // let the time pass at once. The default waits in real time: a clock whose
+  // Now() is not the system's overrides it.
+  virtual bool WaitForNotification(const absl::Notification& stop,
+                                   absl::Duration timeout) const {
+    return stop.WaitForNotificationWithTimeout(timeout);
+  }
 };
 
 // The system's wall clock.
@@ -39,10 +53,20 @@ class FakeClock final : public Clock {
     absl::MutexLock lock(&mu_);
     now_ += d;
   }
+  // Never blocks: unless `stop` was notified already, the clock advances by
+  // `timeout` (the whole wait passes at once).
+  bool WaitForNotification(const absl::Notification& stop,
+                           absl::Duration timeout) const override {
+    if (stop.HasBeenNotified()) return true;
+    absl::MutexLock lock(&mu_);
+    now_ += std::max(timeout, absl::ZeroDuration());
+    return false;
+  }
 
  private:
   mutable absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_);
+  // Mutable: a wait (const, as Clock's readers hold it) moves it too.
+  mutable absl::Time now_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan

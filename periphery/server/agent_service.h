@@ -22,27 +22,10 @@
 #include "periphery/exec/execution.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
+#include "periphery/uplink/credential_holder.h"
 #include "varan/v1/periphery.grpc.pb.h"
 
 namespace varan::periphery {
-
-// The credential shared between the uplink (which obtains it) and the Agent
-// service (which checks it). Thread-safe.
-class CredentialHolder {
- public:
-  void Set(std::string credential) {
-    absl::MutexLock lock(&mu_);
-    credential_ = std::move(credential);
-  }
-  std::string Get() const {
-    absl::MutexLock lock(&mu_);
-    return credential_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::string credential_ ABSL_GUARDED_BY(mu_);
-};
 
 class AgentService final : public varan::v1::Agent::CallbackService {
  public:

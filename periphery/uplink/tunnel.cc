@@ -13,9 +13,10 @@ using varan::v1::TunnelDown;
 using varan::v1::TunnelUp;
 
 TunnelSession::TunnelSession(varan::v1::Registry::Stub* stub,
-                             Executor* executor, const std::string& bearer,
+                             Executor* executor, const Clock* clock,
+                             const std::string& bearer,
                              varan::v1::TunnelHello hello)
-    : executor_(executor) {
+    : executor_(executor), clock_(clock) {
   context_.AddMetadata("authorization", BearerHeader(bearer));
   TunnelUp first;
   *first.mutable_hello() = std::move(hello);
@@ -206,7 +207,7 @@ void TunnelSession::OnReadDone(bool ok) {
       absl::MutexLock lock(&mu_);
       opened_ = true;
       opened_message_ = incoming_.opened();
-      last_answer_ = absl::Now();
+      last_answer_ = clock_->Now();
       if (incoming_.opened().has_heartbeat_interval()) {
         interval_ = FromDuration(incoming_.opened().heartbeat_interval());
       }
@@ -218,7 +219,7 @@ void TunnelSession::OnReadDone(bool ok) {
                                                       hb.acknowledged().end()));
       CancelForCore(executor_, hb.cancel());
       absl::MutexLock lock(&mu_);
-      last_answer_ = absl::Now();
+      last_answer_ = clock_->Now();
       if (hb.has_heartbeat_interval()) {
         interval_ = FromDuration(hb.heartbeat_interval());
       }

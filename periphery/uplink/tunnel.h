@@ -14,9 +14,12 @@
 // them with hold_result) and the Executor reports their results in later
 // heartbeats.
 //
+// It is the gRPC implementation of CoreTunnel (core_connection.h), made by
+// the gRPC CoreConnection's OpenTunnel.
+//
 // Ownership and threads: the uplink thread owns the session; reactions run on
-// gRPC threads and never block; delete the session only after WaitDone()
-// returned true. Writes also start from the uplink and supervisor threads,
+// gRPC threads and never block; delete the session only after done() is
+// notified. Writes also start from the uplink and supervisor threads,
 // so the session holds the call (AddHold) until its read side has closed and
 // the last write is done: a write never starts on a call gRPC has finished.
 #pragma once
@@ -30,45 +33,38 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "periphery/exec/executor.h"
+#include "periphery/uplink/core_connection.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::periphery {
 
 class TunnelSession final
     : public grpc::ClientBidiReactor<varan::v1::TunnelUp,
-                                     varan::v1::TunnelDown> {
+                                     varan::v1::TunnelDown>,
+      public CoreTunnel {
  public:
-  // `stub` and `executor` must outlive the session. `bearer` is the join
-  // token (hello registers) or the periphery's credential (hello resumes).
+  // `stub`, `executor` and `clock` must outlive the session. `bearer` is the
+  // join token (hello registers) or the periphery's credential (hello
+  // resumes).
   TunnelSession(varan::v1::Registry::Stub* stub, Executor* executor,
-                const std::string& bearer, varan::v1::TunnelHello hello);
+                const Clock* clock, const std::string& bearer,
+                varan::v1::TunnelHello hello);
 
   // Starts the call and sends the hello.
   void Begin();
 
-  // Waits up to `timeout` for core's answer to the hello. Errors: the
-  // stream's status when it ended first, DEADLINE_EXCEEDED on timeout.
-  absl::StatusOr<varan::v1::TunnelOpened> WaitOpened(absl::Duration timeout);
-
-  // Queues a heartbeat (dropped once the stream ended).
-  void SendHeartbeat(varan::v1::HeartbeatRequest heartbeat);
-
-  // When core last answered a heartbeat (or opened the tunnel), and the
-  // heartbeat interval it asks for (zero until it said).
-  absl::Time last_answer();
-  absl::Duration interval();
-
-  // Ends the stream (the session then reaches WaitDone).
-  void Cancel() { context_.TryCancel(); }
-
-  // Waits up to `timeout` for the stream to end; true when it has (then the
-  // session may be deleted, and status() says how it ended).
-  bool WaitDone(absl::Duration timeout) {
-    return done_.WaitForNotificationWithTimeout(timeout);
-  }
-  absl::Status status();
+  // CoreTunnel.
+  absl::StatusOr<varan::v1::TunnelOpened> WaitOpened(
+      absl::Duration timeout) override;
+  void SendHeartbeat(varan::v1::HeartbeatRequest heartbeat) override;
+  absl::Time last_answer() override;
+  absl::Duration interval() override;
+  void Cancel() override { context_.TryCancel(); }
+  const absl::Notification& done() const override { return done_; }
+  absl::Status status() override;
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -92,6 +88,7 @@ class TunnelSession final
   void HandleExecute(const varan::v1::ExecuteRequest& request);
 
   Executor* const executor_;
+  const Clock* const clock_;
   grpc::ClientContext context_;
   varan::v1::TunnelDown incoming_;  // owned by the read in flight
   varan::v1::TunnelUp current_;     // owned by the write in flight

@@ -11,13 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
-#include "common/keepalive.h"
 #include "common/log.h"
-#include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "periphery/host/facts.h"
-#include "periphery/uplink/tunnel.h"
 #include "varan/version.h"
 
 namespace varan::periphery {
@@ -105,25 +102,15 @@ bool HasSavedRegistration(const std::string& state_dir) {
          ReadSecretFile(absl::StrCat(state_dir, "/", kIdFile)).ok();
 }
 
-Uplink::Uplink(UplinkOptions options, CredentialHolder* credential,
-               HostSnapshot* host, Executor* executor)
+Uplink::Uplink(UplinkOptions options, std::unique_ptr<CoreConnection> core,
+               CredentialHolder* credential, HostSnapshot* host,
+               Executor* executor, const Clock* clock)
     : options_(std::move(options)),
+      core_(std::move(core)),
       credential_(credential),
       host_(host),
-      executor_(executor) {
-  grpc::ChannelArguments args;
-  SetClientChannelArgs(
-      &args, Keepalive{options_.keepalive_time, options_.keepalive_timeout},
-      options_.min_backoff, options_.max_backoff);
-  options_.security.Apply(&args);
-  ApplyProxy(options_.proxy, &args);
-  channel_ = grpc::CreateCustomChannel(FormatHostPort(options_.core),
-                                       options_.security.credentials != nullptr
-                                           ? options_.security.credentials
-                                           : grpc::InsecureChannelCredentials(),
-                                       args);
-  stub_ = varan::v1::Registry::NewStub(channel_);
-}
+      executor_(executor),
+      clock_(clock) {}
 
 Uplink::~Uplink() { Stop(); }
 
@@ -145,7 +132,7 @@ void Uplink::Stop() {
 }
 
 bool Uplink::SleepFor(absl::Duration d) {
-  return !stop_.WaitForNotificationWithTimeout(d);
+  return !clock_->WaitForNotification(stop_, d);
 }
 
 void Uplink::SaveRegistration(const std::string& id,
@@ -181,16 +168,12 @@ absl::Status Uplink::NeedJoinToken() const {
 
 absl::Status Uplink::Register() {
   if (absl::Status s = NeedJoinToken(); !s.ok()) return s;
-  varan::v1::RegisterRequest req = MakeRegisterRequest();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
-  ctx.AddMetadata("authorization", BearerHeader(options_.join_token));
-  varan::v1::RegisterResponse resp;
-  grpc::Status status = stub_->Register(&ctx, req, &resp);
-  if (!status.ok()) return WithRetryAfter(FromGrpcStatus(status), ctx);
-  SaveRegistration(resp.periphery_id(), resp.credential());
-  if (resp.has_heartbeat_interval()) {
-    interval_ = FromDuration(resp.heartbeat_interval());
+  auto resp = core_->Register(MakeRegisterRequest(), options_.join_token,
+                              options_.rpc_timeout);
+  if (!resp.ok()) return resp.status();
+  SaveRegistration(resp->periphery_id(), resp->credential());
+  if (resp->has_heartbeat_interval()) {
+    interval_ = FromDuration(resp->heartbeat_interval());
   }
   spdlog::info("registered with core at {} as {} (id {}), advertising {}",
                FormatHostPort(options_.core), options_.name, periphery_id_,
@@ -208,19 +191,15 @@ varan::v1::HeartbeatRequest Uplink::MakeHeartbeat() {
 }
 
 absl::Status Uplink::Heartbeat() {
-  varan::v1::HeartbeatRequest req = MakeHeartbeat();
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.rpc_timeout));
-  ctx.AddMetadata("authorization", BearerHeader(credential_->Get()));
-  varan::v1::HeartbeatResponse resp;
-  grpc::Status status = stub_->Heartbeat(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status);
-  if (resp.has_heartbeat_interval()) {
-    interval_ = FromDuration(resp.heartbeat_interval());
+  auto resp = core_->Heartbeat(MakeHeartbeat(), credential_->Get(),
+                               options_.rpc_timeout);
+  if (!resp.ok()) return resp.status();
+  if (resp->has_heartbeat_interval()) {
+    interval_ = FromDuration(resp->heartbeat_interval());
   }
-  executor_->Acknowledge(std::vector<std::string>(resp.acknowledged().begin(),
-                                                  resp.acknowledged().end()));
-  CancelForCore(executor_, resp.cancel());
+  executor_->Acknowledge(std::vector<std::string>(resp->acknowledged().begin(),
+                                                  resp->acknowledged().end()));
+  CancelForCore(executor_, resp->cancel());
   return absl::OkStatus();
 }
 
@@ -275,10 +254,9 @@ absl::Status Uplink::RunTunnel(bool* opened) {
   } else {
     hello.set_periphery_id(periphery_id_);
   }
-  auto session = std::make_unique<TunnelSession>(
-      stub_.get(), executor_,
-      registering ? options_.join_token : credential_->Get(), std::move(hello));
-  session->Begin();
+  std::unique_ptr<CoreTunnel> session = core_->OpenTunnel(
+      executor_, registering ? options_.join_token : credential_->Get(),
+      std::move(hello));
   absl::Status result;
   auto answer = session->WaitOpened(options_.rpc_timeout);
   if (!answer.ok()) {
@@ -300,18 +278,19 @@ absl::Status Uplink::RunTunnel(bool* opened) {
                                           ? session->interval()
                                           : interval_;
       // Wakes for the stream's end at once, and for Stop within 100 ms.
-      const absl::Time next = absl::Now() + interval;
+      const absl::Time next = clock_->Now() + interval;
       bool done = false;
-      while (!done && !stop_.HasBeenNotified() && absl::Now() < next) {
-        done = session->WaitDone(
-            std::min(next - absl::Now(), absl::Milliseconds(100)));
+      while (!done && !stop_.HasBeenNotified() && clock_->Now() < next) {
+        done = clock_->WaitForNotification(
+            session->done(),
+            std::min(next - clock_->Now(), absl::Milliseconds(100)));
       }
       if (done) {
         result = session->status();
         break;
       }
       if (stop_.HasBeenNotified()) break;
-      if (absl::Now() - session->last_answer() >
+      if (clock_->Now() - session->last_answer() >
           3 * interval + options_.rpc_timeout) {
         result = absl::UnavailableError(
             "core stopped answering heartbeats on the tunnel");
@@ -320,7 +299,7 @@ absl::Status Uplink::RunTunnel(bool* opened) {
     }
   }
   session->Cancel();
-  while (!session->WaitDone(absl::Seconds(10))) {
+  while (!clock_->WaitForNotification(session->done(), absl::Seconds(10))) {
     spdlog::warn("the tunnel to core is slow to close");
   }
   return result;

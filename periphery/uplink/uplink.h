@@ -15,8 +15,13 @@
 // (see TunnelSession); a stream that ends, or on which core stops answering
 // heartbeats for three intervals, is replaced by a new one.
 //
-// Thread-safe: Start and Stop are called from main; everything else happens
-// on the uplink's thread.
+// Core is reached through a CoreConnection (core_connection.h; the gRPC one
+// in the daemon, an in-memory one in tests) and every wait (backoff,
+// heartbeat interval) goes through the injected Clock, so the logic above is
+// tested without a network or real sleeps.
+//
+// Thread-safe: Start and Stop are called from the owner's thread; everything
+// else happens on the uplink's thread.
 #pragma once
 
 #include <functional>
@@ -29,11 +34,13 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/address.h"
+#include "common/clock.h"
 #include "common/tls.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
-#include "periphery/server/agent_service.h"
-#include "varan/v1/core.grpc.pb.h"
+#include "periphery/uplink/core_connection.h"
+#include "periphery/uplink/credential_holder.h"
+#include "varan/v1/core.pb.h"
 
 namespace varan::periphery {
 
@@ -69,12 +76,14 @@ struct UplinkOptions {
 
 class Uplink {
  public:
-  // `credential` receives the credential; `host` gives the facts sent at
-  // registration and takes a stats sample per heartbeat; `executor` runs
-  // what core sends over the tunnel and reports held executions. All must
-  // outlive the Uplink.
-  Uplink(UplinkOptions options, CredentialHolder* credential,
-         HostSnapshot* host, Executor* executor);
+  // `core` is the way to core (owned). `credential` receives the
+  // credential; `host` gives the facts sent at registration and takes a
+  // stats sample per heartbeat; `executor` runs what core sends over the
+  // tunnel and reports held executions; `clock` times the waits. Those four
+  // must outlive the Uplink.
+  Uplink(UplinkOptions options, std::unique_ptr<CoreConnection> core,
+         CredentialHolder* credential, HostSnapshot* host, Executor* executor,
+         const Clock* clock);
   ~Uplink();
 
   // Loads saved state and starts the thread.
@@ -101,15 +110,15 @@ class Uplink {
   // Waits before retrying after `status`; false when stopped.
   bool Backoff(const absl::Status& status, absl::Duration* backoff,
                bool* failing);
-  // Sleeps for `d` unless stopped first; returns false when stopped.
+  // Waits for `d` (on the clock) unless stopped first; false when stopped.
   bool SleepFor(absl::Duration d);
 
   const UplinkOptions options_;
+  const std::unique_ptr<CoreConnection> core_;
   CredentialHolder* const credential_;
   HostSnapshot* const host_;
   Executor* const executor_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<varan::v1::Registry::Stub> stub_;
+  const Clock* const clock_;
   std::string periphery_id_;  // uplink thread only (and Start)
   absl::Duration interval_ = absl::Seconds(10);
   absl::Notification stop_;

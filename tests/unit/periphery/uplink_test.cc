@@ -1,14 +1,319 @@
-// Tests for the advertise-address rules of periphery/uplink/uplink.h.
+// Tests for periphery/uplink/uplink.h: the uplink's conversation with core
+// (against FakeCoreConnection, waits on a RecordingClock: no network, no
+// sleeps) and the advertise-address rules.
 #include "periphery/uplink/uplink.h"
 
+#include <sys/stat.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "absl/status/status.h"
+#include "common/grpc_util.h"
+#include "common/secrets.h"
+#include "common/time_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
+#include "tests/fakes/periphery/fake_core_connection.h"
+#include "tests/fakes/recording_clock.h"
+#include "tests/unit/temp_dir.h"
+#include "varan/version.h"
 
 namespace varan::periphery {
 namespace {
 
 using ::testing::HasSubstr;
+using Kind = FakeCoreConnection::Kind;
+
+varan::v1::RegisterResponse Registered(const std::string& id,
+                                       const std::string& credential,
+                                       absl::Duration interval) {
+  varan::v1::RegisterResponse r;
+  r.set_periphery_id(id);
+  r.set_credential(credential);
+  SetDuration(interval, r.mutable_heartbeat_interval());
+  return r;
+}
+
+varan::v1::HeartbeatResponse Beat() { return {}; }
+
+// Captures what the uplink logs (the process-wide default logger) while it
+// lives.
+class LogCapture {
+ public:
+  LogCapture()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256)),
+        previous_(spdlog::default_logger()) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink_));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string Text() const {
+    std::string out;
+    for (const auto& line : sink_->last_formatted()) out += line;
+    return out;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+class UplinkTest : public ::testing::Test {
+ protected:
+  UplinkTest()
+      : host_(varan::v1::HostFacts()),
+        executor_(ExecutorOptions{}),
+        owned_core_(std::make_unique<FakeCoreConnection>(&clock_)),
+        core_(owned_core_.get()) {
+    options_.core = {"::1", 7700};
+    options_.join_token = "join-secret";
+    options_.name = "web-1";
+    options_.labels = {{"env", "prod"}};
+    options_.advertise_address = "[::1]:7701";
+    options_.state_dir = dir_.path();
+    options_.max_backoff = absl::Seconds(1);
+  }
+  ~UplinkTest() override {
+    core_->Close();
+    uplink_.reset();
+  }
+
+  void SaveRegistration(const std::string& id, const std::string& credential) {
+    ASSERT_TRUE(WriteSecretFile(dir_.path() + "/periphery_id", id).ok());
+    ASSERT_TRUE(WriteSecretFile(dir_.path() + "/credential", credential).ok());
+  }
+  std::string Saved(const std::string& file) {
+    auto s = ReadSecretFile(dir_.path() + "/" + file);
+    return s.ok() ? *s : std::string("<") + s.status().ToString() + ">";
+  }
+  void StartUplink() {
+    uplink_ =
+        std::make_unique<Uplink>(options_, std::move(owned_core_), &credential_,
+                                 &host_, &executor_, &clock_);
+    uplink_->Start();
+  }
+
+  varan::testing::UnitTempDir dir_;
+  varan::testing::RecordingClock clock_;
+  UplinkOptions options_;
+  CredentialHolder credential_;
+  HostSnapshot host_;
+  Executor executor_;
+  std::unique_ptr<FakeCoreConnection> owned_core_;
+  FakeCoreConnection* const core_;
+  std::unique_ptr<Uplink> uplink_;
+};
+
+TEST_F(UplinkTest, FirstStartRegistersWithTheJoinTokenThenHeartbeats) {
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  ASSERT_GE(calls.size(), 3u);
+
+  ASSERT_EQ(calls[0].kind, Kind::kRegister);
+  EXPECT_EQ(calls[0].bearer, "join-secret");
+  const auto& req = calls[0].register_request;
+  EXPECT_EQ(req.name(), "web-1");
+  EXPECT_EQ(req.labels().at("env"), "prod");
+  EXPECT_EQ(req.advertise_address(), "[::1]:7701");
+  EXPECT_EQ(req.version(), kVersion);
+
+  // The first heartbeat follows at once (it proves the new credential),
+  // the next after the interval core asked for.
+  ASSERT_EQ(calls[1].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[1].bearer, "cred-1");
+  EXPECT_EQ(calls[1].heartbeat.periphery_id(), "p-1");
+  EXPECT_EQ(calls[1].at, calls[0].at);
+  ASSERT_EQ(calls[2].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[2].at - calls[1].at, absl::Seconds(5));
+
+  // Kept for the Agent service and for the next start, private.
+  EXPECT_EQ(credential_.Get(), "cred-1");
+  EXPECT_EQ(Saved("credential"), "cred-1");
+  EXPECT_EQ(Saved("periphery_id"), "p-1");
+  struct stat st {};
+  ASSERT_EQ(stat((dir_.path() + "/credential").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_TRUE(HasSavedRegistration(dir_.path()));
+}
+
+TEST_F(UplinkTest, SavedRegistrationIsResumedWithoutTheJoinToken) {
+  SaveRegistration("p-7", "cred-7");
+  options_.join_token.clear();
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  // Available to the Agent service as soon as Start returns.
+  EXPECT_EQ(credential_.Get(), "cred-7");
+  auto calls = core_->WaitForCalls(1);
+  ASSERT_GE(calls.size(), 1u);
+  EXPECT_EQ(calls[0].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[0].bearer, "cred-7");
+  EXPECT_EQ(calls[0].heartbeat.periphery_id(), "p-7");
+}
+
+// Core answers a heartbeat with NOT_FOUND or UNAUTHENTICATED when it forgot
+// this periphery (removed, or its store lost): the uplink registers again
+// at once with the join token and carries on with the new identity.
+class UplinkForgottenTest
+    : public UplinkTest,
+      public ::testing::WithParamInterface<absl::StatusCode> {};
+
+TEST_P(UplinkForgottenTest, RegistersAgainAtOnce) {
+  SaveRegistration("p-7", "cred-7");
+  core_->AnswerHeartbeat(absl::Status(GetParam(), "unknown periphery p-7"));
+  core_->AnswerRegister(Registered("p-8", "cred-8", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls[0].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[0].bearer, "cred-7");
+  ASSERT_EQ(calls[1].kind, Kind::kRegister);
+  EXPECT_EQ(calls[1].bearer, "join-secret");
+  EXPECT_EQ(calls[1].at, calls[0].at);
+  ASSERT_EQ(calls[2].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[2].bearer, "cred-8");
+  EXPECT_EQ(calls[2].heartbeat.periphery_id(), "p-8");
+  EXPECT_EQ(credential_.Get(), "cred-8");
+  EXPECT_EQ(Saved("periphery_id"), "p-8");
+  EXPECT_EQ(Saved("credential"), "cred-8");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Codes, UplinkForgottenTest,
+    ::testing::Values(absl::StatusCode::kNotFound,
+                      absl::StatusCode::kUnauthenticated),
+    [](const ::testing::TestParamInfo<absl::StatusCode>& param) {
+      return absl::StatusCodeToString(param.param);
+    });
+
+TEST_F(UplinkTest, UnreachableCoreBacksOffExponentiallyWithJitterToTheCap) {
+  constexpr int kFailures = 12;
+  for (int i = 0; i < kFailures; ++i) {
+    core_->AnswerRegister(absl::UnavailableError("connection refused"));
+  }
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(absl::UnavailableError("connection reset"));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(kFailures + 4);
+  ASSERT_GE(calls.size(), kFailures + 4u);
+  const std::vector<absl::Duration> waits = clock_.waits();
+  ASSERT_GE(waits.size(), kFailures + 2u);
+
+  // 0.2 s doubling to the 1 s cap, each wait in [0.5, 1.5) of that.
+  absl::Duration nominal = absl::Milliseconds(200);
+  for (int i = 0; i < kFailures; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_GE(waits[i], nominal * 0.5);
+    EXPECT_LT(waits[i], nominal * 1.5);
+    nominal = std::min(nominal * 2, absl::Seconds(1));
+  }
+  // Jittered: a fleet does not retry in step.
+  std::vector<absl::Duration> capped(waits.begin() + 3,
+                                     waits.begin() + kFailures);
+  EXPECT_NE(*std::min_element(capped.begin(), capped.end()),
+            *std::max_element(capped.begin(), capped.end()));
+
+  // Connected: heartbeat at once, then the interval; after a new failure
+  // the first retry is fast again.
+  EXPECT_EQ(calls[kFailures].kind, Kind::kRegister);
+  EXPECT_EQ(calls[kFailures + 1].at, calls[kFailures].at);
+  EXPECT_EQ(waits[kFailures], absl::Seconds(5));
+  EXPECT_GE(waits[kFailures + 1], absl::Milliseconds(100));
+  EXPECT_LT(waits[kFailures + 1], absl::Milliseconds(300));
+  EXPECT_EQ(calls[kFailures + 3].kind, Kind::kHeartbeat);
+}
+
+TEST_F(UplinkTest, LoadSheddingHintIsWaitedOutWithSpread) {
+  // Core shedding load says when to come back: the uplink waits that long
+  // and up to a quarter more (so those told the same spread out); a hint
+  // beyond ten minutes counts as ten minutes.
+  constexpr int kShed = 8;
+  for (int i = 0; i < kShed; ++i) {
+    core_->AnswerRegister(
+        RetryAfterError("too many registrations", absl::Seconds(3)));
+  }
+  core_->AnswerRegister(
+      RetryAfterError("too many registrations", absl::Hours(1)));
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  StartUplink();
+  auto calls = core_->WaitForCalls(kShed + 3);
+  ASSERT_GE(calls.size(), kShed + 3u);
+  EXPECT_EQ(calls[kShed + 1].kind, Kind::kRegister);
+  EXPECT_EQ(calls[kShed + 2].kind, Kind::kHeartbeat);
+  const std::vector<absl::Duration> waits = clock_.waits();
+  ASSERT_GE(waits.size(), kShed + 1u);
+  for (int i = 0; i < kShed; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_GE(waits[i], absl::Seconds(3));
+    EXPECT_LE(waits[i], absl::Seconds(3) * 1.25);
+  }
+  EXPECT_NE(*std::min_element(waits.begin(), waits.begin() + kShed),
+            *std::max_element(waits.begin(), waits.begin() + kShed));
+  EXPECT_GE(waits[kShed], absl::Minutes(10));
+  EXPECT_LE(waits[kShed], absl::Minutes(10) * 1.25);
+}
+
+TEST_F(UplinkTest, ForgottenWithoutJoinTokenSaysWhatIsMissing) {
+  SaveRegistration("p-7", "cred-7");
+  options_.join_token.clear();
+  core_->AnswerHeartbeat(absl::NotFoundError("unknown periphery p-7"));
+  clock_.ParkAfter(1);
+  LogCapture log;
+  StartUplink();
+  auto waits = clock_.WaitForWaits(1);
+  // Nothing is sent without a token; the uplink keeps trying slowly (core's
+  // configuration may change) and says what to do.
+  auto calls = core_->WaitForCalls(1);
+  uplink_->Stop();  // before the log capture ends
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].kind, Kind::kHeartbeat);
+  ASSERT_EQ(waits.size(), 1u);
+  EXPECT_EQ(waits[0], options_.max_backoff);
+  EXPECT_THAT(log.Text(), HasSubstr("no join token was given "
+                                    "(--join-token-file)"));
+}
+
+TEST_F(UplinkTest, TunnelRegistersInItsHelloAndIsReplacedWhenCoreGoesQuiet) {
+  options_.tunnel = true;
+  varan::v1::TunnelOpened opened;
+  opened.set_periphery_id("p-1");
+  opened.set_credential("cred-1");
+  SetDuration(absl::Seconds(5), opened.mutable_heartbeat_interval());
+  core_->AnswerTunnel(opened);
+  // The next tunnel resumes; core forgot us: the one after registers again.
+  core_->AnswerTunnel(absl::NotFoundError("unknown periphery p-1"));
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  ASSERT_GE(calls.size(), 3u);
+
+  ASSERT_EQ(calls[0].kind, Kind::kTunnelHello);
+  EXPECT_EQ(calls[0].bearer, "join-secret");
+  EXPECT_EQ(calls[0].hello.register_().name(), "web-1");
+  EXPECT_EQ(Saved("credential"), "cred-1");
+
+  // Heartbeats every 5 s from the start; core answered none, so after
+  // three intervals and the RPC timeout (25 s) the tunnel is given up and
+  // a new one opened after a short backoff, resuming the registration.
+  EXPECT_EQ(core_->tunnel_heartbeats(), 6);
+  ASSERT_EQ(calls[1].kind, Kind::kTunnelHello);
+  EXPECT_EQ(calls[1].hello.periphery_id(), "p-1");
+  EXPECT_EQ(calls[1].bearer, "cred-1");
+  EXPECT_GE(calls[1].at - calls[0].at, absl::Milliseconds(30100));
+  EXPECT_LT(calls[1].at - calls[0].at, absl::Milliseconds(30300));
+
+  ASSERT_EQ(calls[2].kind, Kind::kTunnelHello);
+  EXPECT_TRUE(calls[2].hello.has_register_());
+  EXPECT_EQ(calls[2].bearer, "join-secret");
+  EXPECT_EQ(calls[2].at, calls[1].at);
+}
 
 TEST(AdvertiseAddressTest, ExplicitFlagIsNormalisedAndWins) {
   auto a = AdvertiseAddress("[fd00:0::5]:7701", {"::", 7701}, {"::1", 7700});

@@ -1,0 +1,83 @@
+#include "periphery/uplink/core_connection.h"
+
+#include <utility>
+
+#include "common/address.h"
+#include "common/grpc_util.h"
+#include "common/keepalive.h"
+#include "common/proxy.h"
+#include "grpcpp/grpcpp.h"
+#include "periphery/uplink/tunnel.h"
+#include "periphery/uplink/uplink.h"
+#include "varan/v1/core.grpc.pb.h"
+
+namespace varan::periphery {
+namespace {
+
+class GrpcCoreConnection final : public CoreConnection {
+ public:
+  GrpcCoreConnection(const UplinkOptions& options, const Clock* clock)
+      : clock_(clock) {
+    grpc::ChannelArguments args;
+    SetClientChannelArgs(
+        &args, Keepalive{options.keepalive_time, options.keepalive_timeout},
+        options.min_backoff, options.max_backoff);
+    options.security.Apply(&args);
+    ApplyProxy(options.proxy, &args);
+    channel_ =
+        grpc::CreateCustomChannel(FormatHostPort(options.core),
+                                  options.security.credentials != nullptr
+                                      ? options.security.credentials
+                                      : grpc::InsecureChannelCredentials(),
+                                  args);
+    stub_ = varan::v1::Registry::NewStub(channel_);
+  }
+
+  absl::StatusOr<varan::v1::RegisterResponse> Register(
+      const varan::v1::RegisterRequest& request, const std::string& join_token,
+      absl::Duration timeout) override {
+    grpc::ClientContext ctx;
+    // gRPC deadlines are real time, whatever clock the uplink waits on.
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    ctx.AddMetadata("authorization", BearerHeader(join_token));
+    varan::v1::RegisterResponse response;
+    grpc::Status status = stub_->Register(&ctx, request, &response);
+    if (!status.ok()) return WithRetryAfter(FromGrpcStatus(status), ctx);
+    return response;
+  }
+
+  absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+      const varan::v1::HeartbeatRequest& request, const std::string& credential,
+      absl::Duration timeout) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    ctx.AddMetadata("authorization", BearerHeader(credential));
+    varan::v1::HeartbeatResponse response;
+    grpc::Status status = stub_->Heartbeat(&ctx, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  }
+
+  std::unique_ptr<CoreTunnel> OpenTunnel(
+      Executor* executor, const std::string& bearer,
+      varan::v1::TunnelHello hello) override {
+    auto session = std::make_unique<TunnelSession>(
+        stub_.get(), executor, clock_, bearer, std::move(hello));
+    session->Begin();
+    return session;
+  }
+
+ private:
+  const Clock* const clock_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<varan::v1::Registry::Stub> stub_;
+};
+
+}  // namespace
+
+std::unique_ptr<CoreConnection> NewGrpcCoreConnection(
+    const UplinkOptions& options, const Clock* clock) {
+  return std::make_unique<GrpcCoreConnection>(options, clock);
+}
+
+}  // namespace varan::periphery

@@ -1,0 +1,207 @@
+// FakeCoreConnection: an in-memory core for the uplink's tests. The test
+// scripts core's answers in order (Register, Heartbeat, or a tunnel's
+// answer to its hello); each call the uplink makes takes the next answer and
+// is recorded with the fake clock's time, so a test reads back what the
+// uplink sent, with which bearer, and how long it waited in between.
+//
+// A call that finds no answer left (or the next answer is for another kind
+// of call) blocks until Close(), so the uplink's thread rests instead of
+// spinning once the script is played out. After Close() every call fails
+// at once with UNAVAILABLE.
+//
+// Tunnels: OpenTunnel records the hello; the tunnel's WaitOpened takes the
+// next answer (its heartbeat_interval in whole seconds). An opened tunnel
+// stays open (core never answers its heartbeats, which it counts) until the
+// uplink cancels it.
+//
+// Thread-safe. The uplink owns the connection; tests keep a raw pointer.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "periphery/uplink/core_connection.h"
+
+namespace varan::periphery {
+
+class FakeCoreConnection final : public CoreConnection {
+ public:
+  enum class Kind { kRegister, kHeartbeat, kTunnelHello };
+
+  struct Call {
+    Kind kind;
+    absl::Time at;  // on the fake clock
+    std::string bearer;
+    varan::v1::RegisterRequest register_request;  // kRegister
+    varan::v1::HeartbeatRequest heartbeat;        // kHeartbeat
+    varan::v1::TunnelHello hello;                 // kTunnelHello
+  };
+
+  explicit FakeCoreConnection(const Clock* clock) : clock_(clock) {}
+
+  // Core's next answers, in the order the uplink is expected to call.
+  void AnswerRegister(absl::StatusOr<varan::v1::RegisterResponse> answer) {
+    Push(Kind::kRegister, std::move(answer));
+  }
+  void AnswerHeartbeat(absl::StatusOr<varan::v1::HeartbeatResponse> answer) {
+    Push(Kind::kHeartbeat, std::move(answer));
+  }
+  void AnswerTunnel(absl::StatusOr<varan::v1::TunnelOpened> answer) {
+    Push(Kind::kTunnelHello, std::move(answer));
+  }
+
+  // Waits (up to 10 s of real time, as a guard against a hung test) until
+  // the uplink made at least `n` calls; returns the calls so far.
+  std::vector<Call> WaitForCalls(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return calls_.size() >= n;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    return calls_;
+  }
+
+  // Heartbeats sent on tunnels so far.
+  int tunnel_heartbeats() {
+    absl::MutexLock lock(&mu_);
+    return tunnel_heartbeats_;
+  }
+
+  // Releases blocked calls and fails every later one (UNAVAILABLE).
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+  absl::StatusOr<varan::v1::RegisterResponse> Register(
+      const varan::v1::RegisterRequest& request, const std::string& join_token,
+      absl::Duration /*timeout*/) override {
+    Call call{Kind::kRegister, clock_->Now(), join_token, request, {}, {}};
+    return std::get<absl::StatusOr<varan::v1::RegisterResponse>>(
+        Take(std::move(call)));
+  }
+
+  absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+      const varan::v1::HeartbeatRequest& request, const std::string& credential,
+      absl::Duration /*timeout*/) override {
+    Call call{Kind::kHeartbeat, clock_->Now(), credential, {}, request, {}};
+    return std::get<absl::StatusOr<varan::v1::HeartbeatResponse>>(
+        Take(std::move(call)));
+  }
+
+  std::unique_ptr<CoreTunnel> OpenTunnel(
+      Executor* /*executor*/, const std::string& bearer,
+      varan::v1::TunnelHello hello) override {
+    Call call{Kind::kTunnelHello, clock_->Now(), bearer, {}, {},
+              std::move(hello)};
+    return std::make_unique<Tunnel>(this, std::move(call));
+  }
+
+ private:
+  using Answer = std::variant<absl::StatusOr<varan::v1::RegisterResponse>,
+                              absl::StatusOr<varan::v1::HeartbeatResponse>,
+                              absl::StatusOr<varan::v1::TunnelOpened>>;
+
+  class Tunnel final : public CoreTunnel {
+   public:
+    Tunnel(FakeCoreConnection* core, Call hello)
+        : core_(core), hello_(std::move(hello)) {}
+    ~Tunnel() override { Cancel(); }
+
+    absl::StatusOr<varan::v1::TunnelOpened> WaitOpened(
+        absl::Duration /*timeout*/) override {
+      auto answer = std::get<absl::StatusOr<varan::v1::TunnelOpened>>(
+          core_->Take(std::move(hello_)));
+      absl::MutexLock lock(&mu_);
+      last_answer_ = core_->clock_->Now();
+      if (answer.ok() && answer->has_heartbeat_interval()) {
+        interval_ = absl::Seconds(answer->heartbeat_interval().seconds());
+      }
+      if (!answer.ok()) {
+        status_ = answer.status();
+        if (!done_.HasBeenNotified()) done_.Notify();
+      }
+      return answer;
+    }
+    void SendHeartbeat(varan::v1::HeartbeatRequest /*heartbeat*/) override {
+      absl::MutexLock lock(&core_->mu_);
+      ++core_->tunnel_heartbeats_;
+    }
+    absl::Time last_answer() override {
+      absl::MutexLock lock(&mu_);
+      return last_answer_;
+    }
+    absl::Duration interval() override {
+      absl::MutexLock lock(&mu_);
+      return interval_;
+    }
+    void Cancel() override {
+      absl::MutexLock lock(&mu_);
+      if (done_.HasBeenNotified()) return;
+      status_ = absl::CancelledError("tunnel canceled");
+      done_.Notify();
+    }
+    const absl::Notification& done() const override { return done_; }
+    absl::Status status() override {
+      absl::MutexLock lock(&mu_);
+      return status_;
+    }
+
+   private:
+    FakeCoreConnection* const core_;
+    Call hello_;
+    absl::Mutex mu_;
+    absl::Time last_answer_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+    absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+    absl::Status status_ ABSL_GUARDED_BY(mu_);
+    absl::Notification done_;
+  };
+
+  void Push(Kind kind, Answer answer) {
+    absl::MutexLock lock(&mu_);
+    script_.emplace_back(kind, std::move(answer));
+  }
+
+  // Records `call` and returns the next answer for it (see the class
+  // comment for blocking and Close).
+  Answer Take(Call call) {
+    const Kind kind = call.kind;
+    absl::MutexLock lock(&mu_);
+    calls_.push_back(std::move(call));
+    auto ready = [this, kind]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closed_ ||
+             (next_ < script_.size() && script_[next_].first == kind);
+    };
+    mu_.Await(absl::Condition(&ready));
+    if (closed_) {
+      const absl::Status closed = absl::UnavailableError("fake core closed");
+      switch (kind) {
+        case Kind::kRegister:
+          return absl::StatusOr<varan::v1::RegisterResponse>(closed);
+        case Kind::kHeartbeat:
+          return absl::StatusOr<varan::v1::HeartbeatResponse>(closed);
+        case Kind::kTunnelHello:
+          return absl::StatusOr<varan::v1::TunnelOpened>(closed);
+      }
+    }
+    return script_[next_++].second;
+  }
+
+  const Clock* const clock_;
+  absl::Mutex mu_;
+  std::vector<std::pair<Kind, Answer>> script_ ABSL_GUARDED_BY(mu_);
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
+  int tunnel_heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace varan::periphery

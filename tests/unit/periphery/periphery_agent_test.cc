@@ -1,0 +1,140 @@
+// Tests for periphery/periphery_agent.h: the daemon as an object. Agents
+// serve on loopback port 0 and point at a core nobody serves; their uplinks
+// wait on a RecordingClock parked at the first wait, so nothing sleeps.
+#include "periphery/periphery_agent.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/secrets.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/fakes/recording_clock.h"
+#include "tests/unit/temp_dir.h"
+#include "varan/v1/periphery.grpc.pb.h"
+
+namespace varan::periphery {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PeripheryAgentTest : public ::testing::Test {
+ protected:
+  PeripheryAgentTest() { clock_.ParkAfter(0); }
+
+  // A config for an agent that registered before as `credential`.
+  PeripheryConfig Registered(const varan::testing::UnitTempDir& dir,
+                             const std::string& credential) {
+    EXPECT_TRUE(WriteSecretFile(dir.path() + "/credential", credential).ok());
+    EXPECT_TRUE(WriteSecretFile(dir.path() + "/periphery_id", "p-1").ok());
+    PeripheryConfig config;
+    config.core = "127.0.0.1:1";
+    config.daemon.listen = {"127.0.0.1:0"};
+    config.state_dir = dir.path();
+    config.name = "web-1";
+    return config;
+  }
+
+  // Agent.GetFacts on `agent`'s listener with `credential`.
+  grpc::Status GetFacts(const PeripheryAgent& agent,
+                        const std::string& credential) {
+    auto channel =
+        grpc::CreateChannel(FormatHostPort(agent.addresses().front()),
+                            grpc::InsecureChannelCredentials());
+    auto stub = varan::v1::Agent::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
+    ctx.AddMetadata("authorization", "Bearer " + credential);
+    varan::v1::HostFacts facts;
+    return stub->GetFacts(&ctx, varan::v1::GetFactsRequest(), &facts);
+  }
+
+  varan::testing::RecordingClock clock_;
+};
+
+TEST_F(PeripheryAgentTest, TwoAgentsRunSideBySideInOneProcess) {
+  varan::testing::UnitTempDir dir_a, dir_b;
+  auto a = PeripheryAgent::Start(Registered(dir_a, "cred-a"), &clock_);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = PeripheryAgent::Start(Registered(dir_b, "cred-b"), &clock_);
+  ASSERT_TRUE(b.ok()) << b.status();
+
+  ASSERT_EQ((*a)->addresses().size(), 1u);
+  ASSERT_EQ((*b)->addresses().size(), 1u);
+  EXPECT_NE((*a)->addresses()[0].port, (*b)->addresses()[0].port);
+  EXPECT_EQ((*a)->advertised(), FormatHostPort((*a)->addresses().front()));
+
+  // Each serves with its own credential only.
+  EXPECT_TRUE(GetFacts(**a, "cred-a").ok());
+  EXPECT_TRUE(GetFacts(**b, "cred-b").ok());
+  EXPECT_EQ(GetFacts(**a, "cred-b").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  // Shutting one down leaves the other serving; Shutdown is idempotent.
+  (*a)->Shutdown(absl::Seconds(2));
+  (*a)->Shutdown(absl::Seconds(2));
+  EXPECT_TRUE(GetFacts(**b, "cred-b").ok());
+}
+
+TEST_F(PeripheryAgentTest, NoListenServesNoPort) {
+  varan::testing::UnitTempDir dir;
+  PeripheryConfig config = Registered(dir, "cred-a");
+  config.no_listen = true;
+  config.tunnel = true;
+  auto agent = PeripheryAgent::Start(config, &clock_);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_TRUE((*agent)->addresses().empty());
+  EXPECT_EQ((*agent)->advertised(), "");
+}
+
+struct BadConfigCase {
+  std::string name;
+  void (*change)(PeripheryConfig*);
+  std::string message;
+};
+
+class PeripheryAgentConfigTest
+    : public PeripheryAgentTest,
+      public ::testing::WithParamInterface<BadConfigCase> {};
+
+TEST_P(PeripheryAgentConfigTest, IsRefusedNamingTheFlag) {
+  varan::testing::UnitTempDir dir;
+  PeripheryConfig config;
+  config.core = "127.0.0.1:1";
+  config.daemon.listen = {"127.0.0.1:0"};
+  config.state_dir = dir.path();
+  GetParam().change(&config);
+  auto agent = PeripheryAgent::Start(config, &clock_);
+  ASSERT_FALSE(agent.ok());
+  EXPECT_THAT(std::string(agent.status().message()),
+              HasSubstr(GetParam().message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, PeripheryAgentConfigTest,
+    ::testing::Values(
+        BadConfigCase{"NoCore", [](PeripheryConfig* c) { c->core.clear(); },
+                      "--core is required (e.g. --core [::1]:7700)"},
+        BadConfigCase{"NoListenWithoutTunnel",
+                      [](PeripheryConfig* c) { c->no_listen = true; },
+                      "--no-listen needs --tunnel"},
+        BadConfigCase{"BadLabel",
+                      [](PeripheryConfig* c) { c->labels = {"env"}; },
+                      "--label \"env\": expected key=value"},
+        BadConfigCase{"NeverRegisteredWithoutJoinToken",
+                      [](PeripheryConfig*) {},
+                      "--join-token-file is required: "},
+        BadConfigCase{"UnreadableJoinToken",
+                      [](PeripheryConfig* c) {
+                        c->join_token_file = c->state_dir + "/missing";
+                      },
+                      "join token: "}),
+    [](const ::testing::TestParamInfo<BadConfigCase>& param) {
+      return param.param.name;
+    });
+
+}  // namespace
+}  // namespace varan::periphery
