@@ -27,9 +27,16 @@ bool IsFinal(TargetState state) {
     case varan::v1::TARGET_STATE_LOST:
     case varan::v1::TARGET_STATE_SKIPPED:
       return true;
-    default:
+    case varan::v1::TARGET_STATE_UNSPECIFIED:
+    case varan::v1::TARGET_STATE_QUEUED:
+    case varan::v1::TARGET_STATE_DISPATCHED:
+    case varan::v1::TARGET_STATE_RUNNING:
+    // protoc's sentinels, listed for -Wswitch-enum; never a real value.
+    case varan::v1::TargetState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TargetState_INT_MAX_SENTINEL_DO_NOT_USE_:
       return false;
   }
+  return false;  // a state this build does not know
 }
 
 namespace {

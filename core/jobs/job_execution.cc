@@ -79,8 +79,15 @@ void Job::ExecuteEventLocked(size_t target,
       case ExitStatus::KIND_OUTPUT_LIMIT:
         state = varan::v1::TARGET_STATE_FAILED;
         break;
-      default:
-        break;
+      case ExitStatus::KIND_UNSPECIFIED:
+      case ExitStatus::KIND_EXITED:
+      case ExitStatus::KIND_SIGNALED:
+      // protoc's sentinels, listed for -Wswitch-enum; never a real value.
+      case varan::v1::
+          ExitStatus_Kind_ExitStatus_Kind_INT_MIN_SENTINEL_DO_NOT_USE_:
+      case varan::v1::
+          ExitStatus_Kind_ExitStatus_Kind_INT_MAX_SENTINEL_DO_NOT_USE_:
+        break;  // EXITED, as set above
     }
     FinishTargetLocked(target, state, &exit, exit.error());
   }
