@@ -664,7 +664,9 @@ void TunnelSession::OnReadDone(bool ok) {
     case TunnelDown::kExecute:
       fleet_->Execute(sim_, this, in_.execute());
       break;
-    default:
+    // Simulated executions end at once: nothing is left to cancel.
+    case TunnelDown::kCancel:
+    case TunnelDown::MESSAGE_NOT_SET:
       break;
   }
   StartRead(&in_);

@@ -25,12 +25,21 @@
 // targets as before; should it report an outcome later, that replaces LOST
 // (Job::AmendLost).
 //
+// Code layout: dispatcher.cc (lookups, cancel, periphery gone, shutdown),
+// dispatcher_rollout.cc (Dispatch and starting targets, with Rollout in
+// rollout.h), dispatcher_recovery.cc (Recover, OnPeripheryReport); each
+// target's call is a TargetRun (target_run.h), named by an ExecutionId
+// (execution_id.h).
+//
+// Ownership: the dispatcher owns its running jobs' Rollouts and TargetRuns
+// and shares the Jobs with callers; fleet, links, store and clock are
+// borrowed.
+//
 // Thread-safe. Shutdown() cancels calls in flight and waits for them, so links
 // and observers never outlive the dispatcher.
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +50,8 @@
 #include "common/clock.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/job.h"
+#include "core/jobs/rollout.h"
+#include "core/jobs/target_run.h"
 #include "core/link/periphery_link.h"
 #include "core/store/store.h"
 
@@ -51,12 +62,12 @@ struct DispatcherOptions {
   uint64_t default_capture_limit = 4 * 1024 * 1024;
 };
 
-class Dispatcher {
+class Dispatcher : private TargetRun::Owner {
  public:
   // All pointers must outlive the dispatcher.
   Dispatcher(const FleetRegistry* fleet, LinkProvider* links, Store* store,
              const Clock* clock, DispatcherOptions options);
-  ~Dispatcher();
+  ~Dispatcher() override;
 
   // Takes over every job the store holds as still running (a previous core
   // stopped or crashed while it ran): targets never sent become FAILED;
@@ -110,18 +121,20 @@ class Dispatcher {
   void Shutdown(absl::Duration timeout);
 
  private:
-  class TargetRun;
-  struct ActiveJob;
+  // TargetRun::Owner:
+  bool Stopping() const override { return stopping_.load(); }
+  void RunDone(TargetRun* run) override;
+  // This dispatcher as its runs' owner (the base is private).
+  TargetRun::Owner* AsOwner() { return this; }
 
   // Sends queued targets of `job_id` while its limits allow.
   void StartMore(const std::string& job_id);
-  void RunDone(TargetRun* run);
   // A late report for a target no run waits for: amends it if it is LOST.
   // True when the periphery may forget the report.
   bool AmendLate(const varan::v1::ExecutionReport& report);
   // A running execution no run waits for: true when its job was canceled
   // and its target is final (the periphery is to stop it).
-  bool CanceledWhileAway(const std::string& execution_id);
+  bool CanceledWhileAway(const std::string& wire_id);
   void Forget(const std::string& job_id);
   bool NoRuns() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return runs_.empty(); }
   std::string NewJobId();
@@ -138,13 +151,13 @@ class Dispatcher {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t id_counter_ ABSL_GUARDED_BY(mu_) = 0;
   // Jobs running, or finished with their final record not yet committed.
-  absl::flat_hash_map<std::string, std::unique_ptr<ActiveJob>> active_
+  absl::flat_hash_map<std::string, std::unique_ptr<Rollout>> active_
       ABSL_GUARDED_BY(mu_);
   // shared_ptr: a run is referenced both here and by StartMore while it
   // starts the call, and the call may end before StartMore returns.
   absl::flat_hash_map<TargetRun*, std::shared_ptr<TargetRun>> runs_
       ABSL_GUARDED_BY(mu_);
-  // The same runs by execution id ("<job id>/<target name>").
+  // The same runs by execution id, in its wire form (ExecutionId).
   absl::flat_hash_map<std::string, TargetRun*> by_execution_
       ABSL_GUARDED_BY(mu_);
 };

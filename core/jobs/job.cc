@@ -1,3 +1,7 @@
+// Job, part 1 of 2: the record and its event log — creating and restoring
+// (replaying a stored log), applying events, persistence, snapshots, reads
+// and watchers. What turns a target's progress into events is in
+// job_execution.cc. The class and its contract are in job.h.
 #include "core/jobs/job.h"
 
 #include <algorithm>
@@ -23,9 +27,16 @@ bool IsFinal(TargetState state) {
     case varan::v1::TARGET_STATE_LOST:
     case varan::v1::TARGET_STATE_SKIPPED:
       return true;
-    default:
+    case varan::v1::TARGET_STATE_UNSPECIFIED:
+    case varan::v1::TARGET_STATE_QUEUED:
+    case varan::v1::TARGET_STATE_DISPATCHED:
+    case varan::v1::TARGET_STATE_RUNNING:
+    // protoc's sentinels, listed for -Wswitch-enum; never a real value.
+    case varan::v1::TargetState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TargetState_INT_MAX_SENTINEL_DO_NOT_USE_:
       return false;
   }
+  return false;  // a state this build does not know
 }
 
 namespace {
@@ -360,156 +371,6 @@ void Job::EmitJobFinishedLocked() {
   EmitLocked(std::move(done));
 }
 
-void Job::MarkDispatched(size_t target) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (record_.targets(static_cast<int>(target)).state() !=
-        varan::v1::TARGET_STATE_QUEUED) {
-      return false;
-    }
-    JobEvent ev;
-    ev.set_target(record_.targets(static_cast<int>(target)).name());
-    ev.mutable_dispatched();
-    EmitLocked(std::move(ev));
-    return true;
-  });
-}
-
-void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (FinalLocked(target)) return false;
-    const size_t before = events_.size();
-    ExecuteEventLocked(target, event);
-    return events_.size() != before;
-  });
-}
-
-void Job::ExecuteEventLocked(size_t target,
-                             const varan::v1::ExecuteEvent& event) {
-  const std::string& name = record_.targets(static_cast<int>(target)).name();
-  if (event.has_started()) {
-    JobEvent ev;
-    ev.set_target(name);
-    ev.mutable_started()->set_pid(event.started().pid());
-    *ev.mutable_started()->mutable_start_time() = event.started().start_time();
-    EmitLocked(std::move(ev));
-  } else if (event.has_output()) {
-    const auto& chunk = event.output();
-    const size_t stream =
-        chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-    Capture& cap = captures_[target][stream];
-    const uint64_t room =
-        capture_limit_ > cap.captured ? capture_limit_ - cap.captured : 0;
-    const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
-    cap.uncaptured += chunk.data().size() - keep;
-    if (keep > 0) {
-      JobEvent ev;
-      ev.set_target(name);
-      *ev.mutable_output() = chunk;
-      if (keep < chunk.data().size()) {
-        ev.mutable_output()->mutable_data()->resize(keep);
-      }
-      EmitLocked(std::move(ev));
-    }
-  } else if (event.has_exited()) {
-    const ExitStatus& exit = event.exited();
-    TargetState state = varan::v1::TARGET_STATE_EXITED;
-    switch (exit.kind()) {
-      case ExitStatus::KIND_TIMED_OUT:
-        state = varan::v1::TARGET_STATE_TIMED_OUT;
-        break;
-      case ExitStatus::KIND_CANCELED:
-        state = varan::v1::TARGET_STATE_CANCELED;
-        break;
-      case ExitStatus::KIND_START_FAILED:
-      case ExitStatus::KIND_OUTPUT_LIMIT:
-        state = varan::v1::TARGET_STATE_FAILED;
-        break;
-      default:
-        break;
-    }
-    FinishTargetLocked(target, state, &exit, exit.error());
-  }
-}
-
-void Job::TailLocked(size_t target, varan::v1::OutputStream stream,
-                     const varan::v1::OutputTail& tail) {
-  const size_t s = stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-  Capture& cap = captures_[target][s];
-  const uint64_t seen = cap.captured + cap.uncaptured;
-  const uint64_t end = tail.offset() + tail.data().size();
-  if (end <= seen) return;
-  if (tail.offset() > seen) {
-    // Output between what arrived and the tail's start is gone: count it
-    // with the bytes not captured, so the totals still add up.
-    cap.uncaptured += tail.offset() - seen;
-  }
-  const uint64_t from = std::max(seen, tail.offset()) - tail.offset();
-  varan::v1::ExecuteEvent ev;
-  ev.mutable_output()->set_stream(stream);
-  ev.mutable_output()->set_sequence(next_chunk_[target][s]);
-  ev.mutable_output()->set_data(tail.data().substr(from));
-  ExecuteEventLocked(target, ev);
-}
-
-void Job::ApplyReport(size_t target, const varan::v1::ExecutionReport& report) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (FinalLocked(target)) return false;
-    const size_t before = events_.size();
-    if (report.has_started() && !started_[target]) {
-      varan::v1::ExecuteEvent ev;
-      *ev.mutable_started() = report.started();
-      ExecuteEventLocked(target, ev);
-    }
-    if (report.has_exited()) {
-      TailLocked(target, varan::v1::OUTPUT_STREAM_STDOUT, report.stdout_tail());
-      TailLocked(target, varan::v1::OUTPUT_STREAM_STDERR, report.stderr_tail());
-      varan::v1::ExecuteEvent ev;
-      *ev.mutable_exited() = report.exited();
-      ExecuteEventLocked(target, ev);
-    }
-    return events_.size() != before;
-  });
-}
-
-bool Job::AmendLost(size_t target, const varan::v1::ExecutionReport& report) {
-  return Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const varan::v1::JobTarget& t = record_.targets(static_cast<int>(target));
-    if (t.state() != varan::v1::TARGET_STATE_LOST || !report.has_exited()) {
-      return false;
-    }
-    TailLocked(target, varan::v1::OUTPUT_STREAM_STDOUT, report.stdout_tail());
-    TailLocked(target, varan::v1::OUTPUT_STREAM_STDERR, report.stderr_tail());
-    const ExitStatus& exit = report.exited();
-    TargetState state = varan::v1::TARGET_STATE_EXITED;
-    if (exit.kind() == ExitStatus::KIND_TIMED_OUT) {
-      state = varan::v1::TARGET_STATE_TIMED_OUT;
-    } else if (exit.kind() == ExitStatus::KIND_CANCELED) {
-      state = varan::v1::TARGET_STATE_CANCELED;
-    } else if (exit.kind() == ExitStatus::KIND_START_FAILED ||
-               exit.kind() == ExitStatus::KIND_OUTPUT_LIMIT) {
-      state = varan::v1::TARGET_STATE_FAILED;
-    }
-    JobEvent ev;
-    ev.set_target(t.name());
-    auto* f = ev.mutable_finished();
-    f->set_state(state);
-    *f->mutable_exit_status() = exit;
-    f->set_error(exit.error().empty()
-                     ? "reported by the periphery after it had been lost"
-                     : exit.error());
-    f->set_late(true);
-    f->set_stdout_uncaptured_bytes(captures_[target][0].uncaptured);
-    f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
-    EmitLocked(std::move(ev));
-    if (final_targets_ >= target_count_) {
-      EmitJobFinishedLocked();
-      // The stored summary is written again.
-      final_persist_started_ = false;
-    }
-    return true;
-  });
-}
-
 bool Job::Settled(size_t target) const {
   absl::MutexLock lock(&mu_);
   return FinalLocked(target) || record_.has_cancel_time();
@@ -528,61 +389,6 @@ bool Job::Started(size_t target) const {
 int Job::TargetIndex(const std::string& name) const {
   absl::MutexLock lock(&mu_);
   return varan::core::TargetIndex(record_, name);
-}
-
-void Job::OnExecuteDone(size_t target, const absl::Status& status) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (FinalLocked(target)) return false;
-    if (record_.has_cancel_time()) {
-      FinishTargetLocked(
-          target, varan::v1::TARGET_STATE_CANCELED, nullptr,
-          absl::StrCat("canceled by ", record_.canceled_by(),
-                       "; the call to the periphery ended before it "
-                       "confirmed the process stopped: ",
-                       status.ToString()));
-    } else if (absl::IsDeadlineExceeded(status) &&
-               record_.spec().has_timeout()) {
-      FinishTargetLocked(
-          target, varan::v1::TARGET_STATE_TIMED_OUT, nullptr,
-          absl::StrCat("the periphery did not report the end of the command "
-                       "within a minute after its timeout: ",
-                       status.message()));
-    } else if (started_[target]) {
-      FinishTargetLocked(
-          target, varan::v1::TARGET_STATE_LOST, nullptr,
-          absl::StrCat("connection to the periphery was lost while the "
-                       "command ran: ",
-                       status.ToString()));
-    } else {
-      FinishTargetLocked(target, varan::v1::TARGET_STATE_FAILED, nullptr,
-                         status.ok() ? "the periphery ended the call without "
-                                       "a result"
-                                     : std::string(status.message()));
-    }
-    return true;
-  });
-}
-
-void Job::FinishTarget(size_t target, TargetState state,
-                       const std::string& error) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (FinalLocked(target)) return false;
-    FinishTargetLocked(target, state, nullptr, error);
-    return true;
-  });
-}
-
-bool Job::RequestCancel(const std::string& by) {
-  return Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (record_.state() != varan::v1::JOB_STATE_RUNNING ||
-        record_.has_cancel_time()) {
-      return false;
-    }
-    JobEvent ev;
-    ev.mutable_cancel_requested()->set_by(by);
-    EmitLocked(std::move(ev));
-    return true;
-  });
 }
 
 Job::Read Job::EventAt(uint64_t seq, JobEvent* out) const {

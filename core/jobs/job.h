@@ -16,6 +16,10 @@
 // appended, and when the job finishes its final record is written; the
 // `on_finished_persisted` callback runs once that write is committed.
 //
+// Code layout: job.cc holds the record, the log and its replay,
+// persistence and watchers; job_execution.cc turns what happens to a target
+// (sent, call events and end, heartbeat reports, cancel) into events.
+//
 // Thread-safe. Watcher callbacks run on the thread that appended the event,
 // without the job's lock held; RemoveWatcher waits for a running callback,
 // so after it returns the callback's captures may be destroyed.

@@ -49,9 +49,14 @@ std::string RoleName(varan::v1::Role role) {
       return "operator";
     case varan::v1::ROLE_ADMIN:
       return "admin";
-    default:
-      return "unspecified";
+    case varan::v1::ROLE_UNSPECIFIED:
+    // protoc's sentinels, listed for -Wswitch-enum; never a real value.
+    case varan::v1::Role_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::Role_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
   }
+  // Also a value this build does not know (a newer peer's role).
+  return "unspecified";
 }
 
 TokenRegistry::TokenRegistry(const Clock* clock, Store* store)
@@ -185,7 +190,13 @@ absl::StatusOr<TokenIdentity> TokenRegistry::AuthenticateOperator(
     case varan::v1::TOKEN_STATE_EXPIRED:
       return absl::UnauthenticatedError(absl::StrCat(
           "operator token \"", t.stored.info.name(), "\" has expired"));
-    default:
+    case varan::v1::TOKEN_STATE_ACTIVE:
+    // Operator tokens have no use count: never USED_UP.
+    case varan::v1::TOKEN_STATE_USED_UP:
+    // StateOf never returns these.
+    case varan::v1::TOKEN_STATE_UNSPECIFIED:
+    case varan::v1::TokenState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
       break;
   }
   return TokenIdentity{t.stored.info.name(), t.stored.info.role()};
@@ -223,7 +234,11 @@ absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
         return absl::UnauthenticatedError(
             absl::StrCat("join token \"", name, "\" is used up (",
                          t.stored.info.max_uses(), " registrations)"));
-      default:
+      case varan::v1::TOKEN_STATE_ACTIVE:
+      // StateOf never returns these.
+      case varan::v1::TOKEN_STATE_UNSPECIFIED:
+      case varan::v1::TokenState_INT_MIN_SENTINEL_DO_NOT_USE_:
+      case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
         break;
     }
     if (t.bootstrap) return t.stored.info.id();

@@ -116,8 +116,9 @@ class JobTest : public ::testing::Test {
         case JobEvent::kCancelRequested:
           out += 'C';
           break;
-        default:
+        case JobEvent::EVENT_NOT_SET:
           out += '?';
+          break;
       }
     }
     return out;

@@ -1,0 +1,210 @@
+// Dispatcher, part 3 of 3: recovery and reconciliation — taking over the
+// jobs a previous core left running (Recover) and resolving waiting targets
+// from the peripheries' heartbeat reports (OnPeripheryReport). The class
+// and its contract are in dispatcher.h.
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "core/jobs/dispatcher.h"
+
+namespace varan::core {
+
+absl::StatusOr<size_t> Dispatcher::Recover() {
+  auto unfinished = store_->LoadUnfinishedJobs();
+  if (!unfinished.ok()) return unfinished.status();
+  size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
+  for (auto& stored : *unfinished) {
+    const std::string id = stored.record.id();
+    auto restored = Job::Restore(std::move(stored), clock_, store_);
+    if (!restored.ok()) {
+      spdlog::error("job {} cannot be recovered: {}", id,
+                    restored.status().message());
+      continue;
+    }
+    std::shared_ptr<Job> job = *std::move(restored);
+    ++jobs;
+    job->SetOnFinishedPersisted([this, id] { Forget(id); });
+    const varan::v1::Job snap = job->Snapshot(false);
+    auto active = std::make_unique<Rollout>();
+    active->job = job;
+    active->spec = snap.spec();
+    active->committed = true;
+    std::vector<std::shared_ptr<TargetRun>> runs;
+    for (int i = 0; i < snap.targets_size(); ++i) {
+      const varan::v1::JobTarget& t = snap.targets(i);
+      const size_t index = static_cast<size_t>(i);
+      if (IsFinal(t.state())) continue;
+      if (t.state() == varan::v1::TARGET_STATE_QUEUED) {
+        job->FinishTarget(index, varan::v1::TARGET_STATE_FAILED,
+                          "core restarted before this target was sent; it "
+                          "never ran");
+        ++never_sent;
+      } else if (!fleet_->IsOnline(t.periphery_id())) {
+        job->FinishTarget(
+            index, varan::v1::TARGET_STATE_LOST,
+            absl::StrCat("core restarted while the target was ",
+                         t.state() == varan::v1::TARGET_STATE_RUNNING
+                             ? "running"
+                             : "being sent",
+                         ", and periphery ", t.name(),
+                         " was offline; its outcome is unknown"));
+        ++lost;
+      } else {
+        auto run = std::make_shared<TargetRun>(
+            AsOwner(), job, index, t.periphery_id(), ExecutionId{id, t.name()});
+        run->Await(absl::UnavailableError("core restarted"));
+        runs.push_back(std::move(run));
+      }
+    }
+    if (runs.empty()) continue;
+    waiting += runs.size();
+    absl::MutexLock lock(&mu_);
+    active->running = runs.size();
+    for (auto& run : runs) {
+      by_execution_[run->wire_id()] = run.get();
+      runs_[run.get()] = std::move(run);
+    }
+    active_[id] = std::move(active);
+  }
+  if (jobs > 0) {
+    spdlog::warn(
+        "{} job(s) were running when core last stopped: {} target(s) wait "
+        "for their peripheries to report, {} lost (periphery offline), {} "
+        "failed (never sent)",
+        jobs, waiting, lost, never_sent);
+  }
+  return jobs;
+}
+
+std::vector<std::string> Dispatcher::OnPeripheryReport(
+    const std::string& periphery_id,
+    const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
+        reports,
+    std::vector<std::string>* cancel) {
+  std::vector<std::string> acks;
+  std::vector<
+      std::pair<std::shared_ptr<TargetRun>, const varan::v1::ExecutionReport*>>
+      mentioned;
+  std::vector<const varan::v1::ExecutionReport*> late;
+  std::vector<const varan::v1::ExecutionReport*> stray;  // running, no run
+  std::vector<std::shared_ptr<TargetRun>> mine;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& r : reports) {
+      auto it = by_execution_.find(r.execution_id());
+      if (it == by_execution_.end() ||
+          it->second->periphery_id() != periphery_id) {
+        if (r.has_exited()) {
+          late.push_back(&r);
+        } else if (cancel != nullptr) {
+          stray.push_back(&r);
+        }
+        continue;
+      }
+      mentioned.emplace_back(runs_.at(it->second), &r);
+    }
+    for (auto& [ptr, run] : runs_) {
+      if (run->periphery_id() == periphery_id) mine.push_back(run);
+    }
+  }
+  absl::flat_hash_set<TargetRun*> seen;
+  for (auto& [run, report] : mentioned) {
+    seen.insert(run.get());
+    run->Seen();
+    // A run whose call is still open gets the result in its stream; the
+    // report comes again if that breaks.
+    if (!report->has_exited()) {
+      // A waiting command whose start core never heard of is running.
+      if (report->has_started() && run->awaiting() &&
+          !run->job()->Started(run->index())) {
+        run->job()->ApplyReport(run->index(), *report);
+      }
+      // Its job was canceled while the call was broken: the cancel goes
+      // with the heartbeat's answer (the target then waits for the end).
+      if (cancel != nullptr && run->awaiting() &&
+          run->job()->CancelRequested()) {
+        spdlog::info(
+            "execution {}: its job was canceled while the call was broken; "
+            "asking its periphery to stop it",
+            run->wire_id());
+        cancel->push_back(report->execution_id());
+      }
+      continue;
+    }
+    if (!run->TakeAwaiting()) continue;
+    spdlog::info("execution {}: its periphery reported how it ended",
+                 run->wire_id());
+    run->job()->ApplyReport(run->index(), *report);
+    acks.push_back(report->execution_id());
+    RunDone(run.get());
+  }
+  for (auto& run : mine) {
+    if (seen.contains(run.get()) || !run->awaiting()) continue;
+    if (run->Missed() < 2 || !run->TakeAwaiting()) continue;
+    const bool started = run->job()->Started(run->index());
+    const std::string why =
+        started ? absl::StrCat("periphery no longer holds execution ",
+                               run->wire_id(),
+                               " (it restarted, or dropped the result); the "
+                               "call had ended with: ",
+                               run->broke().ToString())
+                : absl::StrCat(
+                      "the call broke before the command was "
+                      "reported started (",
+                      run->broke().ToString(),
+                      "), and the periphery does not hold execution ",
+                      run->wire_id(), ": it never started there");
+    spdlog::warn("execution {}: {}", run->wire_id(), why);
+    run->job()->FinishTarget(
+        run->index(),
+        started ? varan::v1::TARGET_STATE_LOST : varan::v1::TARGET_STATE_FAILED,
+        why);
+    RunDone(run.get());
+  }
+  for (const auto* report : late) {
+    if (AmendLate(*report)) acks.push_back(report->execution_id());
+  }
+  for (const auto* report : stray) {
+    if (CanceledWhileAway(report->execution_id())) {
+      cancel->push_back(report->execution_id());
+    }
+  }
+  return acks;
+}
+
+bool Dispatcher::CanceledWhileAway(const std::string& wire_id) {
+  auto id = ExecutionId::Parse(wire_id);
+  if (!id.ok()) return false;  // not one of core's
+  auto job = Find(id->job_id);
+  if (!job.ok() || !(*job)->CancelRequested()) return false;
+  const int index = (*job)->TargetIndex(id->target);
+  if (index < 0) return false;
+  const varan::v1::TargetState state =
+      (*job)->Snapshot(false).targets(index).state();
+  if (!IsFinal(state)) return false;
+  spdlog::info(
+      "execution {}: still running on its periphery although its job was "
+      "canceled and the target ended {} in core; asking the periphery to "
+      "stop it",
+      wire_id, varan::v1::TargetState_Name(state));
+  return true;
+}
+
+bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
+  const std::string& wire_id = report.execution_id();
+  auto id = ExecutionId::Parse(wire_id);
+  if (!id.ok()) return true;  // not one of core's: forget it
+  auto job = Find(id->job_id);
+  if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
+  const int index = (*job)->TargetIndex(id->target);
+  if (index < 0) return true;
+  if ((*job)->AmendLost(static_cast<size_t>(index), report)) {
+    spdlog::info(
+        "execution {}: its periphery reported the outcome after the target "
+        "had been lost; recorded",
+        wire_id);
+  }
+  return true;
+}
+
+}  // namespace varan::core
