@@ -74,6 +74,15 @@ struct FinishJobOp {
   CommitCallback done;
 };
 
+// One AppendOutput; `data` is the caller's bytes, copied.
+struct OutputOp {
+  OutputKey key;
+  uint64_t offset = 0;
+  std::string data;
+  OutputRetention retention;
+  CommitCallback done;
+};
+
 // Markers: they write nothing.
 struct SyncOp {
   Waiter* waiter;
@@ -83,7 +92,7 @@ struct PruneOp {
 };
 
 using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
-                        FinishJobOp, SyncOp, PruneOp>;
+                        FinishJobOp, OutputOp, SyncOp, PruneOp>;
 
 // Where a retention run is; owned by the writer thread.
 struct PruneRun {
@@ -109,6 +118,9 @@ bool IsWrite(const Op& op);
 
 // The op's commit callback (may be empty), or null for an op that has none.
 CommitCallback* DoneOf(Op& op);
+
+// Whether the job exists, on `db` (in its current transaction, if any).
+absl::StatusOr<bool> JobExists(Db& db, const std::string& id);
 
 // Executes one write in the transaction open on `db`; a write of several
 // rows is all or nothing (a savepoint), while the rest of the transaction

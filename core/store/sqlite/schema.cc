@@ -70,6 +70,30 @@ CREATE TABLE tokens (
   info BLOB NOT NULL               -- varan.v1.Token or varan.v1.JoinToken
 );
 )sql",
+    // 3: stored output, the head and the tail of each job's streams. One
+    // row of output_chunks per append (two when it straddles head_bytes),
+    // so that a large append is one blob written, and a tail row is
+    // deleted whole once it is wholly out of the tail.
+    R"sql(
+CREATE TABLE output_streams (
+  id INTEGER PRIMARY KEY,
+  job_id TEXT NOT NULL REFERENCES jobs (id),
+  target TEXT NOT NULL,            -- periphery name
+  stream INTEGER NOT NULL,         -- varan.v1.OutputStream
+  end_offset INTEGER NOT NULL,     -- the stream's length so far
+  head_bytes INTEGER NOT NULL,     -- its retention
+  tail_bytes INTEGER NOT NULL,
+  stored INTEGER NOT NULL,         -- bytes kept
+  UNIQUE (job_id, target, stream)
+);
+CREATE TABLE output_chunks (
+  stream_id INTEGER NOT NULL REFERENCES output_streams (id),
+  pos INTEGER NOT NULL,            -- stream offset of the first byte
+  size INTEGER NOT NULL,           -- length(data)
+  data BLOB NOT NULL,
+  PRIMARY KEY (stream_id, pos)
+);
+)sql",
 };
 
 // Creates the file private if it is missing, and makes an existing one (and
