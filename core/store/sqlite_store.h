@@ -4,8 +4,11 @@
 // Durability: the database runs in WAL mode with synchronous=NORMAL. A
 // committed write survives the process being killed (kill -9) at any point;
 // a power loss or kernel crash may lose the last commits (never corrupts the
-// file). The file and its -wal/-shm companions are private (mode 0600):
-// periphery credentials are stored in it.
+// file). The WAL is checkpointed into the file every 16384 pages (64 MiB,
+// also its size limit), not SQLite's default 1000: a stream of output
+// rewrites the same few MiB of pages, and each checkpoint costs two fsyncs on
+// the writer thread. The file and its -wal/-shm companions are private (mode
+// 0600): periphery credentials are stored in it.
 //
 // Ownership and threads: a SqliteStore owns two connections, one writer
 // thread and one completer thread. Writes (SavePeriphery, SaveToken,

@@ -55,8 +55,12 @@
 //    are never stored and are not counted in `stored`;
 //  * moves `end` to offset + size, then keeps exactly the bytes in
 //    [0, head_bytes) and in [max(end - tail_bytes, head_bytes), end) that
-//    were delivered; the rest is deleted in the same commit (bytes the
-//    append itself pushes out of the tail are never written).
+//    were delivered: reads return them and `stored` counts them, nothing
+//    else. The rest is deleted in the same commit (bytes the append itself
+//    pushes out of the tail are never written), except that a backend may
+//    hold on to one append's bytes straddling the tail's start until they
+//    are wholly out of it — on disk at most one append more than
+//    head_bytes + tail_bytes per stream, never visible.
 // The extent after it: head_end = min(end, head_bytes), tail_start =
 // max(end - tail_bytes, head_end); tail_start - head_end bytes are omitted.
 // The retention of the first append that creates the stream (one that moves
