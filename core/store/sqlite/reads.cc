@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -247,35 +248,18 @@ absl::StatusOr<StoredOutput> SqliteStore::ReadOutput(const OutputKey& key,
   sqlite::ReadTransaction txn(db);
   VARAN_RETURN_IF_ERROR(sqlite::WithPath(txn.status(), path_));
   StoredOutput result;
-  int64_t id = 0;
-  {
-    VARAN_ASSIGN_OR_RETURN(
-        sqlite::ScopedStmt stmt,
-        db.Prepare("SELECT id, end_offset, head_bytes, tail_bytes, stored "
-                   "FROM output_streams WHERE job_id = ? AND target = ? AND "
-                   "stream = ?"));
-    stmt->BindText(1, key.job_id);
-    stmt->BindText(2, key.target);
-    stmt->BindInt(3, key.stream);
-    const int rc = stmt->Step();
-    if (rc == SQLITE_ROW) {
-      id = stmt->ColumnInt(0);
-      output::StreamState state;
-      state.end = static_cast<uint64_t>(stmt->ColumnInt(1));
-      state.head_bytes = static_cast<uint64_t>(stmt->ColumnInt(2));
-      state.tail_bytes = static_cast<uint64_t>(stmt->ColumnInt(3));
-      state.stored = static_cast<uint64_t>(stmt->ColumnInt(4));
-      result.extent = output::ExtentOf(state);
-    } else if (rc != SQLITE_DONE) {
-      return sqlite::WithPath(db.Error(rc, what), path_);
-    }
-  }
-  if (id == 0) {
+  absl::StatusOr<std::optional<sqlite::OutputStreamRow>> row =
+      sqlite::FindOutputStream(db, key, what);
+  if (!row.ok()) return sqlite::WithPath(row.status(), path_);
+  if (!row->has_value()) {
     VARAN_ASSIGN_OR_RETURN(bool exists, sqlite::JobExists(db, key.job_id));
-    if (!exists)
+    if (!exists) {
       return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+    }
     return result;
   }
+  const int64_t id = (*row)->id;
+  result.extent = output::ExtentOf((*row)->state);
   if (max_bytes == 0) return result;
   // From the row holding `offset` (the last one starting at or before it).
   VARAN_ASSIGN_OR_RETURN(
@@ -320,12 +304,8 @@ SqliteStore::OutputExtents(const std::string& job_id) {
       key.job_id = job_id;
       key.target = std::string(stmt->ColumnText(0));
       key.stream = static_cast<varan::v1::OutputStream>(stmt->ColumnInt(1));
-      output::StreamState state;
-      state.end = static_cast<uint64_t>(stmt->ColumnInt(2));
-      state.head_bytes = static_cast<uint64_t>(stmt->ColumnInt(3));
-      state.tail_bytes = static_cast<uint64_t>(stmt->ColumnInt(4));
-      state.stored = static_cast<uint64_t>(stmt->ColumnInt(5));
-      result.emplace_back(std::move(key), output::ExtentOf(state));
+      result.emplace_back(std::move(key),
+                          output::ExtentOf(sqlite::StreamStateAt(stmt, 2)));
     }
     if (rc != SQLITE_DONE) return sqlite::WithPath(db.Error(rc, what), path_);
   }

@@ -148,28 +148,10 @@ class Writer {
     VARAN_RETURN_IF_ERROR(output::CheckKey(o.key, "append output"));
     const std::string what = absl::StrCat("append output of job ", o.key.job_id,
                                           " target ", o.key.target);
-    int64_t id = 0;
-    output::StreamState state;
-    {
-      VARAN_ASSIGN_OR_RETURN(
-          ScopedStmt stmt,
-          db_.Prepare("SELECT id, end_offset, head_bytes, tail_bytes, stored "
-                      "FROM output_streams WHERE job_id = ? AND target = ? "
-                      "AND stream = ?"));
-      stmt->BindText(1, o.key.job_id);
-      stmt->BindText(2, o.key.target);
-      stmt->BindInt(3, o.key.stream);
-      const int rc = stmt->Step();
-      if (rc == SQLITE_ROW) {
-        id = stmt->ColumnInt(0);
-        state.end = static_cast<uint64_t>(stmt->ColumnInt(1));
-        state.head_bytes = static_cast<uint64_t>(stmt->ColumnInt(2));
-        state.tail_bytes = static_cast<uint64_t>(stmt->ColumnInt(3));
-        state.stored = static_cast<uint64_t>(stmt->ColumnInt(4));
-      } else if (rc != SQLITE_DONE) {
-        return db_.Error(rc, what);
-      }
-    }
+    VARAN_ASSIGN_OR_RETURN(std::optional<OutputStreamRow> row,
+                           FindOutputStream(db_, o.key, what));
+    int64_t id = row ? row->id : 0;
+    output::StreamState state = row ? row->state : output::StreamState{};
     if (id == 0) {
       VARAN_ASSIGN_OR_RETURN(bool exists, JobExists(db_, o.key.job_id));
       if (!exists)
@@ -303,6 +285,31 @@ CommitCallback* DoneOf(Op& op) {
           [](PruneOp&) -> CommitCallback* { return nullptr; },
       },
       op);
+}
+
+output::StreamState StreamStateAt(ScopedStmt& stmt, int first) {
+  output::StreamState state;
+  state.end = static_cast<uint64_t>(stmt->ColumnInt(first));
+  state.head_bytes = static_cast<uint64_t>(stmt->ColumnInt(first + 1));
+  state.tail_bytes = static_cast<uint64_t>(stmt->ColumnInt(first + 2));
+  state.stored = static_cast<uint64_t>(stmt->ColumnInt(first + 3));
+  return state;
+}
+
+absl::StatusOr<std::optional<OutputStreamRow>> FindOutputStream(
+    Db& db, const OutputKey& key, absl::string_view what) {
+  VARAN_ASSIGN_OR_RETURN(
+      ScopedStmt stmt,
+      db.Prepare("SELECT id, end_offset, head_bytes, tail_bytes, stored "
+                 "FROM output_streams WHERE job_id = ? AND target = ? AND "
+                 "stream = ?"));
+  stmt->BindText(1, key.job_id);
+  stmt->BindText(2, key.target);
+  stmt->BindInt(3, key.stream);
+  const int rc = stmt->Step();
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return db.Error(rc, what);
+  return OutputStreamRow{stmt->ColumnInt(0), StreamStateAt(stmt, 1)};
 }
 
 absl::StatusOr<bool> JobExists(Db& db, const std::string& id) {
