@@ -1,6 +1,7 @@
 #include "core/store/memory_store.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <utility>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "common/time_util.h"
 
 namespace varan::core {
@@ -212,6 +214,100 @@ void MemoryStore::FinishJob(const Job& record, CommitCallback done) {
     it->second.record = std::move(summary);
   }
   CommittedLocked(status, std::move(done));
+}
+
+// --- Output ----------------------------------------------------------------
+
+absl::StatusOr<MemoryStore::JobRow*> MemoryStore::FindJobLocked(
+    const std::string& id, absl::string_view what) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(what, " of job ", id, ": no such job"));
+  }
+  return &it->second;
+}
+
+void MemoryStore::AppendOutput(const OutputKey& key, uint64_t offset,
+                               std::string_view data,
+                               const OutputRetention& retention,
+                               CommitCallback done) {
+  absl::MutexLock lock(&mu_);
+  const absl::Status status = [&]() -> absl::Status {
+    VARAN_RETURN_IF_ERROR(output::CheckKey(key, "append output"));
+    VARAN_ASSIGN_OR_RETURN(JobRow * job,
+                           FindJobLocked(key.job_id, "append output"));
+    const std::pair<std::string, int> stream_key(key.target, key.stream);
+    auto it = job->output.find(stream_key);
+    output::StreamState state;
+    if (it != job->output.end()) {
+      state = it->second.state;
+    } else {
+      state.head_bytes = retention.head_bytes;
+      state.tail_bytes = retention.tail_bytes;
+    }
+    VARAN_ASSIGN_OR_RETURN(output::AppendPlan plan,
+                           output::PlanAppend(key, state, offset, data.size()));
+    if (plan.noop) return absl::OkStatus();
+    OutputRows& out = job->output[stream_key];
+    out.state = state;
+    if (!plan.dropped.empty()) {
+      // Tail rows below the new tail start go; one straddling it stays.
+      auto row = out.rows.lower_bound(state.head_bytes);
+      while (row != out.rows.end() && row->first < plan.dropped.end) {
+        const output::Range r{row->first, row->first + row->second.size()};
+        out.state.stored -= output::Overlap(r, plan.dropped);
+        row = r.end <= plan.dropped.end ? out.rows.erase(row) : std::next(row);
+      }
+    }
+    for (const output::Range& r : {plan.head, plan.tail}) {
+      if (r.empty()) continue;
+      out.rows.emplace(r.begin,
+                       std::string(data.substr(r.begin - offset, r.size())));
+      out.state.stored += r.size();
+    }
+    out.state.end = plan.new_end;
+    return absl::OkStatus();
+  }();
+  CommittedLocked(status, std::move(done));
+}
+
+absl::StatusOr<StoredOutput> MemoryStore::ReadOutput(const OutputKey& key,
+                                                     uint64_t offset,
+                                                     uint64_t max_bytes) {
+  VARAN_RETURN_IF_ERROR(output::CheckKey(key, "read output"));
+  absl::MutexLock lock(&mu_);
+  VARAN_ASSIGN_OR_RETURN(JobRow * job,
+                         FindJobLocked(key.job_id, "read output"));
+  StoredOutput result;
+  auto it = job->output.find({key.target, key.stream});
+  if (it == job->output.end()) return result;
+  const OutputRows& out = it->second;
+  result.extent = output::ExtentOf(out.state);
+  // From the row holding `offset` (the last one starting at or before it).
+  auto row = out.rows.upper_bound(offset);
+  if (row != out.rows.begin()) --row;
+  uint64_t budget = max_bytes;
+  for (; row != out.rows.end() && budget > 0; ++row) {
+    output::AddPiece(result.extent, offset, row->first, row->second, &budget,
+                     &result.pieces);
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>>
+MemoryStore::OutputExtents(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  VARAN_ASSIGN_OR_RETURN(JobRow * job, FindJobLocked(job_id, "output extents"));
+  std::vector<std::pair<OutputKey, OutputExtent>> result;
+  for (const auto& [stream_key, out] : job->output) {
+    OutputKey key;
+    key.job_id = job_id;
+    key.target = stream_key.first;
+    key.stream = static_cast<varan::v1::OutputStream>(stream_key.second);
+    result.emplace_back(std::move(key), output::ExtentOf(out.state));
+  }
+  return result;
 }
 
 absl::StatusOr<StoredJob> MemoryStore::LoadJob(const std::string& id) {

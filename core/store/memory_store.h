@@ -21,15 +21,19 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "core/store/output_plan.h"
 #include "core/store/store.h"
 
 namespace varan::core {
@@ -63,6 +67,13 @@ class MemoryStore final : public Store {
       absl::Span<const varan::v1::JobEvent* const> events) override;
   using Store::AppendEvents;
   void FinishJob(const varan::v1::Job& record, CommitCallback done) override;
+  void AppendOutput(const OutputKey& key, uint64_t offset,
+                    std::string_view data, const OutputRetention& retention,
+                    CommitCallback done) override;
+  absl::StatusOr<StoredOutput> ReadOutput(const OutputKey& key, uint64_t offset,
+                                          uint64_t max_bytes) override;
+  absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>> OutputExtents(
+      const std::string& job_id) override;
   absl::StatusOr<StoredJob> LoadJob(const std::string& id) override;
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
@@ -70,6 +81,13 @@ class MemoryStore final : public Store {
   absl::StatusOr<uint64_t> PruneNow() override;
 
  private:
+  // One stream's stored output: its state and its rows by stream offset
+  // (head rows below head_bytes, tail rows at or past it).
+  struct OutputRows {
+    output::StreamState state;
+    std::map<uint64_t, std::string> rows;
+  };
+
   // One job as stored: the filter columns are CreateJob's, `state` and
   // `record` the latest write's.
   struct JobRow {
@@ -79,7 +97,14 @@ class MemoryStore final : public Store {
     std::vector<std::string> targets;
     varan::v1::Job record;
     std::map<uint64_t, varan::v1::JobEvent> events;  // by sequence
+    // By target, then stream; only streams that exist.
+    std::map<std::pair<std::string, int>, OutputRows> output;
   };
+
+  // The job's row, or NOT_FOUND naming it (`what` starts the message).
+  absl::StatusOr<JobRow*> FindJobLocked(const std::string& id,
+                                        absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Records the outcome of one write (for the next Sync) and queues its
   // callback behind those of earlier writes.

@@ -198,6 +198,19 @@ void SqliteStore::FinishJob(const Job& record, CommitCallback done) {
   Enqueue(std::move(op));
 }
 
+void SqliteStore::AppendOutput(const OutputKey& key, uint64_t offset,
+                               std::string_view data,
+                               const OutputRetention& retention,
+                               CommitCallback done) {
+  sqlite::OutputOp op;
+  op.key = key;
+  op.offset = offset;
+  op.data = std::string(data);
+  op.retention = retention;
+  op.done = std::move(done);
+  Enqueue(std::move(op));
+}
+
 absl::Status SqliteStore::Sync() {
   if (std::this_thread::get_id() == writer_thread_.get_id() ||
       std::this_thread::get_id() == completer_thread_.get_id()) {
@@ -321,6 +334,7 @@ void SqliteStore::ExecuteBatch(std::vector<sqlite::Op>& batch) {
                    [&](sqlite::CreateJobOp& c) { committed(&c.done); },
                    [&](sqlite::EventsOp&) { committed(nullptr); },
                    [&](sqlite::FinishJobOp& f) { committed(&f.done); },
+                   [&](sqlite::OutputOp& o) { committed(&o.done); },
                    [&](sqlite::SyncOp& sync) {
                      sqlite::Waiter* waiter = sync.waiter;
                      absl::Status first =

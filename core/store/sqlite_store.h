@@ -4,20 +4,23 @@
 // Durability: the database runs in WAL mode with synchronous=NORMAL. A
 // committed write survives the process being killed (kill -9) at any point;
 // a power loss or kernel crash may lose the last commits (never corrupts the
-// file). The file and its -wal/-shm companions are private (mode 0600):
-// periphery credentials are stored in it.
+// file). The WAL is checkpointed into the file every 16384 pages (64 MiB,
+// also its size limit), not SQLite's default 1000: a stream of output
+// rewrites the same few MiB of pages, and each checkpoint costs two fsyncs on
+// the writer thread. The file and its -wal/-shm companions are private (mode
+// 0600): periphery credentials are stored in it.
 //
 // Ownership and threads: a SqliteStore owns two connections, one writer
 // thread and one completer thread. Writes (SavePeriphery, SaveToken,
 // SaveJoinToken, CreateJob,
-// AppendEvents, FinishJob) only append to an in-memory queue under a mutex;
-// the writer thread takes all that is queued (up to `max_batch_ops`),
-// executes it in one transaction with cached prepared statements, commits,
-// and hands the callbacks with the commit status to the completer thread,
-// which runs them in commit order (no store lock held) while the writer goes
-// on with the next batch. Reads use a second connection of their
-// own, so they never wait for a commit in progress. Retention also runs on
-// the writer thread, at most `prune_batch_jobs` jobs per transaction,
+// AppendEvents, AppendOutput, FinishJob) only append to an in-memory queue
+// under a mutex; the writer thread takes all that is queued (up to
+// `max_batch_ops`), executes it in one transaction with cached prepared
+// statements, commits, and hands the callbacks with the commit status to the
+// completer thread, which runs them in commit order (no store lock held) while
+// the writer goes on with the next batch. Reads use a second connection of
+// their own, so they never wait for a commit in progress. Retention also runs
+// on the writer thread, at most `prune_batch_jobs` jobs per transaction,
 // interleaved with queued writes. All public methods are thread-safe. The
 // destructor commits everything still queued and runs its callbacks, then
 // joins both threads; no
@@ -64,10 +67,11 @@ struct TokenOp;
 struct CreateJobOp;
 struct EventsOp;
 struct FinishJobOp;
+struct OutputOp;
 struct SyncOp;
 struct PruneOp;
 using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
-                        FinishJobOp, SyncOp, PruneOp>;
+                        FinishJobOp, OutputOp, SyncOp, PruneOp>;
 }  // namespace sqlite
 
 struct SqliteStoreOptions {
@@ -136,6 +140,20 @@ class SqliteStore final : public Store {
   // target names stay as CreateJob stored them. An unknown id fails with
   // NOT_FOUND. Output in `record`'s targets is not stored.
   void FinishJob(const varan::v1::Job& record, CommitCallback done) override;
+  // Each append that changes the stream is one transaction step: the stream
+  // row (output_streams) updated, its new bytes inserted as at most two rows
+  // of output_chunks (the head part, the tail part), and tail rows that fell
+  // out of the tail deleted. A tail row straddling the tail's start stays
+  // whole until it is wholly out (so the file may hold up to one append more
+  // per stream than the retention); reads clip it, so what they return is
+  // exactly the contract's.
+  void AppendOutput(const OutputKey& key, uint64_t offset,
+                    std::string_view data, const OutputRetention& retention,
+                    CommitCallback done) override;
+  absl::StatusOr<StoredOutput> ReadOutput(const OutputKey& key, uint64_t offset,
+                                          uint64_t max_bytes) override;
+  absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>> OutputExtents(
+      const std::string& job_id) override;
   absl::StatusOr<StoredJob> LoadJob(const std::string& id) override;
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   // A limit of 0 returns no jobs; `more` then tells whether any match.

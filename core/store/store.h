@@ -1,18 +1,19 @@
 // Store: what core keeps across restarts — peripheries (with credentials and
-// operator label changes), operator and join tokens (as hashes), and jobs
-// (the record as dispatched, its event log, and its final summary).
+// operator label changes), operator and join tokens (as hashes), jobs (the
+// record as dispatched, its event log, and its final summary) and what is
+// kept of each job's output (the head and the tail of every stream).
 //
 // This header is the contract every backend keeps (SqliteStore,
 // MemoryStore; tests/unit/store/store_contract_test.cc checks it against
 // each). The rules, for all methods:
 //
 // Writes (SavePeriphery, SaveToken, SaveJoinToken, CreateJob, AppendEvents,
-// FinishJob) are asynchronous: they return before the write is committed.
-// They are committed in the order they were called (calls from different
-// threads: in the order the store took them), each write all or nothing;
-// a write that fails does not undo or stop the writes around it. A backend
-// may commit many writes in one transaction (group commit). Arguments are
-// copied or serialized before the call returns; the caller keeps them.
+// AppendOutput, FinishJob) are asynchronous: they return before the write is
+// committed. They are committed in the order they were called (calls from
+// different threads: in the order the store took them), each write all or
+// nothing; a write that fails does not undo or stop the writes around it. A
+// backend may commit many writes in one transaction (group commit). Arguments
+// are copied or serialized before the call returns; the caller keeps them.
 //
 // Commit callbacks (`done`, may be empty) run exactly once per write, with
 // the write's status, after the write is committed (or has failed) — never
@@ -37,11 +38,38 @@
 //    whole call then stores none of its events.
 //  * LoadJob of an unknown id: NOT_FOUND with the text `job "<id>" not
 //    found`.
+//  * AppendOutput, ReadOutput, OutputExtents of an unknown job: NOT_FOUND
+//    naming the job id; an OutputKey with an empty target or an unspecified
+//    stream, or an append whose end would reach 2^63: INVALID_ARGUMENT.
 //  * Backend failures: the most specific code (RESOURCE_EXHAUSTED when
 //    full, UNAVAILABLE when busy, DATA_LOSS for a corrupt record, ...).
 //
+// Output: of each stream (OutputKey: job, target, stdout or stderr) the
+// store keeps the first `head_bytes` and the last `tail_bytes` (the
+// stream's OutputRetention) and counts the bytes between. Offsets are byte
+// positions in the stream; `end` is the offset just past the last byte
+// appended. An append at `offset` with `data`:
+//  * ignores its bytes before `end` (a duplicate delivery after a reconnect
+//    is harmless: the same bytes are stored once);
+//  * starting past `end` leaves a hole: [end, offset) were never delivered,
+//    are never stored and are not counted in `stored`;
+//  * moves `end` to offset + size, then keeps exactly the bytes in
+//    [0, head_bytes) and in [max(end - tail_bytes, head_bytes), end) that
+//    were delivered: reads return them and `stored` counts them, nothing
+//    else. The rest is deleted in the same commit (bytes the append itself
+//    pushes out of the tail are never written), except that a backend may
+//    hold on to one append's bytes straddling the tail's start until they
+//    are wholly out of it — on disk at most one append more than
+//    head_bytes + tail_bytes per stream, never visible.
+// The extent after it: head_end = min(end, head_bytes), tail_start =
+// max(end - tail_bytes, head_end); tail_start - head_end bytes are omitted.
+// The retention of the first append that creates the stream (one that moves
+// `end` past 0) is the stream's; the values of later appends are ignored. A
+// stream exists once its end is past 0. Output is kept apart from events:
+// LoadJob, LoadUnfinishedJobs and ListJobs never carry it.
+//
 // Retention: finished jobs (stored state other than RUNNING) are deleted
-// with their events and targets when they were created longer than
+// with their events, targets and output when they were created longer than
 // `max_age` ago (by the backend's clock), and, beyond `max_jobs` stored
 // jobs (running ones count), the oldest finished ones by id. A running job
 // is never deleted. The store applies it by itself every `interval` (the
@@ -59,6 +87,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -135,6 +165,53 @@ struct RetentionOptions {
   absl::Duration interval = absl::Minutes(1);
 };
 
+// One stream of one target of one job.
+struct OutputKey {
+  std::string job_id;
+  // Periphery name, as in the job record.
+  std::string target;
+  // STDOUT or STDERR.
+  varan::v1::OutputStream stream = varan::v1::OUTPUT_STREAM_UNSPECIFIED;
+};
+
+// What a job keeps of each stream: the first head_bytes and the last
+// tail_bytes.
+struct OutputRetention {
+  uint64_t head_bytes = 0;
+  uint64_t tail_bytes = 0;
+};
+
+// How much of a stream exists and how much is kept. All zero for a stream
+// that does not exist.
+struct OutputExtent {
+  // Offset just past the last byte appended (the stream's length so far).
+  uint64_t end = 0;
+  // Bytes [0, head_end) are stored, except holes never delivered;
+  // head_end = min(end, head_bytes).
+  uint64_t head_end = 0;
+  // Bytes [tail_start, end) are stored, except holes never delivered;
+  // tail_start = max(end - tail_bytes, head_end), so the bytes between
+  // (tail_start - head_end) are the omitted middle.
+  uint64_t tail_start = 0;
+  // Bytes actually stored (delivered bytes within the two ranges).
+  uint64_t stored = 0;
+};
+
+// Stored bytes of a stream starting at `offset`.
+struct OutputPiece {
+  uint64_t offset = 0;
+  std::string data;
+};
+
+struct StoredOutput {
+  OutputExtent extent;
+  // The stored bytes at or after the read offset, in order, contiguous runs
+  // merged into one piece, at most max_bytes in total. A piece starting past
+  // the previous one's end (or past the read offset) is a jump over an
+  // omitted middle or a hole.
+  std::vector<OutputPiece> pieces;
+};
+
 using CommitCallback = std::function<void(const absl::Status&)>;
 
 class Store {
@@ -188,6 +265,32 @@ class Store {
   // stored them. `done` (may be empty) runs after the commit; an unknown id
   // fails it with NOT_FOUND.
   virtual void FinishJob(const varan::v1::Job& record, CommitCallback done) = 0;
+
+  // --- Output --------------------------------------------------------------
+  // Appends `data` at `offset` of the stream `key`, keeping what
+  // `retention` says (the first append's retention is the stream's; see
+  // "Output" above). Asynchronous, ordered with the other writes; `data` is
+  // copied before the call returns. `done` (may be empty) runs after the
+  // commit with its status: NOT_FOUND naming the job for an unknown job,
+  // INVALID_ARGUMENT for an empty target, an unspecified stream or an end
+  // at or past 2^63. Bytes before the stream's end are ignored (OK).
+  virtual void AppendOutput(const OutputKey& key, uint64_t offset,
+                            std::string_view data,
+                            const OutputRetention& retention,
+                            CommitCallback done) = 0;
+  // The stream's extent and its stored bytes at or after `offset` (an offset
+  // inside the omitted middle or a hole reads on from the next stored byte),
+  // at most `max_bytes` in total (0: the extent only), in one snapshot.
+  // NOT_FOUND naming the job for an unknown job; a job without that stream:
+  // OK, an empty extent and no pieces. INVALID_ARGUMENT as AppendOutput.
+  virtual absl::StatusOr<StoredOutput> ReadOutput(const OutputKey& key,
+                                                  uint64_t offset,
+                                                  uint64_t max_bytes) = 0;
+  // The extent of every stream of the job that exists, ordered by target,
+  // then stdout before stderr; empty when nothing was appended. NOT_FOUND
+  // naming the job for an unknown job.
+  virtual absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>>
+  OutputExtents(const std::string& job_id) = 0;
 
   // The job (its latest record: the final summary once finished) and all
   // its events, read in one snapshot. NOT_FOUND, `job "<id>" not found`, if

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -17,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
+#include "core/store/output_plan.h"
 #include "core/store/sqlite/db.h"
 #include "core/store/store.h"
 
@@ -74,6 +76,15 @@ struct FinishJobOp {
   CommitCallback done;
 };
 
+// One AppendOutput; `data` is the caller's bytes, copied.
+struct OutputOp {
+  OutputKey key;
+  uint64_t offset = 0;
+  std::string data;
+  OutputRetention retention;
+  CommitCallback done;
+};
+
 // Markers: they write nothing.
 struct SyncOp {
   Waiter* waiter;
@@ -83,7 +94,7 @@ struct PruneOp {
 };
 
 using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
-                        FinishJobOp, SyncOp, PruneOp>;
+                        FinishJobOp, OutputOp, SyncOp, PruneOp>;
 
 // Where a retention run is; owned by the writer thread.
 struct PruneRun {
@@ -109,6 +120,24 @@ bool IsWrite(const Op& op);
 
 // The op's commit callback (may be empty), or null for an op that has none.
 CommitCallback* DoneOf(Op& op);
+
+// Whether the job exists, on `db` (in its current transaction, if any).
+absl::StatusOr<bool> JobExists(Db& db, const std::string& id);
+
+// One stream's row of output_streams.
+struct OutputStreamRow {
+  int64_t id = 0;
+  output::StreamState state;
+};
+
+// The columns end_offset, head_bytes, tail_bytes, stored of the current row
+// of `stmt`, the first at column `first`.
+output::StreamState StreamStateAt(ScopedStmt& stmt, int first);
+
+// The row of the stream `key`, or none if the stream does not exist (then
+// the job may not exist either), on `db`; errors name `what`.
+absl::StatusOr<std::optional<OutputStreamRow>> FindOutputStream(
+    Db& db, const OutputKey& key, absl::string_view what);
 
 // Executes one write in the transaction open on `db`; a write of several
 // rows is all or nothing (a savepoint), while the rest of the transaction

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "core/store/output_plan.h"
 #include "core/store/sqlite/db.h"
 #include "core/store/sqlite/ops.h"
 #include "core/store/sqlite_store.h"
@@ -231,6 +233,88 @@ absl::StatusOr<JobPage> SqliteStore::ListJobs(const JobQuery& query) {
     return sqlite::WithPath(db.Error(rc, "list jobs"), path_);
   }
   return page;
+}
+
+// --- Output ----------------------------------------------------------------
+
+absl::StatusOr<StoredOutput> SqliteStore::ReadOutput(const OutputKey& key,
+                                                     uint64_t offset,
+                                                     uint64_t max_bytes) {
+  VARAN_RETURN_IF_ERROR(output::CheckKey(key, "read output"));
+  const std::string what =
+      absl::StrCat("read output of job ", key.job_id, " target ", key.target);
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  sqlite::ReadTransaction txn(db);
+  VARAN_RETURN_IF_ERROR(sqlite::WithPath(txn.status(), path_));
+  StoredOutput result;
+  absl::StatusOr<std::optional<sqlite::OutputStreamRow>> row =
+      sqlite::FindOutputStream(db, key, what);
+  if (!row.ok()) return sqlite::WithPath(row.status(), path_);
+  if (!row->has_value()) {
+    VARAN_ASSIGN_OR_RETURN(bool exists, sqlite::JobExists(db, key.job_id));
+    if (!exists) {
+      return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+    }
+    return result;
+  }
+  const int64_t id = (*row)->id;
+  result.extent = output::ExtentOf((*row)->state);
+  if (max_bytes == 0) return result;
+  // From the row holding `offset` (the last one starting at or before it).
+  VARAN_ASSIGN_OR_RETURN(
+      sqlite::ScopedStmt stmt,
+      db.Prepare("SELECT pos, data FROM output_chunks WHERE stream_id = ?1 "
+                 "AND pos >= coalesce((SELECT max(pos) FROM output_chunks "
+                 "WHERE stream_id = ?1 AND pos <= ?2), 0) ORDER BY pos"));
+  stmt->BindInt(1, id);
+  stmt->BindInt(2, static_cast<int64_t>(std::min<uint64_t>(
+                       offset, std::numeric_limits<int64_t>::max())));
+  uint64_t budget = max_bytes;
+  int rc = SQLITE_DONE;
+  while (budget > 0 && (rc = stmt->Step()) == SQLITE_ROW) {
+    output::AddPiece(result.extent, offset,
+                     static_cast<uint64_t>(stmt->ColumnInt(0)),
+                     stmt->ColumnBlob(1), &budget, &result.pieces);
+  }
+  if (budget > 0 && rc != SQLITE_DONE) {
+    return sqlite::WithPath(db.Error(rc, what), path_);
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>>
+SqliteStore::OutputExtents(const std::string& job_id) {
+  const std::string what = absl::StrCat("output extents of job ", job_id);
+  absl::MutexLock lock(&read_mu_);
+  sqlite::Db& db = *reader_;
+  sqlite::ReadTransaction txn(db);
+  VARAN_RETURN_IF_ERROR(sqlite::WithPath(txn.status(), path_));
+  std::vector<std::pair<OutputKey, OutputExtent>> result;
+  {
+    VARAN_ASSIGN_OR_RETURN(
+        sqlite::ScopedStmt stmt,
+        db.Prepare("SELECT target, stream, end_offset, head_bytes, "
+                   "tail_bytes, stored FROM output_streams WHERE job_id = ? "
+                   "ORDER BY target, stream"));
+    stmt->BindText(1, job_id);
+    int rc;
+    while ((rc = stmt->Step()) == SQLITE_ROW) {
+      OutputKey key;
+      key.job_id = job_id;
+      key.target = std::string(stmt->ColumnText(0));
+      key.stream = static_cast<varan::v1::OutputStream>(stmt->ColumnInt(1));
+      result.emplace_back(std::move(key),
+                          output::ExtentOf(sqlite::StreamStateAt(stmt, 2)));
+    }
+    if (rc != SQLITE_DONE) return sqlite::WithPath(db.Error(rc, what), path_);
+  }
+  if (result.empty()) {
+    VARAN_ASSIGN_OR_RETURN(bool exists, sqlite::JobExists(db, job_id));
+    if (!exists)
+      return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+  }
+  return result;
 }
 
 }  // namespace varan::core

@@ -1,6 +1,6 @@
 // Retention in SqliteStore (core/store/sqlite_store.h): finished jobs past
-// the age or count limits deleted with their targets and events, at most
-// `prune_batch_jobs` per transaction, on the writer thread between batches
+// the age or count limits deleted with their targets, events and output, at
+// most `prune_batch_jobs` per transaction, on the writer thread between batches
 // of queued writes.
 #include <algorithm>
 #include <limits>
@@ -90,7 +90,11 @@ void SqliteStore::PruneStep() {
       finished = true;
     }
     for (const std::string& id : ids) {
-      for (const char* sql : {"DELETE FROM job_events WHERE job_id = ?",
+      for (const char* sql : {"DELETE FROM output_chunks WHERE stream_id IN "
+                              "(SELECT id FROM output_streams WHERE "
+                              "job_id = ?)",
+                              "DELETE FROM output_streams WHERE job_id = ?",
+                              "DELETE FROM job_events WHERE job_id = ?",
                               "DELETE FROM job_targets WHERE job_id = ?",
                               "DELETE FROM jobs WHERE id = ?"}) {
         VARAN_ASSIGN_OR_RETURN(sqlite::ScopedStmt stmt, db.Prepare(sql));

@@ -70,6 +70,30 @@ CREATE TABLE tokens (
   info BLOB NOT NULL               -- varan.v1.Token or varan.v1.JoinToken
 );
 )sql",
+    // 3: stored output, the head and the tail of each job's streams. One
+    // row of output_chunks per append (two when it straddles head_bytes),
+    // so that a large append is one blob written, and a tail row is
+    // deleted whole once it is wholly out of the tail.
+    R"sql(
+CREATE TABLE output_streams (
+  id INTEGER PRIMARY KEY,
+  job_id TEXT NOT NULL REFERENCES jobs (id),
+  target TEXT NOT NULL,            -- periphery name
+  stream INTEGER NOT NULL,         -- varan.v1.OutputStream
+  end_offset INTEGER NOT NULL,     -- the stream's length so far
+  head_bytes INTEGER NOT NULL,     -- its retention
+  tail_bytes INTEGER NOT NULL,
+  stored INTEGER NOT NULL,         -- bytes kept
+  UNIQUE (job_id, target, stream)
+);
+CREATE TABLE output_chunks (
+  stream_id INTEGER NOT NULL REFERENCES output_streams (id),
+  pos INTEGER NOT NULL,            -- stream offset of the first byte
+  size INTEGER NOT NULL,           -- length(data)
+  data BLOB NOT NULL,
+  PRIMARY KEY (stream_id, pos)
+);
+)sql",
 };
 
 // Creates the file private if it is missing, and makes an existing one (and
@@ -178,7 +202,11 @@ absl::StatusOr<Connections> OpenDatabase(const std::string& path,
   }
 
   // A process kill loses nothing committed with WAL + synchronous=NORMAL;
-  // a power loss may lose the last transactions.
+  // a power loss may lose the last transactions. Checkpoints every 64 MiB
+  // of WAL rather than 4 MiB: stored output rewrites the same pages (the
+  // tail of each stream) at up to hundreds of MB/s, and a checkpoint costs
+  // two fsyncs on the writer thread (store_bench, 1 GiB in 256 KiB appends on a
+  // loaded machine: 62 MB/s at 1000 pages, 79-120 MB/s at 16384).
   auto mode = db.QueryText("PRAGMA journal_mode = WAL");
   if (!mode.ok()) return WithPath(mode.status(), path);
   if (*mode != "wal") {
@@ -186,12 +214,12 @@ absl::StatusOr<Connections> OpenDatabase(const std::string& path,
         absl::StrCat(path, ": cannot use write-ahead logging (journal mode is ",
                      *mode, ")"));
   }
-  VARAN_RETURN_IF_ERROR(
-      WithPath(db.Exec("PRAGMA synchronous = NORMAL;"
-                       "PRAGMA foreign_keys = ON;"
-                       "PRAGMA cache_size = -16384;"
-                       "PRAGMA journal_size_limit = 67108864;"),
-               path));
+  VARAN_RETURN_IF_ERROR(WithPath(db.Exec("PRAGMA synchronous = NORMAL;"
+                                         "PRAGMA foreign_keys = ON;"
+                                         "PRAGMA cache_size = -16384;"
+                                         "PRAGMA journal_size_limit = 67108864;"
+                                         "PRAGMA wal_autocheckpoint = 16384;"),
+                                 path));
   if (max_size_bytes > 0) {
     auto page_size = db.QueryInt("PRAGMA page_size");
     if (!page_size.ok()) return WithPath(page_size.status(), path);

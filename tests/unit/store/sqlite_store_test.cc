@@ -163,6 +163,89 @@ TEST_F(SqliteStoreTest, DataSurvivesCloseAndReopen) {
   EXPECT_EQ(unfinished->size(), 1u);
 }
 
+// Output as core writes it during a long stream: many appends, the head and
+// the tail read back after the store is closed and opened again, and the
+// rows that fell out of the tail gone from the file.
+TEST_F(SqliteStoreTest, OutputSurvivesCloseAndReopenAndOnlyTheTailStaysOnDisk) {
+  const std::string id = JobId(7);
+  const OutputKey key{id, "p1", varan::v1::OUTPUT_STREAM_STDOUT};
+  const OutputRetention retention{1000, 3000};
+  std::string all;
+  for (int i = 0; all.size() < 100000; ++i) {
+    all += absl::StrFormat("line %d of a long log\n", i);
+  }
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    store->CreateJob(MakeJob(id, kRunning, kT0), nullptr);
+    for (size_t at = 0; at < all.size(); at += 700) {
+      const std::string piece = all.substr(at, 700);
+      store->AppendOutput(key, at, piece, retention, nullptr);
+      // A duplicate delivery of the same piece changes nothing.
+      store->AppendOutput(key, at, piece, retention, nullptr);
+    }
+    ASSERT_TRUE(store->Sync().ok());
+  }
+  // One row per append in the head (2, the second split at 1000) and in the
+  // tail (5, one straddling its start), nothing of the middle.
+  EXPECT_EQ(QueryInt(path_, "SELECT COUNT(*) FROM output_chunks"), 7);
+  EXPECT_LE(QueryInt(path_, "SELECT SUM(size) FROM output_chunks"),
+            1000 + 3000 + 700);
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto out = store->ReadOutput(key, 0, 1 << 20);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->extent.end, all.size());
+  EXPECT_EQ(out->extent.head_end, 1000u);
+  EXPECT_EQ(out->extent.tail_start, all.size() - 3000);
+  EXPECT_EQ(out->extent.stored, 4000u);
+  ASSERT_EQ(out->pieces.size(), 2u);
+  EXPECT_EQ(out->pieces[0].offset, 0u);
+  EXPECT_EQ(out->pieces[0].data, all.substr(0, 1000));
+  EXPECT_EQ(out->pieces[1].offset, all.size() - 3000);
+  EXPECT_EQ(out->pieces[1].data, all.substr(all.size() - 3000));
+  // The stream goes on after the restart where it stopped.
+  store->AppendOutput(key, all.size(), "after", retention, nullptr);
+  ASSERT_TRUE(store->Sync().ok());
+  out = store->ReadOutput(key, all.size() - 5, 100);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->pieces.size(), 1u);
+  EXPECT_EQ(out->pieces[0].data, all.substr(all.size() - 5) + "after");
+}
+
+// A database of schema version 2 (before stored output) is upgraded when
+// opened: its jobs stay, and output can be stored for them.
+TEST_F(SqliteStoreTest, MigrationToVersion3AddsOutputToAnOldDatabase) {
+  const std::string id = JobId(3);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    store->CreateJob(MakeJob(id, kSucceeded, kT0), nullptr);
+    store->AppendEvents(id, {MakeEvent(id, 0)});
+    ASSERT_TRUE(store->Sync().ok());
+  }
+  // Back to what version 2 had.
+  ASSERT_EQ(QueryInt(path_, "DROP TABLE output_chunks"), -1);
+  ASSERT_EQ(QueryInt(path_, "DROP TABLE output_streams"), -1);
+  ASSERT_EQ(QueryInt(path_, "PRAGMA user_version = 2"), -1);
+  ASSERT_EQ(QueryInt(path_, "PRAGMA user_version"), 2);
+
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(QueryInt(path_, "PRAGMA user_version"),
+            SqliteStore::kSchemaVersion);
+  auto job = store->LoadJob(id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->events.size(), 1u);
+  const OutputKey key{id, "p1", varan::v1::OUTPUT_STREAM_STDERR};
+  store->AppendOutput(key, 0, "late", {10, 10}, nullptr);
+  ASSERT_TRUE(store->Sync().ok());
+  auto out = store->ReadOutput(key, 0, 100);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->pieces.size(), 1u);
+  EXPECT_EQ(out->pieces[0].data, "late");
+}
+
 TEST_F(SqliteStoreTest, DiskFullFailsTheBatchAndLaterWritesSucceed) {
   SqliteStoreOptions options;
   options.max_size_bytes = 256 * 1024;
@@ -398,10 +481,23 @@ class RetentionTest : public SqliteStoreTest {
     return QueryInt(path_, "SELECT COUNT(*) FROM " + table +
                                " WHERE job_id = '" + id + "'");
   }
+  // Rows of output_chunks of job `id`.
+  int64_t OutputRows(const std::string& id) {
+    return QueryInt(path_,
+                    "SELECT COUNT(*) FROM output_chunks WHERE stream_id IN "
+                    "(SELECT id FROM output_streams WHERE job_id = '" +
+                        id + "')");
+  }
+  // The job with two events and a line on each stream.
   void CreateWithEvents(SqliteStore& store, const Job& job) {
     store.CreateJob(job, nullptr);
     store.AppendEvents(job.id(),
                        {MakeEvent(job.id(), 0), MakeEvent(job.id(), 1)});
+    for (auto stream :
+         {varan::v1::OUTPUT_STREAM_STDOUT, varan::v1::OUTPUT_STREAM_STDERR}) {
+      store.AppendOutput({job.id(), "p1", stream}, 0, "a line\n", {10, 10},
+                         nullptr);
+    }
   }
 };
 
@@ -421,6 +517,10 @@ TEST_F(RetentionTest, PruningDeletesEveryRowOfTheJob) {
             0);
   EXPECT_EQ(Rows("job_events", JobId(1)), 0);
   EXPECT_EQ(Rows("job_targets", JobId(1)), 0);
+  EXPECT_EQ(Rows("output_streams", JobId(1)), 0);
+  EXPECT_EQ(OutputRows(JobId(1)), 0);
+  EXPECT_EQ(Rows("output_streams", JobId(2)), 2);
+  EXPECT_EQ(OutputRows(JobId(2)), 2);
   EXPECT_EQ(Rows("job_events", JobId(2)), 2);
   EXPECT_EQ(Rows("job_targets", JobId(2)), 1);
 }

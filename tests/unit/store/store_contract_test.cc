@@ -1,8 +1,11 @@
 // The Store contract (core/store/store.h), checked against every backend:
 // round trips, filters and paging, commit callbacks (order, thread,
-// visibility), Sync's errors, retention. A backend joins with a
-// StoreBackend that opens a fresh, empty store and one
+// visibility), Sync's errors, retention (stored output:
+// store_output_test.cc, in the same suite). A backend joins with a
+// StoreBackend (store_contract.h) that opens a fresh, empty store and one
 // INSTANTIATE_TEST_SUITE_P line at the end of this file.
+#include "tests/unit/store/store_contract.h"
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -26,7 +29,6 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "tests/unit/store/store_test_util.h"
-#include "tests/unit/temp_dir.h"
 
 namespace varan::core {
 namespace {
@@ -38,88 +40,7 @@ using ::testing::HasSubstr;
 using varan::v1::Job;
 using varan::v1::JobEvent;
 using varan::v1::JobState;
-using namespace store_test;  // NOLINT: the shared test records
-
-// What every backend can be opened with.
-struct ContractOptions {
-  RetentionOptions retention;
-  const Clock* clock = nullptr;
-};
-
-// Opens stores of one backend for one test.
-class StoreBackend {
- public:
-  virtual ~StoreBackend() = default;
-  // A new, empty store on each call.
-  virtual std::unique_ptr<Store> Open(const ContractOptions& options) = 0;
-};
-
-class MemoryBackend final : public StoreBackend {
- public:
-  static std::unique_ptr<StoreBackend> Make() {
-    return std::make_unique<MemoryBackend>();
-  }
-  std::unique_ptr<Store> Open(const ContractOptions& options) override {
-    MemoryStoreOptions o;
-    o.retention = options.retention;
-    o.clock = options.clock;
-    return std::make_unique<MemoryStore>(o);
-  }
-};
-
-class SqliteBackend final : public StoreBackend {
- public:
-  static std::unique_ptr<StoreBackend> Make() {
-    return std::make_unique<SqliteBackend>();
-  }
-  std::unique_ptr<Store> Open(const ContractOptions& options) override {
-    SqliteStoreOptions o;
-    o.retention = options.retention;
-    o.clock = options.clock;
-    // Small batches, so that the tests cross batch and retention
-    // transaction boundaries.
-    o.max_batch_ops = 7;
-    o.prune_batch_jobs = 2;
-    auto store =
-        SqliteStore::Open(absl::StrCat(dir_.path(), "/core-", ++n_, ".db"), o);
-    EXPECT_TRUE(store.ok()) << store.status();
-    return store.ok() ? *std::move(store) : nullptr;
-  }
-
- private:
-  varan::testing::UnitTempDir dir_;
-  int n_ = 0;
-};
-
-using BackendFactory = std::unique_ptr<StoreBackend> (*)();
-
-class StoreContractTest : public ::testing::TestWithParam<BackendFactory> {
- protected:
-  void SetUp() override { backend_ = GetParam()(); }
-
-  // Opens a fresh store, replacing the test's previous one.
-  Store& Open(ContractOptions options = {}) {
-    store_.reset();
-    store_ = backend_->Open(options);
-    if (store_ == nullptr) std::abort();  // Open has reported why
-    return *store_;
-  }
-
-  // Creates the jobs and waits for their commit.
-  static void CreateAll(Store& store, const std::vector<Job>& jobs) {
-    for (const Job& j : jobs) store.CreateJob(j, nullptr);
-    ASSERT_TRUE(store.Sync().ok());
-  }
-
-  static void CreateWithEvents(Store& store, const Job& job) {
-    store.CreateJob(job, nullptr);
-    store.AppendEvents(job.id(),
-                       {MakeEvent(job.id(), 0), MakeEvent(job.id(), 1)});
-  }
-
-  std::unique_ptr<StoreBackend> backend_;
-  std::unique_ptr<Store> store_;
-};
+using namespace store_test;  // NOLINT: the shared test records and fixture
 
 // --- Peripheries and tokens ------------------------------------------------
 
