@@ -30,7 +30,7 @@ asan-test:
 # Debian), runs everything and writes BENCHMARKS.md; `make bench-quick` runs
 # the fan-out to 20, a shorter exec_bench and fleet scale at 1,000
 # peripheries only (under 2 minutes) into build-release/BENCHMARKS-quick.md.
-BENCH_TARGETS = agent_bench core_bench exec_bench fleet_sim varan-core varan-periphery varanctl
+BENCH_TARGETS = agent_bench core_bench exec_bench output_bench output_gen fleet_sim varan-core varan-periphery varanctl
 
 bench-build: deps
 	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release
