@@ -360,12 +360,12 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core,
                        absl::StrFormat("%.2f", ssh_cpu.back()), " ");
     }
     rows.push_back(absl::StrFormat(
-        "| %d (%s first) | %.0f %s| %.0f MB | %.2f / %.2f | %.1f s | %.2f | "
-        "%.2f | %.0f MB |",
+        "| %d (%s first) | %.0f %s| %.0f MB (%.0f → %.0f) | %.2f / %.2f | "
+        "%.1f s | %.2f | %.2f | %.0f MB |",
         i + 1, i % 2 == 0 ? "Varan" : "ssh", varan_mbs.back(), ssh_cells,
-        rss_growth.back(), core_stream_cpu.back(), core_cpu.back(),
-        stored_s.back(), periphery_cpu.back(), client_cpu.back(),
-        periphery_rss.back()));
+        rss_growth.back(), v.rss_before, v.rss_peak, core_stream_cpu.back(),
+        core_cpu.back(), stored_s.back(), periphery_cpu.back(),
+        client_cpu.back(), periphery_rss.back()));
   }
   std::printf(
       "### 4. %d MiB of stdout to the client: Varan versus ssh (output_bench; "
@@ -383,7 +383,9 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core,
       "arrived, chunk sequence without gaps, exit 0. Capture limit: %s. "
       "CPU-s/GiB from /proc/PID/stat (utime + stime); core's RSS growth is "
       "its peak (VmHWM, reset before each run, and VmRSS every 20 ms) minus "
-      "its RSS before, until the store committed the output (a later "
+      "its RSS before (in brackets: before → peak, MB; glibc keeps what "
+      "core freed, so a round after one that grew core starts high and "
+      "grows less), until the store committed the output (a later "
       "Dispatch acknowledged: the store commits in order), which is also "
       "when core's CPU is read the second time; the stream does not wait "
       "for the store. The client received %llu chunks in the last round "

@@ -11,7 +11,7 @@
 #          through core versus ssh to the same sshd, then a 4 GiB flood with
 #          default limits); then exec_bench (single-target latency),
 #          core_bench's jobs/s and agent_bench.
-#   quick: fan-out to N = 20 only (3 runs, 1 warm-up), output_bench with 2
+#   quick: fan-out to N = 20 only (3 runs, 1 warm-up), output_bench with 3
 #          rounds of 256 MiB and a 1 GiB flood, and a shorter exec_bench.
 # Both also run fleet scale (fleet_sim): 10,000 simulated peripheries in
 # tunnel and dial mode (quick: 1,000, shorter idle window), and end with
@@ -120,7 +120,7 @@ echo "bench: fleet_sim $fleet" >&2
 "$BIN/fleet_sim" $fleet >> "$report"
 
 if [ "$mode" = quick ]; then
-  output="--mib 256 --rounds 2 --flood-mib 1024"
+  output="--mib 256 --rounds 3 --flood-mib 1024"
 else
   output="--mib 1024 --rounds 3 --flood-mib 4096"
 fi
