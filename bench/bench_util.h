@@ -1,7 +1,10 @@
 // What the benchmarks share: percentiles of samples, and a process's CPU
-// time, memory and the machine's load read from /proc.
+// time, memory and the machine's load read from /proc; their `--flag value`
+// command lines.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,5 +33,15 @@ double StatusMb(const std::string& pid, const std::string& key);
 // Spawns and reaps /bin/true with posix_spawn; false if it could not run or
 // failed.
 bool BareSpawn();
+
+// What to do with each flag's value (e.g. std::stoi it into an option).
+using FlagSetters =
+    std::map<std::string, std::function<void(const std::string&)>>;
+
+// Parses argv[1..] as `--flag value` pairs with `setters`. On an unknown
+// flag, a flag without a value or a value its setter throws on (stoi of
+// "x"), prints "PROGRAM: ..." to stderr and returns false.
+bool ParseFlags(int argc, char** argv, const char* program,
+                const FlagSetters& setters);
 
 }  // namespace varan::bench

@@ -274,27 +274,19 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core) {
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "exec_bench: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    std::string value = argv[++i];
-    if (flag == "--bench") {
-      opt.bench = value;
-    } else if (flag == "--runs") {
-      opt.runs = std::stoi(value);
-    } else if (flag == "--warmup") {
-      opt.warmup = std::stoi(value);
-    } else if (flag == "--mib") {
-      opt.mib = std::stoi(value);
-    } else if (flag == "--stream-runs") {
-      opt.stream_runs = std::stoi(value);
-    } else {
-      std::fprintf(stderr, "exec_bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
+  if (!varan::bench::ParseFlags(
+          argc, argv, "exec_bench",
+          {
+              {"--bench", [&](const std::string& v) { opt.bench = v; }},
+              {"--runs",
+               [&](const std::string& v) { opt.runs = std::stoi(v); }},
+              {"--warmup",
+               [&](const std::string& v) { opt.warmup = std::stoi(v); }},
+              {"--mib", [&](const std::string& v) { opt.mib = std::stoi(v); }},
+              {"--stream-runs",
+               [&](const std::string& v) { opt.stream_runs = std::stoi(v); }},
+          })) {
+    return 2;
   }
   if (opt.bench != "all" && opt.bench != "latency" && opt.bench != "stream") {
     std::fprintf(stderr, "exec_bench: --bench all|latency|stream\n");

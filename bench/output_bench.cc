@@ -476,31 +476,26 @@ int Flood(const Options& opt, varan::client::CoreClient* client, pid_t core,
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "output_bench: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    std::string value = argv[++i];
-    if (flag == "--mib") {
-      opt.mib = std::stoi(value);
-    } else if (flag == "--rounds") {
-      opt.rounds = std::stoi(value);
-    } else if (flag == "--flood-mib") {
-      opt.flood_mib = std::stoi(value);
-    } else if (flag == "--capture-limit") {
-      opt.capture_limit = value;
-    } else if (flag == "--generator") {
-      opt.generator = value;
-    } else if (flag == "--ssh-config") {
-      opt.ssh_config = value;
-    } else if (flag == "--ssh-host") {
-      opt.ssh_host = value;
-    } else {
-      std::fprintf(stderr, "output_bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
+  if (!varan::bench::ParseFlags(
+          argc, argv, "output_bench",
+          {
+              {"--mib", [&](const std::string& v) { opt.mib = std::stoi(v); }},
+              {"--rounds",
+               [&](const std::string& v) { opt.rounds = std::stoi(v); }},
+              {"--flood-mib",
+               [&](const std::string& v) { opt.flood_mib = std::stoi(v); }},
+              {"--capture-limit",
+               [&](const std::string& v) {
+                 // auto, default or a byte count (stoull throws on others)
+                 if (v != "auto" && v != "default") (void)std::stoull(v);
+                 opt.capture_limit = v;
+               }},
+              {"--generator", [&](const std::string& v) { opt.generator = v; }},
+              {"--ssh-config",
+               [&](const std::string& v) { opt.ssh_config = v; }},
+              {"--ssh-host", [&](const std::string& v) { opt.ssh_host = v; }},
+          })) {
+    return 2;
   }
   if (opt.mib < 1 || opt.rounds < 1 || opt.flood_mib < 0 ||
       opt.ssh_config.empty() != opt.ssh_host.empty()) {
