@@ -78,6 +78,15 @@ bool BareSpawn() {
          WEXITSTATUS(status) == 0;
 }
 
+absl::StatusOr<std::unique_ptr<client::CoreClient>> AdminClient(
+    testing::TestFleet& fleet, absl::Duration timeout) {
+  return client::CoreClient::Create(
+      {fleet.core_address(),
+       Trimmed(ReadFile(fleet.admin_token_file())),
+       timeout,
+       {}});
+}
+
 bool ParseFlags(int argc, char** argv, const char* program,
                 const FlagSetters& setters) {
   for (int i = 1; i < argc; i += 2) {

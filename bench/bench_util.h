@@ -5,8 +5,19 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace varan::client {
+class CoreClient;
+}
+namespace varan::testing {
+class TestFleet;
+}
 
 namespace varan::bench {
 
@@ -33,6 +44,12 @@ double StatusMb(const std::string& pid, const std::string& key);
 // Spawns and reaps /bin/true with posix_spawn; false if it could not run or
 // failed.
 bool BareSpawn();
+
+// A client of `fleet`'s core with its admin token, whose unary calls get
+// `timeout` (a Dispatch may queue behind the store's writing of a large
+// output).
+absl::StatusOr<std::unique_ptr<client::CoreClient>> AdminClient(
+    testing::TestFleet& fleet, absl::Duration timeout);
 
 // What to do with each flag's value (e.g. std::stoi it into an option).
 using FlagSetters =

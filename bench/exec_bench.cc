@@ -47,8 +47,6 @@ using varan::bench::CpuSeconds;
 using varan::bench::LoadAverage;
 using varan::bench::Percentile;
 using varan::bench::StatusMb;
-using varan::bench::Trimmed;
-using varan::testing::ReadFile;
 using varan::testing::TestFleet;
 
 struct Options {
@@ -301,11 +299,7 @@ int main(int argc, char** argv) {
   fleet.StartPeriphery("bench", {}, {"--log-level", "warn"});
   if (opt.bench != "stream" && Latency(opt, fleet.client()) != 0) return 1;
   if (opt.bench != "latency") {
-    auto client = varan::client::CoreClient::Create(
-        {fleet.core_address(),
-         Trimmed(ReadFile(fleet.admin_token_file())),
-         absl::Minutes(5),
-         {}});
+    auto client = varan::bench::AdminClient(fleet, absl::Minutes(5));
     if (!client.ok()) {
       std::fprintf(stderr, "exec_bench: %s\n",
                    client.status().ToString().c_str());

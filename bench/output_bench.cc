@@ -62,8 +62,6 @@ using varan::bench::CpuSeconds;
 using varan::bench::LoadAverage;
 using varan::bench::Percentile;
 using varan::bench::StatusMb;
-using varan::bench::Trimmed;
-using varan::testing::ReadFile;
 using varan::testing::TestFleet;
 
 constexpr double kGiB = 1024.0 * 1024 * 1024;
@@ -520,11 +518,7 @@ int main(int argc, char** argv) {
   fleet.StartCore();
   varan::testing::Daemon* periphery =
       fleet.StartPeriphery("bench", {}, {"--log-level", "warn"});
-  auto client = varan::client::CoreClient::Create(
-      {fleet.core_address(),
-       Trimmed(ReadFile(fleet.admin_token_file())),
-       absl::Minutes(15),
-       {}});
+  auto client = varan::bench::AdminClient(fleet, absl::Minutes(15));
   if (!client.ok()) {
     std::fprintf(stderr, "output_bench: %s\n",
                  client.status().ToString().c_str());
