@@ -28,9 +28,10 @@ asan-test:
 # Benchmarks, Release build in build-release/ (not part of `make test`).
 # `make bench` installs the peers (pdsh, clush, ansible, openssh-server from
 # Debian), runs everything and writes BENCHMARKS.md; `make bench-quick` runs
-# the fan-out to 20, a shorter exec_bench and fleet scale at 1,000
-# peripheries only (under 2 minutes) into build-release/BENCHMARKS-quick.md.
-BENCH_TARGETS = agent_bench core_bench exec_bench fleet_sim varan-core varan-periphery varanctl
+# the fan-out to 20, output_bench with 256 MiB rounds and a 1 GiB flood, a
+# shorter exec_bench and fleet scale at 1,000 peripheries only (a few
+# minutes) into build-release/BENCHMARKS-quick.md.
+BENCH_TARGETS = agent_bench core_bench exec_bench output_bench output_gen fleet_sim varan-core varan-periphery varanctl
 
 bench-build: deps
 	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <exception>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -74,6 +76,39 @@ bool BareSpawn() {
   int status = 0;
   return waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
          WEXITSTATUS(status) == 0;
+}
+
+absl::StatusOr<std::unique_ptr<client::CoreClient>> AdminClient(
+    testing::TestFleet& fleet, absl::Duration timeout) {
+  return client::CoreClient::Create(
+      {fleet.core_address(),
+       Trimmed(ReadFile(fleet.admin_token_file())),
+       timeout,
+       {}});
+}
+
+bool ParseFlags(int argc, char** argv, const char* program,
+                const FlagSetters& setters) {
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    auto setter = setters.find(flag);
+    if (setter == setters.end()) {
+      std::fprintf(stderr, "%s: unknown flag %s\n", program, flag.c_str());
+      return false;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s: %s needs a value\n", program, flag.c_str());
+      return false;
+    }
+    try {
+      setter->second(argv[i + 1]);
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "%s: bad value for %s: %s\n", program, flag.c_str(),
+                   argv[i + 1]);
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace varan::bench

@@ -1,9 +1,23 @@
 // What the benchmarks share: percentiles of samples, and a process's CPU
-// time, memory and the machine's load read from /proc.
+// time, memory and the machine's load read from /proc; their `--flag value`
+// command lines.
 #pragma once
 
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace varan::client {
+class CoreClient;
+}
+namespace varan::testing {
+class TestFleet;
+}
 
 namespace varan::bench {
 
@@ -30,5 +44,21 @@ double StatusMb(const std::string& pid, const std::string& key);
 // Spawns and reaps /bin/true with posix_spawn; false if it could not run or
 // failed.
 bool BareSpawn();
+
+// A client of `fleet`'s core with its admin token, whose unary calls get
+// `timeout` (a Dispatch may queue behind the store's writing of a large
+// output).
+absl::StatusOr<std::unique_ptr<client::CoreClient>> AdminClient(
+    testing::TestFleet& fleet, absl::Duration timeout);
+
+// What to do with each flag's value (e.g. std::stoi it into an option).
+using FlagSetters =
+    std::map<std::string, std::function<void(const std::string&)>>;
+
+// Parses argv[1..] as `--flag value` pairs with `setters`. On an unknown
+// flag, a flag without a value or a value its setter throws on (stoi of
+// "x"), prints "PROGRAM: ..." to stderr and returns false.
+bool ParseFlags(int argc, char** argv, const char* program,
+                const FlagSetters& setters);
 
 }  // namespace varan::bench

@@ -47,8 +47,6 @@ using varan::bench::CpuSeconds;
 using varan::bench::LoadAverage;
 using varan::bench::Percentile;
 using varan::bench::StatusMb;
-using varan::bench::Trimmed;
-using varan::testing::ReadFile;
 using varan::testing::TestFleet;
 
 struct Options {
@@ -274,27 +272,19 @@ int Stream(const Options& opt, varan::client::CoreClient* client, pid_t core) {
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "exec_bench: %s needs a value\n", flag.c_str());
-      return 2;
-    }
-    std::string value = argv[++i];
-    if (flag == "--bench") {
-      opt.bench = value;
-    } else if (flag == "--runs") {
-      opt.runs = std::stoi(value);
-    } else if (flag == "--warmup") {
-      opt.warmup = std::stoi(value);
-    } else if (flag == "--mib") {
-      opt.mib = std::stoi(value);
-    } else if (flag == "--stream-runs") {
-      opt.stream_runs = std::stoi(value);
-    } else {
-      std::fprintf(stderr, "exec_bench: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
+  if (!varan::bench::ParseFlags(
+          argc, argv, "exec_bench",
+          {
+              {"--bench", [&](const std::string& v) { opt.bench = v; }},
+              {"--runs",
+               [&](const std::string& v) { opt.runs = std::stoi(v); }},
+              {"--warmup",
+               [&](const std::string& v) { opt.warmup = std::stoi(v); }},
+              {"--mib", [&](const std::string& v) { opt.mib = std::stoi(v); }},
+              {"--stream-runs",
+               [&](const std::string& v) { opt.stream_runs = std::stoi(v); }},
+          })) {
+    return 2;
   }
   if (opt.bench != "all" && opt.bench != "latency" && opt.bench != "stream") {
     std::fprintf(stderr, "exec_bench: --bench all|latency|stream\n");
@@ -309,11 +299,7 @@ int main(int argc, char** argv) {
   fleet.StartPeriphery("bench", {}, {"--log-level", "warn"});
   if (opt.bench != "stream" && Latency(opt, fleet.client()) != 0) return 1;
   if (opt.bench != "latency") {
-    auto client = varan::client::CoreClient::Create(
-        {fleet.core_address(),
-         Trimmed(ReadFile(fleet.admin_token_file())),
-         absl::Minutes(5),
-         {}});
+    auto client = varan::bench::AdminClient(fleet, absl::Minutes(5));
     if (!client.ok()) {
       std::fprintf(stderr, "exec_bench: %s\n",
                    client.status().ToString().c_str());

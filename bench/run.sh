@@ -7,11 +7,13 @@
 # for them (bench/peers/peers.sh) and stops it on exit.
 #   full:  fan-out to N = 20 (10 runs, 2 warm-up) and N = 100 (5 runs, 1
 #          warm-up: ansible takes tens of seconds a run there), versus pdsh,
-#          clush and ansible; then exec_bench (single-target latency, 1 GiB
-#          of output through core), core_bench's jobs/s and agent_bench.
-#   quick: fan-out to N = 20 only (3 runs, 1 warm-up) and a shorter
-#          exec_bench (256 MiB), under 2 minutes.
-# Both then run fleet scale (fleet_sim): 10,000 simulated peripheries in
+#          clush and ansible; output_bench (3 rounds of 1 GiB of stdout
+#          through core versus ssh to the same sshd, then a 4 GiB flood with
+#          default limits); then exec_bench (single-target latency),
+#          core_bench's jobs/s and agent_bench.
+#   quick: fan-out to N = 20 only (3 runs, 1 warm-up), output_bench with 3
+#          rounds of 256 MiB and a 1 GiB flood, and a shorter exec_bench.
+# Both also run fleet scale (fleet_sim): 10,000 simulated peripheries in
 # tunnel and dial mode (quick: 1,000, shorter idle window), and end with
 # bench/LIMITS.md, what the profiles showed.
 set -euo pipefail
@@ -37,9 +39,12 @@ fi
 # shellcheck source=peers/peers.sh
 . "$HERE/peers/peers.sh"
 work=$(mktemp -d /tmp/varan-bench.XXXXXX)
+# output_bench's generator, where the peers' user can run it too (work is
+# private to this user).
+gen=$(mktemp -d /tmp/varan-bench-gen.XXXXXX)
 cleanup() {
   peers_down "$work/peers"
-  rm -rf "$work"
+  rm -rf "$work" "$gen"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -114,13 +119,29 @@ echo "bench: fleet_sim $fleet" >&2
 # shellcheck disable=SC2086
 "$BIN/fleet_sim" $fleet >> "$report"
 
+if [ "$mode" = quick ]; then
+  output="--mib 256 --rounds 3 --flood-mib 1024"
+else
+  output="--mib 1024 --rounds 3 --flood-mib 4096"
+fi
+chmod 755 "$gen"
+install -m 755 "$BIN/output_gen" "$gen/output_gen"
+echo "bench: output_bench $output" >&2
+{
+  echo "## 4. Output: Varan versus ssh"
+  echo
+  # shellcheck disable=SC2086
+  "$BIN/output_bench" $output --generator "$gen/output_gen" \
+    --ssh-config "$work/peers/ssh_config" --ssh-host bench-1
+} >> "$report"
+
 echo "## Other benchmarks (Varan alone)" >> "$report"
 echo >> "$report"
 echo "bench: exec_bench" >&2
 if [ "$mode" = full ]; then
-  "$BIN/exec_bench" --runs 1000 --warmup 100 --stream-runs 3 >> "$report"
+  "$BIN/exec_bench" --bench latency --runs 1000 --warmup 100 >> "$report"
 else
-  "$BIN/exec_bench" --runs 200 --warmup 20 --mib 256 --stream-runs 1 >> "$report"
+  "$BIN/exec_bench" --bench latency --runs 200 --warmup 20 >> "$report"
 fi
 if [ "$mode" = full ]; then
   echo "bench: core_bench --bench jobs" >&2
