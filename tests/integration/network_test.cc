@@ -1,9 +1,10 @@
 // Real networks built from network namespaces and veth pairs (root only;
 // CI runs as root, so these run there): dual-stack, IPv6-only and IPv4-only
-// links, and a mixed fleet. Every test uses its own namespaces with unique
-// names and removes them (and their /etc/netns files) even when it fails.
-// Traffic stays inside the namespaces: the addresses are on veth pairs that
-// exist only between them.
+// links, loopback without IPv6, a mixed fleet, a partition, and routes
+// through a real HTTP CONNECT proxy (tinyproxy, started by the test). Every
+// test uses its own namespaces with unique names and removes them (and their
+// /etc/netns files) even when it fails. Traffic stays inside the namespaces:
+// the addresses are on veth pairs that exist only between them.
 #include <unistd.h>
 
 #include <atomic>
@@ -589,7 +590,7 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   for (Daemon* d : {core, exempt, proxied}) {
     EXPECT_THAT(d->Log(), Not(HasSubstr(secret)));
   }
-  // Only the proxied one went through the proxy, to core's name.
+  // The proxied one asked the proxy for core by name, from its IPv6 address.
   EXPECT_THAT(proxy->Log(), HasSubstr("core.varan.test"));
   EXPECT_THAT(proxy->Log(), HasSubstr("fd00:201:22::2"));
 }
