@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -526,12 +527,13 @@ openssl x509 -req -in core.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
 chmod 600 *.key
 )sh";
 
-// Issue #18: no_proxy exempts core, and TLS to core runs through the proxy.
-// The periphery host reaches core directly (IPv4) and the proxy (IPv6
-// only); the proxy reaches core over IPv4. With https_proxy pointing at a
-// dead port and no_proxy naming core's domain, a periphery registers
-// directly; without no_proxy, one with https_proxy set to the real proxy
-// registers, heartbeats and tunnels through it, over TLS end to end.
+// Issue #18: no_proxy exempts core, the proxy settings' precedence holds,
+// and TLS to core runs through the proxy. The periphery host reaches core
+// directly (IPv4) and the proxy (IPv6 only); the proxy reaches core over
+// IPv4. With https_proxy pointing at a dead port and no_proxy naming core's
+// domain, a periphery registers directly; without no_proxy, one with
+// https_proxy set to the real proxy registers, heartbeats and tunnels
+// through it, over TLS end to end.
 TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   if (access("/usr/bin/tinyproxy", X_OK) != 0) {
     GTEST_SKIP() << "tinyproxy is not installed (scripts/install-deps.sh)";
@@ -556,27 +558,42 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   ctl_tls_ = {"--tls-ca", certs + "/ca.pem"};
   const std::vector<std::string> tunnel_tls = {
       "--tunnel", "--no-listen", "--core-tls-ca", certs + "/ca.pem"};
-  Daemon* exempt =
-      StartPeriphery(host_ns, "exempt", "core.varan.test:7700", tunnel_tls,
-                     {{"https_proxy", "http://[fd00:201:22::1]:9"},
-                      {"no_proxy", "localhost,.varan.test"}});
-  Daemon* proxied = StartPeriphery(
-      host_ns, "proxied", "core.varan.test:7700", tunnel_tls,
-      {{"https_proxy",
-        absl::StrCat("http://varan:", secret, "@[fd00:201:22::1]:3128")}});
-  WaitOnline(core_ns, "[::1]:7700", "exempt", exempt);
-  WaitOnline(core_ns, "[::1]:7700", "proxied", proxied);
-  ExpectExec(core_ns, "[::1]:7700", "exempt");
-  ExpectExec(core_ns, "[::1]:7700", "proxied");
-  // Core saw the exempt one directly and the other from the proxy.
+  const std::string dead = "http://[fd00:201:22::1]:9";
+  const std::string real =
+      absl::StrCat("http://varan:", secret, "@[fd00:201:22::1]:3128");
+  Daemon* exempt = StartPeriphery(
+      host_ns, "exempt", "core.varan.test:7700", tunnel_tls,
+      {{"https_proxy", dead}, {"no_proxy", "localhost,.varan.test"}});
+  Daemon* proxied = StartPeriphery(host_ns, "proxied", "core.varan.test:7700",
+                                   tunnel_tls, {{"https_proxy", real}});
+  // The documented precedence, end to end: grpc_proxy over https_proxy,
+  // and --proxy none over both.
+  Daemon* grpc_first =
+      StartPeriphery(host_ns, "grpc-first", "core.varan.test:7700", tunnel_tls,
+                     {{"grpc_proxy", real}, {"https_proxy", dead}});
+  std::vector<std::string> no_proxy_flag = tunnel_tls;
+  no_proxy_flag.insert(no_proxy_flag.end(), {"--proxy", "none"});
+  Daemon* flag_none = StartPeriphery(
+      host_ns, "flag-none", "core.varan.test:7700", no_proxy_flag,
+      {{"grpc_proxy", dead}, {"https_proxy", dead}});
+  // Core saw the direct ones from the host, the others from the proxy.
   auto peer = [&](const std::string& name) {
     return Ctl(core_ns, "[::1]:7700",
                {"peripheries", "get", name, "-o", "json"})
         .out;
   };
-  EXPECT_THAT(peer("exempt"), HasSubstr("\"peer_address\": \"10.201.23.2\""));
-  EXPECT_THAT(peer("proxied"), HasSubstr("\"peer_address\": \"10.201.21.2\""));
-  // Its heartbeats arrive through the proxy.
+  for (auto [name, d, from] :
+       {std::tuple{"exempt", exempt, "10.201.23.2"},
+        std::tuple{"proxied", proxied, "10.201.21.2"},
+        std::tuple{"grpc-first", grpc_first, "10.201.21.2"},
+        std::tuple{"flag-none", flag_none, "10.201.23.2"}}) {
+    WaitOnline(core_ns, "[::1]:7700", name, d);
+    ExpectExec(core_ns, "[::1]:7700", name);
+    EXPECT_THAT(peer(name),
+                HasSubstr(absl::StrCat("\"peer_address\": \"", from, "\"")))
+        << name;
+  }
+  // The proxied one's heartbeats arrive through the proxy.
   ExpectHeartbeats(core_ns, "[::1]:7700", "proxied");
   EXPECT_THAT(peer("proxied"), HasSubstr("PERIPHERY_STATE_ONLINE"));
   // The logs say so, without the password.
@@ -587,7 +604,13 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   EXPECT_THAT(proxied->Log(),
               HasSubstr("through HTTP proxy http://***@[fd00:201:22::1]:3128 "
                         "(from https_proxy)"));
-  for (Daemon* d : {core, exempt, proxied}) {
+  EXPECT_THAT(grpc_first->Log(),
+              HasSubstr("through HTTP proxy http://***@[fd00:201:22::1]:3128 "
+                        "(from grpc_proxy)"));
+  EXPECT_THAT(flag_none->Log(),
+              HasSubstr("connecting to core directly (no HTTP proxy: --proxy "
+                        "none)"));
+  for (Daemon* d : {core, exempt, proxied, grpc_first}) {
     EXPECT_THAT(d->Log(), Not(HasSubstr(secret)));
   }
   // The proxied one asked the proxy for core by name, from its IPv6 address.
