@@ -511,9 +511,9 @@ TEST_F(NetworkTest, PeripheriesReachAnIpv6OnlyCoreThroughAProxy) {
   EXPECT_THAT(proxy->Log(), HasSubstr("10.201.11.2"));
 }
 
-// TLS serving certificate for core.varan.test (and ::1 for varanctl in
-// core's namespace), signed by a fresh CA; files ca.pem, core.pem,
-// core.key in `dir`.
+// TLS serving certificates, signed by a fresh CA: core.pem/core.key for
+// core.varan.test (and ::1 for varanctl in core's namespace), and
+// periphery.pem/periphery.key for fd00:201:22::2; with ca.pem, in `dir`.
 constexpr char kCoreCert[] = R"sh(
 set -e
 cd "$1"
@@ -524,17 +524,23 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 printf 'subjectAltName=DNS:core.varan.test,IP:::1\n' > core.ext
 openssl x509 -req -in core.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
   -out core.pem -days 2 -extfile core.ext 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout periphery.key -out periphery.csr -subj "/CN=periphery" 2>/dev/null
+printf 'subjectAltName=IP:fd00:201:22::2\n' > periphery.ext
+openssl x509 -req -in periphery.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+  -out periphery.pem -days 2 -extfile periphery.ext 2>/dev/null
 chmod 600 *.key
 )sh";
 
 // Issue #18: no_proxy exempts core, the proxy settings' precedence holds,
-// and TLS to core runs through the proxy. The periphery host reaches core
-// directly (IPv4) and the proxy (IPv6 only); the proxy reaches core over
-// IPv4. With https_proxy pointing at a dead port and no_proxy naming core's
-// domain, a periphery registers directly; without no_proxy, one with
+// and TLS runs through the proxy both ways. The periphery host reaches core
+// directly (IPv4 only) and the proxy (IPv6 only); the proxy reaches core
+// over IPv4. With https_proxy pointing at a dead port and no_proxy naming
+// core's domain, a periphery registers directly; without no_proxy, one with
 // https_proxy set to the real proxy registers, heartbeats and tunnels
-// through it, over TLS end to end.
-TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
+// through it, over TLS end to end. Core reaches a dial-mode periphery's
+// IPv6 address only through its --proxy, over TLS.
+TEST_F(NetworkTest, TlsThroughTheProxyBothWaysNoProxyAndPrecedence) {
   if (access("/usr/bin/tinyproxy", X_OK) != 0) {
     GTEST_SKIP() << "tinyproxy is not installed (scripts/install-deps.sh)";
   }
@@ -552,9 +558,13 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   host_ns.SetHosts("127.0.0.1 localhost\n10.201.23.1 core.varan.test\n");
   proxy_ns.SetHosts("127.0.0.1 localhost\n10.201.21.1 core.varan.test\n");
   const std::string secret = "n0-Proxy-Pass";
-  Daemon* proxy = StartProxy(proxy_ns, {"fd00:201:22::/64"}, secret);
-  Daemon* core = StartCore(core_ns, {"--tls-cert", certs + "/core.pem",
-                                     "--tls-key", certs + "/core.key"});
+  Daemon* proxy =
+      StartProxy(proxy_ns, {"fd00:201:22::/64", "10.201.21.0/24"}, secret);
+  Daemon* core = StartCore(
+      core_ns,
+      {"--tls-cert", certs + "/core.pem", "--tls-key", certs + "/core.key",
+       "--periphery-tls-ca", certs + "/ca.pem", "--proxy",
+       absl::StrCat("http://varan:", secret, "@10.201.21.2:3128")});
   ctl_tls_ = {"--tls-ca", certs + "/ca.pem"};
   const std::vector<std::string> tunnel_tls = {
       "--tunnel", "--no-listen", "--core-tls-ca", certs + "/ca.pem"};
@@ -576,6 +586,12 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   Daemon* flag_none = StartPeriphery(
       host_ns, "flag-none", "core.varan.test:7700", no_proxy_flag,
       {{"grpc_proxy", dead}, {"https_proxy", dead}});
+  // Registers directly; core dials it back through its --proxy, over TLS.
+  Daemon* dialed = StartPeriphery(
+      host_ns, "dialed-tls", "core.varan.test:7700",
+      {"--core-tls-ca", certs + "/ca.pem", "--tls-cert",
+       certs + "/periphery.pem", "--tls-key", certs + "/periphery.key",
+       "--advertise", "[fd00:201:22::2]:7701"});
   // Core saw the direct ones from the host, the others from the proxy.
   auto peer = [&](const std::string& name) {
     return Ctl(core_ns, "[::1]:7700",
@@ -586,7 +602,8 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
        {std::tuple{"exempt", exempt, "10.201.23.2"},
         std::tuple{"proxied", proxied, "10.201.21.2"},
         std::tuple{"grpc-first", grpc_first, "10.201.21.2"},
-        std::tuple{"flag-none", flag_none, "10.201.23.2"}}) {
+        std::tuple{"flag-none", flag_none, "10.201.23.2"},
+        std::tuple{"dialed-tls", dialed, "10.201.23.2"}}) {
     WaitOnline(core_ns, "[::1]:7700", name, d);
     ExpectExec(core_ns, "[::1]:7700", name);
     EXPECT_THAT(peer(name),
@@ -610,12 +627,18 @@ TEST_F(NetworkTest, NoProxyExemptsCoreAndTlsToCoreRunsThroughTheProxy) {
   EXPECT_THAT(flag_none->Log(),
               HasSubstr("connecting to core directly (no HTTP proxy: --proxy "
                         "none)"));
-  for (Daemon* d : {core, exempt, proxied, grpc_first}) {
+  EXPECT_THAT(core->Log(),
+              HasSubstr("connecting to peripheries through HTTP proxy "
+                        "http://***@10.201.21.2:3128 (from --proxy)"));
+  for (Daemon* d : {core, exempt, proxied, grpc_first, dialed}) {
     EXPECT_THAT(d->Log(), Not(HasSubstr(secret)));
   }
-  // The proxied one asked the proxy for core by name, from its IPv6 address.
-  EXPECT_THAT(proxy->Log(), HasSubstr("core.varan.test"));
-  EXPECT_THAT(proxy->Log(), HasSubstr("fd00:201:22::2"));
+  // The proxied ones asked the proxy for core by name, from their IPv6
+  // address; core asked it for the dialed periphery.
+  EXPECT_THAT(proxy->Log(), HasSubstr("CONNECT core.varan.test:7700"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("): fd00:201:22::2"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("CONNECT [fd00:201:22::2]:7701"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("): 10.201.21.1"));
 }
 
 TEST_F(NetworkTest, NamespacesAreRemovedAfterwards) {
