@@ -1,14 +1,17 @@
 // Real networks built from network namespaces and veth pairs (root only;
 // CI runs as root, so these run there): dual-stack, IPv6-only and IPv4-only
-// links, and a mixed fleet. Every test uses its own namespaces with unique
-// names and removes them (and their /etc/netns files) even when it fails.
-// Traffic stays inside the namespaces: the addresses are on veth pairs that
-// exist only between them.
+// links, loopback without IPv6, a mixed fleet, a partition, and routes
+// through a real HTTP CONNECT proxy (tinyproxy, started by the test). Every
+// test uses its own namespaces with unique names and removes them (and their
+// /etc/netns files) even when it fails. Traffic stays inside the namespaces:
+// the addresses are on veth pairs that exist only between them.
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -123,6 +126,17 @@ std::pair<std::string, std::string> Link(const NetNs& a, const NetNs& b,
   return {ia, ib};
 }
 
+// The value of the string field `field` in varanctl's JSON `json` (the
+// first one), if there is one.
+std::optional<std::string> JsonString(const std::string& json,
+                                      const std::string& field) {
+  const std::string key = absl::StrCat("\"", field, "\": \"");
+  size_t at = json.find(key);
+  if (at == std::string::npos) return std::nullopt;
+  at += key.size();
+  return json.substr(at, json.find('"', at) - at);
+}
+
 class NetworkTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -181,8 +195,36 @@ class NetworkTest : public ::testing::Test {
     std::vector<std::string> argv = {BinPath("varanctl"), "--core",
                                      core_address, "--token-file",
                                      core_dir_ + "/admin.token"};
+    argv.insert(argv.end(), ctl_tls_.begin(), ctl_tls_.end());
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProgram(ns.In(argv));
+  }
+
+  // Starts tinyproxy in `ns` on port 3128, for clients in `allow` (CIDR
+  // ranges), asking for user "varan" with password `secret`; waits until it
+  // listens.
+  Daemon* StartProxy(const NetNs& ns, const std::vector<std::string>& allow,
+                     const std::string& secret) {
+    std::string conf =
+        absl::StrCat("Port 3128\nTimeout 600\nMaxClients 50\n",
+                     "BasicAuth varan ", secret, "\nLogLevel Connect\n");
+    for (const std::string& range : allow) {
+      absl::StrAppend(&conf, "Allow ", range, "\n");
+    }
+    const std::string conf_path = dir_.File("tinyproxy-" + ns.name() + ".conf");
+    WriteFile(conf_path, conf);
+    daemons_.push_back(std::make_unique<Daemon>(
+        ns.In({"/usr/bin/tinyproxy", "-d", "-c", conf_path}),
+        dir_.File("tinyproxy-" + ns.name() + ".log")));
+    Daemon* proxy = daemons_.back().get();
+    proxy->Start();
+    EXPECT_TRUE(WaitFor([&] {
+      return !proxy->Running() ||
+             RunProgram(ns.In({"/bin/sh", "-c", "ss -ltn | grep -q ':3128 '"}))
+                     .exit_code == 0;
+    })) << proxy->Log();
+    EXPECT_TRUE(proxy->Running()) << proxy->Log();
+    return proxy;
   }
 
   // Waits until core lists `name` online; returns its advertised address.
@@ -198,10 +240,9 @@ class NetworkTest : public ::testing::Test {
               !absl::StrContains(r.out, "PERIPHERY_STATE_ONLINE")) {
             return false;
           }
-          size_t at = r.out.find("\"address\": \"");
-          if (at == std::string::npos) return false;
-          at += 12;
-          address = r.out.substr(at, r.out.find('"', at) - at);
+          std::optional<std::string> listed = JsonString(r.out, "address");
+          if (!listed.has_value()) return false;
+          address = *listed;
           return true;
         },
         absl::Seconds(15));
@@ -220,6 +261,23 @@ class NetworkTest : public ::testing::Test {
     EXPECT_EQ(r.out, "hello from /bin/sh\n") << r.err;
   }
 
+  // Checks that core keeps hearing `name`'s heartbeats: its last_seen
+  // moves on (core asks for one every 0.5 s).
+  void ExpectHeartbeats(const NetNs& ns, const std::string& core_address,
+                        const std::string& name) {
+    auto last_seen = [&] {
+      return JsonString(Ctl(ns, core_address,
+                            {"peripheries", "get", name, "-o", "json"})
+                            .out,
+                        "last_seen")
+          .value_or("");
+    };
+    const std::string seen = last_seen();
+    EXPECT_NE(seen, "") << name;
+    EXPECT_TRUE(WaitFor([&] { return last_seen() != seen; }, absl::Seconds(5)))
+        << name << " last seen " << seen;
+  }
+
   // A new namespace that lives as long as the test, outliving its daemons.
   const NetNs& Ns(const std::string& tag) {
     namespaces_.push_back(std::make_unique<NetNs>(tag));
@@ -228,6 +286,8 @@ class NetworkTest : public ::testing::Test {
 
   TempDir dir_;
   std::string core_dir_;
+  // TLS flags for varanctl (Ctl) when core serves TLS.
+  std::vector<std::string> ctl_tls_;
   // Declared before daemons_ so that daemons are killed first.
   std::vector<std::unique_ptr<NetNs>> namespaces_;
   std::vector<std::unique_ptr<Daemon>> daemons_;
@@ -350,6 +410,235 @@ TEST_F(NetworkTest, WildcardServesBothFamiliesWhenLoopbackHasNoIpv6) {
                                      "IPV6_V6ONLY=0: IPv6 and IPv4 clients)"));
   EXPECT_THAT(core->Log(), Not(HasSubstr("IPv6 is not available")));
   EXPECT_THAT(core->Log(), HasSubstr("listening on [::]:7700"));
+}
+
+// Issue #18, the periphery's side of loopback-without-IPv6: IPv6 on the
+// link, not on the periphery's loopback. Its [::] listener (dial mode) is
+// one socket for both families: core, in another namespace, dials one
+// periphery over IPv6 and one over IPv4 and runs commands on both. (The
+// peripheries register over IPv4: gRPC's client side, probing ::1, cannot
+// dial IPv6 from this namespace.)
+TEST_F(NetworkTest, PeripheryWildcardServesBothFamiliesWhenLoopbackHasNoIpv6) {
+  const NetNs& core_ns = Ns("xqc");
+  const NetNs& host_ns = Ns("xqh");
+  host_ns.DisableIpv6OnLoopback();
+  Link(core_ns, host_ns, "10.201.20.1", "10.201.20.2", "fd00:201:20::1",
+       "fd00:201:20::2");
+  StartCore(core_ns);
+  Daemon* v6 = StartPeriphery(
+      host_ns, "lo-dial-v6", "10.201.20.1:7700",
+      {"--listen", "[::]:7701", "--advertise", "[fd00:201:20::2]:7701"});
+  Daemon* v4 = StartPeriphery(host_ns, "lo-dial-v4", "10.201.20.1:7700",
+                              {"--listen", "[::]:7702"});
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "lo-dial-v6", v6),
+            "[fd00:201:20::2]:7701");
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "lo-dial-v4", v4),
+            "10.201.20.2:7702");
+  // Core dials each [::] listener, over IPv6 and over IPv4.
+  ExpectExec(core_ns, "[::1]:7700", "lo-dial-v6");
+  ExpectExec(core_ns, "[::1]:7700", "lo-dial-v4");
+  // Each periphery logged what really listens and did not fall back.
+  for (auto [d, port] : {std::pair{v6, "7701"}, std::pair{v4, "7702"}}) {
+    EXPECT_THAT(d->Log(),
+                HasSubstr(absl::StrCat("listening socket [::]:", port,
+                                       " (AF_INET6, IPV6_V6ONLY=0: IPv6 and "
+                                       "IPv4 clients)")));
+    EXPECT_THAT(d->Log(), Not(HasSubstr("IPv6 is not available")));
+  }
+}
+
+// Issue #18: the peripheries' only way out is an HTTP CONNECT proxy
+// (tinyproxy, with a password in the URL) to an IPv6-only core, and core's
+// only route to a dialed periphery is the same proxy (core's --proxy).
+// IPv4 between the peripheries and the proxy, IPv6 between the proxy and
+// core; plaintext.
+TEST_F(NetworkTest, PeripheriesReachAnIpv6OnlyCoreThroughAProxy) {
+  if (access("/usr/bin/tinyproxy", X_OK) != 0) {
+    GTEST_SKIP() << "tinyproxy is not installed (scripts/install-deps.sh)";
+  }
+  const NetNs& core_ns = Ns("xpc");
+  const NetNs& proxy_ns = Ns("xpp");
+  const NetNs& host_ns = Ns("xph");
+  Link(core_ns, proxy_ns, "", "", "fd00:201:11::1", "fd00:201:11::2");
+  Link(proxy_ns, host_ns, "10.201.11.1", "10.201.11.2", "", "");
+  const std::string secret = "s3cret-Pass";
+  Daemon* proxy =
+      StartProxy(proxy_ns, {"10.201.11.0/24", "fd00:201:11::/64"}, secret);
+
+  const std::string with_password =
+      absl::StrCat("http://varan:", secret, "@10.201.11.1:3128");
+  Daemon* core =
+      StartCore(core_ns, {"--proxy", absl::StrCat("http://varan:", secret,
+                                                  "@[fd00:201:11::2]:3128")});
+  // One tunneled periphery given --proxy, one dialed periphery that takes
+  // the proxy from https_proxy (core dials it back through its own).
+  Daemon* tunnel =
+      StartPeriphery(host_ns, "via-proxy-tunnel", "[fd00:201:11::1]:7700",
+                     {"--tunnel", "--no-listen", "--proxy", with_password});
+  Daemon* dialed = StartPeriphery(
+      host_ns, "via-proxy-dial", "[fd00:201:11::1]:7700",
+      {"--advertise", "10.201.11.2:7701"}, {{"https_proxy", with_password}});
+  WaitOnline(core_ns, "[::1]:7700", "via-proxy-tunnel", tunnel);
+  EXPECT_EQ(WaitOnline(core_ns, "[::1]:7700", "via-proxy-dial", dialed),
+            "10.201.11.2:7701");
+  ExpectExec(core_ns, "[::1]:7700", "via-proxy-tunnel");
+  ExpectExec(core_ns, "[::1]:7700", "via-proxy-dial");
+  // The dialed one's heartbeats (unary calls) go through the proxy too.
+  ExpectHeartbeats(core_ns, "[::1]:7700", "via-proxy-dial");
+  // Core saw the proxy's address, not the peripheries'.
+  for (const char* name : {"via-proxy-tunnel", "via-proxy-dial"}) {
+    RunResult get =
+        Ctl(core_ns, "[::1]:7700", {"peripheries", "get", name, "-o", "json"});
+    EXPECT_THAT(get.out, HasSubstr("\"peer_address\": \"fd00:201:11::2\""))
+        << name;
+  }
+  // Each said which proxy it uses, where that was set, and never the
+  // password.
+  EXPECT_THAT(tunnel->Log(),
+              HasSubstr("connecting to core through HTTP proxy "
+                        "http://***@10.201.11.1:3128 (from --proxy)"));
+  EXPECT_THAT(dialed->Log(), HasSubstr("http://***@10.201.11.1:3128 (from "
+                                       "https_proxy)"));
+  EXPECT_THAT(core->Log(),
+              HasSubstr("connecting to peripheries through HTTP proxy "
+                        "http://***@[fd00:201:11::2]:3128 (from --proxy)"));
+  for (Daemon* d : {core, tunnel, dialed}) {
+    EXPECT_THAT(d->Log(), Not(HasSubstr(secret)));
+  }
+  // The proxy carried both directions: the peripheries to core, and core
+  // to the dialed periphery.
+  EXPECT_THAT(proxy->Log(), HasSubstr("fd00:201:11::1"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("10.201.11.2"));
+}
+
+// TLS serving certificates, signed by a fresh CA: core.pem/core.key for
+// core.varan.test (and ::1 for varanctl in core's namespace), and
+// periphery.pem/periphery.key for fd00:201:22::2; with ca.pem, in `dir`.
+constexpr char kCoreCert[] = R"sh(
+set -e
+cd "$1"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout ca.key -out ca.pem -days 2 -subj "/CN=varan test ca" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout core.key -out core.csr -subj "/CN=core.varan.test" 2>/dev/null
+printf 'subjectAltName=DNS:core.varan.test,IP:::1\n' > core.ext
+openssl x509 -req -in core.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+  -out core.pem -days 2 -extfile core.ext 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout periphery.key -out periphery.csr -subj "/CN=periphery" 2>/dev/null
+printf 'subjectAltName=IP:fd00:201:22::2\n' > periphery.ext
+openssl x509 -req -in periphery.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+  -out periphery.pem -days 2 -extfile periphery.ext 2>/dev/null
+chmod 600 *.key
+)sh";
+
+// Issue #18: no_proxy exempts core, the proxy settings' precedence holds,
+// and TLS runs through the proxy both ways. The periphery host reaches core
+// directly (IPv4 only) and the proxy (IPv6 only); the proxy reaches core
+// over IPv4. With https_proxy pointing at a dead port and no_proxy naming
+// core's domain, a periphery registers directly; without no_proxy, one with
+// https_proxy set to the real proxy registers, heartbeats and tunnels
+// through it, over TLS end to end. Core reaches a dial-mode periphery's
+// IPv6 address only through its --proxy, over TLS.
+TEST_F(NetworkTest, TlsThroughTheProxyBothWaysNoProxyAndPrecedence) {
+  if (access("/usr/bin/tinyproxy", X_OK) != 0) {
+    GTEST_SKIP() << "tinyproxy is not installed (scripts/install-deps.sh)";
+  }
+  const std::string certs = dir_.File("certs");
+  std::filesystem::create_directories(certs);
+  RunResult gen = RunProgram({"/bin/sh", "-c", kCoreCert, "gen", certs});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  const NetNs& core_ns = Ns("xnc");
+  const NetNs& proxy_ns = Ns("xnp");
+  const NetNs& host_ns = Ns("xnh");
+  Link(core_ns, proxy_ns, "10.201.21.1", "10.201.21.2", "", "");
+  Link(proxy_ns, host_ns, "", "", "fd00:201:22::1", "fd00:201:22::2");
+  Link(core_ns, host_ns, "10.201.23.1", "10.201.23.2", "", "");
+  // The name leads the host straight to core, and the proxy its own way.
+  host_ns.SetHosts("127.0.0.1 localhost\n10.201.23.1 core.varan.test\n");
+  proxy_ns.SetHosts("127.0.0.1 localhost\n10.201.21.1 core.varan.test\n");
+  const std::string secret = "n0-Proxy-Pass";
+  Daemon* proxy =
+      StartProxy(proxy_ns, {"fd00:201:22::/64", "10.201.21.0/24"}, secret);
+  Daemon* core = StartCore(
+      core_ns,
+      {"--tls-cert", certs + "/core.pem", "--tls-key", certs + "/core.key",
+       "--periphery-tls-ca", certs + "/ca.pem", "--proxy",
+       absl::StrCat("http://varan:", secret, "@10.201.21.2:3128")});
+  ctl_tls_ = {"--tls-ca", certs + "/ca.pem"};
+  const std::vector<std::string> tunnel_tls = {
+      "--tunnel", "--no-listen", "--core-tls-ca", certs + "/ca.pem"};
+  const std::string dead = "http://[fd00:201:22::1]:9";
+  const std::string real =
+      absl::StrCat("http://varan:", secret, "@[fd00:201:22::1]:3128");
+  Daemon* exempt = StartPeriphery(
+      host_ns, "exempt", "core.varan.test:7700", tunnel_tls,
+      {{"https_proxy", dead}, {"no_proxy", "localhost,.varan.test"}});
+  Daemon* proxied = StartPeriphery(host_ns, "proxied", "core.varan.test:7700",
+                                   tunnel_tls, {{"https_proxy", real}});
+  // The documented precedence, end to end: grpc_proxy over https_proxy,
+  // and --proxy none over both.
+  Daemon* grpc_first =
+      StartPeriphery(host_ns, "grpc-first", "core.varan.test:7700", tunnel_tls,
+                     {{"grpc_proxy", real}, {"https_proxy", dead}});
+  std::vector<std::string> no_proxy_flag = tunnel_tls;
+  no_proxy_flag.insert(no_proxy_flag.end(), {"--proxy", "none"});
+  Daemon* flag_none = StartPeriphery(
+      host_ns, "flag-none", "core.varan.test:7700", no_proxy_flag,
+      {{"grpc_proxy", dead}, {"https_proxy", dead}});
+  // Registers directly; core dials it back through its --proxy, over TLS.
+  Daemon* dialed = StartPeriphery(
+      host_ns, "dialed-tls", "core.varan.test:7700",
+      {"--core-tls-ca", certs + "/ca.pem", "--tls-cert",
+       certs + "/periphery.pem", "--tls-key", certs + "/periphery.key",
+       "--advertise", "[fd00:201:22::2]:7701"});
+  // Core saw the direct ones from the host, the others from the proxy.
+  auto peer = [&](const std::string& name) {
+    return Ctl(core_ns, "[::1]:7700",
+               {"peripheries", "get", name, "-o", "json"})
+        .out;
+  };
+  for (auto [name, d, from] :
+       {std::tuple{"exempt", exempt, "10.201.23.2"},
+        std::tuple{"proxied", proxied, "10.201.21.2"},
+        std::tuple{"grpc-first", grpc_first, "10.201.21.2"},
+        std::tuple{"flag-none", flag_none, "10.201.23.2"},
+        std::tuple{"dialed-tls", dialed, "10.201.23.2"}}) {
+    WaitOnline(core_ns, "[::1]:7700", name, d);
+    ExpectExec(core_ns, "[::1]:7700", name);
+    EXPECT_THAT(peer(name),
+                HasSubstr(absl::StrCat("\"peer_address\": \"", from, "\"")))
+        << name;
+  }
+  // The proxied one's heartbeats arrive through the proxy.
+  ExpectHeartbeats(core_ns, "[::1]:7700", "proxied");
+  EXPECT_THAT(peer("proxied"), HasSubstr("PERIPHERY_STATE_ONLINE"));
+  // The logs say so, without the password.
+  EXPECT_THAT(exempt->Log(),
+              HasSubstr("through HTTP proxy http://[fd00:201:22::1]:9 (from "
+                        "https_proxy); directly to hosts in "
+                        "no_proxy=localhost,.varan.test"));
+  EXPECT_THAT(proxied->Log(),
+              HasSubstr("through HTTP proxy http://***@[fd00:201:22::1]:3128 "
+                        "(from https_proxy)"));
+  EXPECT_THAT(grpc_first->Log(),
+              HasSubstr("through HTTP proxy http://***@[fd00:201:22::1]:3128 "
+                        "(from grpc_proxy)"));
+  EXPECT_THAT(flag_none->Log(),
+              HasSubstr("connecting to core directly (no HTTP proxy: --proxy "
+                        "none)"));
+  EXPECT_THAT(core->Log(),
+              HasSubstr("connecting to peripheries through HTTP proxy "
+                        "http://***@10.201.21.2:3128 (from --proxy)"));
+  for (Daemon* d : {core, exempt, proxied, grpc_first, dialed}) {
+    EXPECT_THAT(d->Log(), Not(HasSubstr(secret)));
+  }
+  // The proxied ones asked the proxy for core by name, from their IPv6
+  // address; core asked it for the dialed periphery.
+  EXPECT_THAT(proxy->Log(), HasSubstr("CONNECT core.varan.test:7700"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("): fd00:201:22::2"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("CONNECT [fd00:201:22::2]:7701"));
+  EXPECT_THAT(proxy->Log(), HasSubstr("): 10.201.21.1"));
 }
 
 TEST_F(NetworkTest, NamespacesAreRemovedAfterwards) {
