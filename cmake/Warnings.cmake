@@ -13,8 +13,6 @@ function(varan_set_warnings target)
     # to this.
     -Wswitch-enum)
   if(VARAN_WERROR)
-    # Not yet an error: some files still have switches to complete (see
-    # the commit); drop this -Wno-error once they build without it.
-    target_compile_options(${target} INTERFACE -Werror -Wno-error=switch-enum)
+    target_compile_options(${target} INTERFACE -Werror)
   endif()
 endfunction()
