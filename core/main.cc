@@ -9,7 +9,6 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/listener.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/server.h"
@@ -48,9 +47,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(std::string(s.message()));
   }
-  // Process-wide, so here rather than in CoreServer: as many descriptors as
-  // the hard limit allows (the listeners survive exhaustion either way).
-  varan::RaiseFileLimit();
   auto core = varan::core::CoreServer::Start(varan::core::ToCoreConfig(flags),
                                              varan::RealClock::Get());
   if (!core.ok()) return Fail(std::string(core.status().message()));

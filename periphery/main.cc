@@ -8,7 +8,6 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/listener.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/server.h"
@@ -50,8 +49,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(std::string(s.message()));
   }
-  // Process-wide, so here rather than in PeripheryAgent.
-  varan::RaiseFileLimit();
   auto agent =
       varan::periphery::PeripheryAgent::Start(config, varan::RealClock::Get());
   if (!agent.ok()) return Fail(std::string(agent.status().message()));

@@ -87,6 +87,8 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
       config.no_listen ? std::vector<HostPort>()
                        : PrepareListeners(config.daemon.listen);
   if (!listen_addrs.ok()) return listen_addrs.status();
+  // As many descriptors as the hard limit allows (process-wide).
+  RaiseFileLimit();
   auto guard_options = GuardOptions(config.daemon);
   if (!guard_options.ok()) return guard_options.status();
   if (absl::Status s = EnsurePrivateDir(config.state_dir); !s.ok()) return s;

@@ -76,6 +76,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   // Find out before touching any file whether the listeners can be created.
   auto listen_addrs = PrepareListeners(config.listen);
   if (!listen_addrs.ok()) return listen_addrs.status();
+  // As many descriptors as the hard limit allows (process-wide; raising it
+  // again for a second server in the process changes nothing).
+  RaiseFileLimit();
   DaemonFlags flags;
   flags.allow = config.allow;
   flags.auth_failure_limit = config.auth_failure_limit;
