@@ -73,6 +73,11 @@ Job::Job(varan::v1::Job record, OutputLimits limits, const Clock* clock,
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
       store_(RequireStore(store, "Job")) {
+  {
+    // Not under mu_: commit callbacks take alive_->mu, then mu_.
+    absl::MutexLock alive(&alive_->mu);
+    alive_->job = this;
+  }
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   record_.set_state(varan::v1::JOB_STATE_RUNNING);
@@ -133,6 +138,11 @@ Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store,
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
       store_(RequireStore(store, "Job")) {
+  {
+    // Not under mu_: commit callbacks take alive_->mu, then mu_.
+    absl::MutexLock alive(&alive_->mu);
+    alive_->job = this;
+  }
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   // The stored record may be the final summary: start from the record as

@@ -80,6 +80,9 @@ class Job {
   Job(varan::v1::Job record, OutputLimits limits, const Clock* clock,
       Store* store);
 
+  // Waits for a running output commit callback; later ones do nothing.
+  ~Job();
+
   // Writes the new job to the store (Store::CreateJob) and from then on every
   // event as it is appended. `on_created` runs once the job's record is
   // committed (on a store thread). Call once.
@@ -254,7 +257,8 @@ class Job {
   // (`force`, 256 KiB buffered, or a second passed since the last one).
   void FlushLocked(size_t target, size_t stream, bool force)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // No output buffered or in flight.
+  // No output buffered: everything is handed to the store, whose writes
+  // commit in call order, so a FinishJob called now commits after it.
   bool OutputIdleLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // An output append committed.
   void OutputCommitted(size_t target, size_t stream);
@@ -332,6 +336,14 @@ class Job {
   std::function<void()> on_finished_persisted_ ABSL_GUARDED_BY(mu_);
   // Rate limit of the offset log lines.
   absl::Time last_offset_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+
+  // What output commit callbacks reach the job through: null once the job
+  // is destroyed (a callback may outlive it, e.g. a job read by Find).
+  struct Alive {
+    absl::Mutex mu;
+    Job* job ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  const std::shared_ptr<Alive> alive_ = std::make_shared<Alive>();
 
   // Held while callbacks run (see the class comment).
   absl::Mutex watchers_mu_;

@@ -128,7 +128,9 @@ void Job::BufferLocked(size_t target, size_t s, uint64_t offset,
 
 void Job::FlushLocked(size_t target, size_t s, bool force) {
   Stream& st = streams_[target][s];
-  if (!created_ || st.in_flight) return;
+  // A forced flush (the target is final) does not wait for the append in
+  // flight: the store commits writes in call order anyway.
+  if (!created_ || (st.in_flight && !force)) return;
   const uint64_t pending = st.head_buf.size() + st.tail_buf.size();
   if (pending == 0) return;
   const absl::Time now = clock_->Now();
@@ -141,12 +143,15 @@ void Job::FlushLocked(size_t target, size_t s, bool force) {
   const OutputKey key{id_, record_.targets(static_cast<int>(target)).name(),
                       StreamOf(s)};
   const OutputRetention retention{limits_.head_bytes, limits_.tail_bytes};
-  CommitCallback done = [this, target, s](const absl::Status& status) {
+  CommitCallback done = [alive = alive_, target,
+                         s](const absl::Status& status) {
+    absl::MutexLock lock(&alive->mu);
+    if (alive->job == nullptr) return;  // the job is gone
     if (!status.ok()) {
-      spdlog::error("job {}: storing output failed: {}", id_,
+      spdlog::error("job {}: storing output failed: {}", alive->job->id_,
                     status.ToString());
     }
-    OutputCommitted(target, s);
+    alive->job->OutputCommitted(target, s);
   };
   // The store copies the bytes before it returns.
   if (!st.head_buf.empty()) {
@@ -161,6 +166,11 @@ void Job::FlushLocked(size_t target, size_t s, bool force) {
     st.tail_off += st.tail_buf.size();
     st.tail_buf.clear();
   }
+}
+
+Job::~Job() {
+  absl::MutexLock lock(&alive_->mu);
+  alive_->job = nullptr;
 }
 
 void Job::OutputCommitted(size_t target, size_t s) {
@@ -182,7 +192,7 @@ void Job::FlushOutput() {
 bool Job::OutputIdleLocked() const {
   for (const auto& streams : streams_) {
     for (const Stream& st : streams) {
-      if (st.in_flight || !st.head_buf.empty() || !st.tail_buf.empty()) {
+      if (!st.head_buf.empty() || !st.tail_buf.empty()) {
         return false;
       }
     }

@@ -81,31 +81,37 @@ TEST_F(JobOutputTest, EvictedOutputBecomesMergedGapsWithOffsets) {
   job->OnExecuteEvent(1, Chunk(0, "bb"));   // seq 2
   job->OnExecuteEvent(0, Chunk(3, "AAA"));  // seq 3
   job->OnExecuteEvent(0, Chunk(6, "x"));    // seq 4
-  // Window of 4 bytes: 1..3 are evicted, 4 ("x", 1 byte) stays.
+  // Window of 4 bytes: 1 and 2 are evicted, 3 and 4 (4 bytes) stay.
   JobEvent ev;
   ASSERT_EQ(job->EventAt(2, &ev), Job::Read::kEvent);
   ASSERT_TRUE(ev.has_output_gap()) << ev.DebugString();
   EXPECT_EQ(ev.output_gap().first_sequence(), 1u);
-  EXPECT_EQ(ev.sequence(), 3u);
-  ASSERT_EQ(ev.output_gap().missed_size(), 3);
+  EXPECT_EQ(ev.sequence(), 2u);
+  ASSERT_EQ(ev.output_gap().missed_size(), 2);
   EXPECT_EQ(ev.output_gap().missed(0).target(), "a");
   EXPECT_EQ(ev.output_gap().missed(0).offset(), 0u);
   EXPECT_EQ(ev.output_gap().missed(0).bytes(), 3u);
   EXPECT_EQ(ev.output_gap().missed(1).target(), "b");
   EXPECT_EQ(ev.output_gap().missed(1).bytes(), 2u);
+  ASSERT_EQ(job->EventAt(3, &ev), Job::Read::kEvent);
+  EXPECT_EQ(ev.output().data(), "AAA");
+  // One more byte evicts "AAA", merged into the gap (a, offset 3).
+  job->OnExecuteEvent(0, Chunk(7, "y"));
+  ASSERT_EQ(job->EventAt(1, &ev), Job::Read::kEvent);
+  EXPECT_EQ(ev.sequence(), 3u);
+  ASSERT_EQ(ev.output_gap().missed_size(), 3);
   EXPECT_EQ(ev.output_gap().missed(2).offset(), 3u);
   EXPECT_EQ(ev.output_gap().missed(2).bytes(), 3u);
-  ASSERT_EQ(job->EventAt(4, &ev), Job::Read::kEvent);
-  EXPECT_EQ(ev.output().data(), "x");
   // A watcher from 0 gets accepted, one gap, then the kept output.
   auto all = ReadAll(*job);
-  ASSERT_EQ(all.size(), 3u);
+  ASSERT_EQ(all.size(), 4u);
   EXPECT_TRUE(all[0].has_accepted());
   EXPECT_TRUE(all[1].has_output_gap());
   EXPECT_EQ(all[2].output().data(), "x");
+  EXPECT_EQ(all[3].output().data(), "y");
   // Everything is still stored.
   job->OnExecuteEvent(0, Exited());
-  EXPECT_EQ(Stored("a"), "aaaAAAx");
+  EXPECT_EQ(Stored("a"), "aaaAAAxy");
 }
 
 TEST_F(JobOutputTest, AdjacentEvictionsOfOneStreamMergeIntoOneMissedRange) {
