@@ -139,7 +139,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       config.proxy);
   p->links = std::make_unique<TunnelHub>(p->dial_links.get());
   DispatcherOptions dispatcher_options;
-  dispatcher_options.default_capture_limit = config.capture_limit;
+  dispatcher_options.default_output_head = config.output_head;
+  dispatcher_options.default_output_tail = config.output_tail;
+  dispatcher_options.live_window_bytes = config.live_window;
   p->dispatcher =
       std::make_unique<Dispatcher>(p->fleet.get(), p->links.get(),
                                    p->store.get(), clock, dispatcher_options);
@@ -158,6 +160,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   p->ticker = std::thread([parts = p.get(), period] {
     while (!parts->stop_ticking.WaitForNotificationWithTimeout(period)) {
       parts->fleet->Tick();
+      parts->dispatcher->Tick();
       parts->admission->MaybeLog();
     }
   });

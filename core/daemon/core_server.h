@@ -60,8 +60,12 @@ struct CoreConfig {
   // --retention-days (zero: keep) and --retention-jobs (0: keep).
   absl::Duration retention_age = absl::Hours(24 * 30);
   uint64_t retention_jobs = 100000;
-  // --capture-limit: output bytes kept per target and stream.
-  uint64_t capture_limit = 4 * 1024 * 1024;
+  // --output-head / --output-tail: output bytes stored of the start and the
+  // end of each target's stream (--capture-limit maps onto them).
+  uint64_t output_head = 1 << 20;
+  uint64_t output_tail = 3 << 20;
+  // --live-window: output bytes each job keeps in memory for watchers.
+  uint64_t live_window = 8 << 20;
   // --keepalive-time / --keepalive-timeout.
   Keepalive keepalive;
   // --handshake-rate / --handshake-burst.

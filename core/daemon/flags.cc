@@ -54,9 +54,25 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "Beyond this many jobs the oldest finished ones are deleted; "
                  "0 keeps them")
       ->capture_default_str();
+  auto* head = app.add_option("--output-head", flags->output_head,
+                              "Bytes stored of the start of each target's "
+                              "stdout and stderr (a job may say otherwise)")
+                   ->capture_default_str();
+  auto* tail = app.add_option("--output-tail", flags->output_tail,
+                              "Bytes stored of the end of each target's "
+                              "stdout and stderr (a job may say otherwise)")
+                   ->capture_default_str();
   app.add_option("--capture-limit", flags->capture_limit,
-                 "Bytes of output kept per target and stream of a job")
-      ->capture_default_str();
+                 "Deprecated: --output-head is a quarter of it and "
+                 "--output-tail the rest (output is streamed whole anyway)")
+      ->excludes(head)
+      ->excludes(tail);
+  app.add_option("--live-window", flags->live_window,
+                 "Bytes of recent output each job keeps in memory for "
+                 "watchers; Exec's caller slows the command down instead of "
+                 "falling further behind")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{64} << 10, uint64_t{1} << 34));
   app.add_option("--shutdown-grace", flags->shutdown_grace_seconds,
                  "Seconds in-flight calls get to finish on SIGTERM/SIGINT")
       ->capture_default_str()
@@ -106,7 +122,13 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.retention_age =
       absl::Seconds(static_cast<int64_t>(flags.retention_days * 86400));
   c.retention_jobs = flags.retention_jobs;
-  c.capture_limit = flags.capture_limit;
+  c.output_head = flags.output_head;
+  c.output_tail = flags.output_tail;
+  if (flags.capture_limit > 0) {
+    c.output_head = flags.capture_limit / 4;
+    c.output_tail = flags.capture_limit - c.output_head;
+  }
+  c.live_window = flags.live_window;
   c.keepalive = {absl::Seconds(flags.keepalive_time_seconds),
                  absl::Seconds(flags.keepalive_timeout_seconds)};
   c.admission = flags.admission;

@@ -24,7 +24,12 @@ struct CoreFlags {
   double restart_grace_seconds = 0;
   double retention_days = 30;
   uint64_t retention_jobs = 100000;
-  uint64_t capture_limit = 4 * 1024 * 1024;
+  uint64_t output_head = 1 << 20;
+  uint64_t output_tail = 3 << 20;
+  // Deprecated alias: when set (non-zero), head = 1/4, tail = the rest,
+  // unless --output-head / --output-tail are given.
+  uint64_t capture_limit = 0;
+  uint64_t live_window = 8 << 20;
   double shutdown_grace_seconds = 10;
   double keepalive_time_seconds = 30;
   double keepalive_timeout_seconds = 10;

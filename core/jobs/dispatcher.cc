@@ -13,6 +13,27 @@
 
 namespace varan::core {
 
+OutputLimits JobOutputLimits(const varan::v1::DispatchOptions& options,
+                             const DispatcherOptions& defaults) {
+  OutputLimits limits;
+  limits.live_window_bytes = defaults.live_window_bytes;
+  limits.head_bytes = defaults.default_output_head;
+  limits.tail_bytes = defaults.default_output_tail;
+  if (options.output_head_bytes() == 0 && options.output_tail_bytes() == 0 &&
+      options.capture_limit_bytes() > 0) {
+    limits.head_bytes = options.capture_limit_bytes() / 4;
+    limits.tail_bytes = options.capture_limit_bytes() - limits.head_bytes;
+    return limits;
+  }
+  if (options.output_head_bytes() > 0) {
+    limits.head_bytes = options.output_head_bytes();
+  }
+  if (options.output_tail_bytes() > 0) {
+    limits.tail_bytes = options.output_tail_bytes();
+  }
+  return limits;
+}
+
 Dispatcher::Dispatcher(const FleetRegistry* fleet, LinkProvider* links,
                        Store* store, const Clock* clock,
                        DispatcherOptions options)
@@ -68,7 +89,8 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Find(
     }
     return stored.status();
   }
-  return Job::Restore(*std::move(stored), clock_, store_);
+  return Job::Restore(*std::move(stored), clock_, store_,
+                      options_.live_window_bytes);
 }
 
 absl::StatusOr<varan::v1::ListJobsResponse> Dispatcher::List(
@@ -161,6 +183,15 @@ void Dispatcher::PeripheryGone(const std::string& periphery_id,
   }
 }
 
+void Dispatcher::Tick() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, a] : active_) jobs.push_back(a->job);
+  }
+  for (auto& job : jobs) job->FlushOutput();
+}
+
 void Dispatcher::Shutdown(absl::Duration timeout) {
   std::vector<std::shared_ptr<TargetRun>> running;
   std::vector<std::pair<std::shared_ptr<Job>, size_t>> never_sent;
@@ -171,6 +202,9 @@ void Dispatcher::Shutdown(absl::Duration timeout) {
     shutting_down_ = true;
     for (auto& [ptr, run] : runs_) running.push_back(run);
     for (auto& [id, a] : active_) {
+      // A reader blocked on the job's window must not hold up the calls'
+      // end.
+      a->job->ReleaseProducers();
       for (size_t i : a->pending) never_sent.emplace_back(a->job, i);
       a->pending.clear();
     }

@@ -58,9 +58,20 @@
 namespace varan::core {
 
 struct DispatcherOptions {
-  // Output kept per target and stream when the request does not say.
-  uint64_t default_capture_limit = 4 * 1024 * 1024;
+  // Output stored per target and stream when the request does not say:
+  // the first head bytes and the last tail bytes.
+  uint64_t default_output_head = 1 << 20;
+  uint64_t default_output_tail = 3 << 20;
+  // Output events each job keeps in memory for watchers (older ones are
+  // output_gap records; see Job).
+  uint64_t live_window_bytes = 8 << 20;
 };
+
+// The output limits of a job dispatched with `options` (DispatchOptions:
+// output_head_bytes / output_tail_bytes, or the deprecated
+// capture_limit_bytes as head = 1/4, tail = the rest; zero: the defaults).
+OutputLimits JobOutputLimits(const varan::v1::DispatchOptions& options,
+                             const DispatcherOptions& defaults);
 
 class Dispatcher : private TargetRun::Owner {
  public:
@@ -118,7 +129,12 @@ class Dispatcher : private TargetRun::Owner {
                      const std::string& reason);
 
   // Cancels every call in flight and waits up to `timeout` for them to end.
+  // Releases producers blocked on a job's live window first.
   void Shutdown(absl::Duration timeout);
+
+  // Hands the output buffered by running jobs to the store; call it about
+  // every second.
+  void Tick();
 
  private:
   // TargetRun::Owner:

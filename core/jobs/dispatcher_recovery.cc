@@ -15,7 +15,8 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
   size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
   for (auto& stored : *unfinished) {
     const std::string id = stored.record.id();
-    auto restored = Job::Restore(std::move(stored), clock_, store_);
+    auto restored = Job::Restore(std::move(stored), clock_, store_,
+                                 options_.live_window_bytes);
     if (!restored.ok()) {
       spdlog::error("job {} cannot be recovered: {}", id,
                     restored.status().message());

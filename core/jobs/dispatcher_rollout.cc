@@ -35,10 +35,9 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Dispatch(
     jt->set_periphery_id(t.id);
     jt->set_state(varan::v1::TARGET_STATE_QUEUED);
   }
-  const uint64_t capture = request.options().capture_limit_bytes() > 0
-                               ? request.options().capture_limit_bytes()
-                               : options_.default_capture_limit;
-  auto job = std::make_shared<Job>(std::move(record), capture, clock_, store_);
+  auto job = std::make_shared<Job>(std::move(record),
+                                   JobOutputLimits(request.options(), options_),
+                                   clock_, store_);
   const std::string id = job->id();
   job->SetOnFinishedPersisted([this, id] { Forget(id); });
 

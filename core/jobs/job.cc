@@ -67,21 +67,23 @@ int TargetIndex(const varan::v1::Job& record, const std::string& name) {
 
 }  // namespace
 
-Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
+Job::Job(varan::v1::Job record, OutputLimits limits, const Clock* clock,
          Store* store)
     : id_(record.id()),
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
       store_(RequireStore(store, "Job")) {
+  {
+    // Not under mu_: commit callbacks take alive_->mu, then mu_.
+    absl::MutexLock alive(&alive_->mu);
+    alive_->job = this;
+  }
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   record_.set_state(varan::v1::JOB_STATE_RUNNING);
-  record_.set_capture_limit_bytes(capture_limit);
-  capture_limit_ = capture_limit;
+  limits_ = limits;
   SetTimestamp(clock_->Now(), record_.mutable_create_time());
-  captures_.resize(target_count_);
-  started_.assign(target_count_, false);
-  next_chunk_.assign(target_count_, {0, 0});
+  InitLocked();
   JobEvent accepted;
   accepted.mutable_accepted();  // present even with no targets
   for (const auto& t : record_.targets()) {
@@ -95,13 +97,22 @@ Job::Job(varan::v1::Job record, uint64_t capture_limit, const Clock* clock,
   }
 }
 
+void Job::InitLocked() {
+  record_.set_output_head_bytes(limits_.head_bytes);
+  record_.set_output_tail_bytes(limits_.tail_bytes);
+  record_.set_capture_limit_bytes(limits_.head_bytes + limits_.tail_bytes);
+  record_.set_target_count(static_cast<uint32_t>(target_count_));
+  streams_.resize(target_count_);
+  started_.assign(target_count_, false);
+  next_chunk_.assign(target_count_, {0, 0});
+}
+
 void Job::Persist(CommitCallback on_created) {
   const bool changed = Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     created_ = true;
     // The record as dispatched; the events follow it through the same
     // ordered queue.
-    store_->CreateJob(SnapshotLocked(/*with_output=*/false),
-                      std::move(on_created));
+    store_->CreateJob(SnapshotLocked(), std::move(on_created));
     return false;
   });
   (void)changed;
@@ -114,15 +125,24 @@ bool Job::Update(absl::FunctionRef<bool()> change) {
     changed = change();
     PersistLocked();
   }
-  if (changed) NotifyWatchers();
+  if (changed) {
+    NotifyWatchers();
+    WakeProducers();  // a cancel or the job's end releases them
+  }
   return changed;
 }
 
-Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store)
+Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store,
+         uint64_t live_window_bytes)
     : id_(record.id()),
       target_count_(static_cast<size_t>(record.targets_size())),
       clock_(clock),
       store_(RequireStore(store, "Job")) {
+  {
+    // Not under mu_: commit callbacks take alive_->mu, then mu_.
+    absl::MutexLock alive(&alive_->mu);
+    alive_->job = this;
+  }
   absl::MutexLock lock(&mu_);
   record_ = std::move(record);
   // The stored record may be the final summary: start from the record as
@@ -139,33 +159,59 @@ Job::Job(RestoreTag, varan::v1::Job record, const Clock* clock, Store* store)
     t.set_periphery_id(periphery_id);
     t.set_state(varan::v1::TARGET_STATE_QUEUED);
   }
-  capture_limit_ = record_.capture_limit_bytes();
-  captures_.resize(target_count_);
-  started_.assign(target_count_, false);
-  next_chunk_.assign(target_count_, {0, 0});
+  limits_.live_window_bytes = live_window_bytes;
+  if (record_.output_head_bytes() > 0 || record_.output_tail_bytes() > 0) {
+    limits_.head_bytes = record_.output_head_bytes();
+    limits_.tail_bytes = record_.output_tail_bytes();
+  } else {
+    // A job stored before head/tail existed: its capture limit, mapped as
+    // DispatchOptions says.
+    limits_.head_bytes = record_.capture_limit_bytes() / 4;
+    limits_.tail_bytes = record_.capture_limit_bytes() - limits_.head_bytes;
+  }
+  InitLocked();
 }
 
 absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
                                                   const Clock* clock,
-                                                  Store* store) {
-  std::shared_ptr<Job> job(
-      new Job(RestoreTag{}, std::move(stored.record), clock, store));
+                                                  Store* store,
+                                                  uint64_t live_window_bytes) {
+  std::shared_ptr<Job> job(new Job(RestoreTag{}, std::move(stored.record),
+                                   clock, store, live_window_bytes));
   absl::MutexLock lock(&job->mu_);
   for (auto& ev : stored.events) {
-    if (ev.sequence() != job->events_.size()) {
+    if (ev.sequence() < job->next_seq_) {
       return absl::InvalidArgumentError(
-          absl::StrCat("job ", job->id_, ": event ", job->events_.size(),
-                       " is missing from the stored log"));
+          absl::StrCat("job ", job->id_, ": event ", ev.sequence(),
+                       " is stored twice or out of order"));
+    }
+    if (ev.sequence() > job->next_seq_) {
+      // Output events are not stored as events: a hole is output.
+      job->AppendGapLocked(job->next_seq_, ev.sequence() - 1);
     }
     if (absl::Status s = job->ApplyLocked(ev); !s.ok()) return s;
-    job->events_.push_back(std::move(ev));
+    const uint64_t seq = ev.sequence();
+    job->log_[seq] = std::make_shared<const JobEvent>(std::move(ev));
+    job->next_seq_ = seq + 1;
   }
-  if (job->events_.empty()) {
+  if (job->log_.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("job ", job->id_, " has no events stored"));
   }
+  // What each stream's output came to is in the store.
+  auto extents = store->OutputExtents(job->id_);
+  if (extents.ok()) {
+    for (const auto& [key, extent] : *extents) {
+      const int i = varan::core::TargetIndex(job->record_, key.target);
+      if (i < 0) continue;
+      Stream& st = job->streams_[static_cast<size_t>(i)]
+                                [key.stream == varan::v1::OUTPUT_STREAM_STDERR];
+      st.end = extent.end;
+      st.head_off = st.tail_off = extent.end;
+    }
+  }
   job->created_ = true;
-  job->persisted_ = job->events_.size();
+  job->persisted_ = job->next_seq_;
   job->final_persist_started_ =
       job->record_.state() != varan::v1::JOB_STATE_RUNNING;
   return job;
@@ -205,7 +251,6 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
     case JobEvent::kOutput: {
       const size_t stream =
           ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-      captures_[i][stream].captured += ev.output().data().size();
       next_chunk_[i][stream] = ev.output().sequence() + 1;
       break;
     }
@@ -216,8 +261,6 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
         t->set_state(f.state());
         if (f.has_exit_status()) *t->mutable_exit_status() = f.exit_status();
         t->set_error(f.error());
-        captures_[i][0].uncaptured = f.stdout_uncaptured_bytes();
-        captures_[i][1].uncaptured = f.stderr_uncaptured_bytes();
         if (Succeeded(f.state(), f.exit_status()) && failures_ > 0) {
           --failures_;
         }
@@ -228,8 +271,6 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
       if (f.has_exit_status()) *t->mutable_exit_status() = f.exit_status();
       if (!f.error().empty()) t->set_error(f.error());
       *t->mutable_finish_time() = ev.time();
-      captures_[i][0].uncaptured = f.stdout_uncaptured_bytes();
-      captures_[i][1].uncaptured = f.stderr_uncaptured_bytes();
       ++final_targets_;
       if (f.state() != varan::v1::TARGET_STATE_SKIPPED &&
           !Succeeded(f.state(), f.exit_status())) {
@@ -246,42 +287,34 @@ absl::Status Job::ApplyLocked(const JobEvent& ev) {
       *record_.mutable_finish_time() = ev.time();
       break;
     case JobEvent::kAccepted:
+    case JobEvent::kOutputGap:
     case JobEvent::EVENT_NOT_SET:
       break;
   }
   return absl::OkStatus();
 }
 
-varan::v1::Job Job::SnapshotLocked(bool with_output) const {
+varan::v1::Job Job::SnapshotLocked() const {
   varan::v1::Job out = record_;
-  absl::flat_hash_map<absl::string_view, varan::v1::JobTarget*> by_name;
   for (size_t i = 0; i < target_count_; ++i) {
     auto* t = out.mutable_targets(static_cast<int>(i));
-    t->set_stdout_uncaptured_bytes(captures_[i][0].uncaptured);
-    t->set_stderr_uncaptured_bytes(captures_[i][1].uncaptured);
-    if (with_output) {
-      t->mutable_stdout()->reserve(captures_[i][0].captured);
-      t->mutable_stderr()->reserve(captures_[i][1].captured);
-      by_name[record_.targets(static_cast<int>(i)).name()] = t;
-    }
-  }
-  if (!with_output) return out;
-  // The captured output is the output events' data, in order (see Capture).
-  for (const JobEvent& ev : events_) {
-    if (!ev.has_output()) continue;
-    auto it = by_name.find(ev.target());
-    if (it == by_name.end()) continue;
-    std::string* to = ev.output().stream() == varan::v1::OUTPUT_STREAM_STDERR
-                          ? it->second->mutable_stderr()
-                          : it->second->mutable_stdout();
-    to->append(ev.output().data());
+    FillInfoLocked(i, 0, t->mutable_stdout_info());
+    FillInfoLocked(i, 1, t->mutable_stderr_info());
+    t->set_stdout_uncaptured_bytes(t->stdout_info().omitted_bytes());
+    t->set_stderr_uncaptured_bytes(t->stderr_info().omitted_bytes());
   }
   return out;
 }
 
-varan::v1::Job Job::Snapshot(bool with_output) const {
+varan::v1::Job Job::Snapshot() const {
   absl::MutexLock lock(&mu_);
-  return SnapshotLocked(with_output);
+  return SnapshotLocked();
+}
+
+bool Job::TargetFinal(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  const int i = varan::core::TargetIndex(record_, name);
+  return i >= 0 && FinalLocked(static_cast<size_t>(i));
 }
 
 bool Job::finished() const {
@@ -304,34 +337,40 @@ bool Job::FinalLocked(size_t target) const {
 }
 
 void Job::EmitLocked(JobEvent event) {
-  event.set_sequence(events_.size());
+  const uint64_t seq = next_seq_++;
+  event.set_sequence(seq);
   event.set_job_id(id_);
   SetTimestamp(clock_->Now(), event.mutable_time());
   // Events built here always fit the record.
   (void)ApplyLocked(event);
-  events_.push_back(std::move(event));
+  if (event.has_output()) {
+    window_.push_back(seq);
+    window_bytes_ += event.output().data().size();
+  }
+  log_[seq] = std::make_shared<const JobEvent>(std::move(event));
 }
 
 void Job::PersistLocked() {
   if (!created_) return;
-  if (persisted_ < events_.size()) {
+  if (persisted_ < next_seq_) {
     // Serialized by the store before it returns: no copy of the events.
+    // Output events (and gaps) are not stored as events: the log has holes.
     std::vector<const JobEvent*> batch;
-    batch.reserve(events_.size() - persisted_);
-    for (size_t i = persisted_; i < events_.size(); ++i) {
-      batch.push_back(&events_[i]);
+    for (auto it = log_.lower_bound(persisted_); it != log_.end(); ++it) {
+      const JobEvent& ev = *it->second;
+      if (ev.has_output() || ev.has_output_gap()) continue;
+      batch.push_back(&ev);
     }
-    persisted_ = events_.size();
-    store_->AppendEvents(id_, batch);
+    persisted_ = next_seq_;
+    if (!batch.empty()) store_->AppendEvents(id_, batch);
   }
   if (record_.state() != varan::v1::JOB_STATE_RUNNING &&
-      !final_persist_started_) {
+      !final_persist_started_ && OutputIdleLocked()) {
     final_persist_started_ = true;
     std::function<void()> callback = on_finished_persisted_;
-    store_->FinishJob(SnapshotLocked(/*with_output=*/false),
-                      [callback](const absl::Status&) {
-                        if (callback) callback();
-                      });
+    store_->FinishJob(SnapshotLocked(), [callback](const absl::Status&) {
+      if (callback) callback();
+    });
   }
 }
 
@@ -344,8 +383,11 @@ void Job::FinishTargetLocked(size_t target, TargetState state,
   f->set_state(state);
   if (exit != nullptr) *f->mutable_exit_status() = *exit;
   f->set_error(error);
-  f->set_stdout_uncaptured_bytes(captures_[target][0].uncaptured);
-  f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
+  // The target's last output goes to the store now.
+  FlushLocked(target, 0, /*force=*/true);
+  FlushLocked(target, 1, /*force=*/true);
+  f->set_stdout_uncaptured_bytes(OmittedLocked(target, 0));
+  f->set_stderr_uncaptured_bytes(OmittedLocked(target, 1));
   EmitLocked(std::move(ev));
   if (final_targets_ < target_count_) return;
   EmitJobFinishedLocked();
@@ -392,17 +434,29 @@ int Job::TargetIndex(const std::string& name) const {
 }
 
 Job::Read Job::EventAt(uint64_t seq, JobEvent* out) const {
-  const JobEvent* event = nullptr;
+  EventPtr event;
   Read read = EventAt(seq, &event);
   if (read == Read::kEvent) *out = *event;
   return read;
 }
 
 Job::Read Job::EventAt(uint64_t seq, const JobEvent** out) const {
+  EventPtr event;
+  Read read = EventAt(seq, &event);
+  if (read == Read::kEvent) *out = event.get();
+  return read;
+}
+
+Job::Read Job::EventAt(uint64_t seq, EventPtr* out) const {
   absl::MutexLock lock(&mu_);
-  if (seq < events_.size()) {
-    *out = &events_[seq];
-    return Read::kEvent;
+  if (seq < next_seq_) {
+    // The entry standing for `seq`: the first whose last sequence is at or
+    // past it (an event, or the gap covering it).
+    auto it = log_.lower_bound(seq);
+    if (it != log_.end()) {
+      *out = it->second;
+      return Read::kEvent;
+    }
   }
   if (record_.state() != varan::v1::JOB_STATE_RUNNING) return Read::kEnd;
   return Read::kWait;
@@ -413,16 +467,32 @@ void Job::NotifyWatchers() {
   for (auto& [handle, callback] : watchers_) callback();
 }
 
-uint64_t Job::AddWatcher(std::function<void()> callback) {
-  absl::MutexLock lock(&watchers_mu_);
-  uint64_t handle = next_watcher_++;
-  watchers_[handle] = std::move(callback);
+uint64_t Job::AddWatcher(std::function<void()> callback, bool pacing) {
+  uint64_t handle;
+  {
+    absl::MutexLock lock(&watchers_mu_);
+    handle = next_watcher_++;
+    watchers_[handle] = std::move(callback);
+  }
+  if (pacing) {
+    absl::MutexLock lock(&mu_);
+    if (pacer_ == ~uint64_t{0}) pacer_ = handle;
+  }
   return handle;
 }
 
 void Job::RemoveWatcher(uint64_t handle) {
-  absl::MutexLock lock(&watchers_mu_);
-  watchers_.erase(handle);
+  {
+    absl::MutexLock lock(&watchers_mu_);
+    watchers_.erase(handle);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (pacer_ != handle) return;
+    pacer_ = ~uint64_t{0};
+    EvictLocked();
+  }
+  WakeProducers();
 }
 
 }  // namespace varan::core

@@ -29,17 +29,34 @@ void Job::MarkDispatched(size_t target) {
   });
 }
 
-void Job::OnExecuteEvent(size_t target, const varan::v1::ExecuteEvent& event) {
+void Job::OnExecuteEvent(size_t target, varan::v1::ExecuteEvent& event) {
   Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (FinalLocked(target)) return false;
-    const size_t before = events_.size();
+    const uint64_t before = next_seq_;
     ExecuteEventLocked(target, event);
-    return events_.size() != before;
+    return next_seq_ != before;
   });
+  // Watchers were told (the pacer can write): wait for room without
+  // holding anything but mu_, which Await releases.
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &Job::RoomLocked));
 }
 
-void Job::ExecuteEventLocked(size_t target,
-                             const varan::v1::ExecuteEvent& event) {
+bool Job::OfferExecuteEvent(size_t target, varan::v1::ExecuteEvent& event,
+                            std::function<void()> on_room) {
+  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (FinalLocked(target)) return false;
+    const uint64_t before = next_seq_;
+    ExecuteEventLocked(target, event);
+    return next_seq_ != before;
+  });
+  absl::MutexLock lock(&mu_);
+  if (RoomLocked()) return true;
+  on_room_.push_back(std::move(on_room));
+  return false;
+}
+
+void Job::ExecuteEventLocked(size_t target, varan::v1::ExecuteEvent& event) {
   const std::string& name = record_.targets(static_cast<int>(target)).name();
   if (event.has_started()) {
     JobEvent ev;
@@ -48,23 +65,7 @@ void Job::ExecuteEventLocked(size_t target,
     *ev.mutable_started()->mutable_start_time() = event.started().start_time();
     EmitLocked(std::move(ev));
   } else if (event.has_output()) {
-    const auto& chunk = event.output();
-    const size_t stream =
-        chunk.stream() == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-    Capture& cap = captures_[target][stream];
-    const uint64_t room =
-        capture_limit_ > cap.captured ? capture_limit_ - cap.captured : 0;
-    const uint64_t keep = std::min<uint64_t>(room, chunk.data().size());
-    cap.uncaptured += chunk.data().size() - keep;
-    if (keep > 0) {
-      JobEvent ev;
-      ev.set_target(name);
-      *ev.mutable_output() = chunk;
-      if (keep < chunk.data().size()) {
-        ev.mutable_output()->mutable_data()->resize(keep);
-      }
-      EmitLocked(std::move(ev));
-    }
+    OutputLocked(target, *event.mutable_output());
   } else if (event.has_exited()) {
     const ExitStatus& exit = event.exited();
     TargetState state = varan::v1::TARGET_STATE_EXITED;
@@ -96,27 +97,21 @@ void Job::ExecuteEventLocked(size_t target,
 void Job::TailLocked(size_t target, varan::v1::OutputStream stream,
                      const varan::v1::OutputTail& tail) {
   const size_t s = stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-  Capture& cap = captures_[target][s];
-  const uint64_t seen = cap.captured + cap.uncaptured;
-  const uint64_t end = tail.offset() + tail.data().size();
-  if (end <= seen) return;
-  if (tail.offset() > seen) {
-    // Output between what arrived and the tail's start is gone: count it
-    // with the bytes not captured, so the totals still add up.
-    cap.uncaptured += tail.offset() - seen;
-  }
-  const uint64_t from = std::max(seen, tail.offset()) - tail.offset();
-  varan::v1::ExecuteEvent ev;
-  ev.mutable_output()->set_stream(stream);
-  ev.mutable_output()->set_sequence(next_chunk_[target][s]);
-  ev.mutable_output()->set_data(tail.data().substr(from));
-  ExecuteEventLocked(target, ev);
+  // The tail is a chunk at its offset: OutputLocked drops what core has
+  // and counts a jump before it as missed.
+  if (tail.data().empty()) return;
+  varan::v1::OutputChunk chunk;
+  chunk.set_stream(stream);
+  chunk.set_sequence(next_chunk_[target][s]);
+  chunk.set_offset(tail.offset());
+  chunk.set_data(tail.data());
+  OutputLocked(target, chunk, /*exact_offset=*/true);
 }
 
 void Job::ApplyReport(size_t target, const varan::v1::ExecutionReport& report) {
   Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (FinalLocked(target)) return false;
-    const size_t before = events_.size();
+    const uint64_t before = next_seq_;
     if (report.has_started() && !started_[target]) {
       varan::v1::ExecuteEvent ev;
       *ev.mutable_started() = report.started();
@@ -129,7 +124,7 @@ void Job::ApplyReport(size_t target, const varan::v1::ExecutionReport& report) {
       *ev.mutable_exited() = report.exited();
       ExecuteEventLocked(target, ev);
     }
-    return events_.size() != before;
+    return next_seq_ != before;
   });
 }
 
@@ -160,8 +155,10 @@ bool Job::AmendLost(size_t target, const varan::v1::ExecutionReport& report) {
                      ? "reported by the periphery after it had been lost"
                      : exit.error());
     f->set_late(true);
-    f->set_stdout_uncaptured_bytes(captures_[target][0].uncaptured);
-    f->set_stderr_uncaptured_bytes(captures_[target][1].uncaptured);
+    FlushLocked(target, 0, /*force=*/true);
+    FlushLocked(target, 1, /*force=*/true);
+    f->set_stdout_uncaptured_bytes(OmittedLocked(target, 0));
+    f->set_stderr_uncaptured_bytes(OmittedLocked(target, 1));
     EmitLocked(std::move(ev));
     if (final_targets_ >= target_count_) {
       EmitJobFinishedLocked();

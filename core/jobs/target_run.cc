@@ -77,7 +77,10 @@ absl::Status TargetRun::broke() {
 }
 
 void TargetRun::OnEvent(const varan::v1::ExecuteEvent& event) {
-  job_->OnExecuteEvent(index_, event);
+  // The link hands a const event: one copy here, outside any lock; the job
+  // takes this copy's data without another.
+  varan::v1::ExecuteEvent mine = event;
+  job_->OnExecuteEvent(index_, mine);
 }
 
 void TargetRun::OnDone(const absl::Status& status) {

@@ -132,7 +132,9 @@ struct StoredJoinToken {
 // output) — or, once finished, its final summary — and every event.
 struct StoredJob {
   varan::v1::Job record;
-  // Ordered by sequence, without gaps.
+  // Ordered by sequence. The log may have holes: output events are not
+  // stored as events (the output is, see AppendOutput), so their sequence
+  // numbers are missing; Job::Restore turns each hole into an output_gap.
   std::vector<varan::v1::JobEvent> events;
 };
 
@@ -242,7 +244,8 @@ class Store {
   // runs after the commit with its status; an id that exists fails it
   // with ALREADY_EXISTS.
   virtual void CreateJob(const varan::v1::Job& record, CommitCallback done) = 0;
-  // Appends events of one job, in sequence order. Asynchronous; the events
+  // Appends events of one job, in sequence order; sequence numbers may skip
+  // (holes are allowed, see StoredJob::events). Asynchronous; the events
   // are serialized before it returns, so the caller keeps them (a job's
   // event log hands them over without a copy). Events of an unknown job,
   // or a sequence number stored already, fail the whole call (none of its

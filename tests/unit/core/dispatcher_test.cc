@@ -96,6 +96,19 @@ class DispatcherTest : public ::testing::Test {
   FakeClock clock_;
   varan::testing::UnitTempDir dir_;
   FakeLinks links_;
+  // The stored stdout of a target (the output is not in the job record).
+  std::string StoredStdout(const std::string& job, const std::string& target) {
+    EXPECT_TRUE(store_->Sync().ok());
+    auto out = store_->ReadOutput(
+        {job, target, varan::v1::OUTPUT_STREAM_STDOUT}, 0, 1 << 30);
+    EXPECT_TRUE(out.ok()) << out.status();
+    std::string joined;
+    if (out.ok()) {
+      for (const auto& piece : out->pieces) joined += piece.data;
+    }
+    return joined;
+  }
+
   std::unique_ptr<SqliteStore> store_;
   std::unique_ptr<FleetRegistry> fleet_;
   std::unique_ptr<Dispatcher> dispatcher_;
@@ -355,7 +368,7 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
               ElementsAre(id + "/p1"));
   auto snap = restored->Snapshot(true);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(snap.targets(0).stdout(), "first\nsecond\n");
+  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "first\nsecond\n");
 
   // p2 does not hold its execution: after two reports without it, the
   // target (which never started) fails with the reason.
@@ -389,7 +402,7 @@ TEST_F(DispatcherTest,
   auto snap = job->Snapshot(true);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 3);
-  EXPECT_EQ(snap.targets(0).stdout(), "ab");
+  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "ab");
 }
 
 TEST_F(DispatcherTest, ACallBrokenBeforeItsStartWaitsAndTakesTheHeldResult) {
@@ -413,7 +426,7 @@ TEST_F(DispatcherTest, ACallBrokenBeforeItsStartWaitsAndTakesTheHeldResult) {
   auto snap = job->Snapshot(true);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 4);
-  EXPECT_EQ(snap.targets(0).stdout(), "held\n");
+  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "held\n");
 }
 
 TEST_F(DispatcherTest, ACallBrokenBeforeItsStartFailsWhenThePeripheryLacksIt) {
@@ -526,7 +539,7 @@ TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
   ASSERT_TRUE(found.ok());
   snap = (*found)->Snapshot(true);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(snap.targets(0).stdout(), "late\n");
+  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "late\n");
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
   auto listed = dispatcher_->List(varan::v1::ListJobsRequest());
   ASSERT_TRUE(listed.ok());

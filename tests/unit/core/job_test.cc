@@ -1,5 +1,7 @@
-// Tests for core/jobs/job.h: target state machine, captured output, the
-// gap-free event log and its watchers, on a fake clock.
+// Tests for core/jobs/job.h: target state machine, output (streamed whole,
+// stored as head and tail), the event log and its watchers, on a fake clock
+// and a MemoryStore. The live window, pacing and offsets are in
+// job_output_test.cc.
 #include "core/jobs/job.h"
 
 #include <memory>
@@ -27,7 +29,7 @@ class JobTest : public ::testing::Test {
  protected:
   // A job "job-1" with one queued target per name.
   std::unique_ptr<Job> MakeJob(std::vector<std::string> names,
-                               uint64_t capture_limit = 1024) {
+                               OutputLimits limits = {}) {
     varan::v1::Job record;
     record.set_id("job-1");
     record.set_created_by("tester");
@@ -38,8 +40,24 @@ class JobTest : public ::testing::Test {
       t->set_periphery_id("id-" + n);
       t->set_state(varan::v1::TARGET_STATE_QUEUED);
     }
-    return std::make_unique<Job>(std::move(record), capture_limit, &clock_,
-                                 &store_);
+    auto job =
+        std::make_unique<Job>(std::move(record), limits, &clock_, &store_);
+    job->Persist(nullptr);
+    return job;
+  }
+
+  // What the store holds of a stream of job-1, read back through
+  // ReadOutput (after every write committed).
+  std::string Stored(
+      const std::string& target,
+      varan::v1::OutputStream stream = varan::v1::OUTPUT_STREAM_STDOUT) {
+    EXPECT_TRUE(store_.Sync().ok());
+    auto out = store_.ReadOutput({"job-1", target, stream}, 0, 1 << 30);
+    EXPECT_TRUE(out.ok()) << out.status();
+    std::string joined;
+    if (!out.ok()) return joined;
+    for (const auto& piece : out->pieces) joined += piece.data;
+    return joined;
   }
 
   static ExecuteEvent Started(int pid) {
@@ -116,6 +134,9 @@ class JobTest : public ::testing::Test {
         case JobEvent::kCancelRequested:
           out += 'C';
           break;
+        case JobEvent::kOutputGap:
+          out += 'g';
+          break;
         case JobEvent::EVENT_NOT_SET:
           out += '?';
           break;
@@ -189,27 +210,30 @@ TEST_F(JobTest, TwoTargetsExitingZeroSucceed) {
   EXPECT_EQ(job->EventAt(12, &ev), Job::Read::kEnd);
   EXPECT_EQ(job->EventAt(11, &ev), Job::Read::kEvent);
 
-  varan::v1::Job snap = job->Snapshot(/*with_output=*/true);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(FromTimestamp(snap.finish_time()), clock_.Now());
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 0);
-  EXPECT_EQ(snap.targets(0).stdout(), "hello world\n");
-  EXPECT_EQ(snap.targets(0).stderr(), "oops\n");
   EXPECT_EQ(snap.targets(0).start_time().seconds(), 1700000001);
   EXPECT_EQ(FromTimestamp(snap.targets(0).finish_time()), clock_.Now());
-  EXPECT_EQ(snap.targets(1).stdout(), "b-out");
-
-  varan::v1::Job bare = job->Snapshot(/*with_output=*/false);
-  EXPECT_EQ(bare.targets(0).stdout(), "");
-  EXPECT_EQ(bare.targets(0).stderr(), "");
+  EXPECT_EQ(snap.targets(0).stdout_info().total_bytes(), 12u);
+  EXPECT_EQ(snap.targets(0).stderr_info().total_bytes(), 5u);
+  EXPECT_EQ(snap.targets(1).stdout_info().total_bytes(), 5u);
+  EXPECT_EQ(snap.target_count(), 2u);
+  // The output is in the store, not in the record.
+  EXPECT_EQ(snap.targets(0).stdout(), "");
+  EXPECT_EQ(snap.targets(0).stderr(), "");
+  EXPECT_EQ(Stored("a"), "hello world\n");
+  EXPECT_EQ(Stored("a", varan::v1::OUTPUT_STREAM_STDERR), "oops\n");
+  EXPECT_EQ(Stored("b"), "b-out");
 }
 
 // JobEventWriter streams events straight from the log without copying
 // them: an event handed out must stay where it is, unchanged, while the
 // log grows.
 TEST_F(JobTest, AnEventHandedOutStaysValidWhileTheLogGrows) {
-  auto job = MakeJob({"a"}, /*capture_limit=*/1 << 20);
+  auto job = MakeJob({"a"});
   job->MarkDispatched(0);
   job->OnExecuteEvent(0, Started(100));
   const JobEvent* first = nullptr;
@@ -226,9 +250,8 @@ TEST_F(JobTest, AnEventHandedOutStaysValidWhileTheLogGrows) {
   ASSERT_EQ(job->EventAt(3, &same), Job::Read::kEvent);
   EXPECT_EQ(same, first);
   EXPECT_EQ(job->EventAt(5006, &same), Job::Read::kEnd);
-  // The captured output is the output events' data, joined once.
-  const std::string out =
-      job->Snapshot(/*with_output=*/true).targets(0).stdout();
+  // The stored output is the output events' data, in order.
+  const std::string out = Stored("a");
   EXPECT_EQ(out.size(), 11u + 4999u * 12u);
   EXPECT_EQ(out.substr(0, 23), "first chunkmore output ");
 }
@@ -259,7 +282,8 @@ TEST_F(JobTest, AnyOtherOutcomeFailsTheJob) {
     if (c.second.exited().kind() != ExitStatus::KIND_START_FAILED) {
       job->OnExecuteEvent(1, Started(2));
     }
-    job->OnExecuteEvent(1, c.second);
+    ExecuteEvent second = c.second;
+    job->OnExecuteEvent(1, second);
     ASSERT_TRUE(job->finished());
 
     varan::v1::Job snap = job->Snapshot(false);
@@ -282,37 +306,49 @@ TEST_F(JobTest, AnyOtherOutcomeFailsTheJob) {
   }
 }
 
-TEST_F(JobTest, OutputPastTheCaptureLimitIsCountedNotKept) {
-  auto job = MakeJob({"a"}, /*capture_limit=*/10);
+TEST_F(JobTest, OutputIsStreamedWholeAndStoredAsHeadAndTail) {
+  auto job = MakeJob({"a"}, {.head_bytes = 4, .tail_bytes = 6});
   job->OnExecuteEvent(0, Started(1));
   job->OnExecuteEvent(0, Stdout(0, "0123456"));
-  job->OnExecuteEvent(0, Stdout(1, "789ABCDE"));  // 5 bytes over
-  job->OnExecuteEvent(0, Stdout(2, "xyz"));       // 3 more
-  job->OnExecuteEvent(0, Stderr(0, "err"));       // other stream: own limit
+  job->OnExecuteEvent(0, Stdout(1, "789ABCDE"));
+  job->OnExecuteEvent(0, Stdout(2, "xyz"));
+  job->OnExecuteEvent(0, Stderr(0, "err"));  // other stream: its own
   job->OnExecuteEvent(0, Exited(0));
 
   auto events = Events(*job);
-  ASSERT_EQ(Kinds(events), "AsooofJ");
-  EXPECT_EQ(events[2].output().data(), "0123456");
-  EXPECT_EQ(events[3].output().data(), "789");
-  EXPECT_EQ(events[3].output().sequence(), 1u);
-  EXPECT_EQ(events[4].output().data(), "err");
+  ASSERT_EQ(Kinds(events), "AsoooofJ");
   std::string streamed;
   for (const auto& ev : events) {
     if (ev.has_output() &&
         ev.output().stream() == varan::v1::OUTPUT_STREAM_STDOUT) {
+      EXPECT_EQ(ev.output().offset(), streamed.size());
       streamed += ev.output().data();
     }
   }
-  EXPECT_EQ(streamed, "0123456789");
+  // Nothing is cut from what watchers get.
+  EXPECT_EQ(streamed, "0123456789ABCDExyz");
 
-  varan::v1::Job snap = job->Snapshot(true);
-  EXPECT_EQ(snap.targets(0).stdout(), "0123456789");
+  // Stored: the first 4 and the last 6 bytes; the 8 between are counted.
+  EXPECT_EQ(Stored("a"), "0123CDExyz");
+  EXPECT_EQ(Stored("a", varan::v1::OUTPUT_STREAM_STDERR), "err");
+  varan::v1::Job snap = job->Snapshot();
+  const auto& info = snap.targets(0).stdout_info();
+  EXPECT_EQ(info.total_bytes(), 18u);
+  EXPECT_EQ(info.head_end(), 4u);
+  EXPECT_EQ(info.tail_start(), 12u);
+  EXPECT_EQ(info.omitted_bytes(), 8u);
   EXPECT_EQ(snap.targets(0).stdout_uncaptured_bytes(), 8u);
-  EXPECT_EQ(snap.targets(0).stderr(), "err");
   EXPECT_EQ(snap.targets(0).stderr_uncaptured_bytes(), 0u);
-  // The counts are there without the output too.
-  EXPECT_EQ(job->Snapshot(false).targets(0).stdout_uncaptured_bytes(), 8u);
+  EXPECT_EQ(snap.output_head_bytes(), 4u);
+  EXPECT_EQ(snap.output_tail_bytes(), 6u);
+  EXPECT_EQ(snap.capture_limit_bytes(), 10u);
+  EXPECT_EQ(events[6].finished().stdout_uncaptured_bytes(), 8u);
+  // The stored log has no output events: holes where they were.
+  auto stored = store_.LoadJob("job-1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  std::vector<uint64_t> seqs;
+  for (const auto& ev : stored->events) seqs.push_back(ev.sequence());
+  EXPECT_THAT(seqs, ElementsAre(0, 1, 6, 7));
 }
 
 TEST_F(JobTest, ExecuteDoneBeforeStartFailsTheTargetWithTheMessage) {
@@ -344,10 +380,10 @@ TEST_F(JobTest, ExecuteDoneAfterStartLosesTheTarget) {
   job->OnExecuteEvent(0, Stdout(0, "partial"));
   job->OnExecuteDone(0, absl::UnavailableError("socket closed"));
   ASSERT_TRUE(job->finished());
-  varan::v1::Job snap = job->Snapshot(true);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("socket closed"));
-  EXPECT_EQ(snap.targets(0).stdout(), "partial");
+  EXPECT_EQ(Stored("a"), "partial");
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
   EXPECT_EQ(Kinds(Events(*job)), "AsofJ");
 }
@@ -366,7 +402,7 @@ TEST_F(JobTest, ExecuteDoneAfterExitChangesNothing) {
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).error(), "");
-  EXPECT_EQ(snap.targets(0).stdout(), "");
+  EXPECT_EQ(Stored("a"), "");
 }
 
 TEST_F(JobTest, FinishTargetFinishesAnUnsentTarget) {
@@ -489,7 +525,7 @@ TEST_F(JobTest, CoreGivesUpOnATargetPastItsTimeout) {
   record.mutable_spec()->set_shell("sleep 100");
   record.mutable_spec()->mutable_timeout()->set_seconds(5);
   record.add_targets()->set_name("a");
-  Job job(std::move(record), 1024, &clock_, &store_);
+  Job job(std::move(record), OutputLimits{}, &clock_, &store_);
   job.MarkDispatched(0);
   job.OnExecuteEvent(0, Started(5));
   job.OnExecuteDone(0, absl::DeadlineExceededError("Deadline Exceeded"));
@@ -498,35 +534,43 @@ TEST_F(JobTest, CoreGivesUpOnATargetPastItsTimeout) {
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("within a minute"));
 }
 
-TEST_F(JobTest, RestoreReplaysTheLogIntoTheSameRecord) {
-  auto job = MakeJob({"a", "b"}, /*capture_limit=*/4);
+TEST_F(JobTest, RestoreReplaysTheStoredLogIntoTheSameRecord) {
+  auto job = MakeJob({"a", "b"}, {.head_bytes = 1, .tail_bytes = 3});
   job->MarkDispatched(0);
   job->MarkDispatched(1);
   job->OnExecuteEvent(0, Started(100));
-  job->OnExecuteEvent(0, Stdout(0, "hello"));  // one byte past the limit
+  job->OnExecuteEvent(0, Stdout(0, "hello"));  // one byte not stored
   job->OnExecuteEvent(0, Exited(0));
   ASSERT_TRUE(job->RequestCancel("alice"));
   job->OnExecuteDone(1, absl::CancelledError("gone"));
   ASSERT_TRUE(job->finished());
+  ASSERT_TRUE(store_.Sync().ok());
 
-  StoredJob stored;
-  stored.record = job->Snapshot(false);  // the final summary, as stored
-  stored.events = Events(*job);
-  auto restored = Job::Restore(stored, &clock_, &store_);
+  // The stored log has a hole where the output event was.
+  auto stored = store_.LoadJob("job-1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  auto restored = Job::Restore(*stored, &clock_, &store_);
   ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_EQ((*restored)->Snapshot(true).DebugString(),
-            job->Snapshot(true).DebugString());
-  EXPECT_EQ((*restored)->Snapshot(false).state(),
-            varan::v1::JOB_STATE_CANCELED);
-  EXPECT_EQ((*restored)->Snapshot(true).targets(0).stdout(), "hell");
-  EXPECT_EQ((*restored)->Snapshot(true).targets(0).stdout_uncaptured_bytes(),
-            1u);
+  EXPECT_EQ((*restored)->Snapshot().DebugString(),
+            job->Snapshot().DebugString());
+  EXPECT_EQ((*restored)->Snapshot().state(), varan::v1::JOB_STATE_CANCELED);
+  EXPECT_EQ((*restored)->Snapshot().targets(0).stdout_info().total_bytes(), 5u);
+  EXPECT_EQ((*restored)->Snapshot().targets(0).stdout_uncaptured_bytes(), 1u);
+  EXPECT_EQ(Stored("a"), "hllo");
+  // The hole reads as an output_gap; the events around it as they were.
+  JobEvent ev;
+  ASSERT_EQ((*restored)->EventAt(4, &ev), Job::Read::kEvent);
+  ASSERT_TRUE(ev.has_output_gap()) << ev.DebugString();
+  EXPECT_EQ(ev.output_gap().first_sequence(), 4u);
+  EXPECT_EQ(ev.sequence(), 4u);
+  ASSERT_EQ((*restored)->EventAt(5, &ev), Job::Read::kEvent);
+  EXPECT_TRUE(ev.has_finished());
 
-  StoredJob gap = stored;
-  gap.events.erase(gap.events.begin() + 2);
-  auto broken = Job::Restore(gap, &clock_, &store_);
+  StoredJob unknown = *stored;
+  unknown.events.back().set_target("nobody");
+  auto broken = Job::Restore(unknown, &clock_, &store_);
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(broken.status().message()), HasSubstr("missing"));
+  EXPECT_THAT(std::string(broken.status().message()), HasSubstr("nobody"));
 }
 
 }  // namespace

@@ -200,6 +200,27 @@ TEST_P(StoreContractTest, JobLifecycleLoadsFinalRecordAndEventsInOrder) {
   }
 }
 
+// Output events are not stored as events: the log has holes where they
+// were, and every backend keeps and loads such a log as it is.
+TEST_P(StoreContractTest, EventLogWithHolesIsStoredAndLoadedInOrder) {
+  Store& store = Open();
+  const std::string id = JobId(1);
+  store.CreateJob(MakeJob(id, kRunning, kT0, "alice", {"p1"}), nullptr);
+  store.AppendEvents(id, {MakeEvent(id, 0), MakeEvent(id, 3)});
+  store.AppendEvents(id, {MakeEvent(id, 7)});
+  ASSERT_TRUE(store.Sync().ok());
+  auto job = store.LoadJob(id);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->events.size(), 3u);
+  EXPECT_EQ(job->events[0].sequence(), 0u);
+  EXPECT_EQ(job->events[1].sequence(), 3u);
+  EXPECT_EQ(job->events[2].sequence(), 7u);
+  auto unfinished = store.LoadUnfinishedJobs();
+  ASSERT_TRUE(unfinished.ok()) << unfinished.status();
+  ASSERT_EQ(unfinished->size(), 1u);
+  EXPECT_EQ((*unfinished)[0].events.size(), 3u);
+}
+
 TEST_P(StoreContractTest, LoadJobNotFoundNamesTheId) {
   Store& store = Open();
   CreateAll(store, {MakeJob(JobId(1), kRunning, kT0)});
