@@ -346,17 +346,9 @@ void TunnelConnection::OnDone() {
 
 // --- TunnelHub -------------------------------------------------------------
 
-TunnelHub::TunnelHub(LinkProvider* dial)
-    : dial_(dial), worker_([this] { Work(); }) {}
+TunnelHub::TunnelHub(LinkProvider* dial) : dial_(dial) {}
 
-TunnelHub::~TunnelHub() {
-  {
-    absl::MutexLock lock(&work_mu_);
-    stopping_ = true;
-  }
-  worker_.join();
-  delivery_.WaitIdle();
-}
+TunnelHub::~TunnelHub() { delivery_.WaitIdle(); }
 
 grpc::ServerBidiReactor<TunnelUp, TunnelDown>* TunnelHub::Accept(
     grpc::CallbackServerContext* context, TunnelHandler* handler) {
@@ -402,28 +394,6 @@ void TunnelHub::Detach(const std::string& id, const TunnelConnection* conn) {
   absl::MutexLock lock(&mu_);
   auto it = tunnels_.find(id);
   if (it != tunnels_.end() && it->second.get() == conn) tunnels_.erase(it);
-}
-
-void TunnelHub::Post(std::function<void()> task) {
-  absl::MutexLock lock(&work_mu_);
-  work_.push_back(std::move(task));
-}
-
-void TunnelHub::Work() {
-  while (true) {
-    std::function<void()> task;
-    {
-      absl::MutexLock lock(&work_mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
-        return stopping_ || !work_.empty();
-      };
-      work_mu_.Await(absl::Condition(&ready));
-      if (work_.empty()) return;  // stopping, and nothing left
-      task = std::move(work_.front());
-      work_.pop_front();
-    }
-    task();
-  }
 }
 
 }  // namespace varan::core

@@ -22,11 +22,8 @@
 // the grpc::Server and every link it handed out.
 #pragma once
 
-#include <deque>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -86,23 +83,15 @@ class TunnelHub final : public LinkProvider {
   // For TunnelConnection.
   void Attach(const std::string& id, std::shared_ptr<TunnelConnection> conn);
   void Detach(const std::string& id, const TunnelConnection* conn);
-  // Runs `task` on the hub's worker thread.
-  void Post(std::function<void()> task);
   // The executions' delivery threads (see TunnelCall), waited for when the
   // hub goes.
   DeliveryThreads* delivery() { return &delivery_; }
 
  private:
-  void Work();
-
   LinkProvider* const dial_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<TunnelConnection>> tunnels_
       ABSL_GUARDED_BY(mu_);
-  absl::Mutex work_mu_;
-  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
-  bool stopping_ ABSL_GUARDED_BY(work_mu_) = false;
-  std::thread worker_;
   DeliveryThreads delivery_;
 };
 
