@@ -12,17 +12,12 @@ namespace varan::core {
 using varan::v1::TunnelDown;
 using varan::v1::TunnelUp;
 
-namespace {
-
-class TunnelCall;
-
-}  // namespace
-
 // One Registry.Connect stream. It is the reactor, and also what links and
 // calls hold to reach the periphery: a shared_ptr (its written reason) so
 // they may outlive the stream; it keeps itself alive (self_) until OnDone.
 class TunnelConnection final
     : public grpc::ServerBidiReactor<TunnelUp, TunnelDown>,
+      public TunnelCallHost,
       public std::enable_shared_from_this<TunnelConnection> {
  public:
   TunnelConnection(TunnelHub* hub, grpc::CallbackServerContext* context,
@@ -39,13 +34,19 @@ class TunnelConnection final
                        ExecuteObserver* observer);
   // Asks the periphery to stop an execution. False when the tunnel is
   // closed.
-  bool SendCancel(const std::string& execution_id) {
+  bool SendCancel(const std::string& execution_id) override {
     TunnelDown msg;
     msg.mutable_cancel()->set_execution_id(execution_id);
     return Send(std::move(msg));
   }
+  void SendCredit(const std::string& execution_id, uint64_t bytes) override {
+    TunnelDown msg;
+    msg.mutable_credit()->set_execution_id(execution_id);
+    msg.mutable_credit()->set_bytes(bytes);
+    Send(std::move(msg));
+  }
   // Stops routing events of `execution_id`.
-  void Forget(const std::string& execution_id);
+  void Forget(const std::string& execution_id) override;
   // Ends the stream with `status` (any thread).
   void Close(const grpc::Status& status) { FinishOnce(status); }
 
@@ -60,6 +61,7 @@ class TunnelConnection final
   bool Send(TunnelDown msg);
   void FinishOnce(const grpc::Status& status);
   void HandleHello(const varan::v1::TunnelHello& hello);
+  void HandleEvent(varan::v1::TunnelEvent* event);
   std::string Who() const;
 
   TunnelHub* const hub_;
@@ -88,55 +90,6 @@ class TunnelConnection final
 
 namespace {
 
-// One execution over a tunnel. OnEvent and OnDone are delivered under mu_, so
-// never concurrently; Cancel and Abort never take mu_ (the observer may hold
-// its own lock while calling them, and take it again in OnDone).
-class TunnelCall final : public ExecuteCall,
-                         public std::enable_shared_from_this<TunnelCall> {
- public:
-  TunnelCall(std::weak_ptr<TunnelConnection> conn, TunnelHub* hub,
-             std::string id, ExecuteObserver* observer)
-      : conn_(std::move(conn)),
-        hub_(hub),
-        id_(std::move(id)),
-        observer_(observer) {}
-
-  void Cancel() override {
-    auto conn = conn_.lock();
-    // A closed tunnel ends the call by itself.
-    if (conn != nullptr) conn->SendCancel(id_);
-  }
-
-  // Dropped at once; like a dial call's, the command (held for core) runs
-  // on and its result comes with the periphery's heartbeats.
-  void Abort() override {
-    if (auto conn = conn_.lock()) conn->Forget(id_);
-    hub_->Post([self = shared_from_this()] {
-      self->Complete(absl::CancelledError("the call was dropped by core"));
-    });
-  }
-
-  void Deliver(const varan::v1::ExecuteEvent& event) {
-    absl::MutexLock lock(&mu_);
-    if (!done_) observer_->OnEvent(event);
-  }
-
-  void Complete(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (done_) return;
-    done_ = true;
-    observer_->OnDone(status);
-  }
-
- private:
-  const std::weak_ptr<TunnelConnection> conn_;
-  TunnelHub* const hub_;
-  const std::string id_;
-  ExecuteObserver* const observer_;
-  absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-};
-
 class TunnelLink final : public PeripheryLink {
  public:
   explicit TunnelLink(std::shared_ptr<TunnelConnection> conn)
@@ -157,15 +110,12 @@ class UnreachableLink final : public PeripheryLink {
       : hub_(hub), id_(std::move(id)) {}
   ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
                        ExecuteObserver* observer) override {
-    auto call =
-        std::make_shared<TunnelCall>(std::weak_ptr<TunnelConnection>(), hub_,
-                                     request.execution_id(), observer);
-    const std::string why =
+    auto call = std::make_shared<TunnelCall>(
+        std::weak_ptr<TunnelCallHost>(), hub_->delivery(),
+        request.execution_id(), 0, observer);
+    call->Complete(NotDelivered(absl::UnavailableError(
         absl::StrCat("periphery ", id_,
-                     " has no tunnel to core open and no address to dial");
-    hub_->Post([call, why] {
-      call->Complete(NotDelivered(absl::UnavailableError(why)));
-    });
+                     " has no tunnel to core open and no address to dial"))));
     return call.get();
   }
 
@@ -185,8 +135,12 @@ std::string TunnelConnection::Who() const {
 ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
                                        ExecuteObserver* observer) {
   const std::string& id = request.execution_id();
-  auto call =
-      std::make_shared<TunnelCall>(weak_from_this(), hub_, id, observer);
+  const uint64_t window = request.output_window_bytes() > 0
+                              ? request.output_window_bytes()
+                              : kTunnelOutputWindowBytes;
+  auto call = std::make_shared<TunnelCall>(
+      std::weak_ptr<TunnelCallHost>(weak_from_this()), hub_->delivery(), id,
+      window, observer);
   absl::Status refused;
   {
     absl::MutexLock lock(&mu_);
@@ -203,12 +157,13 @@ ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
   if (refused.ok()) {
     TunnelDown msg;
     *msg.mutable_execute() = request;
+    msg.mutable_execute()->set_output_window_bytes(window);
     if (Send(std::move(msg))) return call.get();
     Forget(id);
     refused = NotDelivered(absl::UnavailableError(
         absl::StrCat("the tunnel to ", Who(), " closed")));
   }
-  hub_->Post([call, refused] { call->Complete(refused); });
+  call->Complete(refused);
   return call.get();
 }
 
@@ -291,6 +246,25 @@ void TunnelConnection::HandleHello(const varan::v1::TunnelHello& hello) {
   hub_->Attach(id_, shared_from_this());
 }
 
+void TunnelConnection::HandleEvent(varan::v1::TunnelEvent* event) {
+  std::shared_ptr<TunnelCall> call;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = calls_.find(event->execution_id());
+    if (it == calls_.end()) return;
+    call = it->second;
+    if (event->event().has_exited()) calls_.erase(it);
+  }
+  // Only queued here: the call's own thread delivers it, so a listener that
+  // blocks never holds up this reader.
+  absl::Status accepted = call->Accept(std::move(*event->mutable_event()));
+  if (accepted.ok()) return;
+  spdlog::warn("{}: {}; failing the execution", Who(), accepted.message());
+  Forget(call->id());
+  SendCancel(call->id());
+  call->Complete(accepted, /*drop=*/true);
+}
+
 void TunnelConnection::OnReadDone(bool ok) {
   if (!ok) {
     // The periphery closed its side (or the stream broke).
@@ -324,23 +298,9 @@ void TunnelConnection::OnReadDone(bool ok) {
       Send(std::move(msg));
       break;
     }
-    case TunnelUp::kEvent: {
-      const auto& ev = in_.event();
-      std::shared_ptr<TunnelCall> call;
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = calls_.find(ev.execution_id());
-        if (it != calls_.end()) {
-          call = it->second;
-          if (ev.event().has_exited()) calls_.erase(it);
-        }
-      }
-      if (call != nullptr) {
-        call->Deliver(ev.event());
-        if (ev.event().has_exited()) call->Complete(absl::OkStatus());
-      }
+    case TunnelUp::kEvent:
+      HandleEvent(in_.mutable_event());
       break;
-    }
     case TunnelUp::kRejected: {
       const auto& r = in_.rejected();
       std::shared_ptr<TunnelCall> call;
@@ -386,16 +346,9 @@ void TunnelConnection::OnDone() {
 
 // --- TunnelHub -------------------------------------------------------------
 
-TunnelHub::TunnelHub(LinkProvider* dial)
-    : dial_(dial), worker_([this] { Work(); }) {}
+TunnelHub::TunnelHub(LinkProvider* dial) : dial_(dial) {}
 
-TunnelHub::~TunnelHub() {
-  {
-    absl::MutexLock lock(&work_mu_);
-    stopping_ = true;
-  }
-  worker_.join();
-}
+TunnelHub::~TunnelHub() { delivery_.WaitIdle(); }
 
 grpc::ServerBidiReactor<TunnelUp, TunnelDown>* TunnelHub::Accept(
     grpc::CallbackServerContext* context, TunnelHandler* handler) {
@@ -441,28 +394,6 @@ void TunnelHub::Detach(const std::string& id, const TunnelConnection* conn) {
   absl::MutexLock lock(&mu_);
   auto it = tunnels_.find(id);
   if (it != tunnels_.end() && it->second.get() == conn) tunnels_.erase(it);
-}
-
-void TunnelHub::Post(std::function<void()> task) {
-  absl::MutexLock lock(&work_mu_);
-  work_.push_back(std::move(task));
-}
-
-void TunnelHub::Work() {
-  while (true) {
-    std::function<void()> task;
-    {
-      absl::MutexLock lock(&work_mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
-        return stopping_ || !work_.empty();
-      };
-      work_mu_.Await(absl::Condition(&ready));
-      if (work_.empty()) return;  // stopping, and nothing left
-      task = std::move(work_.front());
-      work_.pop_front();
-    }
-    task();
-  }
 }
 
 }  // namespace varan::core

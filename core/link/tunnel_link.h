@@ -12,21 +12,24 @@
 // What the stream means (hello, heartbeats) is the TunnelHandler's business
 // (the Registry service); the hub only carries it.
 //
-// Thread-safe. Observers' OnEvent/OnDone run on gRPC threads or on the hub's
-// worker thread, never inside Execute, Cancel or Abort. The hub must outlive
+// Executions over a tunnel get an output window (ExecuteRequest.
+// output_window_bytes, kTunnelOutputWindowBytes unless the request sets
+// one); credit goes back as their observer takes the output (TunnelCall).
+//
+// Thread-safe. Observers' OnEvent/OnDone run on their call's delivery thread
+// (TunnelCall), never on the tunnel's reader and never inside Execute,
+// Cancel or Abort. The hub must outlive
 // the grpc::Server and every link it handed out.
 #pragma once
 
-#include <deque>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/link/periphery_link.h"
+#include "core/link/tunnel_call.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
 
@@ -80,20 +83,16 @@ class TunnelHub final : public LinkProvider {
   // For TunnelConnection.
   void Attach(const std::string& id, std::shared_ptr<TunnelConnection> conn);
   void Detach(const std::string& id, const TunnelConnection* conn);
-  // Runs `task` on the hub's worker thread.
-  void Post(std::function<void()> task);
+  // The executions' delivery threads (see TunnelCall), waited for when the
+  // hub goes.
+  DeliveryThreads* delivery() { return &delivery_; }
 
  private:
-  void Work();
-
   LinkProvider* const dial_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<TunnelConnection>> tunnels_
       ABSL_GUARDED_BY(mu_);
-  absl::Mutex work_mu_;
-  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
-  bool stopping_ ABSL_GUARDED_BY(work_mu_) = false;
-  std::thread worker_;
+  DeliveryThreads delivery_;
 };
 
 }  // namespace varan::core

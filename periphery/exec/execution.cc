@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -58,18 +59,25 @@ struct OutputPipe {
 }  // namespace
 
 Execution::Execution(const CommandSpec& spec, const ExecutionOptions& options,
-                     bool hold)
-    : spec_(spec), options_(options), hold_(hold), queue_(options.queue_bytes) {
+                     bool hold, uint64_t output_window)
+    : spec_(spec),
+      options_(options),
+      hold_(hold),
+      queue_(options.queue_bytes),
+      windowed_(output_window > 0),
+      credit_(output_window) {
   cancel_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
 Execution::~Execution() { CloseFd(&cancel_fd_); }
 
 absl::StatusOr<std::shared_ptr<Execution>> Execution::Start(
-    const CommandSpec& spec, const ExecutionOptions& options, bool hold) {
+    const CommandSpec& spec, const ExecutionOptions& options, bool hold,
+    uint64_t output_window) {
   absl::Status status = ValidateCommandSpec(spec);
   if (!status.ok()) return status;
-  std::shared_ptr<Execution> execution(new Execution(spec, options, hold));
+  std::shared_ptr<Execution> execution(
+      new Execution(spec, options, hold, output_window));
   if (execution->cancel_fd_ < 0) {
     return absl::ResourceExhaustedError(
         absl::StrCat("eventfd: ", std::strerror(errno)));
@@ -79,6 +87,9 @@ absl::StatusOr<std::shared_ptr<Execution>> Execution::Start(
 }
 
 void Execution::CallerGone() {
+  // Nobody grants credit any more: the window no longer holds the output.
+  caller_gone_.store(true);
+  Wake();
   if (spec_.survive_caller() || hold_) return;
   Cancel();
 }
@@ -100,8 +111,33 @@ void Execution::KeepTail(int stream, const char* data, size_t n) {
   }
 }
 
+void Execution::AddCredit(uint64_t bytes) {
+  if (!windowed_ || bytes == 0) return;
+  {
+    absl::MutexLock lock(&credit_mu_);
+    credit_ += bytes;
+  }
+  Wake();
+}
+
+uint64_t Execution::Credit() const {
+  if (!windowed_ || caller_gone_.load()) return UINT64_MAX;
+  absl::MutexLock lock(&credit_mu_);
+  return credit_;
+}
+
+void Execution::UseCredit(uint64_t bytes) {
+  if (!windowed_) return;
+  absl::MutexLock lock(&credit_mu_);
+  credit_ -= std::min(credit_, bytes);
+}
+
 void Execution::Cancel() {
   cancel_requested_.store(true);
+  Wake();
+}
+
+void Execution::Wake() {
   uint64_t one = 1;
   ssize_t ignored = write(cancel_fd_, &one, sizeof(one));
   (void)ignored;
@@ -264,6 +300,13 @@ void Execution::Supervise() {
   for (int fd : {pipes[0].fd, pipes[1].fd, stdin_fd}) {
     if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
+  // Bigger pipes: fewer, larger reads of a fast writer. Refused (over
+  // /proc/sys/fs/pipe-max-size for an unprivileged user): the default stays.
+  for (const OutputPipe& p : pipes) {
+    if (options_.pipe_bytes > 0) {
+      (void)fcntl(p.fd, F_SETPIPE_SZ, static_cast<int>(options_.pipe_bytes));
+    }
+  }
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
 
   const uint64_t limit = spec_.output_limit_bytes();
@@ -277,7 +320,6 @@ void Execution::Supervise() {
   ExitStatus::Kind stopped_for = ExitStatus::KIND_UNSPECIFIED;
   int wait_status = 0;
   bool consumer_gone = false;
-  std::vector<char> buf(options_.max_chunk_bytes);
 
   auto stop_group = [&](ExitStatus::Kind reason) {
     if (term_sent || reaped) return;
@@ -317,15 +359,19 @@ void Execution::Supervise() {
     if (cancel_requested_.load() && !term_sent && !reaped) {
       stop_group(ExitStatus::KIND_CANCELED);
     }
+    // Output window used up: leave the pipes unread (the command blocks on
+    // them) until credit comes (AddCredit wakes the poll).
+    const uint64_t credit = consumer_gone ? UINT64_MAX : Credit();
+    if (credit == 0 && reaped) linger_until = now + absl::Seconds(2);
 
     pollfd fds[5];
     int n = 0;
     int idx_out = -1, idx_err = -1, idx_in = -1, idx_cancel = -1, idx_pid = -1;
-    if (pipes[0].fd >= 0) {
+    if (pipes[0].fd >= 0 && credit > 0) {
       idx_out = n;
       fds[n++] = {pipes[0].fd, POLLIN, 0};
     }
-    if (pipes[1].fd >= 0) {
+    if (pipes[1].fd >= 0 && credit > 0) {
       idx_err = n;
       fds[n++] = {pipes[1].fd, POLLIN, 0};
     }
@@ -373,7 +419,22 @@ void Execution::Supervise() {
       int idx = which == 0 ? idx_out : idx_err;
       if (idx < 0 || fds[idx].revents == 0) continue;
       OutputPipe& p = pipes[which];
-      ssize_t r = read(p.fd, buf.data(), buf.size());
+      // Read what the pipe holds (up to a chunk and the credit) straight
+      // into the event: one copy, from the kernel; a lone line goes out at
+      // once.
+      const uint64_t allowed = std::min<uint64_t>(
+          {options_.max_chunk_bytes, consumer_gone ? UINT64_MAX : Credit()});
+      if (allowed == 0) continue;
+      int available = 0;
+      if (ioctl(p.fd, FIONREAD, &available) != 0 || available <= 0) {
+        available = 4096;  // EOF or error: the read tells
+      }
+      const size_t want = static_cast<size_t>(
+          std::min<uint64_t>(allowed, static_cast<uint64_t>(available)));
+      ExecuteEvent ev;
+      std::string* data = ev.mutable_output()->mutable_data();
+      data->resize(want);
+      ssize_t r = read(p.fd, data->data(), want);
       if (r < 0) {
         if (errno == EAGAIN || errno == EINTR) continue;
         CloseFd(&p.fd);
@@ -394,14 +455,15 @@ void Execution::Supervise() {
         stop_group(ExitStatus::KIND_OUTPUT_LIMIT);
       }
       if (keep == 0) continue;
-      KeepTail(which, buf.data(), keep);
+      data->resize(keep);
+      KeepTail(which, data->data(), keep);
+      auto* chunk = ev.mutable_output();
+      chunk->set_offset(p.delivered);
       p.delivered += keep;
       if (consumer_gone) continue;
-      ExecuteEvent ev;
-      auto* chunk = ev.mutable_output();
+      UseCredit(keep);
       chunk->set_stream(p.stream);
       chunk->set_sequence(p.sequence++);
-      chunk->set_data(buf.data(), keep);
       // Wait for the consumer to make room (back-pressure), but keep
       // enforcing the timeout, cancellation and the kill escalation while
       // waiting: a stalled reader must not keep a hung command alive.

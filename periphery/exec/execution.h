@@ -6,6 +6,11 @@
 //    turning what it reads into ExecuteEvents (started, output..., exited)
 //    pushed into the execution's BoundedQueue, so a slow consumer stops the
 //    reading and thus the process (back-pressure) instead of growing memory;
+//    with an output window (core's tunnel, see AddCredit) it also reads no
+//    more output than the credit it was granted;
+//  * numbers each output chunk (sequence) and gives its stream offset (the
+//    bytes of the stream before it, after the spec's output limit, which is
+//    also how the held outcome's tail_offset counts);
 //  * on timeout, Cancel(), a caller that went away (unless the spec says
 //    survive_caller) or output past the limit (if the spec says
 //    stop_at_output_limit), sends SIGTERM to the whole process group, then
@@ -36,8 +41,12 @@ namespace varan::periphery {
 struct ExecutionOptions {
   // SIGTERM-to-SIGKILL grace period for timeouts and cancellation.
   absl::Duration kill_grace = absl::Seconds(5);
-  // Largest single output chunk.
-  size_t max_chunk_bytes = 64 * 1024;
+  // Largest single output chunk: a read takes what the pipe holds, up to
+  // this, so slow output still goes out at once, line by line.
+  size_t max_chunk_bytes = 256 * 1024;
+  // Capacity asked for each output pipe (F_SETPIPE_SZ; the kernel's default
+  // stays if refused).
+  size_t pipe_bytes = 1024 * 1024;
   // Output bytes queued for the consumer before reading pauses.
   size_t queue_bytes = 1024 * 1024;
   // Working directory when the spec gives none.
@@ -72,9 +81,11 @@ class Execution {
   // `hold`: the command survives its caller going away (as with
   // spec.survive_caller) and its outcome, with output tails, is kept for
   // outcome() — core's commands are held so a broken link loses nothing.
+  // `output_window`: when not zero, at most that many output bytes are read
+  // (both streams together) until AddCredit grants more.
   static absl::StatusOr<std::shared_ptr<Execution>> Start(
       const varan::v1::CommandSpec& spec, const ExecutionOptions& options,
-      bool hold = false);
+      bool hold = false, uint64_t output_window = 0);
 
   ~Execution();
 
@@ -87,8 +98,13 @@ class Execution {
 
   // The consumer of the events went away: Cancel(), unless the spec asked
   // the command to survive its caller or it is held (then its output is
-  // discarded, apart from a held execution's tails).
+  // discarded, apart from a held execution's tails, and the output window
+  // no longer applies).
   void CallerGone();
+
+  // The consumer took `bytes` more output off the window: reading resumes.
+  // No effect without a window.
+  void AddCredit(uint64_t bytes);
 
   // Held executions: started/finished state, exit status and output tails.
   ExecutionOutcome outcome() const;
@@ -101,8 +117,12 @@ class Execution {
 
  private:
   Execution(const varan::v1::CommandSpec& spec, const ExecutionOptions& options,
-            bool hold);
+            bool hold, uint64_t output_window);
   void Supervise();
+  void Wake();
+  // Output bytes the supervisor may read now (SIZE_MAX without a window).
+  uint64_t Credit() const;
+  void UseCredit(uint64_t bytes);
   void KeepTail(int stream, const char* data, size_t n);
 
   const varan::v1::CommandSpec spec_;
@@ -115,6 +135,10 @@ class Execution {
   int cancel_fd_ = -1;
   std::atomic<bool> cancel_requested_{false};
   std::atomic<bool> finished_{false};
+  std::atomic<bool> caller_gone_{false};
+  const bool windowed_;
+  mutable absl::Mutex credit_mu_;
+  uint64_t credit_ ABSL_GUARDED_BY(credit_mu_);
 };
 
 }  // namespace varan::periphery

@@ -71,7 +71,8 @@ absl::StatusOr<std::shared_ptr<Execution>> Executor::Start(
           "\" is already running (or its result is held for core)"));
     }
   }
-  auto execution = Execution::Start(request.spec(), options_.execution, hold);
+  auto execution = Execution::Start(request.spec(), options_.execution, hold,
+                                    request.output_window_bytes());
   if (!execution.ok()) return execution.status();
   absl::MutexLock lock(&mu_);
   std::string key = id;

@@ -235,6 +235,17 @@ void TunnelSession::OnReadDone(bool ok) {
       }
       break;
     }
+    case TunnelDown::kCredit: {
+      std::shared_ptr<Execution> execution;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = attached_.find(incoming_.credit().execution_id());
+        if (it != attached_.end()) execution = it->second.execution;
+      }
+      if (execution != nullptr)
+        execution->AddCredit(incoming_.credit().bytes());
+      break;
+    }
     case TunnelDown::MESSAGE_NOT_SET:
       break;
   }

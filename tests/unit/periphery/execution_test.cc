@@ -174,7 +174,10 @@ class ExecutionTest : public ::testing::Test {
         EXPECT_EQ(chunk.sequence(), next_sequence[stream]++)
             << "gap in stream " << stream;
         EXPECT_FALSE(chunk.data().empty());
-        (stream == 1 ? result.out : result.err) += chunk.data();
+        std::string& so_far = stream == 1 ? result.out : result.err;
+        // Each chunk starts where the stream's previous one ended.
+        EXPECT_EQ(chunk.offset(), so_far.size()) << "stream " << stream;
+        so_far += chunk.data();
       } else if (ev.has_exited()) {
         result.exited = true;
         result.exit = ev.exited();
@@ -704,6 +707,109 @@ TEST_F(ExecutionTest, InvalidSpecsAreRejectedBeforeStarting) {
   }
   auto both = Execution::Start(cases[1].spec, options_);
   EXPECT_THAT(std::string(both.status().message()), HasSubstr("exactly one"));
+}
+
+}  // namespace
+}  // namespace varan::periphery
+
+namespace varan::periphery {
+namespace {
+
+TEST_F(ExecutionTest, OffsetsCountWhatIsKeptUnderTheOutputLimit) {
+  CommandSpec spec = Shell(
+      "head -c 300000 /dev/zero; head -c 5000 /dev/zero >&2; "
+      "head -c 300000 /dev/zero");
+  spec.set_output_limit_bytes(400000);
+  // Run checks that every chunk's offset is the stream's bytes before it.
+  Result r = Run(spec);
+  EXPECT_EQ(r.out.size(), 400000u);
+  EXPECT_EQ(r.err.size(), 5000u);
+  EXPECT_EQ(r.exit.stdout_dropped_bytes(), 200000u);
+}
+
+TEST_F(ExecutionTest, AFastWriterIsReadInBigChunks) {
+  constexpr size_t kSize = 8 * 1024 * 1024;
+  options_.queue_bytes = 1024 * 1024;
+  auto execution = Execution::Start(
+      Shell("head -c " + std::to_string(kSize) + " /dev/zero"), options_);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  // Let the (enlarged) pipe and the queue fill before reading.
+  absl::SleepFor(absl::Milliseconds(300));
+  uint64_t total = 0, chunks = 0, largest = 0;
+  ASSERT_TRUE(Drain(**execution, [&](const ExecuteEvent& ev) {
+    if (!ev.has_output()) return;
+    ++chunks;
+    total += ev.output().data().size();
+    largest = std::max<uint64_t>(largest, ev.output().data().size());
+  }));
+  EXPECT_EQ(total, kSize);
+  EXPECT_EQ(largest, options_.max_chunk_bytes);
+  // 64 KiB reads would take 128 chunks.
+  EXPECT_LT(chunks, 96u) << "chunks of " << total / chunks << " bytes";
+}
+
+TEST_F(ExecutionTest, SlowOutputStreamsEachLineAtOnce) {
+  std::vector<absl::Time> arrivals;
+  std::vector<std::string> lines;
+  Result r = Run(Shell("for i in 1 2 3; do echo line$i; sleep 0.4; done"),
+                 [&](Execution&, const ExecuteEvent& ev) {
+                   if (!ev.has_output()) return;
+                   arrivals.push_back(absl::Now());
+                   lines.push_back(ev.output().data());
+                 });
+  EXPECT_THAT(lines, ::testing::ElementsAre("line1\n", "line2\n", "line3\n"));
+  ASSERT_EQ(arrivals.size(), 3u);
+  // Each line came when printed, not once a big buffer filled.
+  EXPECT_GE(arrivals[1] - arrivals[0], absl::Milliseconds(300));
+  EXPECT_GE(arrivals[2] - arrivals[1], absl::Milliseconds(300));
+}
+
+TEST_F(ExecutionTest, OutputWindowStopsReadingUntilCredit) {
+  constexpr uint64_t kWindow = 100000, kSize = 1000000;
+  auto execution = Execution::Start(
+      Shell("head -c " + std::to_string(kSize) + " /dev/zero"), options_,
+      /*hold=*/false, kWindow);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  uint64_t received = 0;
+  ASSERT_TRUE(Drain(
+      **execution,
+      [&](const ExecuteEvent& ev) {
+        if (ev.has_output()) received += ev.output().data().size();
+      },
+      [&] { return received >= kWindow; }));
+  EXPECT_EQ(received, kWindow);
+  // Without credit nothing more is read, however long we wait.
+  absl::SleepFor(absl::Milliseconds(300));
+  ExecuteEvent ev;
+  EXPECT_EQ((*execution)->events().TryPop(&ev, nullptr),
+            EventQueue::PopResult::kEmpty);
+  EXPECT_FALSE((*execution)->finished());
+  (*execution)->AddCredit(kSize - kWindow);
+  std::optional<ExitStatus> exit;
+  ASSERT_TRUE(Drain(**execution, [&](const ExecuteEvent& e) {
+    if (e.has_output()) received += e.output().data().size();
+    if (e.has_exited()) exit = e.exited();
+  }));
+  EXPECT_EQ(received, kSize);
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->kind(), ExitStatus::KIND_EXITED);
+}
+
+TEST_F(ExecutionTest, AHeldExecutionWhoseCallerWentIsNotHeldByItsWindow) {
+  auto execution =
+      Execution::Start(Shell("head -c 1000000 /dev/zero; echo end"), options_,
+                       /*hold=*/true, /*output_window=*/1000);
+  ASSERT_TRUE(execution.ok()) << execution.status();
+  (*execution)->CallerGone();
+  (*execution)->events().Abandon();
+  const absl::Time deadline = absl::Now() + kMaxWait;
+  while (!(*execution)->finished() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE((*execution)->finished());
+  ExecutionOutcome outcome = (*execution)->outcome();
+  EXPECT_EQ(outcome.exit.kind(), ExitStatus::KIND_EXITED);
+  EXPECT_EQ(outcome.tail_offset[0] + outcome.tail[0].size(), 1000004u);
 }
 
 }  // namespace

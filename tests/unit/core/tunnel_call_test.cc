@@ -1,0 +1,220 @@
+// TunnelCall: output window accounting, credit granted only once the
+// listener took the output, a stalled listener stalling only its own
+// execution, and output beyond the window refused.
+#include "core/link/tunnel_call.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace varan::core {
+namespace {
+
+using varan::v1::ExecuteEvent;
+
+// Records what a call asks of its tunnel.
+class FakeHost final : public TunnelCallHost {
+ public:
+  bool SendCancel(const std::string& id) override {
+    absl::MutexLock lock(&mu_);
+    canceled_.push_back(id);
+    return true;
+  }
+  void SendCredit(const std::string& id, uint64_t bytes) override {
+    absl::MutexLock lock(&mu_);
+    credit_[id] += bytes;
+  }
+  void Forget(const std::string& id) override {
+    absl::MutexLock lock(&mu_);
+    forgotten_.push_back(id);
+  }
+  uint64_t credit(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    return credit_[id];
+  }
+  // Waits until `id` was granted at least `bytes`.
+  void AwaitCredit(const std::string& id, uint64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return credit_[id] >= bytes;
+    };
+    mu_.Await(absl::Condition(&enough));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, uint64_t> credit_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> canceled_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> forgotten_ ABSL_GUARDED_BY(mu_);
+};
+
+// A listener that can be made to block in OnEvent, like a job whose live
+// window is full.
+class Listener final : public ExecuteObserver {
+ public:
+  void OnEvent(const ExecuteEvent& event) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++entered_;
+    }
+    if (blocking_) release_.WaitForNotification();
+    absl::MutexLock lock(&mu_);
+    if (event.has_output()) bytes_ += event.output().data().size();
+    ++events_;
+  }
+  void OnDone(const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+  void Block() { blocking_ = true; }
+  void Release() { release_.Notify(); }
+  void AwaitEntered(int n) {
+    Await([&] { return entered_ >= n; });
+  }
+  void AwaitEvents(int n) {
+    Await([&] { return events_ >= n; });
+  }
+  absl::Status AwaitDone() {
+    Await([&] { return done_; });
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+  uint64_t bytes() {
+    absl::MutexLock lock(&mu_);
+    return bytes_;
+  }
+  int events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  template <typename F>
+  void Await(F f) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&f));
+  }
+  bool blocking_ = false;
+  absl::Notification release_;
+  absl::Mutex mu_;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int events_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+ExecuteEvent Output(size_t size) {
+  ExecuteEvent ev;
+  ev.mutable_output()->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+  ev.mutable_output()->set_data(std::string(size, 'x'));
+  return ev;
+}
+
+ExecuteEvent Exited() {
+  ExecuteEvent ev;
+  ev.mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
+  return ev;
+}
+
+class TunnelCallTest : public ::testing::Test {
+ protected:
+  std::shared_ptr<TunnelCall> NewCall(const std::string& id, uint64_t window,
+                                      Listener* listener) {
+    return std::make_shared<TunnelCall>(host_, &threads_, id, window, listener);
+  }
+  void TearDown() override { threads_.WaitIdle(); }
+
+  std::shared_ptr<FakeHost> host_ = std::make_shared<FakeHost>();
+  DeliveryThreads threads_;
+};
+
+TEST_F(TunnelCallTest, CreditIsGrantedOnlyOnceTheListenerTookTheOutput) {
+  Listener listener;
+  listener.Block();
+  auto call = NewCall("e1", 1000, &listener);
+  ASSERT_TRUE(call->Accept(Output(400)).ok());
+  listener.AwaitEntered(1);
+  EXPECT_EQ(host_->credit("e1"), 0u);
+  listener.Release();
+  host_->AwaitCredit("e1", 400);
+  ASSERT_TRUE(call->Accept(Exited()).ok());
+  EXPECT_TRUE(listener.AwaitDone().ok());
+  EXPECT_EQ(listener.bytes(), 400u);
+  EXPECT_EQ(host_->credit("e1"), 400u);
+}
+
+TEST_F(TunnelCallTest, OutputBeyondTheWindowIsRefused) {
+  Listener listener;
+  listener.Block();
+  auto call = NewCall("e1", 1000, &listener);
+  ASSERT_TRUE(call->Accept(Output(600)).ok());
+  ASSERT_TRUE(call->Accept(Output(400)).ok());  // exactly the window
+  absl::Status excess = call->Accept(Output(1));
+  EXPECT_EQ(excess.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(excess.message().find("e1"), std::string::npos);
+  call->Complete(excess, /*drop=*/true);
+  listener.Release();
+  EXPECT_EQ(listener.AwaitDone().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(TunnelCallTest, CreditReopensTheWindow) {
+  Listener listener;
+  auto call = NewCall("e1", 1000, &listener);
+  for (int i = 0; i < 5; ++i) {
+    // Each round fills the window; the listener's credit makes room.
+    ASSERT_TRUE(call->Accept(Output(1000)).ok()) << "round " << i;
+    host_->AwaitCredit("e1", 1000u * (i + 1));
+  }
+  ASSERT_TRUE(call->Accept(Exited()).ok());
+  EXPECT_TRUE(listener.AwaitDone().ok());
+  EXPECT_EQ(listener.bytes(), 5000u);
+}
+
+TEST_F(TunnelCallTest, AStalledListenerDoesNotStallAnotherExecution) {
+  Listener stalled, other;
+  stalled.Block();
+  auto a = NewCall("a", 1000, &stalled);
+  auto b = NewCall("b", 1000, &other);
+  ASSERT_TRUE(a->Accept(Output(1000)).ok());
+  stalled.AwaitEntered(1);
+  // The reader (this thread) is not held by `a`: `b` flows to the end.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(b->Accept(Output(1000)).ok());
+    host_->AwaitCredit("b", 1000u * (i + 1));
+  }
+  ASSERT_TRUE(b->Accept(Exited()).ok());
+  EXPECT_TRUE(other.AwaitDone().ok());
+  EXPECT_EQ(other.bytes(), 3000u);
+  EXPECT_EQ(host_->credit("a"), 0u);
+  stalled.Release();
+  host_->AwaitCredit("a", 1000);
+  a->Abort();
+  EXPECT_EQ(stalled.AwaitDone().code(), absl::StatusCode::kCancelled);
+}
+
+TEST_F(TunnelCallTest, EventsArriveInOrderAndExitedEndsTheCall) {
+  Listener listener;
+  auto call = NewCall("e1", 0, &listener);  // no window: no credit
+  ExecuteEvent started;
+  started.mutable_started()->set_pid(7);
+  ASSERT_TRUE(call->Accept(started).ok());
+  ASSERT_TRUE(call->Accept(Output(10 * 1000 * 1000)).ok());
+  ASSERT_TRUE(call->Accept(Exited()).ok());
+  // After the end, nothing more reaches the listener.
+  ASSERT_TRUE(call->Accept(Output(5)).ok());
+  EXPECT_TRUE(listener.AwaitDone().ok());
+  EXPECT_EQ(listener.events(), 3);
+  EXPECT_EQ(host_->credit("e1"), 0u);
+}
+
+}  // namespace
+}  // namespace varan::core
