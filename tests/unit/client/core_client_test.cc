@@ -70,6 +70,12 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
 
   explicit FakeJobs(std::vector<JobEvent> log) : log_(std::move(log)) {}
 
+  // Replaces the job's event log (before any call).
+  void SetLog(std::vector<JobEvent> log) {
+    absl::MutexLock lock(&mu_);
+    log_ = std::move(log);
+  }
+
   void Then(size_t events, grpc::Status end) {
     absl::MutexLock lock(&mu_);
     script_.push_back({events, std::move(end)});
@@ -108,15 +114,17 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
       script_.pop_front();
     }
     std::vector<JobEvent> events;
-    for (uint64_t s = from; s < log_.size() && events.size() < step.events;
-         ++s) {
-      events.push_back(log_[s]);
+    // By sequence: an output_gap event stands for several.
+    for (const JobEvent& e : log_) {
+      if (e.sequence() >= from && events.size() < step.events) {
+        events.push_back(e);
+      }
     }
     return new ScriptedWriter(std::move(events), step.end);
   }
 
-  const std::vector<JobEvent> log_;
   mutable absl::Mutex mu_;
+  std::vector<JobEvent> log_ ABSL_GUARDED_BY(mu_);
   std::deque<Step> script_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> watches_ ABSL_GUARDED_BY(mu_);
   int execs_ ABSL_GUARDED_BY(mu_) = 0;
@@ -277,6 +285,37 @@ TEST_F(FollowJobTest, CleanEndsUntilThePatienceRunsOutSaySo) {
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_EQ(s.message(), kStreamEndedEarly);
   EXPECT_EQ(jobs_.watches().size(), 4u);
+}
+
+// A watcher that fell behind gets an output_gap standing for the output
+// events it missed; after a broken stream the watch resumes after the
+// gap's own sequence, not after its first one.
+TEST_F(FollowJobTest, GapsArePassedOnAndResumedAfter) {
+  JobEvents e;
+  std::vector<JobEvent> log = {e.Accepted({"web-1"}), e.Started("web-1")};
+  log.push_back(
+      e.Gap(3, {varan::testing::Missed("web-1", varan::v1::OUTPUT_STREAM_STDOUT,
+                                       0, 3 << 20)}));  // sequences 2..4
+  log.push_back(e.Stdout("web-1", "z"));
+  log.push_back(e.Finished("web-1", Exited(0)));
+  log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  jobs_.SetLog(log);
+  jobs_.Then(3, kBroken);  // accepted, started, the gap; then it breaks
+  std::vector<JobEvent> events;
+  EXPECT_TRUE(client_
+                  ->FollowJob(
+                      "job-1", 0,
+                      [&](const JobEvent& ev) { events.push_back(ev); },
+                      options_)
+                  .ok());
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 5));
+  ASSERT_EQ(events.size(), 6u);
+  ASSERT_TRUE(events[2].has_output_gap());
+  EXPECT_EQ(events[2].output_gap().first_sequence(), 2u);
+  EXPECT_EQ(events[2].output_gap().missed(0).bytes(), 3u << 20);
+  EXPECT_EQ(events[3].sequence(), 5u);
+  EXPECT_EQ(events[3].output().data(), "z");
+  EXPECT_THAT(resumed_, ElementsAre("job-1@5"));
 }
 
 }  // namespace
