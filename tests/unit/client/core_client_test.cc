@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/unit/client/fake_core.h"
 #include "tests/unit/client/job_events.h"
 
 namespace varan::client {
@@ -25,36 +26,6 @@ using ::testing::HasSubstr;
 using varan::testing::Exited;
 using varan::testing::JobEvents;
 using varan::v1::JobEvent;
-
-// Writes `events`, one write in flight, then finishes with `end`.
-class ScriptedWriter final : public grpc::ServerWriteReactor<JobEvent> {
- public:
-  ScriptedWriter(std::vector<JobEvent> events, grpc::Status end)
-      : events_(std::move(events)), end_(std::move(end)) {
-    Next();
-  }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNKNOWN, "write failed"));
-      return;
-    }
-    Next();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void Next() {
-    if (next_ < events_.size()) {
-      StartWrite(&events_[next_++]);
-    } else {
-      Finish(end_);
-    }
-  }
-
-  std::vector<JobEvent> events_;
-  size_t next_ = 0;
-  const grpc::Status end_;
-};
 
 // A Jobs service holding one job's event log. Each Exec or WatchJob call
 // takes the next step of the script: how many events to send from where
@@ -120,7 +91,8 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
         events.push_back(e);
       }
     }
-    return new ScriptedWriter(std::move(events), step.end);
+    return new varan::testing::ScriptedWriter<JobEvent>(std::move(events),
+                                                        step.end);
   }
 
   mutable absl::Mutex mu_;
@@ -145,20 +117,8 @@ const grpc::Status kBroken(grpc::StatusCode::UNAVAILABLE, "connection reset");
 class FollowJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&jobs_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port, 0);
-    ClientOptions options;
-    options.address = absl::StrCat("127.0.0.1:", port);
-    options.token = "t";
-    auto client = CoreClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = std::move(*client);
+    varan::testing::ServeOnLoopback(&jobs_, &server_, &client_);
+    if (HasFatalFailure()) return;
     options_.clock = &clock_;
     options_.sleep = [this](absl::Duration d) {
       sleeps_.push_back(d);

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/unit/client/fake_core.h"
 
 namespace varan::cli {
 namespace {
@@ -35,36 +36,6 @@ OutputPiece Piece(uint64_t offset, const std::string& data, uint64_t skipped,
   p.set_total_bytes(total);
   return p;
 }
-
-// Writes `pieces`, one write in flight, then finishes with `end`.
-class PieceWriter final : public grpc::ServerWriteReactor<OutputPiece> {
- public:
-  PieceWriter(std::vector<OutputPiece> pieces, grpc::Status end)
-      : pieces_(std::move(pieces)), end_(std::move(end)) {
-    Next();
-  }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNKNOWN, "write failed"));
-      return;
-    }
-    Next();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void Next() {
-    if (next_ < pieces_.size()) {
-      StartWrite(&pieces_[next_++]);
-    } else {
-      Finish(end_);
-    }
-  }
-
-  std::vector<OutputPiece> pieces_;
-  size_t next_ = 0;
-  const grpc::Status end_;
-};
 
 // A Jobs service with one job ("job-1"): GetJob answers `page_size`
 // targets from the request's target_offset; ReadOutput answers the pieces
@@ -119,11 +90,12 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
     absl::MutexLock lock(&mu_);
     reads_.push_back(*request);
     if (request->job_id() != job_.id() || request->target() != pieces_target_) {
-      return new PieceWriter(
+      return new varan::testing::ScriptedWriter<OutputPiece>(
           {}, grpc::Status(grpc::StatusCode::NOT_FOUND,
                            absl::StrCat("no target ", request->target())));
     }
-    return new PieceWriter(pieces_, grpc::Status::OK);
+    return new varan::testing::ScriptedWriter<OutputPiece>(pieces_,
+                                                           grpc::Status::OK);
   }
 
  private:
@@ -148,19 +120,8 @@ varan::v1::Job JobWithTargets(int count) {
 class OutputTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&jobs_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    client::ClientOptions options;
-    options.address = absl::StrCat("127.0.0.1:", port);
-    options.token = "t";
-    auto client = client::CoreClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = std::move(*client);
+    varan::testing::ServeOnLoopback(&jobs_, &server_, &client_);
+    if (HasFatalFailure()) return;
   }
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown();
