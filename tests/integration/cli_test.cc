@@ -236,7 +236,14 @@ TEST_F(CliTest, JobsInEveryFormat) {
   auto job = ParseJson<varan::v1::Job>(r.out);
   EXPECT_EQ(job.id(), id);
   ASSERT_EQ(job.targets_size(), 1);
-  EXPECT_EQ(job.targets(0).stdout(), "hi\n");
+  // Output is no longer in the job: a preview of it is (jobs get asks for
+  // one), and jobs logs reads it whole.
+  EXPECT_EQ(job.targets(0).stdout_info().total_bytes(), 3u);
+  EXPECT_EQ(job.targets(0).stdout_info().head(), "hi\n");
+
+  r = Ctl({"jobs", "logs", id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
 
   r = Ctl({"jobs", "get", id, "-o", "yaml"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -244,7 +251,7 @@ TEST_F(CliTest, JobsInEveryFormat) {
   EXPECT_THAT(r.out, HasSubstr("state: JOB_STATE_SUCCEEDED\n"));
   EXPECT_THAT(r.out, HasSubstr("targets:\n- "));
   EXPECT_THAT(r.out, HasSubstr("\n  name: alpha\n"));
-  EXPECT_THAT(r.out, HasSubstr("\n  stdout: aGkK\n"));  // bytes: base64
+  EXPECT_THAT(r.out, HasSubstr("head: aGkK\n"));  // bytes: base64
 
   r = Ctl({"jobs", "list", "-o", "json", "--periphery", "alpha"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -255,7 +262,7 @@ TEST_F(CliTest, JobsInEveryFormat) {
   r = Ctl({"jobs", "list", "-o", "wide", "--periphery", "alpha"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(Lines(r.out)[0], HasSubstr("FINISHED"));
-  EXPECT_THAT(Lines(r.out)[0], HasSubstr("CAPTURE"));
+  EXPECT_THAT(Lines(r.out)[0], HasSubstr("STORED"));
   ExpectAligned(r.out, 4);
 
   r = Ctl({"jobs", "cancel", id, "-o", "yaml"});
