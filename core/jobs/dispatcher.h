@@ -102,6 +102,16 @@ class Dispatcher : private TargetRun::Owner {
   // is none.
   absl::StatusOr<std::shared_ptr<Job>> Find(const std::string& id) const;
 
+  // The job with `id` is running, or finished with its final record (and
+  // its output) not committed yet: Find returns the live Job.
+  bool Running(const std::string& id) const {
+    absl::MutexLock lock(&mu_);
+    return active_.contains(id);
+  }
+
+  // The store jobs and their output are kept in (for the services' reads).
+  Store* store() const { return store_; }
+
   // Jobs matching `request`, newest first, without output.
   // INVALID_ARGUMENT for a bad page token.
   absl::StatusOr<varan::v1::ListJobsResponse> List(

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "core/server/job_output.h"
 #include "core/server/operator_call.h"
 
 namespace varan::core {
@@ -56,30 +57,57 @@ void AuditDispatch(const Caller& caller, const std::string& job_id,
                DescribeCommand(request.spec()));
 }
 
+// Job::AddWatcher with the pacing flag and Job::Consumed, on a Job that has
+// them (the output plane's live window); on one without, a plain watcher
+// and nothing to report.
+template <typename J>
+uint64_t AddWatcherTo(J& job, std::function<void()> callback, bool pacing) {
+  if constexpr (requires { job.AddWatcher(callback, pacing); }) {
+    return job.AddWatcher(std::move(callback), pacing);
+  } else {
+    return job.AddWatcher(std::move(callback));
+  }
+}
+template <typename J>
+void ConsumedTo(J& job, uint64_t handle, uint64_t next_seq) {
+  if constexpr (requires { job.Consumed(handle, next_seq); }) {
+    job.Consumed(handle, next_seq);
+  }
+}
+
 // Streams a job's events from a sequence number until the job finishes.
 // One write in flight; the job's watcher callback drives writes that were
-// waiting for new events. Deletes itself in OnDone.
+// waiting for new events. A pacing writer (Exec's) tells the job after each
+// write how far it got. An output_gap event (output the job no longer
+// keeps) is written like any other and the stream goes on past it. Deletes
+// itself in OnDone.
 class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
  public:
   // `job` null means `error` says why nothing is streamed.
   static JobEventWriter* Create(std::shared_ptr<Job> job, uint64_t from,
-                                const grpc::Status& error) {
-    auto* w = new JobEventWriter(std::move(job), from);
+                                const grpc::Status& error,
+                                bool pacing = false) {
+    auto* w = new JobEventWriter(std::move(job), from, pacing);
     if (w->job_ == nullptr) {
       w->FinishOnce(error);
       return w;
     }
-    w->watcher_ = w->job_->AddWatcher([w] { w->TryWrite(); });
+    w->watcher_ = AddWatcherTo(
+        *w->job_, [w] { w->TryWrite(); }, pacing);
     w->TryWrite();
     return w;
   }
 
   void OnWriteDone(bool ok) override {
+    uint64_t next;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      if (ok) ++next_;
+      // An output_gap event stands for several sequences, up to its own.
+      if (ok) next_ = current_.sequence() + 1;
+      next = next_;
     }
+    if (ok && pacing_) ConsumedTo(*job_, watcher_, next);
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
       return;
@@ -103,8 +131,8 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   }
 
  private:
-  JobEventWriter(std::shared_ptr<Job> job, uint64_t from)
-      : job_(std::move(job)), next_(from) {}
+  JobEventWriter(std::shared_ptr<Job> job, uint64_t from, bool pacing)
+      : job_(std::move(job)), pacing_(pacing), next_(from) {}
 
   void TryWrite() {
     Job::Read read;
@@ -115,7 +143,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
       if (read == Job::Read::kEvent) writing_ = true;
     }
     if (read == Job::Read::kEvent) {
-      StartWrite(current_);
+      StartWrite(&current_);
     } else if (read == Job::Read::kEnd) {
       FinishOnce(grpc::Status::OK);
     }
@@ -131,13 +159,15 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   }
 
   const std::shared_ptr<Job> job_;
+  const bool pacing_;
   uint64_t watcher_ = 0;
   absl::Mutex mu_;
   uint64_t next_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  // The event being written: in the job's log, which job_ keeps alive.
-  const JobEvent* current_ = nullptr;
+  // The event being written (a copy: an evicted sequence reads as the
+  // output_gap event covering it).
+  JobEvent current_;
 };
 
 }  // namespace
@@ -214,7 +244,8 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
   AuditDispatch(caller, (*job)->id(),
                 (*job)->Snapshot(/*with_output=*/false).targets().size(),
                 *request);
-  return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK);
+  return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK,
+                                /*pacing=*/true);
 }
 
 grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
@@ -241,7 +272,9 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
                        [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
                          auto job = dispatcher_->Find(request->job_id());
                          if (!job.ok()) return job.status();
-                         return (*job)->Snapshot(/*with_output=*/true);
+                         return GetJobAnswer(
+                             (*job)->Snapshot(/*with_output=*/false), *request,
+                             dispatcher_->store());
                        });
 }
 
@@ -251,7 +284,26 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
     varan::v1::ListJobsResponse* response) {
   return OperatorUnary(
       auth_, ROLE_VIEWER, context, response,
-      [&](const Caller&) { return dispatcher_->List(*request); });
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ListJobsResponse> {
+        auto page = dispatcher_->List(*request);
+        if (page.ok()) BoundListJobs(&*page);
+        return page;
+      });
+}
+
+grpc::ServerWriteReactor<varan::v1::OutputPiece>* JobsService::ReadOutput(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ReadOutputRequest* request) {
+  Caller caller;
+  if (grpc::Status s =
+          auth_->AuthenticateOperator(*context, ROLE_VIEWER, &caller);
+      !s.ok()) {
+    return OutputReader::Create(s);
+  }
+  auto job = dispatcher_->Find(request->job_id());
+  if (!job.ok()) return OutputReader::Create(ToGrpcStatus(job.status()));
+  return OutputReader::Create(*std::move(job), dispatcher_,
+                              dispatcher_->store(), *request);
 }
 
 grpc::ServerUnaryReactor* JobsService::CancelJob(

@@ -4,9 +4,13 @@
 // A thin edge: authenticate with the role each RPC needs (see core.proto),
 // call the Dispatcher, turn absl::Status into grpc::Status. Exec and
 // WatchJob stream a job's events through one self-deleting write reactor
-// each. Dispatches and cancels are logged as audit lines with the token
-// name and the caller's address. Thread-safe; the objects it points to must
-// outlive it, and it must outlive the grpc::Server.
+// each; Exec's is the job's pacing watcher (the job keeps output events in
+// memory until it has written them), WatchJob's is not (it gets output_gap
+// events for output the job no longer keeps). GetJob, ListJobs and
+// ReadOutput answer about output through job_output.h. Dispatches and cancels
+// are logged as audit lines with the token name and the caller's address.
+// Thread-safe; the objects it points to must outlive it, and it must outlive
+// the grpc::Server.
 #pragma once
 
 #include "core/jobs/dispatcher.h"
@@ -37,6 +41,9 @@ class JobsService final : public varan::v1::Jobs::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::ListJobsRequest* request,
       varan::v1::ListJobsResponse* response) override;
+  grpc::ServerWriteReactor<varan::v1::OutputPiece>* ReadOutput(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ReadOutputRequest* request) override;
   grpc::ServerUnaryReactor* CancelJob(
       grpc::CallbackServerContext* context,
       const varan::v1::CancelJobRequest* request,
