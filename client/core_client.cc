@@ -129,14 +129,6 @@ absl::StatusOr<varan::v1::DispatchResponse> CoreClient::Dispatch(
   return Unary(jobs_.get(), &varan::v1::Jobs::Stub::Dispatch, request);
 }
 
-absl::Status CoreClient::ReadStream(
-    grpc::ClientReaderInterface<varan::v1::JobEvent>* reader,
-    const EventCallback& on_event) const {
-  varan::v1::JobEvent event;
-  while (reader->Read(&event)) on_event(event);
-  return Convert(reader->Finish());
-}
-
 absl::Status CoreClient::Exec(const varan::v1::DispatchRequest& request,
                               const EventCallback& on_event) {
   grpc::ClientContext ctx;
@@ -218,10 +210,43 @@ absl::Status CoreClient::ExecAndFollow(
   return Resume(&cursor, std::move(status), on_event, options);
 }
 
-absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id) {
+absl::StatusOr<varan::v1::Job> CoreClient::GetJobPage(
+    const varan::v1::GetJobRequest& request) {
+  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, request);
+}
+
+absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id,
+                                                  uint32_t preview_bytes) {
   varan::v1::GetJobRequest req;
   req.set_job_id(job_id);
-  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, req);
+  req.set_preview_bytes(preview_bytes);
+  auto job = GetJobPage(req);
+  if (!job.ok()) return job.status();
+  // A core older than target paging leaves target_count at 0: its one
+  // answer has every target.
+  while (static_cast<uint32_t>(job->targets_size()) < job->target_count()) {
+    req.set_target_offset(static_cast<uint32_t>(job->targets_size()));
+    auto page = GetJobPage(req);
+    if (!page.ok()) return page.status();
+    if (page->targets().empty()) {
+      return absl::InternalError(absl::StrCat(
+          "core answered GetJob for ", job_id, " with no targets from ",
+          req.target_offset(), " of ", job->target_count()));
+    }
+    auto targets = std::move(*job->mutable_targets());
+    for (auto& t : *page->mutable_targets()) *targets.Add() = std::move(t);
+    *job = std::move(*page);
+    *job->mutable_targets() = std::move(targets);
+  }
+  return job;
+}
+
+absl::Status CoreClient::ReadOutput(const varan::v1::ReadOutputRequest& request,
+                                    const PieceCallback& on_piece) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  auto reader = jobs_->ReadOutput(&ctx, request);
+  return ReadStream(reader.get(), on_piece);
 }
 
 absl::StatusOr<varan::v1::ListJobsResponse> CoreClient::ListJobs(

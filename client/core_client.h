@@ -134,7 +134,11 @@ class CoreClient {
                     const EventCallback& on_event);
 
   // Streams a job's events from `from_sequence` until it finishes (recorded
-  // ones first, then live ones). Errors: NOT_FOUND.
+  // ones first, then live ones). A watcher that falls behind what core
+  // keeps of the output in memory gets one `output_gap` event instead of
+  // the output events it missed (its sequence is the last it stands for;
+  // the stored part of that output is read with ReadOutput). Errors:
+  // NOT_FOUND.
   absl::Status WatchJob(const std::string& job_id, uint64_t from_sequence,
                         const EventCallback& on_event);
 
@@ -144,7 +148,8 @@ class CoreClient {
   // or ends before the job's `job_finished` event is watched again from the
   // sequence after the last event delivered, after a growing wait, for as
   // long as `options` allows. `on_event` sees every event once, in order,
-  // on this thread. OK once `job_finished` was delivered. Errors: what ended
+  // on this thread (an `output_gap` event too: the watch resumes after its
+  // sequence). OK once `job_finished` was delivered. Errors: what ended
   // the last attempt (an error core answered, e.g. NOT_FOUND, at once,
   // without retrying; a stream that never delivered an event is not
   // retried either), or UNAVAILABLE kStreamEndedEarly when the last stream
@@ -160,13 +165,38 @@ class CoreClient {
                              const EventCallback& on_event,
                              const FollowOptions& options = {});
 
-  // A job with its targets and captured output. Errors: NOT_FOUND.
-  absl::StatusOr<varan::v1::Job> GetJob(const std::string& job_id);
+  // A job with all its targets, each with the size of its output
+  // (stdout_info, stderr_info) and, when `preview_bytes` > 0 (at most
+  // 65536), previews of it. Core answers at most 1,000 targets at a time:
+  // this fetches page after page (GetJobPage) until it has
+  // Job.target_count targets; the job's own fields are those of the last
+  // page. Errors: NOT_FOUND; INVALID_ARGUMENT for preview_bytes over 65536;
+  // INTERNAL when core's pages do not add up to target_count.
+  absl::StatusOr<varan::v1::Job> GetJob(const std::string& job_id,
+                                        uint32_t preview_bytes = 0);
 
-  // One page of jobs, newest first, without captured output, filtered as
-  // `request` says; pass the response's next_page_token (with the same
-  // filters) for the next page. Errors: INVALID_ARGUMENT for a bad page token
-  // or filter.
+  // One answer of GetJob: the targets from request.target_offset (in name
+  // order), at most 1,000. Errors: those of GetJob.
+  absl::StatusOr<varan::v1::Job> GetJobPage(
+      const varan::v1::GetJobRequest& request);
+
+  using PieceCallback = std::function<void(const varan::v1::OutputPiece&)>;
+
+  // Streams the stored output of one target's stream (from request.offset)
+  // to `on_piece` (on this thread), in pieces of at most 1 MiB; a piece's
+  // skipped_bytes says how many bytes before it are not stored. Without
+  // request.follow it ends at what is stored now; with it, once the target
+  // is final and all its stored output was delivered. No deadline. Errors:
+  // NOT_FOUND (job or target); INVALID_ARGUMENT (stream unspecified); what
+  // broke the stream (resume from the offset after the last piece).
+  absl::Status ReadOutput(const varan::v1::ReadOutputRequest& request,
+                          const PieceCallback& on_piece);
+
+  // One page of jobs, newest first, without output, filtered as `request`
+  // says; each job lists at most its first 100 targets (target_count says
+  // how many it has) and a page may end early at 1 MiB; pass the response's
+  // next_page_token (with the same filters) for the next page. Errors:
+  // INVALID_ARGUMENT for a bad page token or filter.
   absl::StatusOr<varan::v1::ListJobsResponse> ListJobs(
       const varan::v1::ListJobsRequest& request);
 
@@ -221,9 +251,15 @@ class CoreClient {
     return response;
   }
   absl::Status Convert(const grpc::Status& status) const;
+  // Reads a server stream to its end, each message to `on_message`.
+  template <typename Message>
   absl::Status ReadStream(
-      grpc::ClientReaderInterface<varan::v1::JobEvent>* reader,
-      const EventCallback& on_event) const;
+      grpc::ClientReaderInterface<Message>* reader,
+      const std::function<void(const Message&)>& on_message) const {
+    Message message;
+    while (reader->Read(&message)) on_message(message);
+    return Convert(reader->Finish());
+  }
   // Where a followed job's stream is, from the events delivered so far.
   struct FollowCursor {
     std::string job_id;

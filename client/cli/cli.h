@@ -2,8 +2,10 @@
 // contexts, output formats and exit codes.
 //
 // Exit codes: 0 success; 1 the job failed or was canceled (or, for one
-// target, that target's own exit code); 2 usage, connection or request
-// error (the message says which).
+// target, that target's own exit code; never because of output a watcher
+// missed or core did not store); 2 usage, connection or request error (the
+// message says which). `jobs logs`: 0 once the stored output was written,
+// else 2.
 #pragma once
 
 #include <iostream>
@@ -138,6 +140,15 @@ std::vector<std::vector<std::string>> PeripheryRows(
 std::vector<std::vector<std::string>> JobRows(
     const google::protobuf::RepeatedPtrField<varan::v1::Job>& jobs, bool wide,
     absl::Time now = absl::Now());
+
+// `jobs get` (with `outputs`: the sizes of each target's streams and the
+// previews the job carries) and `jobs cancel` in table format: the job's
+// fields, then a table of its targets; times relative to `now`.
+void PrintJob(const varan::v1::Job& job, bool outputs, std::ostream& out,
+              absl::Time now);
+
+// Bytes of each stream `jobs get` previews unless --preview says otherwise.
+inline constexpr uint32_t kDefaultPreviewBytes = 1024;
 
 // The request of `peripheries label NAME CHANGES...`: kubectl-style
 // changes, "key=value" sets (the value may be empty), "key-" removes.

@@ -32,6 +32,8 @@ struct ExecOptions {
   bool skip_offline = false;
   bool allow_no_targets = false;
   uint64_t capture_limit = 0;
+  uint64_t output_head = 0;
+  uint64_t output_tail = 0;
   std::vector<std::string> command;
 };
 
@@ -90,6 +92,8 @@ int RunExec(const GlobalOptions& global, ExecOptions opts) {
   options->set_skip_offline(opts.skip_offline);
   options->set_allow_no_targets(opts.allow_no_targets);
   options->set_capture_limit_bytes(opts.capture_limit);
+  options->set_output_head_bytes(opts.output_head);
+  options->set_output_tail_bytes(opts.output_tail);
 
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
@@ -172,10 +176,20 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
   cmd->add_flag("--skip-offline", opts->skip_offline,
                 "Skip peripheries that are offline instead of failing them; "
                 "skipped ones do not fail the job");
+  CLI::Option* head = cmd->add_option(
+      "--output-head", opts->output_head,
+      "Bytes core stores from the start of each target's stdout and stderr "
+      "(default: core's --output-head, 1 MiB); everything is streamed live");
+  CLI::Option* tail = cmd->add_option(
+      "--output-tail", opts->output_tail,
+      "Bytes core stores from the end of each stream (default: core's "
+      "--output-tail, 3 MiB); the bytes between head and tail are counted, "
+      "not stored");
   cmd->add_option("--capture-limit", opts->capture_limit,
-                  "Bytes of output per target and stream core keeps and "
-                  "streams; the rest is counted (default: core's "
-                  "--capture-limit)");
+                  "Deprecated: stored head a quarter of it, tail the rest "
+                  "(use --output-head and --output-tail)")
+      ->excludes(head)
+      ->excludes(tail);
   cmd->add_flag("--allow-no-targets", opts->allow_no_targets,
                 "Succeed (and run nothing) when no periphery matches, "
                 "instead of failing");
@@ -187,7 +201,9 @@ void SetupExec(CLI::App& app, GlobalOptions* global, int* exit_code) {
       "killed by signal N, 124 timed out, 127 could not start, 130 "
       "canceled); with several or none, 0 if the job succeeded, 1 if it "
       "failed or was canceled (targets --skip-offline skipped do not count). "
-      "2 means a usage or connection error.\n\nExamples:\n"
+      "2 means a usage or connection error. Output is never cut: a note on "
+      "stderr says when core stores only part of it (see varanctl jobs "
+      "logs).\n\nExamples:\n"
       "  varanctl exec -n web-1 -- uname -a\n"
       "  varanctl exec -l env=prod --shell -- 'df -h / | tail -1'\n"
       "  varanctl exec --all --group -- cat /etc/debian_version\n"

@@ -1,4 +1,4 @@
-// varanctl jobs list|get|watch|cancel
+// varanctl jobs list|get|logs|watch|cancel
 #include <iostream>
 #include <map>
 #include <utility>
@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/cli/cli.h"
+#include "client/cli/output.h"
 #include "client/cli/render.h"
 #include "common/time_util.h"
 
@@ -158,13 +159,28 @@ int RunList(const GlobalOptions& global, const ListOptions& opts) {
 
 }  // namespace
 
+namespace {
+
+// The STORED column of `jobs list -o wide`: "1 MiB+3 MiB" (head + tail per
+// stream), an older core's capture limit, or "default".
+std::string StoredText(const varan::v1::Job& j) {
+  if (j.output_head_bytes() > 0 || j.output_tail_bytes() > 0) {
+    return absl::StrCat(HumanSize(j.output_head_bytes()), "+",
+                        HumanSize(j.output_tail_bytes()));
+  }
+  if (j.capture_limit_bytes() > 0) return HumanSize(j.capture_limit_bytes());
+  return "default";
+}
+
+}  // namespace
+
 std::vector<std::vector<std::string>> JobRows(
     const google::protobuf::RepeatedPtrField<varan::v1::Job>& jobs, bool wide,
     absl::Time now) {
   std::vector<std::vector<std::string>> rows;
   if (wide) {
     rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "FINISHED", "BY",
-                    "CAPTURE", "COMMAND"});
+                    "STORED", "COMMAND"});
   } else {
     rows.push_back({"ID", "STATE", "TARGETS", "CREATED", "BY", "COMMAND"});
   }
@@ -173,11 +189,7 @@ std::vector<std::vector<std::string>> JobRows(
       rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
                       Ago(j.create_time(), now),
                       IsSet(j.finish_time()) ? Ago(j.finish_time(), now) : "-",
-                      j.created_by(),
-                      j.capture_limit_bytes() > 0
-                          ? absl::StrCat(j.capture_limit_bytes(), " B")
-                          : "default",
-                      CommandText(j.spec())});
+                      j.created_by(), StoredText(j), CommandText(j.spec())});
     } else {
       rows.push_back({j.id(), JobStateName(j.state()), TargetCounts(j),
                       Ago(j.create_time(), now), j.created_by(),
@@ -187,24 +199,21 @@ std::vector<std::vector<std::string>> JobRows(
   return rows;
 }
 
-namespace {
-
-// The job's fields, then a table of its targets (with the sizes of their
-// captured output when `output_sizes`).
-void PrintJob(const varan::v1::Job& job, bool output_sizes) {
+void PrintJob(const varan::v1::Job& job, bool outputs, std::ostream& out,
+              absl::Time now) {
   std::vector<std::vector<std::string>> fields = {
       {"ID:", job.id()},
       {"State:", JobStateName(job.state())},
       {"Command:", CommandText(job.spec())},
-      {"Created:", Ago(job.create_time())},
+      {"Created:", Ago(job.create_time(), now)},
       {"By:", job.created_by()}};
   if (IsSet(job.finish_time())) {
-    fields.push_back({"Finished:", Ago(job.finish_time())});
+    fields.push_back({"Finished:", Ago(job.finish_time(), now)});
   }
   if (!job.canceled_by().empty() || IsSet(job.cancel_time())) {
     std::string by = job.canceled_by().empty() ? "?" : job.canceled_by();
     fields.push_back(
-        {"Canceled:", absl::StrCat(Ago(job.cancel_time()), " by ", by)});
+        {"Canceled:", absl::StrCat(Ago(job.cancel_time(), now), " by ", by)});
   }
   fields.push_back({"Selector:", job.target().selector()});
   fields.push_back({"Names:", absl::StrJoin(job.target().names(), ",")});
@@ -223,44 +232,53 @@ void PrintJob(const varan::v1::Job& job, bool output_sizes) {
   if (!options.empty()) {
     fields.push_back({"Options:", absl::StrJoin(options, ", ")});
   }
-  if (job.capture_limit_bytes() > 0) {
-    fields.push_back({"Capture limit:", absl::StrCat(job.capture_limit_bytes(),
-                                                     " B per stream")});
+  if (std::string stored = StoredOutputText(job); !stored.empty()) {
+    fields.push_back({"Stored output:", stored});
   }
   fields.push_back({"Targets:", TargetCounts(job)});
-  PrintTable(fields);
-  std::cout << "\n";
+  PrintTable(fields, out);
+  out << "\n";
 
   std::vector<std::vector<std::string>> rows;
-  if (output_sizes) {
+  if (outputs) {
     rows.push_back({"TARGET", "RESULT", "STDOUT", "STDERR"});
   } else {
     rows.push_back({"TARGET", "RESULT"});
   }
   for (const auto& t : job.targets()) {
-    auto size = [](size_t kept, uint64_t lost) {
-      return lost ? absl::StrCat(kept, " B (+", lost, " B not kept)")
-                  : absl::StrCat(kept, " B");
-    };
-    if (output_sizes) {
+    if (outputs) {
       rows.push_back({t.name(), TargetResult(t),
-                      size(t.stdout().size(), t.stdout_uncaptured_bytes()),
-                      size(t.stderr().size(), t.stderr_uncaptured_bytes())});
+                      OutputSizeCell(t.stdout_info(), t.has_stdout_info()),
+                      OutputSizeCell(t.stderr_info(), t.has_stderr_info())});
     } else {
       rows.push_back({t.name(), TargetResult(t)});
     }
   }
-  PrintTable(rows);
+  PrintTable(rows, out);
+  if (outputs) {
+    out << "\n";
+    PrintPreviews(job, out);
+  }
 }
 
+namespace {
+
 int RunGet(const GlobalOptions& global, const std::string& id,
-           const std::string& output) {
+           const std::string& output, uint32_t preview) {
   auto client = Connect(global);
   if (!client.ok()) return Fail(client.status());
-  auto job = (*client)->GetJob(id);
+  auto job = (*client)->GetJob(id, preview);
   if (!job.ok()) return Fail(job.status());
   if (PrintStructured(*job, output)) return 0;
-  PrintJob(*job, /*output_sizes=*/true);
+  PrintJob(*job, /*outputs=*/true, std::cout, absl::Now());
+  return 0;
+}
+
+int RunLogs(const GlobalOptions& global, const LogsOptions& opts) {
+  auto client = Connect(global);
+  if (!client.ok()) return Fail(client.status());
+  absl::Status s = WriteLogs(**client, opts, std::cout, std::cerr);
+  if (!s.ok()) return Fail(s);
   return 0;
 }
 
@@ -276,7 +294,7 @@ int RunCancel(const GlobalOptions& global, const std::string& id,
     std::cerr << "varanctl: job " << job->id() << " had already "
               << JobStateName(job->state()) << "; nothing to cancel\n";
   }
-  PrintJob(*job, /*output_sizes=*/false);
+  PrintJob(*job, /*outputs=*/false, std::cout, absl::Now());
   return 0;
 }
 
@@ -350,14 +368,53 @@ void SetupJobs(CLI::App& app, GlobalOptions* global, int* exit_code) {
 
   auto get_id = std::make_shared<std::string>();
   auto get_output = std::make_shared<std::string>("table");
-  CLI::App* get =
-      cmd->add_subcommand("get", "A job's targets, results and output sizes");
+  auto get_preview = std::make_shared<uint32_t>(kDefaultPreviewBytes);
+  CLI::App* get = cmd->add_subcommand(
+      "get", "A job's targets, results, output sizes and output previews");
   get->add_option("id", *get_id, "Job id")->required();
   get->add_option("-o,--output", *get_output,
-                  "table, wide, json or yaml (json and yaml include output)")
+                  "table, wide, json or yaml (json and yaml include the "
+                  "previews, base64)")
       ->check(OutputFormat());
-  get->footer("Example:\n  varanctl jobs get 18c0f3a2b1c000a1b2c3 -o json");
-  get->callback([=] { *exit_code = RunGet(*global, *get_id, *get_output); });
+  get->add_option("--preview", *get_preview,
+                  "Bytes of each stream to preview, half from its start and "
+                  "half from its end; 0: none (at most 65536)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  get->footer(
+      "Shows each target's stream sizes (and how many bytes core did not "
+      "store: it keeps the head and tail of each stream), then the start "
+      "and end of each stream with the count of bytes between. The whole "
+      "stored output: varanctl jobs logs.\n\nExamples:\n"
+      "  varanctl jobs get 18c0f3a2b1c000a1b2c3\n"
+      "  varanctl jobs get 18c0f3a2b1c000a1b2c3 --preview 0 -o json");
+  get->callback([=] {
+    *exit_code = RunGet(*global, *get_id, *get_output, *get_preview);
+  });
+
+  auto logs_opts = std::make_shared<LogsOptions>();
+  CLI::App* logs = cmd->add_subcommand(
+      "logs", "Write a target's stored output, byte for byte");
+  logs->add_option("id", logs_opts->job_id, "Job id")->required();
+  logs->add_option("-t,--target", logs_opts->target,
+                   "The target's periphery name (needed when the job has "
+                   "several)");
+  logs->add_flag("--stderr", logs_opts->stderr_stream,
+                 "The target's stderr instead of its stdout");
+  logs->add_flag("-f,--follow", logs_opts->follow,
+                 "Keep writing as more output is stored, until the target "
+                 "ends");
+  logs->footer(
+      "Writes the output to stdout exactly as the command wrote it. Core "
+      "stores the head and the tail of each stream (core's --output-head and "
+      "--output-tail, or exec's); where bytes are not stored, a note on "
+      "stderr says how many (\"... 12,345,678 bytes not stored ...\"), never "
+      "inside the output.\n\nExit code: 0 once everything stored was "
+      "written; 2 for an error (unknown job or target, several targets "
+      "without -t, core unreachable).\n\nExamples:\n"
+      "  varanctl jobs logs 18c0f3a2b1c000a1b2c3 > out.txt\n"
+      "  varanctl jobs logs 18c0f3a2b1c000a1b2c3 -t web-1 --stderr -f");
+  logs->callback([=] { *exit_code = RunLogs(*global, *logs_opts); });
 
   auto watch_id = std::make_shared<std::string>();
   auto from = std::make_shared<uint64_t>(0);

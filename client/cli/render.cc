@@ -116,6 +116,42 @@ std::string DescribeResult(const TargetFinished& f) {
   return "unknown";
 }
 
+std::string GroupedNumber(uint64_t n) {
+  std::string digits = absl::StrCat(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string ByteCount(uint64_t n) {
+  return absl::StrCat(GroupedNumber(n), n == 1 ? " byte" : " bytes");
+}
+
+std::string HumanSize(uint64_t n) {
+  for (auto [shift, unit] :
+       {std::pair{30, "GiB"}, std::pair{20, "MiB"}, std::pair{10, "KiB"}}) {
+    const uint64_t size = uint64_t{1} << shift;
+    if (n >= size && n % size == 0) return absl::StrCat(n / size, " ", unit);
+  }
+  return absl::StrCat(GroupedNumber(n), " B");
+}
+
+std::string BytesNote(const std::string& what, uint64_t from, uint64_t bytes,
+                      const std::string& how) {
+  return absl::StrCat("varanctl: ", what, ": ... ", ByteCount(bytes), " ", how,
+                      " (bytes ", GroupedNumber(from), " to ",
+                      GroupedNumber(from + bytes - 1), ") ...");
+}
+
+std::string LogsCommand(const std::string& job_id, const std::string& target,
+                        bool stderr_stream) {
+  return absl::StrCat("varanctl jobs logs ", job_id, " -t ", target,
+                      stderr_stream ? " --stderr" : "");
+}
+
 JobPrinter::JobPrinter(PrinterOptions options)
     : options_(options),
       prefix_(options.prefix == PrinterOptions::Prefix::kAlways),
@@ -216,6 +252,8 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
     *options_.err << "varanctl: job canceled"
                   << (by.empty() ? std::string() : absl::StrCat(" by ", by))
                   << "\n";
+  } else if (event.has_output_gap()) {
+    OnGap(event);
   } else if (event.has_job_finished()) {
     job_finished_ = event.job_finished();
     finished_ = true;
@@ -223,6 +261,34 @@ void JobPrinter::OnEvent(const varan::v1::JobEvent& event) {
   }
   // `dispatched` and arms newer than this varanctl: nothing to show.
   DrawProgress();
+}
+
+void JobPrinter::OnGap(const varan::v1::JobEvent& event) {
+  // The bytes missed per target and stream, from the first one: a gap may
+  // list one stream in several runs.
+  std::map<std::pair<std::string, int>, std::pair<uint64_t, uint64_t>> missed;
+  for (const auto& m : event.output_gap().missed()) {
+    if (m.bytes() == 0) continue;
+    const int stream = m.stream() == varan::v1::OUTPUT_STREAM_STDERR;
+    auto [it, added] = missed.try_emplace({m.target(), stream}, m.offset(),
+                                          m.offset() + m.bytes());
+    if (!added) {
+      it->second.first = std::min(it->second.first, m.offset());
+      it->second.second = std::max(it->second.second, m.offset() + m.bytes());
+    }
+  }
+  for (const auto& [key, range] : missed) {
+    const auto& [target, stream] = key;
+    // What follows the gap is not the rest of the line before it.
+    if (prefix_ && !options_.group) Flush(target, stream, true);
+    ClearProgress();
+    *options_.err << BytesNote(
+                         absl::StrCat(target, stream ? " stderr" : " stdout"),
+                         range.first, range.second - range.first, "not shown")
+                  << "; what core stored: "
+                  << LogsCommand(event.job_id(), target, stream == 1) << "\n"
+                  << std::flush;
+  }
 }
 
 void JobPrinter::PrintGroups() const {
@@ -263,20 +329,23 @@ void JobPrinter::PrintGroups() const {
 int JobPrinter::Summarize() const {
   ClearProgress();
   if (options_.group) PrintGroups();
-  // Output core did not keep is not streamed either: say so, or the
-  // truncation would pass for the command's whole output.
+  // Output core did not store was shown live but will be missing from
+  // `jobs logs` and `jobs get`: say so once.
   for (const auto& [name, f] : results_) {
     std::vector<std::string> lost;
     if (f.stdout_uncaptured_bytes() > 0) {
-      lost.push_back(absl::StrCat(f.stdout_uncaptured_bytes(), " B of stdout"));
+      lost.push_back(
+          absl::StrCat(ByteCount(f.stdout_uncaptured_bytes()), " of stdout"));
     }
     if (f.stderr_uncaptured_bytes() > 0) {
-      lost.push_back(absl::StrCat(f.stderr_uncaptured_bytes(), " B of stderr"));
+      lost.push_back(
+          absl::StrCat(ByteCount(f.stderr_uncaptured_bytes()), " of stderr"));
     }
     if (!lost.empty()) {
       *options_.err << "varanctl: " << name << ": "
                     << absl::StrJoin(lost, " and ")
-                    << " past core's capture limit not shown\n";
+                    << " not stored by core (it keeps the head and tail of "
+                       "each stream)\n";
     }
   }
   const int job_code = JobExitCode(job_finished_.state());

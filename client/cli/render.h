@@ -10,7 +10,8 @@
 // targets that produced it. On a terminal stderr, a progress line
 // "[done/total] failed F, running R, 3.2s" is kept up to date in place and
 // cleared before anything else is printed. Notes about the job (a cancel,
-// output past the capture limit, the summary) go to stderr. "stdout" and
+// output this watcher missed (an output_gap event), output core did not
+// store, the summary) go to stderr, never into the output. "stdout" and
 // "stderr" are the streams PrinterOptions names (std::cout and std::cerr
 // unless a test passes its own). Not thread-safe (one stream, one thread).
 #pragma once
@@ -52,7 +53,11 @@ class JobPrinter {
 
   // Feeds one event; prints what it carries. `dispatched` and `started`
   // print nothing; `cancel_requested` prints "varanctl: job canceled by
-  // NAME" on stderr.
+  // NAME" on stderr; `output_gap` prints, per target and stream it covers,
+  // "varanctl: web-1 stdout: ... 12,345 bytes not shown (bytes 100 to
+  // 12,444) ...; what core stored: varanctl jobs logs JOB -t web-1" on
+  // stderr (after ending the target's partial line) and changes no exit
+  // code.
   void OnEvent(const varan::v1::JobEvent& event);
 
   // Next sequence number expected (for resuming a watch).
@@ -74,6 +79,7 @@ class JobPrinter {
   void DrawProgress() const;
   void ClearProgress() const;
   void PrintGroups() const;
+  void OnGap(const varan::v1::JobEvent& event);
 
   PrinterOptions options_;
   bool prefix_;
@@ -114,6 +120,24 @@ int TargetExitCode(const varan::v1::TargetFinished& finished);
 // The exit code a job's final state maps to: 0 SUCCEEDED, else 1 (FAILED,
 // CANCELED, or a state this varanctl does not know).
 int JobExitCode(varan::v1::JobState state);
+
+// "12,345,678" (thousands grouped).
+std::string GroupedNumber(uint64_t n);
+// "1 byte", "12,345 bytes".
+std::string ByteCount(uint64_t n);
+// "3 MiB", "64 KiB", "1 GiB" when exact, else "1,000 B".
+std::string HumanSize(uint64_t n);
+
+// "varanctl: web-1 stdout: ... 12 bytes not stored (bytes 5 to 16) ..."
+// for the run of `bytes` bytes from `from` of a stream (`what` names it),
+// with `how` ("not stored", "not shown") saying what befell them. Without a
+// newline.
+std::string BytesNote(const std::string& what, uint64_t from, uint64_t bytes,
+                      const std::string& how);
+
+// The `varanctl jobs logs` command line that reads one target's stream.
+std::string LogsCommand(const std::string& job_id, const std::string& target,
+                        bool stderr_stream);
 
 // "exit 0", "exit 3", "killed by signal 9", "timed out", "canceled",
 // "failed: ...", "lost: ...", "skipped: ...".

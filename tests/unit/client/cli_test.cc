@@ -243,7 +243,9 @@ google::protobuf::RepeatedPtrField<varan::v1::Job> Jobs() {
   failed->set_created_by("bob");
   *failed->mutable_create_time() = Before(absl::Hours(3));
   *failed->mutable_finish_time() = Before(absl::Minutes(150));
-  failed->set_capture_limit_bytes(1024);
+  failed->set_output_head_bytes(1 << 10);
+  failed->set_output_tail_bytes(3 << 10);
+  failed->set_capture_limit_bytes(4 << 10);
   failed->mutable_spec()->add_argv("uname");
   failed->mutable_spec()->add_argv("-a");
   for (auto state :
@@ -270,11 +272,11 @@ TEST(JobRowsTest, TableAndWide) {
       JobRows(Jobs(), /*wide=*/true, kNow),
       ElementsAre(
           ElementsAre("ID", "STATE", "TARGETS", "CREATED", "FINISHED", "BY",
-                      "CAPTURE", "COMMAND"),
+                      "STORED", "COMMAND"),
           ElementsAre("j-2", "running", "0/1 ok, 1 pending", "30s ago", "-",
                       "alice", "default", "df -h / | tail -1"),
           ElementsAre("j-1", "failed", "1/4 ok, 2 failed, 1 skipped", "3h ago",
-                      "2h ago", "bob", "1024 B", "uname -a")));
+                      "2h ago", "bob", "1 KiB+3 KiB", "uname -a")));
 }
 
 TEST(PrintStructuredTest, TableAndWideAreNotStructured) {
@@ -315,7 +317,8 @@ TEST(PrintStructuredTest, YamlOfAJob) {
   EXPECT_THAT(text, HasSubstr("\n  state: JOB_STATE_RUNNING\n"));
   EXPECT_THAT(text, HasSubstr("\n    shell: df -h / | tail -1\n"));
   EXPECT_THAT(text, HasSubstr("\n    argv:\n    - uname\n    - \"-a\"\n"));
-  EXPECT_THAT(text, HasSubstr("\n  capture_limit_bytes: \"1024\"\n"));
+  EXPECT_THAT(text, HasSubstr("\n  capture_limit_bytes: \"4096\"\n"));
+  EXPECT_THAT(text, HasSubstr("\n  output_tail_bytes: \"3072\"\n"));
   EXPECT_THAT(text, HasSubstr("\nnext_page_token: tok\n"));
 }
 

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/unit/client/fake_core.h"
 #include "tests/unit/client/job_events.h"
 
 namespace varan::client {
@@ -25,36 +26,6 @@ using ::testing::HasSubstr;
 using varan::testing::Exited;
 using varan::testing::JobEvents;
 using varan::v1::JobEvent;
-
-// Writes `events`, one write in flight, then finishes with `end`.
-class ScriptedWriter final : public grpc::ServerWriteReactor<JobEvent> {
- public:
-  ScriptedWriter(std::vector<JobEvent> events, grpc::Status end)
-      : events_(std::move(events)), end_(std::move(end)) {
-    Next();
-  }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNKNOWN, "write failed"));
-      return;
-    }
-    Next();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void Next() {
-    if (next_ < events_.size()) {
-      StartWrite(&events_[next_++]);
-    } else {
-      Finish(end_);
-    }
-  }
-
-  std::vector<JobEvent> events_;
-  size_t next_ = 0;
-  const grpc::Status end_;
-};
 
 // A Jobs service holding one job's event log. Each Exec or WatchJob call
 // takes the next step of the script: how many events to send from where
@@ -69,6 +40,12 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
   };
 
   explicit FakeJobs(std::vector<JobEvent> log) : log_(std::move(log)) {}
+
+  // Replaces the job's event log (before any call).
+  void SetLog(std::vector<JobEvent> log) {
+    absl::MutexLock lock(&mu_);
+    log_ = std::move(log);
+  }
 
   void Then(size_t events, grpc::Status end) {
     absl::MutexLock lock(&mu_);
@@ -108,15 +85,18 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
       script_.pop_front();
     }
     std::vector<JobEvent> events;
-    for (uint64_t s = from; s < log_.size() && events.size() < step.events;
-         ++s) {
-      events.push_back(log_[s]);
+    // By sequence: an output_gap event stands for several.
+    for (const JobEvent& e : log_) {
+      if (e.sequence() >= from && events.size() < step.events) {
+        events.push_back(e);
+      }
     }
-    return new ScriptedWriter(std::move(events), step.end);
+    return new varan::testing::ScriptedWriter<JobEvent>(std::move(events),
+                                                        step.end);
   }
 
-  const std::vector<JobEvent> log_;
   mutable absl::Mutex mu_;
+  std::vector<JobEvent> log_ ABSL_GUARDED_BY(mu_);
   std::deque<Step> script_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> watches_ ABSL_GUARDED_BY(mu_);
   int execs_ ABSL_GUARDED_BY(mu_) = 0;
@@ -137,20 +117,8 @@ const grpc::Status kBroken(grpc::StatusCode::UNAVAILABLE, "connection reset");
 class FollowJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&jobs_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port, 0);
-    ClientOptions options;
-    options.address = absl::StrCat("127.0.0.1:", port);
-    options.token = "t";
-    auto client = CoreClient::Create(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = std::move(*client);
+    varan::testing::ServeOnLoopback(&jobs_, &server_, &client_);
+    if (HasFatalFailure()) return;
     options_.clock = &clock_;
     options_.sleep = [this](absl::Duration d) {
       sleeps_.push_back(d);
@@ -277,6 +245,37 @@ TEST_F(FollowJobTest, CleanEndsUntilThePatienceRunsOutSaySo) {
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_EQ(s.message(), kStreamEndedEarly);
   EXPECT_EQ(jobs_.watches().size(), 4u);
+}
+
+// A watcher that fell behind gets an output_gap standing for the output
+// events it missed; after a broken stream the watch resumes after the
+// gap's own sequence, not after its first one.
+TEST_F(FollowJobTest, GapsArePassedOnAndResumedAfter) {
+  JobEvents e;
+  std::vector<JobEvent> log = {e.Accepted({"web-1"}), e.Started("web-1")};
+  log.push_back(
+      e.Gap(3, {varan::testing::Missed("web-1", varan::v1::OUTPUT_STREAM_STDOUT,
+                                       0, 3 << 20)}));  // sequences 2..4
+  log.push_back(e.Stdout("web-1", "z"));
+  log.push_back(e.Finished("web-1", Exited(0)));
+  log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  jobs_.SetLog(log);
+  jobs_.Then(3, kBroken);  // accepted, started, the gap; then it breaks
+  std::vector<JobEvent> events;
+  EXPECT_TRUE(client_
+                  ->FollowJob(
+                      "job-1", 0,
+                      [&](const JobEvent& ev) { events.push_back(ev); },
+                      options_)
+                  .ok());
+  EXPECT_THAT(jobs_.watches(), ElementsAre(0, 5));
+  ASSERT_EQ(events.size(), 6u);
+  ASSERT_TRUE(events[2].has_output_gap());
+  EXPECT_EQ(events[2].output_gap().first_sequence(), 2u);
+  EXPECT_EQ(events[2].output_gap().missed(0).bytes(), 3u << 20);
+  EXPECT_EQ(events[3].sequence(), 5u);
+  EXPECT_EQ(events[3].output().data(), "z");
+  EXPECT_THAT(resumed_, ElementsAre("job-1@5"));
 }
 
 }  // namespace

@@ -40,6 +40,19 @@ inline varan::v1::TargetFinished Signaled(int signal) {
   return f;
 }
 
+// A run of `bytes` bytes from `offset` of a target's stream, as an
+// output_gap event lists it.
+inline varan::v1::MissedOutput Missed(const std::string& target,
+                                      varan::v1::OutputStream stream,
+                                      uint64_t offset, uint64_t bytes) {
+  varan::v1::MissedOutput m;
+  m.set_target(target);
+  m.set_stream(stream);
+  m.set_offset(offset);
+  m.set_bytes(bytes);
+  return m;
+}
+
 class JobEvents {
  public:
   explicit JobEvents(std::string job_id = "job-1")
@@ -73,6 +86,17 @@ class JobEvents {
   varan::v1::JobEvent CancelRequested(const std::string& by) {
     varan::v1::JobEvent e = Next("");
     e.mutable_cancel_requested()->set_by(by);
+    return e;
+  }
+  // An output_gap standing for the next `covers` sequences (at least 1):
+  // its sequence is the last of them.
+  varan::v1::JobEvent Gap(uint64_t covers,
+                          const std::vector<varan::v1::MissedOutput>& missed) {
+    const uint64_t first = sequence_;
+    sequence_ += covers - 1;
+    varan::v1::JobEvent e = Next("");
+    e.mutable_output_gap()->set_first_sequence(first);
+    for (const auto& m : missed) *e.mutable_output_gap()->add_missed() = m;
     return e;
   }
   varan::v1::JobEvent JobFinished(varan::v1::JobState state) {

@@ -356,18 +356,80 @@ TEST_F(JobPrinterTest, SaysWhoCanceledTheJob) {
             "varanctl: job canceled by alice\nvaranctl: job canceled\n");
 }
 
-TEST_F(JobPrinterTest, SaysWhatOutputCoreDidNotKeep) {
+TEST_F(JobPrinterTest, SaysWhatOutputCoreDidNotStore) {
   JobPrinter printer = Printer();
   printer.OnEvent(events_.Accepted({"a"}));
   TargetFinished f = Exited(0);
-  f.set_stdout_uncaptured_bytes(100);
-  f.set_stderr_uncaptured_bytes(5);
+  f.set_stdout_uncaptured_bytes(12'345'678);
+  f.set_stderr_uncaptured_bytes(1);
   printer.OnEvent(events_.Finished("a", f));
   printer.OnEvent(events_.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
   EXPECT_EQ(printer.Summarize(), 0);
   EXPECT_EQ(err_.str(),
-            "varanctl: a: 100 B of stdout and 5 B of stderr past core's "
-            "capture limit not shown\n");
+            "varanctl: a: 12,345,678 bytes of stdout and 1 byte of stderr "
+            "not stored by core (it keeps the head and tail of each "
+            "stream)\n");
+}
+
+// A watcher that fell behind: the output it missed is named on stderr, the
+// output around it stays byte-exact on stdout, and the exit code is still
+// the command's.
+TEST_F(JobPrinterTest, GapIsANoteOnStderrAndKeepsTheExitCode) {
+  JobPrinter printer = Printer();
+  printer.OnEvent(events_.Accepted({"web-1"}));
+  printer.OnEvent(events_.Stdout("web-1", "abc"));
+  printer.OnEvent(events_.Gap(
+      4, {varan::testing::Missed("web-1", varan::v1::OUTPUT_STREAM_STDOUT, 3,
+                                 12'345'678)}));
+  EXPECT_EQ(printer.next_sequence(), 6u);  // after the gap's last sequence
+  printer.OnEvent(events_.Stdout("web-1", "xyz"));
+  printer.OnEvent(events_.Finished("web-1", Exited(3)));
+  printer.OnEvent(events_.JobFinished(varan::v1::JOB_STATE_FAILED));
+  EXPECT_EQ(out_.str(), "abcxyz");
+  EXPECT_EQ(err_.str(),
+            "varanctl: web-1 stdout: ... 12,345,678 bytes not shown (bytes 3 "
+            "to 12,345,680) ...; what core stored: varanctl jobs logs job-1 "
+            "-t web-1\n");
+  EXPECT_EQ(printer.Summarize(), 3);
+}
+
+TEST_F(JobPrinterTest, GapEndsPartialLinesAndNamesEachStream) {
+  JobPrinter printer = Printer();
+  printer.OnEvent(events_.Accepted({"a", "b"}));
+  printer.OnEvent(events_.Stdout("a", "one\npar"));
+  printer.OnEvent(events_.Gap(
+      3,
+      {varan::testing::Missed("a", varan::v1::OUTPUT_STREAM_STDOUT, 7, 10),
+       varan::testing::Missed("b", varan::v1::OUTPUT_STREAM_STDERR, 0, 5),
+       varan::testing::Missed("a", varan::v1::OUTPUT_STREAM_STDOUT, 17, 10)}));
+  printer.OnEvent(events_.Stdout("a", "two\n"));
+  printer.OnEvent(events_.Finished("a", Exited(0)));
+  printer.OnEvent(events_.Finished("b", Exited(0)));
+  printer.OnEvent(events_.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  // The line cut by the gap is ended, not glued to what follows it.
+  EXPECT_EQ(out_.str(), "a | one\na | par\na | two\n");
+  EXPECT_THAT(err_.str(),
+              HasSubstr("varanctl: a stdout: ... 20 bytes not shown (bytes 7 "
+                        "to 26) ...; what core stored: varanctl jobs logs "
+                        "job-1 -t a\n"));
+  EXPECT_THAT(err_.str(),
+              HasSubstr("varanctl: b stderr: ... 5 bytes not shown (bytes 0 "
+                        "to 4) ...; what core stored: varanctl jobs logs "
+                        "job-1 -t b --stderr\n"));
+  EXPECT_EQ(printer.Summarize(), 0);
+}
+
+TEST(ByteCountTest, GroupsThousandsAndNamesUnits) {
+  EXPECT_EQ(ByteCount(0), "0 bytes");
+  EXPECT_EQ(ByteCount(1), "1 byte");
+  EXPECT_EQ(ByteCount(999), "999 bytes");
+  EXPECT_EQ(ByteCount(1000), "1,000 bytes");
+  EXPECT_EQ(ByteCount(12'345'678), "12,345,678 bytes");
+  EXPECT_EQ(HumanSize(3 << 20), "3 MiB");
+  EXPECT_EQ(HumanSize(64 << 10), "64 KiB");
+  EXPECT_EQ(HumanSize(uint64_t{1} << 30), "1 GiB");
+  EXPECT_EQ(HumanSize(1000), "1,000 B");
+  EXPECT_EQ(HumanSize((1 << 20) + 1), "1,048,577 B");
 }
 
 TEST_F(JobPrinterTest, NoTargetsRanNothing) {
