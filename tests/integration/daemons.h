@@ -59,6 +59,9 @@ bool Healthy(const std::string& address, const ClientTlsFiles& tls = {});
 // `address`, or an empty list when the call fails.
 std::vector<std::string> ReflectionServices(const std::string& address);
 
+// A process's resident set size in kB (VmRSS of /proc/PID/status), or -1.
+long RssKb(pid_t pid);
+
 // Polls `condition` every 20 ms until true or `timeout`; returns its last
 // value.
 bool WaitFor(const std::function<bool()>& condition,

@@ -18,15 +18,6 @@
 namespace varan::testing {
 namespace {
 
-long RssKb(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-
 size_t OpenFds(pid_t pid) {
   size_t n = 0;
   DIR* d = opendir(absl::StrCat("/proc/", pid, "/fd").c_str());
