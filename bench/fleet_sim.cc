@@ -664,8 +664,10 @@ void TunnelSession::OnReadDone(bool ok) {
     case TunnelDown::kExecute:
       fleet_->Execute(sim_, this, in_.execute());
       break;
-    // Simulated executions end at once: nothing is left to cancel.
+    // Simulated executions end at once: nothing is left to cancel, and
+    // their few bytes never need more output credit.
     case TunnelDown::kCancel:
+    case TunnelDown::kCredit:
     case TunnelDown::MESSAGE_NOT_SET:
       break;
   }

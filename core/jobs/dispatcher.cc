@@ -129,7 +129,7 @@ absl::StatusOr<varan::v1::ListJobsResponse> Dispatcher::List(
     }
   }
   for (size_t i = 0; i < page->jobs.size(); ++i) {
-    *out.add_jobs() = live[i] != nullptr ? live[i]->Snapshot(false)
+    *out.add_jobs() = live[i] != nullptr ? live[i]->Snapshot()
                                          : std::move(page->jobs[i]);
   }
   if (page->more && out.jobs_size() > 0) {
@@ -142,7 +142,7 @@ absl::StatusOr<varan::v1::Job> Dispatcher::Cancel(const std::string& id,
                                                   const std::string& by) {
   auto job = Find(id);
   if (!job.ok()) return job.status();
-  if (!(*job)->RequestCancel(by)) return (*job)->Snapshot(false);
+  if (!(*job)->RequestCancel(by)) return (*job)->Snapshot();
   spdlog::info("job {}: canceled by {}", id, by);
   std::deque<size_t> never_sent;
   std::vector<std::shared_ptr<TargetRun>> running;
@@ -160,7 +160,7 @@ absl::StatusOr<varan::v1::Job> Dispatcher::Cancel(const std::string& id,
         absl::StrCat("canceled by ", by, " before it started"));
   }
   for (auto& run : running) run->Cancel();
-  return (*job)->Snapshot(false);
+  return (*job)->Snapshot();
 }
 
 void Dispatcher::PeripheryGone(const std::string& periphery_id,

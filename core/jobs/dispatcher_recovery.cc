@@ -25,7 +25,7 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
     std::shared_ptr<Job> job = *std::move(restored);
     ++jobs;
     job->SetOnFinishedPersisted([this, id] { Forget(id); });
-    const varan::v1::Job snap = job->Snapshot(false);
+    const varan::v1::Job snap = job->Snapshot();
     auto active = std::make_unique<Rollout>();
     active->job = job;
     active->spec = snap.spec();
@@ -181,7 +181,7 @@ bool Dispatcher::CanceledWhileAway(const std::string& wire_id) {
   const int index = (*job)->TargetIndex(id->target);
   if (index < 0) return false;
   const varan::v1::TargetState state =
-      (*job)->Snapshot(false).targets(index).state();
+      (*job)->Snapshot().targets(index).state();
   if (!IsFinal(state)) return false;
   spdlog::info(
       "execution {}: still running on its periphery although its job was "

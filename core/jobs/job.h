@@ -105,8 +105,6 @@ class Job {
   // omitted_bytes; no previews) with *_uncaptured_bytes = omitted_bytes.
   // JobTarget.stdout/stderr are always empty.
   varan::v1::Job Snapshot() const;
-  // Deprecated (the output is not in the record any more): Snapshot().
-  varan::v1::Job Snapshot(bool /*with_output*/) const { return Snapshot(); }
   // The target named `name` is final (false for an unknown name).
   bool TargetFinal(const std::string& name) const;
   bool finished() const;

@@ -135,7 +135,7 @@ bool TargetRun::Recoverable(const absl::Status& status) const {
     case absl::StatusCode::kDeadlineExceeded:
       // With a timeout, the backstop deadline means the periphery did not
       // report the end in time (TIMED_OUT, as before).
-      return !job_->Snapshot(false).spec().has_timeout();
+      return !job_->Snapshot().spec().has_timeout();
     case absl::StatusCode::kOk:
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:

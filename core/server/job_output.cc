@@ -220,7 +220,7 @@ bool OutputReader::Complete() const {
   // A job no longer running in the dispatcher has its final record
   // committed, and with it every output append.
   if (!dispatcher_->Running(key_.job_id)) return true;
-  const varan::v1::Job record = job_->Snapshot(/*with_output=*/false);
+  const varan::v1::Job record = job_->Snapshot();
   for (const JobTarget& t : record.targets()) {
     if (t.name() != key_.target) continue;
     if (!IsFinal(t.state())) return false;

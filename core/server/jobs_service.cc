@@ -57,24 +57,6 @@ void AuditDispatch(const Caller& caller, const std::string& job_id,
                DescribeCommand(request.spec()));
 }
 
-// Job::AddWatcher with the pacing flag and Job::Consumed, on a Job that has
-// them (the output plane's live window); on one without, a plain watcher
-// and nothing to report.
-template <typename J>
-uint64_t AddWatcherTo(J& job, std::function<void()> callback, bool pacing) {
-  if constexpr (requires { job.AddWatcher(callback, pacing); }) {
-    return job.AddWatcher(std::move(callback), pacing);
-  } else {
-    return job.AddWatcher(std::move(callback));
-  }
-}
-template <typename J>
-void ConsumedTo(J& job, uint64_t handle, uint64_t next_seq) {
-  if constexpr (requires { job.Consumed(handle, next_seq); }) {
-    job.Consumed(handle, next_seq);
-  }
-}
-
 // Streams a job's events from a sequence number until the job finishes.
 // One write in flight; the job's watcher callback drives writes that were
 // waiting for new events. A pacing writer (Exec's) tells the job after each
@@ -92,8 +74,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
       w->FinishOnce(error);
       return w;
     }
-    w->watcher_ = AddWatcherTo(
-        *w->job_, [w] { w->TryWrite(); }, pacing);
+    w->watcher_ = w->job_->AddWatcher([w] { w->TryWrite(); }, pacing);
     w->TryWrite();
     return w;
   }
@@ -107,7 +88,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
       if (ok) next_ = current_.sequence() + 1;
       next = next_;
     }
-    if (ok && pacing_) ConsumedTo(*job_, watcher_, next);
+    if (ok && pacing_) job_->Consumed(watcher_, next);
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
       return;
@@ -220,7 +201,7 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
     return pending->reactor;
   }
   response->set_job_id((*job)->id());
-  const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
+  const varan::v1::Job snapshot = (*job)->Snapshot();
   for (const auto& t : snapshot.targets()) response->add_targets(t.name());
   AuditDispatch(caller, (*job)->id(), snapshot.targets().size(), *request);
   grpc::ServerUnaryReactor* reactor = pending->reactor;
@@ -241,8 +222,7 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
-  AuditDispatch(caller, (*job)->id(),
-                (*job)->Snapshot(/*with_output=*/false).targets().size(),
+  AuditDispatch(caller, (*job)->id(), (*job)->Snapshot().targets().size(),
                 *request);
   return JobEventWriter::Create(*std::move(job), 0, grpc::Status::OK,
                                 /*pacing=*/true);
@@ -272,9 +252,8 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
                        [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
                          auto job = dispatcher_->Find(request->job_id());
                          if (!job.ok()) return job.status();
-                         return GetJobAnswer(
-                             (*job)->Snapshot(/*with_output=*/false), *request,
-                             dispatcher_->store());
+                         return GetJobAnswer((*job)->Snapshot(), *request,
+                                             dispatcher_->store());
                        });
 }
 

@@ -123,6 +123,13 @@ void PrintEvent(const varan::v1::JobEvent& event, bool* succeeded) {
                 << (f.error().empty() ? "" : " " + f.error()) << "\n";
       break;
     }
+    case varan::v1::JobEvent::kOutputGap:
+      // This watcher fell behind: say what it missed, never a silent hole.
+      for (const auto& m : event.output_gap().missed()) {
+        std::cerr << "[" << m.target() << ": " << m.bytes()
+                  << " bytes of output missed]\n";
+      }
+      break;
     case varan::v1::JobEvent::kJobFinished:
       std::cout << "job " << event.job_id() << ": "
                 << varan::v1::JobState_Name(event.job_finished().state())

@@ -88,7 +88,7 @@ class DispatcherTest : public ::testing::Test {
 
   static std::vector<TargetState> States(const Job& job) {
     std::vector<TargetState> out;
-    const varan::v1::Job snap = job.Snapshot(false);
+    const varan::v1::Job snap = job.Snapshot();
     for (const auto& t : snap.targets()) out.push_back(t.state());
     return out;
   }
@@ -122,7 +122,7 @@ TEST_F(DispatcherTest, OnlyMatchedPeripheriesReceiveTheJob) {
   EXPECT_THAT(links_.names(), ElementsAre("web-1", "web-2"));
   for (FakeCall* c : links_.calls()) c->Exit(ExitStatus::KIND_EXITED, 0);
   EXPECT_TRUE(job->finished());
-  EXPECT_EQ(job->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job->Snapshot().state(), varan::v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(DispatcherTest, NoMatchIsAnErrorUnlessAllowed) {
@@ -134,7 +134,7 @@ TEST_F(DispatcherTest, NoMatchIsAnErrorUnlessAllowed) {
   req.mutable_options()->set_allow_no_targets(true);
   auto allowed = MustDispatch(req);
   EXPECT_TRUE(allowed->finished());
-  EXPECT_EQ(allowed->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(allowed->Snapshot().state(), varan::v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(DispatcherTest, MaxParallelLimitsRunningTargetsInNameOrder) {
@@ -155,7 +155,7 @@ TEST_F(DispatcherTest, MaxParallelLimitsRunningTargetsInNameOrder) {
   EXPECT_THAT(links_.names(), ElementsAre("p1", "p2", "p3", "p4", "p5"));
   links_.calls()[3]->Exit(ExitStatus::KIND_EXITED, 0);
   links_.calls()[4]->Exit(ExitStatus::KIND_EXITED, 0);
-  EXPECT_EQ(job->Snapshot(false).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job->Snapshot().state(), varan::v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(DispatcherTest, StopAfterFailuresSkipsTargetsNotStarted) {
@@ -168,7 +168,7 @@ TEST_F(DispatcherTest, StopAfterFailuresSkipsTargetsNotStarted) {
   // p2 keeps running; p3 and p4 are never sent.
   EXPECT_THAT(links_.names(), ElementsAre("p1", "p2"));
   links_.calls()[1]->Exit(ExitStatus::KIND_EXITED, 0);
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   ASSERT_TRUE(job->finished());
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_EXITED);
@@ -197,7 +197,7 @@ TEST_F(DispatcherTest, OfflineTargetsFailByDefaultAndCanBeSkipped) {
   auto failing = MustDispatch(Request(""));
   EXPECT_THAT(links_.names(), ElementsAre("up"));
   links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 0);
-  auto snap = failing->Snapshot(false);
+  auto snap = failing->Snapshot();
   EXPECT_EQ(snap.targets(0).name(), "down");
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("periphery down is offline"));
@@ -207,7 +207,7 @@ TEST_F(DispatcherTest, OfflineTargetsFailByDefaultAndCanBeSkipped) {
   req.mutable_options()->set_skip_offline(true);
   auto skipping = MustDispatch(req);
   links_.calls()[1]->Exit(ExitStatus::KIND_EXITED, 0);
-  snap = skipping->Snapshot(false);
+  snap = skipping->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_SKIPPED);
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
 }
@@ -229,7 +229,7 @@ TEST_F(DispatcherTest, CancelStopsQueuedAndAsksRunningToStop) {
   }
   // The periphery confirms the kill.
   links_.calls()[0]->Exit(ExitStatus::KIND_CANCELED);
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_CANCELED);
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_CANCELED);
   // A second cancel changes nothing.
@@ -256,7 +256,7 @@ TEST_F(DispatcherTest, PeripheryGoingOfflineMidJobLosesItsTargets) {
     }
     fleet_->Tick();
   }
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).name(), "flaky");
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("went offline"));
@@ -272,7 +272,7 @@ TEST_F(DispatcherTest, RemovedPeripheryLosesItsTargets) {
   auto job = MustDispatch(Request(""));
   links_.calls()[0]->Start(7);
   ASSERT_TRUE(fleet_->Remove("gone").ok());
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("was removed"));
   EXPECT_TRUE(links_.calls()[0]->aborted);
@@ -285,13 +285,13 @@ TEST_F(DispatcherTest, FinishedJobsAreReadBackFromTheStoreAfterARestart) {
   links_.calls()[0]->Output("hello\n");
   links_.calls()[0]->Exit(ExitStatus::KIND_EXITED, 0);
   const std::string id = job->id();
-  const auto before = job->Snapshot(true);
+  const auto before = job->Snapshot();
   job.reset();
   Close();
   Open();
   auto found = dispatcher_->Find(id);
   ASSERT_TRUE(found.ok()) << found.status();
-  auto after = (*found)->Snapshot(true);
+  auto after = (*found)->Snapshot();
   EXPECT_EQ(after.DebugString(), before.DebugString());
   // And the event log replays from any sequence.
   varan::v1::JobEvent ev;
@@ -351,7 +351,7 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   EXPECT_THAT(States(*restored), ElementsAre(varan::v1::TARGET_STATE_RUNNING,
                                              varan::v1::TARGET_STATE_DISPATCHED,
                                              varan::v1::TARGET_STATE_FAILED));
-  EXPECT_THAT(restored->Snapshot(false).targets(2).error(),
+  EXPECT_THAT(restored->Snapshot().targets(2).error(),
               HasSubstr("never ran"));
 
   // p1 reports the command still running, then finished (its tail holds
@@ -366,7 +366,7 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   EXPECT_THAT(dispatcher_->OnPeripheryReport(
                   p1, Reports({Finished(id + "/p1", 0, "first\nsecond\n")})),
               ElementsAre(id + "/p1"));
-  auto snap = restored->Snapshot(true);
+  auto snap = restored->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "first\nsecond\n");
 
@@ -375,7 +375,7 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   dispatcher_->OnPeripheryReport(p2, Reports({}));
   EXPECT_EQ(States(*restored)[1], varan::v1::TARGET_STATE_DISPATCHED);
   dispatcher_->OnPeripheryReport(p2, Reports({}));
-  snap = restored->Snapshot(false);
+  snap = restored->Snapshot();
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(1).error(), HasSubstr("never started there"));
   EXPECT_THAT(snap.targets(1).error(), HasSubstr("core restarted"));
@@ -399,7 +399,7 @@ TEST_F(DispatcherTest,
   EXPECT_THAT(dispatcher_->OnPeripheryReport(
                   p1, Reports({Finished(job->id() + "/p1", 3, "ab")})),
               ElementsAre(job->id() + "/p1"));
-  auto snap = job->Snapshot(true);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 3);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "ab");
@@ -423,7 +423,7 @@ TEST_F(DispatcherTest, ACallBrokenBeforeItsStartWaitsAndTakesTheHeldResult) {
   EXPECT_THAT(dispatcher_->OnPeripheryReport(
                   p1, Reports({Finished(job->id() + "/p1", 4, "held\n")})),
               ElementsAre(job->id() + "/p1"));
-  auto snap = job->Snapshot(true);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).exit_status().code(), 4);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "held\n");
@@ -436,7 +436,7 @@ TEST_F(DispatcherTest, ACallBrokenBeforeItsStartFailsWhenThePeripheryLacksIt) {
   dispatcher_->OnPeripheryReport(p1, Reports({}));
   EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_DISPATCHED);
   dispatcher_->OnPeripheryReport(p1, Reports({}));
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(0).error(),
               HasSubstr("broke before the command was reported started"));
@@ -449,7 +449,7 @@ TEST_F(DispatcherTest, ACallThatNeverReachedThePeripheryFailsAtOnce) {
   auto job = MustDispatch(Request(""));
   links_.calls()[0]->End(NotDelivered(
       absl::UnavailableError("failed to connect to all addresses")));
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("failed to connect"));
 }
@@ -526,7 +526,7 @@ TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
   clock_.Advance(kInterval * 4);
   fleet_->Tick();
   ASSERT_TRUE(store_->Sync().ok());
-  auto snap = job->Snapshot(false);
+  auto snap = job->Snapshot();
   ASSERT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
   ASSERT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
   // It comes back and reports the command's outcome: recorded, and the job
@@ -537,7 +537,7 @@ TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
   ASSERT_TRUE(store_->Sync().ok());
   auto found = dispatcher_->Find(job->id());
   ASSERT_TRUE(found.ok());
-  snap = (*found)->Snapshot(true);
+  snap = (*found)->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "late\n");
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);

@@ -291,7 +291,7 @@ TEST_F(EnrollmentTest, HeartbeatReportsReachTheDispatcher) {
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_THAT(answer->acknowledged(), ElementsAre(execution));
   EXPECT_TRUE(answer->cancel().empty());
-  const varan::v1::Job snapshot = (*job)->Snapshot(/*with_output=*/false);
+  const varan::v1::Job snapshot = (*job)->Snapshot();
   EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snapshot.targets(0).exit_status().code(), 3);
 }

@@ -154,7 +154,7 @@ TEST_F(JobTest, NewJobIsRunningWithAnAcceptedEvent) {
   EXPECT_EQ(job->id(), "job-1");
   EXPECT_EQ(job->target_count(), 2u);
   EXPECT_FALSE(job->finished());
-  varan::v1::Job snap = job->Snapshot(false);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_RUNNING);
   EXPECT_EQ(FromTimestamp(snap.create_time()), clock_.Now());
   EXPECT_EQ(snap.created_by(), "tester");
@@ -172,11 +172,11 @@ TEST_F(JobTest, TwoTargetsExitingZeroSucceed) {
   auto job = MakeJob({"a", "b"});
   job->MarkDispatched(0);
   job->MarkDispatched(1);
-  EXPECT_EQ(job->Snapshot(false).targets(0).state(),
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
             varan::v1::TARGET_STATE_DISPATCHED);
 
   job->OnExecuteEvent(0, Started(100));
-  EXPECT_EQ(job->Snapshot(false).targets(0).state(),
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
             varan::v1::TARGET_STATE_RUNNING);
   job->OnExecuteEvent(1, Started(200));
   job->OnExecuteEvent(0, Stdout(0, "hello "));
@@ -286,7 +286,7 @@ TEST_F(JobTest, AnyOtherOutcomeFailsTheJob) {
     job->OnExecuteEvent(1, second);
     ASSERT_TRUE(job->finished());
 
-    varan::v1::Job snap = job->Snapshot(false);
+    varan::v1::Job snap = job->Snapshot();
     EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
     EXPECT_EQ(snap.targets(1).state(), c.target_state);
     EXPECT_EQ(snap.targets(1).exit_status().kind(), c.second.exited().kind());
@@ -356,7 +356,7 @@ TEST_F(JobTest, ExecuteDoneBeforeStartFailsTheTargetWithTheMessage) {
   job->MarkDispatched(0);
   job->OnExecuteDone(0, absl::UnavailableError("connection refused"));
   ASSERT_TRUE(job->finished());
-  varan::v1::Job snap = job->Snapshot(false);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_EQ(snap.targets(0).error(), "connection refused");
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
@@ -369,7 +369,7 @@ TEST_F(JobTest, ExecuteDoneBeforeStartFailsTheTargetWithTheMessage) {
 TEST_F(JobTest, ExecuteDoneOkWithoutResultFailsTheTarget) {
   auto job = MakeJob({"a"});
   job->OnExecuteDone(0, absl::OkStatus());
-  varan::v1::Job snap = job->Snapshot(false);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("without a result"));
 }
@@ -398,7 +398,7 @@ TEST_F(JobTest, ExecuteDoneAfterExitChangesNothing) {
   job->OnExecuteEvent(0, Stdout(0, "late output"));
   job->OnExecuteEvent(0, Exited(1));
   EXPECT_EQ(Events(*job).size(), before);
-  varan::v1::Job snap = job->Snapshot(true);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snap.targets(0).error(), "");
@@ -410,7 +410,7 @@ TEST_F(JobTest, FinishTargetFinishesAnUnsentTarget) {
   job->FinishTarget(1, varan::v1::TARGET_STATE_FAILED,
                     "periphery b is offline");
   EXPECT_FALSE(job->finished());
-  varan::v1::Job snap = job->Snapshot(false);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_EQ(snap.targets(1).error(), "periphery b is offline");
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_QUEUED);
@@ -438,7 +438,7 @@ TEST_F(JobTest, JobWithoutTargetsFinishesAtOnce) {
   EXPECT_EQ(events[1].job_finished().state(), varan::v1::JOB_STATE_SUCCEEDED);
   JobEvent ev;
   EXPECT_EQ(job->EventAt(2, &ev), Job::Read::kEnd);
-  varan::v1::Job snap = job->Snapshot(true);
+  varan::v1::Job snap = job->Snapshot();
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
   EXPECT_TRUE(snap.has_finish_time());
 }
@@ -529,7 +529,7 @@ TEST_F(JobTest, CoreGivesUpOnATargetPastItsTimeout) {
   job.MarkDispatched(0);
   job.OnExecuteEvent(0, Started(5));
   job.OnExecuteDone(0, absl::DeadlineExceededError("Deadline Exceeded"));
-  varan::v1::Job snap = job.Snapshot(false);
+  varan::v1::Job snap = job.Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_TIMED_OUT);
   EXPECT_THAT(snap.targets(0).error(), HasSubstr("within a minute"));
 }

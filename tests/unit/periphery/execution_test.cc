@@ -743,9 +743,10 @@ TEST_F(ExecutionTest, AFastWriterIsReadInBigChunks) {
     largest = std::max<uint64_t>(largest, ev.output().data().size());
   }));
   EXPECT_EQ(total, kSize);
-  EXPECT_EQ(largest, options_.max_chunk_bytes);
-  // 64 KiB reads would take 128 chunks.
-  EXPECT_LT(chunks, 96u) << "chunks of " << total / chunks << " bytes";
+  // What had piled up is read in reads of the full chunk size, not 64 KiB
+  // (how many chunks follow depends on how the reader and writer race).
+  EXPECT_EQ(largest, options_.max_chunk_bytes)
+      << chunks << " chunks of " << total / chunks << " bytes on average";
 }
 
 TEST_F(ExecutionTest, SlowOutputStreamsEachLineAtOnce) {
