@@ -45,8 +45,8 @@ void Job::OutputLocked(size_t target, varan::v1::OutputChunk& chunk,
   }
   const absl::Time now = clock_->Now();
   const bool may_log = now - last_offset_log_ >= absl::Seconds(1);
-  const std::string where =
-      absl::StrCat("job ", id_, " target ", name, " stream ", s == 1 ? 2 : 1);
+  const std::string where = absl::StrCat("execution ", id_, "/", name,
+                                         s == 1 ? " stderr" : " stdout");
   if (offset >= kAbsurdOffset || size >= kAbsurdOffset - offset) {
     if (may_log) {
       last_offset_log_ = now;

@@ -3,6 +3,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
@@ -77,6 +78,9 @@ class TunnelConnection final
   std::string name_;
   std::string credential_;
 
+  // Lines logged for events of unknown executions (reader thread only).
+  static constexpr int kUnknownLogLines = 20;
+  int unknown_logged_ = 0;
   mutable absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   // No more writes or calls: Finish was asked for (or the stream is done).
@@ -251,9 +255,24 @@ void TunnelConnection::HandleEvent(varan::v1::TunnelEvent* event) {
   {
     absl::MutexLock lock(&mu_);
     auto it = calls_.find(event->execution_id());
-    if (it == calls_.end()) return;
-    call = it->second;
-    if (event->event().has_exited()) calls_.erase(it);
+    if (it != calls_.end()) {
+      call = it->second;
+      if (event->event().has_exited()) calls_.erase(it);
+    }
+  }
+  if (call == nullptr) {
+    // Not an execution of this tunnel (unknown, finished, or a malformed
+    // id). Dropped with a reason; a periphery that floods them gets a
+    // bounded number of lines.
+    if (unknown_logged_ < kUnknownLogLines) {
+      ++unknown_logged_;
+      spdlog::warn("{}: event for unknown execution \"{}\" dropped{}", Who(),
+                   absl::CEscape(event->execution_id().substr(0, 200)),
+                   unknown_logged_ == kUnknownLogLines
+                       ? " (further ones are dropped without a line)"
+                       : "");
+    }
+    return;
   }
   // Only queued here: the call's own thread delivers it, so a listener that
   // blocks never holds up this reader.

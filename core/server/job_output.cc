@@ -69,6 +69,33 @@ absl::Status ReadPreview(Store* store, const OutputKey& key, uint64_t bytes,
 
 }  // namespace
 
+void FollowerOffsets::Trim(uint64_t next, varan::v1::JobEvent& event) {
+  if (event.has_output()) {
+    const varan::v1::OutputChunk& c = event.output();
+    end_[{event.target(), c.stream()}] = c.offset() + c.data().size();
+    return;
+  }
+  if (!event.has_output_gap()) return;
+  varan::v1::OutputGap* gap = event.mutable_output_gap();
+  gap->set_first_sequence(std::max(gap->first_sequence(), next));
+  auto* missed = gap->mutable_missed();
+  for (int i = 0; i < missed->size();) {
+    varan::v1::MissedOutput& m = (*missed)[i];
+    uint64_t& end = end_[{m.target(), m.stream()}];
+    const uint64_t stop = m.offset() + m.bytes();
+    if (stop <= end) {  // received before it was evicted
+      missed->erase(missed->begin() + i);
+      continue;
+    }
+    if (m.offset() < end) {
+      m.set_bytes(stop - end);
+      m.set_offset(end);
+    }
+    end = stop;
+    ++i;
+  }
+}
+
 absl::StatusOr<varan::v1::Job> GetJobAnswer(
     varan::v1::Job record, const varan::v1::GetJobRequest& request,
     Store* store) {

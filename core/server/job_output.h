@@ -15,8 +15,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -57,6 +59,23 @@ absl::StatusOr<varan::v1::Job> GetJobAnswer(
 // would make it reach kAnswerBytes (it keeps at least one job), and then
 // next_page_token continues after the last job kept.
 void BoundListJobs(varan::v1::ListJobsResponse* response);
+
+// What one follower of a job's events (a WatchJob stream) has received of
+// each target's streams. An output_gap record is merged over a run of
+// evicted sequences, some of which this follower may have received before
+// they were evicted; Trim cuts it down to what the follower really missed,
+// so that what it got plus what the gaps name is each stream, once.
+// Not thread-safe (one per follower).
+class FollowerOffsets {
+ public:
+  // Call with each event before it is written; `next` is the follower's
+  // next sequence (it has every event before it). Trims an output_gap
+  // event in place and records how far each stream got.
+  void Trim(uint64_t next, varan::v1::JobEvent& event);
+
+ private:
+  std::map<std::pair<std::string, int>, uint64_t> end_;
+};
 
 // Streams the stored output of one target's stream (Jobs.ReadOutput).
 // `job` may be null when the caller found no live job (it is then final

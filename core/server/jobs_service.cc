@@ -121,7 +121,10 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
       absl::MutexLock lock(&mu_);
       if (writing_ || finished_) return;
       read = job_->EventAt(next_, &current_);
-      if (read == Job::Read::kEvent) writing_ = true;
+      if (read == Job::Read::kEvent) {
+        writing_ = true;
+        offsets_.Trim(next_, current_);
+      }
     }
     if (read == Job::Read::kEvent) {
       StartWrite(&current_);
@@ -149,6 +152,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   // The event being written (a copy: an evicted sequence reads as the
   // output_gap event covering it).
   JobEvent current_;
+  FollowerOffsets offsets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -3,13 +3,12 @@
 // store's extents, previews and their shared budget) and ListJobs' bounds;
 // every answer stays below 1 MiB serialized for a job with 2,000 targets
 // and big output.
-#include "core/server/job_output.h"
-
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/server/job_output.h"
 #include "core/store/memory_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -247,6 +246,62 @@ TEST(BoundListJobsTest, KeepsOneJobEvenAboveTheBudgetAndASmallPageAsIs) {
   BoundListJobs(&small);
   EXPECT_EQ(small.jobs_size(), 2);
   EXPECT_EQ(small.next_page_token(), "");
+}
+
+}  // namespace
+}  // namespace varan::core
+
+namespace varan::core {
+namespace {
+
+varan::v1::JobEvent Chunk(uint64_t seq, const std::string& target,
+                          uint64_t offset, size_t size) {
+  varan::v1::JobEvent ev;
+  ev.set_sequence(seq);
+  ev.set_target(target);
+  ev.mutable_output()->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+  ev.mutable_output()->set_offset(offset);
+  ev.mutable_output()->set_data(std::string(size, 'x'));
+  return ev;
+}
+
+// A follower got sequences 0..2 (a's bytes [0, 30)) before they were
+// evicted into a gap covering 0..5 (a's [0, 60), b's [0, 10)): the gap it
+// is given names only what it did not get, from its next sequence.
+TEST(FollowerOffsetsTest, AGapIsTrimmedToWhatTheFollowerMissed) {
+  FollowerOffsets offsets;
+  for (uint64_t seq = 0; seq < 3; ++seq) {
+    auto ev = Chunk(seq, "a", seq * 10, 10);
+    offsets.Trim(seq, ev);
+  }
+  varan::v1::JobEvent gap;
+  gap.set_sequence(5);
+  gap.mutable_output_gap()->set_first_sequence(0);
+  auto* m = gap.mutable_output_gap()->add_missed();
+  m->set_target("a");
+  m->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+  m->set_offset(0);
+  m->set_bytes(60);
+  m = gap.mutable_output_gap()->add_missed();
+  m->set_target("b");
+  m->set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+  m->set_offset(0);
+  m->set_bytes(10);
+  offsets.Trim(3, gap);
+  EXPECT_EQ(gap.output_gap().first_sequence(), 3u);
+  ASSERT_EQ(gap.output_gap().missed_size(), 2);
+  EXPECT_EQ(gap.output_gap().missed(0).target(), "a");
+  EXPECT_EQ(gap.output_gap().missed(0).offset(), 30u);
+  EXPECT_EQ(gap.output_gap().missed(0).bytes(), 30u);
+  EXPECT_EQ(gap.output_gap().missed(1).offset(), 0u);
+  EXPECT_EQ(gap.output_gap().missed(1).bytes(), 10u);
+
+  // A stream the follower got entirely before eviction is not named.
+  varan::v1::JobEvent again = gap;
+  again.set_sequence(6);
+  again.mutable_output_gap()->set_first_sequence(0);
+  offsets.Trim(6, again);
+  EXPECT_EQ(again.output_gap().missed_size(), 0);
 }
 
 }  // namespace
