@@ -210,6 +210,16 @@ absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
       st.head_off = st.tail_off = extent.end;
     }
   }
+  if (job->record_.state() == varan::v1::JOB_STATE_RUNNING) {
+    // Output events are not stored, and the last events before a crash may
+    // not have been committed: sequences after the last stored one may
+    // have reached watchers already. The restored job goes on far beyond
+    // them, so that a watcher resuming after what it got misses nothing; an
+    // output_gap stands for the sequences skipped.
+    job->AppendGapLocked(job->next_seq_,
+                         job->next_seq_ + kRestoreSequenceSkip - 1);
+    job->next_seq_ += kRestoreSequenceSkip;
+  }
   job->created_ = true;
   job->persisted_ = job->next_seq_;
   job->final_persist_started_ =

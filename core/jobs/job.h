@@ -71,6 +71,10 @@ struct OutputLimits {
   uint64_t live_window_bytes = 8 << 20;
 };
 
+// Sequences a running job skips when it is restored after a core restart
+// (more events than one core's lifetime gives a job).
+inline constexpr uint64_t kRestoreSequenceSkip = uint64_t{1} << 32;
+
 class Job {
  public:
   // A new job. `record` holds id, target, spec, options, created_by and one

@@ -453,7 +453,7 @@ TEST_F(CliTest, BashCompletionIsValidAndGenerated) {
                   "source \"$0\"; COMP_WORDS=(varanctl jobs l); COMP_CWORD=2; "
                   "_varanctl; echo \"${COMPREPLY[*]}\"",
                   dir.File("varanctl.bash")});
-  EXPECT_EQ(complete.out, "list ls\n") << complete.err;
+  EXPECT_EQ(complete.out, "list ls logs\n") << complete.err;
   // Flag values: "varanctl tokens create --role o<TAB>", "... -o y<TAB>".
   for (const auto& [words, expected] :
        std::vector<std::pair<std::string, std::string>>{

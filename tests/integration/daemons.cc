@@ -413,7 +413,7 @@ varan::v1::Job TestFleet::WaitFinished(const std::string& id,
   varan::v1::Job job;
   EXPECT_TRUE(WaitFor(
       [&] {
-        auto j = client()->GetJob(id);
+        auto j = client()->GetJob(id, kPreview);
         if (!j.ok()) return false;
         job = *j;
         return job.state() != varan::v1::JOB_STATE_RUNNING;

@@ -18,6 +18,10 @@
 
 namespace varan::testing {
 
+// GetJob.preview_bytes the tests ask for: a small command's whole output
+// arrives in OutputInfo.head.
+inline constexpr uint32_t kPreview = 65536;
+
 // Absolute path of a built binary ("varan-core", "varanctl", ...).
 std::string BinPath(const std::string& name);
 
@@ -138,7 +142,7 @@ class TestFleet {
   client::CoreClient* client();
 
   // Waits until job `id` is no longer running (a test failure when it still
-  // is after `timeout`); returns it as last read.
+  // is after `timeout`); returns it as last read, with kPreview previews.
   varan::v1::Job WaitFinished(const std::string& id,
                               absl::Duration timeout = absl::Seconds(20));
 

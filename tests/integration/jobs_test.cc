@@ -67,7 +67,7 @@ class JobsTest : public ::testing::Test {
   }
 
   varan::v1::Job MustGet(const std::string& id) {
-    auto job = fleet_->client()->GetJob(id);
+    auto job = fleet_->client()->GetJob(id, kPreview);
     EXPECT_TRUE(job.ok()) << job.status();
     return job.ok() ? *job : varan::v1::Job();
   }
@@ -157,7 +157,8 @@ std::vector<pid_t> PrintedPids(const varan::v1::Job& job) {
   std::vector<pid_t> pids;
   for (const auto& t : job.targets()) {
     int pid = 0;
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(t.stdout()), &pid)) {
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(t.stdout_info().head()),
+                         &pid)) {
       pids.push_back(pid);
     }
   }
@@ -275,12 +276,14 @@ TEST_F(JobsTest, CoreKilledMidJobRestartsWithEveryJobFinal) {
   EXPECT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED) << job.DebugString();
   for (const auto& t : job.targets()) {
     EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.name();
-    EXPECT_THAT(t.stdout(), ::testing::EndsWith("\nafter\n")) << t.name();
+    EXPECT_THAT(t.stdout_info().head(), ::testing::EndsWith("\nafter\n"))
+        << t.name();
   }
   // The finished one is intact, output included.
   varan::v1::Job kept = MustGet(done);
   EXPECT_EQ(kept.state(), varan::v1::JOB_STATE_SUCCEEDED);
-  for (const auto& t : kept.targets()) EXPECT_EQ(t.stdout(), "kept\n");
+  for (const auto& t : kept.targets())
+    EXPECT_EQ(t.stdout_info().head(), "kept\n");
   // The fleet is there at once (grace period), same ids, and keeps
   // heartbeating without registering again.
   auto after = fleet_->client()->ListPeripheries({});

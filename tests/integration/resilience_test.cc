@@ -51,7 +51,7 @@ class ResilienceTest : public ::testing::Test {
         [&] {
           jobs.clear();
           for (const auto& id : ids) {
-            auto j = fleet_->client()->GetJob(id);
+            auto j = fleet_->client()->GetJob(id, kPreview);
             if (!j.ok() || j->state() == varan::v1::JOB_STATE_RUNNING) {
               return false;
             }
@@ -87,11 +87,11 @@ TEST_F(ResilienceTest, CoreKilledUnderLoadDeliversEveryHeldResult) {
       [&] {
         running = 0;
         for (const auto& id : ids) {
-          auto j = fleet_->client()->GetJob(id);
+          auto j = fleet_->client()->GetJob(id, kPreview);
           if (!j.ok()) return false;
           for (const auto& t : j->targets()) {
             if (t.state() == varan::v1::TARGET_STATE_RUNNING &&
-                t.stdout() == "start\n") {
+                t.stdout_info().head() == "start\n") {
               ++running;
             }
           }
@@ -133,7 +133,8 @@ TEST_F(ResilienceTest, CoreKilledUnderLoadDeliversEveryHeldResult) {
     for (const auto& t : job.targets()) {
       EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED)
           << job.id() << " " << t.name() << ": " << t.error();
-      EXPECT_EQ(t.stdout(), "start\nend\n") << job.id() << " " << t.name();
+      EXPECT_EQ(t.stdout_info().head(), "start\nend\n")
+          << job.id() << " " << t.name();
       if (t.state() == varan::v1::TARGET_STATE_EXITED) ++exited;
     }
   }
@@ -158,9 +159,9 @@ TEST_F(ResilienceTest, CommandFinishingWhileCoreIsDownIsReportedWhenItReturns) {
   const std::string id =
       MustDispatch("r=1", "echo before; sleep 1; echo after >&2; exit 7");
   ASSERT_TRUE(WaitFor([&] {
-    auto j = fleet_->client()->GetJob(id);
-    return j.ok() && j->targets(0).stdout() == "before\n" &&
-           j->targets(1).stdout() == "before\n";
+    auto j = fleet_->client()->GetJob(id, kPreview);
+    return j.ok() && j->targets(0).stdout_info().head() == "before\n" &&
+           j->targets(1).stdout_info().head() == "before\n";
   }));
   ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
   absl::SleepFor(absl::Seconds(3));  // the command ends while core is down
@@ -170,8 +171,8 @@ TEST_F(ResilienceTest, CommandFinishingWhileCoreIsDownIsReportedWhenItReturns) {
   for (const auto& t : jobs[0].targets()) {
     EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.error();
     EXPECT_EQ(t.exit_status().code(), 7) << t.name();
-    EXPECT_EQ(t.stdout(), "before\n") << t.name();
-    EXPECT_EQ(t.stderr(), "after\n") << t.name();
+    EXPECT_EQ(t.stdout_info().head(), "before\n") << t.name();
+    EXPECT_EQ(t.stderr_info().head(), "after\n") << t.name();
   }
   // Delivered once: the peripheries forgot the results core acknowledged.
   for (const char* name : {"dial", "tunnel"}) {
@@ -214,7 +215,7 @@ TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
   absl::StatusOr<varan::v1::Job> mid;
   WaitFor(
       [&] {
-        mid = fleet.client()->GetJob(job->job_id());
+        mid = fleet.client()->GetJob(job->job_id(), kPreview);
         return mid.ok();
       },
       absl::Seconds(3));
@@ -231,7 +232,7 @@ TEST(ResilienceUnstartedTest, CallBrokenBeforeStartTakesTheHeldResult) {
   const auto& t = done.targets(0);
   EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED) << t.error();
   EXPECT_EQ(t.exit_status().code(), 5);
-  EXPECT_EQ(t.stdout(), "ran\n");
+  EXPECT_EQ(t.stdout_info().head(), "ran\n");
 }
 
 // A job canceled while core has no call to its running commands (core was
@@ -253,9 +254,9 @@ TEST(ResilienceCancelTest, CancelReachesCommandsCoreLostTouchWith) {
   auto job = fleet.client()->Dispatch(req);
   ASSERT_TRUE(job.ok()) << job.status();
   ASSERT_TRUE(WaitFor([&] {
-    auto j = fleet.client()->GetJob(job->job_id());
-    return j.ok() && j->targets(0).stdout() == "up\n" &&
-           j->targets(1).stdout() == "up\n";
+    auto j = fleet.client()->GetJob(job->job_id(), kPreview);
+    return j.ok() && j->targets(0).stdout_info().head() == "up\n" &&
+           j->targets(1).stdout_info().head() == "up\n";
   }));
   // Core restarts while the peripheries are frozen: their targets wait for
   // reports, with no call to send a cancel down.
@@ -285,9 +286,9 @@ TEST_F(ResilienceTest, PeripheryKilledMidJobLosesItsTargetWithinTheTtl) {
       fleet_->StartPeriphery("victim-tunnel", {"v=1"}, {"--tunnel"});
   const std::string id = MustDispatch("v=1", "echo up; exec sleep 60");
   ASSERT_TRUE(WaitFor([&] {
-    auto j = fleet_->client()->GetJob(id);
-    return j.ok() && j->targets(0).stdout() == "up\n" &&
-           j->targets(1).stdout() == "up\n";
+    auto j = fleet_->client()->GetJob(id, kPreview);
+    return j.ok() && j->targets(0).stdout_info().head() == "up\n" &&
+           j->targets(1).stdout_info().head() == "up\n";
   }));
   const absl::Time killed = absl::Now();
   dial->Stop(SIGKILL);

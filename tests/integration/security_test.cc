@@ -198,169 +198,191 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
   register_hello.mutable_register_()->set_name("matrix-tunnel");
   varan::v1::TunnelHello resume_hello;
   resume_hello.set_periphery_id(p1_id);
-  const std::vector<Row> rows = {
-      {"Registry.Connect (hello registering)",
-       connect(register_hello),
-       {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK, UNAUTH}},
-      {"Registry.Connect (hello resuming)",
-       connect(resume_hello),
-       {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK}},
-      {"Registry.Register",
-       Unary<Registry::Stub, varan::v1::RegisterRequest,
-             varan::v1::RegisterResponse>(registry.get(),
-                                          &Registry::Stub::Register,
+  const std::vector<Row> rows =
+      {
+          {"Registry.Connect (hello registering)",
+           connect(register_hello),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK,
+            UNAUTH}},
+          {"Registry.Connect (hello resuming)",
+           connect(resume_hello),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH,
+            OK}},
+          {"Registry.Register",
+           Unary<Registry::Stub, varan::v1::RegisterRequest,
+                 varan::v1::RegisterResponse>(
+               registry.get(), &Registry::Stub::Register,
+               [&] {
+                 varan::v1::RegisterRequest r;
+                 r.set_name("matrix-joined");
+                 r.set_advertise_address("[::1]:1");
+                 return r;
+               }),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK,
+            UNAUTH}},
+          {"Registry.Heartbeat",
+           Unary<Registry::Stub, varan::v1::HeartbeatRequest,
+                 varan::v1::HeartbeatResponse>(registry.get(),
+                                               &Registry::Stub::Heartbeat,
+                                               [&] {
+                                                 varan::v1::HeartbeatRequest r;
+                                                 r.set_periphery_id(p1_id);
+                                                 return r;
+                                               }),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH,
+            OK}},
+          {"Fleet.ListPeripheries",
+           Unary<Fleet::Stub, varan::v1::ListPeripheriesRequest,
+                 varan::v1::ListPeripheriesResponse>(
+               fleet.get(), &Fleet::Stub::ListPeripheries,
+               [] { return varan::v1::ListPeripheriesRequest(); }),
+           viewer_ok},
+          {"Fleet.GetPeriphery",
+           Unary<Fleet::Stub, varan::v1::GetPeripheryRequest,
+                 varan::v1::Periphery>(fleet.get(), &Fleet::Stub::GetPeriphery,
+                                       [] {
+                                         varan::v1::GetPeripheryRequest r;
+                                         r.set_name_or_id("p1");
+                                         return r;
+                                       }),
+           viewer_ok},
+          {"Fleet.RemovePeriphery",
+           Unary<Fleet::Stub, varan::v1::RemovePeripheryRequest,
+                 varan::v1::Periphery>(fleet.get(),
+                                       &Fleet::Stub::RemovePeriphery,
+                                       [] {
+                                         varan::v1::RemovePeripheryRequest r;
+                                         r.set_name_or_id("nope");
+                                         return r;
+                                       }),
+           admin_not_found},
+          {"Fleet.UpdateLabels",
+           Unary<Fleet::Stub, varan::v1::UpdateLabelsRequest,
+                 varan::v1::Periphery>(fleet.get(), &Fleet::Stub::UpdateLabels,
+                                       [] {
+                                         varan::v1::UpdateLabelsRequest r;
+                                         r.set_name_or_id("p1");
+                                         (*r.mutable_set())["matrix"] = "1";
+                                         return r;
+                                       }),
+           operator_ok},
+          {"Jobs.Dispatch",
+           Unary<Jobs::Stub, varan::v1::DispatchRequest,
+                 varan::v1::DispatchResponse>(jobs.get(), &Jobs::Stub::Dispatch,
+                                              [&] { return true_on_p1; }),
+           operator_ok},
+          {"Jobs.Exec",
+           Streaming<Jobs::Stub, varan::v1::DispatchRequest,
+                     varan::v1::JobEvent>(jobs.get(), &Jobs::Stub::Exec,
+                                          [&] { return true_on_p1; }),
+           operator_ok},
+          {"Jobs.WatchJob",
+           Streaming<Jobs::Stub, varan::v1::WatchJobRequest,
+                     varan::v1::JobEvent>(jobs.get(), &Jobs::Stub::WatchJob,
                                           [&] {
-                                            varan::v1::RegisterRequest r;
-                                            r.set_name("matrix-joined");
-                                            r.set_advertise_address("[::1]:1");
+                                            varan::v1::WatchJobRequest r;
+                                            r.set_job_id(job_id);
                                             return r;
                                           }),
-       {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK, UNAUTH}},
-      {"Registry.Heartbeat",
-       Unary<Registry::Stub, varan::v1::HeartbeatRequest,
-             varan::v1::HeartbeatResponse>(registry.get(),
-                                           &Registry::Stub::Heartbeat,
-                                           [&] {
-                                             varan::v1::HeartbeatRequest r;
-                                             r.set_periphery_id(p1_id);
-                                             return r;
-                                           }),
-       {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK}},
-      {"Fleet.ListPeripheries",
-       Unary<Fleet::Stub, varan::v1::ListPeripheriesRequest,
-             varan::v1::ListPeripheriesResponse>(
-           fleet.get(), &Fleet::Stub::ListPeripheries,
-           [] { return varan::v1::ListPeripheriesRequest(); }),
-       viewer_ok},
-      {"Fleet.GetPeriphery",
-       Unary<Fleet::Stub, varan::v1::GetPeripheryRequest, varan::v1::Periphery>(
-           fleet.get(), &Fleet::Stub::GetPeriphery,
-           [] {
-             varan::v1::GetPeripheryRequest r;
-             r.set_name_or_id("p1");
-             return r;
-           }),
-       viewer_ok},
-      {"Fleet.RemovePeriphery",
-       Unary<Fleet::Stub, varan::v1::RemovePeripheryRequest,
-             varan::v1::Periphery>(fleet.get(), &Fleet::Stub::RemovePeriphery,
+           viewer_ok},
+          {"Jobs.GetJob",
+           Unary<Jobs::Stub, varan::v1::GetJobRequest, varan::v1::Job>(
+               jobs.get(), &Jobs::Stub::GetJob,
+               [&] {
+                 varan::v1::GetJobRequest r;
+                 r.set_job_id(job_id);
+                 return r;
+               }),
+           viewer_ok},
+          {"Jobs.ReadOutput",
+           Streaming<Jobs::Stub, varan::v1::ReadOutputRequest,
+                     varan::v1::OutputPiece>(
+               jobs.get(), &Jobs::Stub::ReadOutput,
+               [&] {
+                 varan::v1::ReadOutputRequest r;
+                 r.set_job_id(job_id);
+                 r.set_target("p1");
+                 r.set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+                 return r;
+               }),
+           viewer_ok},
+          {"Jobs.ListJobs",
+           Unary<Jobs::Stub, varan::v1::ListJobsRequest,
+                 varan::v1::ListJobsResponse>(
+               jobs.get(), &Jobs::Stub::ListJobs,
+               [] { return varan::v1::ListJobsRequest(); }),
+           viewer_ok},
+          {"Jobs.CancelJob",
+           Unary<Jobs::Stub, varan::v1::CancelJobRequest, varan::v1::Job>(
+               jobs.get(), &Jobs::Stub::CancelJob,
+               [&] {
+                 varan::v1::CancelJobRequest r;
+                 r.set_job_id(job_id);  // finished: canceling is a no-op
+                 return r;
+               }),
+           operator_ok},
+          {"Admin.GetInfo",
+           Unary<Admin::Stub, varan::v1::GetInfoRequest, varan::v1::CoreInfo>(
+               admin_stub.get(), &Admin::Stub::GetInfo,
+               [] { return varan::v1::GetInfoRequest(); }),
+           viewer_ok},
+          {"Admin.CreateToken",
+           Unary<Admin::Stub, varan::v1::CreateTokenRequest,
+                 varan::v1::CreateTokenResponse>(
+               admin_stub.get(),
+               &Admin::Stub::CreateToken,
+               [&] {
+                 varan::v1::CreateTokenRequest r;
+                 r.set_name(absl::StrCat("made-", ++token_serial));
+                 r.set_role(varan::v1::ROLE_VIEWER);
+                 return r;
+               }),
+           admin_ok},
+          {"Admin.ListTokens",
+           Unary<Admin::Stub, varan::v1::ListTokensRequest,
+                 varan::v1::ListTokensResponse>(
+               admin_stub.get(), &Admin::Stub::ListTokens,
+               [] { return varan::v1::ListTokensRequest(); }),
+           admin_ok},
+          {"Admin.RevokeToken",
+           Unary<Admin::Stub, varan::v1::RevokeTokenRequest,
+                 varan::v1::Token>(admin_stub.get(), &Admin::Stub::RevokeToken,
                                    [] {
-                                     varan::v1::RemovePeripheryRequest r;
+                                     varan::v1::RevokeTokenRequest r;
                                      r.set_name_or_id("nope");
                                      return r;
                                    }),
-       admin_not_found},
-      {"Fleet.UpdateLabels",
-       Unary<Fleet::Stub, varan::v1::UpdateLabelsRequest, varan::v1::Periphery>(
-           fleet.get(), &Fleet::Stub::UpdateLabels,
-           [] {
-             varan::v1::UpdateLabelsRequest r;
-             r.set_name_or_id("p1");
-             (*r.mutable_set())["matrix"] = "1";
-             return r;
-           }),
-       operator_ok},
-      {"Jobs.Dispatch",
-       Unary<Jobs::Stub, varan::v1::DispatchRequest,
-             varan::v1::DispatchResponse>(jobs.get(), &Jobs::Stub::Dispatch,
-                                          [&] { return true_on_p1; }),
-       operator_ok},
-      {"Jobs.Exec",
-       Streaming<Jobs::Stub, varan::v1::DispatchRequest, varan::v1::JobEvent>(
-           jobs.get(), &Jobs::Stub::Exec, [&] { return true_on_p1; }),
-       operator_ok},
-      {"Jobs.WatchJob",
-       Streaming<Jobs::Stub, varan::v1::WatchJobRequest, varan::v1::JobEvent>(
-           jobs.get(), &Jobs::Stub::WatchJob,
-           [&] {
-             varan::v1::WatchJobRequest r;
-             r.set_job_id(job_id);
-             return r;
-           }),
-       viewer_ok},
-      {"Jobs.GetJob",
-       Unary<Jobs::Stub, varan::v1::GetJobRequest, varan::v1::Job>(
-           jobs.get(), &Jobs::Stub::GetJob,
-           [&] {
-             varan::v1::GetJobRequest r;
-             r.set_job_id(job_id);
-             return r;
-           }),
-       viewer_ok},
-      {"Jobs.ListJobs",
-       Unary<Jobs::Stub, varan::v1::ListJobsRequest,
-             varan::v1::ListJobsResponse>(
-           jobs.get(), &Jobs::Stub::ListJobs,
-           [] { return varan::v1::ListJobsRequest(); }),
-       viewer_ok},
-      {"Jobs.CancelJob",
-       Unary<Jobs::Stub, varan::v1::CancelJobRequest, varan::v1::Job>(
-           jobs.get(), &Jobs::Stub::CancelJob,
-           [&] {
-             varan::v1::CancelJobRequest r;
-             r.set_job_id(job_id);  // finished: canceling is a no-op
-             return r;
-           }),
-       operator_ok},
-      {"Admin.GetInfo",
-       Unary<Admin::Stub, varan::v1::GetInfoRequest, varan::v1::CoreInfo>(
-           admin_stub.get(), &Admin::Stub::GetInfo,
-           [] { return varan::v1::GetInfoRequest(); }),
-       viewer_ok},
-      {"Admin.CreateToken",
-       Unary<Admin::Stub, varan::v1::CreateTokenRequest,
-             varan::v1::CreateTokenResponse>(
-           admin_stub.get(), &Admin::Stub::CreateToken,
-           [&] {
-             varan::v1::CreateTokenRequest r;
-             r.set_name(absl::StrCat("made-", ++token_serial));
-             r.set_role(varan::v1::ROLE_VIEWER);
-             return r;
-           }),
-       admin_ok},
-      {"Admin.ListTokens",
-       Unary<Admin::Stub, varan::v1::ListTokensRequest,
-             varan::v1::ListTokensResponse>(
-           admin_stub.get(), &Admin::Stub::ListTokens,
-           [] { return varan::v1::ListTokensRequest(); }),
-       admin_ok},
-      {"Admin.RevokeToken",
-       Unary<Admin::Stub, varan::v1::RevokeTokenRequest,
-             varan::v1::Token>(admin_stub.get(), &Admin::Stub::RevokeToken,
-                               [] {
-                                 varan::v1::RevokeTokenRequest r;
-                                 r.set_name_or_id("nope");
-                                 return r;
-                               }),
-       admin_not_found},
-      {"Admin.CreateJoinToken",
-       Unary<Admin::Stub, varan::v1::CreateJoinTokenRequest,
-             varan::v1::CreateJoinTokenResponse>(admin_stub.get(),
-                                                 &Admin::Stub::CreateJoinToken,
-                                                 [] {
-                                                   varan::v1::
-                                                       CreateJoinTokenRequest r;
-                                                   r.set_max_uses(1);
-                                                   return r;
-                                                 }),
-       admin_ok},
-      {"Admin.ListJoinTokens",
-       Unary<Admin::Stub, varan::v1::ListJoinTokensRequest,
-             varan::v1::ListJoinTokensResponse>(
-           admin_stub.get(), &Admin::Stub::ListJoinTokens,
-           [] { return varan::v1::ListJoinTokensRequest(); }),
-       admin_ok},
-      {"Admin.RevokeJoinToken",
-       Unary<Admin::Stub, varan::v1::RevokeJoinTokenRequest,
-             varan::v1::
-                 JoinToken>(admin_stub.get(), &Admin::Stub::RevokeJoinToken,
-                            [] {
-                              varan::v1::RevokeJoinTokenRequest r;
-                              r.set_name_or_id("nope");
-                              return r;
-                            }),
-       admin_not_found},
-  };
+           admin_not_found},
+          {"Admin.CreateJoinToken",
+           Unary<Admin::Stub, varan::v1::CreateJoinTokenRequest,
+                 varan::
+                     v1::CreateJoinTokenResponse>(admin_stub.get(),
+                                                  &Admin::Stub::CreateJoinToken,
+                                                  [] {
+                                                    varan::v1::
+                                                        CreateJoinTokenRequest
+                                                            r;
+                                                    r.set_max_uses(1);
+                                                    return r;
+                                                  }),
+           admin_ok},
+          {"Admin.ListJoinTokens",
+           Unary<Admin::Stub, varan::v1::ListJoinTokensRequest,
+                 varan::v1::ListJoinTokensResponse>(
+               admin_stub.get(), &Admin::Stub::ListJoinTokens,
+               [] { return varan::v1::ListJoinTokensRequest(); }),
+           admin_ok},
+          {"Admin.RevokeJoinToken",
+           Unary<Admin::Stub, varan::v1::RevokeJoinTokenRequest,
+                 varan::v1::
+                     JoinToken>(admin_stub.get(), &Admin::Stub::RevokeJoinToken,
+                                [] {
+                                  varan::v1::RevokeJoinTokenRequest r;
+                                  r.set_name_or_id("nope");
+                                  return r;
+                                }),
+           admin_not_found},
+      };
   const std::vector<std::pair<std::string, std::string>> callers = {
       {"no token", ""},
       {"wrong token", GenerateSecret()},

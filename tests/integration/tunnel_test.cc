@@ -86,10 +86,8 @@ TEST_F(TunnelTest, ManyExecutionsShareOneTunnelAndABusyOneDoesNotStallOthers) {
   auto flood = fleet_->client()->Dispatch(flood_req);
   ASSERT_TRUE(flood.ok()) << flood.status();
   auto flooded = [&] {
-    auto j = fleet_->client()->GetJob(flood->job_id());
-    return j.ok() ? j->targets(0).stdout().size() +
-                        j->targets(0).stdout_uncaptured_bytes()
-                  : 0;
+    auto j = fleet_->client()->GetJob(flood->job_id(), kPreview);
+    return j.ok() ? j->targets(0).stdout_info().total_bytes() : 0;
   };
   ASSERT_TRUE(WaitFor([&] { return flooded() > 0; }));
   std::vector<std::string> quick;
@@ -100,11 +98,12 @@ TEST_F(TunnelTest, ManyExecutionsShareOneTunnelAndABusyOneDoesNotStallOthers) {
   for (int i = 0; i < 20; ++i) {
     varan::v1::Job job = fleet_->WaitFinished(quick[i], absl::Seconds(10));
     ASSERT_EQ(job.state(), varan::v1::JOB_STATE_SUCCEEDED) << job.DebugString();
-    EXPECT_EQ(job.targets(0).stdout(), absl::StrCat("quick-", i, "\n"));
+    EXPECT_EQ(job.targets(0).stdout_info().head(),
+              absl::StrCat("quick-", i, "\n"));
   }
   // The flood went on meanwhile, through the same tunnel (the uncaptured
   // bytes are counted from what arrived).
-  auto during = fleet_->client()->GetJob(flood->job_id());
+  auto during = fleet_->client()->GetJob(flood->job_id(), kPreview);
   ASSERT_TRUE(during.ok());
   EXPECT_EQ(during->state(), varan::v1::JOB_STATE_RUNNING);
   const uint64_t before = flooded();
@@ -120,8 +119,8 @@ TEST_F(TunnelTest, CancelReachesACommandOverTheTunnel) {
   fleet_->StartPeriphery("t1", {}, {"--tunnel", "--no-listen"});
   const std::string id = MustDispatch("t1", "echo up; exec sleep 60");
   ASSERT_TRUE(WaitFor([&] {
-    auto j = fleet_->client()->GetJob(id);
-    return j.ok() && j->targets(0).stdout() == "up\n";
+    auto j = fleet_->client()->GetJob(id, kPreview);
+    return j.ok() && j->targets(0).stdout_info().head() == "up\n";
   }));
   ASSERT_TRUE(fleet_->client()->CancelJob(id).ok());
   varan::v1::Job job = fleet_->WaitFinished(id, absl::Seconds(10));

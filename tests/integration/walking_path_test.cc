@@ -189,10 +189,13 @@ TEST_F(WalkingPathTest, JobsAreRecordedWithOutput) {
   ASSERT_EQ(async.exit_code, 0) << async.err;
   std::string id = async.out.substr(0, async.out.find('\n'));
   ASSERT_FALSE(id.empty());
-  // Watching from sequence 0 replays everything, then ends with the job.
+  // Watching a finished job replays its recorded events and ends with it;
+  // its output was stored and is read back with `jobs logs`.
   RunResult watch = fleet_->Ctl({"jobs", "watch", id});
   EXPECT_EQ(watch.exit_code, 0) << watch.err;
-  EXPECT_EQ(watch.out, "kept\n");
+  RunResult logs = fleet_->Ctl({"jobs", "logs", id});
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_EQ(logs.out, "kept\n");
   RunResult get = fleet_->Ctl({"jobs", "get", id, "-o", "json"});
   ASSERT_EQ(get.exit_code, 0) << get.err;
   EXPECT_THAT(get.out, HasSubstr("\"state\": \"JOB_STATE_SUCCEEDED\""));
