@@ -240,6 +240,9 @@ class Job {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies one ExecuteEvent of `target` (not final); output data is
   // moved out of `event`.
+  // Applies an event of the periphery's Execute stream and tells watchers.
+  void TakeExecuteEvent(size_t target, varan::v1::ExecuteEvent& event)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void ExecuteEventLocked(size_t target, varan::v1::ExecuteEvent& event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // --- job_output.cc ---

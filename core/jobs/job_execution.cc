@@ -29,13 +29,17 @@ void Job::MarkDispatched(size_t target) {
   });
 }
 
-void Job::OnExecuteEvent(size_t target, varan::v1::ExecuteEvent& event) {
+void Job::TakeExecuteEvent(size_t target, varan::v1::ExecuteEvent& event) {
   Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (FinalLocked(target)) return false;
     const uint64_t before = next_seq_;
     ExecuteEventLocked(target, event);
     return next_seq_ != before;
   });
+}
+
+void Job::OnExecuteEvent(size_t target, varan::v1::ExecuteEvent& event) {
+  TakeExecuteEvent(target, event);
   // Watchers were told (the pacer can write): wait for room without
   // holding anything but mu_, which Await releases.
   absl::MutexLock lock(&mu_);
@@ -44,12 +48,7 @@ void Job::OnExecuteEvent(size_t target, varan::v1::ExecuteEvent& event) {
 
 bool Job::OfferExecuteEvent(size_t target, varan::v1::ExecuteEvent& event,
                             std::function<void()> on_room) {
-  Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (FinalLocked(target)) return false;
-    const uint64_t before = next_seq_;
-    ExecuteEventLocked(target, event);
-    return next_seq_ != before;
-  });
+  TakeExecuteEvent(target, event);
   absl::MutexLock lock(&mu_);
   if (RoomLocked()) return true;
   on_room_.push_back(std::move(on_room));
