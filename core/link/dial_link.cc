@@ -20,8 +20,10 @@ class DialExecuteCall final
   DialExecuteCall(std::shared_ptr<grpc::Channel> channel,
                   const std::string& address, const std::string& credential,
                   const varan::v1::ExecuteRequest& request,
-                  ExecuteObserver* observer)
-      : channel_(std::move(channel)),
+                  ExecuteObserver* observer,
+                  std::shared_ptr<LiveCalls> live_calls)
+      : live_(std::move(live_calls)),
+        channel_(std::move(channel)),
         stub_(varan::v1::Agent::NewStub(channel_)),
         address_(address),
         credential_(credential),
@@ -110,6 +112,8 @@ class DialExecuteCall final
   }
 
  private:
+  // First, so destroyed last: the call counts until it is entirely gone.
+  const LiveCalls::Token live_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<varan::v1::Agent::Stub> stub_;
   const std::string address_;
@@ -135,16 +139,36 @@ class DialExecuteCall final
 
 }  // namespace
 
+LiveCalls::Token::Token(std::shared_ptr<LiveCalls> calls)
+    : calls_(std::move(calls)) {
+  absl::MutexLock lock(&calls_->mu_);
+  ++calls_->live_;
+}
+
+LiveCalls::Token::~Token() {
+  absl::MutexLock lock(&calls_->mu_);
+  --calls_->live_;
+}
+
+bool LiveCalls::AwaitNone(absl::Duration limit) {
+  absl::MutexLock lock(&mu_);
+  auto none = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return live_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&none), limit);
+}
+
 DialLink::DialLink(std::shared_ptr<grpc::Channel> channel, std::string address,
-                   std::string credential)
+                   std::string credential,
+                   std::shared_ptr<LiveCalls> live_calls)
     : channel_(std::move(channel)),
       address_(std::move(address)),
-      credential_(std::move(credential)) {}
+      credential_(std::move(credential)),
+      live_calls_(std::move(live_calls)) {}
 
 ExecuteCall* DialLink::Execute(const varan::v1::ExecuteRequest& request,
                                ExecuteObserver* observer) {
-  auto* call =
-      new DialExecuteCall(channel_, address_, credential_, request, observer);
+  auto* call = new DialExecuteCall(channel_, address_, credential_, request,
+                                   observer, live_calls_);
   call->Start();
   return call;
 }
@@ -173,7 +197,12 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
     }
     channel = slot;
   }
-  return std::make_shared<DialLink>(std::move(channel), address, credential);
+  return std::make_shared<DialLink>(std::move(channel), address, credential,
+                                    live_calls_);
+}
+
+DialLinkProvider::~DialLinkProvider() {
+  live_calls_->AwaitNone(absl::Seconds(5));
 }
 
 }  // namespace varan::core

@@ -24,6 +24,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/keepalive.h"
 #include "common/tls.h"
 #include "core/link/periphery_link.h"
@@ -31,10 +32,36 @@
 
 namespace varan::core {
 
+// Counts one provider's calls that still exist: a call deletes itself on a
+// gRPC thread just after its observer's OnDone returned, holding the
+// channel until then.
+class LiveCalls {
+ public:
+  // Held by each call as its first member: counts it from its construction
+  // to the end of its destruction.
+  class Token {
+   public:
+    explicit Token(std::shared_ptr<LiveCalls> calls);
+    ~Token();
+    Token(const Token&) = delete;
+    Token& operator=(const Token&) = delete;
+
+   private:
+    const std::shared_ptr<LiveCalls> calls_;
+  };
+
+  // Waits up to `limit` for every call to be gone; false if some remain.
+  bool AwaitNone(absl::Duration limit);
+
+ private:
+  absl::Mutex mu_;
+  int live_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class DialLink final : public PeripheryLink {
  public:
   DialLink(std::shared_ptr<grpc::Channel> channel, std::string address,
-           std::string credential);
+           std::string credential, std::shared_ptr<LiveCalls> live_calls);
   ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
                        ExecuteObserver* observer) override;
 
@@ -43,6 +70,7 @@ class DialLink final : public PeripheryLink {
   std::shared_ptr<grpc::Channel> channel_;
   const std::string address_;
   const std::string credential_;
+  const std::shared_ptr<LiveCalls> live_calls_;
 };
 
 class DialLinkProvider final : public LinkProvider {
@@ -58,6 +86,10 @@ class DialLinkProvider final : public LinkProvider {
       : keepalive_(keepalive),
         security_(std::move(security)),
         proxy_(std::move(proxy)) {}
+  // Waits (up to 5 s) for the calls' own deletion, which follows their
+  // OnDone, so that the channels end here and not on a gRPC thread while
+  // the process exits.
+  ~DialLinkProvider() override;
   std::shared_ptr<PeripheryLink> LinkFor(
       const std::string& id, const std::string& address,
       const std::string& credential) override;
@@ -66,6 +98,7 @@ class DialLinkProvider final : public LinkProvider {
   const Keepalive keepalive_;
   const ChannelSecurity security_;
   const std::string proxy_;
+  const std::shared_ptr<LiveCalls> live_calls_ = std::make_shared<LiveCalls>();
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);
