@@ -103,6 +103,9 @@ void Job::InitLocked() {
   record_.set_capture_limit_bytes(limits_.head_bytes + limits_.tail_bytes);
   record_.set_target_count(static_cast<uint32_t>(target_count_));
   streams_.resize(target_count_);
+  for (auto& streams : streams_) {
+    for (Stream& st : streams) st.tail = TailRing(limits_.tail_bytes);
+  }
   started_.assign(target_count_, false);
   next_chunk_.assign(target_count_, {0, 0});
 }
@@ -207,7 +210,7 @@ absl::StatusOr<std::shared_ptr<Job>> Job::Restore(StoredJob stored,
       Stream& st = job->streams_[static_cast<size_t>(i)]
                                 [key.stream == varan::v1::OUTPUT_STREAM_STDERR];
       st.end = extent.end;
-      st.head_off = st.tail_off = extent.end;
+      st.head_off = st.tail_end = extent.end;
     }
   }
   if (job->record_.state() == varan::v1::JOB_STATE_RUNNING) {

@@ -57,6 +57,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "core/jobs/tail_ring.h"
 #include "core/store/store.h"
 #include "varan/v1/core.pb.h"
 #include "varan/v1/periphery.pb.h"
@@ -209,11 +210,14 @@ class Job {
     // Bytes core never received (jumps of OutputChunk.offset, tails).
     uint64_t missed = 0;
     // Buffered for the store: bytes [head_off, +head_buf) of the stored
-    // head, then [tail_off, +tail_buf) (at most tail_bytes, past the head).
+    // head, then the tail's last bytes up to tail_end (at most tail_bytes,
+    // past the head). The head is flushed by size or time, the tail only
+    // by time (kFlushInterval): a fast stream's tail is rewritten once a
+    // second, not as fast as it arrives.
     uint64_t head_off = 0;
     std::string head_buf;
-    uint64_t tail_off = 0;
-    std::string tail_buf;
+    uint64_t tail_end = 0;
+    TailRing tail;
     bool in_flight = false;
     absl::Time last_flush = absl::InfinitePast();
   };

@@ -15,8 +15,11 @@ using varan::v1::JobEvent;
 
 namespace {
 
-// Buffered bytes of one stream that start an append at once.
+// Buffered bytes of a stream's head that start an append at once.
 constexpr uint64_t kFlushBytes = 256 << 10;
+// How often a stream's buffered bytes are stored otherwise (the tail's only
+// trigger while the stream runs).
+constexpr absl::Duration kFlushInterval = absl::Seconds(1);
 // Offsets at or past this are refused: no stream gets near it.
 constexpr uint64_t kAbsurdOffset = uint64_t{1} << 62;
 constexpr uint64_t kNoPacer = ~uint64_t{0};
@@ -111,17 +114,11 @@ void Job::BufferLocked(size_t target, size_t s, uint64_t offset,
   }
   if (limits_.tail_bytes > 0 && end > head) {
     const uint64_t from = std::max(offset, head);
-    if (!st.tail_buf.empty() && st.tail_off + st.tail_buf.size() != from) {
-      st.tail_buf.clear();  // before a jump: only what ends the stream counts
-    }
-    if (st.tail_buf.empty()) st.tail_off = from;
-    st.tail_buf.append(data.substr(from - offset));
-    if (st.tail_buf.size() > limits_.tail_bytes) {
-      // The store lags: what is no longer in the tail is never stored.
-      const uint64_t drop = st.tail_buf.size() - limits_.tail_bytes;
-      st.tail_buf.erase(0, drop);
-      st.tail_off += drop;
-    }
+    // Before a jump: only what ends the stream counts.
+    if (st.tail_end != from) st.tail.Clear();
+    // What falls out of the ring before a flush is never stored.
+    st.tail.Append(data.substr(from - offset));
+    st.tail_end = end;
   }
   FlushLocked(target, s, /*force=*/false);
 }
@@ -131,15 +128,14 @@ void Job::FlushLocked(size_t target, size_t s, bool force) {
   // A forced flush (the target is final) does not wait for the append in
   // flight: the store commits writes in call order anyway.
   if (!created_ || (st.in_flight && !force)) return;
-  const uint64_t pending = st.head_buf.size() + st.tail_buf.size();
-  if (pending == 0) return;
   const absl::Time now = clock_->Now();
-  if (!force && pending < kFlushBytes &&
-      now - st.last_flush < absl::Seconds(1)) {
-    return;
-  }
+  const bool due = force || now - st.last_flush >= kFlushInterval;
+  const bool head =
+      !st.head_buf.empty() && (due || st.head_buf.size() >= kFlushBytes);
+  const bool tail = !st.tail.empty() && due;
+  if (!head && !tail) return;
   st.in_flight = true;
-  st.last_flush = now;
+  if (due) st.last_flush = now;
   const OutputKey key{id_, record_.targets(static_cast<int>(target)).name(),
                       StreamOf(s)};
   const OutputRetention retention{limits_.head_bytes, limits_.tail_bytes};
@@ -154,17 +150,16 @@ void Job::FlushLocked(size_t target, size_t s, bool force) {
     alive->job->OutputCommitted(target, s);
   };
   // The store copies the bytes before it returns.
-  if (!st.head_buf.empty()) {
+  if (head) {
     store_->AppendOutput(key, st.head_off, st.head_buf, retention,
-                         st.tail_buf.empty() ? std::move(done) : nullptr);
+                         tail ? nullptr : std::move(done));
     st.head_off += st.head_buf.size();
     st.head_buf.clear();
   }
-  if (!st.tail_buf.empty()) {
-    store_->AppendOutput(key, st.tail_off, st.tail_buf, retention,
+  if (tail) {
+    const uint64_t size = st.tail.size();
+    store_->AppendOutput(key, st.tail_end - size, st.tail.Take(), retention,
                          std::move(done));
-    st.tail_off += st.tail_buf.size();
-    st.tail_buf.clear();
   }
 }
 
@@ -192,7 +187,7 @@ void Job::FlushOutput() {
 bool Job::OutputIdleLocked() const {
   for (const auto& streams : streams_) {
     for (const Stream& st : streams) {
-      if (!st.head_buf.empty() || !st.tail_buf.empty()) {
+      if (!st.head_buf.empty() || !st.tail.empty()) {
         return false;
       }
     }

@@ -212,5 +212,27 @@ TEST_F(JobOutputTest, StoredOutputIsBufferedThenFlushedAndFinalAfterIt) {
   EXPECT_EQ(loaded->record.targets(0).stdout_info().omitted_bytes(), 5u);
 }
 
+// A fast stream's tail is stored once per interval, not per chunk or per
+// 256 KiB: the store writes a few MiB a second per stream, whatever the
+// stream's rate. The head still goes by size.
+TEST_F(JobOutputTest, AFastTailIsStoredOncePerIntervalNotAsItArrives) {
+  auto job = MakeJob({"a"}, {.head_bytes = 2, .tail_bytes = 3});
+  job->OnExecuteEvent(0, Chunk(0, "abcdef"));  // the first append: at once
+  EXPECT_EQ(Stored("a"), "abdef");
+  // 1 MiB more within the same second, four times the head's size trigger.
+  uint64_t offset = 6;
+  for (int i = 0; i < 16; ++i) {
+    const std::string piece(64 << 10, static_cast<char>('g' + i));
+    job->OnExecuteEvent(0, Chunk(offset, piece));
+    offset += piece.size();
+  }
+  job->OnExecuteEvent(0, Chunk(offset, "xyz"));
+  job->FlushOutput();
+  EXPECT_EQ(Stored("a"), "abdef") << "the tail was stored before its time";
+  clock_.Advance(absl::Seconds(1));
+  job->FlushOutput();
+  EXPECT_EQ(Stored("a"), "abxyz");
+}
+
 }  // namespace
 }  // namespace varan::core
