@@ -51,6 +51,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "common/heap.h"
 #include "tests/integration/daemons.h"
 #include "varan/v1/core.pb.h"
 
@@ -473,6 +474,8 @@ int Flood(const Options& opt, varan::client::CoreClient* client, pid_t core,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As varanctl does: this process is the client measured.
+  varan::KeepHeapForStreams();
   Options opt;
   if (!varan::bench::ParseFlags(
           argc, argv, "output_bench",

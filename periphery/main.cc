@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/heap.h"
 #include "common/log.h"
 #include "common/logging.h"
 #include "common/server.h"
@@ -26,6 +27,7 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   varan::BlockTerminationSignals();
+  varan::KeepHeapForStreams();
 #ifdef NDEBUG
   // Abseil's deadlock detector (on in Debian's build) costs gRPC, which locks
   // through absl::Mutex, a large share of its CPU; debug builds keep it.

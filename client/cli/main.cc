@@ -8,6 +8,7 @@
 
 #include "CLI/CLI.hpp"
 #include "client/cli/cli.h"
+#include "common/heap.h"
 #include "varan/version.h"
 
 namespace {
@@ -33,6 +34,7 @@ std::string ConfigFile() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  varan::KeepHeapForStreams();
   CLI::App app{"varanctl: run commands on your fleet through varan-core",
                "varanctl"};
   app.set_version_flag("--version", std::string("varanctl ") + varan::kVersion);
