@@ -197,8 +197,7 @@ TEST_F(ReadOutputTest, FollowWaitsForMoreUntilTheTargetIsFinalAndAllIsSent) {
   EXPECT_EQ(piece.data(), "world");
   EXPECT_EQ(piece.skipped_bytes(), 0u);
   // Once the target is final and its job's record committed, it ends.
-  call->Exit(varan::v1::ExitStatus::KIND_EXITED, 0);
-  call->End(absl::OkStatus());
+  call->Exit(varan::v1::ExitStatus::KIND_EXITED, 0);  // and ends the call
   EXPECT_FALSE(reader->Read(&piece));
   const grpc::Status status = reader->Finish();
   EXPECT_TRUE(status.ok()) << status.error_message();
