@@ -214,12 +214,13 @@ TEST_F(JobOutputTest, StoredOutputIsBufferedThenFlushedAndFinalAfterIt) {
 
 // A fast stream's tail is stored once per interval, not per chunk or per
 // 256 KiB: the store writes a few MiB a second per stream, whatever the
-// stream's rate. The head still goes by size.
+// stream's rate.
 TEST_F(JobOutputTest, AFastTailIsStoredOncePerIntervalNotAsItArrives) {
   auto job = MakeJob({"a"}, {.head_bytes = 2, .tail_bytes = 3});
   job->OnExecuteEvent(0, Chunk(0, "abcdef"));  // the first append: at once
   EXPECT_EQ(Stored("a"), "abdef");
-  // 1 MiB more within the same second, four times the head's size trigger.
+  // 1 MiB more within the same second: four times the 256 KiB that used to
+  // start an append of the tail.
   uint64_t offset = 6;
   for (int i = 0; i < 16; ++i) {
     const std::string piece(64 << 10, static_cast<char>('g' + i));
