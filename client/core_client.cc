@@ -149,67 +149,6 @@ absl::Status CoreClient::WatchJob(const std::string& job_id,
   return ReadStream(reader.get(), on_event);
 }
 
-CoreClient::EventCallback CoreClient::Track(FollowCursor* cursor,
-                                            const EventCallback& on_event) {
-  return [cursor, &on_event](const varan::v1::JobEvent& event) {
-    if (cursor->job_id.empty()) cursor->job_id = event.job_id();
-    cursor->next_sequence = event.sequence() + 1;
-    cursor->received = true;
-    if (event.has_job_finished()) cursor->finished = true;
-    on_event(event);
-  };
-}
-
-absl::Status CoreClient::Resume(FollowCursor* cursor, absl::Status status,
-                                const EventCallback& on_event,
-                                const FollowOptions& options) {
-  const absl::Time give_up = options.clock->Now() + options.patience;
-  absl::Duration backoff = options.backoff;
-  int attempts = 0;
-  const EventCallback track = Track(cursor, on_event);
-  while (!cursor->finished) {
-    // Only a broken connection is worth waiting for; core's answers (not
-    // found, refused) are final.
-    if (!status.ok() && !absl::IsUnavailable(status) &&
-        !absl::IsDeadlineExceeded(status) && !absl::IsCancelled(status) &&
-        !absl::IsInternal(status) && !absl::IsUnknown(status)) {
-      return status;
-    }
-    if (!cursor->received || options.clock->Now() >= give_up ||
-        (options.max_attempts > 0 && attempts >= options.max_attempts)) {
-      return status.ok() ? absl::UnavailableError(kStreamEndedEarly) : status;
-    }
-    if (attempts == 0 && options.on_resume) {
-      options.on_resume(cursor->job_id, cursor->next_sequence);
-    }
-    options.sleep(backoff);
-    backoff = std::min(backoff * 2, options.max_backoff);
-    ++attempts;
-    status = WatchJob(cursor->job_id, cursor->next_sequence, track);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CoreClient::FollowJob(const std::string& job_id,
-                                   uint64_t from_sequence,
-                                   const EventCallback& on_event,
-                                   const FollowOptions& options) {
-  FollowCursor cursor;
-  cursor.job_id = job_id;
-  cursor.next_sequence = from_sequence;
-  absl::Status status =
-      WatchJob(job_id, from_sequence, Track(&cursor, on_event));
-  return Resume(&cursor, std::move(status), on_event, options);
-}
-
-absl::Status CoreClient::ExecAndFollow(
-    const varan::v1::DispatchRequest& request, const EventCallback& on_event,
-    const FollowOptions& options) {
-  FollowCursor cursor;
-  absl::Status status = Exec(request, Track(&cursor, on_event));
-  return Resume(&cursor, std::move(status), on_event, options);
-}
-
 absl::StatusOr<varan::v1::Job> CoreClient::GetJobPage(
     const varan::v1::GetJobRequest& request) {
   return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, request);

@@ -21,8 +21,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -149,8 +151,13 @@ class CoreClient {
   // sequence after the last event delivered, after a growing wait, for as
   // long as `options` allows. `on_event` sees every event once, in order,
   // on this thread (an `output_gap` event too: the watch resumes after its
-  // sequence). OK once `job_finished` was delivered. Errors: what ended
-  // the last attempt (an error core answered, e.g. NOT_FOUND, at once,
+  // sequence). Output continues where it stopped: bytes a watch after a
+  // broken stream repeats are cut off, and what core stored but did not
+  // stream again (a core restart loses its live output events) is read
+  // back with ReadOutput and delivered, before the event after it, as
+  // output events (and output_gap events for what was not stored) with
+  // that event's sequence. OK once `job_finished` was delivered. Errors: what
+  // ended the last attempt (an error core answered, e.g. NOT_FOUND, at once,
   // without retrying; a stream that never delivered an event is not
   // retried either), or UNAVAILABLE kStreamEndedEarly when the last stream
   // ended cleanly.
@@ -266,10 +273,27 @@ class CoreClient {
     uint64_t next_sequence = 0;
     bool received = false;
     bool finished = false;
+    // Output events may be missing from what core streams: a watch after a
+    // broken stream began (Resume), or core replays a stored log (an
+    // output_gap without `missed` stands for the output events core does
+    // not store as events).
+    bool read_back = false;
+    // The watch began at sequence 0, so next_offset below is where each
+    // stream is; from a later sequence nothing is read back.
+    bool offsets_known = true;
+    // Per target and stream (0 stdout, 1 stderr): the offset after the
+    // last byte delivered or reported missed.
+    std::map<std::pair<std::string, int>, uint64_t> next_offset;
   };
-  // Calls `on_event` after noting the event in `cursor`.
-  static EventCallback Track(FollowCursor* cursor,
-                             const EventCallback& on_event);
+  // Calls `on_event` after noting the event in `cursor`; output is made to
+  // continue where the cursor's stream is (client/follow.cc).
+  EventCallback Track(FollowCursor* cursor, const EventCallback& on_event);
+  // Delivers, as output and output_gap events with `sequence`, the stored
+  // output of `target`'s `stream` from the cursor's offset up to `end` (all
+  // of it, once the target is final, with kToTheEnd).
+  static constexpr uint64_t kToTheEnd = ~uint64_t{0};
+  void ReadBack(FollowCursor* cursor, const std::string& target, int stream,
+                uint64_t end, uint64_t sequence, const EventCallback& on_event);
   // The retry loop of FollowJob after a stream that ended with `status`.
   absl::Status Resume(FollowCursor* cursor, absl::Status status,
                       const EventCallback& on_event,

@@ -397,5 +397,60 @@ TEST_F(JobsTest, ExecFollowsItsJobAcrossACoreRestart) {
   EXPECT_THAT(log, HasSubstr("finished"));
 }
 
+// How many times `what` occurs in `text`.
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos;
+       at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Output the command writes while core is down reaches core only in the
+// periphery's report after the restart, which starts before what varanctl
+// showed: varanctl shows every line once, in order, whatever the timing.
+TEST_F(JobsTest, ExecShowsOutputWrittenWhileCoreWasDownOnce) {
+  fleet_->StartPeriphery("p1");
+  Daemon ctl({BinPath("varanctl"), "--core", fleet_->core_address(),
+              "--token-file", fleet_->admin_token_file(), "exec", "-n", "p1",
+              "--no-prefix", "--shell", "--",
+              "echo line-one; sleep 1; echo line-two; sleep 2; "
+              "echo line-three"},
+             fleet_->dir().File("varanctl.log"));
+  ctl.Start();
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(ReadFile(fleet_->dir().File("varanctl.log")),
+                             "line-one");
+  }));
+  ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
+  absl::SleepFor(absl::Seconds(2));  // line-two is written meanwhile
+  fleet_->StartCore();
+  const int code = ctl.Wait(absl::Seconds(30));
+  const std::string log = ReadFile(fleet_->dir().File("varanctl.log"));
+  EXPECT_EQ(code, 0) << log;
+  EXPECT_THAT(log, HasSubstr("following job"));
+  for (const char* line : {"line-one\n", "line-two\n", "line-three\n"}) {
+    EXPECT_EQ(Count(log, line), 1u) << line << " in:\n" << log;
+  }
+  EXPECT_LT(log.find("line-one"), log.find("line-two")) << log;
+  EXPECT_LT(log.find("line-two"), log.find("line-three")) << log;
+}
+
+// A finished job core restored from its store (after a restart) has no
+// output events; `jobs watch` still shows its output, from the store.
+TEST_F(JobsTest, WatchOfAFinishedJobAfterARestartShowsItsOutput) {
+  fleet_->StartPeriphery("p1");
+  const std::string id =
+      MustDispatch(Shell("", "echo stored-out; echo stored-err >&2"));
+  ASSERT_EQ(fleet_->WaitFinished(id).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  fleet_->StopCore();
+  fleet_->StartCore();
+  RunResult watch = fleet_->Ctl({"jobs", "watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_EQ(Count(watch.out, "stored-out\n"), 1u) << watch.out;
+  EXPECT_EQ(Count(watch.err, "stored-err\n"), 1u) << watch.err;
+}
+
 }  // namespace
 }  // namespace varan::testing

@@ -4,9 +4,12 @@
 // FakeClock; the waits between watches only advance it.
 #include "client/core_client.h"
 
+#include <algorithm>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +63,18 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
     absl::MutexLock lock(&mu_);
     return execs_;
   }
+  // Stored output: `data` at `offset` of a target's stream (stored runs of
+  // one stream added in order, not overlapping).
+  void Store(const std::string& target, varan::v1::OutputStream stream,
+             uint64_t offset, const std::string& data) {
+    absl::MutexLock lock(&mu_);
+    stored_[{target, stream}].push_back({offset, data});
+  }
+  // Each ReadOutput call: "target stream@offset" plus " follow".
+  std::vector<std::string> reads() const {
+    absl::MutexLock lock(&mu_);
+    return reads_;
+  }
 
   grpc::ServerWriteReactor<JobEvent>* Exec(
       grpc::CallbackServerContext*,
@@ -74,6 +89,30 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
     absl::MutexLock lock(&mu_);
     watches_.push_back(request->from_sequence());
     return Start(request->from_sequence());
+  }
+  grpc::ServerWriteReactor<varan::v1::OutputPiece>* ReadOutput(
+      grpc::CallbackServerContext*,
+      const varan::v1::ReadOutputRequest* request) override {
+    absl::MutexLock lock(&mu_);
+    reads_.push_back(absl::StrCat(
+        request->target(), " ", varan::v1::OutputStream_Name(request->stream()),
+        "@", request->offset(), request->follow() ? " follow" : ""));
+    std::vector<varan::v1::OutputPiece> pieces;
+    uint64_t at = request->offset();
+    for (const auto& [offset, data] :
+         stored_[{request->target(), request->stream()}]) {
+      if (offset + data.size() <= at) continue;
+      const uint64_t from = std::max<uint64_t>(offset, at);
+      varan::v1::OutputPiece piece;
+      piece.set_offset(from);
+      piece.set_data(data.substr(from - offset));
+      piece.set_skipped_bytes(from - at);
+      pieces.push_back(piece);
+      at = offset + data.size();
+    }
+    for (auto& piece : pieces) piece.set_total_bytes(at);
+    return new varan::testing::ScriptedWriter<varan::v1::OutputPiece>(
+        std::move(pieces), grpc::Status::OK);
   }
 
  private:
@@ -99,6 +138,10 @@ class FakeJobs final : public varan::v1::Jobs::CallbackService {
   std::vector<JobEvent> log_ ABSL_GUARDED_BY(mu_);
   std::deque<Step> script_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> watches_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, varan::v1::OutputStream>,
+           std::vector<std::pair<uint64_t, std::string>>>
+      stored_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> reads_ ABSL_GUARDED_BY(mu_);
   int execs_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -276,6 +319,124 @@ TEST_F(FollowJobTest, GapsArePassedOnAndResumedAfter) {
   EXPECT_EQ(events[3].sequence(), 5u);
   EXPECT_EQ(events[3].output().data(), "z");
   EXPECT_THAT(resumed_, ElementsAre("job-1@5"));
+}
+
+// What an event delivers, for comparing: "seq target stdout@offset data",
+// "seq gap target stderr@offset+bytes", or "seq <kind>".
+std::string Show(const JobEvent& e) {
+  if (e.has_output()) {
+    return absl::StrCat(e.sequence(), " ", e.target(), " ",
+                        varan::v1::OutputStream_Name(e.output().stream()), "@",
+                        e.output().offset(), " ", e.output().data());
+  }
+  if (e.has_output_gap()) {
+    std::string s = absl::StrCat(e.sequence(), " gap");
+    for (const auto& m : e.output_gap().missed()) {
+      absl::StrAppend(&s, " ", m.target(), " ",
+                      varan::v1::OutputStream_Name(m.stream()), "@", m.offset(),
+                      "+", m.bytes());
+    }
+    return s;
+  }
+  if (e.has_finished()) return absl::StrCat(e.sequence(), " finished");
+  if (e.has_job_finished()) return absl::StrCat(e.sequence(), " job_finished");
+  return absl::StrCat(e.sequence(), " other");
+}
+
+constexpr auto kOut = varan::v1::OUTPUT_STREAM_STDOUT;
+constexpr auto kErr = varan::v1::OUTPUT_STREAM_STDERR;
+
+// Core was killed while the job ran: the restarted core's log has a gap
+// (without `missed`) where its output events were, repeats bytes this
+// watcher got, and jumps over bytes written while it was down. After the
+// resume, repeated bytes are cut, and what core stored in between and
+// after the last byte streamed is read back, in order, before the events
+// that follow it; what is stored nowhere is an explicit gap.
+TEST_F(FollowJobTest, AfterAResumeOutputContinuesWhereItStopped) {
+  JobEvents e;
+  std::vector<JobEvent> log = {e.Accepted({"web-1"}), e.Started("web-1"),
+                               e.Stdout("web-1", "ab")};
+  log.push_back(e.Gap(3, {}));  // sequences 3..5: the restart
+  log.push_back(e.OutputAt("web-1", kOut, 1, "bcd"));  // 6
+  log.push_back(e.OutputAt("web-1", kOut, 8, "ij"));   // 7
+  log.push_back(e.Finished("web-1", Exited(0)));       // 8
+  log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  jobs_.SetLog(log);
+  jobs_.Store("web-1", kOut, 0, "abcdef");
+  jobs_.Store("web-1", kOut, 8, "ijk");
+  jobs_.Store("web-1", kErr, 0, "oops");
+  jobs_.Then(3, kBroken);  // accepted, started, "ab"; then it breaks
+  std::vector<std::string> events;
+  EXPECT_TRUE(client_
+                  ->FollowJob(
+                      "job-1", 0,
+                      [&](const JobEvent& ev) { events.push_back(Show(ev)); },
+                      options_)
+                  .ok());
+  EXPECT_THAT(events, ElementsAre("0 other", "1 other",
+                                  "2 web-1 OUTPUT_STREAM_STDOUT@0 ab", "5 gap",
+                                  "6 web-1 OUTPUT_STREAM_STDOUT@2 cd",
+                                  "7 web-1 OUTPUT_STREAM_STDOUT@4 ef",
+                                  "7 gap web-1 OUTPUT_STREAM_STDOUT@6+2",
+                                  "7 web-1 OUTPUT_STREAM_STDOUT@8 ij",
+                                  "8 web-1 OUTPUT_STREAM_STDOUT@10 k",
+                                  "8 web-1 OUTPUT_STREAM_STDERR@0 oops",
+                                  "8 finished", "9 job_finished"));
+  EXPECT_THAT(jobs_.reads(),
+              ElementsAre("web-1 OUTPUT_STREAM_STDOUT@4",
+                          "web-1 OUTPUT_STREAM_STDOUT@10 follow",
+                          "web-1 OUTPUT_STREAM_STDERR@0 follow"));
+}
+
+// A stream that never broke reads nothing back: output core streams with
+// a jump (bytes it never received) is passed on as it came.
+TEST_F(FollowJobTest, AnUnbrokenStreamReadsNothingBack) {
+  JobEvents e;
+  std::vector<JobEvent> log = {e.Accepted({"web-1"}), e.Started("web-1"),
+                               e.Stdout("web-1", "ab")};
+  log.push_back(e.OutputAt("web-1", kOut, 5, "fg"));
+  log.push_back(e.Finished("web-1", Exited(0)));
+  log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  jobs_.SetLog(log);
+  jobs_.Store("web-1", kOut, 0, "abcdefg");
+  std::vector<std::string> events;
+  EXPECT_TRUE(client_
+                  ->FollowJob(
+                      "job-1", 0,
+                      [&](const JobEvent& ev) { events.push_back(Show(ev)); },
+                      options_)
+                  .ok());
+  EXPECT_THAT(events, ElementsAre("0 other", "1 other",
+                                  "2 web-1 OUTPUT_STREAM_STDOUT@0 ab",
+                                  "3 web-1 OUTPUT_STREAM_STDOUT@5 fg",
+                                  "4 finished", "5 job_finished"));
+  EXPECT_THAT(jobs_.reads(), ::testing::IsEmpty());
+}
+
+// Watching a finished job from the start: core replays its stored log, in
+// which output events are gaps without `missed`; each target's stored
+// output is read back before its `finished` event. Watching from a later
+// sequence does not know where the streams were, and reads nothing.
+TEST_F(FollowJobTest, AStoredLogGetsItsOutputReadBackFromTheStart) {
+  JobEvents e;
+  std::vector<JobEvent> log = {e.Accepted({"web-1"}), e.Started("web-1")};
+  log.push_back(e.Gap(2, {}));  // sequences 2..3: output events
+  log.push_back(e.Finished("web-1", Exited(0)));  // 4
+  log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
+  jobs_.SetLog(log);
+  jobs_.Store("web-1", kOut, 0, "hello\n");
+  std::vector<std::string> events;
+  auto collect = [&](const JobEvent& ev) { events.push_back(Show(ev)); };
+  EXPECT_TRUE(client_->FollowJob("job-1", 0, collect, options_).ok());
+  EXPECT_THAT(events, ElementsAre("0 other", "1 other", "3 gap",
+                                  "4 web-1 OUTPUT_STREAM_STDOUT@0 hello\n",
+                                  "4 finished", "5 job_finished"));
+  events.clear();
+  EXPECT_TRUE(client_->FollowJob("job-1", 2, collect, options_).ok());
+  EXPECT_THAT(events, ElementsAre("3 gap", "4 finished", "5 job_finished"));
+  EXPECT_THAT(jobs_.reads(),
+              ElementsAre("web-1 OUTPUT_STREAM_STDOUT@0 follow",
+                          "web-1 OUTPUT_STREAM_STDERR@0 follow"));
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 // Builders of real JobEvent messages for the client tests: a job's events
-// with gap-free sequence numbers, as core would stream them. Not
-// thread-safe; one JobEvents per test.
+// with gap-free sequence numbers and output at consecutive offsets per
+// target and stream, as core would stream them. Not thread-safe; one
+// JobEvents per test.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "varan/v1/core.pb.h"
@@ -96,7 +100,24 @@ class JobEvents {
     sequence_ += covers - 1;
     varan::v1::JobEvent e = Next("");
     e.mutable_output_gap()->set_first_sequence(first);
-    for (const auto& m : missed) *e.mutable_output_gap()->add_missed() = m;
+    for (const auto& m : missed) {
+      *e.mutable_output_gap()->add_missed() = m;
+      uint64_t& next = offsets_[{m.target(), m.stream()}];
+      next = std::max(next, m.offset() + m.bytes());
+    }
+    return e;
+  }
+  // Output at an explicit `offset` (a repeat or a jump); later output
+  // follows the furthest byte.
+  varan::v1::JobEvent OutputAt(const std::string& target,
+                               varan::v1::OutputStream stream, uint64_t offset,
+                               const std::string& data) {
+    varan::v1::JobEvent e = Next(target);
+    e.mutable_output()->set_stream(stream);
+    e.mutable_output()->set_offset(offset);
+    e.mutable_output()->set_data(data);
+    uint64_t& next = offsets_[{target, stream}];
+    next = std::max(next, offset + data.size());
     return e;
   }
   varan::v1::JobEvent JobFinished(varan::v1::JobState state) {
@@ -109,10 +130,7 @@ class JobEvents {
   varan::v1::JobEvent Output(const std::string& target,
                              varan::v1::OutputStream stream,
                              const std::string& data) {
-    varan::v1::JobEvent e = Next(target);
-    e.mutable_output()->set_stream(stream);
-    e.mutable_output()->set_data(data);
-    return e;
+    return OutputAt(target, stream, offsets_[{target, stream}], data);
   }
   varan::v1::JobEvent Next(const std::string& target) {
     varan::v1::JobEvent e;
@@ -124,6 +142,8 @@ class JobEvents {
 
   std::string job_id_;
   uint64_t sequence_ = 0;
+  // The next output offset per target and stream.
+  std::map<std::pair<std::string, varan::v1::OutputStream>, uint64_t> offsets_;
 };
 
 }  // namespace varan::testing
