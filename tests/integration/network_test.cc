@@ -689,7 +689,7 @@ TEST_F(NetworkTest, PartitionLongerThanTheTtlThenResultsAreDelivered) {
   // TTL 1.5 s; keepalive 1 s + 1 s on both sides.
   const std::vector<std::string> keepalive = {"--keepalive-time", "1",
                                               "--keepalive-timeout", "1"};
-  StartCore(core_ns, keepalive);
+  Daemon* core = StartCore(core_ns, keepalive);
   std::vector<std::string> tunnel_args = {"--tunnel", "--no-listen",
                                           "--reconnect-max-backoff", "1"};
   tunnel_args.insert(tunnel_args.end(), keepalive.begin(), keepalive.end());
@@ -738,7 +738,8 @@ TEST_F(NetworkTest, PartitionLongerThanTheTtlThenResultsAreDelivered) {
   // Their targets are lost meanwhile, with the reason.
   EXPECT_TRUE(WaitFor([&] {
     return count(job_json(), "TARGET_STATE_LOST") == 2;
-  })) << job_json();
+  })) << Ctl(core_ns, "[::1]:7700", {"jobs", "get", id, "-o", "json"}).err
+      << core->Log();
   EXPECT_THAT(job_json(), HasSubstr("went offline"));
   absl::SleepFor(absl::Seconds(3));  // the commands end while cut off
 

@@ -32,8 +32,18 @@ class FakeHost final : public TunnelCallHost {
     credit_[id] += bytes;
   }
   void Forget(const std::string& id) override {
+    std::shared_ptr<TunnelCall> routed;
+    {
+      absl::MutexLock lock(&mu_);
+      forgotten_.push_back(id);
+      routed = std::move(routed_);
+    }
+    // The routing table's reference goes here, as in TunnelConnection.
+  }
+  // Holds `call` as the tunnel's routing table does, until Forget.
+  void Route(std::shared_ptr<TunnelCall> call) {
     absl::MutexLock lock(&mu_);
-    forgotten_.push_back(id);
+    routed_ = std::move(call);
   }
   uint64_t credit(const std::string& id) {
     absl::MutexLock lock(&mu_);
@@ -53,6 +63,7 @@ class FakeHost final : public TunnelCallHost {
   std::map<std::string, uint64_t> credit_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> canceled_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> forgotten_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<TunnelCall> routed_ ABSL_GUARDED_BY(mu_);
 };
 
 // A listener that can be made to block in OnEvent, like a job whose live
@@ -199,6 +210,19 @@ TEST_F(TunnelCallTest, AStalledListenerDoesNotStallAnotherExecution) {
   host_->AwaitCredit("a", 1000);
   a->Abort();
   EXPECT_EQ(stalled.AwaitDone().code(), absl::StatusCode::kCancelled);
+}
+
+// A periphery going offline aborts its calls while the tunnel's routing
+// table holds the only reference: Forget drops it inside Abort, which must
+// not touch the call afterwards (a heap-use-after-free under ASan, found by
+// NetworkTest.PartitionLongerThanTheTtlThenResultsAreDelivered).
+TEST_F(TunnelCallTest, AbortWhenTheTunnelHeldTheLastReference) {
+  Listener listener;
+  auto call = NewCall("e1", 1000, &listener);
+  ExecuteCall* raw = call.get();  // what a TargetRun keeps
+  host_->Route(std::move(call));
+  raw->Abort();
+  EXPECT_EQ(listener.AwaitDone().code(), absl::StatusCode::kCancelled);
 }
 
 TEST_F(TunnelCallTest, EventsArriveInOrderAndExitedEndsTheCall) {
