@@ -281,9 +281,9 @@ class CoreClient {
     // The watch began at sequence 0, so next_offset below is where each
     // stream is; from a later sequence nothing is read back.
     bool offsets_known = true;
-    // Per target and stream (0 stdout, 1 stderr): the offset after the
-    // last byte delivered or reported missed.
-    std::map<std::pair<std::string, int>, uint64_t> next_offset;
+    // Per target and stream (StreamIndex: 0 stdout, 1 stderr): the offset after
+    // the last byte delivered or reported missed.
+    std::map<std::pair<std::string, size_t>, uint64_t> next_offset;
   };
   // Calls `on_event` after noting the event in `cursor`; output is made to
   // continue where the cursor's stream is (client/follow.cc).
@@ -292,7 +292,7 @@ class CoreClient {
   // output of `target`'s `stream` from the cursor's offset up to `end` (all
   // of it, once the target is final, with kToTheEnd).
   static constexpr uint64_t kToTheEnd = ~uint64_t{0};
-  void ReadBack(FollowCursor* cursor, const std::string& target, int stream,
+  void ReadBack(FollowCursor* cursor, const std::string& target, size_t stream,
                 uint64_t end, uint64_t sequence, const EventCallback& on_event);
   // The retry loop of FollowJob after a stream that ended with `status`.
   absl::Status Resume(FollowCursor* cursor, absl::Status status,

@@ -5,20 +5,12 @@
 #include <utility>
 
 #include "client/core_client.h"
+#include "common/output_stream.h"
 
 namespace varan::client {
 namespace {
 
 using varan::v1::JobEvent;
-
-int StreamIndex(varan::v1::OutputStream stream) {
-  return stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-}
-
-varan::v1::OutputStream StreamOf(int index) {
-  return index == 1 ? varan::v1::OUTPUT_STREAM_STDERR
-                    : varan::v1::OUTPUT_STREAM_STDOUT;
-}
 
 }  // namespace
 
@@ -31,7 +23,7 @@ CoreClient::EventCallback CoreClient::Track(FollowCursor* cursor,
     if (event.has_job_finished()) cursor->finished = true;
     if (event.has_output() && !event.output().data().empty()) {
       const varan::v1::OutputChunk& out = event.output();
-      const int stream = StreamIndex(out.stream());
+      const size_t stream = StreamIndex(out.stream());
       const uint64_t end = out.offset() + out.data().size();
       uint64_t& next = cursor->next_offset[{event.target(), stream}];
       // A watch after a broken stream starts where core's stored log is,
@@ -63,7 +55,7 @@ CoreClient::EventCallback CoreClient::Track(FollowCursor* cursor,
                cursor->offsets_known) {
       // Whatever the target wrote after the last byte delivered, read back
       // before the event that says it ended.
-      for (int stream : {0, 1}) {
+      for (size_t stream : {0, 1}) {
         ReadBack(cursor, event.target(), stream, kToTheEnd, event.sequence(),
                  on_event);
       }
@@ -73,7 +65,7 @@ CoreClient::EventCallback CoreClient::Track(FollowCursor* cursor,
 }
 
 void CoreClient::ReadBack(FollowCursor* cursor, const std::string& target,
-                          int stream, uint64_t end, uint64_t sequence,
+                          size_t stream, uint64_t end, uint64_t sequence,
                           const EventCallback& on_event) {
   uint64_t& next = cursor->next_offset[{target, stream}];
   if (next >= end) return;

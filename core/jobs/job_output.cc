@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/output_stream.h"
 #include "core/jobs/job.h"
 
 namespace varan::core {
@@ -23,15 +24,6 @@ constexpr absl::Duration kFlushInterval = absl::Seconds(1);
 // Offsets at or past this are refused: no stream gets near it.
 constexpr uint64_t kAbsurdOffset = uint64_t{1} << 62;
 constexpr uint64_t kNoPacer = ~uint64_t{0};
-
-size_t StreamIndex(varan::v1::OutputStream stream) {
-  return stream == varan::v1::OUTPUT_STREAM_STDERR ? 1 : 0;
-}
-
-varan::v1::OutputStream StreamOf(size_t s) {
-  return s == 1 ? varan::v1::OUTPUT_STREAM_STDERR
-                : varan::v1::OUTPUT_STREAM_STDOUT;
-}
 
 }  // namespace
 

@@ -72,6 +72,26 @@ class JobsTest : public ::testing::Test {
     return job.ok() ? *job : varan::v1::Job();
   }
 
+  // `varanctl exec -n p1 --no-prefix --shell -- command` in the background,
+  // its stdout and stderr in CtlLog(), once `first` is there (null when it
+  // never is).
+  std::unique_ptr<Daemon> StartExec(const std::string& command,
+                                    const std::string& first) {
+    auto ctl = std::make_unique<Daemon>(
+        std::vector<std::string>{BinPath("varanctl"), "--core",
+                                 fleet_->core_address(), "--token-file",
+                                 fleet_->admin_token_file(), "exec", "-n", "p1",
+                                 "--no-prefix", "--shell", "--", command},
+        fleet_->dir().File("varanctl.log"));
+    ctl->Start();
+    if (!WaitFor([&] { return absl::StrContains(CtlLog(), first); })) {
+      ADD_FAILURE() << "no \"" << first << "\" from varanctl: " << CtlLog();
+      return nullptr;
+    }
+    return ctl;
+  }
+  std::string CtlLog() { return ReadFile(fleet_->dir().File("varanctl.log")); }
+
   std::unique_ptr<TestFleet> fleet_;
 };
 
@@ -377,21 +397,15 @@ TEST(CoreDataDirTest, CorruptDatabaseIsAClearStartUpErrorAndIsKept) {
 
 TEST_F(JobsTest, ExecFollowsItsJobAcrossACoreRestart) {
   fleet_->StartPeriphery("p1");
-  Daemon ctl({BinPath("varanctl"), "--core", fleet_->core_address(),
-              "--token-file", fleet_->admin_token_file(), "exec", "-n", "p1",
-              "--shell", "--", "echo started; sleep 2; echo finished"},
-             fleet_->dir().File("varanctl.log"));
-  ctl.Start();
-  ASSERT_TRUE(WaitFor([&] {
-    return absl::StrContains(ReadFile(fleet_->dir().File("varanctl.log")),
-                             "started");
-  }));
+  std::unique_ptr<Daemon> ctl =
+      StartExec("echo started; sleep 2; echo finished", "started");
+  ASSERT_NE(ctl, nullptr);
   ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
   fleet_->StartCore();
   // varanctl follows the job on the restarted core to its end, which the
   // periphery reported after the restart: output and exit code intact.
-  const int code = ctl.Wait(absl::Seconds(30));
-  const std::string log = ReadFile(fleet_->dir().File("varanctl.log"));
+  const int code = ctl->Wait(absl::Seconds(30));
+  const std::string log = CtlLog();
   EXPECT_EQ(code, 0) << log;
   EXPECT_THAT(log, HasSubstr("following job"));
   EXPECT_THAT(log, HasSubstr("finished"));
@@ -412,22 +426,15 @@ size_t Count(const std::string& text, const std::string& what) {
 // showed: varanctl shows every line once, in order, whatever the timing.
 TEST_F(JobsTest, ExecShowsOutputWrittenWhileCoreWasDownOnce) {
   fleet_->StartPeriphery("p1");
-  Daemon ctl({BinPath("varanctl"), "--core", fleet_->core_address(),
-              "--token-file", fleet_->admin_token_file(), "exec", "-n", "p1",
-              "--no-prefix", "--shell", "--",
-              "echo line-one; sleep 1; echo line-two; sleep 2; "
-              "echo line-three"},
-             fleet_->dir().File("varanctl.log"));
-  ctl.Start();
-  ASSERT_TRUE(WaitFor([&] {
-    return absl::StrContains(ReadFile(fleet_->dir().File("varanctl.log")),
-                             "line-one");
-  }));
+  std::unique_ptr<Daemon> ctl = StartExec(
+      "echo line-one; sleep 1; echo line-two; sleep 2; echo line-three",
+      "line-one");
+  ASSERT_NE(ctl, nullptr);
   ASSERT_EQ(fleet_->StopCore(SIGKILL), 128 + SIGKILL);
   absl::SleepFor(absl::Seconds(2));  // line-two is written meanwhile
   fleet_->StartCore();
-  const int code = ctl.Wait(absl::Seconds(30));
-  const std::string log = ReadFile(fleet_->dir().File("varanctl.log"));
+  const int code = ctl->Wait(absl::Seconds(30));
+  const std::string log = CtlLog();
   EXPECT_EQ(code, 0) << log;
   EXPECT_THAT(log, HasSubstr("following job"));
   for (const char* line : {"line-one\n", "line-two\n", "line-three\n"}) {

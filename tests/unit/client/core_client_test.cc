@@ -157,6 +157,31 @@ std::vector<JobEvent> Log() {
 
 const grpc::Status kBroken(grpc::StatusCode::UNAVAILABLE, "connection reset");
 
+// What an event delivers, for comparing: "seq target stdout@offset data",
+// "seq gap target stderr@offset+bytes", or "seq <kind>".
+std::string Show(const JobEvent& e) {
+  if (e.has_output()) {
+    return absl::StrCat(e.sequence(), " ", e.target(), " ",
+                        varan::v1::OutputStream_Name(e.output().stream()), "@",
+                        e.output().offset(), " ", e.output().data());
+  }
+  if (e.has_output_gap()) {
+    std::string s = absl::StrCat(e.sequence(), " gap");
+    for (const auto& m : e.output_gap().missed()) {
+      absl::StrAppend(&s, " ", m.target(), " ",
+                      varan::v1::OutputStream_Name(m.stream()), "@", m.offset(),
+                      "+", m.bytes());
+    }
+    return s;
+  }
+  if (e.has_finished()) return absl::StrCat(e.sequence(), " finished");
+  if (e.has_job_finished()) return absl::StrCat(e.sequence(), " job_finished");
+  return absl::StrCat(e.sequence(), " other");
+}
+
+constexpr auto kOut = varan::v1::OUTPUT_STREAM_STDOUT;
+constexpr auto kErr = varan::v1::OUTPUT_STREAM_STDERR;
+
 class FollowJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -173,6 +198,16 @@ class FollowJobTest : public ::testing::Test {
   }
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown();
+  }
+
+  // FollowJob of job-1 from `from`, which must succeed: its events, Show()n.
+  std::vector<std::string> Shown(uint64_t from) {
+    std::vector<std::string> events;
+    absl::Status s = client_->FollowJob(
+        "job-1", from, [&](const JobEvent& ev) { events.push_back(Show(ev)); },
+        options_);
+    EXPECT_TRUE(s.ok()) << s;
+    return events;
   }
 
   CoreClient::EventCallback Collect() {
@@ -321,31 +356,6 @@ TEST_F(FollowJobTest, GapsArePassedOnAndResumedAfter) {
   EXPECT_THAT(resumed_, ElementsAre("job-1@5"));
 }
 
-// What an event delivers, for comparing: "seq target stdout@offset data",
-// "seq gap target stderr@offset+bytes", or "seq <kind>".
-std::string Show(const JobEvent& e) {
-  if (e.has_output()) {
-    return absl::StrCat(e.sequence(), " ", e.target(), " ",
-                        varan::v1::OutputStream_Name(e.output().stream()), "@",
-                        e.output().offset(), " ", e.output().data());
-  }
-  if (e.has_output_gap()) {
-    std::string s = absl::StrCat(e.sequence(), " gap");
-    for (const auto& m : e.output_gap().missed()) {
-      absl::StrAppend(&s, " ", m.target(), " ",
-                      varan::v1::OutputStream_Name(m.stream()), "@", m.offset(),
-                      "+", m.bytes());
-    }
-    return s;
-  }
-  if (e.has_finished()) return absl::StrCat(e.sequence(), " finished");
-  if (e.has_job_finished()) return absl::StrCat(e.sequence(), " job_finished");
-  return absl::StrCat(e.sequence(), " other");
-}
-
-constexpr auto kOut = varan::v1::OUTPUT_STREAM_STDOUT;
-constexpr auto kErr = varan::v1::OUTPUT_STREAM_STDERR;
-
 // Core was killed while the job ran: the restarted core's log has a gap
 // (without `missed`) where its output events were, repeats bytes this
 // watcher got, and jumps over bytes written while it was down. After the
@@ -366,13 +376,7 @@ TEST_F(FollowJobTest, AfterAResumeOutputContinuesWhereItStopped) {
   jobs_.Store("web-1", kOut, 8, "ijk");
   jobs_.Store("web-1", kErr, 0, "oops");
   jobs_.Then(3, kBroken);  // accepted, started, "ab"; then it breaks
-  std::vector<std::string> events;
-  EXPECT_TRUE(client_
-                  ->FollowJob(
-                      "job-1", 0,
-                      [&](const JobEvent& ev) { events.push_back(Show(ev)); },
-                      options_)
-                  .ok());
+  const std::vector<std::string> events = Shown(0);
   EXPECT_THAT(events, ElementsAre("0 other", "1 other",
                                   "2 web-1 OUTPUT_STREAM_STDOUT@0 ab", "5 gap",
                                   "6 web-1 OUTPUT_STREAM_STDOUT@2 cd",
@@ -399,13 +403,7 @@ TEST_F(FollowJobTest, AnUnbrokenStreamReadsNothingBack) {
   log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
   jobs_.SetLog(log);
   jobs_.Store("web-1", kOut, 0, "abcdefg");
-  std::vector<std::string> events;
-  EXPECT_TRUE(client_
-                  ->FollowJob(
-                      "job-1", 0,
-                      [&](const JobEvent& ev) { events.push_back(Show(ev)); },
-                      options_)
-                  .ok());
+  const std::vector<std::string> events = Shown(0);
   EXPECT_THAT(events, ElementsAre("0 other", "1 other",
                                   "2 web-1 OUTPUT_STREAM_STDOUT@0 ab",
                                   "3 web-1 OUTPUT_STREAM_STDOUT@5 fg",
@@ -425,15 +423,10 @@ TEST_F(FollowJobTest, AStoredLogGetsItsOutputReadBackFromTheStart) {
   log.push_back(e.JobFinished(varan::v1::JOB_STATE_SUCCEEDED));
   jobs_.SetLog(log);
   jobs_.Store("web-1", kOut, 0, "hello\n");
-  std::vector<std::string> events;
-  auto collect = [&](const JobEvent& ev) { events.push_back(Show(ev)); };
-  EXPECT_TRUE(client_->FollowJob("job-1", 0, collect, options_).ok());
-  EXPECT_THAT(events, ElementsAre("0 other", "1 other", "3 gap",
-                                  "4 web-1 OUTPUT_STREAM_STDOUT@0 hello\n",
-                                  "4 finished", "5 job_finished"));
-  events.clear();
-  EXPECT_TRUE(client_->FollowJob("job-1", 2, collect, options_).ok());
-  EXPECT_THAT(events, ElementsAre("3 gap", "4 finished", "5 job_finished"));
+  EXPECT_THAT(Shown(0), ElementsAre("0 other", "1 other", "3 gap",
+                                    "4 web-1 OUTPUT_STREAM_STDOUT@0 hello\n",
+                                    "4 finished", "5 job_finished"));
+  EXPECT_THAT(Shown(2), ElementsAre("3 gap", "4 finished", "5 job_finished"));
   EXPECT_THAT(jobs_.reads(),
               ElementsAre("web-1 OUTPUT_STREAM_STDOUT@0 follow",
                           "web-1 OUTPUT_STREAM_STDERR@0 follow"));
