@@ -1,0 +1,176 @@
+// The building blocks of Varan's built-in cluster CA: keys, a self-signed
+// authority, certificate requests, issuing, inspecting and verifying
+// certificates, and the authority's pin.
+//
+// How they fit together ("secure by default"). Core creates a cluster CA on
+// first start (LoadOrCreateAuthority) and issues itself a serving
+// certificate (IssueCertificate). A periphery makes its own key
+// (NewPrivateKey), which never leaves it, and sends core a request
+// (CreateRequest); core answers with a short-lived certificate
+// (SignRequest). Join tokens carry the CA's pin (AuthorityPin), the SHA-256
+// of its public key as kubeadm's --discovery-token-ca-cert-hash, so a new
+// periphery can check the CA it is handed on first contact before trusting
+// it.
+//
+// Who decides what a certificate says. Only the issuer: SignRequest takes
+// the public key from a request (after checking the request's signature,
+// which proves the requester holds the key) and nothing else; names, usages
+// and validity come from the CertificateProfile the caller builds. A
+// requester can therefore not ask for another peer's name, a CA
+// certificate, or a longer life.
+//
+// Formats. Everything is PEM text: keys are unencrypted PKCS#8 ("BEGIN
+// PRIVATE KEY"), certificates X.509 v3 signed with ECDSA P-256 / SHA-256.
+// Inputs that do not parse are INVALID_ARGUMENT, with a message that names
+// the input ("CSR", "CA key", ...) and what is wrong, never key material.
+//
+// All functions are stateless and thread-safe. OpenSSL stays out of this
+// header: pki.cc makes keys and certificates, pki_verify.cc reads and
+// verifies them, pki_store.cc keeps the CA on disk.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace varan::pki {
+
+// A new ECDSA P-256 private key as PKCS#8 PEM. P-256 because every TLS
+// stack (gRPC's BoringSSL and OpenSSL, Go, browsers) handles it, and its
+// keys and signatures are small and fast to make.
+absl::StatusOr<std::string> NewPrivateKey();
+
+// What a certificate issued by the CA says. Built by the issuer, never taken
+// from a request.
+struct CertificateProfile {
+  std::string common_name;                // required
+  std::vector<std::string> dns_names;     // subjectAltName DNS entries
+  std::vector<std::string> ip_addresses;  // IPv4 or IPv6, e.g. "10.0.0.1"
+  bool server_auth = false;               // extendedKeyUsage serverAuth
+  bool client_auth = false;               // extendedKeyUsage clientAuth
+  absl::Time not_before;
+  absl::Time not_after;
+};
+
+// A certificate authority: its certificate and private key, both PEM.
+// key_pem is the cluster's most sensitive secret: it never goes into a log,
+// an error or a message to a peer.
+struct Authority {
+  std::string cert_pem;
+  std::string key_pem;
+};
+
+// A new self-signed CA (a new P-256 key) named `common_name`, valid from
+// one hour before `now` (for peers whose clocks lag) until now + `validity`.
+// Errors: INVALID_ARGUMENT for an empty name or a validity that is not
+// positive.
+absl::StatusOr<Authority> CreateAuthority(const std::string& common_name,
+                                          absl::Time now,
+                                          absl::Duration validity);
+
+// A PKCS#10 request (PEM "CERTIFICATE REQUEST") for the key in `key_pem`,
+// signed with it. `common_name` is only a hint for logs: the issuer names
+// the certificate.
+absl::StatusOr<std::string> CreateRequest(const std::string& key_pem,
+                                          const std::string& common_name);
+
+// Issues a certificate for the public key in `csr_pem` as `profile` says.
+// The request's signature must verify with the key it carries (a request
+// whose key was swapped, or that was signed by another key, is
+// INVALID_ARGUMENT); its subject, extensions and any other wishes are
+// ignored. Keys weaker than 112-bit security (RSA under 2048 bits) and
+// types other than EC, RSA and Ed25519 are refused (INVALID_ARGUMENT).
+//
+// The certificate: subject CN and subjectAltName from the profile,
+// keyUsage digitalSignature (critical), extendedKeyUsage serverAuth and/or
+// clientAuth, basicConstraints CA:FALSE (critical), subject and authority
+// key identifiers, a random 128-bit serial.
+//
+// Profile errors, all INVALID_ARGUMENT: no common name; neither
+// server_auth nor client_auth; not_after not after not_before; a DNS name
+// that is empty or holds characters a host name cannot; an IP address that
+// does not parse (named in the message). A not_after beyond the CA's own
+// is FAILED_PRECONDITION: it is refused rather than clamped, because a
+// certificate silently shorter than asked hides that the CA is about to
+// expire and must be rotated — the caller can shorten the profile itself.
+absl::StatusOr<std::string> SignRequest(const Authority& ca,
+                                        const std::string& csr_pem,
+                                        const CertificateProfile& profile);
+
+// As SignRequest, for a private key the caller holds itself (core's own
+// serving and client certificates): no request round trip.
+absl::StatusOr<std::string> IssueCertificate(const Authority& ca,
+                                             const std::string& key_pem,
+                                             const CertificateProfile& profile);
+
+// "sha256:" + lowercase hex SHA-256 of the DER SubjectPublicKeyInfo of the
+// first certificate in `ca_cert_pem`: exactly kubeadm's CA certificate
+// hash, i.e.
+//   openssl x509 -pubkey -noout -in ca.crt |
+//     openssl pkey -pubin -outform der | sha256sum
+// It pins the key, not the certificate, so a CA re-issued with the same key
+// (a longer validity) keeps its pin.
+absl::StatusOr<std::string> AuthorityPin(const std::string& ca_cert_pem);
+
+// What the first certificate in a PEM text says.
+struct CertificateInfo {
+  std::string common_name;  // subject CN; empty when there is none
+  std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;  // canonical text ("::1")
+  absl::Time not_before;
+  absl::Time not_after;
+  bool is_ca = false;        // basicConstraints CA:TRUE
+  bool server_auth = false;  // extendedKeyUsage (or no EKU at all)
+  bool client_auth = false;
+  std::string serial_hex;  // lowercase, no leading zeros
+};
+absl::StatusOr<CertificateInfo> Inspect(const std::string& cert_pem);
+
+// What a certificate is checked for.
+enum class Usage { kServerAuth, kClientAuth };
+
+// Checks that the first certificate in `cert_pem` chains to a CA in
+// `ca_bundle_pem` at time `now` and is fit for `usage` (TLS server or
+// client). Certificates after the first in `cert_pem` are intermediates
+// (untrusted). The bundle may hold several CAs, e.g. the old and the new
+// one while the CA is rotated (they may share a name: the key identifiers
+// tell them apart). Does not check host names: TLS stacks do.
+//
+// Errors: INVALID_ARGUMENT when an input does not parse; UNAUTHENTICATED
+// when the certificate is refused, the message saying why (expired at ...,
+// not valid before ..., not issued by a CA in the bundle, not for server
+// authentication, ...).
+absl::Status Verify(const std::string& ca_bundle_pem,
+                    const std::string& cert_pem, absl::Time now, Usage usage);
+
+// The CA kept in a directory, and whether this call created it (for the
+// daemon to log "created cluster CA, pin ...").
+struct StoredAuthority {
+  Authority authority;
+  bool created = false;
+};
+
+// The CA in `dir`: ca.crt (mode 0644) and ca.key (mode 0600). `dir` is
+// created (0700) when missing.
+//
+// Neither file present: makes a CA (CreateAuthority) and writes both
+// files. Each is written to a temporary file in `dir` — the key's created
+// 0600, so it is never readable by others even briefly — fsynced, then
+// hard-linked to its name (unlike rename, a link never replaces a CA
+// another process created meanwhile) and the directory fsynced. A crash
+// between the two links leaves a lone ca.key, refused below.
+//
+// Both present: loads them and checks them. FAILED_PRECONDITION naming the
+// file when ca.key is accessible by group or others, when only one of the
+// two files exists, when the key does not belong to the certificate, or
+// when the certificate is not a CA. INVALID_ARGUMENT (naming the file)
+// when one does not parse. An expired CA is returned as it is: Inspect
+// tells the caller, who decides whether to rotate.
+absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
+    const std::string& dir, const std::string& common_name, absl::Time now,
+    absl::Duration validity);
+
+}  // namespace varan::pki

@@ -1,0 +1,169 @@
+// Tests for pki::LoadOrCreateAuthority: the cluster CA's files, their
+// modes, and the states it refuses rather than silently making a new CA.
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/pki.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/common/pki_test_util.h"
+
+namespace varan::pki {
+namespace {
+
+using pki_testing::kNow;
+using pki_testing::Message;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kYear = absl::Hours(24 * 365);
+
+class PkiStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/varan-pki-store-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ca_dir_ = dir_ + "/ca";  // created by LoadOrCreateAuthority
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  absl::StatusOr<StoredAuthority> Load() {
+    return LoadOrCreateAuthority(ca_dir_, "varan cluster CA", kNow, kYear);
+  }
+  // Creates the CA files and returns what was created.
+  Authority Created() {
+    absl::StatusOr<StoredAuthority> ca = Load();
+    EXPECT_TRUE(ca.ok()) << ca.status();
+    EXPECT_TRUE(ca.ok() && ca->created);
+    return ca.ok() ? ca->authority : Authority{};
+  }
+
+  static std::string Slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  static void Write(const std::string& path, const std::string& content,
+                    mode_t mode) {
+    std::ofstream(path) << content;
+    ASSERT_EQ(chmod(path.c_str(), mode), 0);
+  }
+  static unsigned Mode(const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  }
+
+  std::string key() const { return ca_dir_ + "/ca.key"; }
+  std::string crt() const { return ca_dir_ + "/ca.crt"; }
+
+  std::string dir_, ca_dir_;
+};
+
+TEST_F(PkiStoreTest, CreatesPrivateKeyAndPublicCertificate) {
+  // A permissive umask must not leak the key.
+  const mode_t old = umask(0);
+  const Authority ca = Created();
+  umask(old);
+
+  EXPECT_EQ(Mode(key()), 0600u);
+  EXPECT_EQ(Mode(crt()), 0644u);
+  EXPECT_EQ(Mode(ca_dir_), 0700u);
+  EXPECT_EQ(Slurp(key()), ca.key_pem);
+  EXPECT_EQ(Slurp(crt()), ca.cert_pem);
+  absl::StatusOr<CertificateInfo> info = Inspect(ca.cert_pem);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->is_ca);
+  EXPECT_EQ(info->common_name, "varan cluster CA");
+  // Only the two files: no temporary file left behind.
+  int files = 0;
+  for ([[maybe_unused]] const auto& e :
+       std::filesystem::directory_iterator(ca_dir_)) {
+    ++files;
+  }
+  EXPECT_EQ(files, 2);
+}
+
+TEST_F(PkiStoreTest, SecondCallLoadsTheSameAuthority) {
+  const Authority first = Created();
+  absl::StatusOr<StoredAuthority> again =
+      LoadOrCreateAuthority(ca_dir_, "another name", kNow + kYear / 2, kYear);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->authority.cert_pem, first.cert_pem);
+  EXPECT_EQ(again->authority.key_pem, first.key_pem);
+}
+
+TEST_F(PkiStoreTest, RefusesAKeyOthersCanRead) {
+  Created();
+  ASSERT_EQ(chmod(key().c_str(), 0644), 0);
+  absl::Status s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(Message(s), AllOf(HasSubstr(key()), HasSubstr("0644")));
+  ASSERT_EQ(chmod(key().c_str(), 0640), 0);
+  EXPECT_EQ(Load().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(PkiStoreTest, RefusesALoneFile) {
+  const Authority ca = Created();
+  ASSERT_EQ(unlink(key().c_str()), 0);
+  absl::Status s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(Message(s), AllOf(HasSubstr(crt()), HasSubstr(key())));
+  // Nothing was replaced: the certificate is still the old CA's.
+  EXPECT_EQ(Slurp(crt()), ca.cert_pem);
+
+  ASSERT_EQ(unlink(crt().c_str()), 0);
+  Write(key(), ca.key_pem, 0600);
+  s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(Message(s), HasSubstr(crt()));
+}
+
+TEST_F(PkiStoreTest, RefusesAKeyThatDoesNotMatch) {
+  Created();
+  absl::StatusOr<std::string> other = NewPrivateKey();
+  ASSERT_TRUE(other.ok());
+  Write(key(), *other, 0600);
+  absl::Status s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(Message(s),
+              AllOf(HasSubstr(key()), HasSubstr("does not belong")));
+}
+
+TEST_F(PkiStoreTest, RefusesACertificateThatIsNotACa) {
+  const Authority ca = Created();
+  absl::StatusOr<std::string> leaf_key = NewPrivateKey();
+  ASSERT_TRUE(leaf_key.ok());
+  absl::StatusOr<std::string> leaf = IssueCertificate(
+      ca, *leaf_key, pki_testing::Profile("core", true, false));
+  ASSERT_TRUE(leaf.ok()) << leaf.status();
+  Write(crt(), *leaf, 0644);
+  Write(key(), *leaf_key, 0600);
+  absl::Status s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(Message(s), AllOf(HasSubstr(crt()), HasSubstr("is not a CA")));
+}
+
+TEST_F(PkiStoreTest, MalformedFileIsInvalidArgumentNamingIt) {
+  Created();
+  Write(crt(), "not a certificate\n", 0644);
+  absl::Status s = Load().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(Message(s), HasSubstr(crt()));
+}
+
+}  // namespace
+}  // namespace varan::pki
