@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/openssl_ptr.h"
 #include "common/pki_internal.h"
 #include "common/status_macros.h"
 #include "openssl/bn.h"
@@ -133,23 +134,8 @@ using internal::PkeyPtr;
 using internal::TimeText;
 using internal::X509Ptr;
 
-struct ReqFree {
-  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
-};
-struct NamesFree {
-  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
-struct ExtFree {
-  void operator()(X509_EXTENSION* e) const { X509_EXTENSION_free(e); }
-};
-struct BnFree {
-  void operator()(BIGNUM* b) const { BN_free(b); }
-};
-struct Asn1StringFree {
-  void operator()(ASN1_STRING* s) const { ASN1_STRING_free(s); }
-};
-using Asn1StringPtr = std::unique_ptr<ASN1_STRING, Asn1StringFree>;
-using ReqPtr = std::unique_ptr<X509_REQ, ReqFree>;
+using Asn1StringPtr = OpenSslPtr<ASN1_STRING, ASN1_STRING_free>;
+using ReqPtr = OpenSslPtr<X509_REQ, X509_REQ_free>;
 
 // What a BIO holds, as a string. Private keys are written into BIO_s_secmem
 // so the buffer is wiped when freed.
@@ -206,7 +192,7 @@ absl::Status SetCommonName(X509_NAME* name, const std::string& cn) {
 // A positive random 128-bit serial: RFC 5280 allows up to 20 octets, and
 // randomness keeps serials unique without keeping a counter.
 absl::Status SetRandomSerial(X509* cert) {
-  std::unique_ptr<BIGNUM, BnFree> bn(BN_new());
+  OpenSslPtr<BIGNUM, BN_free> bn(BN_new());
   if (bn == nullptr) return Internal("allocate a serial");
   do {
     if (BN_rand(bn.get(), 128, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) != 1) {
@@ -234,7 +220,7 @@ absl::Status SetTime(ASN1_TIME* field, absl::Time t, absl::string_view what) {
 // name cannot add an entry.
 absl::Status AddExtension(X509V3_CTX* ctx, X509* cert, int nid,
                           const char* value) {
-  std::unique_ptr<X509_EXTENSION, ExtFree> ext(
+  OpenSslPtr<X509_EXTENSION, X509_EXTENSION_free> ext(
       X509V3_EXT_conf_nid(nullptr, ctx, nid, value));
   if (ext == nullptr || X509_add_ext(cert, ext.get(), -1) != 1) {
     return Internal(absl::StrCat("add extension ", OBJ_nid2sn(nid)));
@@ -263,7 +249,8 @@ absl::Status AddNames(X509* cert, const CertificateProfile& profile) {
   if (profile.dns_names.empty() && profile.ip_addresses.empty()) {
     return absl::OkStatus();
   }
-  std::unique_ptr<GENERAL_NAMES, NamesFree> names(sk_GENERAL_NAME_new_null());
+  OpenSslPtr<GENERAL_NAMES, GENERAL_NAMES_free> names(
+      sk_GENERAL_NAME_new_null());
   if (names == nullptr) return Internal("allocate subjectAltName");
   // Appends a name of `type` holding `value`.
   auto push = [&](int type, Asn1StringPtr value) -> bool {

@@ -12,24 +12,16 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/openssl_ptr.h"
 #include "openssl/bio.h"
 #include "openssl/evp.h"
 #include "openssl/x509.h"
 
 namespace varan::pki::internal {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using ::varan::BioPtr;
+using ::varan::PkeyPtr;
+using ::varan::X509Ptr;
 
 // The reason of OpenSSL's last error (never data), and clears the queue.
 std::string OpenSslError();

@@ -23,24 +23,11 @@ namespace {
 // that cannot be one.
 constexpr size_t kMaxFileSize = 1 << 20;
 
-absl::Status ErrnoError(int err, absl::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
 absl::StatusOr<bool> Exists(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) == 0) return true;
   if (errno == ENOENT) return false;
-  return ErrnoError(errno, absl::StrCat("cannot stat ", path));
+  return ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
 }
 
 // Closes a descriptor on every return path.
@@ -71,10 +58,10 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      bool private_only) {
   Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0)
-    return ErrnoError(errno, absl::StrCat("cannot read ", path));
+    return ErrnoStatus(errno, absl::StrCat("cannot read ", path));
   struct stat st {};
   if (fstat(fd.get(), &st) != 0) {
-    return ErrnoError(errno, absl::StrCat("cannot stat ", path));
+    return ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
   }
   if (private_only && (st.st_mode & 077) != 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -91,7 +78,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   while (true) {
     const ssize_t n = read(fd.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, absl::StrCat("cannot read ", path));
+    if (n < 0) return ErrnoStatus(errno, absl::StrCat("cannot read ", path));
     if (n == 0) break;
     content.append(buf, static_cast<size_t>(n));
     if (content.size() > kMaxFileSize) {
@@ -121,23 +108,24 @@ class TempFile {
     std::string tmpl = absl::StrCat(final_path, ".tmp.XXXXXX");
     Fd fd(mkstemp(tmpl.data()));
     if (fd.get() < 0) {
-      return ErrnoError(
+      return ErrnoStatus(
           errno, absl::StrCat("cannot create a file beside ", final_path));
     }
     path_ = tmpl;
     if (fchmod(fd.get(), mode) != 0) {
-      return ErrnoError(errno, absl::StrCat("cannot chmod ", path_));
+      return ErrnoStatus(errno, absl::StrCat("cannot chmod ", path_));
     }
     size_t off = 0;
     while (off < content.size()) {
       const ssize_t n =
           write(fd.get(), content.data() + off, content.size() - off);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ErrnoError(errno, absl::StrCat("cannot write ", path_));
+      if (n < 0)
+        return ErrnoStatus(errno, absl::StrCat("cannot write ", path_));
       off += static_cast<size_t>(n);
     }
     if (fsync(fd.get()) != 0 || fd.Close() != 0) {
-      return ErrnoError(errno, absl::StrCat("cannot write ", path_));
+      return ErrnoStatus(errno, absl::StrCat("cannot write ", path_));
     }
     return absl::OkStatus();
   }
@@ -153,7 +141,7 @@ class TempFile {
                          " appeared while the CA was being created (another "
                          "process creating it?); try again"));
       }
-      return ErrnoError(err, absl::StrCat("cannot create ", final_path));
+      return ErrnoStatus(err, absl::StrCat("cannot create ", final_path));
     }
     return absl::OkStatus();
   }
@@ -165,7 +153,7 @@ class TempFile {
 absl::Status SyncDir(const std::string& dir) {
   Fd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0 || fsync(fd.get()) != 0) {
-    return ErrnoError(errno, absl::StrCat("cannot sync directory ", dir));
+    return ErrnoStatus(errno, absl::StrCat("cannot sync directory ", dir));
   }
   return absl::OkStatus();
 }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/openssl_ptr.h"
 #include "common/pki.h"
 #include "common/pki_internal.h"
 #include "common/status_macros.h"
@@ -25,18 +26,6 @@ using internal::GetTime;
 using internal::Internal;
 using internal::X509Ptr;
 
-struct NamesFree {
-  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
-struct BnFree {
-  void operator()(BIGNUM* b) const { BN_free(b); }
-};
-struct StoreFree {
-  void operator()(X509_STORE* s) const { X509_STORE_free(s); }
-};
-struct StoreCtxFree {
-  void operator()(X509_STORE_CTX* c) const { X509_STORE_CTX_free(c); }
-};
 // Frees the stack only: its certificates are borrowed.
 struct ChainFree {
   void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }
@@ -68,8 +57,9 @@ absl::StatusOr<CertificateInfo> Inspect(const std::string& cert_pem) {
                             static_cast<size_t>(len));
     OPENSSL_free(utf8);
   }
-  std::unique_ptr<GENERAL_NAMES, NamesFree> names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
+  OpenSslPtr<GENERAL_NAMES, GENERAL_NAMES_free> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(
+          cert.get(), NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names.get());
        ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
@@ -98,7 +88,7 @@ absl::StatusOr<CertificateInfo> Inspect(const std::string& cert_pem) {
   const uint32_t xku = X509_get_extended_key_usage(cert.get());
   info.server_auth = (xku & XKU_SSL_SERVER) != 0;
   info.client_auth = (xku & XKU_SSL_CLIENT) != 0;
-  std::unique_ptr<BIGNUM, BnFree> serial(
+  OpenSslPtr<BIGNUM, BN_free> serial(
       ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
   if (serial == nullptr) return Internal("read the serial number");
   char* hex = BN_bn2hex(serial.get());
@@ -120,9 +110,9 @@ absl::Status Verify(const std::string& ca_bundle_pem,
   if (now == absl::InfinitePast() || now == absl::InfiniteFuture()) {
     return absl::InvalidArgumentError("cannot verify at an infinite time");
   }
-  std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
+  OpenSslPtr<X509_STORE, X509_STORE_free> store(X509_STORE_new());
   std::unique_ptr<STACK_OF(X509), ChainFree> untrusted(sk_X509_new_null());
-  std::unique_ptr<X509_STORE_CTX, StoreCtxFree> ctx(X509_STORE_CTX_new());
+  OpenSslPtr<X509_STORE_CTX, X509_STORE_CTX_free> ctx(X509_STORE_CTX_new());
   if (store == nullptr || untrusted == nullptr || ctx == nullptr) {
     return Internal("set up verification");
   }

@@ -16,7 +16,6 @@
 #include "openssl/evp.h"
 
 namespace varan {
-namespace {
 
 absl::Status ErrnoStatus(int err, absl::string_view what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
@@ -30,8 +29,6 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
       return absl::InternalError(msg);
   }
 }
-
-}  // namespace
 
 std::string GenerateSecret() {
   unsigned char buf[32];

@@ -14,6 +14,10 @@
 
 namespace varan {
 
+// "`what`: <strerror(err)>" as NOT_FOUND (ENOENT), PERMISSION_DENIED (EACCES,
+// EPERM) or INTERNAL (anything else), for file operations.
+absl::Status ErrnoStatus(int err, absl::string_view what);
+
 // 32 random bytes from the kernel, as 64 lowercase hex characters.
 std::string GenerateSecret();
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/openssl_ptr.h"
 #include "common/secrets.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -51,22 +52,12 @@ std::string OpenSslError() {
   return buf;
 }
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-
 // The certificates in `pem` (at least one), or an error naming `path`.
-absl::StatusOr<std::vector<std::unique_ptr<X509, X509Free>>> ParseCerts(
-    const std::string& pem, const std::string& path, const std::string& what) {
-  std::unique_ptr<BIO, BioFree> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  std::vector<std::unique_ptr<X509, X509Free>> out;
+absl::StatusOr<std::vector<X509Ptr>> ParseCerts(const std::string& pem,
+                                                const std::string& path,
+                                                const std::string& what) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::vector<X509Ptr> out;
   while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
     out.emplace_back(x);
   }
@@ -80,17 +71,17 @@ absl::StatusOr<std::vector<std::unique_ptr<X509, X509Free>>> ParseCerts(
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<EVP_PKEY, PkeyFree>> ParseKey(
-    const std::string& pem, const std::string& path, const std::string& what) {
-  std::unique_ptr<BIO, BioFree> bio(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+absl::StatusOr<PkeyPtr> ParseKey(const std::string& pem,
+                                 const std::string& path,
+                                 const std::string& what) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
   if (key == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": ", path, " holds no usable PEM private key (",
                      OpenSslError(), "; encrypted keys are not supported)"));
   }
-  return std::unique_ptr<EVP_PKEY, PkeyFree>(key);
+  return PkeyPtr(key);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/openssl_ptr.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "openssl/x509v3.h"
@@ -27,20 +28,17 @@ using pki_testing::Message;
 using pki_testing::NewCa;
 using pki_testing::ParseCert;
 using pki_testing::ParseKey;
-using pki_testing::PkeyPtr;
 using pki_testing::Profile;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
+using ::varan::PkeyPtr;
 
-struct ReqFree {
-  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
-};
-using ReqPtr = std::unique_ptr<X509_REQ, ReqFree>;
+using ReqPtr = OpenSslPtr<X509_REQ, X509_REQ_free>;
 
 std::string ReqPem(X509_REQ* req) {
-  std::unique_ptr<BIO, pki_testing::BioFree> bio(BIO_new(BIO_s_mem()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
   EXPECT_EQ(PEM_write_bio_X509_REQ(bio.get(), req), 1);
   BUF_MEM* mem = nullptr;
   BIO_get_mem_ptr(bio.get(), &mem);

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/openssl_ptr.h"
 #include "common/pki.h"
 #include "gtest/gtest.h"
 #include "openssl/bio.h"
@@ -19,26 +20,13 @@ namespace varan::pki::pki_testing {
 // 2026-01-01 00:00:00 UTC: tests use fixed times, not the wall clock.
 inline const absl::Time kNow = absl::FromUnixSeconds(1767225600);
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
 // As std::string, so gMock prints it as text on failure.
 inline std::string Message(const absl::Status& s) {
   return std::string(s.message());
 }
 
-inline std::unique_ptr<BIO, BioFree> ReadBio(const std::string& pem) {
-  return std::unique_ptr<BIO, BioFree>(
-      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+inline BioPtr ReadBio(const std::string& pem) {
+  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
 inline X509Ptr ParseCert(const std::string& pem) {
