@@ -45,20 +45,34 @@ const int SqliteStore::kSchemaVersion = sqlite::kSchemaVersion;
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(
     const std::string& path, SqliteStoreOptions options) {
+  // Before the database is touched: a second core would otherwise migrate
+  // it, prune it and time out on its writes while the first one runs.
+  pid_t holder = 0;
+  auto lock = FileLock::Acquire(path + ".lock", &holder);
+  if (absl::IsFailedPrecondition(lock.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is in use by another varan-core (",
+        holder > 0 ? absl::StrCat("process ", holder) : "another process",
+        "): one SQLite database serves one core at a time; stop that core, "
+        "or give this one a data directory of its own"));
+  }
+  if (!lock.ok()) return lock.status();
   VARAN_ASSIGN_OR_RETURN(
       sqlite::Connections conns,
       sqlite::OpenDatabase(path, options.busy_timeout, options.max_size_bytes));
-  return std::unique_ptr<SqliteStore>(new SqliteStore(path, std::move(options),
-                                                      std::move(conns.writer),
-                                                      std::move(conns.reader)));
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(path, std::move(options), *std::move(lock),
+                      std::move(conns.writer), std::move(conns.reader)));
 }
 
 SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options,
+                         std::unique_ptr<FileLock> lock,
                          std::unique_ptr<sqlite::Db> writer,
                          std::unique_ptr<sqlite::Db> reader)
     : path_(std::move(path)),
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? options_.clock : RealClock::Get()),
+      lock_(std::move(lock)),
       writer_(std::move(writer)),
       reader_(std::move(reader)) {
   const RetentionOptions& r = options_.retention;

@@ -52,6 +52,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/file_lock.h"
 #include "core/store/store.h"
 
 namespace varan::core {
@@ -104,8 +105,11 @@ class SqliteStore final : public Store {
 
   // Opens (creating if missing, with mode 0600) the database at `path`,
   // checks it (PRAGMA quick_check), applies pending migrations and starts
-  // the writer thread. The parent directory must exist. Errors, each naming
+  // the writer thread, holding a lock on `path`.lock (common/file_lock.h)
+  // while open. The parent directory must exist. Errors, each naming
   // `path`:
+  //  * FAILED_PRECONDITION: another process (another varan-core, with its
+  //    pid) or another SqliteStore in this one has the database open.
   //  * DATA_LOSS: the file is not a valid database, or fails its integrity
   //    check. The file is left as it is.
   //  * FAILED_PRECONDITION: the schema is newer than this binary supports.
@@ -168,6 +172,7 @@ class SqliteStore final : public Store {
 
  private:
   SqliteStore(std::string path, SqliteStoreOptions options,
+              std::unique_ptr<FileLock> lock,
               std::unique_ptr<sqlite::Db> writer,
               std::unique_ptr<sqlite::Db> reader);
 
@@ -187,6 +192,9 @@ class SqliteStore final : public Store {
   const std::string path_;
   const SqliteStoreOptions options_;
   const Clock* const clock_;
+  // <path>.lock, held while the store is open (declared before the
+  // connections, so released after they close).
+  const std::unique_ptr<FileLock> lock_;
 
   // Used by the writer thread only (and by Open before it starts).
   const std::unique_ptr<sqlite::Db> writer_;

@@ -102,6 +102,40 @@ TEST(ListenTest, SecondDaemonOnSamePortFailsClearly) {
   EXPECT_EQ(first.Stop(), 0);
 }
 
+// Two cores on one data directory would share its SQLite database: the
+// second is refused at start, in one line naming the first one's pid; once
+// the first is gone (even by kill -9), a new core starts on it.
+TEST(ListenTest, SecondCoreOnTheSameDataDirectoryIsRefused) {
+  TempDir dir;
+  Daemon first(CoreArgs(dir, absl::StrCat("[::]:", FreePort())),
+               dir.File("log"));
+  first.Start();
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(first.Log(), "listening on");
+  })) << first.Log();
+
+  RunResult second = RunProgram(
+      CoreArgs(dir, absl::StrCat("[::]:", FreePort())), {}, absl::Seconds(15));
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_THAT(second.err,
+              HasSubstr(absl::StrCat(dir.File("core"),
+                                     "/core.db is in use by another "
+                                     "varan-core (process ",
+                                     first.pid(), ")")));
+  // The error is the last line, and one line.
+  EXPECT_THAT(second.err, ::testing::EndsWith("a data directory of its own\n"));
+  EXPECT_THAT(first.Log(), Not(HasSubstr("error")));
+
+  EXPECT_EQ(first.Stop(SIGKILL), 128 + SIGKILL);
+  Daemon third(CoreArgs(dir, absl::StrCat("[::]:", FreePort())),
+               dir.File("log3"));
+  third.Start();
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(third.Log(), "listening on");
+  })) << third.Log();
+  EXPECT_EQ(third.Stop(), 0);
+}
+
 TEST(ListenTest, BadInputGetsOneClearLine) {
   TempDir dir;
   WriteFile(dir.File("bad.toml"), "listen = [\"[::]:1\"]\nno_such_flag = 3\n");

@@ -464,6 +464,27 @@ TEST_F(SqliteStoreTest, FilesArePrivate) {
   }
 }
 
+// One database, one core: a second store on it (in this process here; the
+// lock is the kernel's, so another process is refused alike) is refused
+// while the first is open, naming who has it, and opens once it closed.
+TEST_F(SqliteStoreTest, ASecondStoreOnTheSameDatabaseIsRefused) {
+  auto first = OpenStore();
+  ASSERT_NE(first, nullptr);
+  CreateAll(*first, {MakeJob(JobId(1), kSucceeded, kT0)});
+  auto second = SqliteStore::Open(path_, {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(),
+              HasSubstr(absl::StrCat(path_,
+                                     " is in use by another varan-core "
+                                     "(process ",
+                                     getpid(), ")")));
+  first.reset();
+  auto third = SqliteStore::Open(path_, {});
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_TRUE((*third)->LoadJob(JobId(1)).ok());
+}
+
 TEST_F(SqliteStoreTest, ReopenKeepsSchemaVersionAndWal) {
   { ASSERT_NE(OpenStore(), nullptr); }
   { ASSERT_NE(OpenStore(), nullptr); }
