@@ -110,6 +110,12 @@ class Job {
   // omitted_bytes; no previews) with *_uncaptured_bytes = omitted_bytes.
   // JobTarget.stdout/stderr are always empty.
   varan::v1::Job Snapshot() const;
+  // Waits, at most `timeout`, until the output of every final target is
+  // committed to the store (a target's last bytes are written when it
+  // ends, a moment after its `finished` event), so that reads of the
+  // stored output (GetJob's previews) agree with its state. False on
+  // timeout.
+  bool AwaitFinalOutputStored(absl::Duration timeout) const;
   // The target named `name` is final (false for an unknown name).
   bool TargetFinal(const std::string& name) const;
   bool finished() const;
@@ -269,6 +275,8 @@ class Job {
   // No output buffered: everything is handed to the store, whose writes
   // commit in call order, so a FinishJob called now commits after it.
   bool OutputIdleLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // No final target has output buffered or an append in flight.
+  bool FinalOutputStoredLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // An output append committed.
   void OutputCommitted(size_t target, size_t stream);
   // Evicts output events while the window is over its size and the pacer

@@ -187,6 +187,24 @@ bool Job::OutputIdleLocked() const {
   return true;
 }
 
+bool Job::FinalOutputStoredLocked() const {
+  for (size_t t = 0; t < target_count_; ++t) {
+    if (!FinalLocked(t)) continue;
+    for (const Stream& st : streams_[t]) {
+      if (st.in_flight || !st.head_buf.empty() || !st.tail.empty()) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+bool Job::AwaitFinalOutputStored(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(this, &Job::FinalOutputStoredLocked), timeout);
+}
+
 void Job::EvictLocked() {
   while (window_bytes_ > limits_.live_window_bytes && !window_.empty()) {
     const uint64_t seq = window_.front();

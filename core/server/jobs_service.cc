@@ -224,6 +224,7 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::Exec(
   }
   auto job = dispatcher_->Dispatch(*request, caller.name);
   if (!job.ok()) {
+    AddRetryAfterTrailer(job.status(), context);
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
   AuditDispatch(caller, (*job)->id(), (*job)->Snapshot().targets().size(),
@@ -256,6 +257,10 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
                        [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
                          auto job = dispatcher_->Find(request->job_id());
                          if (!job.ok()) return job.status();
+                         // Previews of finished targets show all they wrote.
+                         if (request->preview_bytes() > 0) {
+                           (*job)->AwaitFinalOutputStored(absl::Seconds(2));
+                         }
                          return GetJobAnswer((*job)->Snapshot(), *request,
                                              dispatcher_->store());
                        });

@@ -114,6 +114,27 @@ TEST_F(JobOutputTest, EvictedOutputBecomesMergedGapsWithOffsets) {
   EXPECT_EQ(Stored("a"), "aaaAAAxy");
 }
 
+// A target's last bytes are stored when it ends, a moment after its
+// `finished` event; GetJob waits for them (AwaitFinalOutputStored) so that
+// its previews agree with the state it shows.
+TEST_F(JobOutputTest, AwaitFinalOutputStoredWaitsForTheLastAppend) {
+  auto job = MakeJob({"a"}, {});
+  ASSERT_TRUE(store_.Sync().ok());
+  // Hold the store's callback thread: later commits wait behind it.
+  absl::Notification release;
+  varan::v1::Job other;
+  other.set_id("job-2");
+  store_.CreateJob(other,
+                   [&](const absl::Status&) { release.WaitForNotification(); });
+  job->OnExecuteEvent(0, Chunk(0, "last words\n"));
+  job->OnExecuteEvent(0, Exited());
+  ASSERT_TRUE(job->finished());
+  EXPECT_FALSE(job->AwaitFinalOutputStored(absl::Milliseconds(50)));
+  release.Notify();
+  EXPECT_TRUE(job->AwaitFinalOutputStored(absl::Seconds(10)));
+  EXPECT_EQ(Stored("a"), "last words\n");
+}
+
 TEST_F(JobOutputTest, AdjacentEvictionsOfOneStreamMergeIntoOneMissedRange) {
   auto job = MakeJob({"a"}, {.live_window_bytes = 1});
   for (int i = 0; i < 100; ++i) job->OnExecuteEvent(0, Chunk(i * 2, "zz"));
