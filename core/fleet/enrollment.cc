@@ -31,6 +31,14 @@ absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
     return absl::UnauthenticatedError(join_token.status().message());
   }
   const bool tunnel = connection == varan::v1::CONNECTION_TUNNEL;
+  // A new periphery is new work for the store (checked before it takes a
+  // handshake slot); one registered already keeps its heartbeats and tunnel
+  // whatever the store's backlog.
+  if (absl::Status behind = dispatcher_->store()->CheckBacklog();
+      !behind.ok()) {
+    tokens_->ReleaseJoin(*join_token);
+    return behind;
+  }
   if (absl::Status shed =
           Admit(tunnel ? "registration (tunnel)" : "registration");
       !shed.ok()) {

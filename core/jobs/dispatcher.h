@@ -104,7 +104,8 @@ class Dispatcher : private TargetRun::Owner {
   // empty) runs with the commit's status — a failed commit fails every
   // target. Errors: INVALID_ARGUMENT (selector, spec), NOT_FOUND (named
   // periphery), FAILED_PRECONDITION (no match and !allow_no_targets),
-  // UNAVAILABLE (shutting down).
+  // UNAVAILABLE (shutting down), RESOURCE_EXHAUSTED with a retry-after hint
+  // (the store is behind: Store::CheckBacklog; nothing is created).
   absl::StatusOr<std::shared_ptr<Job>> Dispatch(
       const varan::v1::DispatchRequest& request, const std::string& created_by,
       CommitCallback on_committed = {});

@@ -23,6 +23,8 @@ absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Dispatch(
                      request.target().selector(), "\", names [",
                      absl::StrJoin(request.target().names(), ", "), "])"));
   }
+  // Refused before anything is written: the store is behind.
+  if (absl::Status s = store_->CheckBacklog(); !s.ok()) return s;
   varan::v1::Job record;
   record.set_id(NewJobId());
   record.set_created_by(created_by);

@@ -37,8 +37,10 @@ grpc::ServerUnaryReactor* OperatorAsync(const Authenticator* auth,
     return Done(context, s);
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  call(caller, [reactor, response](absl::StatusOr<Response> result) {
+  call(caller, [context, reactor, response](absl::StatusOr<Response> result) {
     if (!result.ok()) {
+      // A status refusing work for now says when to try again.
+      AddRetryAfterTrailer(result.status(), context);
       reactor->Finish(ToGrpcStatus(result.status()));
       return;
     }

@@ -378,6 +378,16 @@ absl::StatusOr<JobPage> MemoryStore::ListJobs(const JobQuery& query) {
 
 // --- Sync and retention ----------------------------------------------------
 
+absl::Status MemoryStore::CheckBacklog() {
+  absl::MutexLock lock(&mu_);
+  return backlog_;
+}
+
+void MemoryStore::SetBacklog(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  backlog_ = std::move(status);
+}
+
 absl::Status MemoryStore::Sync() {
   if (OnStoreThread()) {
     return absl::FailedPreconditionError(

@@ -78,7 +78,12 @@ class MemoryStore final : public Store {
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
   absl::Status Sync() override;
+  absl::Status CheckBacklog() override;
   absl::StatusOr<uint64_t> PruneNow() override;
+
+  // What CheckBacklog answers from now on (OK at first): this store commits
+  // at once, so tests of the callers set a backlog by hand.
+  void SetBacklog(absl::Status status);
 
  private:
   // One stream's stored output: its state and its rows by stream offset
@@ -132,6 +137,7 @@ class MemoryStore final : public Store {
   std::map<std::string, JobRow> jobs_ ABSL_GUARDED_BY(mu_);
   // First failed write since the last Sync.
   absl::Status unsynced_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status backlog_ ABSL_GUARDED_BY(mu_);
   // Callbacks and Sync markers, in commit order, for the store thread.
   std::deque<std::function<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
   absl::Time next_prune_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();

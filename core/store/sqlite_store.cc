@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/grpc_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/time_util.h"
@@ -125,6 +126,7 @@ bool SqliteStore::Enqueue(sqlite::Op op) {
     absl::MutexLock lock(&mu_);
     if (!closed_) {
       queue_.push_back(std::move(op));
+      ++pending_;
       return true;
     }
   }
@@ -225,6 +227,21 @@ void SqliteStore::AppendOutput(const OutputKey& key, uint64_t offset,
   Enqueue(std::move(op));
 }
 
+absl::Status SqliteStore::CheckBacklog() {
+  size_t pending;
+  {
+    absl::MutexLock lock(&mu_);
+    pending = pending_;
+  }
+  if (pending <= options_.max_pending_writes) return absl::OkStatus();
+  return RetryAfterError(
+      absl::StrCat("core's store is behind: ", pending,
+                   " writes wait for the disk (more than ",
+                   options_.max_pending_writes,
+                   "); new work is refused until they are written"),
+      absl::Seconds(1));
+}
+
 absl::Status SqliteStore::Sync() {
   if (std::this_thread::get_id() == writer_thread_.get_id() ||
       std::this_thread::get_id() == completer_thread_.get_id()) {
@@ -283,6 +300,10 @@ void SqliteStore::WriterLoop() {
     }
     if (!batch.empty()) {
       ExecuteBatch(batch);
+      {
+        absl::MutexLock lock(&mu_);
+        pending_ -= batch.size();
+      }
       batch.clear();
     }
     if (prune_ == nullptr && absl::Now() >= next_prune_) StartPrune(nullptr);

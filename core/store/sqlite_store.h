@@ -93,6 +93,11 @@ struct SqliteStoreOptions {
   // that would grow it further fails with RESOURCE_EXHAUSTED. Zero: no
   // bound beyond the disk.
   uint64_t max_size_bytes = 0;
+  // Writes waiting for their commit (queued or in the transaction being
+  // written) beyond which CheckBacklog answers RESOURCE_EXHAUSTED. About
+  // 15 s of writes at this machine's full rate (6,000 jobs/s, two writes
+  // each), a few hundred MB at most.
+  size_t max_pending_writes = 200000;
   // Time source for retention's max_age; null means the wall clock. The
   // retention interval itself always runs on the wall clock.
   const Clock* clock = nullptr;
@@ -165,6 +170,9 @@ class SqliteStore final : public Store {
   // From a commit callback (the completer thread) this returns
   // FAILED_PRECONDITION instead of deadlocking.
   absl::Status Sync() override;
+  // RESOURCE_EXHAUSTED (retry after 1 s) while more than
+  // options.max_pending_writes writes wait for their commit.
+  absl::Status CheckBacklog() override;
 
   // Retention in transactions of at most `options.prune_batch_jobs` jobs,
   // with the limits of `options.retention`.
@@ -209,6 +217,8 @@ class SqliteStore final : public Store {
   absl::Mutex mu_;
   // std::vector, not std::deque: the ops are incomplete here.
   std::vector<sqlite::Op> queue_ ABSL_GUARDED_BY(mu_);
+  // Ops queued or in the batch being executed.
+  size_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   // Set when the writer has exited; later writes are dropped with an error.
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

@@ -313,6 +313,14 @@ class Store {
   // (reported once). From a commit callback: FAILED_PRECONDITION at once.
   virtual absl::Status Sync() = 0;
 
+  // Whether the store keeps up with its writes. OK, or RESOURCE_EXHAUSTED
+  // with a retry-after hint (common/grpc_util.h) while more writes wait for
+  // their commit than the backend takes (a slow disk or database): callers
+  // refuse new work with it (a new job, a new registration) instead of
+  // queueing more. Writes themselves are never refused for it, so the work
+  // already admitted (running jobs, heartbeats) goes on.
+  virtual absl::Status CheckBacklog() = 0;
+
   // Runs retention now, to completion, and waits for it: the writes called
   // before it are committed first. Returns the number of jobs deleted.
   // Works whether or not periodic retention is enabled, with the store's

@@ -46,10 +46,8 @@ class EnrollmentTest : public ::testing::Test {
  protected:
   EnrollmentTest()
       : tokens_(&clock_, &store_),
-        fleet_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3},
-               &store_),
-        dispatcher_(&fleet_, &links_, &store_, &clock_,
-                    DispatcherOptions{}),
+        fleet_(&clock_, FleetOptions{kInterval, /*ttl_intervals=*/3}, &store_),
+        dispatcher_(&fleet_, &links_, &store_, &clock_, DispatcherOptions{}),
         guard_(&clock_, GuardOptions()),
         admission_(&clock_, SlowAdmission()),
         enrollment_(&tokens_, &fleet_, &dispatcher_, &guard_, &admission_) {}
@@ -181,6 +179,43 @@ TEST_F(EnrollmentTest, ShedRegistrationsGetAHintAndKeepTheirJoinTokenUse) {
   clock_.Advance(*hint);
   EXPECT_TRUE(Register(secret, "web-3").ok());
   EXPECT_EQ(JoinUses(), 3u);
+}
+
+// A store that is behind (Store::CheckBacklog) refuses new work with its
+// retry hint, before anything is written: a new periphery (its join token
+// use given back) and a new job. A periphery already registered keeps
+// heartbeating. Once the store caught up, both are taken.
+TEST_F(EnrollmentTest, AStoreThatIsBehindRefusesNewWorkWithAHint) {
+  const Enrollment::Admitted known = MustJoin("web-1");
+  const std::string secret = NewJoinToken(/*max_uses=*/1);
+  store_.SetBacklog(
+      RetryAfterError("core's store is behind", absl::Seconds(1)));
+
+  auto refused = Register(secret, "web-2");
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("store is behind"));
+  EXPECT_EQ(RetryAfter(refused.status()), absl::Seconds(1));
+  EXPECT_FALSE(fleet_.Get("web-2").ok());
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(known.periphery_id);
+  EXPECT_TRUE(enrollment_.Heartbeat(known.credential, kPeer, beat).ok());
+
+  varan::v1::DispatchRequest job;
+  job.mutable_target()->add_names("web-1");
+  job.mutable_spec()->add_argv("true");
+  auto dispatched = dispatcher_.Dispatch(job, "tester");
+  ASSERT_EQ(dispatched.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfter(dispatched.status()), absl::Seconds(1));
+  ASSERT_TRUE(store_.Sync().ok());
+  JobQuery all;
+  all.limit = 10;
+  auto listed = store_.ListJobs(all);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->jobs.empty());
+
+  store_.SetBacklog(absl::OkStatus());
+  EXPECT_TRUE(Register(secret, "web-2").ok());
+  EXPECT_TRUE(dispatcher_.Dispatch(job, "tester").ok());
 }
 
 TEST_F(EnrollmentTest, ATunnelRegistrationIsRecordedAsTunnel) {

@@ -31,6 +31,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/grpc_util.h"
 #include "common/time_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -483,6 +484,40 @@ TEST_F(SqliteStoreTest, ASecondStoreOnTheSameDatabaseIsRefused) {
   auto third = SqliteStore::Open(path_, {});
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_TRUE((*third)->LoadJob(JobId(1)).ok());
+}
+
+// A writer held up (here by another connection holding the write lock, as
+// a slow disk would) lets writes pile up: past max_pending_writes,
+// CheckBacklog refuses new work with a retry hint; once they are written,
+// it is OK again. No write is refused or lost for it.
+TEST_F(SqliteStoreTest, WritesPilingUpBehindASlowWriterAreABacklog) {
+  SqliteStoreOptions options;
+  options.max_pending_writes = 5;
+  options.busy_timeout = absl::Seconds(30);
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->CheckBacklog().ok());
+
+  sqlite3* blocker = nullptr;
+  ASSERT_EQ(
+      sqlite3_open_v2(path_.c_str(), &blocker, SQLITE_OPEN_READWRITE, nullptr),
+      SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  for (int i = 0; i < 10; ++i) {
+    store->CreateJob(MakeJob(JobId(i), kRunning, kT0), nullptr);
+  }
+  const absl::Status behind = store->CheckBacklog();
+  EXPECT_EQ(behind.code(), absl::StatusCode::kResourceExhausted) << behind;
+  EXPECT_THAT(behind.message(), HasSubstr("10 writes wait for the disk"));
+  EXPECT_EQ(RetryAfter(behind), absl::Seconds(1));
+
+  ASSERT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(blocker);
+  ASSERT_TRUE(store->Sync().ok());
+  EXPECT_TRUE(store->CheckBacklog().ok());
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(store->LoadJob(JobId(i)).ok()) << i;
 }
 
 TEST_F(SqliteStoreTest, ReopenKeepsSchemaVersionAndWal) {
