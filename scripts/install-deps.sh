@@ -21,6 +21,9 @@ PACKAGES+=(systemd)
 # tinyproxy is the HTTP CONNECT proxy between a periphery and core in
 # tests/integration/network_test.cc.
 PACKAGES+=(tinyproxy)
+# PostgreSQL 15 and libpq: the tests start a real server of their own
+# (tests/postgres/); the PostgreSQL store (#19) links libpq.
+PACKAGES+=(postgresql-15 libpq-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,0 +1,99 @@
+#include "tests/postgres/test_postgres.h"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace varan::testing {
+namespace {
+
+constexpr char kBin[] = "/usr/lib/postgresql/15/bin/";
+
+}  // namespace
+
+TestPostgres::TestPostgres() {
+  if (geteuid() != 0) return;
+  const passwd* pw = getpwnam("postgres");
+  if (pw == nullptr) return;  // Start() says so
+  as_postgres_ = true;
+  // The server's user owns its directory (TempDir makes it 0700).
+  if (chown(dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+    as_postgres_ = false;
+  }
+}
+
+TestPostgres::~TestPostgres() { Stop(); }
+
+std::vector<std::string> TestPostgres::AsServerUser(
+    std::vector<std::string> argv) const {
+  if (!as_postgres_) return argv;
+  std::vector<std::string> out = {"/usr/bin/setpriv", "--reuid=postgres",
+                                  "--regid=postgres", "--init-groups", "--"};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+absl::Status TestPostgres::Start() {
+  if (geteuid() == 0 && !as_postgres_) {
+    return absl::FailedPreconditionError(
+        "running as root, but there is no usable `postgres` user to run "
+        "PostgreSQL as (Debian's postgresql-15 creates it)");
+  }
+  if (!initialized_) {
+    RunResult init = RunProgram(
+        AsServerUser({absl::StrCat(kBin, "initdb"), "-D", dir_.File("data"),
+                      "-U", "varan", "--auth=trust", "-E", "UTF8"}),
+        {}, absl::Seconds(60));
+    if (init.exit_code != 0) {
+      return absl::InternalError(absl::StrCat(
+          "initdb failed (exit ", init.exit_code, "): ", init.err, init.out));
+    }
+    initialized_ = true;
+  }
+  if (port_ == 0) port_ = FreePort();
+  server_ = std::make_unique<Daemon>(
+      AsServerUser({absl::StrCat(kBin, "postgres"), "-D", dir_.File("data"),
+                    "-p", absl::StrCat(port_), "-c",
+                    "listen_addresses=127.0.0.1", "-c",
+                    absl::StrCat("unix_socket_directories=", dir_.path())}),
+      dir_.File(absl::StrCat("server-", port_, ".log")));
+  server_->Start();
+  const std::vector<std::string> ready = {absl::StrCat(kBin, "pg_isready"),
+                                          "-q",
+                                          "-h",
+                                          "127.0.0.1",
+                                          "-p",
+                                          absl::StrCat(port_)};
+  if (!WaitFor(
+          [&] {
+            return server_->Running() &&
+                   RunProgram(ready, {}, absl::Seconds(5)).exit_code == 0;
+          },
+          absl::Seconds(30))) {
+    return absl::UnavailableError(absl::StrCat(
+        "PostgreSQL did not accept connections on 127.0.0.1:", port_,
+        "; its log:\n", log()));
+  }
+  return absl::OkStatus();
+}
+
+void TestPostgres::Stop(int sig) {
+  if (server_ == nullptr) return;
+  server_->Stop(sig, absl::Seconds(30));
+  server_.reset();
+}
+
+std::string TestPostgres::url() const {
+  return absl::StrCat("postgresql://varan@127.0.0.1:", port_, "/postgres");
+}
+
+std::string TestPostgres::log() const {
+  return server_ == nullptr ? std::string() : server_->Log();
+}
+
+}  // namespace varan::testing

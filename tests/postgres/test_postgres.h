@@ -1,0 +1,52 @@
+// TestPostgres: a real PostgreSQL 15 server from Debian's postgresql-15,
+// started for a test in a directory of its own, on 127.0.0.1 and a free
+// port, and removed again (#19: the store contract and the scale-out tests
+// run against it; no mock).
+//
+// initdb and the server run as the unprivileged `postgres` user Debian's
+// package creates when this process is root (PostgreSQL refuses to run as
+// root; CI runs as root), as this process's user otherwise. setpriv(1)
+// switches user and then execs, so the server's pid is the one signalled.
+// Authentication is `trust` on loopback for the role `varan`: nothing but
+// this machine's own tests can reach the port.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "tests/integration/daemons.h"
+
+namespace varan::testing {
+
+class TestPostgres {
+ public:
+  TestPostgres();
+  ~TestPostgres();  // stops the server, removes its directory
+
+  // initdb (once) and start; returns once it accepts connections, or an
+  // error naming what failed, with its log.
+  absl::Status Start();
+  // Stops the server (SIGINT: PostgreSQL's fast shutdown; SIGKILL to
+  // crash it) and waits for it.
+  void Stop(int sig = 2);
+
+  uint16_t port() const { return port_; }
+  // "postgresql://varan@127.0.0.1:PORT/postgres".
+  std::string url() const;
+  std::string log() const;
+
+ private:
+  // `argv` as the server's user.
+  std::vector<std::string> AsServerUser(std::vector<std::string> argv) const;
+
+  TempDir dir_;
+  bool as_postgres_ = false;
+  bool initialized_ = false;
+  uint16_t port_ = 0;
+  std::unique_ptr<Daemon> server_;
+};
+
+}  // namespace varan::testing
