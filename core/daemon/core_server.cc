@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   SqliteStoreOptions store_options;
   store_options.retention.max_age = config.retention_age;
   store_options.retention.max_jobs = config.retention_jobs;
+  store_options.max_pending_writes = config.max_pending_writes;
   auto store = SqliteStore::Open(dir + "/core.db", store_options);
   if (!store.ok()) return store.status();
   p->store = *std::move(store);

@@ -60,6 +60,8 @@ struct CoreConfig {
   // --retention-days (zero: keep) and --retention-jobs (0: keep).
   absl::Duration retention_age = absl::Hours(24 * 30);
   uint64_t retention_jobs = 100000;
+  // --max-pending-writes: the store's backlog bound (Store::CheckBacklog).
+  uint64_t max_pending_writes = 200000;
   // --output-head / --output-tail: output bytes stored of the start and the
   // end of each target's stream (--capture-limit maps onto them).
   uint64_t output_head = 1 << 20;

@@ -54,6 +54,12 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "Beyond this many jobs the oldest finished ones are deleted; "
                  "0 keeps them")
       ->capture_default_str();
+  app.add_option("--max-pending-writes", flags->max_pending_writes,
+                 "Writes waiting for the database beyond which new jobs and "
+                 "new registrations are refused (RESOURCE_EXHAUSTED, retry "
+                 "hint) until the store catches up")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
   auto* head = app.add_option("--output-head", flags->output_head,
                               "Bytes stored of the start of each target's "
                               "stdout and stderr (a job may say otherwise)")
@@ -122,6 +128,7 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.retention_age =
       absl::Seconds(static_cast<int64_t>(flags.retention_days * 86400));
   c.retention_jobs = flags.retention_jobs;
+  c.max_pending_writes = flags.max_pending_writes;
   c.output_head = flags.output_head;
   c.output_tail = flags.output_tail;
   if (flags.capture_limit > 0) {

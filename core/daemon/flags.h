@@ -24,6 +24,7 @@ struct CoreFlags {
   double restart_grace_seconds = 0;
   double retention_days = 30;
   uint64_t retention_jobs = 100000;
+  uint64_t max_pending_writes = 200000;
   uint64_t output_head = 1 << 20;
   uint64_t output_tail = 3 << 20;
   // Deprecated alias: when set (non-zero), head = 1/4, tail = the rest,

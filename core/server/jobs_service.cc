@@ -201,6 +201,7 @@ grpc::ServerUnaryReactor* JobsService::Dispatch(
         pending->Arrive(&error);
       });
   if (!job.ok()) {
+    AddRetryAfterTrailer(job.status(), context);
     pending->reactor->Finish(ToGrpcStatus(job.status()));
     return pending->reactor;
   }

@@ -3,6 +3,7 @@
 // mid-job, a periphery killed mid-job, and core killed with kill -9 mid-job
 // and restarted.
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -11,6 +12,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -457,6 +459,70 @@ TEST_F(JobsTest, WatchOfAFinishedJobAfterARestartShowsItsOutput) {
   EXPECT_EQ(watch.exit_code, 0) << watch.err;
   EXPECT_EQ(Count(watch.out, "stored-out\n"), 1u) << watch.out;
   EXPECT_EQ(Count(watch.err, "stored-err\n"), 1u) << watch.err;
+}
+
+// A core whose database is held up (another connection holds its write
+// lock, as a stalled disk would) refuses new jobs once more writes wait
+// than --max-pending-writes, with the varan-retry-after-ms hint, and no
+// job it accepted is lost: once the database moves again they all finish.
+TEST(StoreBacklogTest, AStalledDatabaseRefusesNewJobsWithAHint) {
+  TestFleet fleet({"--max-pending-writes", "1"});
+  fleet.StartCore();
+  fleet.StartPeriphery("p1");
+  varan::v1::DispatchRequest req;
+  req.mutable_target()->add_names("p1");
+  req.mutable_spec()->add_argv("true");
+
+  sqlite3* blocker = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(fleet.dir().File("core/core.db").c_str(), &blocker,
+                            SQLITE_OPEN_READWRITE, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  // Two dispatches wait for their commit (or are refused, if other writes
+  // were waiting already): either way at least two writes wait after them.
+  std::vector<absl::StatusOr<varan::v1::DispatchResponse>> waiting(2);
+  std::vector<std::thread> threads;
+  for (auto& result : waiting) {
+    threads.emplace_back(
+        [&fleet, &req, &result] { result = fleet.client()->Dispatch(req); });
+    absl::SleepFor(absl::Milliseconds(150));
+  }
+  auto stub = varan::v1::Jobs::NewStub(grpc::CreateChannel(
+      fleet.core_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization",
+                  BearerHeader(std::string(absl::StripTrailingAsciiWhitespace(
+                      ReadFile(fleet.admin_token_file())))));
+  varan::v1::DispatchResponse refused;
+  const grpc::Status s = stub->Dispatch(&ctx, req, &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("core's store is behind"));
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  auto hint = trailers.find(kRetryAfterMetadata);
+  EXPECT_TRUE(hint != trailers.end() &&
+              std::string(hint->second.data(), hint->second.size()) == "1000")
+      << "no varan-retry-after-ms: 1000 in the trailers";
+
+  EXPECT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(blocker);
+  for (auto& t : threads) t.join();
+  for (const auto& result : waiting) {
+    if (!result.ok()) {
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted)
+          << result.status();
+      continue;
+    }
+    EXPECT_EQ(fleet.WaitFinished(result->job_id()).state(),
+              varan::v1::JOB_STATE_SUCCEEDED);
+  }
+  // Caught up: new jobs are taken again.
+  auto again = fleet.client()->Dispatch(req);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(fleet.WaitFinished(again->job_id()).state(),
+            varan::v1::JOB_STATE_SUCCEEDED);
 }
 
 }  // namespace
