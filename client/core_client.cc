@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
 
@@ -11,29 +13,58 @@ namespace varan::client {
 
 absl::StatusOr<std::unique_ptr<CoreClient>> CoreClient::Create(
     ClientOptions options) {
-  auto addr = ParseDialAddress(options.address, 7700);
-  if (!addr.ok()) return addr.status();
-  std::string address = FormatHostPort(*addr);
   auto security = MakeClientSecurity(options.tls);
   if (!security.ok()) {
     return absl::InvalidArgumentError(security.status().message());
   }
   grpc::ChannelArguments args;
   security->Apply(&args);
-  auto channel =
-      grpc::CreateCustomChannel(address, security->credentials, args);
+  std::vector<std::unique_ptr<Endpoint>> endpoints;
+  for (absl::string_view part : absl::StrSplit(options.address, ',')) {
+    auto addr = ParseDialAddress(absl::StripAsciiWhitespace(part), 7700);
+    if (!addr.ok()) return addr.status();
+    auto core = std::make_unique<Endpoint>();
+    core->address = FormatHostPort(*addr);
+    core->channel =
+        grpc::CreateCustomChannel(core->address, security->credentials, args);
+    core->fleet = varan::v1::Fleet::NewStub(core->channel);
+    core->jobs = varan::v1::Jobs::NewStub(core->channel);
+    core->admin = varan::v1::Admin::NewStub(core->channel);
+    endpoints.push_back(std::move(core));
+  }
   return std::unique_ptr<CoreClient>(
-      new CoreClient(std::move(options), address, std::move(channel)));
+      new CoreClient(std::move(options), std::move(endpoints)));
 }
 
-CoreClient::CoreClient(ClientOptions options, std::string address,
-                       std::shared_ptr<grpc::Channel> channel)
-    : options_(std::move(options)),
-      address_(std::move(address)),
-      channel_(std::move(channel)),
-      fleet_(varan::v1::Fleet::NewStub(channel_)),
-      jobs_(varan::v1::Jobs::NewStub(channel_)),
-      admin_(varan::v1::Admin::NewStub(channel_)) {}
+CoreClient::CoreClient(ClientOptions options,
+                       std::vector<std::unique_ptr<Endpoint>> endpoints)
+    : options_(std::move(options)), endpoints_(std::move(endpoints)) {}
+
+const std::string& CoreClient::address() const {
+  return endpoints_[current_.load() % endpoints_.size()]->address;
+}
+
+const CoreClient::Endpoint& CoreClient::Pick() const {
+  const size_t n = endpoints_.size();
+  const size_t last = current_.load() % n;
+  if (n == 1) return *endpoints_[0];
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (last + k) % n;
+    grpc::Channel& channel = *endpoints_[i]->channel;
+    const auto deadline =
+        absl::ToChronoTime(absl::Now() + options_.connect_timeout);
+    grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+    while (state == GRPC_CHANNEL_IDLE || state == GRPC_CHANNEL_CONNECTING) {
+      if (!channel.WaitForStateChange(state, deadline)) break;
+      state = channel.GetState(/*try_to_connect=*/true);
+    }
+    if (state == GRPC_CHANNEL_READY) {
+      current_.store(i);
+      return *endpoints_[i];
+    }
+  }
+  return *endpoints_[last];
+}
 
 void CoreClient::Prepare(grpc::ClientContext* context,
                          bool with_deadline) const {
@@ -45,23 +76,23 @@ void CoreClient::Prepare(grpc::ClientContext* context,
   }
 }
 
-absl::Status CoreClient::Convert(const grpc::Status& status) const {
+absl::Status CoreClient::Convert(const grpc::Status& status,
+                                 const std::string& address) const {
   if (status.ok()) return absl::OkStatus();
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       return absl::UnavailableError(absl::StrCat(
-          "cannot reach core at ", address_, ": ", status.error_message()));
+          "cannot reach core at ", address, ": ", status.error_message()));
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return absl::DeadlineExceededError(
-          absl::StrCat("core at ", address_, " did not answer within ",
+          absl::StrCat("core at ", address, " did not answer within ",
                        absl::FormatDuration(options_.timeout)));
     case grpc::StatusCode::UNAUTHENTICATED:
-      return absl::UnauthenticatedError(
-          absl::StrCat("core at ", address_,
-                       " refused the token: ", status.error_message()));
+      return absl::UnauthenticatedError(absl::StrCat(
+          "core at ", address, " refused the token: ", status.error_message()));
     case grpc::StatusCode::PERMISSION_DENIED:
       return absl::PermissionDeniedError(
-          absl::StrCat("permission denied by core at ", address_, ": ",
+          absl::StrCat("permission denied by core at ", address, ": ",
                        status.error_message()));
     case grpc::StatusCode::OK:
     case grpc::StatusCode::CANCELLED:
@@ -93,7 +124,7 @@ absl::StatusOr<std::vector<varan::v1::Periphery>> CoreClient::ListPeripheries(
   std::vector<varan::v1::Periphery> out;
   while (true) {
     auto resp =
-        Unary(fleet_.get(), &varan::v1::Fleet::Stub::ListPeripheries, req);
+        Unary(&Endpoint::fleet, &varan::v1::Fleet::Stub::ListPeripheries, req);
     if (!resp.ok()) return resp.status();
     for (auto& p : *resp->mutable_peripheries()) out.push_back(std::move(p));
     if (resp->next_page_token().empty()) return out;
@@ -109,32 +140,34 @@ absl::StatusOr<varan::v1::Periphery> CoreClient::GetPeriphery(
     const std::string& name_or_id) {
   varan::v1::GetPeripheryRequest req;
   req.set_name_or_id(name_or_id);
-  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::GetPeriphery, req);
+  return Unary(&Endpoint::fleet, &varan::v1::Fleet::Stub::GetPeriphery, req);
 }
 
 absl::StatusOr<varan::v1::Periphery> CoreClient::RemovePeriphery(
     const std::string& name_or_id) {
   varan::v1::RemovePeripheryRequest req;
   req.set_name_or_id(name_or_id);
-  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::RemovePeriphery, req);
+  return Unary(&Endpoint::fleet, &varan::v1::Fleet::Stub::RemovePeriphery, req);
 }
 
 absl::StatusOr<varan::v1::Periphery> CoreClient::UpdateLabels(
     const varan::v1::UpdateLabelsRequest& request) {
-  return Unary(fleet_.get(), &varan::v1::Fleet::Stub::UpdateLabels, request);
+  return Unary(&Endpoint::fleet, &varan::v1::Fleet::Stub::UpdateLabels,
+               request);
 }
 
 absl::StatusOr<varan::v1::DispatchResponse> CoreClient::Dispatch(
     const varan::v1::DispatchRequest& request) {
-  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::Dispatch, request);
+  return Unary(&Endpoint::jobs, &varan::v1::Jobs::Stub::Dispatch, request);
 }
 
 absl::Status CoreClient::Exec(const varan::v1::DispatchRequest& request,
                               const EventCallback& on_event) {
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  auto reader = jobs_->Exec(&ctx, request);
-  return ReadStream(reader.get(), on_event);
+  const Endpoint& core = Pick();
+  auto reader = core.jobs->Exec(&ctx, request);
+  return ReadStream(reader.get(), on_event, core.address);
 }
 
 absl::Status CoreClient::WatchJob(const std::string& job_id,
@@ -145,13 +178,14 @@ absl::Status CoreClient::WatchJob(const std::string& job_id,
   varan::v1::WatchJobRequest req;
   req.set_job_id(job_id);
   req.set_from_sequence(from_sequence);
-  auto reader = jobs_->WatchJob(&ctx, req);
-  return ReadStream(reader.get(), on_event);
+  const Endpoint& core = Pick();
+  auto reader = core.jobs->WatchJob(&ctx, req);
+  return ReadStream(reader.get(), on_event, core.address);
 }
 
 absl::StatusOr<varan::v1::Job> CoreClient::GetJobPage(
     const varan::v1::GetJobRequest& request) {
-  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::GetJob, request);
+  return Unary(&Endpoint::jobs, &varan::v1::Jobs::Stub::GetJob, request);
 }
 
 absl::StatusOr<varan::v1::Job> CoreClient::GetJob(const std::string& job_id,
@@ -184,37 +218,38 @@ absl::Status CoreClient::ReadOutput(const varan::v1::ReadOutputRequest& request,
                                     const PieceCallback& on_piece) {
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  auto reader = jobs_->ReadOutput(&ctx, request);
-  return ReadStream(reader.get(), on_piece);
+  const Endpoint& core = Pick();
+  auto reader = core.jobs->ReadOutput(&ctx, request);
+  return ReadStream(reader.get(), on_piece, core.address);
 }
 
 absl::StatusOr<varan::v1::ListJobsResponse> CoreClient::ListJobs(
     const varan::v1::ListJobsRequest& request) {
-  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::ListJobs, request);
+  return Unary(&Endpoint::jobs, &varan::v1::Jobs::Stub::ListJobs, request);
 }
 
 absl::StatusOr<varan::v1::Job> CoreClient::CancelJob(
     const std::string& job_id) {
   varan::v1::CancelJobRequest req;
   req.set_job_id(job_id);
-  return Unary(jobs_.get(), &varan::v1::Jobs::Stub::CancelJob, req);
+  return Unary(&Endpoint::jobs, &varan::v1::Jobs::Stub::CancelJob, req);
 }
 
 absl::StatusOr<varan::v1::CoreInfo> CoreClient::GetInfo() {
-  return Unary(admin_.get(), &varan::v1::Admin::Stub::GetInfo,
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::GetInfo,
                varan::v1::GetInfoRequest());
 }
 
 absl::StatusOr<varan::v1::CreateTokenResponse> CoreClient::CreateToken(
     const varan::v1::CreateTokenRequest& request) {
-  return Unary(admin_.get(), &varan::v1::Admin::Stub::CreateToken, request);
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::CreateToken, request);
 }
 
 absl::StatusOr<std::vector<varan::v1::Token>> CoreClient::ListTokens(
     bool include_revoked) {
   varan::v1::ListTokensRequest req;
   req.set_include_revoked(include_revoked);
-  auto resp = Unary(admin_.get(), &varan::v1::Admin::Stub::ListTokens, req);
+  auto resp = Unary(&Endpoint::admin, &varan::v1::Admin::Stub::ListTokens, req);
   if (!resp.ok()) return resp.status();
   return std::vector<varan::v1::Token>(resp->tokens().begin(),
                                        resp->tokens().end());
@@ -224,19 +259,21 @@ absl::StatusOr<varan::v1::Token> CoreClient::RevokeToken(
     const std::string& name_or_id) {
   varan::v1::RevokeTokenRequest req;
   req.set_name_or_id(name_or_id);
-  return Unary(admin_.get(), &varan::v1::Admin::Stub::RevokeToken, req);
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::RevokeToken, req);
 }
 
 absl::StatusOr<varan::v1::CreateJoinTokenResponse> CoreClient::CreateJoinToken(
     const varan::v1::CreateJoinTokenRequest& request) {
-  return Unary(admin_.get(), &varan::v1::Admin::Stub::CreateJoinToken, request);
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::CreateJoinToken,
+               request);
 }
 
 absl::StatusOr<std::vector<varan::v1::JoinToken>> CoreClient::ListJoinTokens(
     bool include_revoked) {
   varan::v1::ListJoinTokensRequest req;
   req.set_include_revoked(include_revoked);
-  auto resp = Unary(admin_.get(), &varan::v1::Admin::Stub::ListJoinTokens, req);
+  auto resp =
+      Unary(&Endpoint::admin, &varan::v1::Admin::Stub::ListJoinTokens, req);
   if (!resp.ok()) return resp.status();
   return std::vector<varan::v1::JoinToken>(resp->join_tokens().begin(),
                                            resp->join_tokens().end());
@@ -246,7 +283,7 @@ absl::StatusOr<varan::v1::JoinToken> CoreClient::RevokeJoinToken(
     const std::string& name_or_id) {
   varan::v1::RevokeJoinTokenRequest req;
   req.set_name_or_id(name_or_id);
-  return Unary(admin_.get(), &varan::v1::Admin::Stub::RevokeJoinToken, req);
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::RevokeJoinToken, req);
 }
 
 }  // namespace varan::client

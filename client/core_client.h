@@ -20,6 +20,7 @@
 // Thread-safe: one CoreClient may be used from many threads.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -38,7 +39,9 @@ namespace varan::client {
 
 struct ClientOptions {
   // Core address: "[::1]:7700", "10.0.0.1:7700", "core.example:7700"; the
-  // port defaults to 7700.
+  // port defaults to 7700. Several core replicas: comma-separated
+  // ("core-a:7700,core-b:7700"); each call goes to the first of them, from
+  // the one used last, that connects (see CoreClient).
   std::string address;
   // Operator token, sent as `authorization: Bearer <token>`.
   std::string token;
@@ -48,6 +51,9 @@ struct ClientOptions {
   // a client certificate and key for mutual TLS, an expected server name.
   // All empty: plaintext.
   ClientTlsFiles tls;
+  // With several addresses: how long a core may take to accept a
+  // connection before the next one is tried.
+  absl::Duration connect_timeout = absl::Seconds(3);
 };
 
 // The error FollowJob and ExecAndFollow return (UNAVAILABLE) when core
@@ -83,11 +89,18 @@ class CoreClient {
  public:
   // INVALID_ARGUMENT for a malformed address or unusable TLS files (the
   // message names the file). Does not connect yet.
+  //
+  // Several addresses: a call goes to the core used last while it is
+  // connected or connects within connect_timeout, else to the next one that
+  // does, which is used from then on; when none does, the call goes to the
+  // last one used and fails there (UNAVAILABLE naming it). A call that
+  // reached a core is never sent again to another one. A followed job
+  // (FollowJob, ExecAndFollow) resumes on whichever core answers.
   static absl::StatusOr<std::unique_ptr<CoreClient>> Create(
       ClientOptions options);
 
-  // The address as given, normalised ("[::1]:7700").
-  const std::string& address() const { return address_; }
+  // The address of the core used last, normalised ("[::1]:7700").
+  const std::string& address() const;
 
   // Fleet.
 
@@ -240,32 +253,45 @@ class CoreClient {
       const std::string& name_or_id);
 
  private:
-  CoreClient(ClientOptions options, std::string address,
-             std::shared_ptr<grpc::Channel> channel);
+  // One core: its address, channel and stubs.
+  struct Endpoint {
+    std::string address;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<varan::v1::Fleet::Stub> fleet;
+    std::unique_ptr<varan::v1::Jobs::Stub> jobs;
+    std::unique_ptr<varan::v1::Admin::Stub> admin;
+  };
+
+  CoreClient(ClientOptions options,
+             std::vector<std::unique_ptr<Endpoint>> endpoints);
+  // The core for the next call (see Create).
+  const Endpoint& Pick() const;
   void Prepare(grpc::ClientContext* context, bool with_deadline) const;
   // One unary call with the token and the deadline; errors converted.
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Unary(
-      Stub* stub,
+      std::unique_ptr<Stub> Endpoint::*stub,
       grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                    Response*),
       const Request& request) const {
+    const Endpoint& core = Pick();
     grpc::ClientContext ctx;
     Prepare(&ctx, /*with_deadline=*/true);
     Response response;
-    grpc::Status s = (stub->*method)(&ctx, request, &response);
-    if (!s.ok()) return Convert(s);
+    grpc::Status s = ((core.*stub).get()->*method)(&ctx, request, &response);
+    if (!s.ok()) return Convert(s, core.address);
     return response;
   }
-  absl::Status Convert(const grpc::Status& status) const;
+  absl::Status Convert(const grpc::Status& status,
+                       const std::string& address) const;
   // Reads a server stream to its end, each message to `on_message`.
   template <typename Message>
-  absl::Status ReadStream(
-      grpc::ClientReaderInterface<Message>* reader,
-      const std::function<void(const Message&)>& on_message) const {
+  absl::Status ReadStream(grpc::ClientReaderInterface<Message>* reader,
+                          const std::function<void(const Message&)>& on_message,
+                          const std::string& address) const {
     Message message;
     while (reader->Read(&message)) on_message(message);
-    return Convert(reader->Finish());
+    return Convert(reader->Finish(), address);
   }
   // Where a followed job's stream is, from the events delivered so far.
   struct FollowCursor {
@@ -300,11 +326,9 @@ class CoreClient {
                       const FollowOptions& options);
 
   const ClientOptions options_;
-  const std::string address_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<varan::v1::Fleet::Stub> fleet_;
-  std::unique_ptr<varan::v1::Jobs::Stub> jobs_;
-  std::unique_ptr<varan::v1::Admin::Stub> admin_;
+  const std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  // The index of the core used last.
+  mutable std::atomic<size_t> current_{0};
 };
 
 }  // namespace varan::client

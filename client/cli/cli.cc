@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/cli/config.h"
 #include "common/address.h"
@@ -25,7 +27,8 @@ namespace varan::cli {
 void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
   app.add_option("--core", options->core,
                  absl::StrCat("Core address, e.g. [::1]:7700 or "
-                              "core.example:7700 (default: the current "
+                              "core.example:7700; several replicas "
+                              "comma-separated (default: the current "
                               "context's, else ",
                               kDefaultCore, ")"))
       ->envname("VARAN_CORE");
@@ -109,9 +112,13 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
       std::cerr << "varanctl: warning: " << w << "\n";
     }
   }
-  if (auto addr = ParseDialAddress(copts.address, 7700); !addr.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--core: ", addr.status().message()));
+  // Several core replicas: comma-separated.
+  for (absl::string_view core : absl::StrSplit(copts.address, ',')) {
+    if (auto addr = ParseDialAddress(absl::StripAsciiWhitespace(core), 7700);
+        !addr.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--core: ", addr.status().message()));
+    }
   }
   // Errors left are about the TLS files, and name them.
   auto client = client::CoreClient::Create(copts);

@@ -46,6 +46,21 @@ TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
                                        "grpc.health.v1.Health"}));
 }
 
+// varanctl --core with several addresses (core replicas): one that does not
+// answer is passed over.
+TEST(ListenTest, VaranctlUsesTheFirstOfSeveralCoresThatAnswers) {
+  TestFleet fleet;
+  fleet.StartCore();
+  fleet.StartPeriphery("alpha");
+  const std::string cores =
+      absl::StrCat("[::1]:", FreePort(), ",", fleet.core_address());
+  RunResult r =
+      RunProgram({BinPath("varanctl"), "--core", cores, "--token-file",
+                  fleet.admin_token_file(), "peripheries", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("alpha"));
+}
+
 TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
   TestFleet fleet;
   fleet.StartCore();

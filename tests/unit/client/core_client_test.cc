@@ -4,6 +4,11 @@
 // FakeClock; the waits between watches only advance it.
 #include "client/core_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -430,6 +435,55 @@ TEST_F(FollowJobTest, AStoredLogGetsItsOutputReadBackFromTheStart) {
   EXPECT_THAT(jobs_.reads(),
               ElementsAre("web-1 OUTPUT_STREAM_STDOUT@0 follow",
                           "web-1 OUTPUT_STREAM_STDERR@0 follow"));
+}
+
+// A loopback port nothing listens on (bound, then closed).
+uint16_t DeadPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  uint16_t port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Several core addresses: a core that does not answer is passed over, the
+// next one that does serves the call and is used from then on.
+TEST_F(FollowJobTest, SeveralAddressesGoToACoreThatAnswers) {
+  const std::string dead = absl::StrCat("127.0.0.1:", DeadPort());
+  ClientOptions options;
+  options.address = absl::StrCat(dead, ", ", client_->address());
+  options.token = "t";
+  auto several = CoreClient::Create(options);
+  ASSERT_TRUE(several.ok()) << several.status();
+  std::vector<uint64_t> seen;
+  EXPECT_TRUE((*several)
+                  ->FollowJob(
+                      "job-1", 0,
+                      [&](const JobEvent& e) { seen.push_back(e.sequence()); },
+                      options_)
+                  .ok());
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_EQ((*several)->address(), client_->address());
+
+  // None answers: the call fails there, naming the core.
+  options.address = absl::StrCat(dead, ",127.0.0.1:", DeadPort());
+  auto none = CoreClient::Create(options);
+  ASSERT_TRUE(none.ok()) << none.status();
+  const absl::Status s = (*none)->WatchJob("job-1", 0, [](const JobEvent&) {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(s.message(),
+              HasSubstr(absl::StrCat("cannot reach core at ", dead)));
+  // A malformed one of them is refused at once.
+  options.address = absl::StrCat(client_->address(), ",[::1");
+  EXPECT_EQ(CoreClient::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
