@@ -225,10 +225,11 @@ uint16_t FreePort() {
   return ntohs(sa.sin6_port);
 }
 
-TempDir::TempDir() {
-  const char* base = getenv("TMPDIR");
+TempDir::TempDir(const std::string& base) {
+  const char* env = getenv("TMPDIR");
   std::string tmpl =
-      absl::StrCat(base != nullptr ? base : "/tmp", "/varan-test-XXXXXX");
+      absl::StrCat(!base.empty() ? base : (env != nullptr ? env : "/tmp"),
+                   "/varan-test-XXXXXX");
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (mkdtemp(buf.data()) == nullptr) {

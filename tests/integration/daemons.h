@@ -31,7 +31,8 @@ uint16_t FreePort();
 // A fresh directory under $TMPDIR, removed with its content on destruction.
 class TempDir {
  public:
-  TempDir();
+  // Under `base`; by default $TMPDIR, else /tmp.
+  explicit TempDir(const std::string& base = "");
   ~TempDir();
   const std::string& path() const { return path_; }
   std::string File(const std::string& name) const { return path_ + "/" + name; }

@@ -42,7 +42,8 @@ class TestPostgres {
   // `argv` as the server's user.
   std::vector<std::string> AsServerUser(std::vector<std::string> argv) const;
 
-  TempDir dir_;
+  // In /tmp whatever $TMPDIR says: the `postgres` user must reach it.
+  TempDir dir_{"/tmp"};
   bool as_postgres_ = false;
   bool initialized_ = false;
   uint16_t port_ = 0;
