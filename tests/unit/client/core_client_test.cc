@@ -4,11 +4,6 @@
 // FakeClock; the waits between watches only advance it.
 #include "client/core_client.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -23,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/integration/daemons.h"
 #include "tests/unit/client/fake_core.h"
 #include "tests/unit/client/job_events.h"
 
@@ -437,26 +433,10 @@ TEST_F(FollowJobTest, AStoredLogGetsItsOutputReadBackFromTheStart) {
                           "web-1 OUTPUT_STREAM_STDERR@0 follow"));
 }
 
-// A loopback port nothing listens on (bound, then closed).
-uint16_t DeadPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  uint16_t port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // Several core addresses: a core that does not answer is passed over, the
 // next one that does serves the call and is used from then on.
 TEST_F(FollowJobTest, SeveralAddressesGoToACoreThatAnswers) {
-  const std::string dead = absl::StrCat("127.0.0.1:", DeadPort());
+  const std::string dead = absl::StrCat("[::1]:", varan::testing::FreePort());
   ClientOptions options;
   options.address = absl::StrCat(dead, ", ", client_->address());
   options.token = "t";
@@ -473,7 +453,7 @@ TEST_F(FollowJobTest, SeveralAddressesGoToACoreThatAnswers) {
   EXPECT_EQ((*several)->address(), client_->address());
 
   // None answers: the call fails there, naming the core.
-  options.address = absl::StrCat(dead, ",127.0.0.1:", DeadPort());
+  options.address = absl::StrCat(dead, ",[::1]:", varan::testing::FreePort());
   auto none = CoreClient::Create(options);
   ASSERT_TRUE(none.ok()) << none.status();
   const absl::Status s = (*none)->WatchJob("job-1", 0, [](const JobEvent&) {});
