@@ -110,12 +110,13 @@ class Job {
   // omitted_bytes; no previews) with *_uncaptured_bytes = omitted_bytes.
   // JobTarget.stdout/stderr are always empty.
   varan::v1::Job Snapshot() const;
-  // Waits, at most `timeout`, until the output of every final target is
-  // committed to the store (a target's last bytes are written when it
-  // ends, a moment after its `finished` event), so that reads of the
-  // stored output (GetJob's previews) agree with its state. False on
-  // timeout.
-  bool AwaitFinalOutputStored(absl::Duration timeout) const;
+  // Runs `done` once the output of every final target is committed to the
+  // store (a target's last bytes are written when it ends, a moment after
+  // its `finished` event), so that reads of the stored output (GetJob's
+  // previews) agree with its state: at once on this thread when it is,
+  // else on the store thread that commits the last of it (without the
+  // job's lock; reads of the store are allowed there, see store.h).
+  void WhenFinalOutputStored(std::function<void()> done);
   // The target named `name` is final (false for an unknown name).
   bool TargetFinal(const std::string& name) const;
   bool finished() const;
@@ -351,6 +352,9 @@ class Job {
   bool created_ ABSL_GUARDED_BY(mu_) = false;
   bool final_persist_started_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> on_finished_persisted_ ABSL_GUARDED_BY(mu_);
+  // WhenFinalOutputStored callbacks waiting for OutputCommitted.
+  std::vector<std::function<void()>> output_stored_waiters_
+      ABSL_GUARDED_BY(mu_);
   // Rate limit of the offset log lines.
   absl::Time last_offset_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 

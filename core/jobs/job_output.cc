@@ -161,11 +161,16 @@ Job::~Job() {
 }
 
 void Job::OutputCommitted(size_t target, size_t s) {
-  absl::MutexLock lock(&mu_);
-  streams_[target][s].in_flight = false;
-  FlushLocked(target, s, /*force=*/FinalLocked(target));
-  // The final record waits for the output.
-  PersistLocked();
+  std::vector<std::function<void()>> stored;
+  {
+    absl::MutexLock lock(&mu_);
+    streams_[target][s].in_flight = false;
+    FlushLocked(target, s, /*force=*/FinalLocked(target));
+    // The final record waits for the output.
+    PersistLocked();
+    if (FinalOutputStoredLocked()) stored.swap(output_stored_waiters_);
+  }
+  for (auto& done : stored) done();
 }
 
 void Job::FlushOutput() {
@@ -199,10 +204,17 @@ bool Job::FinalOutputStoredLocked() const {
   return true;
 }
 
-bool Job::AwaitFinalOutputStored(absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(this, &Job::FinalOutputStoredLocked), timeout);
+void Job::WhenFinalOutputStored(std::function<void()> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!FinalOutputStoredLocked()) {
+      // Only OutputCommitted ends an append in flight, and buffered output
+      // of a final target is already being appended.
+      output_stored_waiters_.push_back(std::move(done));
+      return;
+    }
+  }
+  done();
 }
 
 void Job::EvictLocked() {

@@ -254,17 +254,25 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
 grpc::ServerUnaryReactor* JobsService::GetJob(
     grpc::CallbackServerContext* context,
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
-  return OperatorUnary(auth_, ROLE_VIEWER, context, response,
-                       [&](const Caller&) -> absl::StatusOr<varan::v1::Job> {
-                         auto job = dispatcher_->Find(request->job_id());
-                         if (!job.ok()) return job.status();
-                         // Previews of finished targets show all they wrote.
-                         if (request->preview_bytes() > 0) {
-                           (*job)->AwaitFinalOutputStored(absl::Seconds(2));
-                         }
-                         return GetJobAnswer((*job)->Snapshot(), *request,
-                                             dispatcher_->store());
-                       });
+  return OperatorAsync(
+      auth_, ROLE_VIEWER, context, response,
+      [this, request](const Caller&, auto done) {
+        auto job = dispatcher_->Find(request->job_id());
+        if (!job.ok()) {
+          done(job.status());
+          return;
+        }
+        auto answer = [this, request, job = *job, done] {
+          done(GetJobAnswer(job->Snapshot(), *request, dispatcher_->store()));
+        };
+        // Previews of finished targets show all they wrote: answered once
+        // it is stored, without holding this thread meanwhile.
+        if (request->preview_bytes() > 0) {
+          (*job)->WhenFinalOutputStored(std::move(answer));
+        } else {
+          answer();
+        }
+      });
 }
 
 grpc::ServerUnaryReactor* JobsService::ListJobs(

@@ -115,11 +115,14 @@ TEST_F(JobOutputTest, EvictedOutputBecomesMergedGapsWithOffsets) {
 }
 
 // A target's last bytes are stored when it ends, a moment after its
-// `finished` event; GetJob waits for them (AwaitFinalOutputStored) so that
-// its previews agree with the state it shows.
-TEST_F(JobOutputTest, AwaitFinalOutputStoredWaitsForTheLastAppend) {
+// `finished` event; GetJob answers once they are (WhenFinalOutputStored) so
+// that its previews agree with the state it shows.
+TEST_F(JobOutputTest, WhenFinalOutputStoredWaitsForTheLastAppend) {
   auto job = MakeJob({"a"}, {});
   ASSERT_TRUE(store_.Sync().ok());
+  absl::Notification at_once;
+  job->WhenFinalOutputStored([&] { at_once.Notify(); });
+  EXPECT_TRUE(at_once.HasBeenNotified());  // nothing final yet, nothing owed
   // Hold the store's callback thread: later commits wait behind it.
   absl::Notification release;
   varan::v1::Job other;
@@ -129,10 +132,21 @@ TEST_F(JobOutputTest, AwaitFinalOutputStoredWaitsForTheLastAppend) {
   job->OnExecuteEvent(0, Chunk(0, "last words\n"));
   job->OnExecuteEvent(0, Exited());
   ASSERT_TRUE(job->finished());
-  EXPECT_FALSE(job->AwaitFinalOutputStored(absl::Milliseconds(50)));
+  absl::Notification stored;
+  std::string seen;
+  job->WhenFinalOutputStored([&] {
+    // A read, as GetJob's answer makes (on the store's thread: no Sync).
+    auto out = store_.ReadOutput(
+        {"job-1", "a", varan::v1::OUTPUT_STREAM_STDOUT}, 0, 1 << 20);
+    if (out.ok()) {
+      for (const auto& p : out->pieces) seen += p.data;
+    }
+    stored.Notify();
+  });
+  EXPECT_FALSE(stored.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
   release.Notify();
-  EXPECT_TRUE(job->AwaitFinalOutputStored(absl::Seconds(10)));
-  EXPECT_EQ(Stored("a"), "last words\n");
+  ASSERT_TRUE(stored.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(seen, "last words\n");
 }
 
 TEST_F(JobOutputTest, AdjacentEvictionsOfOneStreamMergeIntoOneMissedRange) {
