@@ -2,6 +2,8 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <memory>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -122,12 +124,17 @@ TEST(ListenTest, SecondDaemonOnSamePortFailsClearly) {
 // the first is gone (even by kill -9), a new core starts on it.
 TEST(ListenTest, SecondCoreOnTheSameDataDirectoryIsRefused) {
   TempDir dir;
-  Daemon first(CoreArgs(dir, absl::StrCat("[::]:", FreePort())),
-               dir.File("log"));
-  first.Start();
-  ASSERT_TRUE(WaitFor([&] {
-    return absl::StrContains(first.Log(), "listening on");
-  })) << first.Log();
+  // A core on `dir`'s data directory and a port of its own, once it listens.
+  auto start = [&](const std::string& log) {
+    auto core = std::make_unique<Daemon>(
+        CoreArgs(dir, absl::StrCat("[::]:", FreePort())), dir.File(log));
+    core->Start();
+    EXPECT_TRUE(WaitFor([&] {
+      return absl::StrContains(core->Log(), "listening on");
+    })) << core->Log();
+    return core;
+  };
+  std::unique_ptr<Daemon> first = start("log");
 
   RunResult second = RunProgram(
       CoreArgs(dir, absl::StrCat("[::]:", FreePort())), {}, absl::Seconds(15));
@@ -136,19 +143,14 @@ TEST(ListenTest, SecondCoreOnTheSameDataDirectoryIsRefused) {
               HasSubstr(absl::StrCat(dir.File("core"),
                                      "/core.db is in use by another "
                                      "varan-core (process ",
-                                     first.pid(), ")")));
+                                     first->pid(), ")")));
   // The error is the last line, and one line.
   EXPECT_THAT(second.err, ::testing::EndsWith("a data directory of its own\n"));
-  EXPECT_THAT(first.Log(), Not(HasSubstr("error")));
+  EXPECT_THAT(first->Log(), Not(HasSubstr("error")));
 
-  EXPECT_EQ(first.Stop(SIGKILL), 128 + SIGKILL);
-  Daemon third(CoreArgs(dir, absl::StrCat("[::]:", FreePort())),
-               dir.File("log3"));
-  third.Start();
-  EXPECT_TRUE(WaitFor([&] {
-    return absl::StrContains(third.Log(), "listening on");
-  })) << third.Log();
-  EXPECT_EQ(third.Stop(), 0);
+  EXPECT_EQ(first->Stop(SIGKILL), 128 + SIGKILL);
+  std::unique_ptr<Daemon> third = start("log3");
+  EXPECT_EQ(third->Stop(), 0);
 }
 
 TEST(ListenTest, BadInputGetsOneClearLine) {
