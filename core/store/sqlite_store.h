@@ -10,31 +10,27 @@
 // the writer thread. The file and its -wal/-shm companions are private (mode
 // 0600): periphery credentials are stored in it.
 //
-// Ownership and threads: a SqliteStore owns two connections, one writer
-// thread and one completer thread. Writes (SavePeriphery, SaveToken,
-// SaveJoinToken, CreateJob,
-// AppendEvents, AppendOutput, FinishJob) only append to an in-memory queue
-// under a mutex; the writer thread takes all that is queued (up to
-// `max_batch_ops`), executes it in one transaction with cached prepared
-// statements, commits, and hands the callbacks with the commit status to the
-// completer thread, which runs them in commit order (no store lock held) while
-// the writer goes on with the next batch. Reads use a second connection of
-// their own, so they never wait for a commit in progress. Retention also runs
-// on the writer thread, at most `prune_batch_jobs` jobs per transaction,
-// interleaved with queued writes. All public methods are thread-safe. The
-// destructor commits everything still queued and runs its callbacks, then
-// joins both threads; no
-// method may be called concurrently with it.
+// Ownership and threads: a SqliteStore owns two connections and, through
+// QueuedStore (core/store/queued_store.h), the writer and completer threads:
+// writes are queued, the writer thread executes all that is queued (up to
+// `max_batch_ops`) in one transaction with cached prepared statements, and
+// the completer runs the callbacks in commit order. Reads use a second
+// connection of their own, so they never wait for a commit in progress.
+// Retention also runs on the writer thread, at most `prune_batch_jobs` jobs
+// per transaction, interleaved with queued writes. All public methods are
+// thread-safe. The destructor commits everything still queued and runs its
+// callbacks, then joins both threads; no method may be called concurrently
+// with it.
 //
 // Schema changes are numbered migrations recorded in PRAGMA user_version,
 // each applied in a transaction of its own; Open refuses a database written
 // by a newer binary.
 //
 // The parts, in core/store/sqlite/: the connection and its statements
-// (db.h), schema, migrations and opening (schema.h), the ops queued for the
-// writer and their statements (ops.h, writes.cc), retention (retention.cc)
-// and reads (reads.cc). sqlite_store.cc holds the queue, the writer and
-// completer threads and group commit.
+// (db.h), schema, migrations and opening (schema.h), the statements of the
+// queued ops (ops.h, writes.cc), retention (retention.cc) and reads
+// (reads.cc). sqlite_store.cc opens the store and executes a batch in one
+// transaction (group commit).
 #pragma once
 
 #include <cstddef>
@@ -42,8 +38,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
-#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -53,26 +47,13 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/file_lock.h"
+#include "core/store/queued_store.h"
 #include "core/store/store.h"
 
 namespace varan::core {
 
-// The parts in core/store/sqlite/: the connection (db.h), the ops queued
-// for the writer (ops.h), schema and opening (schema.h).
 namespace sqlite {
 class Db;
-struct Waiter;
-struct PruneRun;
-struct PeripheryOp;
-struct TokenOp;
-struct CreateJobOp;
-struct EventsOp;
-struct FinishJobOp;
-struct OutputOp;
-struct SyncOp;
-struct PruneOp;
-using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
-                        FinishJobOp, OutputOp, SyncOp, PruneOp>;
 }  // namespace sqlite
 
 struct SqliteStoreOptions {
@@ -103,7 +84,7 @@ struct SqliteStoreOptions {
   const Clock* clock = nullptr;
 };
 
-class SqliteStore final : public Store {
+class SqliteStore final : public QueuedStore {
  public:
   // The schema version this binary writes (PRAGMA user_version).
   static const int kSchemaVersion;
@@ -128,27 +109,18 @@ class SqliteStore final : public Store {
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
 
-  // --- Store ---------------------------------------------------------------
+  // --- Store (writes, Sync, CheckBacklog and PruneNow: QueuedStore) -------
   // Peripheries come back ordered by id.
   absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() override;
-  void SavePeriphery(const StoredPeriphery& p) override;
   absl::StatusOr<std::vector<StoredToken>> LoadTokens() override;
   absl::StatusOr<std::vector<StoredJoinToken>> LoadJoinTokens() override;
-  void SaveToken(const StoredToken& t, CommitCallback done) override;
-  void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) override;
-  // A job id that exists already fails the write (ALREADY_EXISTS to `done`
-  // and to the next Sync). Output in `record`'s targets is not stored.
-  void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
-  // Events of an unknown job, or a sequence number stored already, fail the
-  // whole call (none of its events are stored).
-  void AppendEvents(
-      const std::string& job_id,
-      absl::Span<const varan::v1::JobEvent* const> events) override;
-  using Store::AppendEvents;
-  // Replaces the record and the state; created_by, create_time and the
-  // target names stay as CreateJob stored them. An unknown id fails with
-  // NOT_FOUND. Output in `record`'s targets is not stored.
-  void FinishJob(const varan::v1::Job& record, CommitCallback done) override;
+  // Writes: a job id that exists already fails CreateJob (ALREADY_EXISTS to
+  // `done` and to the next Sync); events of an unknown job, or a sequence
+  // number stored already, fail the whole AppendEvents call; FinishJob
+  // replaces the record and the state (created_by, create_time and the
+  // target names stay as CreateJob stored them) or fails with NOT_FOUND.
+  // Output in a record's targets is not stored.
+  //
   // Each append that changes the stream is one transaction step: the stream
   // row (output_streams) updated, its new bytes inserted as at most two rows
   // of output_chunks (the head part, the tail part), and tail rows that fell
@@ -156,9 +128,7 @@ class SqliteStore final : public Store {
   // whole until it is wholly out (so the file may hold up to one append more
   // per stream than the retention); reads clip it, so what they return is
   // exactly the contract's.
-  void AppendOutput(const OutputKey& key, uint64_t offset,
-                    std::string_view data, const OutputRetention& retention,
-                    CommitCallback done) override;
+
   absl::StatusOr<StoredOutput> ReadOutput(const OutputKey& key, uint64_t offset,
                                           uint64_t max_bytes) override;
   absl::StatusOr<std::vector<std::pair<OutputKey, OutputExtent>>> OutputExtents(
@@ -167,16 +137,6 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   // A limit of 0 returns no jobs; `more` then tells whether any match.
   absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
-  // From a commit callback (the completer thread) this returns
-  // FAILED_PRECONDITION instead of deadlocking.
-  absl::Status Sync() override;
-  // RESOURCE_EXHAUSTED (retry after 1 s) while more than
-  // options.max_pending_writes writes wait for their commit.
-  absl::Status CheckBacklog() override;
-
-  // Retention in transactions of at most `options.prune_batch_jobs` jobs,
-  // with the limits of `options.retention`.
-  absl::StatusOr<uint64_t> PruneNow() override;
 
  private:
   SqliteStore(std::string path, SqliteStoreOptions options,
@@ -184,15 +144,12 @@ class SqliteStore final : public Store {
               std::unique_ptr<sqlite::Db> writer,
               std::unique_ptr<sqlite::Db> reader);
 
-  // False (and `op` dropped) once the writer has exited.
-  bool Enqueue(sqlite::Op op);
-  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WriterLoop();
-  void ExecuteBatch(std::vector<sqlite::Op>& batch);
-  // Retention (core/store/sqlite/retention.cc).
-  void StartPrune(sqlite::Waiter* waiter);
-  void PruneStep();
-  void FinishPrune(const absl::Status& status);
+  // QueuedStore: one transaction per batch; retention in transactions of
+  // at most `options.prune_batch_jobs` jobs (retention.cc).
+  void ExecuteWrites(std::vector<queued::Op>& batch,
+                     std::vector<absl::Status>* results,
+                     absl::Status* commit) override;
+  absl::StatusOr<bool> PruneStep(queued::PruneRun& run) override;
   absl::StatusOr<StoredJob> LoadJobLocked(const std::string& id,
                                           std::string record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
@@ -206,37 +163,9 @@ class SqliteStore final : public Store {
 
   // Used by the writer thread only (and by Open before it starts).
   const std::unique_ptr<sqlite::Db> writer_;
-  // First failed write since the last Sync marker was executed.
-  absl::Status unsynced_error_;
-  std::unique_ptr<sqlite::PruneRun> prune_;
-  absl::Time next_prune_ = absl::InfiniteFuture();
 
   absl::Mutex read_mu_;
   const std::unique_ptr<sqlite::Db> reader_ ABSL_PT_GUARDED_BY(read_mu_);
-
-  absl::Mutex mu_;
-  // std::vector, not std::deque: the ops are incomplete here.
-  std::vector<sqlite::Op> queue_ ABSL_GUARDED_BY(mu_);
-  // Ops queued or in the batch being executed.
-  size_t pending_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  // Set when the writer has exited; later writes are dropped with an error.
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-
-  std::thread writer_thread_;
-
-  // Commit callbacks and Sync markers run here, in commit order, so the
-  // writer goes on to the next batch while they run (they start gRPC calls
-  // and answer requests, which costs more than the writes).
-  void CompleterLoop();
-  void Complete(std::vector<std::function<void()>> work);
-  bool CompletionReady() const ABSL_SHARED_LOCKS_REQUIRED(done_mu_) {
-    return !done_queue_.empty() || done_stop_;
-  }
-  absl::Mutex done_mu_;
-  std::vector<std::function<void()>> done_queue_ ABSL_GUARDED_BY(done_mu_);
-  bool done_stop_ ABSL_GUARDED_BY(done_mu_) = false;
-  std::thread completer_thread_;
 };
 
 }  // namespace varan::core

@@ -20,21 +20,8 @@ constexpr int64_t kRunning = varan::v1::JOB_STATE_RUNNING;
 
 }  // namespace
 
-void SqliteStore::StartPrune(sqlite::Waiter* waiter) {
-  if (prune_ == nullptr) {
-    prune_ = std::make_unique<sqlite::PruneRun>();
-  } else {
-    // Joining a run under way: start its queries over, so that it covers
-    // what was written up to now.
-    prune_->age_done = false;
-    prune_->counted = false;
-  }
-  if (waiter != nullptr) prune_->waiters.push_back(waiter);
-}
-
-void SqliteStore::PruneStep() {
+absl::StatusOr<bool> SqliteStore::PruneStep(queued::PruneRun& run) {
   sqlite::Db& db = *writer_;
-  sqlite::PruneRun& run = *prune_;
   const RetentionOptions& r = options_.retention;
   const size_t batch = std::max<size_t>(1, options_.prune_batch_jobs);
   bool finished = false;
@@ -111,35 +98,9 @@ void SqliteStore::PruneStep() {
   }();
   if (!status.ok()) {
     if (db.InTransaction()) (void)db.Exec("ROLLBACK");
-    FinishPrune(status);
-  } else if (finished) {
-    FinishPrune(absl::OkStatus());
+    return status;
   }
-}
-
-void SqliteStore::FinishPrune(const absl::Status& status) {
-  sqlite::PruneRun& run = *prune_;
-  const uint64_t total = run.by_age + run.by_count;
-  if (!status.ok()) {
-    spdlog::error("store: retention in {} failed after pruning {} jobs: {}",
-                  path_, total, status.ToString());
-  } else if (total > 0) {
-    spdlog::info(
-        "store: pruned {} finished jobs ({} older than {}, {} beyond the "
-        "newest {})",
-        total, run.by_age, absl::FormatDuration(options_.retention.max_age),
-        run.by_count, options_.retention.max_jobs);
-  }
-  for (sqlite::Waiter* w : run.waiters) {
-    w->status = status;
-    w->pruned = total;
-    w->done.Notify();
-  }
-  prune_.reset();
-  const RetentionOptions& r = options_.retention;
-  const bool periodic = (r.max_age > absl::ZeroDuration() || r.max_jobs > 0) &&
-                        r.interval > absl::ZeroDuration();
-  next_prune_ = periodic ? absl::Now() + r.interval : absl::InfiniteFuture();
+  return finished;
 }
 
 }  // namespace varan::core

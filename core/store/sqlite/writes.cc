@@ -258,35 +258,6 @@ class Writer {
 
 }  // namespace
 
-bool IsWrite(const Op& op) {
-  return std::visit(Overloaded{
-                        [](const PeripheryOp&) { return true; },
-                        [](const TokenOp&) { return true; },
-                        [](const CreateJobOp&) { return true; },
-                        [](const EventsOp&) { return true; },
-                        [](const FinishJobOp&) { return true; },
-                        [](const OutputOp&) { return true; },
-                        [](const SyncOp&) { return false; },
-                        [](const PruneOp&) { return false; },
-                    },
-                    op);
-}
-
-CommitCallback* DoneOf(Op& op) {
-  return std::visit(
-      Overloaded{
-          [](PeripheryOp&) -> CommitCallback* { return nullptr; },
-          [](TokenOp& t) -> CommitCallback* { return &t.done; },
-          [](CreateJobOp& c) -> CommitCallback* { return &c.done; },
-          [](EventsOp&) -> CommitCallback* { return nullptr; },
-          [](FinishJobOp& f) -> CommitCallback* { return &f.done; },
-          [](OutputOp& o) -> CommitCallback* { return &o.done; },
-          [](SyncOp&) -> CommitCallback* { return nullptr; },
-          [](PruneOp&) -> CommitCallback* { return nullptr; },
-      },
-      op);
-}
-
 output::StreamState StreamStateAt(ScopedStmt& stmt, int first) {
   output::StreamState state;
   state.end = static_cast<uint64_t>(stmt->ColumnInt(first));

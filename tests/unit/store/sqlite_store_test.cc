@@ -509,7 +509,7 @@ TEST_F(SqliteStoreTest, WritesPilingUpBehindASlowWriterAreABacklog) {
   }
   const absl::Status behind = store->CheckBacklog();
   EXPECT_EQ(behind.code(), absl::StatusCode::kResourceExhausted) << behind;
-  EXPECT_THAT(behind.message(), HasSubstr("10 writes wait for the disk"));
+  EXPECT_THAT(behind.message(), HasSubstr("10 writes wait for the database"));
   EXPECT_EQ(RetryAfter(behind), absl::Seconds(1));
 
   ASSERT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr),
