@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -70,6 +71,15 @@ class SqliteBackend final : public StoreBackend {
 };
 
 using BackendFactory = std::unique_ptr<StoreBackend> (*)();
+
+// The parameter is a function pointer: name the test after the suite's
+// prefix (Memory/, Sqlite/, Postgres/), not the pointer's value, which
+// differs from run to run and would keep ctest from finding the test it
+// discovered.
+inline std::string BackendTestName(
+    const ::testing::TestParamInfo<BackendFactory>&) {
+  return "Store";
+}
 
 class StoreContractTest : public ::testing::TestWithParam<BackendFactory> {
  protected:

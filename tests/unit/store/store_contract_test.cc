@@ -3,7 +3,9 @@
 // visibility), Sync's errors, retention (stored output:
 // store_output_test.cc, in the same suite). A backend joins with a
 // StoreBackend (store_contract.h) that opens a fresh, empty store and one
-// INSTANTIATE_TEST_SUITE_P line at the end of this file.
+// INSTANTIATE_TEST_SUITE_P line (store_backends_test.cc for the embedded
+// ones; tests/postgres/postgres_store_test.cc for PostgreSQL, whose binary
+// compiles this suite too).
 #include "tests/unit/store/store_contract.h"
 
 #include <algorithm>
@@ -674,23 +676,6 @@ TEST_P(StoreContractTest, RetentionRunsEveryInterval) {
   } while (left > 2 && absl::Now() < deadline);
   EXPECT_EQ(left, 2u);
 }
-
-// --- The backends ----------------------------------------------------------
-
-// The parameter is a function pointer: name the test after the suite's
-// prefix (Memory/, Sqlite/), not the pointer's value, which differs from run
-// to run and would keep ctest from finding the test it discovered.
-std::string BackendTestName(
-    const ::testing::TestParamInfo<std::unique_ptr<StoreBackend> (*)()>&) {
-  return "Store";
-}
-
-INSTANTIATE_TEST_SUITE_P(Memory, StoreContractTest,
-                         ::testing::Values(&MemoryBackend::Make),
-                         BackendTestName);
-INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContractTest,
-                         ::testing::Values(&SqliteBackend::Make),
-                         BackendTestName);
 
 }  // namespace
 }  // namespace varan::core

@@ -1,0 +1,44 @@
+// What PostgresStore's writes and reads share (core/store/postgres_store.h):
+// executing one queued op (core/store/write_ops.h) in the open transaction,
+// and the lookups of jobs and output streams.
+//
+// Not thread-safe: each call uses one Conn, owned by its caller.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/store/output_plan.h"
+#include "core/store/postgres/conn.h"
+#include "core/store/store.h"
+#include "core/store/write_ops.h"
+
+namespace varan::core::postgres {
+
+// Executes one write in the transaction open on `db`. On an error the
+// transaction is aborted; markers do nothing.
+absl::Status ExecuteWrite(Conn& db, const queued::Op& op);
+
+// Whether the job exists, on `db`.
+absl::StatusOr<bool> JobExists(Conn& db, const std::string& id);
+
+// One stream's row of output_streams.
+struct OutputStreamRow {
+  int64_t id = 0;
+  output::StreamState state;
+};
+
+// The columns end_offset, head_bytes, tail_bytes, stored of row `row` of
+// `r`, the first at column `first`.
+output::StreamState StreamStateAt(const Result& r, int row, int first);
+
+// The row of the stream `key` (locked for the transaction when
+// `for_update`), or none if the stream does not exist; errors name `what`.
+absl::StatusOr<std::optional<OutputStreamRow>> FindOutputStream(
+    Conn& db, const OutputKey& key, absl::string_view what, bool for_update);
+
+}  // namespace varan::core::postgres

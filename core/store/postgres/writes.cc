@@ -1,0 +1,267 @@
+// PostgresStore's writes (core/store/postgres_store.h): one statement
+// handler per queued op (core/store/write_ops.h), and the batch — one
+// transaction, retried on a new connection when the old one broke.
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "core/store/output_plan.h"
+#include "core/store/postgres/conn.h"
+#include "core/store/postgres/ops.h"
+#include "core/store/postgres_store.h"
+
+namespace varan::core {
+namespace postgres {
+namespace {
+
+using queued::CreateJobOp;
+using queued::EventsOp;
+using queued::FinishJobOp;
+using queued::OutputOp;
+using queued::PeripheryOp;
+using queued::PruneOp;
+using queued::SyncOp;
+using queued::TokenOp;
+
+constexpr uint64_t kMaxInt = std::numeric_limits<int64_t>::max();
+
+// One overload per op: a new op without one does not compile. A failing
+// statement aborts the transaction; the batch (PostgresStore::TryBatch) then
+// runs again without the op, so each op is all or nothing.
+class Writer {
+ public:
+  explicit Writer(Conn& db) : db_(db) {}
+
+  absl::Status operator()(const PeripheryOp& p) {
+    return db_
+        .Run(
+            "INSERT INTO peripheries (id, name, state, info, credential, "
+            "label_overrides, confirmed) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = "
+            "EXCLUDED.state, info = EXCLUDED.info, credential = "
+            "EXCLUDED.credential, label_overrides = EXCLUDED.label_overrides, "
+            "confirmed = EXCLUDED.confirmed",
+            Params()
+                .Text(p.id)
+                .Text(p.name)
+                .Int(p.state)
+                .Bytes(p.info)
+                .Text(p.credential)
+                .Bytes(p.label_overrides)
+                .Bool(p.confirmed),
+            absl::StrCat("save periphery ", p.id))
+        .status();
+  }
+
+  absl::Status operator()(const TokenOp& t) {
+    return db_
+        .Run(
+            "INSERT INTO tokens (id, kind, name, hash, info) VALUES ($1, $2, "
+            "$3, $4, $5) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, "
+            "name = EXCLUDED.name, hash = EXCLUDED.hash, info = EXCLUDED.info",
+            Params().Text(t.id).Int(t.kind).Text(t.name).Text(t.hash).Bytes(
+                t.info),
+            absl::StrCat("save token ", t.id))
+        .status();
+  }
+
+  absl::Status operator()(const CreateJobOp& c) {
+    const std::string what = absl::StrCat("create job ", c.id);
+    absl::StatusOr<Result> r = db_.Run(
+        "INSERT INTO jobs (id, create_time, state, created_by, record) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        Params()
+            .Text(c.id)
+            .Int(c.create_time)
+            .Int(c.state)
+            .Text(c.created_by)
+            .Bytes(c.record),
+        what);
+    if (absl::IsAlreadyExists(r.status())) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(what, ": a job with this id exists"));
+    }
+    VARAN_RETURN_IF_ERROR(r.status());
+    for (const std::string& name : c.targets) {
+      VARAN_RETURN_IF_ERROR(
+          db_.Run("INSERT INTO job_targets (job_id, name) VALUES ($1, $2) "
+                  "ON CONFLICT DO NOTHING",
+                  Params().Text(c.id).Text(name), what)
+              .status());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status operator()(const EventsOp& e) {
+    for (const auto& [seq, event] : e.events) {
+      const std::string what =
+          absl::StrCat("append event ", seq, " of job ", e.job_id);
+      absl::StatusOr<Result> r = db_.Run(
+          "INSERT INTO job_events (job_id, seq, event) VALUES ($1, $2, $3)",
+          Params().Text(e.job_id).Int(seq).Bytes(event), what);
+      if (absl::IsNotFound(r.status())) {
+        return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+      }
+      if (absl::IsAlreadyExists(r.status())) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(what, ": that sequence number is stored already"));
+      }
+      VARAN_RETURN_IF_ERROR(r.status());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status operator()(const FinishJobOp& f) {
+    const std::string what = absl::StrCat("finish job ", f.id);
+    VARAN_ASSIGN_OR_RETURN(
+        Result r,
+        db_.Run("UPDATE jobs SET state = $1, record = $2 WHERE id = $3",
+                Params().Int(f.state).Bytes(f.record).Text(f.id), what));
+    if (r.affected() == 0) {
+      return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status operator()(const OutputOp& o) {
+    VARAN_RETURN_IF_ERROR(output::CheckKey(o.key, "append output"));
+    const std::string what = absl::StrCat("append output of job ", o.key.job_id,
+                                          " target ", o.key.target);
+    // FOR UPDATE: another replica appending to the same stream waits.
+    VARAN_ASSIGN_OR_RETURN(std::optional<OutputStreamRow> row,
+                           FindOutputStream(db_, o.key, what, true));
+    int64_t id = row ? row->id : 0;
+    output::StreamState state = row ? row->state : output::StreamState{};
+    if (id == 0) {
+      VARAN_ASSIGN_OR_RETURN(bool exists, JobExists(db_, o.key.job_id));
+      if (!exists) {
+        return absl::NotFoundError(absl::StrCat(what, ": no such job"));
+      }
+      // SQL integers are signed.
+      state.head_bytes = std::min<uint64_t>(o.retention.head_bytes, kMaxInt);
+      state.tail_bytes = std::min<uint64_t>(o.retention.tail_bytes, kMaxInt);
+    }
+    VARAN_ASSIGN_OR_RETURN(
+        output::AppendPlan plan,
+        output::PlanAppend(o.key, state, o.offset, o.data.size()));
+    if (plan.noop) return absl::OkStatus();
+    if (id == 0) {
+      VARAN_ASSIGN_OR_RETURN(
+          Result r,
+          db_.Run("INSERT INTO output_streams (job_id, target, stream, "
+                  "end_offset, head_bytes, tail_bytes, stored) VALUES ($1, "
+                  "$2, $3, 0, $4, $5, 0) RETURNING id",
+                  Params()
+                      .Text(o.key.job_id)
+                      .Text(o.key.target)
+                      .Int(o.key.stream)
+                      .Int(static_cast<int64_t>(state.head_bytes))
+                      .Int(static_cast<int64_t>(state.tail_bytes)),
+                  what));
+      id = r.Int(0, 0);
+    }
+    if (!plan.dropped.empty()) {
+      VARAN_RETURN_IF_ERROR(
+          DropTail(id, state.head_bytes, plan.dropped, &state.stored, what));
+    }
+    for (const output::Range& r : {plan.head, plan.tail}) {
+      if (r.empty()) continue;
+      VARAN_RETURN_IF_ERROR(
+          db_.Run("INSERT INTO output_chunks (stream_id, pos, size, data) "
+                  "VALUES ($1, $2, $3, $4)",
+                  Params()
+                      .Int(id)
+                      .Int(static_cast<int64_t>(r.begin))
+                      .Int(static_cast<int64_t>(r.size()))
+                      .Bytes(absl::string_view(o.data).substr(
+                          r.begin - o.offset, r.size())),
+                  what)
+              .status());
+      state.stored += r.size();
+    }
+    return db_
+        .Run(
+            "UPDATE output_streams SET end_offset = $1, stored = $2 WHERE "
+            "id = $3",
+            Params()
+                .Int(static_cast<int64_t>(plan.new_end))
+                .Int(static_cast<int64_t>(state.stored))
+                .Int(id),
+            what)
+        .status();
+  }
+
+  absl::Status operator()(const SyncOp&) { return absl::OkStatus(); }
+  absl::Status operator()(const PruneOp&) { return absl::OkStatus(); }
+
+ private:
+  // Deletes the tail rows of stream `id` that end at or before dropped.end,
+  // and takes the bytes in `dropped` off `*stored` (a row straddling
+  // dropped.end stays whole; reads clip it).
+  absl::Status DropTail(int64_t id, uint64_t head_bytes, output::Range dropped,
+                        uint64_t* stored, const std::string& what) {
+    const int64_t head = static_cast<int64_t>(head_bytes);
+    const int64_t end = static_cast<int64_t>(dropped.end);
+    VARAN_ASSIGN_OR_RETURN(
+        Result rows,
+        db_.Run("SELECT pos, size FROM output_chunks WHERE stream_id = $1 AND "
+                "pos >= $2 AND pos < $3",
+                Params().Int(id).Int(head).Int(end), what));
+    for (int i = 0; i < rows.rows(); ++i) {
+      const auto pos = static_cast<uint64_t>(rows.Int(i, 0));
+      const auto size = static_cast<uint64_t>(rows.Int(i, 1));
+      *stored -= output::Overlap({pos, pos + size}, dropped);
+    }
+    return db_
+        .Run(
+            "DELETE FROM output_chunks WHERE stream_id = $1 AND pos >= $2 "
+            "AND pos < $3 AND pos + size <= $3",
+            Params().Int(id).Int(head).Int(end), what)
+        .status();
+  }
+
+  Conn& db_;
+};
+
+}  // namespace
+
+output::StreamState StreamStateAt(const Result& r, int row, int first) {
+  output::StreamState state;
+  state.end = static_cast<uint64_t>(r.Int(row, first));
+  state.head_bytes = static_cast<uint64_t>(r.Int(row, first + 1));
+  state.tail_bytes = static_cast<uint64_t>(r.Int(row, first + 2));
+  state.stored = static_cast<uint64_t>(r.Int(row, first + 3));
+  return state;
+}
+
+absl::StatusOr<std::optional<OutputStreamRow>> FindOutputStream(
+    Conn& db, const OutputKey& key, absl::string_view what, bool for_update) {
+  VARAN_ASSIGN_OR_RETURN(
+      Result r,
+      db.Run(absl::StrCat("SELECT id, end_offset, head_bytes, tail_bytes, "
+                          "stored FROM output_streams WHERE job_id = $1 AND "
+                          "target = $2 AND stream = $3",
+                          for_update ? " FOR UPDATE" : ""),
+             Params().Text(key.job_id).Text(key.target).Int(key.stream), what));
+  if (r.rows() == 0) return std::nullopt;
+  return OutputStreamRow{r.Int(0, 0), StreamStateAt(r, 0, 1)};
+}
+
+absl::StatusOr<bool> JobExists(Conn& db, const std::string& id) {
+  VARAN_ASSIGN_OR_RETURN(
+      Result r, db.Run("SELECT 1 FROM jobs WHERE id = $1", Params().Text(id),
+                       absl::StrCat("look up job ", id)));
+  return r.rows() > 0;
+}
+
+absl::Status ExecuteWrite(Conn& db, const queued::Op& op) {
+  return std::visit(Writer(db), op);
+}
+
+}  // namespace postgres
+}  // namespace varan::core

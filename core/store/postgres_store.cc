@@ -1,0 +1,164 @@
+#include "core/store/postgres_store.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "core/store/postgres/conn.h"
+#include "core/store/postgres/ops.h"
+#include "core/store/postgres/schema.h"
+
+namespace varan::core {
+namespace {
+
+QueuedStoreOptions QueueOptions(const PostgresStoreOptions& o) {
+  QueuedStoreOptions q;
+  q.retention = o.retention;
+  q.max_batch_ops = o.max_batch_ops;
+  q.max_pending_writes = o.max_pending_writes;
+  return q;
+}
+
+// Tries of a batch whose ops abort the transaction for a reason of the
+// moment (a deadlock with another replica, a serialization failure) before
+// the op fails.
+constexpr int kMaxAbortRetries = 5;
+
+}  // namespace
+
+const int PostgresStore::kSchemaVersion = postgres::kSchemaVersion;
+
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(
+    const std::string& url, PostgresStoreOptions options) {
+  VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> writer,
+                         postgres::Conn::Connect(url, options.connect_timeout));
+  VARAN_RETURN_IF_ERROR(postgres::Migrate(*writer));
+  VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> reader,
+                         postgres::Conn::Connect(url, options.connect_timeout));
+  spdlog::info("store: {} (schema version {})", writer->description(),
+               postgres::kSchemaVersion);
+  return std::unique_ptr<PostgresStore>(new PostgresStore(
+      std::move(options), std::move(writer), std::move(reader)));
+}
+
+PostgresStore::PostgresStore(PostgresStoreOptions options,
+                             std::unique_ptr<postgres::Conn> writer,
+                             std::unique_ptr<postgres::Conn> reader)
+    : QueuedStore(writer->description(), QueueOptions(options)),
+      options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : RealClock::Get()),
+      writer_(std::move(writer)),
+      reader_(std::move(reader)) {
+  StartThreads();
+}
+
+PostgresStore::~PostgresStore() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    give_up_ = absl::Now() + options_.shutdown_grace;
+  }
+  StopThreads();
+}
+
+// --- The writer ------------------------------------------------------------
+
+void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
+                                  std::vector<absl::Status>* results,
+                                  absl::Status* commit) {
+  absl::Duration backoff = absl::Milliseconds(100);
+  bool reported = false;
+  for (;;) {
+    absl::Status connected = absl::OkStatus();
+    if (writer_->Broken()) connected = writer_->Reconnect();
+    if (connected.ok() && TryBatch(batch, results, commit)) {
+      if (reported) {
+        spdlog::info(
+            "store: {} is reachable again; the waiting writes are "
+            "committed",
+            name());
+      }
+      return;
+    }
+    if (connected.ok())
+      connected = absl::UnavailableError(
+          absl::StrCat("lost the connection to ", name()));
+    absl::Time give_up;
+    {
+      absl::MutexLock lock(&stop_mu_);
+      give_up = give_up_;
+    }
+    if (absl::Now() >= give_up) {
+      *commit = absl::UnavailableError(
+          absl::StrCat("the store closed while ", name(),
+                       " was unreachable: ", connected.message()));
+      spdlog::error("store: {}; {} writes lost", commit->ToString(),
+                    batch.size());
+      return;
+    }
+    if (!reported) {
+      spdlog::warn("store: {}; writes wait and are retried",
+                   connected.message());
+      reported = true;
+    }
+    absl::SleepFor(std::min(backoff, give_up - absl::Now()));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
+                             std::vector<absl::Status>* results,
+                             absl::Status* commit) {
+  postgres::Conn& db = *writer_;
+  // Ops that failed on their own (their status not OK): the batch runs
+  // again without them, so each op is all or nothing.
+  std::vector<absl::Status>& own = *results;
+  std::fill(own.begin(), own.end(), absl::OkStatus());
+  int aborts = 0;
+  for (;;) {
+    absl::Status begin = db.Exec("BEGIN", "begin a transaction");
+    absl::StatusOr<postgres::Result> xid =
+        begin.ok() ? db.Run("SELECT txid_current()", "begin a transaction")
+                   : absl::StatusOr<postgres::Result>(begin);
+    if (!xid.ok()) {
+      if (db.Broken()) return false;
+      if (db.InTransaction()) (void)db.Exec("ROLLBACK", "roll back");
+      *commit = xid.status();
+      return true;
+    }
+    const int64_t txid = xid->Int(0, 0);
+    bool again = false;
+    for (size_t i = 0; i < batch.size() && !again; ++i) {
+      if (!own[i].ok()) continue;
+      absl::Status s = postgres::ExecuteWrite(db, batch[i]);
+      if (s.ok()) continue;
+      if (db.Broken()) return false;
+      (void)db.Exec("ROLLBACK", "roll back");
+      again = true;
+      // A deadlock or serialization failure with another replica: the
+      // whole batch again, this op included, a few times.
+      if (absl::IsAborted(s) && ++aborts <= kMaxAbortRetries) continue;
+      spdlog::error("store: write failed: {}", s.ToString());
+      own[i] = std::move(s);
+    }
+    if (again) continue;
+    absl::Status done = db.Exec("COMMIT", "commit");
+    if (done.ok()) return true;
+    if (!db.Broken()) {
+      *commit = done;
+      return true;
+    }
+    // The connection broke with the COMMIT sent: whether it committed is
+    // for the server to say (txid_status), once it answers again.
+    if (!db.Reconnect().ok()) return false;
+    absl::StatusOr<postgres::Result> outcome =
+        db.Run("SELECT txid_status($1)::TEXT", postgres::Params().Int(txid),
+               "look up the outcome of a commit");
+    return outcome.ok() && outcome->rows() == 1 &&
+           outcome->Bytes(0, 0) == "committed";
+  }
+}
+
+}  // namespace varan::core
