@@ -10,7 +10,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 
 namespace varan {
 namespace {
@@ -262,6 +264,33 @@ absl::StatusOr<HostPort> ParseDialAddress(absl::string_view text,
   auto port = ParsePort(text, split->port, /*allow_zero=*/false);
   if (!port.ok()) return port.status();
   return HostPort{CanonicalHost(split->host), *port};
+}
+
+absl::StatusOr<std::vector<HostPort>> ParseDialAddressList(
+    absl::string_view text, uint16_t default_port) {
+  const std::vector<absl::string_view> elements = absl::StrSplit(text, ',');
+  std::vector<HostPort> out;
+  for (size_t i = 0; i < elements.size(); ++i) {
+    const absl::string_view element = absl::StripAsciiWhitespace(elements[i]);
+    if (element.empty()) {
+      return absl::InvalidArgumentError(
+          elements.size() == 1
+              ? std::string("no address given")
+              : absl::StrCat("address ", i + 1, " of ", elements.size(),
+                             " in \"", text, "\" is empty"));
+    }
+    auto address = ParseDialAddress(element, default_port);
+    if (!address.ok()) return address.status();
+    for (const HostPort& earlier : out) {
+      if (earlier == *address) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("address \"", element, "\" is listed twice (as ",
+                         FormatHostPort(*address), ")"));
+      }
+    }
+    out.push_back(*std::move(address));
+  }
+  return out;
 }
 
 std::string NormalizePeerAddress(absl::string_view grpc_peer) {

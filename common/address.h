@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -51,6 +52,15 @@ absl::StatusOr<HostPort> ParseListenAddress(absl::string_view text);
 // missing port ("core.example", "[fd00::1]", "10.0.0.1") takes it.
 absl::StatusOr<HostPort> ParseDialAddress(absl::string_view text,
                                           uint16_t default_port = 0);
+
+// Parses a comma-separated list of addresses to dial (several core
+// replicas: "core-a:7700,core-b:7700"), each as ParseDialAddress does, in
+// order; whitespace around an element is ignored. Errors are
+// INVALID_ARGUMENT naming the element: an empty one ("a:7700,,b:7700",
+// a trailing comma, an empty list), a malformed one, or one listed twice
+// (after the default port is filled in).
+absl::StatusOr<std::vector<HostPort>> ParseDialAddressList(
+    absl::string_view text, uint16_t default_port = 0);
 
 // Turns a gRPC peer string ("ipv4:127.0.0.1:5000",
 // "ipv6:%5B::ffff:10.0.0.1%5D:5000", "unix:/path") into the bare client

@@ -2,16 +2,28 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_join.h"
 #include "common/daemon.h"
 #include "common/proxy.h"
 
 namespace varan::periphery {
 
 void AddPeripheryFlags(CLI::App& app, PeripheryConfig* c) {
-  app.add_option("--core", c->core,
-                 "Core address to register with, e.g. [fd00::1]:7700, "
-                 "10.0.0.1:7700 or core.example:7700 (required)");
+  // Repeated --core (or an array in the config file) adds to the list, kept
+  // as one comma-separated string so that every source reads the same way
+  // and an empty element stays visible to the check at start.
+  app.add_option_function<std::vector<std::string>>(
+         "--core",
+         [c](const std::vector<std::string>& cores) {
+           c->core = absl::StrJoin(cores, ",");
+         },
+         "Core address to register with, e.g. [fd00::1]:7700, "
+         "10.0.0.1:7700 or core.example:7700 (required); several core "
+         "replicas comma-separated or --core repeated: the periphery uses "
+         "one and moves to the next when it stops answering")
+      ->allow_extra_args(false);
   app.add_option("--join-token-file", c->join_token_file,
                  "File holding the join token core accepts; needed until "
                  "the periphery has registered (then its own credential in "

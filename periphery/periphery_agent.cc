@@ -69,8 +69,8 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
         "--no-listen needs --tunnel: without a port or a tunnel core could "
         "never reach this periphery");
   }
-  auto core_addr = ParseDialAddress(config.core, 7700);
-  if (!core_addr.ok()) return Prefixed("--core: ", core_addr.status());
+  auto cores = ParseDialAddressList(config.core, 7700);
+  if (!cores.ok()) return Prefixed("--core: ", cores.status());
   if (absl::Status s = CheckProxyUrl(config.proxy); !s.ok()) return s;
   auto labels = ParseLabels(config.labels);
   if (!labels.ok()) return labels.status();
@@ -136,8 +136,8 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
                  "callers are authenticated by credential, but traffic is "
                  "not encrypted",
                  config.daemon.tls);
-    auto address = AdvertiseAddress(
-        config.advertise, agent->server_.addresses.front(), *core_addr);
+    auto address = AdvertiseAddress(config.advertise,
+                                    agent->server_.addresses.front(), *cores);
     if (!address.ok()) return address.status();
     agent->advertised_ = *address;
   } else {
@@ -145,11 +145,14 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   }
 
   UplinkOptions uplink_options;
-  uplink_options.core = *core_addr;
+  uplink_options.cores = *cores;
   uplink_options.join_token = *std::move(join_token);
   uplink_options.name = name;
   uplink_options.labels = *std::move(labels);
   uplink_options.advertise_address = agent->advertised_;
+  uplink_options.advertise_toward_core =
+      !config.no_listen && config.advertise.empty() &&
+      IsWildcardHost(agent->server_.addresses.front().host);
   uplink_options.state_dir = config.state_dir;
   uplink_options.tunnel = config.tunnel;
   uplink_options.max_backoff = absl::Seconds(config.reconnect_max_seconds);
@@ -159,9 +162,12 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
       MakeChannelSecurity(agent->core_tls_.get(), config.core_tls.server_name);
   uplink_options.proxy = config.proxy;
   LogProxy(config.proxy, "core");
+  CoreConnector connect = [uplink_options, clock](const HostPort& core) {
+    return NewGrpcCoreConnection(core, uplink_options, clock);
+  };
   agent->uplink_ = std::make_unique<Uplink>(
-      uplink_options, NewGrpcCoreConnection(uplink_options, clock),
-      &agent->credential_, agent->host_.get(), agent->executor_.get(), clock);
+      uplink_options, std::move(connect), &agent->credential_,
+      agent->host_.get(), agent->executor_.get(), clock);
   agent->uplink_->Start();
   return agent;
 }

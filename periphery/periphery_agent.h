@@ -38,7 +38,9 @@ namespace varan::periphery {
 struct PeripheryConfig {
   // --config, --listen, --log-*, --allow, --auth-failure-limit, --tls-*.
   DaemonFlags daemon;
-  std::string core;  // --core, required
+  // --core, required: one address, or several core replicas
+  // comma-separated.
+  std::string core;
   std::string join_token_file;
   std::string name;                 // default: the host name
   std::vector<std::string> labels;  // "key=value"

@@ -16,7 +16,8 @@ namespace {
 
 class GrpcCoreConnection final : public CoreConnection {
  public:
-  GrpcCoreConnection(const UplinkOptions& options, const Clock* clock)
+  GrpcCoreConnection(const HostPort& core, const UplinkOptions& options,
+                     const Clock* clock)
       : clock_(clock) {
     grpc::ChannelArguments args;
     SetClientChannelArgs(
@@ -25,7 +26,7 @@ class GrpcCoreConnection final : public CoreConnection {
     options.security.Apply(&args);
     ApplyProxy(options.proxy, &args);
     channel_ =
-        grpc::CreateCustomChannel(FormatHostPort(options.core),
+        grpc::CreateCustomChannel(FormatHostPort(core),
                                   options.security.credentials != nullptr
                                       ? options.security.credentials
                                       : grpc::InsecureChannelCredentials(),
@@ -76,8 +77,8 @@ class GrpcCoreConnection final : public CoreConnection {
 }  // namespace
 
 std::unique_ptr<CoreConnection> NewGrpcCoreConnection(
-    const UplinkOptions& options, const Clock* clock) {
-  return std::make_unique<GrpcCoreConnection>(options, clock);
+    const HostPort& core, const UplinkOptions& options, const Clock* clock) {
+  return std::make_unique<GrpcCoreConnection>(core, options, clock);
 }
 
 }  // namespace varan::periphery

@@ -3,8 +3,10 @@
 // again, back off) can be tested against an in-memory core
 // (tests/fakes/periphery/fake_core_connection.h) with a fake clock.
 //
-// The real implementation (NewGrpcCoreConnection) holds one gRPC channel to
-// core with the keepalive, reconnect backoff and TLS the options give.
+// A CoreConnection talks to one core; with several core replicas the
+// uplink makes one for the core it uses (a CoreConnector). The real
+// implementation (NewGrpcCoreConnection) holds one gRPC channel to it with
+// the keepalive, reconnect backoff and TLS the options give.
 // Errors are absl::Status with core's gRPC code; a registration or tunnel
 // that core refused for load carries its retry-after hint (see
 // common/grpc_util.h, RetryAfter).
@@ -14,12 +16,14 @@
 // Thread-safe: calls may come from any thread (the uplink uses one).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/address.h"
 #include "common/clock.h"
 #include "periphery/exec/executor.h"
 #include "varan/v1/core.pb.h"
@@ -78,10 +82,15 @@ class CoreConnection {
       varan::v1::TunnelHello hello) = 0;
 };
 
-// The real connection: a gRPC channel to `options.core` with the options'
-// keepalive, reconnect backoff and security. `clock` (outliving the
-// connection) stamps the tunnel's answers.
+// Makes the connection to one core (the uplink calls it for the core it
+// talks to, again when it moves to another).
+using CoreConnector =
+    std::function<std::unique_ptr<CoreConnection>(const HostPort& core)>;
+
+// The real connection: a gRPC channel to `core` with the options' keepalive,
+// reconnect backoff and security. `clock` (outliving the connection) stamps
+// the tunnel's answers.
 std::unique_ptr<CoreConnection> NewGrpcCoreConnection(
-    const UplinkOptions& options, const Clock* clock);
+    const HostPort& core, const UplinkOptions& options, const Clock* clock);
 
 }  // namespace varan::periphery

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "common/secrets.h"
@@ -73,9 +74,9 @@ absl::StatusOr<std::string> LocalAddressToward(const HostPort& core) {
   return out;
 }
 
-absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
-                                             const HostPort& bound,
-                                             const HostPort& core) {
+absl::StatusOr<std::string> AdvertiseAddress(
+    const std::string& flag, const HostPort& bound,
+    const std::vector<HostPort>& cores) {
   if (!flag.empty()) {
     auto adv = ParseDialAddress(flag);
     if (!adv.ok()) {
@@ -86,7 +87,14 @@ absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
   }
   std::string host = bound.host;
   if (IsWildcardHost(host)) {
-    auto local = LocalAddressToward(core);
+    // A core whose name does not resolve now is passed over: the periphery
+    // can still work through the others.
+    absl::StatusOr<std::string> local =
+        absl::InvalidArgumentError("no core address");
+    for (const HostPort& core : cores) {
+      local = LocalAddressToward(core);
+      if (local.ok()) break;
+    }
     if (!local.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "cannot work out an address to advertise: ", local.status().message(),
@@ -102,11 +110,11 @@ bool HasSavedRegistration(const std::string& state_dir) {
          ReadSecretFile(absl::StrCat(state_dir, "/", kIdFile)).ok();
 }
 
-Uplink::Uplink(UplinkOptions options, std::unique_ptr<CoreConnection> core,
+Uplink::Uplink(UplinkOptions options, CoreConnector connect,
                CredentialHolder* credential, HostSnapshot* host,
                Executor* executor, const Clock* clock)
     : options_(std::move(options)),
-      core_(std::move(core)),
+      connect_(std::move(connect)),
       credential_(credential),
       host_(host),
       executor_(executor),
@@ -131,6 +139,32 @@ void Uplink::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+CoreConnection& Uplink::Core() {
+  if (core_ == nullptr) core_ = connect_(options_.cores[current_]);
+  return *core_;
+}
+
+std::string Uplink::CurrentCore() const {
+  return FormatHostPort(options_.cores[current_]);
+}
+
+std::string Uplink::AdvertiseToCurrentCore() const {
+  // The address chosen at start is the one toward the first core.
+  if (!options_.advertise_toward_core || current_ == 0) {
+    return options_.advertise_address;
+  }
+  auto advertised = ParseDialAddress(options_.advertise_address);
+  auto local = LocalAddressToward(options_.cores[current_]);
+  if (!advertised.ok() || !local.ok()) {
+    spdlog::debug("advertising {} to core at {}: {}",
+                  options_.advertise_address, CurrentCore(),
+                  local.ok() ? advertised.status().ToString()
+                             : local.status().ToString());
+    return options_.advertise_address;
+  }
+  return FormatHostPort({*local, advertised->port});
+}
+
 bool Uplink::SleepFor(absl::Duration d) {
   return !clock_->WaitForNotification(stop_, d);
 }
@@ -153,7 +187,7 @@ varan::v1::RegisterRequest Uplink::MakeRegisterRequest() const {
   varan::v1::RegisterRequest req;
   req.set_name(options_.name);
   for (const auto& [k, v] : options_.labels) (*req.mutable_labels())[k] = v;
-  req.set_advertise_address(options_.advertise_address);
+  req.set_advertise_address(AdvertiseToCurrentCore());
   *req.mutable_facts() = host_->facts();
   req.set_version(kVersion);
   return req;
@@ -168,16 +202,17 @@ absl::Status Uplink::NeedJoinToken() const {
 
 absl::Status Uplink::Register() {
   if (absl::Status s = NeedJoinToken(); !s.ok()) return s;
-  auto resp = core_->Register(MakeRegisterRequest(), options_.join_token,
-                              options_.rpc_timeout);
+  const varan::v1::RegisterRequest request = MakeRegisterRequest();
+  auto resp =
+      Core().Register(request, options_.join_token, options_.rpc_timeout);
   if (!resp.ok()) return resp.status();
   SaveRegistration(resp->periphery_id(), resp->credential());
   if (resp->has_heartbeat_interval()) {
     interval_ = FromDuration(resp->heartbeat_interval());
   }
   spdlog::info("registered with core at {} as {} (id {}), advertising {}",
-               FormatHostPort(options_.core), options_.name, periphery_id_,
-               options_.advertise_address);
+               CurrentCore(), options_.name, periphery_id_,
+               request.advertise_address());
   return absl::OkStatus();
 }
 
@@ -191,7 +226,7 @@ varan::v1::HeartbeatRequest Uplink::MakeHeartbeat() {
 }
 
 absl::Status Uplink::Heartbeat() {
-  auto resp = core_->Heartbeat(MakeHeartbeat(), credential_->Get(),
+  auto resp = Core().Heartbeat(MakeHeartbeat(), credential_->Get(),
                                options_.rpc_timeout);
   if (!resp.ok()) return resp.status();
   if (resp->has_heartbeat_interval()) {
@@ -201,6 +236,43 @@ absl::Status Uplink::Heartbeat() {
                                                   resp->acknowledged().end()));
   CancelForCore(executor_, resp->cancel());
   return absl::OkStatus();
+}
+
+void Uplink::Connected(absl::Duration* backoff, bool* failing) {
+  *failing = false;
+  *backoff = options_.min_backoff;
+  unreachable_in_row_ = 0;
+  all_failed_ = false;
+}
+
+bool Uplink::Retry(const absl::Status& status, bool broke,
+                   absl::Duration* backoff, bool* failing) {
+  const bool unreachable = !RetryAfter(status).has_value() &&
+                           (broke || absl::IsUnavailable(status) ||
+                            absl::IsDeadlineExceeded(status));
+  const size_t cores = options_.cores.size();
+  if (!unreachable || cores == 1) {
+    // Core answered (a refusal, a hint): stay with it.
+    if (!unreachable) unreachable_in_row_ = 0;
+    return Backoff(status, backoff, failing);
+  }
+  const std::string from = CurrentCore();
+  core_.reset();
+  current_ = (current_ + 1) % cores;
+  // Logged at info until every core has failed since the last success;
+  // after that the pass is logged once, by Backoff.
+  if (!all_failed_) {
+    spdlog::info("core at {} is unreachable ({}); moving to core at {}", from,
+                 status.ToString(), CurrentCore());
+  } else {
+    spdlog::debug("core at {} is unreachable ({}); moving to core at {}", from,
+                  status.ToString(), CurrentCore());
+  }
+  if (++unreachable_in_row_ < cores) return !stop_.HasBeenNotified();
+  // Every core failed in a row: back off before the next pass.
+  unreachable_in_row_ = 0;
+  all_failed_ = true;
+  return Backoff(status, backoff, failing);
 }
 
 bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
@@ -215,8 +287,7 @@ bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
     spdlog::warn(
         "core at {} is shedding load: waiting {} before trying again (core "
         "asked for at least {})",
-        FormatHostPort(options_.core), absl::FormatDuration(wait),
-        absl::FormatDuration(*hint));
+        CurrentCore(), absl::FormatDuration(wait), absl::FormatDuration(*hint));
     *failing = true;
     return SleepFor(wait);
   }
@@ -224,17 +295,24 @@ bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
       absl::IsPermissionDenied(status) || absl::IsAlreadyExists(status)) {
     // Core refused us: retrying fast will not help, but core's
     // configuration may change, so keep trying slowly and loudly.
-    spdlog::error("core at {} refused registration: {}",
-                  FormatHostPort(options_.core), status.ToString());
+    spdlog::error("core at {} refused registration: {}", CurrentCore(),
+                  status.ToString());
     *failing = true;
     return SleepFor(options_.max_backoff);
   }
+  // With several cores, every one of them has just failed.
+  std::string where = absl::StrCat("core at ", CurrentCore());
+  if (options_.cores.size() > 1) {
+    std::vector<std::string> all;
+    for (const HostPort& core : options_.cores) {
+      all.push_back(FormatHostPort(core));
+    }
+    where = absl::StrCat("any core (", absl::StrJoin(all, ", "), ")");
+  }
   if (!*failing) {
-    spdlog::warn("cannot reach core at {}: {} (retrying)",
-                 FormatHostPort(options_.core), status.ToString());
+    spdlog::warn("cannot reach {}: {} (retrying)", where, status.ToString());
   } else {
-    spdlog::debug("core at {} still unreachable: {}",
-                  FormatHostPort(options_.core), status.ToString());
+    spdlog::debug("still cannot reach {}: {}", where, status.ToString());
   }
   *failing = true;
   // Jitter in [0.5, 1.5) of the backoff so a fleet does not retry in step.
@@ -254,7 +332,7 @@ absl::Status Uplink::RunTunnel(bool* opened) {
   } else {
     hello.set_periphery_id(periphery_id_);
   }
-  std::unique_ptr<CoreTunnel> session = core_->OpenTunnel(
+  std::unique_ptr<CoreTunnel> session = Core().OpenTunnel(
       executor_, registering ? options_.join_token : credential_->Get(),
       std::move(hello));
   absl::Status result;
@@ -266,9 +344,9 @@ absl::Status Uplink::RunTunnel(bool* opened) {
     if (registering) {
       SaveRegistration(answer->periphery_id(), answer->credential());
       spdlog::info("registered with core at {} as {} (id {}) over a tunnel",
-                   FormatHostPort(options_.core), options_.name, periphery_id_);
+                   CurrentCore(), options_.name, periphery_id_);
     } else {
-      spdlog::info("tunnel to core at {} open", FormatHostPort(options_.core));
+      spdlog::info("tunnel to core at {} open", CurrentCore());
     }
     // Heartbeat at once (that confirms a registration), then every
     // interval; core that stops answering for three intervals is given up.
@@ -313,10 +391,7 @@ void Uplink::Run() {
       bool opened = false;
       absl::Status status = RunTunnel(&opened);
       if (stop_.HasBeenNotified()) return;
-      if (opened) {
-        failing = false;
-        backoff = options_.min_backoff;
-      }
+      if (opened) Connected(&backoff, &failing);
       if (!periphery_id_.empty() && !opened &&
           (absl::IsNotFound(status) || absl::IsUnauthenticated(status))) {
         spdlog::info(
@@ -328,10 +403,10 @@ void Uplink::Run() {
       }
       if (opened) {
         spdlog::warn("tunnel to core at {} closed: {} (reconnecting)",
-                     FormatHostPort(options_.core), status.ToString());
+                     CurrentCore(), status.ToString());
         failing = true;
       }
-      if (!Backoff(status, &backoff, &failing)) return;
+      if (!Retry(status, /*broke=*/opened, &backoff, &failing)) return;
       continue;
     }
     absl::Status status;
@@ -353,18 +428,19 @@ void Uplink::Run() {
     }
     if (status.ok()) {
       if (failing) {
-        spdlog::info("connected to core at {} again",
-                     FormatHostPort(options_.core));
+        spdlog::info("connected to core at {} again", CurrentCore());
+      } else if (unreachable_in_row_ > 0) {
+        // Moved from another core without waiting.
+        spdlog::info("connected to core at {}", CurrentCore());
       }
-      failing = false;
-      backoff = options_.min_backoff;
+      Connected(&backoff, &failing);
       // Right after registering, heartbeat at once: core counts a periphery
       // online (and dispatches to it) only once it has proved it holds the
       // new credential, which is also what the Agent service checks.
       if (!registered && !SleepFor(interval_)) return;
       continue;
     }
-    if (!Backoff(status, &backoff, &failing)) return;
+    if (!Retry(status, /*broke=*/false, &backoff, &failing)) return;
   }
 }
 

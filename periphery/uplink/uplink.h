@@ -11,6 +11,16 @@
 // the uplink registers again. When core cannot be reached it retries with
 // capped exponential backoff and jitter (the first retry is fast).
 //
+// Several cores (replicas sharing one database, so the credential is good on
+// each): the uplink talks to one at a time, the current one. A call to it
+// that finds it unreachable (UNAVAILABLE, DEADLINE_EXCEEDED, a tunnel that
+// cannot open for either, or an open tunnel that ends) moves it to the next
+// address in the list, round robin, keeping its id and credential; the next
+// one is tried at once, and only when every address has failed in a row does
+// the backoff above come between one pass over the list and the next. A
+// refusal or a retry-after hint is not "unreachable": the uplink stays on that
+// core. One address behaves as if the list did not exist.
+//
 // Tunnel mode (`tunnel`): the same happens over one Registry.Connect stream
 // (see TunnelSession); a stream that ends, or on which core stops answering
 // heartbeats for three intervals, is replaced by a new one.
@@ -29,6 +39,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -45,7 +56,9 @@
 namespace varan::periphery {
 
 struct UplinkOptions {
-  HostPort core;
+  // Core's addresses, at least one (several: replicas of one core, in the
+  // order they are tried).
+  std::vector<HostPort> cores;
   // Empty when the periphery was started without one (it has a saved
   // registration); registering again then fails until one is given.
   std::string join_token;
@@ -53,6 +66,12 @@ struct UplinkOptions {
   std::map<std::string, std::string> labels;
   // Address core should dial, e.g. "[fd00::5]:7701".
   std::string advertise_address;
+  // advertise_address's host was worked out at start as this host's address
+  // toward core (AdvertiseAddress: there was no --advertise and the listener
+  // is a wildcard): registering with another core than cores[0] advertises
+  // the address toward that one, same port (advertise_address when there
+  // is no route to it).
+  bool advertise_toward_core = false;
   std::string state_dir;
   // Reach core through a tunnel instead of waiting to be dialed.
   bool tunnel = false;
@@ -76,12 +95,13 @@ struct UplinkOptions {
 
 class Uplink {
  public:
-  // `core` is the way to core (owned). `credential` receives the
-  // credential; `host` gives the facts sent at registration and takes a
-  // stats sample per heartbeat; `executor` runs what core sends over the
-  // tunnel and reports held executions; `clock` times the waits. Those four
-  // must outlive the Uplink.
-  Uplink(UplinkOptions options, std::unique_ptr<CoreConnection> core,
+  // `connect` makes the connection to one of options.cores (called on the
+  // uplink's thread, again each time the uplink moves to another core; with
+  // one address, once). `credential` receives the credential; `host` gives the
+  // facts sent at registration and takes a stats sample per heartbeat;
+  // `executor` runs what core sends over the tunnel and reports held
+  // executions; `clock` times the waits. Those four must outlive the Uplink.
+  Uplink(UplinkOptions options, CoreConnector connect,
          CredentialHolder* credential, HostSnapshot* host, Executor* executor,
          const Clock* clock);
   ~Uplink();
@@ -105,6 +125,19 @@ class Uplink {
   absl::Status Heartbeat();
   varan::v1::HeartbeatRequest MakeHeartbeat();
   varan::v1::RegisterRequest MakeRegisterRequest() const;
+  // The address advertised to the current core (see
+  // UplinkOptions::advertise_toward_core).
+  std::string AdvertiseToCurrentCore() const;
+  // The connection to the current core, made when first needed.
+  CoreConnection& Core();
+  std::string CurrentCore() const;
+  // After `status` from the current core (`broke`: an open tunnel ended):
+  // moves to the next core when it was unreachable, and waits as the class
+  // comment says; false when stopped.
+  bool Retry(const absl::Status& status, bool broke, absl::Duration* backoff,
+             bool* failing);
+  // The attempt succeeded: the next failure starts a new pass.
+  void Connected(absl::Duration* backoff, bool* failing);
   // Keeps a registration core returned (state dir and credential holder).
   void SaveRegistration(const std::string& id, const std::string& credential);
   // Waits before retrying after `status`; false when stopped.
@@ -114,13 +147,21 @@ class Uplink {
   bool SleepFor(absl::Duration d);
 
   const UplinkOptions options_;
-  const std::unique_ptr<CoreConnection> core_;
+  const CoreConnector connect_;
   CredentialHolder* const credential_;
   HostSnapshot* const host_;
   Executor* const executor_;
   const Clock* const clock_;
   std::string periphery_id_;  // uplink thread only (and Start)
   absl::Duration interval_ = absl::Seconds(10);
+  // Uplink thread only: the current core (an index into options_.cores),
+  // the connection to it (null until needed), the unreachable answers in a
+  // row since the last success or pass over the list, and whether a whole
+  // pass failed since the last success (later moves are logged at debug).
+  size_t current_ = 0;
+  std::unique_ptr<CoreConnection> core_;
+  size_t unreachable_in_row_ = 0;
+  bool all_failed_ = false;
   absl::Notification stop_;
   std::thread thread_;
 };
@@ -131,11 +172,12 @@ bool HasSavedRegistration(const std::string& state_dir);
 
 // The address to advertise to core: `flag` (--advertise) normalised when
 // given; else the first bound listener, with a wildcard host replaced by
-// this host's address toward `core` (so core dials back over the family the
-// periphery used). Errors (INVALID_ARGUMENT, UNAVAILABLE) say which.
-absl::StatusOr<std::string> AdvertiseAddress(const std::string& flag,
-                                             const HostPort& bound,
-                                             const HostPort& core);
+// this host's address toward the first of `cores` it can find a route to (so
+// core dials back over the family the periphery used). Errors
+// (INVALID_ARGUMENT, UNAVAILABLE) say which.
+absl::StatusOr<std::string> AdvertiseAddress(
+    const std::string& flag, const HostPort& bound,
+    const std::vector<HostPort>& cores);
 
 // The local address this host would use to reach `core` (as seen by a
 // routing lookup), e.g. "fd00::5" or "10.0.0.5". Errors name `core`.

@@ -9,6 +9,11 @@
 // spinning once the script is played out. After Close() every call fails
 // at once with UNAVAILABLE.
 //
+// Several cores: Connect(address) hands out a connection that forwards to
+// this fake and records `address` in every call (the script is one for all
+// of them, in call order), and connects() lists the connections made, so a
+// test sees which core each call went to and when the uplink moved.
+//
 // Tunnels: OpenTunnel records the hello; the tunnel's WaitOpened takes the
 // next answer (its heartbeat_interval in whole seconds). An opened tunnel
 // stays open (core never answers its heartbeats, which it counts) until the
@@ -38,7 +43,8 @@ class FakeCoreConnection final : public CoreConnection {
 
   struct Call {
     Kind kind;
-    absl::Time at;  // on the fake clock
+    absl::Time at;     // on the fake clock
+    std::string core;  // the address given to Connect ("" when called directly)
     std::string bearer;
     varan::v1::RegisterRequest register_request;  // kRegister
     varan::v1::HeartbeatRequest heartbeat;        // kHeartbeat
@@ -46,6 +52,20 @@ class FakeCoreConnection final : public CoreConnection {
   };
 
   explicit FakeCoreConnection(const Clock* clock) : clock_(clock) {}
+
+  // A connection to the core at `address`, answered by this fake (which
+  // must outlive it).
+  std::unique_ptr<CoreConnection> Connect(std::string address) {
+    absl::MutexLock lock(&mu_);
+    connects_.push_back(address);
+    return std::make_unique<Handle>(this, std::move(address));
+  }
+
+  // The addresses given to Connect so far, in order.
+  std::vector<std::string> connects() {
+    absl::MutexLock lock(&mu_);
+    return connects_;
+  }
 
   // Core's next answers, in the order the uplink is expected to call.
   void AnswerRegister(absl::StatusOr<varan::v1::RegisterResponse> answer) {
@@ -83,29 +103,75 @@ class FakeCoreConnection final : public CoreConnection {
 
   absl::StatusOr<varan::v1::RegisterResponse> Register(
       const varan::v1::RegisterRequest& request, const std::string& join_token,
-      absl::Duration /*timeout*/) override {
-    Call call{Kind::kRegister, clock_->Now(), join_token, request, {}, {}};
-    return std::get<absl::StatusOr<varan::v1::RegisterResponse>>(
-        Take(std::move(call)));
+      absl::Duration timeout) override {
+    return RegisterAt("", request, join_token, timeout);
   }
 
   absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
       const varan::v1::HeartbeatRequest& request, const std::string& credential,
-      absl::Duration /*timeout*/) override {
-    Call call{Kind::kHeartbeat, clock_->Now(), credential, {}, request, {}};
-    return std::get<absl::StatusOr<varan::v1::HeartbeatResponse>>(
-        Take(std::move(call)));
+      absl::Duration timeout) override {
+    return HeartbeatAt("", request, credential, timeout);
   }
 
   std::unique_ptr<CoreTunnel> OpenTunnel(
-      Executor* /*executor*/, const std::string& bearer,
+      Executor* executor, const std::string& bearer,
       varan::v1::TunnelHello hello) override {
-    Call call{Kind::kTunnelHello, clock_->Now(), bearer, {}, {},
+    return OpenTunnelAt("", executor, bearer, std::move(hello));
+  }
+
+ private:
+  // The calls above, made on the connection to `core`.
+  absl::StatusOr<varan::v1::RegisterResponse> RegisterAt(
+      const std::string& core, const varan::v1::RegisterRequest& request,
+      const std::string& join_token, absl::Duration /*timeout*/) {
+    Call call{
+        Kind::kRegister, clock_->Now(), core, join_token, request, {}, {}};
+    return std::get<absl::StatusOr<varan::v1::RegisterResponse>>(
+        Take(std::move(call)));
+  }
+  absl::StatusOr<varan::v1::HeartbeatResponse> HeartbeatAt(
+      const std::string& core, const varan::v1::HeartbeatRequest& request,
+      const std::string& credential, absl::Duration /*timeout*/) {
+    Call call{
+        Kind::kHeartbeat, clock_->Now(), core, credential, {}, request, {}};
+    return std::get<absl::StatusOr<varan::v1::HeartbeatResponse>>(
+        Take(std::move(call)));
+  }
+  std::unique_ptr<CoreTunnel> OpenTunnelAt(const std::string& core,
+                                           Executor* /*executor*/,
+                                           const std::string& bearer,
+                                           varan::v1::TunnelHello hello) {
+    Call call{Kind::kTunnelHello, clock_->Now(), core, bearer, {}, {},
               std::move(hello)};
     return std::make_unique<Tunnel>(this, std::move(call));
   }
 
- private:
+  // What Connect hands out: the fake, on behalf of one address.
+  class Handle final : public CoreConnection {
+   public:
+    Handle(FakeCoreConnection* fake, std::string core)
+        : fake_(fake), core_(std::move(core)) {}
+    absl::StatusOr<varan::v1::RegisterResponse> Register(
+        const varan::v1::RegisterRequest& request,
+        const std::string& join_token, absl::Duration timeout) override {
+      return fake_->RegisterAt(core_, request, join_token, timeout);
+    }
+    absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
+        const varan::v1::HeartbeatRequest& request,
+        const std::string& credential, absl::Duration timeout) override {
+      return fake_->HeartbeatAt(core_, request, credential, timeout);
+    }
+    std::unique_ptr<CoreTunnel> OpenTunnel(
+        Executor* executor, const std::string& bearer,
+        varan::v1::TunnelHello hello) override {
+      return fake_->OpenTunnelAt(core_, executor, bearer, std::move(hello));
+    }
+
+   private:
+    FakeCoreConnection* const fake_;
+    const std::string core_;
+  };
+
   using Answer = std::variant<absl::StatusOr<varan::v1::RegisterResponse>,
                               absl::StatusOr<varan::v1::HeartbeatResponse>,
                               absl::StatusOr<varan::v1::TunnelOpened>>;
@@ -200,6 +266,7 @@ class FakeCoreConnection final : public CoreConnection {
   std::vector<std::pair<Kind, Answer>> script_ ABSL_GUARDED_BY(mu_);
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> connects_ ABSL_GUARDED_BY(mu_);
   int tunnel_heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };

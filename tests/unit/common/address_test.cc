@@ -152,6 +152,46 @@ TEST_F(AddressTest, ParseDialAddressWithoutDefaultPortRequiresOne) {
   }
 }
 
+TEST_F(AddressTest, ParseDialAddressListKeepsOrderAndDefaultPorts) {
+  struct ListCase {
+    std::string text;
+    std::vector<HostPort> want;
+  };
+  const std::vector<ListCase> cases = {
+      {"core.example", {{"core.example", 7700}}},
+      {"[fd00::1]:7701,10.0.0.1", {{"fd00::1", 7701}, {"10.0.0.1", 7700}}},
+      {" core-a:1 , core-b:2,core-c ",
+       {{"core-a", 1}, {"core-b", 2}, {"core-c", 7700}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto got = ParseDialAddressList(c.text, 7700);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, c.want);
+  }
+}
+
+TEST_F(AddressTest, ParseDialAddressListNamesTheBadElement) {
+  const std::vector<RejectCase> cases = {
+      {"", "no address given"},
+      {" ", "no address given"},
+      {"a:7700,,b:7700", "address 2 of 3 in \"a:7700,,b:7700\" is empty"},
+      {"a:7700,", "address 2 of 2 in \"a:7700,\" is empty"},
+      {",a:7700", "address 1 of 2"},
+      {"a:7700,b:99999", "invalid address \"b:99999\": port 99999 is out"},
+      {"a:7700,fd00::1:7700", "\"[fd00::1]:7700\""},
+      {"a:7700,[::]:7700", "wildcard"},
+      {"core-a,core-a:7700", "\"core-a:7700\" is listed twice"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto got = ParseDialAddressList(c.text, 7700);
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(got.status().message()), HasSubstr(c.message_part));
+  }
+}
+
 TEST_F(AddressTest, FormatHostPortBracketsOnlyIPv6) {
   EXPECT_EQ(FormatHostPort({"fd00::1", 7701}), "[fd00::1]:7701");
   EXPECT_EQ(FormatHostPort({"::", 0}), "[::]:0");

@@ -118,6 +118,23 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadConfigCase{"NoCore", [](PeripheryConfig* c) { c->core.clear(); },
                       "--core is required (e.g. --core [::1]:7700)"},
+        // Several core replicas: the bad element is named.
+        BadConfigCase{
+            "EmptyCoreInTheList",
+            [](PeripheryConfig* c) { c->core = "127.0.0.1:1,,127.0.0.1:2"; },
+            "--core: address 2 of 3 in \"127.0.0.1:1,,127.0.0.1:2\" "
+            "is empty"},
+        BadConfigCase{"TrailingComma",
+                      [](PeripheryConfig* c) { c->core = "127.0.0.1:1,"; },
+                      "--core: address 2 of 2"},
+        BadConfigCase{
+            "MalformedCoreInTheList",
+            [](PeripheryConfig* c) { c->core = "127.0.0.1:1,fd00::1:7700"; },
+            "--core: invalid address \"fd00::1:7700\""},
+        BadConfigCase{
+            "CoreListedTwice",
+            [](PeripheryConfig* c) { c->core = "127.0.0.1:1, 127.0.0.1:1"; },
+            "--core: address \"127.0.0.1:1\" is listed twice"},
         BadConfigCase{"NoListenWithoutTunnel",
                       [](PeripheryConfig* c) { c->no_listen = true; },
                       "--no-listen needs --tunnel"},

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
@@ -68,7 +69,7 @@ class UplinkTest : public ::testing::Test {
         executor_(ExecutorOptions{}),
         owned_core_(std::make_unique<FakeCoreConnection>(&clock_)),
         core_(owned_core_.get()) {
-    options_.core = {"::1", 7700};
+    options_.cores = {{"::1", 7700}};
     options_.join_token = "join-secret";
     options_.name = "web-1";
     options_.labels = {{"env", "prod"}};
@@ -90,9 +91,12 @@ class UplinkTest : public ::testing::Test {
     return s.ok() ? *s : std::string("<") + s.status().ToString() + ">";
   }
   void StartUplink() {
-    uplink_ =
-        std::make_unique<Uplink>(options_, std::move(owned_core_), &credential_,
-                                 &host_, &executor_, &clock_);
+    uplink_ = std::make_unique<Uplink>(
+        options_,
+        [this](const HostPort& core) {
+          return core_->Connect(FormatHostPort(core));
+        },
+        &credential_, &host_, &executor_, &clock_);
     uplink_->Start();
   }
 
@@ -102,6 +106,7 @@ class UplinkTest : public ::testing::Test {
   CredentialHolder credential_;
   HostSnapshot host_;
   Executor executor_;
+  // Every core the uplink connects to is answered by this one fake.
   std::unique_ptr<FakeCoreConnection> owned_core_;
   FakeCoreConnection* const core_;
   std::unique_ptr<Uplink> uplink_;
@@ -229,6 +234,8 @@ TEST_F(UplinkTest, UnreachableCoreBacksOffExponentiallyWithJitterToTheCap) {
   EXPECT_GE(waits[kFailures + 1], absl::Milliseconds(100));
   EXPECT_LT(waits[kFailures + 1], absl::Milliseconds(300));
   EXPECT_EQ(calls[kFailures + 3].kind, Kind::kHeartbeat);
+  // One core: one connection throughout (its channel reconnects by itself).
+  EXPECT_EQ(core_->connects(), std::vector<std::string>{"[::1]:7700"});
 }
 
 TEST_F(UplinkTest, LoadSheddingHintIsWaitedOutWithSpread) {
@@ -315,25 +322,256 @@ TEST_F(UplinkTest, TunnelRegistersInItsHelloAndIsReplacedWhenCoreGoesQuiet) {
   EXPECT_EQ(calls[2].at, calls[1].at);
 }
 
+// Several core replicas (--core a,b,...): one at a time, the next when it
+// stops answering.
+class UplinkCoresTest : public UplinkTest {
+ protected:
+  static constexpr char kA[] = "10.0.0.1:7700";
+  static constexpr char kB[] = "10.0.0.2:7700";
+  static constexpr char kC[] = "10.0.0.3:7700";
+  UplinkCoresTest() {
+    options_.cores = {{"10.0.0.1", 7700}, {"10.0.0.2", 7700}};
+  }
+  // What the uplink logged up to its last call so far; then stops it
+  // (before the LogCapture ends; the fake is closed to release its call).
+  std::string StopAndLog(const LogCapture& log) {
+    std::string text = log.Text();
+    core_->Close();
+    uplink_->Stop();
+    return text;
+  }
+};
+
+class UplinkUnreachableCodeTest
+    : public UplinkCoresTest,
+      public ::testing::WithParamInterface<absl::StatusCode> {};
+
+TEST_P(UplinkUnreachableCodeTest, FirstCoreUnreachableRegistersWithTheNext) {
+  core_->AnswerRegister(absl::Status(GetParam(), "no answer"));
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  LogCapture log;
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  const std::string text = StopAndLog(log);
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls[0].kind, Kind::kRegister);
+  EXPECT_EQ(calls[0].core, kA);
+  // The next core is tried at once; the first failure costs no wait.
+  EXPECT_EQ(calls[1].kind, Kind::kRegister);
+  EXPECT_EQ(calls[1].core, kB);
+  EXPECT_EQ(calls[1].at, calls[0].at);
+  EXPECT_EQ(calls[2].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[2].core, kB);
+  EXPECT_EQ(calls[2].bearer, "cred-1");
+  EXPECT_EQ(core_->connects(), (std::vector<std::string>{kA, kB}));
+  EXPECT_THAT(
+      text, HasSubstr(absl::StrCat("[info] core at ", kA, " is unreachable")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("moving to core at ", kB)));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("registered with core at ", kB)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Codes, UplinkUnreachableCodeTest,
+    ::testing::Values(absl::StatusCode::kUnavailable,
+                      absl::StatusCode::kDeadlineExceeded),
+    [](const ::testing::TestParamInfo<absl::StatusCode>& param) {
+      return absl::StatusCodeToString(param.param);
+    });
+
+TEST_F(UplinkCoresTest, CoreGoneMovesToTheNextKeepingTheRegistration) {
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(absl::UnavailableError("connection refused"));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(Beat());
+  LogCapture log;
+  StartUplink();
+  auto calls = core_->WaitForCalls(5);
+  const std::string text = StopAndLog(log);
+  ASSERT_GE(calls.size(), 5u);
+  EXPECT_EQ(calls[0].kind, Kind::kRegister);
+  EXPECT_EQ(calls[2].core, kA);
+  EXPECT_EQ(calls[2].at - calls[1].at, absl::Seconds(5));
+  // The other replica knows the credential: heartbeats, no registration,
+  // the first at once, then at the interval.
+  for (int i : {3, 4}) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(calls[i].kind, Kind::kHeartbeat);
+    EXPECT_EQ(calls[i].core, kB);
+    EXPECT_EQ(calls[i].bearer, "cred-1");
+    EXPECT_EQ(calls[i].heartbeat.periphery_id(), "p-1");
+  }
+  EXPECT_EQ(calls[3].at, calls[2].at);
+  EXPECT_EQ(calls[4].at - calls[3].at, absl::Seconds(5));
+  EXPECT_EQ(Saved("periphery_id"), "p-1");
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("core at ", kA,
+                                           " is unreachable (UNAVAILABLE: "
+                                           "connection refused); moving to "
+                                           "core at ",
+                                           kB)));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("connected to core at ", kB)));
+  // Secrets stay out of the log.
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("cred-1")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("join-secret")));
+}
+
+TEST_F(UplinkCoresTest, NewCoreThatForgotThePeripheryGetsARegistration) {
+  // Replicas that do not share a database (yet): the existing path.
+  SaveRegistration("p-7", "cred-7");
+  core_->AnswerHeartbeat(absl::UnavailableError("connection refused"));
+  core_->AnswerHeartbeat(absl::UnauthenticatedError("unknown credential"));
+  core_->AnswerRegister(Registered("p-8", "cred-8", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(4);
+  ASSERT_GE(calls.size(), 4u);
+  EXPECT_EQ(calls[1].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[1].core, kB);
+  EXPECT_EQ(calls[1].bearer, "cred-7");
+  EXPECT_EQ(calls[2].kind, Kind::kRegister);
+  EXPECT_EQ(calls[2].core, kB);
+  EXPECT_EQ(calls[2].bearer, "join-secret");
+  EXPECT_EQ(calls[3].core, kB);
+  EXPECT_EQ(calls[3].bearer, "cred-8");
+}
+
+TEST_F(UplinkCoresTest, AllCoresDownBacksOffBetweenPassesThenRecovers) {
+  options_.cores.push_back({"10.0.0.3", 7700});
+  constexpr int kPasses = 4;
+  for (int i = 0; i < 3 * kPasses; ++i) {
+    core_->AnswerRegister(absl::UnavailableError("connection refused"));
+  }
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  LogCapture log;
+  StartUplink();
+  auto calls = core_->WaitForCalls(3 * kPasses + 2);
+  const std::string text = StopAndLog(log);
+  ASSERT_GE(calls.size(), 3u * kPasses + 2);
+  const std::vector<absl::Duration> waits = clock_.waits();
+  ASSERT_GE(waits.size(), size_t{kPasses});
+
+  // Round robin; within a pass no wait, between passes the backoff,
+  // growing 0.2 s, 0.4 s, 0.8 s, 1 s (the cap), jittered.
+  absl::Duration nominal = absl::Milliseconds(200);
+  for (int pass = 0; pass < kPasses; ++pass) {
+    SCOPED_TRACE(pass);
+    const int first = 3 * pass;
+    EXPECT_EQ(calls[first].core, kA);
+    EXPECT_EQ(calls[first + 1].core, kB);
+    EXPECT_EQ(calls[first + 2].core, kC);
+    EXPECT_EQ(calls[first + 2].at, calls[first].at);
+    EXPECT_GE(waits[pass], nominal * 0.5);
+    EXPECT_LT(waits[pass], nominal * 1.5);
+    EXPECT_EQ(calls[first + 3].at - calls[first + 2].at, waits[pass]);
+    nominal = std::min(nominal * 2, absl::Seconds(1));
+  }
+  // Back: registered with the first core, heartbeat at once.
+  EXPECT_EQ(calls[3 * kPasses].kind, Kind::kRegister);
+  EXPECT_EQ(calls[3 * kPasses].core, kA);
+  EXPECT_EQ(calls[3 * kPasses + 1].kind, Kind::kHeartbeat);
+  EXPECT_EQ(waits[kPasses], absl::Seconds(5));
+
+  // The first pass is told move by move, then once for all; later passes
+  // are quiet.
+  auto count = [&text](const std::string& part) {
+    size_t n = 0;
+    for (size_t at = text.find(part); at != std::string::npos;
+         at = text.find(part, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count("moving to core at"), 3u);
+  EXPECT_EQ(count(absl::StrCat("[warning] cannot reach any core (", kA, ", ",
+                               kB, ", ", kC, ")")),
+            1u);
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("registered with core at ", kA)));
+}
+
+TEST_F(UplinkCoresTest, RetryAfterHintAndRefusalStayOnTheSameCore) {
+  core_->AnswerRegister(
+      RetryAfterError("too many registrations", absl::Seconds(3)));
+  core_->AnswerRegister(absl::PermissionDeniedError("join token expired"));
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(4);
+  ASSERT_GE(calls.size(), 4u);
+  for (const auto& call : calls) EXPECT_EQ(call.core, kA);
+  EXPECT_EQ(core_->connects(), std::vector<std::string>{kA});
+  const std::vector<absl::Duration> waits = clock_.waits();
+  ASSERT_GE(waits.size(), 2u);
+  EXPECT_GE(waits[0], absl::Seconds(3));
+  EXPECT_LE(waits[0], absl::Seconds(3) * 1.25);
+  EXPECT_EQ(waits[1], options_.max_backoff);
+}
+
+TEST_F(UplinkCoresTest, RegistrationWithAnotherCoreAdvertisesTheRouteToIt) {
+  // Loopback in both families: toward the IPv6 core the periphery
+  // advertises its IPv6 address, same port.
+  options_.cores = {{"127.0.0.1", 7700}, {"::1", 7700}};
+  options_.advertise_address = "127.0.0.1:7701";
+  options_.advertise_toward_core = true;
+  core_->AnswerRegister(absl::UnavailableError("connection refused"));
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  StartUplink();
+  auto calls = core_->WaitForCalls(2);
+  ASSERT_GE(calls.size(), 2u);
+  EXPECT_EQ(calls[0].register_request.advertise_address(), "127.0.0.1:7701");
+  EXPECT_EQ(calls[1].core, "[::1]:7700");
+  EXPECT_EQ(calls[1].register_request.advertise_address(), "[::1]:7701");
+}
+
+TEST_F(UplinkCoresTest, BrokenTunnelMovesToTheNextCore) {
+  options_.tunnel = true;
+  varan::v1::TunnelOpened opened;
+  opened.set_periphery_id("p-1");
+  opened.set_credential("cred-1");
+  SetDuration(absl::Seconds(5), opened.mutable_heartbeat_interval());
+  // A opens, then goes quiet (the tunnel is given up after 30 s); B cannot
+  // open one; back to A after the backoff.
+  core_->AnswerTunnel(opened);
+  core_->AnswerTunnel(absl::UnavailableError("connection refused"));
+  core_->AnswerTunnel(opened);
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls[0].core, kA);
+  EXPECT_TRUE(calls[0].hello.has_register_());
+  // On B the tunnel resumes with the credential, right after A's broke.
+  EXPECT_EQ(calls[1].core, kB);
+  EXPECT_EQ(calls[1].hello.periphery_id(), "p-1");
+  EXPECT_EQ(calls[1].bearer, "cred-1");
+  EXPECT_GE(calls[1].at - calls[0].at, absl::Seconds(30));
+  EXPECT_LT(calls[1].at - calls[0].at, absl::Milliseconds(30100));
+  // Both failed in a row: the backoff before A again.
+  EXPECT_EQ(calls[2].core, kA);
+  EXPECT_EQ(calls[2].hello.periphery_id(), "p-1");
+  EXPECT_GE(calls[2].at - calls[1].at, absl::Milliseconds(100));
+  EXPECT_LT(calls[2].at - calls[1].at, absl::Milliseconds(300));
+}
+
 TEST(AdvertiseAddressTest, ExplicitFlagIsNormalisedAndWins) {
-  auto a = AdvertiseAddress("[fd00:0::5]:7701", {"::", 7701}, {"::1", 7700});
+  auto a = AdvertiseAddress("[fd00:0::5]:7701", {"::", 7701}, {{"::1", 7700}});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(*a, "[fd00::5]:7701");
   auto named =
-      AdvertiseAddress("web-1.example:9000", {"::", 7701}, {"::1", 7700});
+      AdvertiseAddress("web-1.example:9000", {"::", 7701}, {{"::1", 7700}});
   ASSERT_TRUE(named.ok()) << named.status();
   EXPECT_EQ(*named, "web-1.example:9000");
 }
 
 TEST(AdvertiseAddressTest, BadFlagNamesTheFlag) {
-  auto a = AdvertiseAddress("fd00::5:7701", {"::", 7701}, {"::1", 7700});
+  auto a = AdvertiseAddress("fd00::5:7701", {"::", 7701}, {{"::1", 7700}});
   EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("--advertise"));
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("[fd00::5]:7701"));
 }
 
 TEST(AdvertiseAddressTest, SpecificListenerIsAdvertisedAsBound) {
-  auto a = AdvertiseAddress("", {"10.1.2.3", 7801}, {"10.1.2.1", 7700});
+  auto a = AdvertiseAddress("", {"10.1.2.3", 7801}, {{"10.1.2.1", 7700}});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(*a, "10.1.2.3:7801");
 }
@@ -341,10 +579,10 @@ TEST(AdvertiseAddressTest, SpecificListenerIsAdvertisedAsBound) {
 TEST(AdvertiseAddressTest, WildcardBecomesTheAddressTowardCoreInItsFamily) {
   // Loopback routes exist on every test host: toward an IPv4 core the
   // periphery advertises IPv4, toward an IPv6 core bracketed IPv6.
-  auto v4 = AdvertiseAddress("", {"::", 7701}, {"127.0.0.1", 7700});
+  auto v4 = AdvertiseAddress("", {"::", 7701}, {{"127.0.0.1", 7700}});
   ASSERT_TRUE(v4.ok()) << v4.status();
   EXPECT_EQ(*v4, "127.0.0.1:7701");
-  auto v6 = AdvertiseAddress("", {"0.0.0.0", 7702}, {"::1", 7700});
+  auto v6 = AdvertiseAddress("", {"0.0.0.0", 7702}, {{"::1", 7700}});
   ASSERT_TRUE(v6.ok()) << v6.status();
   EXPECT_EQ(*v6, "[::1]:7702");
 }
