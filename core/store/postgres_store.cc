@@ -27,6 +27,24 @@ QueuedStoreOptions QueueOptions(const PostgresStoreOptions& o) {
 // the op fails.
 constexpr int kMaxAbortRetries = 5;
 
+// The session advisory lock of an exclusive store: "varan-co" in ASCII, as
+// a bigint.
+constexpr char kExclusiveLock[] =
+    "SELECT pg_try_advisory_lock(8530224932002292591)";
+
+// Takes the exclusive lock on `db`; FAILED_PRECONDITION when another
+// session holds it.
+absl::Status LockExclusive(postgres::Conn& db) {
+  VARAN_ASSIGN_OR_RETURN(postgres::Result r,
+                         db.Run(kExclusiveLock, "lock the database"));
+  if (r.rows() == 1 && r.Int(0, 0) != 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      db.description(),
+      " is in use by another varan-core: one core per database for now "
+      "(several replicas on one database are not supported yet); stop that "
+      "core, or give this one a database of its own"));
+}
+
 }  // namespace
 
 const int PostgresStore::kSchemaVersion = postgres::kSchemaVersion;
@@ -35,6 +53,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(
     const std::string& url, PostgresStoreOptions options) {
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> writer,
                          postgres::Conn::Connect(url, options.connect_timeout));
+  if (options.exclusive) VARAN_RETURN_IF_ERROR(LockExclusive(*writer));
   VARAN_RETURN_IF_ERROR(postgres::Migrate(*writer));
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> reader,
                          postgres::Conn::Connect(url, options.connect_timeout));
@@ -65,6 +84,12 @@ PostgresStore::~PostgresStore() {
 
 // --- The writer ------------------------------------------------------------
 
+absl::Status PostgresStore::ReconnectWriter() {
+  VARAN_RETURN_IF_ERROR(writer_->Reconnect());
+  if (options_.exclusive) return LockExclusive(*writer_);
+  return absl::OkStatus();
+}
+
 void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
                                   std::vector<absl::Status>* results,
                                   absl::Status* commit) {
@@ -72,7 +97,15 @@ void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
   bool reported = false;
   for (;;) {
     absl::Status connected = absl::OkStatus();
-    if (writer_->Broken()) connected = writer_->Reconnect();
+    if (writer_->Broken()) connected = ReconnectWriter();
+    if (absl::IsFailedPrecondition(connected)) {
+      // Another core took the database while this one was cut off: its
+      // writes must not mix with that core's.
+      *commit = connected;
+      spdlog::error("store: {}; {} writes lost", connected.ToString(),
+                    batch.size());
+      return;
+    }
     if (connected.ok() && TryBatch(batch, results, commit)) {
       if (reported) {
         spdlog::info(
@@ -152,7 +185,7 @@ bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
     }
     // The connection broke with the COMMIT sent: whether it committed is
     // for the server to say (txid_status), once it answers again.
-    if (!db.Reconnect().ok()) return false;
+    if (!ReconnectWriter().ok()) return false;
     absl::StatusOr<postgres::Result> outcome =
         db.Run("SELECT txid_status($1)::TEXT", postgres::Params().Int(txid),
                "look up the outcome of a commit");

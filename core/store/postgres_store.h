@@ -65,6 +65,12 @@ struct PostgresStoreOptions {
   absl::Duration shutdown_grace = absl::Seconds(5);
   // Time source for retention's max_age; null means the wall clock.
   const Clock* clock = nullptr;
+  // Hold the database for this store alone (a session advisory lock on the
+  // writer's connection, taken again after a reconnect): a second core on
+  // the same database is refused at Open. Core sets it while several
+  // replicas on one database are not supported; tests of concurrent opens
+  // clear it.
+  bool exclusive = true;
 };
 
 class PostgresStore final : public QueuedStore {
@@ -76,7 +82,8 @@ class PostgresStore final : public QueuedStore {
   // advisory lock: replicas starting at once migrate it once) and starts the
   // writer. Errors name the database, never the URL's password:
   //  * UNAVAILABLE: the server cannot be reached or refuses the connection.
-  //  * FAILED_PRECONDITION: the schema is newer than this binary supports.
+  //  * FAILED_PRECONDITION: the schema is newer than this binary supports,
+  //    or (options.exclusive) another store holds the database.
   //  * PERMISSION_DENIED: authentication or privileges.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(
       const std::string& url, PostgresStoreOptions options);
@@ -109,6 +116,9 @@ class PostgresStore final : public QueuedStore {
   // committed), else the results are final.
   bool TryBatch(std::vector<queued::Op>& batch,
                 std::vector<absl::Status>* results, absl::Status* commit);
+
+  // Reconnects the writer and, when exclusive, takes the lock again.
+  absl::Status ReconnectWriter();
 
   // The reader connection, reconnected if it broke.
   absl::StatusOr<postgres::Conn*> Reader()

@@ -24,7 +24,7 @@ constexpr int64_t kRunning = varan::v1::JOB_STATE_RUNNING;
 
 absl::StatusOr<bool> PostgresStore::PruneStep(queued::PruneRun& run) {
   postgres::Conn& db = *writer_;
-  if (db.Broken()) VARAN_RETURN_IF_ERROR(db.Reconnect());
+  if (db.Broken()) VARAN_RETURN_IF_ERROR(ReconnectWriter());
   const RetentionOptions& r = options_.retention;
   const auto batch =
       static_cast<int64_t>(std::max<size_t>(1, options_.prune_batch_jobs));
