@@ -10,6 +10,7 @@
 #include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/server.h"
+#include "core/daemon/open_store.h"
 #include "core/fleet/enrollment.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
@@ -21,7 +22,6 @@
 #include "core/server/jobs_service.h"
 #include "core/server/registry_service.h"
 #include "core/server/tokens.h"
-#include "core/store/sqlite_store.h"
 
 namespace varan::core {
 
@@ -39,7 +39,7 @@ struct CoreServer::Parts {
   BootstrapTokenFiles token_files;
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
-  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<Store> store;
   std::unique_ptr<TokenRegistry> tokens;
   std::unique_ptr<PeerGuard> guard;
   std::unique_ptr<FleetRegistry> fleet;
@@ -104,14 +104,10 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (!periphery_tls.ok()) return periphery_tls.status();
   p->periphery_tls = *std::move(periphery_tls);
 
-  SqliteStoreOptions store_options;
-  store_options.retention.max_age = config.retention_age;
-  store_options.retention.max_jobs = config.retention_jobs;
-  store_options.max_pending_writes = config.max_pending_writes;
-  auto store = SqliteStore::Open(dir + "/core.db", store_options);
+  auto store = OpenStore(config);
   if (!store.ok()) return store.status();
-  p->store = *std::move(store);
-  const std::string db = absl::StrCat(dir, "/core.db");
+  p->store = std::move(store->store);
+  const std::string db = store->description;
 
   p->tokens = std::make_unique<TokenRegistry>(clock, p->store.get());
   if (absl::Status s = p->tokens->Load(); !s.ok()) {

@@ -60,6 +60,11 @@ struct CoreConfig {
   // --retention-days (zero: keep) and --retention-jobs (0: keep).
   absl::Duration retention_age = absl::Hours(24 * 30);
   uint64_t retention_jobs = 100000;
+  // --database (a postgres:// URL) or --database-file (a file holding it):
+  // the PostgreSQL store instead of SQLite in data_dir
+  // (core/daemon/open_store.h). Never logged.
+  std::string database;
+  std::string database_file;
   // --max-pending-writes: the store's backlog bound (Store::CheckBacklog).
   uint64_t max_pending_writes = 200000;
   // --output-head / --output-tail: output bytes stored of the start and the

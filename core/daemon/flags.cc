@@ -12,9 +12,9 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "Address to serve on; repeatable. [::]:PORT serves "
                  "IPv6 and IPv4 (IPv4 only where IPv6 is disabled)");
   app.add_option("--data-dir", flags->data_dir,
-                 "Directory for core's state: the database core.db (fleet, "
-                 "jobs, output), and admin.token and join.token, created "
-                 "here on first start")
+                 "Directory for core's state: the SQLite database core.db "
+                 "(fleet, jobs, output; unless --database), and admin.token "
+                 "and join.token, created here on first start")
       ->capture_default_str();
   app.add_option("--admin-token-file", flags->admin_token_file,
                  "File holding a pre-provisioned admin token (e.g. from a "
@@ -24,6 +24,16 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "File holding a pre-provisioned join token, accepted as "
                  "\"join-file\" in addition to <data-dir>/join.token (no TTL, "
                  "no use limit); re-read on SIGHUP");
+  auto* database = app.add_option(
+      "--database", flags->database,
+      "PostgreSQL URL (postgres://user@host:5432/db?sslmode=verify-full) "
+      "to keep core's state in instead of SQLite in --data-dir; never "
+      "logged. Prefer VARAN_DATABASE or --database-file for a URL with a "
+      "password: the command line is visible to every user (ps)");
+  app.add_option("--database-file", flags->database_file,
+                 "File holding the --database URL (e.g. a mounted Secret); "
+                 "it should be private (mode 0600)")
+      ->excludes(database);
   AddGuardFlags(app, &flags->daemon);
   AddServerTlsFlags(app, &flags->daemon);
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
@@ -117,6 +127,8 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.data_dir = flags.data_dir;
   c.admin_token_file = flags.admin_token_file;
   c.join_token_file = flags.join_token_file;
+  c.database = flags.database;
+  c.database_file = flags.database_file;
   c.allow = flags.daemon.allow;
   c.auth_failure_limit = flags.daemon.auth_failure_limit;
   c.tls = flags.daemon.tls;

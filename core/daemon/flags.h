@@ -19,6 +19,8 @@ struct CoreFlags {
   std::string data_dir = "/var/lib/varan/core";
   std::string admin_token_file;
   std::string join_token_file;
+  std::string database;
+  std::string database_file;
   double heartbeat_seconds = 10;
   int heartbeat_ttl = 3;
   double restart_grace_seconds = 0;

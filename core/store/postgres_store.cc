@@ -82,6 +82,20 @@ PostgresStore::~PostgresStore() {
   StopThreads();
 }
 
+absl::Status PostgresStore::CheckBacklog() {
+  absl::Status outage;
+  {
+    absl::MutexLock lock(&stop_mu_);
+    outage = outage_;
+  }
+  if (outage.ok()) return QueuedStore::CheckBacklog();
+  // UNAVAILABLE: callers retry (a periphery tries another core), as for
+  // any core that cannot serve.
+  return absl::UnavailableError(
+      absl::StrCat("core's database is unreachable (", outage.message(),
+                   "); new work is refused until it is back"));
+}
+
 // --- The writer ------------------------------------------------------------
 
 absl::Status PostgresStore::ReconnectWriter() {
@@ -108,6 +122,10 @@ void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
     }
     if (connected.ok() && TryBatch(batch, results, commit)) {
       if (reported) {
+        {
+          absl::MutexLock lock(&stop_mu_);
+          outage_ = absl::OkStatus();
+        }
         spdlog::info(
             "store: {} is reachable again; the waiting writes are "
             "committed",
@@ -122,6 +140,7 @@ void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
     {
       absl::MutexLock lock(&stop_mu_);
       give_up = give_up_;
+      outage_ = connected;
     }
     if (absl::Now() >= give_up) {
       *commit = absl::UnavailableError(

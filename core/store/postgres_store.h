@@ -101,6 +101,10 @@ class PostgresStore final : public QueuedStore {
   absl::StatusOr<StoredJob> LoadJob(const std::string& id) override;
   absl::StatusOr<std::vector<StoredJob>> LoadUnfinishedJobs() override;
   absl::StatusOr<JobPage> ListJobs(const JobQuery& query) override;
+  // While the writer cannot reach the database: UNAVAILABLE naming it, so
+  // new jobs and registrations are refused at once instead of waiting; else
+  // QueuedStore's backlog check.
+  absl::Status CheckBacklog() override;
 
  private:
   PostgresStore(PostgresStoreOptions options,
@@ -135,6 +139,8 @@ class PostgresStore final : public QueuedStore {
   // Set by the destructor: stop retrying after shutdown_grace.
   absl::Mutex stop_mu_;
   absl::Time give_up_ ABSL_GUARDED_BY(stop_mu_) = absl::InfiniteFuture();
+  // Why the writer is waiting for the database; OK while it is not.
+  absl::Status outage_ ABSL_GUARDED_BY(stop_mu_);
 
   absl::Mutex read_mu_;
   const std::unique_ptr<postgres::Conn> reader_ ABSL_PT_GUARDED_BY(read_mu_);

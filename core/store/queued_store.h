@@ -77,6 +77,10 @@ class QueuedStore : public Store {
   absl::Status CheckBacklog() override;
   absl::StatusOr<uint64_t> PruneNow() override;
 
+  // What the store is, for messages: a path, or "PostgreSQL database D on
+  // H:P" (never a password).
+  const std::string& name() const { return name_; }
+
  protected:
   // `name` names the store in log lines and errors (a path, a database).
   QueuedStore(std::string name, QueuedStoreOptions options);
@@ -95,7 +99,6 @@ class QueuedStore : public Store {
   // the run is complete. An error ends the run with it. Writer thread only.
   virtual absl::StatusOr<bool> PruneStep(queued::PruneRun& run) = 0;
 
-  const std::string& name() const { return name_; }
   const QueuedStoreOptions& queue_options() const { return options_; }
 
  private:

@@ -163,8 +163,9 @@ TEST(PostgresStoreTest,
   EXPECT_THAT(store.status().message(), Not(HasSubstr("s3cret-pw")));
 }
 
-// The server stops under writes and comes back: reads fail UNAVAILABLE
-// meanwhile, writes wait, and every one is committed once it is back.
+// The server stops under writes and comes back: reads and new work fail
+// UNAVAILABLE meanwhile, writes wait, and every one is committed once it is
+// back.
 TEST(PostgresStoreTest, WritesWaitForARestartedServerAndNoneIsLost) {
   const std::string url = NewDatabase();
   auto opened = PostgresStore::Open(url, Options());
@@ -185,9 +186,17 @@ TEST(PostgresStoreTest, WritesWaitForARestartedServerAndNoneIsLost) {
   EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable)
       << down.status();
   EXPECT_THAT(down.status().message(), HasSubstr("PostgreSQL database"));
-  absl::SleepFor(absl::Seconds(1));
+  // New work is refused at once meanwhile.
+  absl::Status refused;
+  for (int i = 0; i < 100 && refused.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+    refused = store.CheckBacklog();
+  }
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_THAT(refused.message(), HasSubstr("database is unreachable"));
   ASSERT_TRUE(Server().Start().ok());
   ASSERT_TRUE(store.Sync().ok());
+  EXPECT_TRUE(store.CheckBacklog().ok());
   EXPECT_EQ(ok.load(), kJobs);
   EXPECT_EQ(failed.load(), 0);
   for (int i = 0; i < kJobs; ++i) {
