@@ -14,14 +14,6 @@
 namespace varan::core {
 namespace {
 
-QueuedStoreOptions QueueOptions(const PostgresStoreOptions& o) {
-  QueuedStoreOptions q;
-  q.retention = o.retention;
-  q.max_batch_ops = o.max_batch_ops;
-  q.max_pending_writes = o.max_pending_writes;
-  return q;
-}
-
 // Tries of a batch whose ops abort the transaction for a reason of the
 // moment (a deadlock with another replica, a serialization failure) before
 // the op fails.
@@ -66,7 +58,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(
 PostgresStore::PostgresStore(PostgresStoreOptions options,
                              std::unique_ptr<postgres::Conn> writer,
                              std::unique_ptr<postgres::Conn> reader)
-    : QueuedStore(writer->description(), QueueOptions(options)),
+    : QueuedStore(writer->description(), QueueOptionsOf(options)),
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? options_.clock : RealClock::Get()),
       writer_(std::move(writer)),

@@ -35,6 +35,22 @@ std::string SerializeWithoutOutput(const Job& record) {
   return copy.SerializeAsString();
 }
 
+// A token's op; its state is not stored (it is derived from the times).
+template <typename Info>
+queued::TokenOp TokenOpOf(int64_t kind, const Info& stored_info,
+                          const std::string& hash, CommitCallback done) {
+  queued::TokenOp op;
+  op.kind = kind;
+  op.id = stored_info.id();
+  op.name = stored_info.name();
+  op.hash = hash;
+  Info info = stored_info;
+  info.clear_state();
+  op.info = info.SerializeAsString();
+  op.done = std::move(done);
+  return op;
+}
+
 bool Periodic(const RetentionOptions& r) {
   return (r.max_age > absl::ZeroDuration() || r.max_jobs > 0) &&
          r.interval > absl::ZeroDuration();
@@ -159,29 +175,12 @@ void QueuedStore::SavePeriphery(const StoredPeriphery& p) {
 }
 
 void QueuedStore::SaveToken(const StoredToken& t, CommitCallback done) {
-  queued::TokenOp op;
-  op.kind = queued::kOperatorTokenKind;
-  op.id = t.info.id();
-  op.name = t.info.name();
-  op.hash = t.hash;
-  varan::v1::Token info = t.info;
-  info.clear_state();
-  op.info = info.SerializeAsString();
-  op.done = std::move(done);
-  Enqueue(std::move(op));
+  Enqueue(
+      TokenOpOf(queued::kOperatorTokenKind, t.info, t.hash, std::move(done)));
 }
 
 void QueuedStore::SaveJoinToken(const StoredJoinToken& t, CommitCallback done) {
-  queued::TokenOp op;
-  op.kind = queued::kJoinTokenKind;
-  op.id = t.info.id();
-  op.name = t.info.name();
-  op.hash = t.hash;
-  varan::v1::JoinToken info = t.info;
-  info.clear_state();
-  op.info = info.SerializeAsString();
-  op.done = std::move(done);
-  Enqueue(std::move(op));
+  Enqueue(TokenOpOf(queued::kJoinTokenKind, t.info, t.hash, std::move(done)));
 }
 
 void QueuedStore::CreateJob(const Job& record, CommitCallback done) {

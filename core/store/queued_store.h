@@ -51,6 +51,17 @@ struct QueuedStoreOptions {
   size_t max_pending_writes = 200000;
 };
 
+// The queue's part of a backend's options (SqliteStoreOptions,
+// PostgresStoreOptions: fields of the same names).
+template <typename BackendOptions>
+QueuedStoreOptions QueueOptionsOf(const BackendOptions& o) {
+  QueuedStoreOptions q;
+  q.retention = o.retention;
+  q.max_batch_ops = o.max_batch_ops;
+  q.max_pending_writes = o.max_pending_writes;
+  return q;
+}
+
 class QueuedStore : public Store {
  public:
   ~QueuedStore() override;

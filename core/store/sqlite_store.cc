@@ -11,18 +11,6 @@
 #include "core/store/sqlite/schema.h"
 
 namespace varan::core {
-namespace {
-
-QueuedStoreOptions QueueOptions(const SqliteStoreOptions& o) {
-  QueuedStoreOptions q;
-  q.retention = o.retention;
-  q.max_batch_ops = o.max_batch_ops;
-  q.max_pending_writes = o.max_pending_writes;
-  return q;
-}
-
-}  // namespace
-
 const int SqliteStore::kSchemaVersion = sqlite::kSchemaVersion;
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(
@@ -51,7 +39,7 @@ SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options,
                          std::unique_ptr<FileLock> lock,
                          std::unique_ptr<sqlite::Db> writer,
                          std::unique_ptr<sqlite::Db> reader)
-    : QueuedStore(path, QueueOptions(options)),
+    : QueuedStore(path, QueueOptionsOf(options)),
       path_(std::move(path)),
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? options_.clock : RealClock::Get()),

@@ -26,6 +26,15 @@
 namespace varan::periphery {
 namespace {
 
+// What core answers a tunnel hello of periphery p-1 with.
+varan::v1::TunnelOpened OpenedAsP1() {
+  varan::v1::TunnelOpened opened;
+  opened.set_periphery_id("p-1");
+  opened.set_credential("cred-1");
+  SetDuration(absl::Seconds(5), opened.mutable_heartbeat_interval());
+  return opened;
+}
+
 using ::testing::HasSubstr;
 using Kind = FakeCoreConnection::Kind;
 
@@ -290,10 +299,7 @@ TEST_F(UplinkTest, ForgottenWithoutJoinTokenSaysWhatIsMissing) {
 
 TEST_F(UplinkTest, TunnelRegistersInItsHelloAndIsReplacedWhenCoreGoesQuiet) {
   options_.tunnel = true;
-  varan::v1::TunnelOpened opened;
-  opened.set_periphery_id("p-1");
-  opened.set_credential("cred-1");
-  SetDuration(absl::Seconds(5), opened.mutable_heartbeat_interval());
+  const varan::v1::TunnelOpened opened = OpenedAsP1();
   core_->AnswerTunnel(opened);
   // The next tunnel resumes; core forgot us: the one after registers again.
   core_->AnswerTunnel(absl::NotFoundError("unknown periphery p-1"));
@@ -526,10 +532,7 @@ TEST_F(UplinkCoresTest, RegistrationWithAnotherCoreAdvertisesTheRouteToIt) {
 
 TEST_F(UplinkCoresTest, BrokenTunnelMovesToTheNextCore) {
   options_.tunnel = true;
-  varan::v1::TunnelOpened opened;
-  opened.set_periphery_id("p-1");
-  opened.set_credential("cred-1");
-  SetDuration(absl::Seconds(5), opened.mutable_heartbeat_interval());
+  const varan::v1::TunnelOpened opened = OpenedAsP1();
   // A opens, then goes quiet (the tunnel is given up after 30 s); B cannot
   // open one; back to A after the backoff.
   core_->AnswerTunnel(opened);
