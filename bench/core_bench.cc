@@ -14,7 +14,10 @@
 //      writes it for pdsh, clush and ansible against a loopback sshd); each
 //      must exit 0. Their median is also given as a ratio to varanctl's.
 //   2. jobs: sustained single-target Jobs.Dispatch against a real core with
-//      its SQLite store and default settings. The peripheries are simulated
+//      default settings, on its SQLite store and (--store both or postgres)
+//      on a real PostgreSQL 15 started for the run (tests/postgres/
+//      test_postgres.h: initdb in /tmp, loopback, Debian's defaults), one
+//      after the other in the same run. The peripheries are simulated
 //      in this process: each is a gRPC server of its own on [::1]:0 whose
 //      Agent.Execute answers `started` then `exited 0` at once; they
 //      register with the join token and heartbeat like real ones. Dispatch
@@ -31,7 +34,7 @@
 //              [--peripheries N] [20]  [--runs N] [30]  [--warmup N] [3]
 //              [--sims N] [8]  [--window N] [128]  [--channels N] [4]
 //              [--seconds S] [10]  [--warmup-seconds S] [2]
-//              [--peers FILE] [none]
+//              [--peers FILE] [none]  [--store sqlite|postgres|both] [both]
 // `make bench` (bench/run.sh) builds Release and runs it with the peers.
 #include <fcntl.h>
 #include <spawn.h>
@@ -59,6 +62,7 @@
 #include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/daemons.h"
+#include "tests/postgres/test_postgres.h"
 #include "varan/v1/core.grpc.pb.h"
 #include "varan/v1/periphery.grpc.pb.h"
 
@@ -87,6 +91,7 @@ struct Options {
   double seconds = 10;
   double warmup_seconds = 2;
   std::string peers;  // file of peer commands for the fan-out, or empty
+  std::string store = "both";  // the jobs benchmark's stores
 };
 
 // A peer of the fan-out benchmark: a label and the command it runs.
@@ -621,10 +626,13 @@ int64_t CountJobs(varan::client::CoreClient* client,
   }
 }
 
-int JobsPerSecond(const Options& opt) {
+// On SQLite when `database_url` is empty, else on that PostgreSQL database.
+int JobsPerSecond(const Options& opt, const std::string& database_url) {
   // Core's default settings. (TestFleet adds --log-level debug, which logs
   // nothing more per job than the default level's one line.)
-  TestFleet fleet;
+  std::vector<std::string> core_args;
+  if (!database_url.empty()) core_args = {"--database", database_url};
+  TestFleet fleet(core_args);
   fleet.StartCore();
   const std::string core_pid = std::to_string(fleet.core()->pid());
 
@@ -747,9 +755,12 @@ int JobsPerSecond(const Options& opt) {
   const double finished_rate =
       static_cast<double>(total) / absl::ToDoubleSeconds(all_final - begin);
   std::printf(
-      "### Single-target jobs per second, %d simulated peripheries (load "
-      "average %s)\n\n",
-      opt.sims, load_before.c_str());
+      "### Single-target jobs per second, %d simulated peripheries, on %s "
+      "(load average %s)\n\n",
+      opt.sims,
+      database_url.empty() ? "SQLite"
+                           : "PostgreSQL 15 (loopback, Debian's defaults)",
+      load_before.c_str());
   std::printf(
       "Client: %d Dispatch calls kept in flight (callback API) over %d "
       "channels, one TCP connection each, round-robin over the peripheries; "
@@ -824,6 +835,8 @@ int main(int argc, char** argv) {
       opt.warmup_seconds = std::stod(value);
     } else if (flag == "--peers") {
       opt.peers = value;
+    } else if (flag == "--store") {
+      opt.store = value;
     } else {
       std::fprintf(stderr, "core_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -831,16 +844,29 @@ int main(int argc, char** argv) {
   }
   if ((argc - 1) % 2 != 0 || opt.runs < 1 || opt.peripheries < 1 ||
       opt.sims < 1 || opt.window < 1 || opt.channels < 1 || opt.seconds <= 0 ||
-      (opt.bench != "all" && opt.bench != "fanout" && opt.bench != "jobs")) {
+      (opt.bench != "all" && opt.bench != "fanout" && opt.bench != "jobs") ||
+      (opt.store != "sqlite" && opt.store != "postgres" &&
+       opt.store != "both")) {
     std::fprintf(stderr,
                  "usage: core_bench [--bench all|fanout|jobs] [--peripheries "
                  "N] [--runs N] [--warmup N] [--sims N] [--window N] "
                  "[--channels N] [--seconds S] [--warmup-seconds S] "
-                 "[--peers FILE]\n");
+                 "[--peers FILE] [--store sqlite|postgres|both]\n");
     return 2;
   }
   int rc = 0;
   if (opt.bench != "jobs") rc |= FanOut(opt);
-  if (opt.bench != "fanout") rc |= JobsPerSecond(opt);
+  if (opt.bench != "fanout" && opt.store != "postgres") {
+    rc |= JobsPerSecond(opt, "");
+  }
+  if (opt.bench != "fanout" && opt.store != "sqlite") {
+    varan::testing::TestPostgres pg;
+    if (absl::Status started = pg.Start(); !started.ok()) {
+      std::fprintf(stderr, "core_bench: %s\n",
+                   std::string(started.message()).c_str());
+      return 1;
+    }
+    rc |= JobsPerSecond(opt, pg.url());
+  }
   return rc;
 }
