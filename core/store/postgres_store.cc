@@ -1,6 +1,7 @@
 #include "core/store/postgres_store.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -174,18 +175,61 @@ bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
     }
     const int64_t txid = xid->Int(0, 0);
     bool again = false;
-    for (size_t i = 0; i < batch.size() && !again; ++i) {
-      if (!own[i].ok()) continue;
-      absl::Status s = postgres::ExecuteWrite(db, batch[i]);
-      if (s.ok()) continue;
-      if (db.Broken()) return false;
+    // A failed op: the transaction is undone and the batch runs again,
+    // without the op — or with it, a few times, after a deadlock or
+    // serialization failure with another replica.
+    const auto fail = [&](size_t op, absl::Status s) {
       (void)db.Exec("ROLLBACK", "roll back");
       again = true;
-      // A deadlock or serialization failure with another replica: the
-      // whole batch again, this op included, a few times.
-      if (absl::IsAborted(s) && ++aborts <= kMaxAbortRetries) continue;
+      if (absl::IsAborted(s) && ++aborts <= kMaxAbortRetries) return;
       spdlog::error("store: write failed: {}", s.ToString());
-      own[i] = std::move(s);
+      own[op] = std::move(s);
+    };
+    size_t i = 0;
+    while (i < batch.size() && !again) {
+      // A run of ops that plan into statements goes in one pipeline (a few
+      // round trips for the whole run); an output append, which reads
+      // before it writes, runs on its own.
+      std::vector<postgres::Statement> statements;
+      std::vector<size_t> owner;  // statement -> op
+      size_t j = i;
+      for (; j < batch.size(); ++j) {
+        if (!own[j].ok()) continue;
+        std::optional<std::vector<postgres::Statement>> plan =
+            postgres::PlanWrite(batch[j]);
+        if (!plan) break;
+        for (postgres::Statement& st : *plan) {
+          statements.push_back(std::move(st));
+          owner.push_back(j);
+        }
+      }
+      if (!statements.empty()) {
+        std::vector<postgres::Conn::Piped> piped;
+        piped.reserve(statements.size());
+        for (const postgres::Statement& st : statements) {
+          piped.push_back({st.sql, &st.params});
+        }
+        auto ran = db.RunPipelined(piped, "write a batch");
+        if (!ran.ok()) {
+          // The connection broke, or is in a state not worth trusting:
+          // a new one, and the batch again (nothing was committed).
+          if (!db.Broken()) (void)ReconnectWriter();
+          return false;
+        }
+        for (size_t k = 0; k < statements.size(); ++k) {
+          absl::Status st = postgres::Outcome(statements[k], (*ran)[k]);
+          if (st.ok()) continue;
+          fail(owner[k], std::move(st));
+          break;
+        }
+      }
+      if (again || j == batch.size()) break;
+      absl::Status st = postgres::ExecuteWrite(db, batch[j]);
+      if (!st.ok()) {
+        if (db.Broken()) return false;
+        fail(j, std::move(st));
+      }
+      i = j + 1;
     }
     if (again) continue;
     absl::Status done = db.Exec("COMMIT", "commit");

@@ -32,8 +32,8 @@ class PostgresCoreTest : public ::testing::Test {
     // out of every message.
     url_file_ = dir_.File("database.url");
     WriteFile(url_file_,
-              absl::StrCat("postgresql://varan:", kPassword,
-                           "@127.0.0.1:", pg_.port(), "/postgres\n"));
+              absl::StrCat("postgresql://varan:", kPassword, "@", pg_.host(),
+                           ":", pg_.port(), "/postgres\n"));
     ASSERT_EQ(chmod(url_file_.c_str(), 0600), 0);
   }
 
@@ -72,7 +72,9 @@ TEST_F(PostgresCoreTest, CommandsRunAndEverythingSurvivesAKillOfCore) {
   EXPECT_EQ(r.out, "again\n");
 
   EXPECT_THAT(fleet.core()->Log(), Not(HasSubstr(kPassword)));
-  EXPECT_THAT(fleet.core()->Log(), HasSubstr("PostgreSQL database postgres"));
+  EXPECT_THAT(fleet.core()->Log(),
+              HasSubstr(absl::StrCat("PostgreSQL database postgres on ",
+                                     pg_.host(), ":", pg_.port())));
 }
 
 TEST_F(PostgresCoreTest, ASecondCoreOnTheSameDatabaseIsRefused) {

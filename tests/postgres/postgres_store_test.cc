@@ -53,8 +53,8 @@ std::string NewDatabase() {
   EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
   PQclear(r);
   PQfinish(admin);
-  return absl::StrCat("postgresql://varan@127.0.0.1:", Server().port(), "/",
-                      name);
+  return absl::StrCat("postgresql://varan@", Server().host(), ":",
+                      Server().port(), "/", name);
 }
 
 class PostgresBackend final : public StoreBackend {
@@ -129,9 +129,12 @@ TEST(PostgresStoreTest, ASecondCoreOnTheSameDatabaseIsRefused) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(second.status().message(),
               HasSubstr("is in use by another varan-core"));
-  // Once the first is gone, the database is free again.
+  // Once the first is gone, the database is free again (as soon as the
+  // server has noticed the first one's session end).
   first->reset();
-  EXPECT_TRUE(PostgresStore::Open(url, Options()).ok());
+  EXPECT_TRUE(varan::testing::WaitFor(
+      [&] { return PostgresStore::Open(url, Options()).ok(); },
+      absl::Seconds(10)));
 }
 
 TEST(PostgresStoreTest, ANewerSchemaIsRefused) {

@@ -38,7 +38,7 @@ TEST(PostgresHarnessTest, ARealServerOnLoopbackKeepsItsDataAcrossARestart) {
   PGconn* conn = PQconnectdb(pg.url().c_str());
   ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
   EXPECT_THAT(One(conn, "SELECT version()"), HasSubstr("PostgreSQL 15."));
-  EXPECT_EQ(One(conn, "SHOW listen_addresses"), "127.0.0.1");
+  EXPECT_EQ(One(conn, "SHOW listen_addresses"), pg.host());
   // Not root: PostgreSQL refuses that, and the harness must not need it.
   const std::string data_dir = One(conn, "SHOW data_directory");
   struct stat st {};

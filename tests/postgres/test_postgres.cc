@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,9 @@ constexpr char kBin[] = "/usr/lib/postgresql/15/bin/";
 }  // namespace
 
 TestPostgres::TestPostgres() {
+  std::random_device random;
+  host_ = absl::StrCat("127.", 1 + random() % 254, ".", random() % 256, ".",
+                       1 + random() % 254);
   if (geteuid() != 0) return;
   const passwd* pw = getpwnam("postgres");
   if (pw == nullptr) return;  // Start() says so
@@ -59,14 +63,14 @@ absl::Status TestPostgres::Start() {
   server_ = std::make_unique<Daemon>(
       AsServerUser({absl::StrCat(kBin, "postgres"), "-D", dir_.File("data"),
                     "-p", absl::StrCat(port_), "-c",
-                    "listen_addresses=127.0.0.1", "-c",
+                    absl::StrCat("listen_addresses=", host_), "-c",
                     absl::StrCat("unix_socket_directories=", dir_.path())}),
       dir_.File(absl::StrCat("server-", port_, ".log")));
   server_->Start();
   const std::vector<std::string> ready = {absl::StrCat(kBin, "pg_isready"),
                                           "-q",
                                           "-h",
-                                          "127.0.0.1",
+                                          host_,
                                           "-p",
                                           absl::StrCat(port_)};
   if (!WaitFor(
@@ -75,9 +79,9 @@ absl::Status TestPostgres::Start() {
                    RunProgram(ready, {}, absl::Seconds(5)).exit_code == 0;
           },
           absl::Seconds(30))) {
-    return absl::UnavailableError(absl::StrCat(
-        "PostgreSQL did not accept connections on 127.0.0.1:", port_,
-        "; its log:\n", log()));
+    return absl::UnavailableError(
+        absl::StrCat("PostgreSQL did not accept connections on ", host_, ":",
+                     port_, "; its log:\n", log()));
   }
   return absl::OkStatus();
 }
@@ -89,7 +93,7 @@ void TestPostgres::Stop(int sig) {
 }
 
 std::string TestPostgres::url() const {
-  return absl::StrCat("postgresql://varan@127.0.0.1:", port_, "/postgres");
+  return absl::StrCat("postgresql://varan@", host_, ":", port_, "/postgres");
 }
 
 std::string TestPostgres::log() const {

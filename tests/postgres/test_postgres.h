@@ -1,7 +1,7 @@
 // TestPostgres: a real PostgreSQL 15 server from Debian's postgresql-15,
-// started for a test in a directory of its own, on 127.0.0.1 and a free
-// port, and removed again (#19: the store contract and the scale-out tests
-// run against it; no mock).
+// started for a test in a directory of its own, on a loopback address of
+// its own (127.x.y.z, chosen at random) and a free port, and removed again
+// (#19: the store contract and the scale-out tests run against it; no mock).
 //
 // initdb and the server run as the unprivileged `postgres` user Debian's
 // package creates when this process is root (PostgreSQL refuses to run as
@@ -34,7 +34,11 @@ class TestPostgres {
   void Stop(int sig = 2);
 
   uint16_t port() const { return port_; }
-  // "postgresql://varan@127.0.0.1:PORT/postgres".
+  // The server's own loopback address, 127.x.y.z: a server another test
+  // process starts while this one is stopped never takes its address and
+  // port, so a client reconnecting here reaches this server or none.
+  const std::string& host() const { return host_; }
+  // "postgresql://varan@HOST:PORT/postgres".
   std::string url() const;
   std::string log() const;
 
@@ -46,6 +50,7 @@ class TestPostgres {
   TempDir dir_{"/tmp"};
   bool as_postgres_ = false;
   bool initialized_ = false;
+  std::string host_;
   uint16_t port_ = 0;
   std::unique_ptr<Daemon> server_;
 };

@@ -51,33 +51,47 @@ absl::StatusCode CodeForSqlState(absl::string_view s) {
 
 // --- Params ----------------------------------------------------------------
 
-Params& Params::Add(Oid type, const char* data, size_t size) {
+Params& Params::Add(Oid type, Value value, size_t size) {
   types_.push_back(type);
-  values_.push_back(data);
+  where_.push_back(value);
   lengths_.push_back(static_cast<int>(size));
   formats_.push_back(1);
   return *this;
 }
 
+Params& Params::AddScalar(Oid type, const void* data, size_t size) {
+  std::array<char, 8>& slot = scalars_.emplace_back();
+  std::memcpy(slot.data(), data, size);
+  return Add(type, Value{nullptr, static_cast<int>(scalars_.size() - 1)}, size);
+}
+
+const char* const* Params::values() const {
+  values_.clear();
+  for (const Value& v : where_) {
+    values_.push_back(v.scalar >= 0
+                          ? scalars_[static_cast<size_t>(v.scalar)].data()
+                          : v.data);
+  }
+  return values_.data();
+}
+
 Params& Params::Text(absl::string_view v) {
-  return Add(kTextOid, v.data(), v.size());
+  return Add(kTextOid, Value{v.empty() ? "" : v.data()}, v.size());
 }
 
 Params& Params::Bytes(absl::string_view v) {
   // libpq sends a null pointer as NULL: an empty value needs an address.
-  return Add(kByteaOid, v.empty() ? "" : v.data(), v.size());
+  return Add(kByteaOid, Value{v.empty() ? "" : v.data()}, v.size());
 }
 
 Params& Params::Int(int64_t v) {
   const uint64_t be = htobe64(static_cast<uint64_t>(v));
-  std::string& s = owned_.emplace_back(sizeof(be), '\0');
-  std::memcpy(s.data(), &be, sizeof(be));
-  return Add(kInt8Oid, s.data(), s.size());
+  return AddScalar(kInt8Oid, &be, sizeof(be));
 }
 
 Params& Params::Bool(bool v) {
-  std::string& s = owned_.emplace_back(1, v ? '\1' : '\0');
-  return Add(kBoolOid, s.data(), s.size());
+  const char b = v ? 1 : 0;
+  return AddScalar(kBoolOid, &b, 1);
 }
 
 // --- Result ----------------------------------------------------------------
@@ -216,8 +230,9 @@ absl::Status Conn::ErrorOf(const PGresult* r, absl::string_view what) const {
                                    ", ", description_, ")"));
 }
 
-absl::StatusOr<Result> Conn::Run(const std::string& sql, const Params& params,
-                                 absl::string_view what) {
+absl::StatusOr<const std::string*> Conn::Prepared(const std::string& sql,
+                                                  const Params& params,
+                                                  absl::string_view what) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = absl::StrCat("s", prepared_.size() + 1);
@@ -228,8 +243,90 @@ absl::StatusOr<Result> Conn::Run(const std::string& sql, const Params& params,
     }
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  Result r(PQexecPrepared(conn_, it->second.c_str(), params.size(),
-                          params.values(), params.lengths(), params.formats(),
+  return &it->second;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<Result>>> Conn::RunPipelined(
+    const std::vector<Piped>& stmts, absl::string_view what) {
+  // Prepared first: PQprepare waits for its answer, which pipeline mode
+  // does not allow.
+  std::vector<const std::string*> names;
+  names.reserve(stmts.size());
+  for (const Piped& s : stmts) {
+    VARAN_ASSIGN_OR_RETURN(const std::string* name,
+                           Prepared(*s.sql, *s.params, what));
+    names.push_back(name);
+  }
+  const auto lost = [&] {
+    return absl::UnavailableError(
+        absl::StrCat(what, ": lost the connection to ", description_, ": ",
+                     Trimmed(PQerrorMessage(conn_))));
+  };
+  std::vector<absl::StatusOr<Result>> out;
+  out.reserve(stmts.size());
+  bool failed = false;
+  for (size_t begin = 0; begin < stmts.size() && !failed;
+       begin += kPipelineChunk) {
+    const size_t end = std::min(stmts.size(), begin + kPipelineChunk);
+    if (PQenterPipelineMode(conn_) != 1) return lost();
+    for (size_t i = begin; i < end; ++i) {
+      const Params& p = *stmts[i].params;
+      if (PQsendQueryPrepared(conn_, names[i]->c_str(), p.size(), p.values(),
+                              p.lengths(), p.formats(),
+                              /*resultFormat=*/1) != 1) {
+        return lost();
+      }
+    }
+    if (PQpipelineSync(conn_) != 1) return lost();
+    for (size_t i = begin; i < end; ++i) {
+      PGresult* raw = PQgetResult(conn_);
+      if (raw == nullptr) return lost();
+      Result r(raw);
+      switch (PQresultStatus(raw)) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+          out.push_back(std::move(r));
+          break;
+        case PGRES_PIPELINE_ABORTED:
+          out.push_back(absl::AbortedError("not run"));
+          failed = true;
+          break;
+        case PGRES_EMPTY_QUERY:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_IN:
+        case PGRES_BAD_RESPONSE:
+        case PGRES_NONFATAL_ERROR:
+        case PGRES_FATAL_ERROR:
+        case PGRES_COPY_BOTH:
+        case PGRES_SINGLE_TUPLE:
+        case PGRES_PIPELINE_SYNC:
+          if (Broken()) return lost();
+          out.push_back(ErrorOf(raw, what));
+          failed = true;
+          break;
+      }
+      // Each statement's results end with a null.
+      if (PGresult* extra = PQgetResult(conn_); extra != nullptr) {
+        PQclear(extra);
+        return lost();
+      }
+    }
+    Result sync(PQgetResult(conn_));
+    if (PQresultStatus(sync.raw()) != PGRES_PIPELINE_SYNC ||
+        PQexitPipelineMode(conn_) != 1) {
+      return lost();
+    }
+  }
+  while (out.size() < stmts.size())
+    out.push_back(absl::AbortedError("not run"));
+  return out;
+}
+
+absl::StatusOr<Result> Conn::Run(const std::string& sql, const Params& params,
+                                 absl::string_view what) {
+  VARAN_ASSIGN_OR_RETURN(const std::string* name, Prepared(sql, params, what));
+  Result r(PQexecPrepared(conn_, name->c_str(), params.size(), params.values(),
+                          params.lengths(), params.formats(),
                           /*resultFormat=*/1));
   const ExecStatusType status = PQresultStatus(r.raw());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {

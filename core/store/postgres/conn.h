@@ -9,8 +9,8 @@
 
 #include <libpq-fe.h>
 
+#include <array>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,7 +29,8 @@ absl::StatusCode CodeForSqlState(absl::string_view sqlstate);
 
 // A statement's parameters, $1, $2, ... in the order added, each sent in
 // binary with its type. Text and bytes are not copied: they must stay valid
-// until the statement ran.
+// until the statement ran. Integers are kept inside, so a Params may be
+// copied and moved.
 class Params {
  public:
   Params& Text(absl::string_view v);
@@ -37,20 +38,28 @@ class Params {
   Params& Int(int64_t v);
   Params& Bool(bool v);
 
-  int size() const { return static_cast<int>(values_.size()); }
+  int size() const { return static_cast<int>(types_.size()); }
   const Oid* types() const { return types_.data(); }
-  const char* const* values() const { return values_.data(); }
+  // Valid until this Params is changed, copied over or gone.
+  const char* const* values() const;
   const int* lengths() const { return lengths_.data(); }
   const int* formats() const { return formats_.data(); }
 
  private:
-  Params& Add(Oid type, const char* data, size_t size);
+  // Where a value is: outside (text, bytes), or scalars_[scalar].
+  struct Value {
+    const char* data = nullptr;
+    int scalar = -1;
+  };
+  Params& Add(Oid type, Value value, size_t size);
+  Params& AddScalar(Oid type, const void* data, size_t size);
 
   std::vector<Oid> types_;
-  std::vector<const char*> values_;
+  std::vector<Value> where_;
   std::vector<int> lengths_;
   std::vector<int> formats_;
-  std::deque<std::string> owned_;  // integers in network order; stable
+  std::vector<std::array<char, 8>> scalars_;  // in network order
+  mutable std::vector<const char*> values_;
 };
 
 // A statement's result, its columns in binary.
@@ -101,6 +110,19 @@ class Conn {
   absl::StatusOr<Result> Run(const std::string& sql, absl::string_view what) {
     return Run(sql, Params(), what);
   }
+  // One statement of a pipeline; both must outlive RunPipelined.
+  struct Piped {
+    const std::string* sql;
+    const Params* params;
+  };
+  // Runs `stmts` in libpq's pipeline mode, up to kPipelineChunk of them per
+  // round trip, and stops after the first chunk holding an error: each
+  // statement's result or error, in order; statements skipped after an
+  // error are ABORTED ("not run"). UNAVAILABLE when the connection broke
+  // (then nothing is known of what ran).
+  static constexpr size_t kPipelineChunk = 256;
+  absl::StatusOr<std::vector<absl::StatusOr<Result>>> RunPipelined(
+      const std::vector<Piped>& stmts, absl::string_view what);
   // Runs one or more statements without parameters (BEGIN, COMMIT, DDL).
   absl::Status Exec(const std::string& sql, absl::string_view what);
 
@@ -119,6 +141,10 @@ class Conn {
  private:
   Conn(PGconn* conn, std::string url, absl::Duration connect_timeout);
   absl::Status ErrorOf(const PGresult* r, absl::string_view what) const;
+  // The name `sql` is prepared under on this connection, preparing it first.
+  absl::StatusOr<const std::string*> Prepared(const std::string& sql,
+                                              const Params& params,
+                                              absl::string_view what);
 
   PGconn* conn_;
   const std::string url_;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,6 +23,31 @@ namespace varan::core::postgres {
 // Executes one write in the transaction open on `db`. On an error the
 // transaction is aborted; markers do nothing.
 absl::Status ExecuteWrite(Conn& db, const queued::Op& op);
+
+// How a statement's result becomes its op's status.
+enum class Check {
+  kPlain,       // the statement's own error
+  kNewJob,      // a job id that exists: ALREADY_EXISTS naming it
+  kEvent,       // an unknown job NOT_FOUND, a stored sequence ALREADY_EXISTS
+  kUpdatedJob,  // no row updated: NOT_FOUND
+};
+
+// One statement of a write: the SQL (static), its parameters (pointing into
+// the op, which must outlive it), what it does (for errors), its check.
+struct Statement {
+  const std::string* sql;
+  Params params;
+  std::string what;
+  Check check = Check::kPlain;
+};
+
+// The statements of `op`, independent of each other's results, so that a
+// batch of them can run in one pipeline; none for a marker. nullopt for an
+// output append, which reads before it writes (ExecuteWrite runs it).
+std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op);
+
+// The op's status from one of its statements' result.
+absl::Status Outcome(const Statement& s, const absl::StatusOr<Result>& r);
 
 // Whether the job exists, on `db`.
 absl::StatusOr<bool> JobExists(Conn& db, const std::string& id);

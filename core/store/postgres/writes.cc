@@ -30,103 +30,102 @@ using queued::TokenOp;
 
 constexpr uint64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
-// One overload per op: a new op without one does not compile. A failing
-// statement aborts the transaction; the batch (PostgresStore::TryBatch) then
-// runs again without the op, so each op is all or nothing.
+const std::string kSavePeriphery =
+    "INSERT INTO peripheries (id, name, state, info, credential, "
+    "label_overrides, confirmed) VALUES ($1, $2, $3, $4, $5, $6, $7) ON "
+    "CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = "
+    "EXCLUDED.state, info = EXCLUDED.info, credential = EXCLUDED.credential, "
+    "label_overrides = EXCLUDED.label_overrides, confirmed = "
+    "EXCLUDED.confirmed";
+const std::string kSaveToken =
+    "INSERT INTO tokens (id, kind, name, hash, info) VALUES ($1, $2, $3, $4, "
+    "$5) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, name = "
+    "EXCLUDED.name, hash = EXCLUDED.hash, info = EXCLUDED.info";
+const std::string kInsertJob =
+    "INSERT INTO jobs (id, create_time, state, created_by, record) VALUES "
+    "($1, $2, $3, $4, $5)";
+const std::string kInsertTarget =
+    "INSERT INTO job_targets (job_id, name) VALUES ($1, $2) ON CONFLICT DO "
+    "NOTHING";
+const std::string kInsertEvent =
+    "INSERT INTO job_events (job_id, seq, event) VALUES ($1, $2, $3)";
+const std::string kFinishJob =
+    "UPDATE jobs SET state = $1, record = $2 WHERE id = $3";
+
+// The statements of every op but an output append, which reads before it
+// writes: none depends on another's result, so a batch of them can be sent
+// in one pipeline. One overload per op: a new op without one does not
+// compile.
+class Planner {
+ public:
+  using Plan = std::optional<std::vector<Statement>>;
+
+  Plan operator()(const PeripheryOp& p) const {
+    return One(&kSavePeriphery,
+               Params()
+                   .Text(p.id)
+                   .Text(p.name)
+                   .Int(p.state)
+                   .Bytes(p.info)
+                   .Text(p.credential)
+                   .Bytes(p.label_overrides)
+                   .Bool(p.confirmed),
+               absl::StrCat("save periphery ", p.id), Check::kPlain);
+  }
+  Plan operator()(const TokenOp& t) const {
+    return One(
+        &kSaveToken,
+        Params().Text(t.id).Int(t.kind).Text(t.name).Text(t.hash).Bytes(t.info),
+        absl::StrCat("save token ", t.id), Check::kPlain);
+  }
+  Plan operator()(const CreateJobOp& c) const {
+    const std::string what = absl::StrCat("create job ", c.id);
+    std::vector<Statement> out;
+    out.push_back({&kInsertJob,
+                   Params()
+                       .Text(c.id)
+                       .Int(c.create_time)
+                       .Int(c.state)
+                       .Text(c.created_by)
+                       .Bytes(c.record),
+                   what, Check::kNewJob});
+    for (const std::string& name : c.targets) {
+      out.push_back({&kInsertTarget, Params().Text(c.id).Text(name), what,
+                     Check::kPlain});
+    }
+    return out;
+  }
+  Plan operator()(const EventsOp& e) const {
+    std::vector<Statement> out;
+    for (const auto& [seq, event] : e.events) {
+      out.push_back({&kInsertEvent,
+                     Params().Text(e.job_id).Int(seq).Bytes(event),
+                     absl::StrCat("append event ", seq, " of job ", e.job_id),
+                     Check::kEvent});
+    }
+    return out;
+  }
+  Plan operator()(const FinishJobOp& f) const {
+    return One(&kFinishJob, Params().Int(f.state).Bytes(f.record).Text(f.id),
+               absl::StrCat("finish job ", f.id), Check::kUpdatedJob);
+  }
+  Plan operator()(const OutputOp&) const { return std::nullopt; }
+  Plan operator()(const SyncOp&) const { return std::vector<Statement>(); }
+  Plan operator()(const PruneOp&) const { return std::vector<Statement>(); }
+
+ private:
+  static Plan One(const std::string* sql, Params params, std::string what,
+                  Check check) {
+    std::vector<Statement> out;
+    out.push_back({sql, std::move(params), std::move(what), check});
+    return out;
+  }
+};
+
+// Output appends: they read the stream's state first.
 class Writer {
  public:
   explicit Writer(Conn& db) : db_(db) {}
-
-  absl::Status operator()(const PeripheryOp& p) {
-    return db_
-        .Run(
-            "INSERT INTO peripheries (id, name, state, info, credential, "
-            "label_overrides, confirmed) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = "
-            "EXCLUDED.state, info = EXCLUDED.info, credential = "
-            "EXCLUDED.credential, label_overrides = EXCLUDED.label_overrides, "
-            "confirmed = EXCLUDED.confirmed",
-            Params()
-                .Text(p.id)
-                .Text(p.name)
-                .Int(p.state)
-                .Bytes(p.info)
-                .Text(p.credential)
-                .Bytes(p.label_overrides)
-                .Bool(p.confirmed),
-            absl::StrCat("save periphery ", p.id))
-        .status();
-  }
-
-  absl::Status operator()(const TokenOp& t) {
-    return db_
-        .Run(
-            "INSERT INTO tokens (id, kind, name, hash, info) VALUES ($1, $2, "
-            "$3, $4, $5) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, "
-            "name = EXCLUDED.name, hash = EXCLUDED.hash, info = EXCLUDED.info",
-            Params().Text(t.id).Int(t.kind).Text(t.name).Text(t.hash).Bytes(
-                t.info),
-            absl::StrCat("save token ", t.id))
-        .status();
-  }
-
-  absl::Status operator()(const CreateJobOp& c) {
-    const std::string what = absl::StrCat("create job ", c.id);
-    absl::StatusOr<Result> r = db_.Run(
-        "INSERT INTO jobs (id, create_time, state, created_by, record) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        Params()
-            .Text(c.id)
-            .Int(c.create_time)
-            .Int(c.state)
-            .Text(c.created_by)
-            .Bytes(c.record),
-        what);
-    if (absl::IsAlreadyExists(r.status())) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(what, ": a job with this id exists"));
-    }
-    VARAN_RETURN_IF_ERROR(r.status());
-    for (const std::string& name : c.targets) {
-      VARAN_RETURN_IF_ERROR(
-          db_.Run("INSERT INTO job_targets (job_id, name) VALUES ($1, $2) "
-                  "ON CONFLICT DO NOTHING",
-                  Params().Text(c.id).Text(name), what)
-              .status());
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status operator()(const EventsOp& e) {
-    for (const auto& [seq, event] : e.events) {
-      const std::string what =
-          absl::StrCat("append event ", seq, " of job ", e.job_id);
-      absl::StatusOr<Result> r = db_.Run(
-          "INSERT INTO job_events (job_id, seq, event) VALUES ($1, $2, $3)",
-          Params().Text(e.job_id).Int(seq).Bytes(event), what);
-      if (absl::IsNotFound(r.status())) {
-        return absl::NotFoundError(absl::StrCat(what, ": no such job"));
-      }
-      if (absl::IsAlreadyExists(r.status())) {
-        return absl::AlreadyExistsError(
-            absl::StrCat(what, ": that sequence number is stored already"));
-      }
-      VARAN_RETURN_IF_ERROR(r.status());
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status operator()(const FinishJobOp& f) {
-    const std::string what = absl::StrCat("finish job ", f.id);
-    VARAN_ASSIGN_OR_RETURN(
-        Result r,
-        db_.Run("UPDATE jobs SET state = $1, record = $2 WHERE id = $3",
-                Params().Int(f.state).Bytes(f.record).Text(f.id), what));
-    if (r.affected() == 0) {
-      return absl::NotFoundError(absl::StrCat(what, ": no such job"));
-    }
-    return absl::OkStatus();
-  }
 
   absl::Status operator()(const OutputOp& o) {
     VARAN_RETURN_IF_ERROR(output::CheckKey(o.key, "append output"));
@@ -196,9 +195,6 @@ class Writer {
         .status();
   }
 
-  absl::Status operator()(const SyncOp&) { return absl::OkStatus(); }
-  absl::Status operator()(const PruneOp&) { return absl::OkStatus(); }
-
  private:
   // Deletes the tail rows of stream `id` that end at or before dropped.end,
   // and takes the bytes in `dropped` off `*stored` (a row straddling
@@ -259,8 +255,48 @@ absl::StatusOr<bool> JobExists(Conn& db, const std::string& id) {
   return r.rows() > 0;
 }
 
+absl::Status Outcome(const Statement& s, const absl::StatusOr<Result>& r) {
+  switch (s.check) {
+    case Check::kPlain:
+      return r.status();
+    case Check::kNewJob:
+      if (absl::IsAlreadyExists(r.status())) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(s.what, ": a job with this id exists"));
+      }
+      return r.status();
+    case Check::kEvent:
+      if (absl::IsNotFound(r.status())) {
+        return absl::NotFoundError(absl::StrCat(s.what, ": no such job"));
+      }
+      if (absl::IsAlreadyExists(r.status())) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(s.what, ": that sequence number is stored already"));
+      }
+      return r.status();
+    case Check::kUpdatedJob:
+      if (r.ok() && r->affected() == 0) {
+        return absl::NotFoundError(absl::StrCat(s.what, ": no such job"));
+      }
+      return r.status();
+  }
+  return r.status();
+}
+
+std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op) {
+  return std::visit(Planner(), op);
+}
+
 absl::Status ExecuteWrite(Conn& db, const queued::Op& op) {
-  return std::visit(Writer(db), op);
+  if (const auto* output = std::get_if<OutputOp>(&op)) {
+    return Writer(db)(*output);
+  }
+  std::optional<std::vector<Statement>> plan = PlanWrite(op);
+  if (!plan) return absl::InternalError("a write without statements");
+  for (const Statement& s : *plan) {
+    VARAN_RETURN_IF_ERROR(Outcome(s, db.Run(*s.sql, s.params, s.what)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace postgres
