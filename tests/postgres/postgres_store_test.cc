@@ -28,34 +28,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using varan::testing::TestPostgres;
 
-// One server for the test process (ctest runs each test in a process of
-// its own); each store gets a new, empty database on it.
-TestPostgres& Server() {
-  static TestPostgres* server = [] {
-    auto* s = new TestPostgres();
-    const absl::Status started = s->Start();
-    if (!started.ok()) {
-      ADD_FAILURE() << started;
-      std::abort();
-    }
-    return s;
-  }();
-  return *server;
-}
-
-// A new database on the server; its URL.
-std::string NewDatabase() {
-  static int n = 0;
-  const std::string name = absl::StrCat("store_", ++n);
-  PGconn* admin = PQconnectdb(Server().url().c_str());
-  EXPECT_EQ(PQstatus(admin), CONNECTION_OK) << PQerrorMessage(admin);
-  PGresult* r = PQexec(admin, absl::StrCat("CREATE DATABASE ", name).c_str());
-  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
-  PQclear(r);
-  PQfinish(admin);
-  return absl::StrCat("postgresql://varan@", Server().host(), ":",
-                      Server().port(), "/", name);
-}
+TestPostgres& Server() { return varan::testing::SharedTestPostgres(); }
+std::string NewDatabase() { return varan::testing::NewTestDatabase("store"); }
 
 class PostgresBackend final : public StoreBackend {
  public:

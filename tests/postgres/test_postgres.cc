@@ -1,5 +1,6 @@
 #include "tests/postgres/test_postgres.h"
 
+#include <libpq-fe.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
 
 namespace varan::testing {
 namespace {
@@ -98,6 +100,33 @@ std::string TestPostgres::url() const {
 
 std::string TestPostgres::log() const {
   return server_ == nullptr ? std::string() : server_->Log();
+}
+
+TestPostgres& SharedTestPostgres() {
+  static TestPostgres* server = [] {
+    auto* s = new TestPostgres();
+    const absl::Status started = s->Start();
+    if (!started.ok()) {
+      ADD_FAILURE() << started;
+      std::abort();
+    }
+    return s;
+  }();
+  return *server;
+}
+
+std::string NewTestDatabase(const std::string& prefix) {
+  static int n = 0;
+  const std::string name = absl::StrCat(prefix, "_", ++n);
+  TestPostgres& server = SharedTestPostgres();
+  PGconn* admin = PQconnectdb(server.url().c_str());
+  EXPECT_EQ(PQstatus(admin), CONNECTION_OK) << PQerrorMessage(admin);
+  PGresult* r = PQexec(admin, absl::StrCat("CREATE DATABASE ", name).c_str());
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+  PQclear(r);
+  PQfinish(admin);
+  return absl::StrCat("postgresql://varan@", server.host(), ":", server.port(),
+                      "/", name);
 }
 
 }  // namespace varan::testing

@@ -55,4 +55,12 @@ class TestPostgres {
   std::unique_ptr<Daemon> server_;
 };
 
+// One server for the whole test process (ctest runs each test in a process
+// of its own), started on first use; a failure to start aborts the test.
+TestPostgres& SharedTestPostgres();
+
+// A new, empty database on the shared server, named `prefix` and a
+// number; its URL.
+std::string NewTestDatabase(const std::string& prefix);
+
 }  // namespace varan::testing

@@ -80,6 +80,29 @@ CREATE TABLE output_chunks (
   PRIMARY KEY (stream_id, pos)
 );
 )sql",
+    // 2: the replicas of one cluster, their leases and which one holds
+    // each periphery's connection (core/cluster/postgres_cluster.h).
+    R"sql(
+CREATE TABLE cluster_replicas (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  address TEXT NOT NULL,           -- where the other replicas reach it
+  expires_at TIMESTAMPTZ NOT NULL  -- membership, by the database's clock
+);
+CREATE TABLE cluster_leases (
+  name TEXT COLLATE "C" PRIMARY KEY,
+  holder TEXT COLLATE "C" NOT NULL,
+  epoch BIGINT NOT NULL,           -- +1 each time it changes hands
+  expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE SEQUENCE cluster_connection_seq;
+CREATE TABLE cluster_connections (
+  periphery_id TEXT COLLATE "C" PRIMARY KEY,
+  replica_id TEXT COLLATE "C" NOT NULL,  -- '' once dropped
+  epoch BIGINT NOT NULL,           -- +1 with every claim
+  seq BIGINT NOT NULL              -- cluster_connection_seq at the change
+);
+CREATE INDEX cluster_connections_by_seq ON cluster_connections (seq);
+)sql",
 };
 
 }  // namespace

@@ -1,0 +1,105 @@
+// Cluster: what several core replicas sharing one database agree on — who
+// is alive (and where the others reach it), who holds each fleet-wide duty
+// (a lease), and which replica holds each periphery's connection (newest
+// connection wins, with an epoch). Issue #19.
+//
+// A Cluster is this replica's view of that agreement. Questions are
+// answered from the view, at once and without I/O, so a gRPC reaction or a
+// store callback may ask them. Changes this replica makes (Connected,
+// Disconnected) are recorded asynchronously; what the others change shows
+// in the view after the next refresh. Sync() waits for both.
+//
+// Contract, for every implementation (tests/unit/cluster/cluster_contract.h
+// checks it against MemoryCluster and PostgresCluster):
+//  * Membership. A replica is live from its construction until its
+//    destruction or, if it dies without leaving, until `ttl` after its last
+//    renewal. Replicas() lists the live ones, self included, sorted by id.
+//  * Leases. Each name in ClusterOptions::leases is held by at most one live
+//    replica at a time. A free lease (never taken, released, or whose holder
+//    stopped renewing for `ttl`) is taken by a live replica that wants it.
+//    Holds(name) is true only while this replica holds it, by its own
+//    clock: it turns false before anyone else can take it (when renewals
+//    fail, Holds turns false within `ttl` of the last one that succeeded).
+//  * Connections. Connected(id) records that this replica now holds the
+//    connection of periphery `id`, with an epoch greater than every earlier
+//    claim of that periphery; the newest claim wins. Disconnected(id) drops
+//    this replica's claim if it is still the newest. OwnerOf(id) answers
+//    the newest claim's replica while that replica is live; a periphery
+//    whose owner died has none.
+//  * Leaving. The destructor releases this replica's leases and claims and
+//    ends its membership, so the others take over at their next refresh
+//    instead of after `ttl`.
+//
+// Thread-safe; every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace varan::core {
+
+// One replica: its id and the address the others reach it at.
+struct ReplicaInfo {
+  std::string id;
+  std::string address;
+  friend bool operator==(const ReplicaInfo& a, const ReplicaInfo& b) {
+    return a.id == b.id && a.address == b.address;
+  }
+};
+
+// The replica holding a periphery's connection, and the epoch of its claim.
+struct PeripheryOwner {
+  ReplicaInfo replica;
+  int64_t epoch = 0;
+};
+
+struct ClusterOptions {
+  // This replica's id; empty: a new random one (NewReplicaId).
+  std::string replica_id;
+  // Where the other replicas reach this one (host:port).
+  std::string address;
+  // How long membership and leases last without a renewal.
+  absl::Duration ttl = absl::Seconds(10);
+  // How often the view is refreshed (and membership and leases renewed);
+  // at most ttl / 3.
+  absl::Duration refresh_interval = absl::Seconds(1);
+  // The fleet-wide duties this replica would take on.
+  std::vector<std::string> leases;
+};
+
+// "r-" and 16 random hex digits.
+std::string NewReplicaId();
+
+class Cluster {
+ public:
+  virtual ~Cluster() = default;
+
+  virtual const ReplicaInfo& self() const = 0;
+
+  // The live replicas, self included, sorted by id.
+  virtual std::vector<ReplicaInfo> Replicas() const = 0;
+
+  // Whether this replica holds lease `name` now.
+  virtual bool Holds(absl::string_view name) const = 0;
+
+  // This replica now holds periphery `id`'s connection (newest wins).
+  virtual void Connected(const std::string& id) = 0;
+  // This replica no longer holds it.
+  virtual void Disconnected(const std::string& id) = 0;
+  // The live replica holding periphery `id`'s connection, if any.
+  virtual std::optional<PeripheryOwner> OwnerOf(
+      const std::string& id) const = 0;
+
+  // Waits until what this replica changed before the call is recorded and
+  // the view has been refreshed after it. UNAVAILABLE when the shared state
+  // cannot be reached.
+  virtual absl::Status Sync() = 0;
+};
+
+}  // namespace varan::core

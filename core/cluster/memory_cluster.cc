@@ -1,0 +1,115 @@
+#include "core/cluster/memory_cluster.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/algorithm/container.h"
+#include "common/log.h"
+
+namespace varan::core {
+
+bool MemoryClusterState::LiveLocked(const std::string& id) const {
+  auto it = replicas_.find(id);
+  if (it == replicas_.end()) return false;
+  const Replica& r = it->second;
+  return !r.died.has_value() || clock_->Now() < *r.died + r.ttl;
+}
+
+MemoryCluster::MemoryCluster(std::shared_ptr<MemoryClusterState> state,
+                             ClusterOptions options)
+    : state_(std::move(state)),
+      options_(std::move(options)),
+      self_{options_.replica_id.empty() ? NewReplicaId() : options_.replica_id,
+            options_.address} {
+  absl::MutexLock lock(&state_->mu_);
+  if (state_->LiveLocked(self_.id)) {
+    spdlog::critical("replica {} joined a cluster twice", self_.id);
+    std::abort();
+  }
+  state_->replicas_[self_.id] = {self_.address, std::nullopt, options_.ttl};
+}
+
+std::unique_ptr<MemoryCluster> MemoryCluster::Alone(const Clock* clock,
+                                                    ClusterOptions options) {
+  return std::make_unique<MemoryCluster>(
+      std::make_shared<MemoryClusterState>(clock), std::move(options));
+}
+
+MemoryCluster::~MemoryCluster() {
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return;  // the others take over after its ttl
+  state_->replicas_.erase(self_.id);
+  for (auto& [name, lease] : state_->leases_) {
+    if (lease.holder == self_.id) lease.holder.clear();
+  }
+  for (auto& [id, claim] : state_->claims_) {
+    if (claim.replica == self_.id) claim.replica.clear();
+  }
+}
+
+void MemoryCluster::Crash() {
+  absl::MutexLock lock(&state_->mu_);
+  crashed_ = true;
+  state_->replicas_[self_.id].died = state_->clock_->Now();
+}
+
+std::vector<ReplicaInfo> MemoryCluster::Replicas() const {
+  std::vector<ReplicaInfo> out;
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return out;
+  for (const auto& [id, r] : state_->replicas_) {
+    if (state_->LiveLocked(id)) out.push_back({id, r.address});
+  }
+  absl::c_sort(out, [](const ReplicaInfo& a, const ReplicaInfo& b) {
+    return a.id < b.id;
+  });
+  return out;
+}
+
+bool MemoryCluster::Holds(absl::string_view name) const {
+  if (!absl::c_linear_search(options_.leases, name)) return false;
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return false;
+  MemoryClusterState::Lease& lease = state_->leases_[name];
+  if (lease.holder == self_.id) return true;
+  if (!lease.holder.empty() && state_->LiveLocked(lease.holder)) return false;
+  lease.holder = self_.id;
+  ++lease.epoch;
+  spdlog::info("cluster: replica {} took lease {} (epoch {})", self_.id, name,
+               lease.epoch);
+  return true;
+}
+
+void MemoryCluster::Connected(const std::string& id) {
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return;
+  MemoryClusterState::Claim& claim = state_->claims_[id];
+  claim.replica = self_.id;
+  ++claim.epoch;
+}
+
+void MemoryCluster::Disconnected(const std::string& id) {
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return;
+  auto it = state_->claims_.find(id);
+  if (it != state_->claims_.end() && it->second.replica == self_.id) {
+    it->second.replica.clear();
+  }
+}
+
+std::optional<PeripheryOwner> MemoryCluster::OwnerOf(
+    const std::string& id) const {
+  absl::MutexLock lock(&state_->mu_);
+  if (crashed_) return std::nullopt;
+  auto it = state_->claims_.find(id);
+  if (it == state_->claims_.end() || it->second.replica.empty() ||
+      !state_->LiveLocked(it->second.replica)) {
+    return std::nullopt;
+  }
+  return PeripheryOwner{
+      {it->second.replica, state_->replicas_.at(it->second.replica).address},
+      it->second.epoch};
+}
+
+}  // namespace varan::core

@@ -1,0 +1,114 @@
+// PostgresCluster: the Cluster (core/cluster/cluster.h) of core replicas
+// sharing one PostgreSQL database (the one their PostgresStore uses; the
+// tables are in its schema, core/store/postgres/schema.cc).
+//
+// Tables: cluster_replicas (id, address, expires_at: membership),
+// cluster_leases (name, holder, epoch, expires_at), cluster_connections
+// (periphery id, owning replica, epoch, seq: the newest claim of each
+// periphery's connection). Expiry times are the database's clock
+// (now() + ttl), so the replicas' clocks need not agree; a replica counts
+// its own leases from its clock at the start of the renewing transaction,
+// which is before the database's now(), so it stops using a lease before
+// anyone else can take it.
+//
+// One thread per replica keeps the view: every refresh_interval (sooner
+// when this replica claims or drops a connection, or when another replica
+// says it did with NOTIFY varan_cluster on the LISTENing connection) it
+// renews membership and leases, records this replica's pending claims in
+// one transaction, and reads the live replicas and the claims changed
+// since the last refresh. Claims are written under a transaction-level
+// advisory lock and numbered from a sequence inside it, so they commit in
+// seq order and "changed since seq N" misses none. The database being
+// unreachable: the thread reconnects each refresh; claims wait; leases
+// lapse by this replica's clock; the view keeps its last answers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "core/cluster/cluster.h"
+
+namespace varan::core {
+
+namespace postgres {
+class Conn;
+}  // namespace postgres
+
+class PostgresCluster final : public Cluster {
+ public:
+  // Connects to `url` (as PostgresStore::Open; the schema is migrated if
+  // it is not yet), joins the cluster (its first refresh done before this
+  // returns) and starts the refreshing thread. Errors as PostgresStore's,
+  // never with the URL's password. `clock` (null: the wall clock) times
+  // this replica's leases.
+  static absl::StatusOr<std::unique_ptr<PostgresCluster>> Open(
+      const std::string& url, ClusterOptions options,
+      const Clock* clock = nullptr);
+  // Leaves (see Cluster), then closes.
+  ~PostgresCluster() override;
+
+  // For tests: stops refreshing without leaving, as if the process died.
+  void Crash();
+
+  const ReplicaInfo& self() const override { return self_; }
+  std::vector<ReplicaInfo> Replicas() const override;
+  bool Holds(absl::string_view name) const override;
+  void Connected(const std::string& id) override;
+  void Disconnected(const std::string& id) override;
+  std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;
+  absl::Status Sync() override;
+
+ private:
+  PostgresCluster(ClusterOptions options, const Clock* clock,
+                  std::unique_ptr<postgres::Conn> conn);
+
+  void Run();
+  // One refresh; the status is what Sync reports.
+  absl::Status Refresh();
+  // Writes membership, leases and pending claims; the leases held.
+  absl::Status Renew(const absl::flat_hash_map<std::string, bool>& changes,
+                     absl::flat_hash_map<std::string, absl::Time>* held);
+  absl::Status ReadView();
+  absl::Status Leave();
+  // Waits for a wake-up, a notification or `timeout`.
+  void Wait(absl::Duration timeout);
+  void Wake();
+
+  const ClusterOptions options_;
+  const Clock* const clock_;
+  const ReplicaInfo self_;
+  // Used by the thread only (and by Open and the destructor around it).
+  const std::unique_ptr<postgres::Conn> conn_;
+  int wake_fd_ = -1;
+  int64_t last_seq_ = 0;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool crashed_ ABSL_GUARDED_BY(mu_) = false;
+  // Claims to record: periphery id -> connected (true) or dropped (false).
+  absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
+  // The view.
+  std::vector<ReplicaInfo> replicas_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, absl::Time> leases_ ABSL_GUARDED_BY(mu_);
+  struct Claim {
+    std::string replica;  // empty: released
+    int64_t epoch = 0;
+  };
+  absl::flat_hash_map<std::string, Claim> claims_ ABSL_GUARDED_BY(mu_);
+  // Refreshes started and finished, for Sync; the last one's status.
+  uint64_t started_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status last_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace varan::core

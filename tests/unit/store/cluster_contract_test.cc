@@ -1,0 +1,151 @@
+// The Cluster contract (core/cluster/cluster.h) for every backend; see
+// cluster_contract.h.
+#include "tests/unit/store/cluster_contract.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace varan::core::cluster_test {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Field;
+
+std::vector<std::string> Ids(const std::vector<ReplicaInfo>& replicas) {
+  std::vector<std::string> ids;
+  for (const ReplicaInfo& r : replicas) ids.push_back(r.id);
+  return ids;
+}
+
+void SyncAll(std::initializer_list<Cluster*> replicas) {
+  for (Cluster* c : replicas) ASSERT_TRUE(c->Sync().ok());
+  // A second round: each sees what the others recorded in the first.
+  for (Cluster* c : replicas) ASSERT_TRUE(c->Sync().ok());
+}
+
+TEST_P(ClusterContractTest, LiveReplicasSeeEachOtherAndALeaverGoes) {
+  auto b = backend().Join("r-b", {});
+  auto a = backend().Join("r-a", {});
+  SyncAll({a.get(), b.get()});
+  EXPECT_EQ(a->self().id, "r-a");
+  EXPECT_THAT(Ids(a->Replicas()), ElementsAre("r-a", "r-b"));
+  EXPECT_THAT(Ids(b->Replicas()), ElementsAre("r-a", "r-b"));
+  EXPECT_THAT(a->Replicas(),
+              ElementsAre(Field(&ReplicaInfo::address, "addr-of-r-a"),
+                          Field(&ReplicaInfo::address, "addr-of-r-b")));
+  b.reset();
+  ASSERT_TRUE(a->Sync().ok());
+  EXPECT_THAT(Ids(a->Replicas()), ElementsAre("r-a"));
+}
+
+TEST_P(ClusterContractTest, ALeaseIsHeldByOneReplicaAndMovesWhenItLeaves) {
+  auto a = backend().Join("r-a", {"sweep"});
+  auto b = backend().Join("r-b", {"sweep"});
+  SyncAll({a.get(), b.get()});
+  ASSERT_NE(a->Holds("sweep"), b->Holds("sweep"));
+  EXPECT_FALSE(a->Holds("retention"));  // nobody wants it
+  std::unique_ptr<Cluster>& holder = a->Holds("sweep") ? a : b;
+  std::unique_ptr<Cluster>& other = a->Holds("sweep") ? b : a;
+  // Held on: renewals keep it with its holder.
+  SyncAll({a.get(), b.get()});
+  EXPECT_TRUE(holder->Holds("sweep"));
+  EXPECT_FALSE(other->Holds("sweep"));
+  holder.reset();
+  ASSERT_TRUE(other->Sync().ok());
+  EXPECT_TRUE(other->Holds("sweep"));
+}
+
+TEST_P(ClusterContractTest, ADeadReplicasLeaseMovesOnlyAfterItsTtl) {
+  auto a = backend().Join("r-a", {"sweep"});
+  ASSERT_TRUE(a->Sync().ok());
+  ASSERT_TRUE(a->Holds("sweep"));
+  auto b = backend().Join("r-b", {"sweep"});
+  ASSERT_TRUE(b->Sync().ok());
+  EXPECT_FALSE(b->Holds("sweep"));
+  backend().Crash(*a);
+  EXPECT_FALSE(a->Holds("sweep"));  // a dead replica holds nothing
+  ASSERT_TRUE(b->Sync().ok());
+  EXPECT_FALSE(b->Holds("sweep")) << "taken before the holder's ttl ran out";
+  EXPECT_THAT(Ids(b->Replicas()), ElementsAre("r-a", "r-b"));
+  backend().Advance(backend().ttl() + absl::Milliseconds(500));
+  ASSERT_TRUE(b->Sync().ok());
+  EXPECT_TRUE(b->Holds("sweep"));
+  EXPECT_THAT(Ids(b->Replicas()), ElementsAre("r-b"));
+}
+
+TEST_P(ClusterContractTest, TheNewestConnectionWinsWithAGreaterEpoch) {
+  auto a = backend().Join("r-a", {});
+  auto b = backend().Join("r-b", {});
+  EXPECT_EQ(a->OwnerOf("p-1"), std::nullopt);
+  a->Connected("p-1");
+  SyncAll({a.get(), b.get()});
+  std::optional<PeripheryOwner> first = b->OwnerOf("p-1");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->replica.id, "r-a");
+  EXPECT_EQ(first->replica.address, "addr-of-r-a");
+  // The periphery moves to b.
+  b->Connected("p-1");
+  SyncAll({b.get(), a.get()});
+  std::optional<PeripheryOwner> second = a->OwnerOf("p-1");
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->replica.id, "r-b");
+  EXPECT_GT(second->epoch, first->epoch);
+  // a noticing its old connection closed does not undo b's claim.
+  a->Disconnected("p-1");
+  SyncAll({a.get(), b.get()});
+  ASSERT_TRUE(b->OwnerOf("p-1").has_value());
+  EXPECT_EQ(b->OwnerOf("p-1")->replica.id, "r-b");
+  b->Disconnected("p-1");
+  SyncAll({b.get(), a.get()});
+  EXPECT_EQ(a->OwnerOf("p-1"), std::nullopt);
+  EXPECT_EQ(b->OwnerOf("p-1"), std::nullopt);
+}
+
+TEST_P(ClusterContractTest, ConnectionsOfALeaverOrADeadReplicaHaveNoOwner) {
+  auto a = backend().Join("r-a", {});
+  auto b = backend().Join("r-b", {});
+  auto c = backend().Join("r-c", {});
+  a->Connected("p-a");
+  b->Connected("p-b");
+  SyncAll({a.get(), b.get(), c.get()});
+  ASSERT_TRUE(c->OwnerOf("p-a").has_value());
+  ASSERT_TRUE(c->OwnerOf("p-b").has_value());
+  a.reset();  // leaves: at once
+  ASSERT_TRUE(c->Sync().ok());
+  EXPECT_EQ(c->OwnerOf("p-a"), std::nullopt);
+  backend().Crash(*b);  // dies: after its ttl
+  ASSERT_TRUE(c->Sync().ok());
+  ASSERT_TRUE(c->OwnerOf("p-b").has_value());
+  backend().Advance(backend().ttl() + absl::Milliseconds(500));
+  ASSERT_TRUE(c->Sync().ok());
+  EXPECT_EQ(c->OwnerOf("p-b"), std::nullopt);
+  // A new claim after that is owned again.
+  c->Connected("p-b");
+  ASSERT_TRUE(c->Sync().ok());
+  ASSERT_TRUE(c->OwnerOf("p-b").has_value());
+  EXPECT_EQ(c->OwnerOf("p-b")->replica.id, "r-c");
+}
+
+TEST_P(ClusterContractTest, ManyLeasesNoneHeldTwice) {
+  const std::vector<std::string> names = {"l1", "l2", "l3", "l4", "l5"};
+  std::vector<std::unique_ptr<Cluster>> replicas;
+  for (int i = 0; i < 3; ++i) {
+    replicas.push_back(backend().Join("r-" + std::to_string(i), names));
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (auto& r : replicas) ASSERT_TRUE(r->Sync().ok());
+  }
+  for (const std::string& name : names) {
+    int holders = 0;
+    for (auto& r : replicas) holders += r->Holds(name) ? 1 : 0;
+    EXPECT_EQ(holders, 1) << name;
+  }
+}
+
+}  // namespace
+}  // namespace varan::core::cluster_test
