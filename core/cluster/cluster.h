@@ -67,7 +67,7 @@ struct ClusterOptions {
   // How long membership and leases last without a renewal.
   absl::Duration ttl = absl::Seconds(10);
   // How often the view is refreshed (and membership and leases renewed);
-  // at most ttl / 3.
+  // a longer one is taken as ttl / 3.
   absl::Duration refresh_interval = absl::Seconds(1);
   // The fleet-wide duties this replica would take on.
   std::vector<std::string> leases;

@@ -80,18 +80,14 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
   std::unique_ptr<PostgresCluster> cluster(new PostgresCluster(
       std::move(options), clock != nullptr ? clock : RealClock::Get(),
       std::move(conn)));
-  if (cluster->wake_fd_ < 0) {
-    return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
-  }
-  {
-    absl::MutexLock lock(&cluster->mu_);
-    ++cluster->started_;
-  }
-  const absl::Status first = cluster->Refresh();
-  if (!first.ok()) return first;
-  {
-    absl::MutexLock lock(&cluster->mu_);
-    ++cluster->finished_;
+  absl::Status first =
+      cluster->wake_fd_ < 0
+          ? absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)))
+          : cluster->Refresh();
+  if (!first.ok()) {
+    // Never joined (a failed renewal commits nothing): nothing to leave.
+    cluster->Crash();
+    return first;
   }
   spdlog::info("cluster: replica {} ({}) joined on {}", cluster->self_.id,
                cluster->self_.address, cluster->conn_->description());
@@ -101,7 +97,12 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
 
 PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,
                                  std::unique_ptr<postgres::Conn> conn)
-    : options_(std::move(options)),
+    : options_([&] {
+        // A lease must survive two failed renewals in a row.
+        options.refresh_interval =
+            std::min(options.refresh_interval, options.ttl / 3);
+        return std::move(options);
+      }()),
       clock_(clock),
       self_{options_.replica_id.empty() ? NewReplicaId() : options_.replica_id,
             options_.address},
