@@ -73,6 +73,15 @@ struct ClusterOptions {
   std::vector<std::string> leases;
 };
 
+// The fleet-wide duties core runs under a lease:
+//  * liveness: writing down that a periphery no live replica holds went
+//    offline (FleetRegistry);
+//  * retention: deleting old jobs (the store's periodic retention);
+//  * jobs: taking over the running jobs of replicas that died (Dispatcher).
+inline constexpr char kLivenessLease[] = "liveness";
+inline constexpr char kRetentionLease[] = "retention";
+inline constexpr char kJobsLease[] = "jobs";
+
 // "r-" and 16 random hex digits.
 std::string NewReplicaId();
 
@@ -81,6 +90,11 @@ class Cluster {
   virtual ~Cluster() = default;
 
   virtual const ReplicaInfo& self() const = 0;
+
+  // A secret every replica of this cluster shares (created by the first
+  // one): replicas authenticate their calls to each other with it. Never
+  // logged.
+  virtual const std::string& secret() const = 0;
 
   // The live replicas, self included, sorted by id.
   virtual std::vector<ReplicaInfo> Replicas() const = 0;

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/secrets.h"
 #include "core/cluster/cluster.h"
 
 namespace varan::core {
@@ -46,6 +47,7 @@ class MemoryClusterState {
   bool LiveLocked(const std::string& id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const Clock* const clock_;
+  const std::string secret_ = GenerateSecret();
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Replica> replicas_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
@@ -69,6 +71,7 @@ class MemoryCluster final : public Cluster {
   void Crash();
 
   const ReplicaInfo& self() const override { return self_; }
+  const std::string& secret() const override { return state_->secret_; }
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   void Connected(const std::string& id) override;

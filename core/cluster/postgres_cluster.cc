@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/secrets.h"
 #include "common/status_macros.h"
 #include "core/store/postgres/conn.h"
 #include "core/store/postgres/schema.h"
@@ -65,6 +66,11 @@ const std::string kLiveReplicas =
 const std::string kClaimsSince =
     "SELECT periphery_id, replica_id, epoch, seq FROM cluster_connections "
     "WHERE seq > $1 ORDER BY seq";
+const std::string kCreateSecret =
+    "INSERT INTO cluster_settings (name, value) VALUES ('replica_secret', $1) "
+    "ON CONFLICT (name) DO NOTHING";
+const std::string kReadSecret =
+    "SELECT value FROM cluster_settings WHERE name = 'replica_secret'";
 
 // The least time between two refreshes, so a burst of notifications (many
 // peripheries moving at once) costs a few refreshes, not one each.
@@ -77,9 +83,21 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> conn,
                          postgres::Conn::Connect(url, absl::Seconds(5)));
   VARAN_RETURN_IF_ERROR(postgres::Migrate(*conn));
+  // The first replica creates the shared secret; the others read it.
+  VARAN_RETURN_IF_ERROR(conn->Run(kCreateSecret,
+                                  Params().Text(GenerateSecret()),
+                                  "create the replicas' secret")
+                            .status());
+  VARAN_ASSIGN_OR_RETURN(postgres::Result secret,
+                         conn->Run(kReadSecret, "read the replicas' secret"));
+  if (secret.rows() != 1) {
+    return absl::InternalError("the replicas' secret is missing");
+  }
+  std::string shared_secret(secret.Bytes(0, 0));
   std::unique_ptr<PostgresCluster> cluster(new PostgresCluster(
       std::move(options), clock != nullptr ? clock : RealClock::Get(),
       std::move(conn)));
+  cluster->secret_ = std::move(shared_secret);
   absl::Status first =
       cluster->wake_fd_ < 0
           ? absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)))

@@ -60,6 +60,7 @@ class PostgresCluster final : public Cluster {
   void Crash();
 
   const ReplicaInfo& self() const override { return self_; }
+  const std::string& secret() const override { return secret_; }
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   void Connected(const std::string& id) override;
@@ -86,6 +87,8 @@ class PostgresCluster final : public Cluster {
   const ClusterOptions options_;
   const Clock* const clock_;
   const ReplicaInfo self_;
+  // Read (or created) by Open, before the thread starts; constant after.
+  std::string secret_;
   // Used by the thread only (and by Open and the destructor around it).
   const std::unique_ptr<postgres::Conn> conn_;
   int wake_fd_ = -1;

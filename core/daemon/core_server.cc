@@ -1,6 +1,7 @@
 #include "core/daemon/core_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,7 @@
 #include "core/server/jobs_service.h"
 #include "core/server/registry_service.h"
 #include "core/server/tokens.h"
+#include "grpcpp/health_check_service_interface.h"
 
 namespace varan::core {
 
@@ -30,15 +32,29 @@ namespace varan::core {
 struct CoreServer::Parts {
   ~Parts() { StopTicker(); }
 
+  // Serves the health service "ready" (the readiness a load balancer or
+  // Kubernetes checks): NOT_SERVING while the store is unreachable.
+  void UpdateReadiness() {
+    grpc::HealthCheckServiceInterface* h = health.load();
+    if (h == nullptr) return;
+    const bool now_ready = !absl::IsUnavailable(store->CheckBacklog());
+    if (now_ready == ready) return;
+    ready = now_ready;
+    h->SetServingStatus(kReadyService, ready);
+  }
+
   void StopTicker() {
     if (!ticker.joinable()) return;
     stop_ticking.Notify();
     ticker.join();
+    if (refresher.joinable()) refresher.join();
   }
 
   BootstrapTokenFiles token_files;
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
+  // Null for a core alone (no --replica-address).
+  std::unique_ptr<Cluster> cluster;
   std::unique_ptr<Store> store;
   std::unique_ptr<TokenRegistry> tokens;
   std::unique_ptr<PeerGuard> guard;
@@ -51,6 +67,8 @@ struct CoreServer::Parts {
   // after their TTL ends.
   absl::Notification stop_ticking;
   std::thread ticker;
+  // With replicas: re-reads the shared fleet (FleetRegistry::Refresh).
+  std::thread refresher;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Enrollment> enrollment;
   std::unique_ptr<RegistryService> registry_service;
@@ -58,6 +76,9 @@ struct CoreServer::Parts {
   std::unique_ptr<JobsService> jobs_service;
   std::unique_ptr<AdminService> admin_service;
   RunningServer server;
+  // Set once serving, for UpdateReadiness (the ticker's).
+  std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
+  bool ready = false;
   bool shut_down = false;
 };
 
@@ -104,8 +125,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (!periphery_tls.ok()) return periphery_tls.status();
   p->periphery_tls = *std::move(periphery_tls);
 
-  auto store = OpenStore(config);
+  auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
   if (!store.ok()) return store.status();
+  p->cluster = std::move(store->cluster);
   p->store = std::move(store->store);
   const std::string db = store->description;
 
@@ -122,8 +144,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   fleet_options.heartbeat_interval = config.heartbeat_interval;
   fleet_options.ttl_intervals = config.heartbeat_ttl;
   fleet_options.restart_grace = config.restart_grace;
-  p->fleet =
-      std::make_unique<FleetRegistry>(clock, fleet_options, p->store.get());
+  p->fleet = std::make_unique<FleetRegistry>(clock, fleet_options,
+                                             p->store.get(), p->cluster.get());
   if (auto loaded = p->fleet->Load(); !loaded.ok()) {
     return Prefixed(absl::StrCat("loading the fleet from ", db),
                     loaded.status());
@@ -159,8 +181,23 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       parts->fleet->Tick();
       parts->dispatcher->Tick();
       parts->admission->MaybeLog();
+      parts->UpdateReadiness();
     }
   });
+  if (p->cluster != nullptr) {
+    p->refresher =
+        std::thread([parts = p.get(), db, period = config.fleet_refresh] {
+          bool failing = false;
+          do {
+            absl::Status s = parts->fleet->Refresh();
+            if (!s.ok() && !failing) {
+              spdlog::error("re-reading the fleet from {} failed: {}", db,
+                            s.message());
+            }
+            failing = !s.ok();
+          } while (!parts->stop_ticking.WaitForNotificationWithTimeout(period));
+        });
+  }
   p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
@@ -184,6 +221,11 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       config.listener);
   if (!server.ok()) return server.status();
   p->server = *std::move(server);
+  grpc::HealthCheckServiceInterface* health =
+      p->server.server->GetHealthCheckService();
+  p->ready = !absl::IsUnavailable(p->store->CheckBacklog());
+  health->SetServingStatus(kReadyService, p->ready);
+  p->health.store(health);  // the ticker takes over
   LogListening("varan-core", p->server,
                "tokens and output cross the network unencrypted", config.tls);
   return std::unique_ptr<CoreServer>(new CoreServer(std::move(p)));

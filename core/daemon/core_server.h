@@ -32,6 +32,11 @@
 
 namespace varan::core {
 
+// The health service name whose status is core's readiness: SERVING while
+// its store is reachable (the default service "" only says the process
+// serves).
+inline constexpr char kReadyService[] = "ready";
+
 // Everything core's flags decide (see core/daemon/flags.cc for the flags
 // and their help). Defaults are the flags' defaults.
 struct CoreConfig {
@@ -65,6 +70,14 @@ struct CoreConfig {
   // (core/daemon/open_store.h). Never logged.
   std::string database;
   std::string database_file;
+  // --replica-address: several replicas on one PostgreSQL database; where
+  // the others reach this one (empty: core alone, holding the database
+  // exclusively).
+  std::string replica_address;
+  // With replicas: how long a replica that stops renewing its membership
+  // (a crash) is still counted live, and how often the fleet is re-read.
+  absl::Duration replica_ttl = absl::Seconds(10);
+  absl::Duration fleet_refresh = absl::Seconds(2);
   // --max-pending-writes: the store's backlog bound (Store::CheckBacklog).
   uint64_t max_pending_writes = 200000;
   // --output-head / --output-tail: output bytes stored of the start and the

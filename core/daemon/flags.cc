@@ -34,6 +34,12 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "File holding the --database URL (e.g. a mounted Secret); "
                  "it should be private (mode 0600)")
       ->excludes(database);
+  app.add_option("--replica-address", flags->replica_address,
+                 "Run as one of several core replicas sharing the --database "
+                 "(PostgreSQL): the address the other replicas reach this one "
+                 "at (host:port, or a bare host or IP taking the first "
+                 "--listen port; e.g. the pod IP). Without it, core refuses "
+                 "to share its database with another core");
   AddGuardFlags(app, &flags->daemon);
   AddServerTlsFlags(app, &flags->daemon);
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
@@ -129,6 +135,7 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.join_token_file = flags.join_token_file;
   c.database = flags.database;
   c.database_file = flags.database_file;
+  c.replica_address = flags.replica_address;
   c.allow = flags.daemon.allow;
   c.auth_failure_limit = flags.daemon.auth_failure_limit;
   c.tls = flags.daemon.tls;

@@ -21,6 +21,7 @@ struct CoreFlags {
   std::string join_token_file;
   std::string database;
   std::string database_file;
+  std::string replica_address;
   double heartbeat_seconds = 10;
   int heartbeat_ttl = 3;
   double restart_grace_seconds = 0;

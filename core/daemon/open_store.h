@@ -11,6 +11,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "core/cluster/cluster.h"
 #include "core/store/store.h"
 
 namespace varan::core {
@@ -18,15 +20,24 @@ namespace varan::core {
 struct CoreConfig;
 
 struct OpenedStore {
+  // With --replica-address: this replica's view of the others on the same
+  // database (PostgresCluster); null for a core alone. Declared first, so
+  // it outlives the store, whose retention asks it for its lease.
+  std::unique_ptr<Cluster> cluster;
   std::unique_ptr<Store> store;
   // For messages: "<data-dir>/core.db" or "PostgreSQL database D on H:P".
   std::string description;
 };
 
-// Opens the store `config` names. INVALID_ARGUMENT when both --database and
-// --database-file are set, or the URL is not a PostgreSQL one; the
-// backends' own errors otherwise (see SqliteStore::Open and
-// PostgresStore::Open), prefixed with the flag that chose them.
-absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config);
+// Opens the store `config` names, and with --replica-address joins the
+// replicas on its database (`listen_port`: the port of a bare replica
+// address; `clock` times the replica's leases). INVALID_ARGUMENT when both
+// --database and --database-file are set, the URL is not a PostgreSQL one,
+// --replica-address is malformed or given without a PostgreSQL database;
+// the backends' own errors otherwise (see SqliteStore::Open,
+// PostgresStore::Open and PostgresCluster::Open), prefixed with the flag
+// that chose them.
+absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
+                                      uint16_t listen_port, const Clock* clock);
 
 }  // namespace varan::core

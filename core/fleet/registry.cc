@@ -43,10 +43,11 @@ google::protobuf::Map<std::string, std::string> ApplyLabelOverrides(
 }
 
 FleetRegistry::FleetRegistry(const Clock* clock, FleetOptions options,
-                             Store* store)
+                             Store* store, Cluster* cluster)
     : clock_(clock),
       options_(options),
-      store_(RequireStore(store, "FleetRegistry")) {}
+      store_(RequireStore(store, "FleetRegistry")),
+      cluster_(cluster) {}
 
 void FleetRegistry::SetGoneListener(
     std::function<void(const std::string&, const std::string&)> listener) {
@@ -67,6 +68,7 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
     Record r;
     r.first_seen = FromTimestamp(p.info.first_seen());
     r.last_seen = FromTimestamp(p.info.last_seen());
+    r.local_seen = r.last_seen;
     r.removed = p.info.state() == varan::v1::PERIPHERY_STATE_REMOVED;
     if (!r.removed && p.confirmed &&
         p.info.state() == varan::v1::PERIPHERY_STATE_ONLINE) {
@@ -90,6 +92,7 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
 
 void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
   r.dirty = false;
+  r.saved_gen = ++save_gen_;
   StoredPeriphery p = r.stored;
   p.info.set_state(r.removed        ? varan::v1::PERIPHERY_STATE_REMOVED
                    : Online(r, now) ? varan::v1::PERIPHERY_STATE_ONLINE
@@ -166,8 +169,10 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   r.stored.credential = GenerateSecret();
   r.stored.confirmed = false;  // until a heartbeat shows it holds it
   r.last_seen = now;
+  r.local_seen = now;
   Registration out{id, r.stored.credential};
   Record& slot = by_id_[id];
+  r.here = slot.here;  // a claim made here stays until released
   slot = std::move(r);
   id_by_name_[req.name()] = id;
   SaveLocked(slot, now);
@@ -203,6 +208,8 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
   r.last_seen = now;
+  r.local_seen = now;
+  SetHereLocked(r, true);
   *r.stored.info.mutable_stats() = stats;
   r.stored.info.set_peer_address(peer);
   r.dirty = true;
@@ -219,7 +226,8 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
 
 bool FleetRegistry::Online(const Record& r, absl::Time now) const {
   if (r.removed || !r.stored.confirmed) return false;
-  return now - r.last_seen <= ttl() || now < r.grace_until;
+  return now - r.local_seen <= ttl() || now < r.grace_until ||
+         now < r.remote_until;
 }
 
 void FleetRegistry::Tick() {
@@ -233,11 +241,17 @@ void FleetRegistry::Tick() {
     for (auto& [id, r] : by_id_) {
       if (r.removed) continue;
       const bool online = Online(r, now);
+      const bool writes = WritesTransitionsLocked(r);
+      if (r.here && now - r.local_seen > ttl()) SetHereLocked(r, false);
       if (r.was_online && !online) {
         r.was_online = false;
         std::string reason = absl::StrCat(
             "periphery ", r.stored.info.name(), " went offline: no heartbeat ",
-            r.last_seen < r.grace_until
+            r.remote_until > r.local_seen && r.remote_until > r.grace_until
+                ? absl::StrCat("since no core replica holds its connection "
+                               "(last seen ",
+                               absl::FormatDuration(now - r.last_seen), " ago)")
+            : r.last_seen < r.grace_until
                 ? absl::StrCat(
                       "since core restarted (grace ",
                       absl::FormatDuration(r.grace_until - r.last_seen), ")")
@@ -245,7 +259,7 @@ void FleetRegistry::Tick() {
                                " (TTL ", absl::FormatDuration(ttl()), ")"));
         spdlog::warn("{}", reason);
         gone.emplace_back(id, std::move(reason));
-        SaveLocked(r, now);
+        if (writes) SaveLocked(r, now);
       } else if (persist_due && r.dirty) {
         SaveLocked(r, now);
       }
@@ -422,6 +436,7 @@ absl::StatusOr<varan::v1::Periphery> FleetRegistry::Remove(
     id_by_name_.erase(r->stored.info.name());
     r->removed = true;
     r->was_online = false;
+    SetHereLocked(*r, false);
     r->stored.credential.clear();  // revoked: heartbeats and dials stop
     SaveLocked(*r, now);
     out = Render(*r);

@@ -16,6 +16,20 @@
 // transitions are written at once; stats and last-seen times of healthy
 // peripheries at most every `persist_interval` (from Tick).
 //
+// Replicas (#19). With a Cluster (several core replicas on one database),
+// the fleet is shared through the store: Refresh() (every few seconds, on
+// a thread of its own) re-reads it, so a periphery registered, relabeled
+// or removed on another replica shows here. Each replica counts the
+// heartbeats it receives itself; a periphery whose connection another live
+// replica holds (Cluster::OwnerOf) is online here while that lasts and for
+// one TTL after, so a replica dying hands its peripheries to the others
+// without marking them offline. The replica receiving a periphery's
+// heartbeats claims its connection (Cluster::Connected) and writes its
+// stats and its online/offline transitions; the others write only what an
+// operator changes through them (labels, removal). A change made here is
+// not overwritten by a refresh that read the store before the change was
+// committed.
+//
 // Thread-safe. The listener is called without the registry's lock.
 #pragma once
 
@@ -30,6 +44,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "core/cluster/cluster.h"
 #include "core/fleet/selector.h"
 #include "core/store/store.h"
 #include "varan/v1/core.pb.h"
@@ -59,8 +74,9 @@ struct DialTarget {
 class FleetRegistry {
  public:
   // `store` must not be null (a MemoryStore where nothing is to persist);
-  // both must outlive the registry.
-  FleetRegistry(const Clock* clock, FleetOptions options, Store* store);
+  // `cluster` is null for a core alone. All must outlive the registry.
+  FleetRegistry(const Clock* clock, FleetOptions options, Store* store,
+                Cluster* cluster = nullptr);
 
   // Loads the stored fleet (call once, before serving). Peripheries that
   // were online get the restart grace period. Returns how many were loaded.
@@ -144,6 +160,13 @@ class FleetRegistry {
   // interval.
   void Tick();
 
+  // With a Cluster: re-reads the fleet from the store (after the writes
+  // made here so far are committed) and takes what the other replicas
+  // changed, and which peripheries they hold. Blocks on the store; call it
+  // every few seconds from a thread of its own. Without one: OK, nothing
+  // to do.
+  absl::Status Refresh();
+
   absl::Duration heartbeat_interval() const {
     return options_.heartbeat_interval;
   }
@@ -156,8 +179,17 @@ class FleetRegistry {
     StoredPeriphery stored;  // info.state, first/last seen filled on read
     absl::Time first_seen;
     absl::Time last_seen;
+    // Last heartbeat received by this replica (Load: the stored last seen).
+    absl::Time local_seen = absl::InfinitePast();
     // Online until then even without heartbeats (restart grace).
     absl::Time grace_until = absl::InfinitePast();
+    // Online until then because another replica holds its connection.
+    absl::Time remote_until = absl::InfinitePast();
+    // This replica claimed its connection (Cluster::Connected).
+    bool here = false;
+    // save_gen_ at this record's last write (Refresh skips records written
+    // after its read began).
+    uint64_t saved_gen = 0;
     // Online as of the last Tick or transition (what was last persisted).
     bool was_online = false;
     bool removed = false;
@@ -204,11 +236,27 @@ class FleetRegistry {
   bool Online(const Record& r, absl::Time now) const;
   // Writes `r` to the store with its current state.
   void SaveLocked(Record& r, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `p` (read by Refresh) into the registry; records gone (removed
+  // elsewhere) are appended to `gone`. registry_sync.cc.
+  void MergeLocked(StoredPeriphery p,
+                   std::vector<std::pair<std::string, std::string>>* gone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether this replica writes `r`'s online/offline transitions: alone,
+  // when it received its heartbeats, or when no live replica holds it and
+  // this one holds the liveness lease.
+  bool WritesTransitionsLocked(const Record& r) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Claims or releases the connection of `r` (Cluster) as its heartbeats
+  // start or stop arriving here.
+  void SetHereLocked(Record& r, bool here) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock* const clock_;
   const FleetOptions options_;
   Store* const store_;
+  Cluster* const cluster_;
   mutable absl::Mutex mu_;
+  // Counts writes (Record::saved_gen).
+  uint64_t save_gen_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Record> by_id_ ABSL_GUARDED_BY(mu_);
   // Peripheries not removed, by name.
   absl::flat_hash_map<std::string, std::string> id_by_name_

@@ -129,8 +129,8 @@ absl::StatusOr<varan::v1::ListJobsResponse> Dispatcher::List(
     }
   }
   for (size_t i = 0; i < page->jobs.size(); ++i) {
-    *out.add_jobs() = live[i] != nullptr ? live[i]->Snapshot()
-                                         : std::move(page->jobs[i]);
+    *out.add_jobs() =
+        live[i] != nullptr ? live[i]->Snapshot() : std::move(page->jobs[i]);
   }
   if (page->more && out.jobs_size() > 0) {
     out.set_next_page_token(out.jobs(out.jobs_size() - 1).id());

@@ -21,15 +21,18 @@ class DialExecuteCall final
                   const std::string& address, const std::string& credential,
                   const varan::v1::ExecuteRequest& request,
                   ExecuteObserver* observer,
-                  std::shared_ptr<LiveCalls> live_calls)
+                  std::shared_ptr<LiveCalls> live_calls,
+                  const std::string& relay_to)
       : live_(std::move(live_calls)),
         channel_(std::move(channel)),
         stub_(varan::v1::Agent::NewStub(channel_)),
         address_(address),
         credential_(credential),
         request_(request),
-        observer_(observer) {
+        observer_(observer),
+        relay_to_(relay_to) {
     context_.AddMetadata("authorization", BearerHeader(credential));
+    if (!relay_to_.empty()) context_.AddMetadata(kRelayToHeader, relay_to_);
     if (request.spec().has_timeout()) {
       // Backstop for a periphery that never reports the end: its own
       // timeout, plus room for the kill grace and the report.
@@ -55,6 +58,9 @@ class DialExecuteCall final
       cancel_in_flight_ = true;
     }
     cancel_context_.AddMetadata("authorization", BearerHeader(credential_));
+    if (!relay_to_.empty()) {
+      cancel_context_.AddMetadata(kRelayToHeader, relay_to_);
+    }
     cancel_request_.set_execution_id(request_.execution_id());
     cancel_context_.set_deadline(std::chrono::system_clock::now() +
                                  std::chrono::seconds(5));
@@ -89,7 +95,16 @@ class DialExecuteCall final
 
   void OnDone(const grpc::Status& status) override {
     absl::Status s = FromGrpcStatus(status);
-    if (!s.ok()) {
+    if (!s.ok() && !relay_to_.empty()) {
+      s = absl::Status(s.code(), absl::StrCat("periphery ", relay_to_,
+                                              " through core replica at ",
+                                              address_, ": ", s.message()));
+      // The replica says it could not deliver the request.
+      if (context_.GetServerTrailingMetadata().count(kNotDeliveredTrailer) >
+          0) {
+        s = NotDelivered(std::move(s));
+      }
+    } else if (!s.ok()) {
       s = absl::Status(
           s.code(), absl::StrCat("periphery at ", address_, ": ", s.message()));
       // See DialLink in the header: the periphery answered nothing and
@@ -129,6 +144,8 @@ class DialExecuteCall final
   // An event arrived (reads happen one at a time; OnDone comes after).
   bool got_event_ = false;
   ExecuteObserver* const observer_;
+  // The periphery a relayed call is for (empty: a direct one).
+  const std::string relay_to_;
   grpc::ClientContext cancel_context_;
   varan::v1::CancelRequest cancel_request_;
   varan::v1::CancelResponse cancel_response_;
@@ -159,16 +176,17 @@ bool LiveCalls::AwaitNone(absl::Duration limit) {
 
 DialLink::DialLink(std::shared_ptr<grpc::Channel> channel, std::string address,
                    std::string credential,
-                   std::shared_ptr<LiveCalls> live_calls)
+                   std::shared_ptr<LiveCalls> live_calls, std::string relay_to)
     : channel_(std::move(channel)),
       address_(std::move(address)),
       credential_(std::move(credential)),
-      live_calls_(std::move(live_calls)) {}
+      live_calls_(std::move(live_calls)),
+      relay_to_(std::move(relay_to)) {}
 
 ExecuteCall* DialLink::Execute(const varan::v1::ExecuteRequest& request,
                                ExecuteObserver* observer) {
   auto* call = new DialExecuteCall(channel_, address_, credential_, request,
-                                   observer, live_calls_);
+                                   observer, live_calls_, relay_to_);
   call->Start();
   return call;
 }
@@ -176,6 +194,19 @@ ExecuteCall* DialLink::Execute(const varan::v1::ExecuteRequest& request,
 std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
     const std::string& /*id*/, const std::string& address,
     const std::string& credential) {
+  return std::make_shared<DialLink>(ChannelTo(address), address, credential,
+                                    live_calls_);
+}
+
+std::shared_ptr<PeripheryLink> DialLinkProvider::RelayLinkFor(
+    const std::string& id, const std::string& replica_address,
+    const std::string& secret) {
+  return std::make_shared<DialLink>(ChannelTo(replica_address), replica_address,
+                                    secret, live_calls_, id);
+}
+
+std::shared_ptr<grpc::Channel> DialLinkProvider::ChannelTo(
+    const std::string& address) {
   std::shared_ptr<grpc::Channel> channel;
   {
     absl::MutexLock lock(&mu_);
@@ -197,8 +228,7 @@ std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
     }
     channel = slot;
   }
-  return std::make_shared<DialLink>(std::move(channel), address, credential,
-                                    live_calls_);
+  return channel;
 }
 
 DialLinkProvider::~DialLinkProvider() {

@@ -58,10 +58,22 @@ class LiveCalls {
   int live_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Relayed calls (several core replicas): a replica asks the one holding a
+// periphery's tunnel to carry its Agent calls (core/link/relay_service.h),
+// naming the periphery in this header and authenticating with the
+// replicas' shared secret.
+inline constexpr char kRelayToHeader[] = "varan-relay-to";
+// Set in the trailers of a relayed call the replica could not deliver (the
+// periphery has no tunnel there): the call fails as NotDelivered.
+inline constexpr char kNotDeliveredTrailer[] = "varan-not-delivered";
+
 class DialLink final : public PeripheryLink {
  public:
+  // `relay_to`: the periphery a call through another replica is for (empty:
+  // a call to the periphery itself).
   DialLink(std::shared_ptr<grpc::Channel> channel, std::string address,
-           std::string credential, std::shared_ptr<LiveCalls> live_calls);
+           std::string credential, std::shared_ptr<LiveCalls> live_calls,
+           std::string relay_to = "");
   ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
                        ExecuteObserver* observer) override;
 
@@ -71,6 +83,7 @@ class DialLink final : public PeripheryLink {
   const std::string address_;
   const std::string credential_;
   const std::shared_ptr<LiveCalls> live_calls_;
+  const std::string relay_to_;
 };
 
 class DialLinkProvider final : public LinkProvider {
@@ -93,8 +106,15 @@ class DialLinkProvider final : public LinkProvider {
   std::shared_ptr<PeripheryLink> LinkFor(
       const std::string& id, const std::string& address,
       const std::string& credential) override;
+  // A link to periphery `id` through the core replica at `replica_address`
+  // (kRelayToHeader), authenticated with the replicas' `secret`.
+  std::shared_ptr<PeripheryLink> RelayLinkFor(
+      const std::string& id, const std::string& replica_address,
+      const std::string& secret);
 
  private:
+  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
+
   const Keepalive keepalive_;
   const ChannelSecurity security_;
   const std::string proxy_;

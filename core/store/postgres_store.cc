@@ -20,22 +20,40 @@ namespace {
 // the op fails.
 constexpr int kMaxAbortRetries = 5;
 
-// The session advisory lock of an exclusive store: "varan-co" in ASCII, as
-// a bigint.
+// The session advisory lock ("varan-co" in ASCII, as a bigint): held
+// exclusively by a core alone, shared by replicas.
 constexpr char kExclusiveLock[] =
     "SELECT pg_try_advisory_lock(8530224932002292591)";
+constexpr char kSharedLock[] =
+    "SELECT pg_try_advisory_lock_shared(8530224932002292591)";
 
-// Takes the exclusive lock on `db`; FAILED_PRECONDITION when another
-// session holds it.
-absl::Status LockExclusive(postgres::Conn& db) {
-  VARAN_ASSIGN_OR_RETURN(postgres::Result r,
-                         db.Run(kExclusiveLock, "lock the database"));
+// Takes `lock` on `db`; FAILED_PRECONDITION when another session holds it
+// in a way that excludes this one.
+absl::Status LockDatabase(postgres::Conn& db, DatabaseLock lock) {
+  const char* sql = nullptr;
+  switch (lock) {
+    case DatabaseLock::kNone:
+      return absl::OkStatus();
+    case DatabaseLock::kExclusive:
+      sql = kExclusiveLock;
+      break;
+    case DatabaseLock::kShared:
+      sql = kSharedLock;
+      break;
+  }
+  VARAN_ASSIGN_OR_RETURN(postgres::Result r, db.Run(sql, "lock the database"));
   if (r.rows() == 1 && r.Int(0, 0) != 0) return absl::OkStatus();
+  if (lock == DatabaseLock::kShared) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        db.description(),
+        " is in use by a varan-core running alone (without "
+        "--replica-address); stop it, or restart it as a replica"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       db.description(),
-      " is in use by another varan-core: one core per database for now "
-      "(several replicas on one database are not supported yet); stop that "
-      "core, or give this one a database of its own"));
+      " is in use by another varan-core; several cores on one database run "
+      "as replicas (--replica-address on every one), or give this one a "
+      "database of its own"));
 }
 
 }  // namespace
@@ -46,7 +64,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Open(
     const std::string& url, PostgresStoreOptions options) {
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> writer,
                          postgres::Conn::Connect(url, options.connect_timeout));
-  if (options.exclusive) VARAN_RETURN_IF_ERROR(LockExclusive(*writer));
+  VARAN_RETURN_IF_ERROR(LockDatabase(*writer, options.lock));
   VARAN_RETURN_IF_ERROR(postgres::Migrate(*writer));
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> reader,
                          postgres::Conn::Connect(url, options.connect_timeout));
@@ -93,8 +111,7 @@ absl::Status PostgresStore::CheckBacklog() {
 
 absl::Status PostgresStore::ReconnectWriter() {
   VARAN_RETURN_IF_ERROR(writer_->Reconnect());
-  if (options_.exclusive) return LockExclusive(*writer_);
-  return absl::OkStatus();
+  return LockDatabase(*writer_, options_.lock);
 }
 
 void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,

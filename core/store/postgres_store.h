@@ -52,6 +52,17 @@ namespace postgres {
 class Conn;
 }  // namespace postgres
 
+// How a store shares its database with other cores.
+enum class DatabaseLock {
+  // Core alone: no other store, exclusive or shared, may use the database.
+  kExclusive,
+  // One of several replicas (--replica-address): other replicas may, a core
+  // alone may not.
+  kShared,
+  // No lock (tests of concurrent opens).
+  kNone,
+};
+
 struct PostgresStoreOptions {
   // As SqliteStoreOptions.
   RetentionOptions retention;
@@ -65,12 +76,9 @@ struct PostgresStoreOptions {
   absl::Duration shutdown_grace = absl::Seconds(5);
   // Time source for retention's max_age; null means the wall clock.
   const Clock* clock = nullptr;
-  // Hold the database for this store alone (a session advisory lock on the
-  // writer's connection, taken again after a reconnect): a second core on
-  // the same database is refused at Open. Core sets it while several
-  // replicas on one database are not supported; tests of concurrent opens
-  // clear it.
-  bool exclusive = true;
+  // Who else may use the database (a session advisory lock on the
+  // writer's connection, taken again after a reconnect), checked at Open.
+  DatabaseLock lock = DatabaseLock::kExclusive;
 };
 
 class PostgresStore final : public QueuedStore {
@@ -83,7 +91,8 @@ class PostgresStore final : public QueuedStore {
   // writer. Errors name the database, never the URL's password:
   //  * UNAVAILABLE: the server cannot be reached or refuses the connection.
   //  * FAILED_PRECONDITION: the schema is newer than this binary supports,
-  //    or (options.exclusive) another store holds the database.
+  //    or another store holds the database in a way `options.lock` does
+  //    not allow.
   //  * PERMISSION_DENIED: authentication or privileges.
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Open(
       const std::string& url, PostgresStoreOptions options);
@@ -121,7 +130,7 @@ class PostgresStore final : public QueuedStore {
   bool TryBatch(std::vector<queued::Op>& batch,
                 std::vector<absl::Status>* results, absl::Status* commit);
 
-  // Reconnects the writer and, when exclusive, takes the lock again.
+  // Reconnects the writer and takes its lock again.
   absl::Status ReconnectWriter();
 
   // The reader connection, reconnected if it broke.

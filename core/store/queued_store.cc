@@ -311,7 +311,14 @@ void QueuedStore::WriterLoop() {
       ExecuteBatch(batch);
       batch.clear();
     }
-    if (prune_ == nullptr && absl::Now() >= next_prune_) StartPrune(nullptr);
+    if (prune_ == nullptr && absl::Now() >= next_prune_) {
+      const auto& due_here = options_.retention.due_here;
+      if (!due_here || due_here()) {
+        StartPrune(nullptr);
+      } else {
+        next_prune_ = absl::Now() + options_.retention.interval;
+      }
+    }
     // One small retention transaction, then the writes queued meanwhile.
     if (prune_ != nullptr) RunPruneStep();
   }

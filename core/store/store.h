@@ -165,6 +165,9 @@ struct RetentionOptions {
   uint64_t max_jobs = 0;
   // How often retention runs.
   absl::Duration interval = absl::Minutes(1);
+  // Whether periodic retention runs here when due (replicas: only on the
+  // holder of the retention lease); empty: always. PruneNow ignores it.
+  std::function<bool()> due_here;
 };
 
 // One stream of one target of one job.

@@ -58,7 +58,7 @@ INSTANTIATE_TEST_SUITE_P(Postgres, StoreContractTest,
 
 PostgresStoreOptions Options(bool exclusive = true) {
   PostgresStoreOptions o;
-  o.exclusive = exclusive;
+  o.lock = exclusive ? DatabaseLock::kExclusive : DatabaseLock::kNone;
   return o;
 }
 

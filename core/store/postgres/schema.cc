@@ -103,6 +103,14 @@ CREATE TABLE cluster_connections (
 );
 CREATE INDEX cluster_connections_by_seq ON cluster_connections (seq);
 )sql",
+    // 3: settings every replica shares (the secret they authenticate their
+    // calls to each other with).
+    R"sql(
+CREATE TABLE cluster_settings (
+  name TEXT COLLATE "C" PRIMARY KEY,
+  value TEXT NOT NULL
+);
+)sql",
 };
 
 }  // namespace
