@@ -10,12 +10,30 @@ const SOURCE_DIR = path.resolve(__dirname, '../..');
 const K8S_DIR = path.join(SOURCE_DIR, 'deploy/kubernetes');
 const {render} = require(path.join(K8S_DIR, 'render.js'));
 
-// Every kustomization users may deploy, and the base they share.
+// Every kustomization users may deploy, and the base the first three
+// overlays share.
 const KUSTOMIZATIONS = ['base', 'overlays/dual-stack', 'overlays/ipv6-only',
-                        'overlays/host'];
+                        'overlays/host', 'overlays/ha'];
 
 function renderKustomization(name) {
   return render(path.join(K8S_DIR, name));
+}
+
+// Every directory under deploy/kubernetes/ holding a kustomization.yaml
+// (relative, sorted), the parts (common, overlays/ha/postgres) included.
+function allKustomizations() {
+  const out = [];
+  const walk = (rel) => {
+    const dir = path.join(K8S_DIR, rel);
+    for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
+      if (e.isFile() && e.name === 'kustomization.yaml') out.push(rel);
+      if (e.isDirectory() && e.name !== 'node_modules') {
+        walk(rel ? `${rel}/${e.name}` : e.name);
+      }
+    }
+  };
+  walk('');
+  return out.sort();
 }
 
 function find(objects, kind, name) {
@@ -111,5 +129,5 @@ function projectVersion() {
   return /project\(varan VERSION ([0-9.]+)/.exec(text)[1];
 }
 
-module.exports = {SOURCE_DIR, K8S_DIR, KUSTOMIZATIONS, renderKustomization,
-                  find, validate, projectVersion};
+module.exports = {SOURCE_DIR, K8S_DIR, KUSTOMIZATIONS, allKustomizations,
+                  renderKustomization, find, validate, projectVersion};
