@@ -48,18 +48,21 @@ struct CoreServer::Parts {
   }
 
   // With replicas, every `period` until stopped: re-reads the shared fleet
-  // and, holding the jobs lease, takes over the jobs of dead replicas.
+  // and tokens and, holding the jobs lease, takes over the jobs of dead
+  // replicas.
   void RefreshLoop(const std::string& db, absl::Duration period) {
     bool failing = false;
     do {
       absl::Status s = fleet->Refresh();
+      if (s.ok()) s = tokens->Refresh();
       // After the refresh, so the fleet says which peripheries are online.
       if (s.ok() && cluster->Holds(kJobsLease)) {
         s = dispatcher->AdoptOrphans().status();
       }
       if (!s.ok() && !failing) {
-        spdlog::error("re-reading the fleet and jobs from {} failed: {}", db,
-                      s.message());
+        spdlog::error(
+            "re-reading the fleet, tokens and jobs from {} failed: {}", db,
+            s.message());
       }
       failing = !s.ok();
     } while (!stop_ticking.WaitForNotificationWithTimeout(period));
