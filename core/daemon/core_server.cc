@@ -100,6 +100,7 @@ struct CoreServer::Parts {
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Enrollment> enrollment;
   std::unique_ptr<RegistryService> registry_service;
+  std::unique_ptr<JobForwarder> forward;
   std::unique_ptr<FleetService> fleet_service;
   std::unique_ptr<JobsService> jobs_service;
   std::unique_ptr<AdminService> admin_service;
@@ -234,7 +235,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
           parts->RefreshLoop(db, period);
         });
   }
-  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get());
+  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get(),
+                                            p->cluster.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get());
@@ -242,8 +244,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
   p->fleet_service =
       std::make_unique<FleetService>(p->auth.get(), p->fleet.get());
-  p->jobs_service =
-      std::make_unique<JobsService>(p->auth.get(), p->dispatcher.get());
+  if (p->cluster != nullptr) {
+    p->forward = std::make_unique<JobForwarder>(p->owners.get(), p->peers.get(),
+                                                p->dispatcher.get());
+  }
+  p->jobs_service = std::make_unique<JobsService>(
+      p->auth.get(), p->dispatcher.get(), p->forward.get());
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
       p->admission.get());

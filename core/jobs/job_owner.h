@@ -32,6 +32,8 @@ class JobOwners {
 
   // This replica's tag (DispatcherOptions::replica_tag).
   const std::string& tag() const { return tag_; }
+  // This replica's id.
+  const std::string& self_id() const { return cluster_->self().id; }
 
   // The live replica that created the job, self included; none when it is
   // not live (or the job has no tag).

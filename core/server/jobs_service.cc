@@ -243,6 +243,9 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
       !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
+  if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+    return forward_->Watch(to, caller.name, *request);
+  }
   auto job = dispatcher_->Find(request->job_id());
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
@@ -256,7 +259,11 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
   return OperatorAsync(
       auth_, ROLE_VIEWER, context, response,
-      [this, request](const Caller&, auto done) {
+      [this, request](const Caller& caller, auto done) {
+        if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+          forward_->Get(to, caller.name, *request, std::move(done));
+          return;
+        }
         auto job = dispatcher_->Find(request->job_id());
         if (!job.ok()) {
           done(job.status());
@@ -306,8 +313,13 @@ grpc::ServerWriteReactor<varan::v1::OutputPiece>* JobsService::ReadOutput(
 grpc::ServerUnaryReactor* JobsService::CancelJob(
     grpc::CallbackServerContext* context,
     const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
-  return OperatorUnary(
-      auth_, ROLE_OPERATOR, context, response, [&](const Caller& caller) {
+  return OperatorAsync(
+      auth_, ROLE_OPERATOR, context, response,
+      [this, request](const Caller& caller, auto done) {
+        if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+          forward_->Cancel(to, caller.name, *request, std::move(done));
+          return;
+        }
         auto job = dispatcher_->Cancel(request->job_id(), caller.name);
         if (job.ok()) {
           spdlog::info("audit: {} from {} canceled job {} ({}; {})",
@@ -315,7 +327,7 @@ grpc::ServerUnaryReactor* JobsService::CancelJob(
                        DescribeTarget(job->target()),
                        DescribeCommand(job->spec()));
         }
-        return job;
+        done(std::move(job));
       });
 }
 
