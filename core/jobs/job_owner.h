@@ -39,6 +39,12 @@ class JobOwners {
   // not live (or the job has no tag).
   std::optional<ReplicaInfo> CreatorOf(absl::string_view job_id) const;
 
+  // The replica taking over the jobs of dead replicas (the jobs lease's
+  // holder), if known.
+  std::optional<ReplicaInfo> Adopter() const {
+    return cluster_->HolderOf(kJobsLease);
+  }
+
   // Whether this replica answers for the job (DispatcherOptions::owns_job):
   // it created it, or its creator is not live and this replica holds the
   // jobs lease.

@@ -132,9 +132,12 @@ void Forward(ReplicaPeers* peers, const std::string& address,
 
 std::string JobForwarder::ForwardTo(const std::string& job_id) const {
   if (dispatcher_->Running(job_id)) return "";
-  auto creator = owners_->CreatorOf(job_id);
-  if (!creator.has_value() || creator->id == owners_->self_id()) return "";
-  return creator->address;
+  // Its creator while that one lives, else the replica taking over the jobs
+  // of dead ones.
+  auto to = owners_->CreatorOf(job_id);
+  if (!to.has_value()) to = owners_->Adopter();
+  if (!to.has_value() || to->id == owners_->self_id()) return "";
+  return to->address;
 }
 
 grpc::ServerWriteReactor<JobEvent>* JobForwarder::Watch(

@@ -6,8 +6,9 @@
 // secret and the caller's token name (kOnBehalfOfHeader, for the audit
 // log), and its answer — a watch's events one by one, paced by the caller,
 // with their own sequence numbers — comes back unchanged. A job whose
-// creator is gone is answered where it is asked (from the store, or live
-// by the replica that took it over).
+// creator is gone goes to the replica taking over dead replicas' jobs (the
+// jobs lease's holder), which answers live once it took the job over and
+// from the store until then.
 //
 // Thread-safe; what it points to must outlive it and its calls.
 #pragma once

@@ -250,6 +250,18 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
+  if (forward_ != nullptr && !dispatcher_->Running(request->job_id()) &&
+      (*job)->Snapshot().state() == varan::v1::JOB_STATE_RUNNING) {
+    // Stored as running, run by nobody yet: its replica died and the jobs
+    // of dead replicas are being taken over.
+    return JobEventWriter::Create(
+        nullptr, 0,
+        grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                     absl::StrCat("job ", request->job_id(),
+                                  " is being taken over by another core "
+                                  "replica (the one running it died); watch "
+                                  "it again in a few seconds")));
+  }
   return JobEventWriter::Create(*std::move(job), request->from_sequence(),
                                 grpc::Status::OK);
 }
