@@ -74,6 +74,9 @@ const std::string kCreateSecret =
 const std::string kReadSecret =
     "SELECT value FROM cluster_settings WHERE name = 'replica_secret'";
 
+// Connection claims written per renewing transaction at most.
+constexpr size_t kMaxClaimsPerRenewal = 500;
+
 // The least time between two refreshes, so a burst of notifications (many
 // peripheries moving at once) costs a few refreshes, not one each.
 constexpr absl::Duration kMinGap = absl::Milliseconds(20);
@@ -221,8 +224,12 @@ absl::Status PostgresCluster::Sync() {
   absl::MutexLock lock(&mu_);
   const uint64_t target = started_ + 1;
   Wake();
+  // Claims go in batches: every one made before the call is written (or
+  // the last refresh failed) once none waits and none is being written.
   auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return finished_ >= target || stop_;
+    return stop_ ||
+           (finished_ >= target &&
+            (!last_.ok() || (pending_.empty() && claims_in_flight_ == 0)));
   };
   mu_.Await(absl::Condition(&done));
   if (finished_ < target) {
@@ -269,10 +276,21 @@ absl::Status PostgresCluster::Refresh() {
   // repeating it on a live session is harmless and cheap.
   VARAN_RETURN_IF_ERROR(conn_->Exec("LISTEN varan_cluster", "listen"));
   absl::flat_hash_map<std::string, bool> changes;
+  bool more = false;
   {
     absl::MutexLock lock(&mu_);
-    changes.swap(pending_);
+    // A bounded batch, so the renewing transaction stays short even when
+    // thousands of peripheries connect at once: a long one would let this
+    // replica's membership look expired to the others before it commits.
+    while (!pending_.empty() && changes.size() < kMaxClaimsPerRenewal) {
+      auto it = pending_.begin();
+      changes.emplace(it->first, it->second);
+      pending_.erase(it);
+    }
+    more = !pending_.empty();
+    claims_in_flight_ = changes.size();
   }
+  if (more) Wake();  // the rest right after this one
   absl::flat_hash_map<std::string, absl::Time> held;
   const absl::Status renewed = Renew(changes, &held);
   {
@@ -284,6 +302,7 @@ absl::Status PostgresCluster::Refresh() {
       // keep their deadlines and lapse by them.
       for (auto& [id, connected] : changes) pending_.try_emplace(id, connected);
     }
+    claims_in_flight_ = 0;
   }
   VARAN_RETURN_IF_ERROR(renewed);
   return ReadView();

@@ -103,6 +103,8 @@ class PostgresCluster final : public Cluster {
   absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
   // The view.
   std::vector<ReplicaInfo> replicas_ ABSL_GUARDED_BY(mu_);
+  // Claims taken from pending_ by the refresh writing them now.
+  size_t claims_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Lease name -> the id of its live holder, as of the last refresh.
   absl::flat_hash_map<std::string, std::string> holders_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Time> leases_ ABSL_GUARDED_BY(mu_);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "core/jobs/dispatcher.h"
+#include "core/jobs/job_owner.h"
 
 namespace varan::core {
 
@@ -29,7 +30,12 @@ absl::StatusOr<size_t> Dispatcher::TakeOverStored(absl::string_view why,
   TakeOverCounts counts;
   for (auto& stored : *unfinished) {
     const std::string& id = stored.record.id();
-    if (orphans_only && (!options_.owns_job(id) || Running(id))) continue;
+    // Never its own: a job of this replica not running here any more has
+    // finished, its final record on its way to the store.
+    if (orphans_only && (JobTag(id) == options_.replica_tag ||
+                         !options_.owns_job(id) || Running(id))) {
+      continue;
+    }
     TakeOver(std::move(stored), why, &counts);
   }
   if (counts.jobs > 0) {

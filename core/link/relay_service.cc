@@ -69,6 +69,9 @@ class RelayService::RelayCall final
   }
 
   void OnDone(const absl::Status& status) override {
+    // First: once link_done_ is set, a write completing on a gRPC thread
+    // may finish the call, and gRPC then deletes this at any time.
+    service_->Ended(execution_id_, this);
     bool finish_now;
     {
       absl::MutexLock lock(&mu_);
@@ -77,8 +80,6 @@ class RelayService::RelayCall final
       final_ = status;
       finish_now = !writing_;
     }
-    service_->Ended(execution_id_, this);
-    // Last: once finished, gRPC may delete this at any time.
     if (finish_now) FinishWith(status);
   }
 

@@ -165,5 +165,30 @@ TEST_F(DispatcherReplicasTest, AReplicaTakesOverTheJobsOfADeadOne) {
   EXPECT_THAT((*found)->Snapshot().targets(0).error(), IsEmpty());
 }
 
+// A job of its own that a live replica no longer runs has finished (its
+// final record on its way to the store): never taken over as an orphan,
+// even by the jobs lease's holder.
+TEST_F(DispatcherReplicasTest, AReplicaNeverTakesOverItsOwnJobs) {
+  // A job stored as running with a's tag that a does not run: made from a
+  // job b runs, copied under an id of a's.
+  auto job = Dispatch(b(), "sleep 5");
+  ASSERT_NE(job, nullptr);
+  b().links.calls()[0]->Start(7);
+  ASSERT_TRUE(store_.Sync().ok());
+  auto stored = store_.LoadJob(job->id());
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  const std::string id = "1a24d10fdbc000" + a().owners->tag();
+  stored->record.set_id(id);
+  store_.CreateJob(stored->record, {});
+  for (auto& e : stored->events) e.set_job_id(id);
+  store_.AppendEvents(id, stored->events);
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_TRUE(a().cluster->Holds(kJobsLease));
+  auto adopted = a().dispatcher->AdoptOrphans();
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(*adopted, 0u);
+  EXPECT_FALSE(a().dispatcher->Running(id));
+}
+
 }  // namespace
 }  // namespace varan::core

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -142,6 +143,25 @@ TEST_P(ClusterContractTest, ConnectionsOfALeaverOrADeadReplicaHaveNoOwner) {
   ASSERT_TRUE(c->Sync().ok());
   ASSERT_TRUE(c->OwnerOf("p-b").has_value());
   EXPECT_EQ(c->OwnerOf("p-b")->replica.id, "r-c");
+}
+
+// Thousands of peripheries connecting at once (a replica starting, or the
+// fleet moving to it): every claim is recorded, and the claimer stays live
+// for the others meanwhile.
+TEST_P(ClusterContractTest, ThousandsOfClaimsAtOnceAreAllRecorded) {
+  auto a = backend().Join("r-a", {});
+  auto b = backend().Join("r-b", {});
+  SyncAll({a.get(), b.get()});
+  for (int i = 0; i < 1500; ++i) a->Connected(absl::StrCat("p", i));
+  ASSERT_TRUE(a->Sync().ok());
+  ASSERT_TRUE(b->Sync().ok());
+  EXPECT_THAT(Ids(b->Replicas()), ElementsAre("r-a", "r-b"));
+  int owned = 0;
+  for (int i = 0; i < 1500; ++i) {
+    auto owner = b->OwnerOf(absl::StrCat("p", i));
+    if (owner.has_value() && owner->replica.id == "r-a") ++owned;
+  }
+  EXPECT_EQ(owned, 1500);
 }
 
 TEST_P(ClusterContractTest, ManyLeasesNoneHeldTwice) {
