@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace varan::core::postgres {
@@ -153,7 +154,18 @@ PGconn* Open(const std::string& url, absl::Duration connect_timeout) {
                         nullptr};
   const char* values[] = {timeout.c_str(), "10",         "5",         "3",
                           "20000",         "varan-core", url.c_str(), nullptr};
-  return PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  // The server's notices ("... already exists, skipping" when replicas
+  // migrate at once) go to the debug log, not raw to stderr.
+  if (conn != nullptr) {
+    PQsetNoticeProcessor(
+        conn,
+        [](void*, const char* message) {
+          spdlog::debug("PostgreSQL: {}", Trimmed(message));
+        },
+        nullptr);
+  }
+  return conn;
 }
 
 std::string Describe(PGconn* conn) {
