@@ -66,9 +66,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -1083,8 +1085,9 @@ class Cores {
   size_t LogBytes(int i) const {
     return core_ != nullptr ? core_->LogBytes() : replicas_->Log(i).size();
   }
-  std::vector<std::string> Warnings(int i) const {
-    return replicas_ != nullptr ? replicas_->Warnings(i, 5)
+  // The first 5 warn and error lines of core i's log; `*total` counts all.
+  std::vector<std::string> Warnings(int i, size_t* total) const {
+    return replicas_ != nullptr ? replicas_->Warnings(i, 5, total)
                                 : std::vector<std::string>();
   }
   void Stop() {
@@ -1099,33 +1102,41 @@ class Cores {
   std::unique_ptr<Replicas> replicas_;
 };
 
-// Per core (one, or each replica) where a ModeResult has a vector.
+constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+
+// Per core (one, or each replica) where a ModeResult has a vector. What a
+// failed mode did not reach stays kNotMeasured (or empty); what it measured
+// before it failed is reported.
 struct ModeResult {
   std::string mode;
   bool ok = false;
   std::string failure;
-  double register_s = 0;        // until every core lists all online
-  double register_first_s = 0;  // until the first core does
-  double register_sim_s = 0;    // this process saw every first heartbeat answer
+  double register_s = kNotMeasured;        // until every core lists all online
+  double register_first_s = kNotMeasured;  // until the first core does
+  // This process saw every first heartbeat answered.
+  double register_sim_s = kNotMeasured;
   std::vector<double> rss_registered_mb;
   std::vector<double> rss_idle_mb;
   std::vector<double> rss_end_mb;
   std::vector<double> idle_cpu_percent;
-  double idle_window_s = 0;
-  double self_idle_cpu_percent = 0;
-  double machine_idle_cpu_percent = 0;
+  double idle_window_s = kNotMeasured;
+  double self_idle_cpu_percent = kNotMeasured;
+  double machine_idle_cpu_percent = kNotMeasured;
   std::vector<double> first_fanout_ms;  // the first through each core
   std::vector<double> fanout_ms;
+  // Fan-outs go through the first `fanout_cores` cores (dial mode with
+  // replicas: as many as the file descriptor limit holds, see RunMode).
+  int fanout_cores = 1;
   // CPU seconds used during the measured fan-outs, per fan-out.
-  double core_cpu_per_fanout_s = 0;
-  double self_cpu_per_fanout_s = 0;
+  double core_cpu_per_fanout_s = kNotMeasured;
+  double self_cpu_per_fanout_s = kNotMeasured;
   uint64_t retries = 0;
   uint64_t shed = 0;
   uint64_t heartbeats = 0;
   std::vector<size_t> core_log_bytes;
   std::vector<std::string> warnings;
   std::string load_before;
-  std::string load_after;
+  std::string load_after;  // empty when it failed before the end
 };
 
 // One fan-out of `true` to every simulated periphery through the client
@@ -1215,13 +1226,28 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
   ModeResult r;
   r.mode = mode;
   const bool tunnel = mode == "tunnel";
-  auto fail = [&r](std::string why) {
+  Cores cores(opt, pg);
+  bool started = false;
+  auto collect_warnings = [&] {
+    for (int c = 0; c < cores.size() && started; ++c) {
+      size_t total = 0;
+      for (const auto& line : cores.Warnings(c, &total)) {
+        r.warnings.push_back(absl::StrCat("replica ", c + 1, ": ", line));
+      }
+      if (total > 5) {
+        r.warnings.push_back(absl::StrCat("replica ", c + 1, ": (", total - 5,
+                                          " more warn or error lines)"));
+      }
+    }
+  };
+  auto fail = [&](std::string why) {
     r.ok = false;
     r.failure = std::move(why);
+    collect_warnings();
     return r;
   };
-  Cores cores(opt, pg);
   if (!cores.Start()) return fail("core did not start");
+  started = true;
   const int n_cores = cores.size();
   const std::vector<std::string> addresses = cores.addresses();
   for (int c = 0; c < n_cores; ++c) {
@@ -1326,11 +1352,29 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
   std::fprintf(stderr, "fleet_sim: %s: all online after %.2f s; fan-out\n",
                mode.c_str(), r.register_s);
 
+  // Dial mode: each core that fans out connects to every periphery, so
+  // this process accepts N connections per such core; through as many
+  // cores as the file descriptor limit holds (all when it does).
+  const rlim_t n = static_cast<rlim_t>(opt.peripheries);
+  r.fanout_cores =
+      tunnel ? n_cores
+             : static_cast<int>(std::clamp<rlim_t>(
+                   (FileLimit() - std::min<rlim_t>(FileLimit(), 4096 + n)) / n,
+                   1, static_cast<rlim_t>(n_cores)));
+  if (r.fanout_cores < n_cores) {
+    std::fprintf(stderr,
+                 "fleet_sim: %s: fan-outs through %d of %d replicas only: "
+                 "RLIMIT_NOFILE %llu cannot hold %d connections per replica "
+                 "fanning out\n",
+                 mode.c_str(), r.fanout_cores, n_cores,
+                 static_cast<unsigned long long>(FileLimit()), opt.peripheries);
+  }
+
   // The first fan-out through each core (dial: each connects to every
   // periphery; replicas: each opens its relay channels).
   std::vector<std::string> jobs;
   std::string error;
-  for (int c = 0; c < n_cores; ++c) {
+  for (int c = 0; c < r.fanout_cores; ++c) {
     double ms = 0;
     jobs.push_back(FanOut(clients[c].get(), opt.peripheries, &ms, &error));
     r.first_fanout_ms.push_back(ms);
@@ -1373,8 +1417,8 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
                  i + 1, opt.fanouts);
     double ms = 0;
     // Through each core in turn.
-    jobs.push_back(
-        FanOut(clients[i % n_cores].get(), opt.peripheries, &ms, &error));
+    jobs.push_back(FanOut(clients[i % r.fanout_cores].get(), opt.peripheries,
+                          &ms, &error));
     if (!error.empty()) {
       shutdown();
       return fail(error);
@@ -1401,12 +1445,9 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
   if (bad.empty() && !cores.Running()) bad = "core died";
   clients.clear();
   shutdown();
-  for (int c = 0; c < n_cores; ++c) {
+  for (int c = 0; c < n_cores; ++c)
     r.core_log_bytes.push_back(cores.LogBytes(c));
-    for (const auto& line : cores.Warnings(c)) {
-      r.warnings.push_back(absl::StrCat("replica ", c + 1, ": ", line));
-    }
-  }
+  collect_warnings();
   cores.Stop();
   if (!bad.empty()) return fail(bad);
   r.ok = true;
@@ -1414,7 +1455,14 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
 }
 
 double Max(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+  return v.empty() ? kNotMeasured : *std::max_element(v.begin(), v.end());
+}
+double Min(const std::vector<double>& v) {
+  return v.empty() ? kNotMeasured : *std::min_element(v.begin(), v.end());
+}
+// v[i], or kNotMeasured.
+double At(const std::vector<double>& v, size_t i) {
+  return i < v.size() ? v[i] : kNotMeasured;
 }
 double Sum(const std::vector<double>& v) {
   double total = 0;
@@ -1479,8 +1527,10 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
                 .c_str(),
       opt.idle_seconds);
   std::printf("| measure | goal |");
-  for (const auto& r : results)
-    std::printf(" %s | ratio to goal |", r.mode.c_str());
+  for (const auto& r : results) {
+    std::printf(" %s%s | ratio to goal |", r.mode.c_str(),
+                r.ok ? "" : " (FAILED, see below)");
+  }
   std::printf("\n|---|---|");
   for (size_t i = 0; i < results.size(); ++i) std::printf("---|---|");
   std::printf("\n");
@@ -1488,11 +1538,11 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
                  auto value, const char* fmt) {
     std::printf("| %s | %s |", name, goal);
     for (const auto& r : results) {
-      if (!r.ok) {
-        std::printf(" FAILED | |");
+      double v = value(r);
+      if (std::isnan(v)) {
+        std::printf(" %s | |", r.ok ? "n/a" : "not reached");
         continue;
       }
-      double v = value(r);
       std::printf(" %s |", absl::StrFormat(fmt, v).c_str());
       if (goal_value > 0) {
         std::printf(" %.2fx |", v / goal_value);
@@ -1526,23 +1576,20 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
   row(
       "fan-out to all, median", replicas ? "<= 3 s" : "<= 2 s",
       replicas ? 3000 : 2000,
-      [](const ModeResult& r) { return Median(r.fanout_ms); }, "%.0f ms");
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      "%.0f ms");
   row(
       "fan-out to all, min", "", 0,
-      [](const ModeResult& r) {
-        return *std::min_element(r.fanout_ms.begin(), r.fanout_ms.end());
-      },
-      "%.0f ms");
+      [](const ModeResult& r) { return Min(r.fanout_ms); }, "%.0f ms");
   row(
       "fan-out to all, max", "", 0,
-      [](const ModeResult& r) {
-        return *std::max_element(r.fanout_ms.begin(), r.fanout_ms.end());
-      },
-      "%.0f ms");
+      [](const ModeResult& r) { return Max(r.fanout_ms); }, "%.0f ms");
   row(
       replicas ? "first fan-out, through replica 1"
                : "first fan-out (dial: core connects to each periphery)",
-      "", 0, [](const ModeResult& r) { return r.first_fanout_ms[0]; },
+      "", 0, [](const ModeResult& r) { return At(r.first_fanout_ms, 0); },
       "%.0f ms");
   row(
       replicas ? "cores' CPU per measured fan-out, all replicas together"
@@ -1566,11 +1613,16 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       [](const ModeResult& r) { return r.self_idle_cpu_percent; }, "%.1f%%");
   row(
       "registration retries (refused or broken, retried with backoff)", "", 0,
-      [](const ModeResult& r) { return static_cast<double>(r.retries); },
+      [](const ModeResult& r) {
+        return r.ok ? static_cast<double>(r.retries) : kNotMeasured;
+      },
       "%.0f");
   row(
       "of which refused by core's load shedding (retried after its hint)", "",
-      0, [](const ModeResult& r) { return static_cast<double>(r.shed); },
+      0,
+      [](const ModeResult& r) {
+        return r.ok ? static_cast<double>(r.shed) : kNotMeasured;
+      },
       "%.0f");
   row(
       replicas ? "core log written, all replicas together" : "core log written",
@@ -1578,13 +1630,17 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       [](const ModeResult& r) {
         double bytes = 0;
         for (size_t b : r.core_log_bytes) bytes += static_cast<double>(b);
-        return bytes / 1e6;
+        return r.core_log_bytes.empty() ? kNotMeasured : bytes / 1e6;
       },
       "%.2f MB");
   if (replicas) {
     row(
         "cores' CPU, idle, all replicas together", "", 0,
-        [](const ModeResult& r) { return Sum(r.idle_cpu_percent); }, "%.1f%%");
+        [](const ModeResult& r) {
+          return r.idle_cpu_percent.empty() ? kNotMeasured
+                                            : Sum(r.idle_cpu_percent);
+        },
+        "%.1f%%");
     row(
         "machine CPU, idle (every process: the replicas, PostgreSQL, this "
         "one, other users')",
@@ -1597,16 +1653,18 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       };
       row(
           label("RSS, idle").c_str(), "", 0,
-          [i](const ModeResult& r) { return r.rss_idle_mb[i]; }, "%.0f MB");
+          [i](const ModeResult& r) { return At(r.rss_idle_mb, i); }, "%.0f MB");
       row(
           label("CPU, idle heartbeating").c_str(), "", 0,
-          [i](const ModeResult& r) { return r.idle_cpu_percent[i]; }, "%.1f%%");
+          [i](const ModeResult& r) { return At(r.idle_cpu_percent, i); },
+          "%.1f%%");
       row(
           label("RSS after the fan-outs").c_str(), "", 0,
-          [i](const ModeResult& r) { return r.rss_end_mb[i]; }, "%.0f MB");
+          [i](const ModeResult& r) { return At(r.rss_end_mb, i); }, "%.0f MB");
       row(
           label("first fan-out through it").c_str(), "", 0,
-          [i](const ModeResult& r) { return r.first_fanout_ms[i]; }, "%.0f ms");
+          [i](const ModeResult& r) { return At(r.first_fanout_ms, i); },
+          "%.0f ms");
     }
   }
   std::printf(
@@ -1615,9 +1673,22 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
       opt.fanouts);
   for (const auto& r : results) {
     std::printf(" %s %s / %s;", r.mode.c_str(), r.load_before.c_str(),
-                r.load_after.c_str());
+                r.load_after.empty() ? "(failed before the end)"
+                                     : r.load_after.c_str());
   }
   std::printf("\n\n");
+  for (const auto& r : results) {
+    if (r.fanout_cores >= opt.replicas) continue;
+    std::printf(
+        "%s mode: the fan-outs went through %d of the %d replicas only. "
+        "Each replica that fans out connects to every dialed periphery "
+        "itself, so this one process would accept %d connections per such "
+        "replica, and RLIMIT_NOFILE (%llu, a hard limit this process cannot "
+        "raise) holds %d such replica(s): the other replicas' first fan-out "
+        "is not measured.\n\n",
+        r.mode.c_str(), r.fanout_cores, opt.replicas, opt.peripheries,
+        static_cast<unsigned long long>(FileLimit()), r.fanout_cores);
+  }
   for (const auto& r : results) {
     if (!r.ok)
       std::printf("**%s mode FAILED: %s**\n\n", r.mode.c_str(),

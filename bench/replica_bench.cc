@@ -449,15 +449,18 @@ JobsResult RunJobs(const Options& opt, const JobsSetup& setup,
       for (std::string line; std::getline(log, line);) {
         if (line.find(first_failed) == std::string::npos) continue;
         std::fprintf(stderr, "  core %d: %s\n", i + 1, line.c_str());
-        warnings->push_back(
-            absl::StrCat(setup.label, ", core ", i + 1, ": ", line));
       }
     }
   }
   for (int i = 0; i < replicas.size(); ++i) {
-    for (const auto& line : replicas.Warnings(i, 5)) {
+    size_t total = 0;
+    for (const auto& line : replicas.Warnings(i, 5, &total)) {
       warnings->push_back(
           absl::StrCat(setup.label, ", core ", i + 1, ": ", line));
+    }
+    if (total > 5) {
+      warnings->push_back(absl::StrCat(setup.label, ", core ", i + 1, ": (",
+                                       total - 5, " more)"));
     }
   }
   clients.clear();

@@ -92,18 +92,22 @@ std::string Replicas::Log(int i) const {
   return daemons_[static_cast<size_t>(i)]->Log();
 }
 
-std::vector<std::string> Replicas::Warnings(int i, size_t max) const {
+std::vector<std::string> Replicas::Warnings(int i, size_t max,
+                                            size_t* total) const {
   std::vector<std::string> out;
+  size_t count = 0;
   std::istringstream in(Log(i));
-  for (std::string line; std::getline(in, line) && out.size() < max;) {
+  for (std::string line; std::getline(in, line);) {
     // Text format: "<time> <level> <logger>: <message>" (spdlog spells
     // the warn level "warning").
     if (absl::StrContains(line, "Z warning ") ||
         absl::StrContains(line, "Z error ") ||
         absl::StrContains(line, "Z critical ")) {
-      out.push_back(line);
+      if (out.size() < max) out.push_back(line);
+      ++count;
     }
   }
+  if (total != nullptr) *total = count;
   return out;
 }
 

@@ -82,8 +82,10 @@ class Replicas {
   std::string pid_string(int i) const { return std::to_string(pid(i)); }
   bool Running(int i) { return daemons_[static_cast<size_t>(i)]->Running(); }
   std::string Log(int i) const;
-  // The log's warn and error lines (at most `max`), for the report.
-  std::vector<std::string> Warnings(int i, size_t max = 20) const;
+  // The log's warn and error lines (at most `max`), for the report;
+  // `*total` (if not null) gets how many there are in all.
+  std::vector<std::string> Warnings(int i, size_t max = 20,
+                                    size_t* total = nullptr) const;
   const std::string& admin_token() const { return admin_token_; }
   const std::string& join_token() const { return join_token_; }
   // The files holding them, as the daemons read them.
