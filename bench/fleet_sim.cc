@@ -1085,6 +1085,10 @@ class Cores {
   size_t LogBytes(int i) const {
     return core_ != nullptr ? core_->LogBytes() : replicas_->Log(i).size();
   }
+  // Which replicas exited, and how (empty: all run).
+  std::string Exited() {
+    return replicas_ != nullptr ? replicas_->Exited() : std::string();
+  }
   // The first 5 warn and error lines of core i's log; `*total` counts all.
   std::vector<std::string> Warnings(int i, size_t* total) const {
     return replicas_ != nullptr ? replicas_->Warnings(i, 5, total)
@@ -1243,6 +1247,11 @@ ModeResult RunMode(const std::string& mode, const Options& opt,
   auto fail = [&](std::string why) {
     r.ok = false;
     r.failure = std::move(why);
+    if (started) {
+      if (std::string exited = cores.Exited(); !exited.empty()) {
+        absl::StrAppend(&r.failure, ". Meanwhile ", exited);
+      }
+    }
     collect_warnings();
     return r;
   };

@@ -186,8 +186,9 @@ int ExecLatency(const Options& opt, BenchPostgres& pg) {
       std::string error;
       start = absl::Now();
       if (!ExecTrue(which == 0 ? a->get() : b->get(), request, &error)) {
-        std::fprintf(stderr, "replica_bench: Exec through replica %s: %s\n",
-                     which == 0 ? "A" : "B", error.c_str());
+        std::fprintf(stderr, "replica_bench: Exec through replica %s: %s %s\n",
+                     which == 0 ? "A" : "B", error.c_str(),
+                     replicas.Exited().c_str());
         PrintWarnings(replicas, "the exec benchmark");
         return 1;
       }
@@ -436,6 +437,10 @@ JobsResult RunJobs(const Options& opt, const JobsSetup& setup,
   r.check = absl::StrCat(succeeded, " / ", any_state, " / ", execs, " / ",
                          sampled_ok, " of ", samples.size(), ": ",
                          r.ok ? "all match" : "MISMATCH");
+  if (std::string exited = replicas.Exited(); !exited.empty()) {
+    r.ok = false;
+    absl::StrAppend(&r.check, "; ", exited);
+  }
   if (!r.ok) {
     r.failure = absl::StrCat("check: ", r.check);
     std::string first_failed;

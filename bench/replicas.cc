@@ -70,6 +70,18 @@ std::string BenchPostgres::Describe() const {
                "(Debian's defaults)";
 }
 
+namespace {
+
+std::string LastLine(const std::string& log) {
+  size_t end = log.find_last_not_of('\n');
+  if (end == std::string::npos) return "";
+  size_t start = log.rfind('\n', end);
+  return log.substr(start == std::string::npos ? 0 : start + 1,
+                    end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+}  // namespace
+
 Replicas::Replicas(ReplicaOptions options) : options_(std::move(options)) {}
 
 Replicas::~Replicas() {
@@ -108,6 +120,21 @@ std::vector<std::string> Replicas::Warnings(int i, size_t max,
     }
   }
   if (total != nullptr) *total = count;
+  return out;
+}
+
+std::string Replicas::Exited() {
+  std::string out;
+  for (int i = 0; i < size(); ++i) {
+    if (Running(i)) continue;
+    const int code =
+        daemons_[static_cast<size_t>(i)]->Wait(absl::ZeroDuration());
+    absl::StrAppend(
+        &out, out.empty() ? "" : "; ", "replica ", i + 1, " (pid ", pid(i),
+        ") exited with status ", code,
+        code > 128 ? absl::StrCat(" (signal ", code - 128, ")") : "",
+        ", its log ending ", "\"", LastLine(Log(i)), "\"");
+  }
   return out;
 }
 

@@ -82,6 +82,9 @@ class Replicas {
   std::string pid_string(int i) const { return std::to_string(pid(i)); }
   bool Running(int i) { return daemons_[static_cast<size_t>(i)]->Running(); }
   std::string Log(int i) const;
+  // "replica N exited with status S (signal K)" for each replica that is
+  // no longer running, "; "-separated; empty when all run.
+  std::string Exited();
   // The log's warn and error lines (at most `max`), for the report;
   // `*total` (if not null) gets how many there are in all.
   std::vector<std::string> Warnings(int i, size_t max = 20,
