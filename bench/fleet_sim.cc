@@ -56,7 +56,9 @@
 // started here), periphery i connecting to replica i mod N; registration
 // is timed until every replica lists all online, the first fan-out goes
 // through each replica, the measured ones round robin, and RSS and idle CPU
-// are reported per replica (bench/replicas.h).
+// are reported per replica (bench/replicas.h). Each mode then also runs
+// against one core on SQLite just before (the peer; --peer no: not), and a
+// second table gives the replicas' figures as ratios to it.
 // Needs file descriptors: about 2N in this process and 2N in core (dial);
 // raises RLIMIT_NOFILE (soft and, as root, hard) before starting core, which
 // inherits it.
@@ -134,6 +136,9 @@ struct Options {
   int replicas = 1;
   std::string postgres;
   std::string postgres_label;  // for the report
+  // With replicas: also run each mode against one core (the peer, on
+  // SQLite as by default) in the same run, and compare (--peer no: not).
+  bool peer = true;
   // Dial mode: channels (connections) to core for registrations and
   // heartbeats; set by main from the file descriptor limit.
   int dial_channels = 0;
@@ -1714,6 +1719,102 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
   }
 }
 
+// Replicas against one core, mode by mode: `peers[i]` and `results[i]` ran
+// the same mode.
+void ReportPeer(const Options& opt, const std::vector<ModeResult>& peers,
+                const std::vector<ModeResult>& results) {
+  std::printf(
+      "### Fleet scale: %d replicas against one core, same run (fleet_sim "
+      "--replicas %d)\n\n",
+      opt.replicas, opt.replicas);
+  std::printf(
+      "The peer: one varan-core on SQLite (core's default, as in fleet "
+      "scale above), the same %d simulated peripheries and the same "
+      "measurements, run just before the replicas in each mode. RSS and "
+      "idle CPU of the replicas are given for all of them together and for "
+      "the largest or busiest one.\n\n",
+      opt.peripheries);
+  std::printf("| measure |");
+  for (const auto& r : results) {
+    std::printf(" %s: one core | %s: %d replicas | replicas / one core |",
+                r.mode.c_str(), r.mode.c_str(), opt.replicas);
+  }
+  std::printf("\n|---|");
+  for (size_t i = 0; i < results.size(); ++i) std::printf("---|---|---|");
+  std::printf("\n");
+  auto row = [&](const char* name, auto one, auto many, const char* fmt) {
+    std::printf("| %s |", name);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const double a = one(peers[i]);
+      const double b = many(results[i]);
+      auto cell = [fmt](double v) {
+        return std::isnan(v) ? std::string("not reached")
+                             : absl::StrFormat(fmt, v);
+      };
+      std::printf(" %s | %s |", cell(a).c_str(), cell(b).c_str());
+      if (std::isnan(a) || std::isnan(b) || a == 0) {
+        std::printf(" |");
+      } else {
+        std::printf(" %.2fx |", b / a);
+      }
+    }
+    std::printf("\n");
+  };
+  auto total = [](const std::vector<double>& v) {
+    return v.empty() ? kNotMeasured : Sum(v);
+  };
+  row(
+      "all registered and listed online (by every replica)",
+      [](const ModeResult& r) { return r.register_s; },
+      [](const ModeResult& r) { return r.register_s; }, "%.2f s");
+  row(
+      "core RSS, idle: all cores together",
+      [&](const ModeResult& r) { return total(r.rss_idle_mb); },
+      [&](const ModeResult& r) { return total(r.rss_idle_mb); }, "%.0f MB");
+  row(
+      "core RSS, idle: the largest core",
+      [](const ModeResult& r) { return Max(r.rss_idle_mb); },
+      [](const ModeResult& r) { return Max(r.rss_idle_mb); }, "%.0f MB");
+  row(
+      "core CPU, idle heartbeating: all cores together",
+      [&](const ModeResult& r) { return total(r.idle_cpu_percent); },
+      [&](const ModeResult& r) { return total(r.idle_cpu_percent); }, "%.1f%%");
+  row(
+      "core CPU, idle heartbeating: the busiest core",
+      [](const ModeResult& r) { return Max(r.idle_cpu_percent); },
+      [](const ModeResult& r) { return Max(r.idle_cpu_percent); }, "%.1f%%");
+  row(
+      "fan-out to all, median",
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      "%.0f ms");
+  row(
+      "first fan-out (through replica 1)",
+      [](const ModeResult& r) { return At(r.first_fanout_ms, 0); },
+      [](const ModeResult& r) { return At(r.first_fanout_ms, 0); }, "%.0f ms");
+  row(
+      "cores' CPU per measured fan-out, all together",
+      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; },
+      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; }, "%.2f s");
+  std::printf("\nLoad average before / after the peer:");
+  for (const auto& r : peers) {
+    std::printf(" %s %s / %s;", r.mode.c_str(), r.load_before.c_str(),
+                r.load_after.empty() ? "(failed before the end)"
+                                     : r.load_after.c_str());
+  }
+  std::printf("\n\n");
+  for (const auto& r : peers) {
+    if (!r.ok) {
+      std::printf("**%s mode, one core: FAILED: %s**\n\n", r.mode.c_str(),
+                  r.failure.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1749,6 +1850,9 @@ int main(int argc, char** argv) {
       opt.replicas = std::atoi(value.c_str());
     } else if (flag == "--postgres") {
       opt.postgres = value;
+    } else if (flag == "--peer") {
+      usage |= value != "yes" && value != "no";
+      opt.peer = value == "yes";
     } else {
       usage = true;
     }
@@ -1762,7 +1866,7 @@ int main(int argc, char** argv) {
                  "usage: fleet_sim [--mode tunnel|dial|both] [--peripheries "
                  "N] [--idle-seconds S] [--fanouts N] [--register-window N] "
                  "[--timeout S] [--core-arg ARG]... [--replicas N] "
-                 "[--postgres URL]\n");
+                 "[--postgres URL] [--peer yes|no]\n");
     return 2;
   }
   // Core and this process each hold a connection per periphery, and in
@@ -1792,17 +1896,32 @@ int main(int argc, char** argv) {
     }
     opt.postgres_label = pg.Describe();
   }
-  std::vector<ModeResult> results;
+  std::vector<ModeResult> results, peers;
+  Options one_core = opt;
+  one_core.replicas = 1;
   for (const std::string mode : {"tunnel", "dial"}) {
     if (opt.mode != "both" && opt.mode != mode) continue;
+    // The peer first, then the replicas, mode by mode: load from elsewhere
+    // falls on both alike.
+    if (opt.replicas > 1 && opt.peer) {
+      std::fprintf(stderr, "fleet_sim: %s: the peer, one core\n", mode.c_str());
+      peers.push_back(RunMode(mode, one_core, &pg));
+    }
     results.push_back(RunMode(mode, opt, &pg));
-    if (!results.back().ok) {
-      std::fprintf(stderr, "fleet_sim: %s mode failed: %s\n", mode.c_str(),
-                   results.back().failure.c_str());
+    for (const ModeResult* r :
+         {&results.back(), peers.empty() ? nullptr : &peers.back()}) {
+      if (r != nullptr && !r->ok) {
+        std::fprintf(stderr, "fleet_sim: %s mode failed: %s\n", mode.c_str(),
+                     r->failure.c_str());
+      }
     }
   }
   Report(opt, results);
+  if (!peers.empty()) ReportPeer(opt, peers, results);
   for (const auto& r : results) {
+    if (!r.ok) return 1;
+  }
+  for (const auto& r : peers) {
     if (!r.ok) return 1;
   }
   return 0;
