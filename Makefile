@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test asan-test bench bench-build bench-quick clean format
+.PHONY: all deps build run test asan-test bench bench-build bench-quick bench-replicas clean format
 
 all: build
 
@@ -30,8 +30,11 @@ asan-test:
 # Debian), runs everything and writes BENCHMARKS.md; `make bench-quick` runs
 # the fan-out to 20, output_bench with 256 MiB rounds and a 1 GiB flood, a
 # shorter exec_bench and fleet scale at 1,000 peripheries only (a few
-# minutes) into build-release/BENCHMARKS-quick.md.
-BENCH_TARGETS = agent_bench core_bench exec_bench output_bench output_gen fleet_sim varan-core varan-periphery varanctl
+# minutes) into build-release/BENCHMARKS-quick.md. Both include section 5,
+# several core replicas on a PostgreSQL 15 that bench/run.sh starts;
+# `make bench-replicas` runs that section alone (about 10 minutes) into
+# build-release/BENCHMARKS-replicas.md.
+BENCH_TARGETS = agent_bench core_bench exec_bench output_bench output_gen fleet_sim replica_bench varan-core varan-periphery varanctl
 
 bench-build: deps
 	cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -43,6 +46,9 @@ bench: bench-build
 bench-quick: bench-build
 	bench/run.sh --quick build-release/bin build-release/BENCHMARKS-quick.md
 	@cat build-release/BENCHMARKS-quick.md
+
+bench-replicas: bench-build
+	bench/run.sh --section replicas build-release/bin build-release/BENCHMARKS-replicas.md
 
 format:
 	find common core periphery client tests -name '*.cc' -o -name '*.h' | xargs clang-format -i

@@ -66,6 +66,20 @@ double StatusMb(const std::string& pid, const std::string& key) {
   return std::stod(status.substr(at + key.size() + 1)) / 1024.0;
 }
 
+double MachineBusySeconds() {
+  std::istringstream in(ReadFile("/proc/stat"));
+  std::string cpu;
+  in >> cpu;
+  // user nice system idle iowait irq softirq steal
+  std::vector<double> v;
+  for (double x; v.size() < 8 && in >> x;) v.push_back(x);
+  if (cpu != "cpu" || v.size() < 5) return 0;
+  double busy = 0;
+  for (double x : v) busy += x;
+  busy -= v[3] + v[4];
+  return busy / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 bool BareSpawn() {
   char arg0[] = "/bin/true";
   char* argv[] = {arg0, nullptr};

@@ -41,6 +41,10 @@ double CpuSeconds(const std::string& pid);
 // missing.
 double StatusMb(const std::string& pid, const std::string& key);
 
+// Busy CPU seconds of the whole machine so far (every process, all CPUs:
+// /proc/stat's total less idle and iowait); 0 if unreadable.
+double MachineBusySeconds();
+
 // Spawns and reaps /bin/true with posix_spawn; false if it could not run or
 // failed.
 bool BareSpawn();

@@ -60,6 +60,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "bench/job_load.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/daemons.h"
 #include "tests/postgres/test_postgres.h"
@@ -70,10 +71,14 @@ extern char** environ;
 
 namespace {
 
+using varan::bench::CountJobs;
 using varan::bench::CpuSeconds;
 using varan::bench::CpuSecondsOf;
+using varan::bench::DispatchLoad;
 using varan::bench::LoadAverage;
 using varan::bench::Percentile;
+using varan::bench::SimFleet;
+using varan::bench::SimPeriphery;
 using varan::bench::StatusMb;
 using varan::bench::Trimmed;
 using varan::testing::BinPath;
@@ -369,263 +374,6 @@ int FanOut(const Options& opt) {
 
 // --- 2. Jobs per second -----------------------------------------------------
 
-// Agent.Execute of a simulated periphery: `started` (pid 1), then `exited`
-// with code 0, then the end of the call. Checks nothing; deletes itself.
-class InstantExecution final
-    : public grpc::ServerWriteReactor<varan::v1::ExecuteEvent> {
- public:
-  InstantExecution() {
-    started_.mutable_started()->set_pid(1);
-    exited_.mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
-    StartWrite(&started_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    if (exit_sent_) return;
-    exit_sent_ = true;
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "canceled"));
-      return;
-    }
-    StartWriteAndFinish(&exited_, grpc::WriteOptions(), grpc::Status::OK);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  varan::v1::ExecuteEvent started_;
-  varan::v1::ExecuteEvent exited_;
-  bool exit_sent_ = false;  // reactions of one call do not overlap
-};
-
-class SimAgent final : public varan::v1::Agent::CallbackService {
- public:
-  grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
-      grpc::CallbackServerContext* /*context*/,
-      const varan::v1::ExecuteRequest* /*request*/) override {
-    executions_.fetch_add(1, std::memory_order_relaxed);
-    return new InstantExecution();
-  }
-
-  uint64_t executions() const {
-    return executions_.load(std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<uint64_t> executions_{0};
-};
-
-// One simulated periphery: its own Agent server on [::1]:<port>, and what
-// core returned when it registered.
-struct SimPeriphery {
-  std::string name;
-  SimAgent agent;
-  std::unique_ptr<grpc::Server> server;
-  int port = 0;
-  std::string id;
-  std::string credential;
-};
-
-// Registers every periphery of `sims` with core and heartbeats them at the
-// interval core asks for until destroyed.
-class SimFleet {
- public:
-  SimFleet(const std::string& core_address, std::string join_token,
-           std::vector<std::unique_ptr<SimPeriphery>>* sims)
-      : registry_(varan::v1::Registry::NewStub(grpc::CreateChannel(
-            core_address, grpc::InsecureChannelCredentials()))),
-        join_token_(std::move(join_token)),
-        sims_(sims) {}
-
-  ~SimFleet() {
-    stop_.Notify();
-    if (heartbeats_.joinable()) heartbeats_.join();
-  }
-
-  // Registers and sends each one first heartbeat, then starts heartbeating.
-  bool Start() {
-    for (auto& sim : *sims_) {
-      grpc::ClientContext ctx;
-      ctx.AddMetadata("authorization", "Bearer " + join_token_);
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(5));
-      varan::v1::RegisterRequest req;
-      req.set_name(sim->name);
-      (*req.mutable_labels())["bench"] = "sim";
-      req.set_advertise_address(absl::StrCat("[::1]:", sim->port));
-      req.set_version("core_bench");
-      varan::v1::RegisterResponse resp;
-      grpc::Status s = registry_->Register(&ctx, req, &resp);
-      if (!s.ok()) {
-        std::fprintf(stderr, "core_bench: Register %s: %s\n", sim->name.c_str(),
-                     s.error_message().c_str());
-        return false;
-      }
-      sim->id = resp.periphery_id();
-      sim->credential = resp.credential();
-      interval_ = absl::Seconds(resp.heartbeat_interval().seconds()) +
-                  absl::Nanoseconds(resp.heartbeat_interval().nanos());
-      if (!Heartbeat(*sim)) return false;
-    }
-    heartbeats_ = std::thread([this] {
-      while (!stop_.WaitForNotificationWithTimeout(interval_)) {
-        for (const auto& sim : *sims_) Heartbeat(*sim);
-      }
-    });
-    return true;
-  }
-
- private:
-  bool Heartbeat(const SimPeriphery& sim) {
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer " + sim.credential);
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(5));
-    varan::v1::HeartbeatRequest req;
-    req.set_periphery_id(sim.id);
-    varan::v1::HeartbeatResponse resp;
-    grpc::Status s = registry_->Heartbeat(&ctx, req, &resp);
-    if (!s.ok()) {
-      std::fprintf(stderr, "core_bench: Heartbeat %s: %s\n", sim.name.c_str(),
-                   s.error_message().c_str());
-    }
-    return s.ok();
-  }
-
-  std::unique_ptr<varan::v1::Registry::Stub> registry_;
-  const std::string join_token_;
-  std::vector<std::unique_ptr<SimPeriphery>>* const sims_;
-  absl::Duration interval_ = absl::Seconds(10);
-  absl::Notification stop_;
-  std::thread heartbeats_;
-};
-
-// Keeps `window` Jobs.Dispatch calls in flight over `channels` channels (one
-// TCP connection each) until Stop(); each answer starts the next call from
-// gRPC's callback thread. Thread-safe counters.
-class DispatchLoad {
- public:
-  DispatchLoad(const std::string& core_address, std::string admin_token,
-               std::vector<varan::v1::DispatchRequest> requests, int channels,
-               int window)
-      : token_(std::move(admin_token)), requests_(std::move(requests)) {
-    for (int c = 0; c < channels; ++c) {
-      grpc::ChannelArguments args;
-      args.SetInt("varan.bench.channel", c);  // a connection of its own
-      stubs_.push_back(varan::v1::Jobs::NewStub(grpc::CreateCustomChannel(
-          core_address, grpc::InsecureChannelCredentials(), args)));
-    }
-    for (int i = 0; i < window; ++i) {
-      slots_.push_back(std::make_unique<Slot>());
-      slots_.back()->stub = stubs_[i % channels].get();
-    }
-  }
-
-  ~DispatchLoad() {
-    Stop();
-    WaitIdle();
-  }
-
-  void Start() {
-    {
-      absl::MutexLock lock(&mu_);
-      in_flight_ += static_cast<int>(slots_.size());
-    }
-    // Not under mu_: gRPC may run a callback inline.
-    for (auto& slot : slots_) Issue(slot.get());
-  }
-
-  // No new call starts after this.
-  void Stop() { stopping_.store(true); }
-
-  // Waits until no call is in flight.
-  void WaitIdle() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &in_flight_));
-  }
-
-  uint64_t acked() const { return acked_.load(); }
-  uint64_t failed() const { return failed_.load(); }
-  std::string first_error() {
-    absl::MutexLock lock(&mu_);
-    return first_error_;
-  }
-  // Every 997th job id acknowledged, to spot-check.
-  std::vector<std::string> sample_ids() {
-    absl::MutexLock lock(&mu_);
-    return sample_ids_;
-  }
-
- private:
-  struct Slot {
-    varan::v1::Jobs::Stub* stub = nullptr;
-    std::unique_ptr<grpc::ClientContext> context;
-    varan::v1::DispatchResponse response;
-  };
-
-  void Issue(Slot* slot) {
-    const uint64_t n = issued_.fetch_add(1);
-    slot->context = std::make_unique<grpc::ClientContext>();
-    slot->context->AddMetadata("authorization", "Bearer " + token_);
-    slot->context->set_deadline(std::chrono::system_clock::now() +
-                                std::chrono::seconds(10));
-    slot->response.Clear();
-    slot->stub->async()->Dispatch(
-        slot->context.get(), &requests_[n % requests_.size()], &slot->response,
-        [this, slot](grpc::Status status) {
-          if (status.ok()) {
-            uint64_t acked = acked_.fetch_add(1) + 1;
-            if (acked % 997 == 0) {
-              absl::MutexLock lock(&mu_);
-              sample_ids_.push_back(slot->response.job_id());
-            }
-          } else {
-            failed_.fetch_add(1);
-            absl::MutexLock lock(&mu_);
-            if (first_error_.empty()) first_error_ = status.error_message();
-          }
-          if (!stopping_.load() && status.ok()) {
-            Issue(slot);  // the context of the call that ended is dropped
-            return;
-          }
-          absl::MutexLock lock(&mu_);
-          --in_flight_;
-        });
-  }
-
-  const std::string token_;
-  const std::vector<varan::v1::DispatchRequest> requests_;
-  std::vector<std::unique_ptr<varan::v1::Jobs::Stub>> stubs_;
-  std::vector<std::unique_ptr<Slot>> slots_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<uint64_t> issued_{0};
-  std::atomic<uint64_t> acked_{0};
-  std::atomic<uint64_t> failed_{0};
-  absl::Mutex mu_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string first_error_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> sample_ids_ ABSL_GUARDED_BY(mu_);
-};
-
-// Jobs in any of `states`, counted page by page (1,000 a page); -1 on error.
-int64_t CountJobs(varan::client::CoreClient* client,
-                  const std::vector<varan::v1::JobState>& states,
-                  int64_t stop_after = -1) {
-  varan::v1::ListJobsRequest req;
-  req.set_limit(1000);
-  for (auto s : states) req.add_states(s);
-  int64_t count = 0;
-  while (true) {
-    auto page = client->ListJobs(req);
-    if (!page.ok()) return -1;
-    count += page->jobs_size();
-    if (page->next_page_token().empty()) return count;
-    if (stop_after >= 0 && count >= stop_after) return count;
-    req.set_page_token(page->next_page_token());
-  }
-}
-
 // On SQLite when `database_url` is empty, else on that PostgreSQL database.
 int JobsPerSecond(const Options& opt, const std::string& database_url) {
   // Core's default settings. (TestFleet adds --log-level debug, which logs
@@ -656,7 +404,7 @@ int JobsPerSecond(const Options& opt, const std::string& database_url) {
     for (const auto& sim : sims) n += sim->agent.executions();
     return n;
   };
-  SimFleet sim_fleet(fleet.core_address(),
+  SimFleet sim_fleet({fleet.core_address()},
                      Trimmed(ReadFile(fleet.join_token_file())), &sims);
   if (!sim_fleet.Start()) return 1;
   varan::v1::Target sim_target;
@@ -683,7 +431,7 @@ int JobsPerSecond(const Options& opt, const std::string& database_url) {
     req.mutable_spec()->add_argv("true");
     requests.push_back(std::move(req));
   }
-  DispatchLoad load(fleet.core_address(),
+  DispatchLoad load({fleet.core_address()},
                     Trimmed(ReadFile(fleet.admin_token_file())),
                     std::move(requests), opt.channels, opt.window);
 

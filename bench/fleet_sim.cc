@@ -50,6 +50,15 @@
 //             [--idle-seconds S] [30]  [--fanouts N] [3]
 //             [--register-window N] [1000]  [--timeout S] [180]
 //             [--core-arg ARG]... (extra varan-core flags, repeatable)
+//             [--replicas N] [1]  [--postgres URL] [start one]
+// With --replicas N > 1 (#19): N varan-core replicas on one new database of
+// the PostgreSQL server at URL (bench/run.sh starts one; else one is
+// started here), periphery i connecting to replica i mod N; registration
+// is timed until every replica lists all online, the first fan-out goes
+// through each replica, the measured ones round robin, and RSS and idle CPU
+// are reported per replica (bench/replicas.h). Each mode then also runs
+// against one core on SQLite just before (the peer; --peer no: not), and a
+// second table gives the replicas' figures as ratios to it.
 // Needs file descriptors: about 2N in this process and 2N in core (dial);
 // raises RLIMIT_NOFILE (soft and, as root, hard) before starting core, which
 // inherits it.
@@ -59,9 +68,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -79,6 +90,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "bench/replicas.h"
 #include "common/grpc_util.h"
 #include "common/keepalive.h"
 #include "grpcpp/grpcpp.h"
@@ -88,8 +100,12 @@
 
 namespace {
 
+using varan::bench::BenchPostgres;
 using varan::bench::CpuSeconds;
 using varan::bench::LoadAverage;
+using varan::bench::MachineBusySeconds;
+using varan::bench::ReplicaOptions;
+using varan::bench::Replicas;
 using varan::bench::StatusMb;
 using varan::bench::Trimmed;
 using varan::testing::BinPath;
@@ -114,6 +130,15 @@ struct Options {
   int register_window = 1000;
   double timeout = 180;
   std::vector<std::string> core_args;
+  // Several core replicas on one PostgreSQL database (--replicas N): the
+  // peripheries spread over them round robin. The server: --postgres URL,
+  // else one started here.
+  int replicas = 1;
+  std::string postgres;
+  std::string postgres_label;  // for the report
+  // With replicas: also run each mode against one core (the peer, on
+  // SQLite as by default) in the same run, and compare (--peer no: not).
+  bool peer = true;
   // Dial mode: channels (connections) to core for registrations and
   // heartbeats; set by main from the file descriptor limit.
   int dial_channels = 0;
@@ -199,9 +224,10 @@ struct SimBase {
 // implement one mode.
 class SimFleet {
  public:
-  SimFleet(std::string core_address, std::string join_token, int n,
-           int register_window)
-      : core_address_(std::move(core_address)),
+  // Periphery i connects to core_addresses[i % size].
+  SimFleet(std::vector<std::string> core_addresses, std::string join_token,
+           int n, int register_window)
+      : core_addresses_(std::move(core_addresses)),
         join_token_(std::move(join_token)),
         register_window_(register_window) {
     sims_.reserve(static_cast<size_t>(n));
@@ -355,7 +381,12 @@ class SimFleet {
     sim->executions.push_back(execution_id);
   }
 
-  const std::string core_address_;
+  // The core periphery i connects to.
+  const std::string& CoreOf(int i) const {
+    return core_addresses_[static_cast<size_t>(i) % core_addresses_.size()];
+  }
+
+  const std::vector<std::string> core_addresses_;
   const std::string join_token_;
   std::vector<std::unique_ptr<SimBase>> sims_;
 
@@ -519,16 +550,16 @@ class TunnelSession final
 
 class TunnelFleet final : public SimFleet {
  public:
-  TunnelFleet(std::string core_address, std::string join_token, int n,
-              int register_window)
-      : SimFleet(std::move(core_address), std::move(join_token), n,
+  TunnelFleet(std::vector<std::string> core_addresses, std::string join_token,
+              int n, int register_window)
+      : SimFleet(std::move(core_addresses), std::move(join_token), n,
                  register_window) {
     for (int i = 0; i < n; ++i) {
       auto sim = std::make_unique<SimBase>();
       sim->index = i;
       sim->name = absl::StrFormat("sim-%05d", i);
       sim->stub = varan::v1::Registry::NewStub(grpc::CreateCustomChannel(
-          core_address_, grpc::InsecureChannelCredentials(),
+          CoreOf(i), grpc::InsecureChannelCredentials(),
           PeripheryChannelArgs()));
       sims_.push_back(std::move(sim));
     }
@@ -743,22 +774,28 @@ class DialFleet final : public SimFleet {
   // to core, periphery i on channel i % channels: one each when channels ==
   // n, as real peripheries; fewer where the file descriptor limit cannot
   // hold 2n connections in core and in this process.
-  DialFleet(std::string core_address, std::string join_token, int n,
-            int register_window, int channels)
-      : SimFleet(std::move(core_address), std::move(join_token), n,
+  // With several cores, channel c goes to core c % cores and periphery i
+  // uses a channel to its own core (i % cores).
+  DialFleet(std::vector<std::string> core_addresses, std::string join_token,
+            int n, int register_window, int channels)
+      : SimFleet(std::move(core_addresses), std::move(join_token), n,
                  register_window),
         agent_(this) {
+    const int cores = static_cast<int>(core_addresses_.size());
+    const int per_core = std::max(1, channels / cores);
     std::vector<std::shared_ptr<varan::v1::Registry::Stub>> stubs;
-    for (int c = 0; c < channels; ++c) {
+    for (int c = 0; c < (channels == n ? n : per_core * cores); ++c) {
       stubs.push_back(varan::v1::Registry::NewStub(grpc::CreateCustomChannel(
-          core_address_, grpc::InsecureChannelCredentials(),
+          CoreOf(c), grpc::InsecureChannelCredentials(),
           PeripheryChannelArgs())));
     }
     for (int i = 0; i < n; ++i) {
       auto sim = std::make_unique<SimBase>();
       sim->index = i;
       sim->name = absl::StrFormat("sim-%05d", i);
-      sim->stub = stubs[static_cast<size_t>(i % channels)];
+      const int c =
+          channels == n ? i : i % cores + cores * (i / cores % per_core);
+      sim->stub = stubs[static_cast<size_t>(c)];
       sims_.push_back(std::move(sim));
     }
   }
@@ -982,29 +1019,133 @@ class Core {
   int port_ = 0;
 };
 
+// The cores of a run: one Core, or (--replicas N) N replicas on a new
+// database of `pg`, each with the same flags as the one Core.
+class Cores {
+ public:
+  Cores(const Options& opt, BenchPostgres* pg) : opt_(opt), pg_(pg) {}
+
+  bool Start() {
+    if (opt_.replicas == 1) {
+      core_ = std::make_unique<Core>(opt_.core_args);
+      return core_->Start();
+    }
+    auto database = pg_->NewDatabase("varan_fleet");
+    if (!database.ok()) {
+      std::fprintf(stderr, "fleet_sim: %s\n",
+                   database.status().ToString().c_str());
+      return false;
+    }
+    ReplicaOptions ro;
+    ro.replicas = opt_.replicas;
+    ro.database = *database;
+    ro.extra_args = {"--heartbeat-interval", "5",
+                     "--max-connections-per-address", "0"};
+    ro.extra_args.insert(ro.extra_args.end(), opt_.core_args.begin(),
+                         opt_.core_args.end());
+    replicas_ = std::make_unique<Replicas>(ro);
+    if (absl::Status s = replicas_->Start(); !s.ok()) {
+      std::fprintf(stderr, "fleet_sim: %s\n", s.ToString().c_str());
+      return false;
+    }
+    return true;
+  }
+
+  int size() const { return core_ != nullptr ? 1 : replicas_->size(); }
+  std::vector<std::string> addresses() const {
+    if (core_ != nullptr) return {core_->address()};
+    std::vector<std::string> out;
+    for (int i = 0; i < replicas_->size(); ++i) {
+      out.push_back(replicas_->address(i));
+    }
+    return out;
+  }
+  std::string pid(int i) const {
+    return core_ != nullptr ? core_->pid() : replicas_->pid_string(i);
+  }
+  std::string admin_token() const {
+    return core_ != nullptr ? core_->admin_token() : replicas_->admin_token();
+  }
+  std::string join_token() const {
+    return core_ != nullptr ? core_->join_token() : replicas_->join_token();
+  }
+  // All of them.
+  bool Running() {
+    if (core_ != nullptr) return core_->Running();
+    for (int i = 0; i < replicas_->size(); ++i) {
+      if (!replicas_->Running(i)) return false;
+    }
+    return true;
+  }
+  std::string LogTail() const {
+    if (core_ != nullptr) return core_->LogTail();
+    std::string out;
+    for (int i = 0; i < replicas_->size(); ++i) {
+      std::string log = replicas_->Log(i);
+      absl::StrAppend(&out, "replica ", i + 1, ":\n",
+                      log.size() > 2000 ? log.substr(log.size() - 2000) : log);
+    }
+    return out;
+  }
+  size_t LogBytes(int i) const {
+    return core_ != nullptr ? core_->LogBytes() : replicas_->Log(i).size();
+  }
+  // Which replicas exited, and how (empty: all run).
+  std::string Exited() {
+    return replicas_ != nullptr ? replicas_->Exited() : std::string();
+  }
+  // The first 5 warn and error lines of core i's log; `*total` counts all.
+  std::vector<std::string> Warnings(int i, size_t* total) const {
+    return replicas_ != nullptr ? replicas_->Warnings(i, 5, total)
+                                : std::vector<std::string>();
+  }
+  void Stop() {
+    if (core_ != nullptr) core_->Stop();
+    if (replicas_ != nullptr) replicas_->Stop();
+  }
+
+ private:
+  const Options& opt_;
+  BenchPostgres* const pg_;
+  std::unique_ptr<Core> core_;
+  std::unique_ptr<Replicas> replicas_;
+};
+
+constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+
+// Per core (one, or each replica) where a ModeResult has a vector. What a
+// failed mode did not reach stays kNotMeasured (or empty); what it measured
+// before it failed is reported.
 struct ModeResult {
   std::string mode;
   bool ok = false;
   std::string failure;
-  double register_s = 0;
-  double register_sim_s = 0;  // this process saw every first heartbeat answer
-  double rss_registered_mb = 0;
-  double rss_idle_mb = 0;
-  double rss_end_mb = 0;
-  double idle_cpu_percent = 0;
-  double idle_window_s = 0;
-  double self_idle_cpu_percent = 0;
-  double first_fanout_ms = 0;
+  double register_s = kNotMeasured;        // until every core lists all online
+  double register_first_s = kNotMeasured;  // until the first core does
+  // This process saw every first heartbeat answered.
+  double register_sim_s = kNotMeasured;
+  std::vector<double> rss_registered_mb;
+  std::vector<double> rss_idle_mb;
+  std::vector<double> rss_end_mb;
+  std::vector<double> idle_cpu_percent;
+  double idle_window_s = kNotMeasured;
+  double self_idle_cpu_percent = kNotMeasured;
+  double machine_idle_cpu_percent = kNotMeasured;
+  std::vector<double> first_fanout_ms;  // the first through each core
   std::vector<double> fanout_ms;
+  // Fan-outs go through the first `fanout_cores` cores (dial mode with
+  // replicas: as many as the file descriptor limit holds, see RunMode).
+  int fanout_cores = 1;
   // CPU seconds used during the measured fan-outs, per fan-out.
-  double core_cpu_per_fanout_s = 0;
-  double self_cpu_per_fanout_s = 0;
+  double core_cpu_per_fanout_s = kNotMeasured;
+  double self_cpu_per_fanout_s = kNotMeasured;
   uint64_t retries = 0;
   uint64_t shed = 0;
   uint64_t heartbeats = 0;
-  size_t core_log_bytes = 0;
+  std::vector<size_t> core_log_bytes;
+  std::vector<std::string> warnings;
   std::string load_before;
-  std::string load_after;
+  std::string load_after;  // empty when it failed before the end
 };
 
 // One fan-out of `true` to every simulated periphery through the client
@@ -1089,32 +1230,66 @@ std::string CheckListed(const std::string& address, const std::string& token,
   return "";
 }
 
-ModeResult RunMode(const std::string& mode, const Options& opt) {
+ModeResult RunMode(const std::string& mode, const Options& opt,
+                   BenchPostgres* pg) {
   ModeResult r;
   r.mode = mode;
   const bool tunnel = mode == "tunnel";
-  auto fail = [&r](std::string why) {
+  Cores cores(opt, pg);
+  bool started = false;
+  auto collect_warnings = [&] {
+    for (int c = 0; c < cores.size() && started; ++c) {
+      size_t total = 0;
+      for (const auto& line : cores.Warnings(c, &total)) {
+        r.warnings.push_back(absl::StrCat("replica ", c + 1, ": ", line));
+      }
+      if (total > 5) {
+        r.warnings.push_back(absl::StrCat("replica ", c + 1, ": (", total - 5,
+                                          " more warn or error lines)"));
+      }
+    }
+  };
+  auto fail = [&](std::string why) {
     r.ok = false;
     r.failure = std::move(why);
+    if (started) {
+      if (std::string exited = cores.Exited(); !exited.empty()) {
+        absl::StrAppend(&r.failure, ". Meanwhile ", exited);
+      }
+    }
+    collect_warnings();
     return r;
   };
-  Core core(opt.core_args);
-  if (!core.Start()) return fail("core did not start");
-  const std::string core_pid = core.pid();
-  std::fprintf(stderr, "fleet_sim: %s: core pid %s at %s\n", mode.c_str(),
-               core_pid.c_str(), core.address().c_str());
+  if (!cores.Start()) return fail("core did not start");
+  started = true;
+  const int n_cores = cores.size();
+  const std::vector<std::string> addresses = cores.addresses();
+  for (int c = 0; c < n_cores; ++c) {
+    std::fprintf(stderr, "fleet_sim: %s: core %d pid %s at %s\n", mode.c_str(),
+                 c + 1, cores.pid(c).c_str(), addresses[c].c_str());
+  }
+  auto each_core = [n_cores](auto f) {
+    std::vector<double> v;
+    for (int c = 0; c < n_cores; ++c) v.push_back(f(c));
+    return v;
+  };
+  auto cpu_of_cores = [&] {
+    return each_core([&](int c) { return CpuSeconds(cores.pid(c)); });
+  };
+  auto rss_of_cores = [&] {
+    return each_core([&](int c) { return StatusMb(cores.pid(c), "VmRSS"); });
+  };
 
   std::unique_ptr<SimFleet> fleet;
   TunnelFleet* tunnels = nullptr;
   DialFleet* dials = nullptr;
   if (tunnel) {
-    auto f =
-        std::make_unique<TunnelFleet>(core.address(), core.join_token(),
-                                      opt.peripheries, opt.register_window);
+    auto f = std::make_unique<TunnelFleet>(
+        addresses, cores.join_token(), opt.peripheries, opt.register_window);
     tunnels = f.get();
     fleet = std::move(f);
   } else {
-    auto f = std::make_unique<DialFleet>(core.address(), core.join_token(),
+    auto f = std::make_unique<DialFleet>(addresses, cores.join_token(),
                                          opt.peripheries, opt.register_window,
                                          opt.dial_channels);
     if (!f->Serve()) return fail("cannot serve the Agent service on [::]:0");
@@ -1125,30 +1300,41 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
     if (tunnels != nullptr) tunnels->Shutdown();
     if (dials != nullptr) dials->Shutdown();
   };
-  auto client = varan::client::CoreClient::Create(
-      {core.address(), core.admin_token(), absl::Seconds(60), {}});
-  if (!client.ok()) return fail(client.status().ToString());
+  std::vector<std::unique_ptr<varan::client::CoreClient>> clients;
+  for (int c = 0; c < n_cores; ++c) {
+    auto client = varan::client::CoreClient::Create(
+        {addresses[c], cores.admin_token(), absl::Seconds(60), {}});
+    if (!client.ok()) return fail(client.status().ToString());
+    clients.push_back(*std::move(client));
+  }
 
   r.load_before = LoadAverage();
   std::fprintf(stderr, "fleet_sim: %s: registering %d peripheries\n",
                mode.c_str(), opt.peripheries);
   fleet->Start();
   const absl::Time deadline = absl::Now() + absl::Seconds(opt.timeout);
-  // Cheap wait on this side first; then core must list them all online.
+  // Cheap wait on this side first; then every core must list them all
+  // online (a replica counts those another live replica holds).
   bool all = varan::testing::WaitFor(
-      [&] { return fleet->confirmed() == fleet->size() || !core.Running(); },
+      [&] { return fleet->confirmed() == fleet->size() || !cores.Running(); },
       absl::Seconds(opt.timeout));
-  absl::Time listed_at = absl::InfiniteFuture();
-  if (all && core.Running()) {
+  std::vector<absl::Time> listed_at(static_cast<size_t>(n_cores),
+                                    absl::InfiniteFuture());
+  if (all && cores.Running()) {
     all = varan::testing::WaitFor(
         [&] {
-          auto info = (*client)->GetInfo();
-          if (info.ok() && info->peripheries_online() ==
-                               static_cast<uint32_t>(opt.peripheries)) {
-            listed_at = absl::Now();
-            return true;
+          bool every = true;
+          for (int c = 0; c < n_cores; ++c) {
+            if (listed_at[c] != absl::InfiniteFuture()) continue;
+            auto info = clients[c]->GetInfo();
+            if (info.ok() && info->peripheries_online() ==
+                                 static_cast<uint32_t>(opt.peripheries)) {
+              listed_at[c] = absl::Now();
+            } else {
+              every = false;
+            }
           }
-          return false;
+          return every;
         },
         std::max(deadline - absl::Now(), absl::Seconds(5)));
   }
@@ -1157,30 +1343,59 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
         fleet->confirmed(), " of ", opt.peripheries,
         " peripheries online after ", opt.timeout, " s (", fleet->retries(),
         " retries; first error: ", fleet->first_error(), ")\ncore log tail:\n",
-        core.LogTail());
+        cores.LogTail());
     shutdown();
     return fail(why);
   }
-  r.register_s = absl::ToDoubleSeconds(listed_at - fleet->start());
+  r.register_s = absl::ToDoubleSeconds(
+      *std::max_element(listed_at.begin(), listed_at.end()) - fleet->start());
+  r.register_first_s = absl::ToDoubleSeconds(
+      *std::min_element(listed_at.begin(), listed_at.end()) - fleet->start());
   r.register_sim_s =
       absl::ToDoubleSeconds(fleet->all_confirmed_at() - fleet->start());
-  r.rss_registered_mb = StatusMb(core_pid, "VmRSS");
-  if (std::string bad =
-          CheckListed(core.address(), core.admin_token(), fleet.get(), tunnel);
-      !bad.empty()) {
-    shutdown();
-    return fail(bad);
+  r.rss_registered_mb = rss_of_cores();
+  for (int c = 0; c < n_cores; ++c) {
+    if (std::string bad =
+            CheckListed(addresses[c], cores.admin_token(), fleet.get(), tunnel);
+        !bad.empty()) {
+      shutdown();
+      return fail(n_cores == 1 ? bad
+                               : absl::StrCat("replica ", c + 1, ": ", bad));
+    }
   }
   std::fprintf(stderr, "fleet_sim: %s: all online after %.2f s; fan-out\n",
                mode.c_str(), r.register_s);
 
+  // Dial mode: each core that fans out connects to every periphery, so
+  // this process accepts N connections per such core; through as many
+  // cores as the file descriptor limit holds (all when it does).
+  const rlim_t n = static_cast<rlim_t>(opt.peripheries);
+  r.fanout_cores =
+      tunnel ? n_cores
+             : static_cast<int>(std::clamp<rlim_t>(
+                   (FileLimit() - std::min<rlim_t>(FileLimit(), 4096 + n)) / n,
+                   1, static_cast<rlim_t>(n_cores)));
+  if (r.fanout_cores < n_cores) {
+    std::fprintf(stderr,
+                 "fleet_sim: %s: fan-outs through %d of %d replicas only: "
+                 "RLIMIT_NOFILE %llu cannot hold %d connections per replica "
+                 "fanning out\n",
+                 mode.c_str(), r.fanout_cores, n_cores,
+                 static_cast<unsigned long long>(FileLimit()), opt.peripheries);
+  }
+
+  // The first fan-out through each core (dial: each connects to every
+  // periphery; replicas: each opens its relay channels).
   std::vector<std::string> jobs;
   std::string error;
-  jobs.push_back(
-      FanOut(client->get(), opt.peripheries, &r.first_fanout_ms, &error));
-  if (!error.empty()) {
-    shutdown();
-    return fail(error);
+  for (int c = 0; c < r.fanout_cores; ++c) {
+    double ms = 0;
+    jobs.push_back(FanOut(clients[c].get(), opt.peripheries, &ms, &error));
+    r.first_fanout_ms.push_back(ms);
+    if (!error.empty()) {
+      shutdown();
+      return fail(error);
+    }
   }
 
   // Idle: heartbeats only. Let the fan-out's aftermath (commits) settle for
@@ -1189,32 +1404,44 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
                opt.idle_seconds);
   absl::SleepFor(std::min(fleet->interval(), absl::Seconds(opt.idle_seconds)));
   const absl::Time t0 = absl::Now();
-  const double cpu0 = CpuSeconds(core_pid);
+  const std::vector<double> cpu0 = cpu_of_cores();
   const double self0 = CpuSeconds("self");
+  const double machine0 = MachineBusySeconds();
   absl::SleepFor(absl::Seconds(opt.idle_seconds));
-  const double cpu1 = CpuSeconds(core_pid);
+  const std::vector<double> cpu1 = cpu_of_cores();
   const double self1 = CpuSeconds("self");
+  const double machine1 = MachineBusySeconds();
   r.idle_window_s = absl::ToDoubleSeconds(absl::Now() - t0);
-  r.idle_cpu_percent = 100.0 * (cpu1 - cpu0) / r.idle_window_s;
+  for (int c = 0; c < n_cores; ++c) {
+    r.idle_cpu_percent.push_back(100.0 * (cpu1[c] - cpu0[c]) / r.idle_window_s);
+  }
   r.self_idle_cpu_percent = 100.0 * (self1 - self0) / r.idle_window_s;
-  r.rss_idle_mb = StatusMb(core_pid, "VmRSS");
+  r.machine_idle_cpu_percent = 100.0 * (machine1 - machine0) / r.idle_window_s;
+  r.rss_idle_mb = rss_of_cores();
 
-  const double fan_cpu0 = CpuSeconds(core_pid);
+  auto sum = [](const std::vector<double>& v) {
+    double total = 0;
+    for (double x : v) total += x;
+    return total;
+  };
+  const double fan_cpu0 = sum(cpu_of_cores());
   const double fan_self0 = CpuSeconds("self");
   for (int i = 0; i < opt.fanouts; ++i) {
     std::fprintf(stderr, "fleet_sim: %s: fan-out %d of %d\n", mode.c_str(),
                  i + 1, opt.fanouts);
     double ms = 0;
-    jobs.push_back(FanOut(client->get(), opt.peripheries, &ms, &error));
+    // Through each core in turn.
+    jobs.push_back(FanOut(clients[i % r.fanout_cores].get(), opt.peripheries,
+                          &ms, &error));
     if (!error.empty()) {
       shutdown();
       return fail(error);
     }
     r.fanout_ms.push_back(ms);
   }
-  r.core_cpu_per_fanout_s = (CpuSeconds(core_pid) - fan_cpu0) / opt.fanouts;
+  r.core_cpu_per_fanout_s = (sum(cpu_of_cores()) - fan_cpu0) / opt.fanouts;
   r.self_cpu_per_fanout_s = (CpuSeconds("self") - fan_self0) / opt.fanouts;
-  r.rss_end_mb = StatusMb(core_pid, "VmRSS");
+  r.rss_end_mb = rss_of_cores();
   r.retries = fleet->retries();
   r.shed = fleet->shed();
   if (r.retries > 0) {
@@ -1229,21 +1456,60 @@ ModeResult RunMode(const std::string& mode, const Options& opt) {
     bad = absl::StrCat(fleet->errors(),
                        " error(s); first: ", fleet->first_error());
   }
-  if (bad.empty() && !core.Running()) bad = "core died";
-  client->reset();
+  if (bad.empty() && !cores.Running()) bad = "core died";
+  clients.clear();
   shutdown();
-  r.core_log_bytes = core.LogBytes();
-  core.Stop();
+  for (int c = 0; c < n_cores; ++c)
+    r.core_log_bytes.push_back(cores.LogBytes(c));
+  collect_warnings();
+  cores.Stop();
   if (!bad.empty()) return fail(bad);
   r.ok = true;
   return r;
 }
 
+double Max(const std::vector<double>& v) {
+  return v.empty() ? kNotMeasured : *std::max_element(v.begin(), v.end());
+}
+double Min(const std::vector<double>& v) {
+  return v.empty() ? kNotMeasured : *std::min_element(v.begin(), v.end());
+}
+// v[i], or kNotMeasured.
+double At(const std::vector<double>& v, size_t i) {
+  return i < v.size() ? v[i] : kNotMeasured;
+}
+double Sum(const std::vector<double>& v) {
+  double total = 0;
+  for (double x : v) total += x;
+  return total;
+}
+
 void Report(const Options& opt, const std::vector<ModeResult>& results) {
-  std::printf(
-      "### Fleet scale: %d simulated peripheries in one process "
-      "(fleet_sim)\n\n",
-      opt.peripheries);
+  const bool replicas = opt.replicas > 1;
+  if (replicas) {
+    std::printf(
+        "### Fleet scale over %d core replicas: %d simulated peripheries in "
+        "one process (fleet_sim --replicas %d)\n\n",
+        opt.replicas, opt.peripheries, opt.replicas);
+    std::printf(
+        "%d real varan-core replicas on one new database of %s, each with "
+        "its own data directory, port and --replica-address (the fleet "
+        "re-read every 2 s). Simulated periphery i connects to replica i mod "
+        "%d only (as if a load balancer had spread them); registration is "
+        "timed until every replica lists all of them online. Fan-outs: the "
+        "first through each replica in turn (for each, a third of the "
+        "targets are its own and the rest held by the other replicas, "
+        "reached through them: tunnel mode relays through the replica "
+        "holding the tunnel, dial mode dials directly), then the measured "
+        "ones round robin over the replicas. The rest as below for one "
+        "core.\n\n",
+        opt.replicas, opt.postgres_label.c_str(), opt.replicas);
+  } else {
+    std::printf(
+        "### Fleet scale: %d simulated peripheries in one process "
+        "(fleet_sim)\n\n",
+        opt.peripheries);
+  }
   std::printf(
       "A real varan-core (--heartbeat-interval 5%s%s) and one fleet_sim "
       "process simulating every periphery: each registers with the join "
@@ -1275,8 +1541,10 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
                 .c_str(),
       opt.idle_seconds);
   std::printf("| measure | goal |");
-  for (const auto& r : results)
-    std::printf(" %s | ratio to goal |", r.mode.c_str());
+  for (const auto& r : results) {
+    std::printf(" %s%s | ratio to goal |", r.mode.c_str(),
+                r.ok ? "" : " (FAILED, see below)");
+  }
   std::printf("\n|---|---|");
   for (size_t i = 0; i < results.size(); ++i) std::printf("---|---|");
   std::printf("\n");
@@ -1284,11 +1552,11 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
                  auto value, const char* fmt) {
     std::printf("| %s | %s |", name, goal);
     for (const auto& r : results) {
-      if (!r.ok) {
-        std::printf(" FAILED | |");
+      double v = value(r);
+      if (std::isnan(v)) {
+        std::printf(" %s | |", r.ok ? "n/a" : "not reached");
         continue;
       }
-      double v = value(r);
       std::printf(" %s |", absl::StrFormat(fmt, v).c_str());
       if (goal_value > 0) {
         std::printf(" %.2fx |", v / goal_value);
@@ -1299,71 +1567,251 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
     std::printf("\n");
   };
   row(
-      "all registered and listed online", "<= 10 s", 10,
-      [](const ModeResult& r) { return r.register_s; }, "%.2f s");
+      replicas ? "all registered and listed online by every replica"
+               : "all registered and listed online",
+      "<= 10 s", 10, [](const ModeResult& r) { return r.register_s; },
+      "%.2f s");
+  if (replicas) {
+    row(
+        "all registered and listed online by the first replica", "", 0,
+        [](const ModeResult& r) { return r.register_first_s; }, "%.2f s");
+  }
   row(
-      "core RSS, idle (all registered, after one fan-out)", "<= 400 MB", 400,
-      [](const ModeResult& r) { return r.rss_idle_mb; }, "%.0f MB");
+      replicas ? "core RSS, idle (all registered, after one fan-out), the "
+                 "largest replica"
+               : "core RSS, idle (all registered, after one fan-out)",
+      "<= 400 MB", 400, [](const ModeResult& r) { return Max(r.rss_idle_mb); },
+      "%.0f MB");
   row(
-      "core CPU, idle heartbeating", "<= 10% of one core", 10,
-      [](const ModeResult& r) { return r.idle_cpu_percent; }, "%.1f%%");
+      replicas ? "core CPU, idle heartbeating, the busiest replica"
+               : "core CPU, idle heartbeating",
+      "<= 10% of one core", 10,
+      [](const ModeResult& r) { return Max(r.idle_cpu_percent); }, "%.1f%%");
   row(
-      "fan-out to all, median", "<= 2 s", 2000,
-      [](const ModeResult& r) { return Median(r.fanout_ms); }, "%.0f ms");
+      "fan-out to all, median", replicas ? "<= 3 s" : "<= 2 s",
+      replicas ? 3000 : 2000,
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      "%.0f ms");
   row(
       "fan-out to all, min", "", 0,
-      [](const ModeResult& r) {
-        return *std::min_element(r.fanout_ms.begin(), r.fanout_ms.end());
-      },
-      "%.0f ms");
+      [](const ModeResult& r) { return Min(r.fanout_ms); }, "%.0f ms");
   row(
       "fan-out to all, max", "", 0,
-      [](const ModeResult& r) {
-        return *std::max_element(r.fanout_ms.begin(), r.fanout_ms.end());
-      },
+      [](const ModeResult& r) { return Max(r.fanout_ms); }, "%.0f ms");
+  row(
+      replicas ? "first fan-out, through replica 1"
+               : "first fan-out (dial: core connects to each periphery)",
+      "", 0, [](const ModeResult& r) { return At(r.first_fanout_ms, 0); },
       "%.0f ms");
   row(
-      "first fan-out (dial: core connects to each periphery)", "", 0,
-      [](const ModeResult& r) { return r.first_fanout_ms; }, "%.0f ms");
-  row(
-      "core CPU per measured fan-out", "", 0,
-      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; }, "%.2f s");
+      replicas ? "cores' CPU per measured fan-out, all replicas together"
+               : "core CPU per measured fan-out",
+      "", 0, [](const ModeResult& r) { return r.core_cpu_per_fanout_s; },
+      "%.2f s");
   row(
       "this process's CPU per measured fan-out", "", 0,
       [](const ModeResult& r) { return r.self_cpu_per_fanout_s; }, "%.2f s");
   row(
-      "core RSS right after registration", "", 0,
-      [](const ModeResult& r) { return r.rss_registered_mb; }, "%.0f MB");
+      replicas ? "core RSS right after registration, the largest replica"
+               : "core RSS right after registration",
+      "", 0, [](const ModeResult& r) { return Max(r.rss_registered_mb); },
+      "%.0f MB");
   row(
-      "core RSS after the fan-outs", "", 0,
-      [](const ModeResult& r) { return r.rss_end_mb; }, "%.0f MB");
+      replicas ? "core RSS after the fan-outs, the largest replica"
+               : "core RSS after the fan-outs",
+      "", 0, [](const ModeResult& r) { return Max(r.rss_end_mb); }, "%.0f MB");
   row(
       "this process's CPU, idle (all simulated peripheries)", "", 0,
       [](const ModeResult& r) { return r.self_idle_cpu_percent; }, "%.1f%%");
   row(
       "registration retries (refused or broken, retried with backoff)", "", 0,
-      [](const ModeResult& r) { return static_cast<double>(r.retries); },
+      [](const ModeResult& r) {
+        return r.ok ? static_cast<double>(r.retries) : kNotMeasured;
+      },
       "%.0f");
   row(
       "of which refused by core's load shedding (retried after its hint)", "",
-      0, [](const ModeResult& r) { return static_cast<double>(r.shed); },
+      0,
+      [](const ModeResult& r) {
+        return r.ok ? static_cast<double>(r.shed) : kNotMeasured;
+      },
       "%.0f");
   row(
-      "core log written", "", 0,
-      [](const ModeResult& r) { return r.core_log_bytes / 1e6; }, "%.2f MB");
+      replicas ? "core log written, all replicas together" : "core log written",
+      "", 0,
+      [](const ModeResult& r) {
+        double bytes = 0;
+        for (size_t b : r.core_log_bytes) bytes += static_cast<double>(b);
+        return r.core_log_bytes.empty() ? kNotMeasured : bytes / 1e6;
+      },
+      "%.2f MB");
+  if (replicas) {
+    row(
+        "cores' CPU, idle, all replicas together", "", 0,
+        [](const ModeResult& r) {
+          return r.idle_cpu_percent.empty() ? kNotMeasured
+                                            : Sum(r.idle_cpu_percent);
+        },
+        "%.1f%%");
+    row(
+        "machine CPU, idle (every process: the replicas, PostgreSQL, this "
+        "one, other users')",
+        "", 0, [](const ModeResult& r) { return r.machine_idle_cpu_percent; },
+        "%.1f%%");
+    for (int c = 0; c < opt.replicas; ++c) {
+      const size_t i = static_cast<size_t>(c);
+      auto label = [c](const char* what) {
+        return absl::StrCat("replica ", c + 1, ": ", what);
+      };
+      row(
+          label("RSS, idle").c_str(), "", 0,
+          [i](const ModeResult& r) { return At(r.rss_idle_mb, i); }, "%.0f MB");
+      row(
+          label("CPU, idle heartbeating").c_str(), "", 0,
+          [i](const ModeResult& r) { return At(r.idle_cpu_percent, i); },
+          "%.1f%%");
+      row(
+          label("RSS after the fan-outs").c_str(), "", 0,
+          [i](const ModeResult& r) { return At(r.rss_end_mb, i); }, "%.0f MB");
+      row(
+          label("first fan-out through it").c_str(), "", 0,
+          [i](const ModeResult& r) { return At(r.first_fanout_ms, i); },
+          "%.0f ms");
+    }
+  }
   std::printf(
       "\nFan-outs measured: %d per mode (after the first). Load "
       "average before / after each mode:",
       opt.fanouts);
   for (const auto& r : results) {
     std::printf(" %s %s / %s;", r.mode.c_str(), r.load_before.c_str(),
-                r.load_after.c_str());
+                r.load_after.empty() ? "(failed before the end)"
+                                     : r.load_after.c_str());
   }
   std::printf("\n\n");
+  for (const auto& r : results) {
+    if (r.fanout_cores >= opt.replicas) continue;
+    std::printf(
+        "%s mode: the fan-outs went through %d of the %d replicas only. "
+        "Each replica that fans out connects to every dialed periphery "
+        "itself, so this one process would accept %d connections per such "
+        "replica, and RLIMIT_NOFILE (%llu, a hard limit this process cannot "
+        "raise) holds %d such replica(s): the other replicas' first fan-out "
+        "is not measured.\n\n",
+        r.mode.c_str(), r.fanout_cores, opt.replicas, opt.peripheries,
+        static_cast<unsigned long long>(FileLimit()), r.fanout_cores);
+  }
   for (const auto& r : results) {
     if (!r.ok)
       std::printf("**%s mode FAILED: %s**\n\n", r.mode.c_str(),
                   r.failure.c_str());
+  }
+  for (const auto& r : results) {
+    if (r.warnings.empty()) continue;
+    std::printf(
+        "%s mode: log lines at warn or error (the first few of each "
+        "replica):\n\n",
+        r.mode.c_str());
+    for (const auto& line : r.warnings) std::printf("    %s\n", line.c_str());
+    std::printf("\n");
+  }
+}
+
+// Replicas against one core, mode by mode: `peers[i]` and `results[i]` ran
+// the same mode.
+void ReportPeer(const Options& opt, const std::vector<ModeResult>& peers,
+                const std::vector<ModeResult>& results) {
+  std::printf(
+      "### Fleet scale: %d replicas against one core, same run (fleet_sim "
+      "--replicas %d)\n\n",
+      opt.replicas, opt.replicas);
+  std::printf(
+      "The peer: one varan-core on SQLite (core's default, as in fleet "
+      "scale above), the same %d simulated peripheries and the same "
+      "measurements, run just before the replicas in each mode. RSS and "
+      "idle CPU of the replicas are given for all of them together and for "
+      "the largest or busiest one.\n\n",
+      opt.peripheries);
+  std::printf("| measure |");
+  for (const auto& r : results) {
+    std::printf(" %s: one core | %s: %d replicas | replicas / one core |",
+                r.mode.c_str(), r.mode.c_str(), opt.replicas);
+  }
+  std::printf("\n|---|");
+  for (size_t i = 0; i < results.size(); ++i) std::printf("---|---|---|");
+  std::printf("\n");
+  auto row = [&](const char* name, auto one, auto many, const char* fmt) {
+    std::printf("| %s |", name);
+    for (size_t i = 0; i < results.size(); ++i) {
+      const double a = one(peers[i]);
+      const double b = many(results[i]);
+      auto cell = [fmt](double v) {
+        return std::isnan(v) ? std::string("not reached")
+                             : absl::StrFormat(fmt, v);
+      };
+      std::printf(" %s | %s |", cell(a).c_str(), cell(b).c_str());
+      if (std::isnan(a) || std::isnan(b) || a == 0) {
+        std::printf(" |");
+      } else {
+        std::printf(" %.2fx |", b / a);
+      }
+    }
+    std::printf("\n");
+  };
+  auto total = [](const std::vector<double>& v) {
+    return v.empty() ? kNotMeasured : Sum(v);
+  };
+  row(
+      "all registered and listed online (by every replica)",
+      [](const ModeResult& r) { return r.register_s; },
+      [](const ModeResult& r) { return r.register_s; }, "%.2f s");
+  row(
+      "core RSS, idle: all cores together",
+      [&](const ModeResult& r) { return total(r.rss_idle_mb); },
+      [&](const ModeResult& r) { return total(r.rss_idle_mb); }, "%.0f MB");
+  row(
+      "core RSS, idle: the largest core",
+      [](const ModeResult& r) { return Max(r.rss_idle_mb); },
+      [](const ModeResult& r) { return Max(r.rss_idle_mb); }, "%.0f MB");
+  row(
+      "core CPU, idle heartbeating: all cores together",
+      [&](const ModeResult& r) { return total(r.idle_cpu_percent); },
+      [&](const ModeResult& r) { return total(r.idle_cpu_percent); }, "%.1f%%");
+  row(
+      "core CPU, idle heartbeating: the busiest core",
+      [](const ModeResult& r) { return Max(r.idle_cpu_percent); },
+      [](const ModeResult& r) { return Max(r.idle_cpu_percent); }, "%.1f%%");
+  row(
+      "fan-out to all, median",
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      [](const ModeResult& r) {
+        return r.fanout_ms.empty() ? kNotMeasured : Median(r.fanout_ms);
+      },
+      "%.0f ms");
+  row(
+      "first fan-out (through replica 1)",
+      [](const ModeResult& r) { return At(r.first_fanout_ms, 0); },
+      [](const ModeResult& r) { return At(r.first_fanout_ms, 0); }, "%.0f ms");
+  row(
+      "cores' CPU per measured fan-out, all together",
+      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; },
+      [](const ModeResult& r) { return r.core_cpu_per_fanout_s; }, "%.2f s");
+  std::printf("\nLoad average before / after the peer:");
+  for (const auto& r : peers) {
+    std::printf(" %s %s / %s;", r.mode.c_str(), r.load_before.c_str(),
+                r.load_after.empty() ? "(failed before the end)"
+                                     : r.load_after.c_str());
+  }
+  std::printf("\n\n");
+  for (const auto& r : peers) {
+    if (!r.ok) {
+      std::printf("**%s mode, one core: FAILED: %s**\n\n", r.mode.c_str(),
+                  r.failure.c_str());
+    }
   }
 }
 
@@ -1398,18 +1846,27 @@ int main(int argc, char** argv) {
       opt.timeout = std::atof(value.c_str());
     } else if (flag == "--core-arg") {
       opt.core_args.push_back(value);
+    } else if (flag == "--replicas") {
+      opt.replicas = std::atoi(value.c_str());
+    } else if (flag == "--postgres") {
+      opt.postgres = value;
+    } else if (flag == "--peer") {
+      usage |= value != "yes" && value != "no";
+      opt.peer = value == "yes";
     } else {
       usage = true;
     }
   }
   if (usage || opt.peripheries < 1 || opt.fanouts < 1 ||
       opt.register_window < 1 || opt.idle_seconds <= 0 || opt.timeout <= 0 ||
+      opt.replicas < 1 ||
       (opt.mode != "both" && opt.mode != "tunnel" && opt.mode != "dial") ||
       opt.peripheries > 250 * 250 * 250) {
     std::fprintf(stderr,
                  "usage: fleet_sim [--mode tunnel|dial|both] [--peripheries "
                  "N] [--idle-seconds S] [--fanouts N] [--register-window N] "
-                 "[--timeout S] [--core-arg ARG]...\n");
+                 "[--timeout S] [--core-arg ARG]... [--replicas N] "
+                 "[--postgres URL] [--peer yes|no]\n");
     return 2;
   }
   // Core and this process each hold a connection per periphery, and in
@@ -1431,17 +1888,40 @@ int main(int argc, char** argv) {
   opt.dial_channels = limit >= 2 * n + 4096
                           ? opt.peripheries
                           : std::min(opt.peripheries, kDialChannelPool);
-  std::vector<ModeResult> results;
+  BenchPostgres pg;
+  if (opt.replicas > 1) {
+    if (absl::Status s = pg.Open(opt.postgres); !s.ok()) {
+      std::fprintf(stderr, "fleet_sim: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    opt.postgres_label = pg.Describe();
+  }
+  std::vector<ModeResult> results, peers;
+  Options one_core = opt;
+  one_core.replicas = 1;
   for (const std::string mode : {"tunnel", "dial"}) {
     if (opt.mode != "both" && opt.mode != mode) continue;
-    results.push_back(RunMode(mode, opt));
-    if (!results.back().ok) {
-      std::fprintf(stderr, "fleet_sim: %s mode failed: %s\n", mode.c_str(),
-                   results.back().failure.c_str());
+    // The peer first, then the replicas, mode by mode: load from elsewhere
+    // falls on both alike.
+    if (opt.replicas > 1 && opt.peer) {
+      std::fprintf(stderr, "fleet_sim: %s: the peer, one core\n", mode.c_str());
+      peers.push_back(RunMode(mode, one_core, &pg));
+    }
+    results.push_back(RunMode(mode, opt, &pg));
+    for (const ModeResult* r :
+         {&results.back(), peers.empty() ? nullptr : &peers.back()}) {
+      if (r != nullptr && !r->ok) {
+        std::fprintf(stderr, "fleet_sim: %s mode failed: %s\n", mode.c_str(),
+                     r->failure.c_str());
+      }
     }
   }
   Report(opt, results);
+  if (!peers.empty()) ReportPeer(opt, peers, results);
   for (const auto& r : results) {
+    if (!r.ok) return 1;
+  }
+  for (const auto& r : peers) {
     if (!r.ok) return 1;
   }
   return 0;

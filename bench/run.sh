@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs the benchmarks and writes their report (BENCHMARKS.md):
-#   bench/run.sh [--quick] BIN_DIR OUT
+#   bench/run.sh [--quick] [--section replicas] BIN_DIR OUT
 # BIN_DIR holds a Release build of core_bench, agent_bench and the daemons
 # (`make bench` / `make bench-quick` build them). Installs the peers from
 # Debian (bench/peers/install.sh), starts an sshd of its own on loopback
@@ -14,15 +14,29 @@
 #   quick: fan-out to N = 20 only (3 runs, 1 warm-up), output_bench with 3
 #          rounds of 256 MiB and a 1 GiB flood, and a shorter exec_bench.
 # Both also run fleet scale (fleet_sim): 10,000 simulated peripheries in
-# tunnel and dial mode (quick: 1,000, shorter idle window), and end with
-# bench/LIMITS.md, what the profiles showed.
+# tunnel and dial mode (quick: 1,000, shorter idle window), then section 5,
+# several core replicas on a PostgreSQL 15 that this script starts
+# (bench/postgres.sh) and stops: replica_bench (exec same versus cross
+# replica; jobs/s on SQLite, PostgreSQL with one core and 1 and 3
+# replicas) and fleet_sim --replicas 3 (quick: fewer runs, 1,000
+# peripheries); and end with bench/LIMITS.md, what the profiles showed.
+# --section replicas runs section 5 alone and writes only it to OUT (no
+# peers needed), with the machine's load and the commit.
 set -euo pipefail
 mode=full
-if [ "${1:-}" = --quick ]; then
-  mode=quick
-  shift
-fi
-[ $# -eq 2 ] || { echo "usage: bench/run.sh [--quick] BIN_DIR OUT" >&2; exit 2; }
+only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) mode=quick; shift ;;
+    --section)
+      [ "${2:-}" = replicas ] || { echo "bench/run.sh: --section replicas" >&2; exit 2; }
+      only=$2
+      shift 2
+      ;;
+    *) break ;;
+  esac
+done
+[ $# -eq 2 ] || { echo "usage: bench/run.sh [--quick] [--section replicas] BIN_DIR OUT" >&2; exit 2; }
 BIN=$(cd "$1" && pwd)
 OUT=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,20 +49,88 @@ else
   plan="20:10:2 100:5:1"
 fi
 
-"$HERE/peers/install.sh"
-# shellcheck source=peers/peers.sh
-. "$HERE/peers/peers.sh"
+# shellcheck source=postgres.sh
+. "$HERE/postgres.sh"
 work=$(mktemp -d /tmp/varan-bench.XXXXXX)
 # output_bench's generator, where the peers' user can run it too (work is
 # private to this user).
 gen=$(mktemp -d /tmp/varan-bench-gen.XXXXXX)
+# Section 5's PostgreSQL: a directory its server's user owns.
+pgdir=$(mktemp -d /tmp/varan-bench-pg.XXXXXX)
 cleanup() {
-  peers_down "$work/peers"
-  rm -rf "$work" "$gen"
+  [ -n "$only" ] || peers_down "$work/peers"
+  pg_down "$pgdir"
+  rm -rf "$work" "$gen" "$pgdir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# 5. Several core replicas on PostgreSQL (#19), appended to $1.
+replicas_section() {
+  local out=$1 bench_args fleet5
+  if [ "$mode" = quick ]; then
+    bench_args="--runs 100 --warmup 10 --seconds 5"
+    fleet5="--peripheries 1000 --idle-seconds 5 --fanouts 3 --replicas 3"
+  else
+    bench_args="--runs 300 --warmup 30 --seconds 10"
+    fleet5="--peripheries 10000 --idle-seconds 30 --fanouts 5 --replicas 3"
+  fi
+  echo "bench: replicas: starting PostgreSQL 15" >&2
+  pg_up "$pgdir"
+  {
+    echo "## 5. Several core replicas on PostgreSQL"
+    echo
+    echo "A PostgreSQL 15 (Debian's postgresql-15 with its defaults: fsync on)"
+    echo "started by bench/run.sh for this section on 127.0.0.1, and stopped"
+    echo "after it; each setup gets a new database on it. Every core is a real"
+    echo "varan-core process on loopback; replicas run with --replica-address"
+    echo "(their own listen address) on one database. PostgreSQL, the cores"
+    echo "and the benchmark's client all share this machine's $(nproc) CPUs, so"
+    echo "every ratio is against the peer measured in the same run. Load"
+    echo "average at the start of the section: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo
+  } >>"$out"
+  echo "bench: replica_bench $bench_args" >&2
+  # A failed check is reported in the section (the table says which) and
+  # does not end the run: the rest of it is measured all the same.
+  local rc=0
+  # shellcheck disable=SC2086
+  "$BIN/replica_bench" --postgres "$PG_URL" $bench_args >>"$out" || rc=$?
+  if [ "$rc" != 0 ]; then
+    printf '**replica_bench exited with status %s: a check failed (see above).**\n\n' "$rc" >>"$out"
+  fi
+  echo "bench: fleet_sim $fleet5" >&2
+  {
+    echo "\`fleet_sim $fleet5\` (load average $(cut -d' ' -f1-3 /proc/loadavg))."
+    echo
+  } >>"$out"
+  rc=0
+  # shellcheck disable=SC2086
+  "$BIN/fleet_sim" $fleet5 --postgres "$PG_URL" >>"$out" || rc=$?
+  if [ "$rc" != 0 ]; then
+    printf '**fleet_sim exited with status %s: a check failed (see above).**\n\n' "$rc" >>"$out"
+  fi
+  pg_down "$pgdir"
+  echo "load average at the end of section 5 (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out"
+  echo >>"$out"
+}
+
+if [ -n "$only" ]; then
+  report="$work/report.md"
+  {
+    echo "<!-- bench/run.sh$([ "$mode" = quick ] && echo ' --quick') --section replicas on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, load average at start $load_start -->"
+    echo
+  } >"$report"
+  replicas_section "$report"
+  cp "$report" "$OUT"
+  echo "bench: wrote $OUT" >&2
+  exit 0
+fi
+
+"$HERE/peers/install.sh"
+# shellcheck source=peers/peers.sh
+. "$HERE/peers/peers.sh"
 peers_up "$work/peers" $sizes
 . "$work/peers/env"
 
@@ -134,6 +216,8 @@ echo "bench: output_bench $output" >&2
   "$BIN/output_bench" $output --generator "$gen/output_gen" \
     --ssh-config "$work/peers/ssh_config" --ssh-host bench-1
 } >> "$report"
+
+replicas_section "$report"
 
 echo "## Other benchmarks (Varan alone)" >> "$report"
 echo >> "$report"
