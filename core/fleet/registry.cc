@@ -236,6 +236,7 @@ void FleetRegistry::Tick() {
   std::function<void(const std::string&, const std::string&)> listener;
   {
     absl::MutexLock lock(&mu_);
+    UpdateOwnersLocked(now);
     const bool persist_due = now - last_persist_ >= options_.persist_interval;
     if (persist_due) last_persist_ = now;
     for (auto& [id, r] : by_id_) {

@@ -241,6 +241,11 @@ class FleetRegistry {
   void MergeLocked(StoredPeriphery p,
                    std::vector<std::pair<std::string, std::string>>* gone)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // With a Cluster: counts the peripheries other live replicas hold as
+  // online (Record::remote_until). From memory only, so Tick runs it too:
+  // a store that cannot be read (a database outage) never makes them
+  // offline.
+  void UpdateOwnersLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether this replica writes `r`'s online/offline transitions: alone,
   // when it received its heartbeats, or when no live replica holds it and
   // this one holds the liveness lease.

@@ -72,6 +72,23 @@ void FleetRegistry::MergeLocked(
   r.stored = std::move(p);
 }
 
+void FleetRegistry::UpdateOwnersLocked(absl::Time now) {
+  if (cluster_ == nullptr) return;
+  const std::string& self = cluster_->self().id;
+  for (auto& [id, r] : by_id_) {
+    if (r.removed) continue;
+    auto owner = cluster_->OwnerOf(id);
+    if (owner.has_value() && owner->replica.id != self) {
+      r.remote_until = now + ttl();
+    } else if (!owner.has_value() && !r.here &&
+               r.stored.info.state() == varan::v1::PERIPHERY_STATE_OFFLINE) {
+      // The replica that held it wrote it offline and let it go.
+      r.remote_until = absl::InfinitePast();
+    }
+    if (!r.was_online && Online(r, now)) r.was_online = true;
+  }
+}
+
 absl::Status FleetRegistry::Refresh() {
   if (cluster_ == nullptr) return absl::OkStatus();
   uint64_t gen_before;
@@ -87,7 +104,6 @@ absl::Status FleetRegistry::Refresh() {
   auto stored = store_->LoadPeripheries();
   if (!stored.ok()) return stored.status();
   const absl::Time now = clock_->Now();
-  const std::string& self = cluster_->self().id;
   std::vector<std::pair<std::string, std::string>> gone;
   std::function<void(const std::string&, const std::string&)> listener;
   {
@@ -98,18 +114,7 @@ absl::Status FleetRegistry::Refresh() {
       if (it != by_id_.end() && it->second.saved_gen > gen_before) continue;
       MergeLocked(std::move(p), &gone);
     }
-    for (auto& [id, r] : by_id_) {
-      if (r.removed) continue;
-      auto owner = cluster_->OwnerOf(id);
-      if (owner.has_value() && owner->replica.id != self) {
-        r.remote_until = now + ttl();
-      } else if (!owner.has_value() && !r.here &&
-                 r.stored.info.state() == varan::v1::PERIPHERY_STATE_OFFLINE) {
-        // The replica that held it wrote it offline and let it go.
-        r.remote_until = absl::InfinitePast();
-      }
-      if (!r.was_online && Online(r, now)) r.was_online = true;
-    }
+    UpdateOwnersLocked(now);
     listener = gone_listener_;
   }
   for (const auto& [id, reason] : gone) {

@@ -230,6 +230,10 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
   if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
   const int index = (*job)->TargetIndex(id->target);
   if (index < 0) return true;
+  // A target still waiting in a job nobody runs here (yet: a dead replica's,
+  // before this one takes it over): the periphery keeps the result for
+  // whoever will.
+  if (!IsFinal((*job)->Snapshot().targets(index).state())) return false;
   if ((*job)->AmendLost(static_cast<size_t>(index), report)) {
     spdlog::info(
         "execution {}: its periphery reported the outcome after the target "

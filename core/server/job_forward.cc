@@ -46,13 +46,21 @@ class ForwardedWatch final : public grpc::ServerWriteReactor<JobEvent>,
         request_(request) {
     Prepare(&client_, peers, caller);
     stub_->async()->WatchJob(&client_, &request_, this);
+    // Held until this side stops reading: the other replica's stream must
+    // not end (OnDone, then Finish here) while an event is being written
+    // to the caller, nor before the read it is to start after that write.
+    AddHold();
     StartRead(&event_);
     StartCall();
   }
 
   // The other replica's stream.
   void OnReadDone(bool ok) override {
-    if (ok) StartWrite(&event_);  // else OnDone(status) follows
+    if (ok) {
+      StartWrite(&event_);
+    } else {
+      RemoveHold();  // OnDone(status) follows
+    }
   }
   void OnDone(const grpc::Status& status) override {
     Finish(ToGrpcStatus(FromReplica(address_, status)));
@@ -64,7 +72,9 @@ class ForwardedWatch final : public grpc::ServerWriteReactor<JobEvent>,
     if (ok) {
       StartRead(&event_);
     } else {
+      // The caller is gone: no more reads.
       client_.TryCancel();
+      RemoveHold();
     }
   }
   void OnCancel() override { client_.TryCancel(); }

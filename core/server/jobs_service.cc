@@ -246,11 +246,14 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
   if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
     return forward_->Watch(to, caller.name, *request);
   }
+  // Asked before Find: a job taken over between the two is then refused
+  // (retried), never watched in a stored copy that no longer changes.
+  const bool running_here = dispatcher_->Running(request->job_id());
   auto job = dispatcher_->Find(request->job_id());
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
   }
-  if (forward_ != nullptr && !dispatcher_->Running(request->job_id()) &&
+  if (forward_ != nullptr && !running_here &&
       (*job)->Snapshot().state() == varan::v1::JOB_STATE_RUNNING) {
     // Stored as running, run by nobody yet: its replica died and the jobs
     // of dead replicas are being taken over.
