@@ -668,6 +668,7 @@ void TunnelSession::OnReadDone(bool ok) {
     // their few bytes never need more output credit.
     case TunnelDown::kCancel:
     case TunnelDown::kCredit:
+    case TunnelDown::kDetach:
     case TunnelDown::MESSAGE_NOT_SET:
       break;
   }

@@ -15,13 +15,17 @@
 #include "core/fleet/enrollment.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
+#include "core/jobs/job_owner.h"
 #include "core/link/dial_link.h"
+#include "core/link/relay_service.h"
+#include "core/link/replica_peers.h"
 #include "core/link/tunnel_link.h"
 #include "core/server/admin_service.h"
 #include "core/server/auth.h"
 #include "core/server/fleet_service.h"
 #include "core/server/jobs_service.h"
 #include "core/server/registry_service.h"
+#include "core/server/replica_service.h"
 #include "core/server/tokens.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -43,6 +47,24 @@ struct CoreServer::Parts {
     h->SetServingStatus(kReadyService, ready);
   }
 
+  // With replicas, every `period` until stopped: re-reads the shared fleet
+  // and, holding the jobs lease, takes over the jobs of dead replicas.
+  void RefreshLoop(const std::string& db, absl::Duration period) {
+    bool failing = false;
+    do {
+      absl::Status s = fleet->Refresh();
+      // After the refresh, so the fleet says which peripheries are online.
+      if (s.ok() && cluster->Holds(kJobsLease)) {
+        s = dispatcher->AdoptOrphans().status();
+      }
+      if (!s.ok() && !failing) {
+        spdlog::error("re-reading the fleet and jobs from {} failed: {}", db,
+                      s.message());
+      }
+      failing = !s.ok();
+    } while (!stop_ticking.WaitForNotificationWithTimeout(period));
+  }
+
   void StopTicker() {
     if (!ticker.joinable()) return;
     stop_ticking.Notify();
@@ -59,6 +81,9 @@ struct CoreServer::Parts {
   std::unique_ptr<TokenRegistry> tokens;
   std::unique_ptr<PeerGuard> guard;
   std::unique_ptr<FleetRegistry> fleet;
+  // With replicas: who runs which job, and the calls to the others.
+  std::unique_ptr<JobOwners> owners;
+  std::unique_ptr<ReplicaPeers> peers;
   std::unique_ptr<DialLinkProvider> dial_links;
   std::unique_ptr<TunnelHub> links;
   std::unique_ptr<Dispatcher> dispatcher;
@@ -75,6 +100,8 @@ struct CoreServer::Parts {
   std::unique_ptr<FleetService> fleet_service;
   std::unique_ptr<JobsService> jobs_service;
   std::unique_ptr<AdminService> admin_service;
+  std::unique_ptr<RelayService> relay_service;
+  std::unique_ptr<ReplicaService> replica_service;
   RunningServer server;
   // Set once serving, for UpdateReadiness (the ticker's).
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
@@ -156,17 +183,31 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       MakeChannelSecurity(p->periphery_tls.get(),
                           config.periphery_tls.server_name),
       config.proxy);
-  p->links = std::make_unique<TunnelHub>(p->dial_links.get());
   DispatcherOptions dispatcher_options;
   dispatcher_options.default_output_head = config.output_head;
   dispatcher_options.default_output_tail = config.output_tail;
   dispatcher_options.live_window_bytes = config.live_window;
+  if (p->cluster != nullptr) {
+    p->owners = std::make_unique<JobOwners>(p->cluster.get());
+    p->peers =
+        std::make_unique<ReplicaPeers>(p->cluster.get(), config.keepalive);
+    dispatcher_options.replica_tag = p->owners->tag();
+    dispatcher_options.owns_job =
+        [owners = p->owners.get()](const std::string& job_id) {
+          return owners->OwnsHere(job_id);
+        };
+  }
+  p->links = std::make_unique<TunnelHub>(p->dial_links.get(), p->peers.get());
   p->dispatcher =
       std::make_unique<Dispatcher>(p->fleet.get(), p->links.get(),
                                    p->store.get(), clock, dispatcher_options);
-  if (auto recovered = p->dispatcher->Recover(); !recovered.ok()) {
-    return Prefixed(absl::StrCat("recovering jobs from ", db),
-                    recovered.status());
+  // A replica takes over the jobs of dead replicas (its own previous run
+  // included) under the jobs lease instead (RefreshLoop).
+  if (p->cluster == nullptr) {
+    if (auto recovered = p->dispatcher->Recover(); !recovered.ok()) {
+      return Prefixed(absl::StrCat("recovering jobs from ", db),
+                      recovered.status());
+    }
   }
   Dispatcher* dispatcher = p->dispatcher.get();
   p->fleet->SetGoneListener(
@@ -187,21 +228,13 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (p->cluster != nullptr) {
     p->refresher =
         std::thread([parts = p.get(), db, period = config.fleet_refresh] {
-          bool failing = false;
-          do {
-            absl::Status s = parts->fleet->Refresh();
-            if (!s.ok() && !failing) {
-              spdlog::error("re-reading the fleet from {} failed: {}", db,
-                            s.message());
-            }
-            failing = !s.ok();
-          } while (!parts->stop_ticking.WaitForNotificationWithTimeout(period));
+          parts->RefreshLoop(db, period);
         });
   }
   p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
-      p->admission.get());
+      p->admission.get(), p->peers.get());
   p->registry_service =
       std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
   p->fleet_service =
@@ -212,11 +245,19 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
       p->admission.get());
 
+  std::vector<grpc::Service*> services = {
+      p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),
+      p->admin_service.get()};
+  if (p->cluster != nullptr) {
+    p->relay_service =
+        std::make_unique<RelayService>(p->cluster.get(), p->links.get());
+    p->replica_service =
+        std::make_unique<ReplicaService>(p->cluster.get(), p->dispatcher.get());
+    services.push_back(p->relay_service.get());
+    services.push_back(p->replica_service.get());
+  }
   auto server = StartServer(
-      *listen_addrs,
-      {p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),
-       p->admin_service.get()},
-      ServerKeepaliveArgs(config.keepalive),
+      *listen_addrs, services, ServerKeepaliveArgs(config.keepalive),
       MakeServerCredentials(p->server_tls.get(), !config.tls.client_ca.empty()),
       config.listener);
   if (!server.ok()) return server.status();

@@ -11,10 +11,11 @@ namespace varan::core {
 
 Enrollment::Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
                        Dispatcher* dispatcher, PeerGuard* guard,
-                       HandshakeAdmission* admission)
+                       HandshakeAdmission* admission, ReplicaPeers* peers)
     : tokens_(tokens),
       fleet_(fleet),
       dispatcher_(dispatcher),
+      peers_(peers),
       guard_(guard),
       admission_(admission) {}
 
@@ -124,7 +125,10 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
       response.add_acknowledged(std::move(ack));
     }
     for (auto& c : cancel) response.add_cancel(std::move(c));
+    // The other replicas answer for their own jobs, with the next heartbeat.
+    if (peers_ != nullptr) peers_->Forward(periphery_id, request.executions());
   }
+  if (peers_ != nullptr) peers_->TakeAnswers(periphery_id, &response);
   return response;
 }
 

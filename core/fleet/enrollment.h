@@ -26,6 +26,7 @@
 #include "common/peer_guard.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
+#include "core/link/replica_peers.h"
 #include "core/server/admission.h"
 #include "core/server/tokens.h"
 #include "varan/v1/core.pb.h"
@@ -37,7 +38,7 @@ class Enrollment {
   // `admission` may be null (no limit on handshakes).
   Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
              Dispatcher* dispatcher, PeerGuard* guard,
-             HandshakeAdmission* admission);
+             HandshakeAdmission* admission, ReplicaPeers* peers = nullptr);
 
   // A periphery admitted by Register or Resume.
   struct Admitted {
@@ -106,6 +107,8 @@ class Enrollment {
   TokenRegistry* const tokens_;
   FleetRegistry* const fleet_;
   Dispatcher* const dispatcher_;
+  // Null for a core alone.
+  ReplicaPeers* const peers_;
   PeerGuard* const guard_;
   HandshakeAdmission* const admission_;
 };

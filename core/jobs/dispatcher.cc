@@ -55,7 +55,9 @@ std::string Dispatcher::NewJobId() {
   absl::MutexLock lock(&mu_);
   const int64_t ms = absl::ToUnixMillis(clock_->Now());
   return absl::StrFormat("%011x%03x%s", ms, (id_counter_++) & 0xfff,
-                         GenerateSecret().substr(0, 6));
+                         options_.replica_tag.empty()
+                             ? GenerateSecret().substr(0, 6)
+                             : options_.replica_tag);
 }
 
 void Dispatcher::RunDone(TargetRun* run) {

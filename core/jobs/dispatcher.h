@@ -40,6 +40,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,15 @@ struct DispatcherOptions {
   // Output events each job keeps in memory for watchers (older ones are
   // output_gap records; see Job).
   uint64_t live_window_bytes = 8 << 20;
+  // Several replicas (core/jobs/job_owner.h): this replica's tag, carried
+  // in the ids of the jobs it creates; empty for a core alone.
+  std::string replica_tag;
+  // Whether this dispatcher answers for the job with that id — the jobs it
+  // created, and those of dead replicas while it holds the jobs lease. A
+  // late or stray report of any other job is left to the replica running
+  // it, and AdoptOrphans takes over the unfinished ones it answers for but
+  // does not run. Empty: every job (a core alone).
+  std::function<bool(const std::string& job_id)> owns_job;
 };
 
 // The output limits of a job dispatched with `options` (DispatchOptions:
@@ -86,6 +96,12 @@ class Dispatcher : private TargetRun::Owner {
   // or are LOST at once when their periphery is offline. Call after the
   // fleet is loaded and before serving. Returns how many jobs it took over.
   absl::StatusOr<size_t> Recover();
+
+  // Several replicas: takes over, as Recover does, the jobs the store holds
+  // as still running that this dispatcher answers for (options.owns_job)
+  // and does not run — those of replicas that died. Call it periodically
+  // while holding the jobs lease. Returns how many it took over.
+  absl::StatusOr<size_t> AdoptOrphans();
 
   // What periphery `periphery_id` reports holding (from its heartbeat);
   // returns the execution ids whose results core recorded or does not want
@@ -153,6 +169,14 @@ class Dispatcher : private TargetRun::Owner {
   void RunDone(TargetRun* run) override;
   // This dispatcher as its runs' owner (the base is private).
   TargetRun::Owner* AsOwner() { return this; }
+
+  struct TakeOverCounts {
+    size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
+  };
+  // Runs `stored` (left running by a core that stopped, `why`) from here:
+  // see Recover.
+  void TakeOver(StoredJob stored, absl::string_view why,
+                TakeOverCounts* counts);
 
   // Sends queued targets of `job_id` while its limits allow.
   void StartMore(const std::string& job_id);

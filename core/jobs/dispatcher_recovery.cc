@@ -12,18 +12,54 @@ namespace varan::core {
 absl::StatusOr<size_t> Dispatcher::Recover() {
   auto unfinished = store_->LoadUnfinishedJobs();
   if (!unfinished.ok()) return unfinished.status();
-  size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
+  TakeOverCounts counts;
   for (auto& stored : *unfinished) {
+    TakeOver(std::move(stored), "core restarted", &counts);
+  }
+  if (counts.jobs > 0) {
+    spdlog::warn(
+        "{} job(s) were running when core last stopped: {} target(s) wait "
+        "for their peripheries to report, {} lost (periphery offline), {} "
+        "failed (never sent)",
+        counts.jobs, counts.waiting, counts.lost, counts.never_sent);
+  }
+  return counts.jobs;
+}
+
+absl::StatusOr<size_t> Dispatcher::AdoptOrphans() {
+  if (!options_.owns_job) return 0;
+  auto unfinished = store_->LoadUnfinishedJobs();
+  if (!unfinished.ok()) return unfinished.status();
+  TakeOverCounts counts;
+  for (auto& stored : *unfinished) {
+    const std::string& id = stored.record.id();
+    if (!options_.owns_job(id) || Running(id)) continue;
+    TakeOver(std::move(stored), "the core replica running this job died",
+             &counts);
+  }
+  if (counts.jobs > 0) {
+    spdlog::warn(
+        "took over {} job(s) of core replicas that died: {} target(s) wait "
+        "for their peripheries to report, {} lost (periphery offline), {} "
+        "failed (never sent)",
+        counts.jobs, counts.waiting, counts.lost, counts.never_sent);
+  }
+  return counts.jobs;
+}
+
+void Dispatcher::TakeOver(StoredJob stored, absl::string_view why,
+                          TakeOverCounts* counts) {
+  {
     const std::string id = stored.record.id();
     auto restored = Job::Restore(std::move(stored), clock_, store_,
                                  options_.live_window_bytes);
     if (!restored.ok()) {
       spdlog::error("job {} cannot be recovered: {}", id,
                     restored.status().message());
-      continue;
+      return;
     }
     std::shared_ptr<Job> job = *std::move(restored);
-    ++jobs;
+    ++counts->jobs;
     job->SetOnFinishedPersisted([this, id] { Forget(id); });
     const varan::v1::Job snap = job->Snapshot();
     auto active = std::make_unique<Rollout>();
@@ -36,29 +72,29 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
       const size_t index = static_cast<size_t>(i);
       if (IsFinal(t.state())) continue;
       if (t.state() == varan::v1::TARGET_STATE_QUEUED) {
-        job->FinishTarget(index, varan::v1::TARGET_STATE_FAILED,
-                          "core restarted before this target was sent; it "
-                          "never ran");
-        ++never_sent;
+        job->FinishTarget(
+            index, varan::v1::TARGET_STATE_FAILED,
+            absl::StrCat(why, " before this target was sent; it never ran"));
+        ++counts->never_sent;
       } else if (!fleet_->IsOnline(t.periphery_id())) {
         job->FinishTarget(
             index, varan::v1::TARGET_STATE_LOST,
-            absl::StrCat("core restarted while the target was ",
+            absl::StrCat(why, " while the target was ",
                          t.state() == varan::v1::TARGET_STATE_RUNNING
                              ? "running"
                              : "being sent",
                          ", and periphery ", t.name(),
                          " was offline; its outcome is unknown"));
-        ++lost;
+        ++counts->lost;
       } else {
         auto run = std::make_shared<TargetRun>(
             AsOwner(), job, index, t.periphery_id(), ExecutionId{id, t.name()});
-        run->Await(absl::UnavailableError("core restarted"));
+        run->Await(absl::UnavailableError(why));
         runs.push_back(std::move(run));
       }
     }
-    if (runs.empty()) continue;
-    waiting += runs.size();
+    if (runs.empty()) return;
+    counts->waiting += runs.size();
     absl::MutexLock lock(&mu_);
     active->running = runs.size();
     for (auto& run : runs) {
@@ -67,14 +103,6 @@ absl::StatusOr<size_t> Dispatcher::Recover() {
     }
     active_[id] = std::move(active);
   }
-  if (jobs > 0) {
-    spdlog::warn(
-        "{} job(s) were running when core last stopped: {} target(s) wait "
-        "for their peripheries to report, {} lost (periphery offline), {} "
-        "failed (never sent)",
-        jobs, waiting, lost, never_sent);
-  }
-  return jobs;
 }
 
 std::vector<std::string> Dispatcher::OnPeripheryReport(
@@ -176,6 +204,7 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
 bool Dispatcher::CanceledWhileAway(const std::string& wire_id) {
   auto id = ExecutionId::Parse(wire_id);
   if (!id.ok()) return false;  // not one of core's
+  if (options_.owns_job && !options_.owns_job(id->job_id)) return false;
   auto job = Find(id->job_id);
   if (!job.ok() || !(*job)->CancelRequested()) return false;
   const int index = (*job)->TargetIndex(id->target);
@@ -195,6 +224,8 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
   const std::string& wire_id = report.execution_id();
   auto id = ExecutionId::Parse(wire_id);
   if (!id.ok()) return true;  // not one of core's: forget it
+  // Another replica's job: that replica answers for it.
+  if (options_.owns_job && !options_.owns_job(id->job_id)) return false;
   auto job = Find(id->job_id);
   if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
   const int index = (*job)->TargetIndex(id->target);

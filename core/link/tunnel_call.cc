@@ -49,7 +49,10 @@ void TunnelCall::Cancel() {
 void TunnelCall::Abort() {
   // Forget drops the routing table's reference, often the last one.
   const std::shared_ptr<TunnelCall> self = shared_from_this();
-  if (auto host = host_.lock()) host->Forget(id_);
+  if (auto host = host_.lock()) {
+    host->SendDetach(id_);
+    host->Forget(id_);
+  }
   Complete(absl::CancelledError("the call was dropped by core"),
            /*drop=*/true);
 }

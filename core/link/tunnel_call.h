@@ -43,6 +43,9 @@ class TunnelCallHost {
   virtual bool SendCancel(const std::string& execution_id) = 0;
   // Lets the periphery send `bytes` more output of the execution.
   virtual void SendCredit(const std::string& execution_id, uint64_t bytes) = 0;
+  // Tells the periphery core stopped following the execution (it keeps
+  // running; its result comes with the heartbeats, tails included).
+  virtual void SendDetach(const std::string& execution_id) = 0;
   // Stops routing the execution's events.
   virtual void Forget(const std::string& execution_id) = 0;
 };
@@ -71,7 +74,8 @@ class TunnelCall final : public ExecuteCall,
   void Cancel() override;
   // Dropped at once: events not delivered yet are dropped, OnDone follows
   // with CANCELLED. Like a dial call's, the command (held for core) runs on
-  // and its result comes with the periphery's heartbeats.
+  // and its result comes with the periphery's heartbeats, its output tails
+  // included (the periphery is told: SendDetach).
   void Abort() override;
 
   // From the tunnel's reader: queues `event` (an `exited` one also ends the

@@ -46,6 +46,11 @@ class TunnelConnection final
     msg.mutable_credit()->set_bytes(bytes);
     Send(std::move(msg));
   }
+  void SendDetach(const std::string& execution_id) override {
+    TunnelDown msg;
+    msg.mutable_detach()->set_execution_id(execution_id);
+    Send(std::move(msg));
+  }
   // Stops routing events of `execution_id`.
   void Forget(const std::string& execution_id) override;
   // Ends the stream with `status` (any thread).
@@ -365,7 +370,8 @@ void TunnelConnection::OnDone() {
 
 // --- TunnelHub -------------------------------------------------------------
 
-TunnelHub::TunnelHub(LinkProvider* dial) : dial_(dial) {}
+TunnelHub::TunnelHub(LinkProvider* dial, ReplicaPeers* peers)
+    : dial_(dial), peers_(peers) {}
 
 TunnelHub::~TunnelHub() { delivery_.WaitIdle(); }
 
@@ -386,6 +392,9 @@ std::shared_ptr<PeripheryLink> TunnelHub::LinkFor(
     if (it != tunnels_.end()) return std::make_shared<TunnelLink>(it->second);
   }
   if (!address.empty()) return dial_->LinkFor(id, address, credential);
+  if (peers_ != nullptr) {
+    if (auto relay = peers_->RelayLinkFor(id)) return relay;
+  }
   return std::make_shared<UnreachableLink>(this, id);
 }
 

@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/link/periphery_link.h"
+#include "core/link/replica_peers.h"
 #include "core/link/tunnel_call.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
@@ -65,8 +66,10 @@ class TunnelConnection;
 
 class TunnelHub final : public LinkProvider {
  public:
-  // `dial` reaches peripheries without a tunnel; it must outlive the hub.
-  explicit TunnelHub(LinkProvider* dial);
+  // `dial` reaches peripheries without a tunnel; `peers` (null for a core
+  // alone) reaches those without an address whose tunnel another replica
+  // holds, through it. Both must outlive the hub.
+  explicit TunnelHub(LinkProvider* dial, ReplicaPeers* peers = nullptr);
   ~TunnelHub() override;
 
   // Serves one Registry.Connect call; `handler` must outlive the call.
@@ -89,6 +92,7 @@ class TunnelHub final : public LinkProvider {
 
  private:
   LinkProvider* const dial_;
+  ReplicaPeers* const peers_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<TunnelConnection>> tunnels_
       ABSL_GUARDED_BY(mu_);

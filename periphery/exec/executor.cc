@@ -98,6 +98,14 @@ absl::Status Executor::Cancel(const std::string& id) {
   return absl::OkStatus();
 }
 
+void Executor::Dropped(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  it->second.attached = false;
+  it->second.delivered = false;
+}
+
 void Executor::Detached(const std::string& id, bool delivered) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);

@@ -56,6 +56,11 @@ class Executor {
   // was written to it.
   void Detached(const std::string& id, bool delivered);
 
+  // Core dropped what it received of execution `id` (TunnelDown.detach):
+  // as Detached, and its result is reported with its tails even if its
+  // `exited` event went out.
+  void Dropped(const std::string& id);
+
   // Held executions for a heartbeat: running ones, finished ones not yet
   // acknowledged (tails only for those whose result never went out).
   std::vector<varan::v1::ExecutionReport> Report();

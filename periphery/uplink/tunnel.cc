@@ -246,11 +246,36 @@ void TunnelSession::OnReadDone(bool ok) {
         execution->AddCredit(incoming_.credit().bytes());
       break;
     }
+    case TunnelDown::kDetach:
+      Detach(incoming_.detach().execution_id());
+      break;
     case TunnelDown::MESSAGE_NOT_SET:
       break;
   }
   StartRead(&incoming_);
   TryWrite();
+}
+
+void TunnelSession::Detach(const std::string& id) {
+  std::shared_ptr<Execution> execution;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = attached_.find(id);
+    if (it != attached_.end()) {
+      execution = it->second.execution;
+      attached_.erase(it);  // its events go no further
+    }
+  }
+  if (execution != nullptr) {
+    execution->CallerGone();
+    execution->events().Abandon();
+  }
+  // Whatever went up of it, core dropped: the report carries the tails.
+  executor_->Dropped(id);
+  spdlog::info(
+      "execution {}: core stopped following it; its result goes "
+      "with the heartbeats",
+      id);
 }
 
 void TunnelSession::OnDone(const grpc::Status& status) {

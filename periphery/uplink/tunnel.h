@@ -85,6 +85,8 @@ class TunnelSession final
   void ReleaseHoldIfIdle();
   // An execution's queue has events again (runs on its supervisor thread).
   void OnReady(const std::string& id);
+  // TunnelDown.detach: stops sending the events of execution `id`.
+  void Detach(const std::string& id);
   void HandleExecute(const varan::v1::ExecuteRequest& request);
 
   Executor* const executor_;

@@ -31,6 +31,14 @@ class FakeHost final : public TunnelCallHost {
     absl::MutexLock lock(&mu_);
     credit_[id] += bytes;
   }
+  void SendDetach(const std::string& id) override {
+    absl::MutexLock lock(&mu_);
+    detached_.push_back(id);
+  }
+  std::vector<std::string> detached() {
+    absl::MutexLock lock(&mu_);
+    return detached_;
+  }
   void Forget(const std::string& id) override {
     std::shared_ptr<TunnelCall> routed;
     {
@@ -62,6 +70,7 @@ class FakeHost final : public TunnelCallHost {
   absl::Mutex mu_;
   std::map<std::string, uint64_t> credit_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> canceled_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> detached_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> forgotten_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<TunnelCall> routed_ ABSL_GUARDED_BY(mu_);
 };
@@ -223,6 +232,18 @@ TEST_F(TunnelCallTest, AbortWhenTheTunnelHeldTheLastReference) {
   host_->Route(std::move(call));
   raw->Abort();
   EXPECT_EQ(listener.AwaitDone().code(), absl::StatusCode::kCancelled);
+}
+
+// A dropped call's events may have gone up the tunnel already (its exit
+// too): the periphery is told, so it reports the result with its output
+// tails instead of taking it as delivered.
+TEST_F(TunnelCallTest, AbortTellsThePeripheryItsEventsWereDropped) {
+  Listener listener;
+  auto call = NewCall("e1", 1000, &listener);
+  ASSERT_TRUE(call->Accept(Output(10)).ok());
+  call->Abort();
+  EXPECT_EQ(listener.AwaitDone().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(host_->detached(), std::vector<std::string>{"e1"});
 }
 
 TEST_F(TunnelCallTest, EventsArriveInOrderAndExitedEndsTheCall) {

@@ -1,0 +1,50 @@
+// Which core replica answers for a job (several replicas on one database,
+// issue #19). A replica puts its tag — the first 8 hex digits of its id
+// (Cluster: "r-" and 16 hex digits) — at the end of the id of every job it
+// creates, so any replica can tell from an id, without asking the
+// database, who runs that job: its creator while that one is live, else
+// whichever replica holds the jobs lease (kJobsLease), which takes it over
+// (Dispatcher::AdoptOrphans). Jobs created by a core alone (no tag) count
+// as having no live creator.
+//
+// Thread-safe (the Cluster answers from its view).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "core/cluster/cluster.h"
+
+namespace varan::core {
+
+// The tag of replica `replica_id` ("r-" and at least 8 hex digits); empty
+// for any other id.
+std::string ReplicaTag(absl::string_view replica_id);
+
+// The tag at the end of a job id (empty for an id without one).
+std::string JobTag(absl::string_view job_id);
+
+class JobOwners {
+ public:
+  // `cluster` must outlive this.
+  explicit JobOwners(const Cluster* cluster);
+
+  // This replica's tag (DispatcherOptions::replica_tag).
+  const std::string& tag() const { return tag_; }
+
+  // The live replica that created the job, self included; none when it is
+  // not live (or the job has no tag).
+  std::optional<ReplicaInfo> CreatorOf(absl::string_view job_id) const;
+
+  // Whether this replica answers for the job (DispatcherOptions::owns_job):
+  // it created it, or its creator is not live and this replica holds the
+  // jobs lease.
+  bool OwnsHere(absl::string_view job_id) const;
+
+ private:
+  const Cluster* const cluster_;
+  const std::string tag_;
+};
+
+}  // namespace varan::core
