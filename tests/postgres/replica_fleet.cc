@@ -16,6 +16,7 @@
 #include "common/grpc_util.h"
 #include "common/secrets.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/postgres/test_postgres.h"
 
 namespace varan::testing {
 
@@ -112,6 +113,23 @@ std::vector<varan::v1::Job> WaitAllFinal(client::CoreClient* client,
   return jobs;
 }
 
+void CallCanceler::Add(grpc::ClientContext* context) {
+  absl::MutexLock lock(&mu_);
+  if (canceled_) context->TryCancel();
+  calls_.insert(context);
+}
+
+void CallCanceler::Remove(grpc::ClientContext* context) {
+  absl::MutexLock lock(&mu_);
+  calls_.erase(context);
+}
+
+void CallCanceler::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  canceled_ = true;
+  for (grpc::ClientContext* context : calls_) context->TryCancel();
+}
+
 std::string StreamProblem(const std::vector<varan::v1::JobEvent>& events,
                           uint64_t from) {
   if (events.empty()) return "no events";
@@ -151,6 +169,44 @@ std::map<std::string, int> CountLines(const std::string& path) {
     ++counts[std::string(line)];
   }
   return counts;
+}
+
+size_t Succeeded(const std::vector<varan::v1::Job>& jobs,
+                 const std::string& out, std::string* other) {
+  size_t n = 0;
+  for (const varan::v1::Job& job : jobs) {
+    bool ok = job.state() == varan::v1::JOB_STATE_SUCCEEDED;
+    for (const varan::v1::JobTarget& t : job.targets()) {
+      ok &= t.state() == varan::v1::TARGET_STATE_EXITED &&
+            t.exit_status().code() == 0 && t.stdout_info().head() == out;
+    }
+    n += ok;
+    if (!ok && other->empty()) *other = job.DebugString();
+  }
+  return n;
+}
+
+void JoinAll::Join() {
+  canceler->CancelAll();
+  for (std::thread& t : *threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+RestartGuard::~RestartGuard() {
+  if (stopped_) {
+    EXPECT_TRUE(SharedTestPostgres().Start().ok());
+  }
+}
+
+void RestartGuard::Stop() {
+  SharedTestPostgres().Stop();
+  stopped_ = true;
+}
+
+absl::Status RestartGuard::Start() {
+  stopped_ = false;
+  return SharedTestPostgres().Start();
 }
 
 ReplicaFleet::ReplicaFleet(std::string database_url, int replicas,
@@ -270,11 +326,13 @@ void ReplicaFleet::Authorize(grpc::ClientContext* context) const {
 
 Watched ReplicaFleet::Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
                             uint64_t from, absl::Time deadline,
-                            std::atomic<int>* first_event) const {
+                            std::atomic<int>* first_event,
+                            CallCanceler* canceler) const {
   Watched w;
   grpc::ClientContext ctx;
   Authorize(&ctx);
   ctx.set_deadline(absl::ToChronoTime(deadline));
+  if (canceler != nullptr) canceler->Add(&ctx);
   varan::v1::WatchJobRequest req;
   req.set_job_id(id);
   req.set_from_sequence(from);
@@ -286,6 +344,7 @@ Watched ReplicaFleet::Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
     w.arrived.push_back(absl::Now());
   }
   w.status = reader->Finish();
+  if (canceler != nullptr) canceler->Remove(&ctx);
   return w;
 }
 

@@ -19,9 +19,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/core_client.h"
 #include "grpcpp/grpcpp.h"
@@ -66,6 +70,20 @@ struct Watched {
   grpc::Status status;
 };
 
+// Cancels the calls added to it, from any thread: a test ends its streams
+// early (a call added after CancelAll is canceled at once).
+class CallCanceler {
+ public:
+  void Add(grpc::ClientContext* context);
+  void Remove(grpc::ClientContext* context);
+  void CancelAll();
+
+ private:
+  absl::Mutex mu_;
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);
+  bool canceled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // Empty when `events` are a whole stream from sequence `from`: numbered
 // from, from + 1, ... with no output_gap, ending with job_finished (and,
 // from 0, starting with accepted); otherwise what is wrong.
@@ -78,6 +96,34 @@ std::string StdoutOf(const std::vector<varan::v1::JobEvent>& events,
 
 // Each line of the file at `path` and how often it appears.
 std::map<std::string, int> CountLines(const std::string& path);
+
+// How many of `jobs` succeeded, each target EXITED with code 0 and stdout
+// `out`; the first that did not is described in `*other`.
+size_t Succeeded(const std::vector<varan::v1::Job>& jobs,
+                 const std::string& out, std::string* other);
+
+// Threads watching jobs with `canceler`'s calls: Join(), or the
+// destructor however the test ends, cancels the calls still open and joins
+// the threads.
+struct JoinAll {
+  ~JoinAll() { Join(); }
+  void Join();
+  std::vector<std::thread>* threads;
+  CallCanceler* canceler;
+};
+
+// Stops the shared PostgreSQL (SharedTestPostgres) and starts it again;
+// the destructor starts it if it is still stopped, so the tests after
+// this one find it running.
+class RestartGuard {
+ public:
+  ~RestartGuard();
+  void Stop();
+  absl::Status Start();
+
+ private:
+  bool stopped_ = false;
+};
 
 // (Every member has an initializer, so that designated initializers may
 // leave any out.)
@@ -145,12 +191,13 @@ class ReplicaFleet {
   void Authorize(grpc::ClientContext* context) const;
   // varanctl --core <replica i> with the admin token, then `args`.
   RunResult Ctl(int i, const std::vector<std::string>& args) const;
-  // WatchJob of `id` from sequence `from` through `stub`, read to its end
-  // or `deadline`; `first_event` (if given) is incremented when the first
-  // event arrives. Thread-safe.
+  // WatchJob of `id` from sequence `from` through `stub`, read to its end,
+  // `deadline` or its cancel by `canceler` (if given); `first_event` (if
+  // given) is incremented when the first event arrives. Thread-safe.
   Watched Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
                 uint64_t from, absl::Time deadline,
-                std::atomic<int>* first_event = nullptr) const;
+                std::atomic<int>* first_event = nullptr,
+                CallCanceler* canceler = nullptr) const;
 
  private:
   std::string database_;

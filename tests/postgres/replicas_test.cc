@@ -37,56 +37,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using varan::v1::JobEvent;
 
-// How many of `jobs` succeeded, each target EXITED with code 0 and stdout
-// `out`; the first that did not is described in `*other`.
-size_t Succeeded(const std::vector<varan::v1::Job>& jobs,
-                 const std::string& out, std::string* other) {
-  size_t n = 0;
-  for (const varan::v1::Job& job : jobs) {
-    bool ok = job.state() == varan::v1::JOB_STATE_SUCCEEDED;
-    for (const varan::v1::JobTarget& t : job.targets()) {
-      ok &= t.state() == varan::v1::TARGET_STATE_EXITED &&
-            t.exit_status().code() == 0 && t.stdout_info().head() == out;
-    }
-    n += ok;
-    if (!ok && other->empty()) *other = job.DebugString();
-  }
-  return n;
-}
-
-// Joins the threads when the test ends, however it ends.
-struct JoinAll {
-  ~JoinAll() { Join(); }
-  void Join() {
-    for (std::thread& t : *threads) {
-      if (t.joinable()) t.join();
-    }
-  }
-  std::vector<std::thread>* threads;
-};
-
-// A stopped shared PostgreSQL is started again when the test ends, however
-// it ends, so the tests after it find it running.
-class RestartGuard {
- public:
-  ~RestartGuard() {
-    if (stopped_) {
-      EXPECT_TRUE(SharedTestPostgres().Start().ok());
-    }
-  }
-  void Stop() {
-    SharedTestPostgres().Stop();
-    stopped_ = true;
-  }
-  absl::Status Start() {
-    stopped_ = false;
-    return SharedTestPostgres().Start();
-  }
-
- private:
-  bool stopped_ = false;
-};
-
 class ReplicasTest : public ::testing::Test {
  protected:
   // Three replicas on a new database.
@@ -336,15 +286,18 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
   // Each watched from sequence 0 through replica 2.
   std::atomic<int> watching{0};
   std::vector<Watched> watched(kJobs);
+  std::atomic<int> watches_ended{0};
   auto stub = fleet_->JobsStub(2);
-  const absl::Time watch_deadline = absl::Now() + absl::Seconds(90);
+  const absl::Time watch_deadline = absl::Now() + absl::Seconds(60);
+  CallCanceler canceler;
   std::vector<std::thread> watchers;
-  // An ASSERT below still joins them (each ends by its deadline).
-  JoinAll join_watchers{&watchers};
+  // However the test ends, the watches end and are joined.
+  JoinAll join_watchers{&watchers, &canceler};
   for (int k = 0; k < kJobs; ++k) {
     watchers.emplace_back([&, k] {
-      watched[k] =
-          fleet_->Watch(stub.get(), ids[k], 0, watch_deadline, &watching);
+      watched[k] = fleet_->Watch(stub.get(), ids[k], 0, watch_deadline,
+                                 &watching, &canceler);
+      ++watches_ended;
     });
   }
   const auto executions = [&] {
@@ -410,7 +363,10 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
     }
   }
   EXPECT_EQ(once, kJobs) << "the first other: " << other;
-  // The watchers saw every event, without a gap.
+  // The watchers saw every event, without a gap: each stream ends soon
+  // after its job (those still open are canceled).
+  EXPECT_TRUE(WaitFor([&] { return watches_ended.load() == kJobs; }))
+      << kJobs - watches_ended.load() << " watches still open";
   join_watchers.Join();
   int whole = 0;
   other.clear();
@@ -473,20 +429,30 @@ TEST_F(ReplicasTest, AKilledReplicasJobsAreAdopted) {
       << executions() << " of " << kJobs << " commands started";
   ASSERT_EQ(fleet_->Stop(0, SIGKILL), 128 + SIGKILL);
 
-  // The survivors answer for the jobs: final, with the real exit codes.
+  // The survivors answer for the jobs: final (after the dead replica's
+  // membership expired, 10 s), with the real exit codes.
+  const absl::Time killed = absl::Now();
   for (int r : {1, 2}) {
     std::vector<varan::v1::Job> jobs =
-        WaitAllFinal(fleet_->client(r), ids, absl::Seconds(40));
+        WaitAllFinal(fleet_->client(r), ids, absl::Seconds(30));
     ASSERT_EQ(jobs.size(), ids.size()) << "replica " << r;
+    int real = 0;
+    std::string other;
     for (int k = 0; k < kJobs; ++k) {
-      ASSERT_EQ(jobs[k].targets_size(), 1);
       const varan::v1::JobTarget& t = jobs[k].targets(0);
-      EXPECT_EQ(t.state(), varan::v1::TARGET_STATE_EXITED)
-          << ids[k] << " on replica " << r << ": " << t.error();
-      EXPECT_EQ(t.exit_status().code(), k % 3) << ids[k];
-      EXPECT_EQ(t.stdout_info().head(), "start\nend\n") << ids[k];
+      if (t.state() == varan::v1::TARGET_STATE_EXITED &&
+          t.exit_status().code() == k % 3 &&
+          t.stdout_info().head() == "start\nend\n") {
+        ++real;
+      } else if (other.empty()) {
+        other = absl::StrCat(ids[k], " (exit ", k % 3,
+                             " expected): ", t.DebugString());
+      }
     }
+    EXPECT_EQ(real, kJobs) << "replica " << r << "; the first other: " << other;
   }
+  std::cout << "every job final " << absl::FormatDuration(absl::Now() - killed)
+            << " after the kill\n";
   for (int i = 0; i < 2; ++i) {
     for (const auto& [line, count] : CountLines(CountFile(names[i]))) {
       EXPECT_EQ(count, 1) << line << " on " << names[i];
