@@ -101,6 +101,10 @@ class Cluster {
 
   // Whether this replica holds lease `name` now.
   virtual bool Holds(absl::string_view name) const = 0;
+  // The live replica holding lease `name` as of the last refresh (self
+  // included), if any. A hint for routing, not a guarantee: only Holds
+  // tells a replica it may act on the lease.
+  virtual std::optional<ReplicaInfo> HolderOf(absl::string_view name) const = 0;
 
   // This replica now holds periphery `id`'s connection (newest wins).
   virtual void Connected(const std::string& id) = 0;

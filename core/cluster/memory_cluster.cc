@@ -81,6 +81,18 @@ bool MemoryCluster::Holds(absl::string_view name) const {
   return true;
 }
 
+std::optional<ReplicaInfo> MemoryCluster::HolderOf(
+    absl::string_view name) const {
+  absl::MutexLock lock(&state_->mu_);
+  auto it = state_->leases_.find(name);
+  if (it == state_->leases_.end() || it->second.holder.empty() ||
+      !state_->LiveLocked(it->second.holder)) {
+    return std::nullopt;
+  }
+  return ReplicaInfo{it->second.holder,
+                     state_->replicas_.at(it->second.holder).address};
+}
+
 void MemoryCluster::Connected(const std::string& id) {
   absl::MutexLock lock(&state_->mu_);
   if (crashed_) return;

@@ -74,6 +74,7 @@ class MemoryCluster final : public Cluster {
   const std::string& secret() const override { return state_->secret_; }
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
+  std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;
   void Connected(const std::string& id) override;
   void Disconnected(const std::string& id) override;
   std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;

@@ -63,6 +63,8 @@ const std::string kLeaveReplica = "DELETE FROM cluster_replicas WHERE id = $1";
 const std::string kLiveReplicas =
     "SELECT id, address FROM cluster_replicas WHERE expires_at > now() "
     "ORDER BY id";
+const std::string kLeaseHolders =
+    "SELECT name, holder FROM cluster_leases WHERE expires_at > now()";
 const std::string kClaimsSince =
     "SELECT periphery_id, replica_id, epoch, seq FROM cluster_connections "
     "WHERE seq > $1 ORDER BY seq";
@@ -189,6 +191,17 @@ void PostgresCluster::Disconnected(const std::string& id) {
     pending_[id] = false;
   }
   Wake();
+}
+
+std::optional<ReplicaInfo> PostgresCluster::HolderOf(
+    absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = holders_.find(name);
+  if (it == holders_.end()) return std::nullopt;
+  for (const ReplicaInfo& r : replicas_) {
+    if (r.id == it->second) return r;
+  }
+  return std::nullopt;
 }
 
 std::optional<PeripheryOwner> PostgresCluster::OwnerOf(
@@ -322,6 +335,8 @@ absl::Status PostgresCluster::ReadView() {
   VARAN_ASSIGN_OR_RETURN(postgres::Result changed,
                          conn_->Run(kClaimsSince, Params().Int(last_seq_),
                                     "read connection claims"));
+  VARAN_ASSIGN_OR_RETURN(postgres::Result holders,
+                         conn_->Run(kLeaseHolders, "read lease holders"));
   std::vector<ReplicaInfo> replicas;
   replicas.reserve(static_cast<size_t>(live.rows()));
   for (int i = 0; i < live.rows(); ++i) {
@@ -330,6 +345,11 @@ absl::Status PostgresCluster::ReadView() {
   }
   absl::MutexLock lock(&mu_);
   replicas_ = std::move(replicas);
+  holders_.clear();
+  for (int i = 0; i < holders.rows(); ++i) {
+    holders_[std::string(holders.Bytes(i, 0))] =
+        std::string(holders.Bytes(i, 1));
+  }
   for (int i = 0; i < changed.rows(); ++i) {
     claims_[std::string(changed.Bytes(i, 0))] =
         Claim{std::string(changed.Bytes(i, 1)), changed.Int(i, 2)};

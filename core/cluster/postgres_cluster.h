@@ -63,6 +63,7 @@ class PostgresCluster final : public Cluster {
   const std::string& secret() const override { return secret_; }
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
+  std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;
   void Connected(const std::string& id) override;
   void Disconnected(const std::string& id) override;
   std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;
@@ -102,6 +103,8 @@ class PostgresCluster final : public Cluster {
   absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
   // The view.
   std::vector<ReplicaInfo> replicas_ ABSL_GUARDED_BY(mu_);
+  // Lease name -> the id of its live holder, as of the last refresh.
+  absl::flat_hash_map<std::string, std::string> holders_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Time> leases_ ABSL_GUARDED_BY(mu_);
   struct Claim {
     std::string replica;  // empty: released

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/daemon.h"
 #include "common/log.h"
@@ -48,18 +49,39 @@ struct CoreServer::Parts {
   }
 
   // With replicas, every `period` until stopped: re-reads the shared fleet
-  // and, holding the jobs lease, takes over the jobs of dead replicas.
+  // and tokens and, holding the jobs lease, takes over the jobs of dead
+  // replicas.
   void RefreshLoop(const std::string& db, absl::Duration period) {
     bool failing = false;
+    // Adoption reads every running job: done when a replica went away (or
+    // this one just took the lease), and every minute in case one was
+    // missed, not on every refresh.
+    absl::flat_hash_set<std::string> live;
+    bool held = false;
+    absl::Time next_scan = absl::InfinitePast();
     do {
       absl::Status s = fleet->Refresh();
+      if (s.ok()) s = tokens->Refresh();
+      absl::flat_hash_set<std::string> now_live;
+      for (const ReplicaInfo& r : cluster->Replicas()) now_live.insert(r.id);
+      bool someone_left = false;
+      for (const std::string& id : live) {
+        if (!now_live.contains(id)) someone_left = true;
+      }
+      live = std::move(now_live);
+      const bool holds = cluster->Holds(kJobsLease);
+      const bool due = someone_left || !held || absl::Now() >= next_scan;
+      held = holds;
       // After the refresh, so the fleet says which peripheries are online.
-      if (s.ok() && cluster->Holds(kJobsLease)) {
+      if (s.ok() && holds && due) {
         s = dispatcher->AdoptOrphans().status();
+        // A failed scan is tried again at the next refresh.
+        next_scan = s.ok() ? absl::Now() + absl::Minutes(1) : absl::Now();
       }
       if (!s.ok() && !failing) {
-        spdlog::error("re-reading the fleet and jobs from {} failed: {}", db,
-                      s.message());
+        spdlog::error(
+            "re-reading the fleet, tokens and jobs from {} failed: {}", db,
+            s.message());
       }
       failing = !s.ok();
     } while (!stop_ticking.WaitForNotificationWithTimeout(period));
@@ -97,6 +119,7 @@ struct CoreServer::Parts {
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Enrollment> enrollment;
   std::unique_ptr<RegistryService> registry_service;
+  std::unique_ptr<JobForwarder> forward;
   std::unique_ptr<FleetService> fleet_service;
   std::unique_ptr<JobsService> jobs_service;
   std::unique_ptr<AdminService> admin_service;
@@ -231,7 +254,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
           parts->RefreshLoop(db, period);
         });
   }
-  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get());
+  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get(),
+                                            p->cluster.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get());
@@ -239,8 +263,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
   p->fleet_service =
       std::make_unique<FleetService>(p->auth.get(), p->fleet.get());
-  p->jobs_service =
-      std::make_unique<JobsService>(p->auth.get(), p->dispatcher.get());
+  if (p->cluster != nullptr) {
+    p->forward = std::make_unique<JobForwarder>(p->owners.get(), p->peers.get(),
+                                                p->dispatcher.get());
+  }
+  p->jobs_service = std::make_unique<JobsService>(
+      p->auth.get(), p->dispatcher.get(), p->forward.get());
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
       p->admission.get());

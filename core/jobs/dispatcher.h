@@ -173,6 +173,12 @@ class Dispatcher : private TargetRun::Owner {
   struct TakeOverCounts {
     size_t jobs = 0, waiting = 0, lost = 0, never_sent = 0;
   };
+  // Takes over the jobs stored as running (only those this dispatcher
+  // answers for and does not run, when `orphans_only`), logging how many
+  // and `what` happened to them. Returns how many.
+  absl::StatusOr<size_t> TakeOverStored(absl::string_view why,
+                                        absl::string_view what,
+                                        bool orphans_only);
   // Runs `stored` (left running by a core that stopped, `why`) from here:
   // see Recover.
   void TakeOver(StoredJob stored, absl::string_view why,

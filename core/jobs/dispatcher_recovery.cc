@@ -10,39 +10,33 @@
 namespace varan::core {
 
 absl::StatusOr<size_t> Dispatcher::Recover() {
-  auto unfinished = store_->LoadUnfinishedJobs();
-  if (!unfinished.ok()) return unfinished.status();
-  TakeOverCounts counts;
-  for (auto& stored : *unfinished) {
-    TakeOver(std::move(stored), "core restarted", &counts);
-  }
-  if (counts.jobs > 0) {
-    spdlog::warn(
-        "{} job(s) were running when core last stopped: {} target(s) wait "
-        "for their peripheries to report, {} lost (periphery offline), {} "
-        "failed (never sent)",
-        counts.jobs, counts.waiting, counts.lost, counts.never_sent);
-  }
-  return counts.jobs;
+  return TakeOverStored("core restarted", "were running when core last stopped",
+                        /*orphans_only=*/false);
 }
 
 absl::StatusOr<size_t> Dispatcher::AdoptOrphans() {
   if (!options_.owns_job) return 0;
+  return TakeOverStored("the core replica running this job died",
+                        "of core replicas that died were taken over",
+                        /*orphans_only=*/true);
+}
+
+absl::StatusOr<size_t> Dispatcher::TakeOverStored(absl::string_view why,
+                                                  absl::string_view what,
+                                                  bool orphans_only) {
   auto unfinished = store_->LoadUnfinishedJobs();
   if (!unfinished.ok()) return unfinished.status();
   TakeOverCounts counts;
   for (auto& stored : *unfinished) {
     const std::string& id = stored.record.id();
-    if (!options_.owns_job(id) || Running(id)) continue;
-    TakeOver(std::move(stored), "the core replica running this job died",
-             &counts);
+    if (orphans_only && (!options_.owns_job(id) || Running(id))) continue;
+    TakeOver(std::move(stored), why, &counts);
   }
   if (counts.jobs > 0) {
     spdlog::warn(
-        "took over {} job(s) of core replicas that died: {} target(s) wait "
-        "for their peripheries to report, {} lost (periphery offline), {} "
-        "failed (never sent)",
-        counts.jobs, counts.waiting, counts.lost, counts.never_sent);
+        "{} job(s) {}: {} target(s) wait for their peripheries to report, {} "
+        "lost (periphery offline), {} failed (never sent)",
+        counts.jobs, what, counts.waiting, counts.lost, counts.never_sent);
   }
   return counts.jobs;
 }

@@ -32,10 +32,18 @@ class JobOwners {
 
   // This replica's tag (DispatcherOptions::replica_tag).
   const std::string& tag() const { return tag_; }
+  // This replica's id.
+  const std::string& self_id() const { return cluster_->self().id; }
 
   // The live replica that created the job, self included; none when it is
   // not live (or the job has no tag).
   std::optional<ReplicaInfo> CreatorOf(absl::string_view job_id) const;
+
+  // The replica taking over the jobs of dead replicas (the jobs lease's
+  // holder), if known.
+  std::optional<ReplicaInfo> Adopter() const {
+    return cluster_->HolderOf(kJobsLease);
+  }
 
   // Whether this replica answers for the job (DispatcherOptions::owns_job):
   // it created it, or its creator is not live and this replica holds the

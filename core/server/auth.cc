@@ -53,15 +53,30 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
   return absl::OkStatus();
 }
 
-Authenticator::Authenticator(TokenRegistry* tokens, PeerGuard* guard)
-    : tokens_(tokens), guard_(guard) {}
+Authenticator::Authenticator(TokenRegistry* tokens, PeerGuard* guard,
+                             const Cluster* cluster)
+    : tokens_(tokens), guard_(guard), cluster_(cluster) {}
 
 grpc::Status Authenticator::AuthenticateOperator(
     const grpc::ServerContextBase& context, varan::v1::Role needed,
     Caller* caller) const {
   const std::string peer = NormalizePeerAddress(context.peer());
   if (absl::Status s = guard_->Admit(peer); !s.ok()) return ToGrpcStatus(s);
-  auto id = tokens_->AuthenticateOperator(BearerToken(context));
+  const absl::string_view token = BearerToken(context);
+  if (cluster_ != nullptr && !token.empty() &&
+      SecretEquals(token, cluster_->secret())) {
+    // Another replica, for an operator it authenticated with the role the
+    // call needs.
+    auto on_behalf = context.client_metadata().find("varan-on-behalf-of");
+    caller->name =
+        on_behalf == context.client_metadata().end()
+            ? std::string("replica")
+            : std::string(on_behalf->second.data(), on_behalf->second.size());
+    caller->role = varan::v1::ROLE_ADMIN;
+    caller->peer = peer;
+    return grpc::Status::OK;
+  }
+  auto id = tokens_->AuthenticateOperator(token);
   if (!id.ok()) {
     guard_->RecordFailure(peer);
     return Unauthenticated(peer, id.status());

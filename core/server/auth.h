@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/peer_guard.h"
+#include "core/cluster/cluster.h"
 #include "core/server/tokens.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
@@ -55,7 +56,11 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
 
 class Authenticator {
  public:
-  Authenticator(TokenRegistry* tokens, PeerGuard* guard);
+  // `cluster` (null for a core alone): another replica passing a call on
+  // (core/server/job_forward.h) presents the replicas' secret and is served
+  // as the operator it names, whom it authenticated already.
+  Authenticator(TokenRegistry* tokens, PeerGuard* guard,
+                const Cluster* cluster = nullptr);
 
   // OK and `*caller` filled for a valid operator token with at least the
   // role `needed`. Errors as in the header comment.
@@ -66,6 +71,7 @@ class Authenticator {
  private:
   TokenRegistry* const tokens_;
   PeerGuard* const guard_;
+  const Cluster* const cluster_;
 };
 
 }  // namespace varan::core

@@ -243,9 +243,24 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
       !s.ok()) {
     return JobEventWriter::Create(nullptr, 0, s);
   }
+  if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+    return forward_->Watch(to, caller.name, *request);
+  }
   auto job = dispatcher_->Find(request->job_id());
   if (!job.ok()) {
     return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
+  }
+  if (forward_ != nullptr && !dispatcher_->Running(request->job_id()) &&
+      (*job)->Snapshot().state() == varan::v1::JOB_STATE_RUNNING) {
+    // Stored as running, run by nobody yet: its replica died and the jobs
+    // of dead replicas are being taken over.
+    return JobEventWriter::Create(
+        nullptr, 0,
+        grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                     absl::StrCat("job ", request->job_id(),
+                                  " is being taken over by another core "
+                                  "replica (the one running it died); watch "
+                                  "it again in a few seconds")));
   }
   return JobEventWriter::Create(*std::move(job), request->from_sequence(),
                                 grpc::Status::OK);
@@ -256,7 +271,11 @@ grpc::ServerUnaryReactor* JobsService::GetJob(
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
   return OperatorAsync(
       auth_, ROLE_VIEWER, context, response,
-      [this, request](const Caller&, auto done) {
+      [this, request](const Caller& caller, auto done) {
+        if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+          forward_->Get(to, caller.name, *request, std::move(done));
+          return;
+        }
         auto job = dispatcher_->Find(request->job_id());
         if (!job.ok()) {
           done(job.status());
@@ -306,8 +325,13 @@ grpc::ServerWriteReactor<varan::v1::OutputPiece>* JobsService::ReadOutput(
 grpc::ServerUnaryReactor* JobsService::CancelJob(
     grpc::CallbackServerContext* context,
     const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
-  return OperatorUnary(
-      auth_, ROLE_OPERATOR, context, response, [&](const Caller& caller) {
+  return OperatorAsync(
+      auth_, ROLE_OPERATOR, context, response,
+      [this, request](const Caller& caller, auto done) {
+        if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
+          forward_->Cancel(to, caller.name, *request, std::move(done));
+          return;
+        }
         auto job = dispatcher_->Cancel(request->job_id(), caller.name);
         if (job.ok()) {
           spdlog::info("audit: {} from {} canceled job {} ({}; {})",
@@ -315,7 +339,7 @@ grpc::ServerUnaryReactor* JobsService::CancelJob(
                        DescribeTarget(job->target()),
                        DescribeCommand(job->spec()));
         }
-        return job;
+        done(std::move(job));
       });
 }
 

@@ -15,14 +15,18 @@
 
 #include "core/jobs/dispatcher.h"
 #include "core/server/auth.h"
+#include "core/server/job_forward.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::core {
 
 class JobsService final : public varan::v1::Jobs::CallbackService {
  public:
-  JobsService(const Authenticator* auth, Dispatcher* dispatcher)
-      : auth_(auth), dispatcher_(dispatcher) {}
+  // `forward` (null for a core alone) passes calls about jobs another
+  // replica runs on to it (job_forward.h).
+  JobsService(const Authenticator* auth, Dispatcher* dispatcher,
+              JobForwarder* forward = nullptr)
+      : auth_(auth), dispatcher_(dispatcher), forward_(forward) {}
 
   grpc::ServerUnaryReactor* Dispatch(
       grpc::CallbackServerContext* context,
@@ -50,8 +54,14 @@ class JobsService final : public varan::v1::Jobs::CallbackService {
       varan::v1::Job* response) override;
 
  private:
+  // The replica to pass a call about `job_id` on to; empty: answer here.
+  std::string ForwardTo(const std::string& job_id) const {
+    return forward_ == nullptr ? std::string() : forward_->ForwardTo(job_id);
+  }
+
   const Authenticator* const auth_;
   Dispatcher* const dispatcher_;
+  JobForwarder* const forward_;
 };
 
 }  // namespace varan::core

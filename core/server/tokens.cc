@@ -317,12 +317,20 @@ TokenRegistry::Join* TokenRegistry::FindJoinLocked(
 
 void TokenRegistry::Persist(const StoredToken& t,
                             std::function<void(absl::Status)> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    written_[t.info.id()] = ++save_gen_;
+  }
   store_->SaveToken(t,
                     done ? CommitCallback(std::move(done)) : CommitCallback());
 }
 
 void TokenRegistry::Persist(const StoredJoinToken& t,
                             std::function<void(absl::Status)> done) {
+  {
+    absl::MutexLock lock(&mu_);
+    written_[t.info.id()] = ++save_gen_;
+  }
   store_->SaveJoinToken(
       t, done ? CommitCallback(std::move(done)) : CommitCallback());
 }

@@ -55,6 +55,13 @@ class TokenRegistry {
   // Loads the stored tokens (call once, before serving).
   absl::Status Load();
 
+  // Several replicas: re-reads the stored tokens (after the writes made here
+  // so far are committed), so tokens created, used or revoked through
+  // another replica count here too; a change made here after the read
+  // began is kept. Blocks on the store: call it every few seconds from a
+  // thread of its own (tokens_refresh.cc).
+  absl::Status Refresh();
+
   // Replaces the bootstrap admin and join tokens.
   void SetBootstrap(std::vector<BootstrapToken> admin,
                     std::vector<BootstrapToken> join);
@@ -136,6 +143,10 @@ class TokenRegistry {
   // By id; bootstrap tokens have ids "bootstrap-<name>".
   absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Join> joins_ ABSL_GUARDED_BY(mu_);
+  // Counts writes; by token id, the count at its last write here (Refresh
+  // skips tokens written after its read began).
+  uint64_t save_gen_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, uint64_t> written_ ABSL_GUARDED_BY(mu_);
   // Hash of the secret -> id.
   absl::flat_hash_map<std::string, std::string> operator_by_hash_
       ABSL_GUARDED_BY(mu_);

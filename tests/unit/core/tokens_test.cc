@@ -131,6 +131,29 @@ TEST_F(TokenRegistryTest, RevokedTokenStopsWorkingAtOnceAndFreesItsName) {
   EXPECT_EQ(Revoke("nope").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Several replicas on one store: a token created or revoked through one
+// counts on the other once it re-reads the store.
+TEST_F(TokenRegistryTest, AnotherReplicaTakesTokensCreatedAndRevokedHere) {
+  TokenRegistry other(&clock_, &store_);
+  ASSERT_TRUE(other.Load().ok());
+  auto created = Create("ci", varan::v1::ROLE_OPERATOR);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_FALSE(other.AuthenticateOperator(created->secret()).ok());
+  ASSERT_TRUE(other.Refresh().ok());
+  auto id = other.AuthenticateOperator(created->secret());
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(id->name, "ci");
+  EXPECT_EQ(id->role, varan::v1::ROLE_OPERATOR);
+
+  ASSERT_TRUE(Revoke("ci").ok());
+  ASSERT_TRUE(other.Refresh().ok());
+  EXPECT_EQ(other.AuthenticateOperator(created->secret()).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // And a re-read here keeps the revocation this replica made.
+  ASSERT_TRUE(tokens_.Refresh().ok());
+  EXPECT_FALSE(tokens_.AuthenticateOperator(created->secret()).ok());
+}
+
 TEST_F(TokenRegistryTest, RefusesBadRequests) {
   ASSERT_TRUE(Create("ci", ROLE_VIEWER).ok());
   struct Case {

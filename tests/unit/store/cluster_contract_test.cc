@@ -55,9 +55,22 @@ TEST_P(ClusterContractTest, ALeaseIsHeldByOneReplicaAndMovesWhenItLeaves) {
   SyncAll({a.get(), b.get()});
   EXPECT_TRUE(holder->Holds("sweep"));
   EXPECT_FALSE(other->Holds("sweep"));
+  // Both know who holds it (where a duty's work is to be sent).
+  for (Cluster* c : {a.get(), b.get()}) {
+    auto h = c->HolderOf("sweep");
+    ASSERT_TRUE(h.has_value()) << c->self().id;
+    EXPECT_EQ(h->id, holder->self().id);
+    EXPECT_EQ(h->address, "addr-of-" + holder->self().id);
+    EXPECT_FALSE(c->HolderOf("retention").has_value());
+  }
+  const std::string gone = holder->self().id;
   holder.reset();
   ASSERT_TRUE(other->Sync().ok());
   EXPECT_TRUE(other->Holds("sweep"));
+  ASSERT_TRUE(other->Sync().ok());
+  auto h = other->HolderOf("sweep");
+  ASSERT_TRUE(h.has_value());
+  EXPECT_EQ(h->id, other->self().id) << "still " << gone;
 }
 
 TEST_P(ClusterContractTest, ADeadReplicasLeaseMovesOnlyAfterItsTtl) {

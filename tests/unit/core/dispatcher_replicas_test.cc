@@ -1,0 +1,169 @@
+// Tests for the dispatcher among core replicas (core/jobs/dispatcher.h,
+// DispatcherOptions::replica_tag / owns_job, AdoptOrphans): two replicas'
+// dispatchers on one store and one MemoryCluster, with fake links and a
+// fake clock.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "core/cluster/memory_cluster.h"
+#include "core/fleet/registry.h"
+#include "core/jobs/dispatcher.h"
+#include "core/jobs/job_owner.h"
+#include "core/store/memory_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/core/fake_links.h"
+
+namespace varan::core {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+constexpr absl::Duration kClusterTtl = absl::Seconds(10);
+
+struct Replica {
+  std::unique_ptr<MemoryCluster> cluster;
+  std::unique_ptr<JobOwners> owners;
+  FakeLinks links;
+  std::unique_ptr<Dispatcher> dispatcher;
+};
+
+class DispatcherReplicasTest : public ::testing::Test {
+ protected:
+  DispatcherReplicasTest() {
+    state_ = std::make_shared<MemoryClusterState>(&clock_);
+    fleet_ = std::make_unique<FleetRegistry>(
+        &clock_, FleetOptions{absl::Seconds(10), 3}, &store_);
+    for (const char* id : {"r-aaaaaaaa00000001", "r-bbbbbbbb00000002"}) {
+      auto r = std::make_unique<Replica>();
+      ClusterOptions o;
+      o.replica_id = id;
+      o.address = std::string(id) + ":7700";
+      o.ttl = kClusterTtl;
+      o.leases = {kJobsLease};
+      r->cluster = std::make_unique<MemoryCluster>(state_, o);
+      r->owners = std::make_unique<JobOwners>(r->cluster.get());
+      DispatcherOptions d;
+      d.replica_tag = r->owners->tag();
+      d.owns_job = [owners = r->owners.get()](const std::string& job) {
+        return owners->OwnsHere(job);
+      };
+      r->dispatcher = std::make_unique<Dispatcher>(fleet_.get(), &r->links,
+                                                   &store_, &clock_, d);
+      replicas_.push_back(std::move(r));
+    }
+    varan::v1::RegisterRequest req;
+    req.set_name("p1");
+    req.set_advertise_address("[::1]:7701");
+    auto reg = fleet_->Register(req, "::1");
+    EXPECT_TRUE(reg.ok()) << reg.status();
+    p1_ = reg->id;
+    EXPECT_TRUE(fleet_->Heartbeat(reg->id, reg->credential, {}, "::1").ok());
+  }
+  ~DispatcherReplicasTest() override {
+    for (auto& r : replicas_) {
+      r->links.EndAll();
+      r->dispatcher.reset();
+    }
+  }
+
+  Replica& a() { return *replicas_[0]; }
+  Replica& b() { return *replicas_[1]; }
+
+  std::shared_ptr<Job> Dispatch(Replica& r, const std::string& command) {
+    varan::v1::DispatchRequest req;
+    req.mutable_target()->add_names("p1");
+    req.mutable_spec()->set_shell(command);
+    auto job = r.dispatcher->Dispatch(req, "tester");
+    EXPECT_TRUE(job.ok()) << job.status();
+    EXPECT_TRUE(store_.Sync().ok());
+    return job.ok() ? *job : nullptr;
+  }
+
+  static google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>
+  Finished(const std::string& execution_id, const std::string& tail) {
+    google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> out;
+    varan::v1::ExecutionReport& r = *out.Add();
+    r.set_execution_id(execution_id);
+    r.mutable_started()->set_pid(42);
+    r.mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
+    r.mutable_stdout_tail()->set_data(tail);
+    return out;
+  }
+
+  FakeClock clock_;
+  MemoryStore store_;
+  std::shared_ptr<MemoryClusterState> state_;
+  std::unique_ptr<FleetRegistry> fleet_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::string p1_;
+};
+
+TEST_F(DispatcherReplicasTest, AJobIdNamesItsReplica) {
+  auto job = Dispatch(a(), "true");
+  ASSERT_NE(job, nullptr);
+  EXPECT_EQ(JobTag(job->id()), "aaaaaaaa");
+  EXPECT_TRUE(a().owners->OwnsHere(job->id()));
+  EXPECT_FALSE(b().owners->OwnsHere(job->id()));
+}
+
+TEST_F(DispatcherReplicasTest, OnlyTheJobsReplicaAnswersItsReports) {
+  auto job = Dispatch(a(), "echo hi");
+  ASSERT_NE(job, nullptr);
+  ASSERT_EQ(a().links.calls().size(), 1u);
+  a().links.calls()[0]->Start(7);
+  // The call breaks: the target waits for the periphery's report.
+  a().links.calls()[0]->End(absl::UnavailableError("link cut"));
+  const std::string exec = job->id() + "/p1";
+  // The periphery's heartbeat reached b, which forwards it: b neither
+  // records nor acknowledges another replica's execution.
+  std::vector<std::string> cancel;
+  EXPECT_THAT(
+      b().dispatcher->OnPeripheryReport(p1_, Finished(exec, "hi\n"), &cancel),
+      IsEmpty());
+  EXPECT_THAT(cancel, IsEmpty());
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_RUNNING);
+  // a records it, and tells the periphery to forget it.
+  EXPECT_THAT(a().dispatcher->OnPeripheryReport(p1_, Finished(exec, "hi\n")),
+              ElementsAre(exec));
+  EXPECT_EQ(job->Snapshot().targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+}
+
+TEST_F(DispatcherReplicasTest, AReplicaTakesOverTheJobsOfADeadOne) {
+  auto job = Dispatch(a(), "sleep 5; echo done");
+  ASSERT_NE(job, nullptr);
+  a().links.calls()[0]->Start(7);
+  const std::string id = job->id();
+  const std::string exec = id + "/p1";
+  a().cluster->Crash();
+  // Live for its TTL: nothing to take over yet.
+  ASSERT_TRUE(b().cluster->Holds(kJobsLease));
+  auto adopted = b().dispatcher->AdoptOrphans();
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(*adopted, 0u);
+  clock_.Advance(kClusterTtl + absl::Seconds(1));
+  adopted = b().dispatcher->AdoptOrphans();
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(*adopted, 1u);
+  EXPECT_TRUE(b().dispatcher->Running(id));
+  // Once only.
+  EXPECT_EQ(*b().dispatcher->AdoptOrphans(), 0u);
+  // Nothing sent again: the target waits for the periphery's held result.
+  EXPECT_THAT(b().links.calls(), IsEmpty());
+  auto found = b().dispatcher->Find(id);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ((*found)->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_RUNNING);
+  EXPECT_THAT(b().dispatcher->OnPeripheryReport(p1_, Finished(exec, "done\n")),
+              ElementsAre(exec));
+  EXPECT_EQ((*found)->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_EXITED);
+  EXPECT_THAT((*found)->Snapshot().targets(0).error(), IsEmpty());
+}
+
+}  // namespace
+}  // namespace varan::core
