@@ -131,16 +131,28 @@ void CallCanceler::CancelAll() {
 }
 
 std::string StreamProblem(const std::vector<varan::v1::JobEvent>& events,
-                          uint64_t from) {
+                          uint64_t from, bool declared_gaps) {
   if (events.empty()) return "no events";
+  uint64_t expected = from;
   for (size_t k = 0; k < events.size(); ++k) {
-    if (events[k].sequence() != from + k) {
-      return absl::StrCat("event ", k, " has sequence ", events[k].sequence(),
-                          ", expected ", from + k);
+    const varan::v1::JobEvent& e = events[k];
+    if (e.has_output_gap()) {
+      if (!declared_gaps) {
+        return absl::StrCat("output_gap at sequence ", e.sequence());
+      }
+      // It stands for first_sequence .. sequence: it must cover the one
+      // expected.
+      if (e.output_gap().first_sequence() > expected ||
+          e.sequence() < expected) {
+        return absl::StrCat("event ", k, " is an output_gap of sequences ",
+                            e.output_gap().first_sequence(), "..", e.sequence(),
+                            ", expected one covering ", expected);
+      }
+    } else if (e.sequence() != expected) {
+      return absl::StrCat("event ", k, " has sequence ", e.sequence(),
+                          ", expected ", expected);
     }
-    if (events[k].has_output_gap()) {
-      return absl::StrCat("output_gap at sequence ", events[k].sequence());
-    }
+    expected = e.sequence() + 1;
   }
   if (from == 0 && !events.front().has_accepted()) return "first not accepted";
   if (!events.back().has_job_finished()) {
@@ -186,9 +198,21 @@ size_t Succeeded(const std::vector<varan::v1::Job>& jobs,
   return n;
 }
 
-void JoinAll::Join() {
-  canceler->CancelAll();
-  for (std::thread& t : *threads) {
+void WatchThreads::Start(std::function<void(CallCanceler*)> watch) {
+  ++running_;
+  threads_.emplace_back([this, watch = std::move(watch)] {
+    watch(&canceler_);
+    --running_;
+  });
+}
+
+bool WatchThreads::Wait(absl::Duration timeout) {
+  return WaitFor([&] { return running_.load() == 0; }, timeout);
+}
+
+void WatchThreads::Stop() {
+  canceler_.CancelAll();
+  for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
   }
 }
@@ -327,7 +351,7 @@ void ReplicaFleet::Authorize(grpc::ClientContext* context) const {
 Watched ReplicaFleet::Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
                             uint64_t from, absl::Time deadline,
                             std::atomic<int>* first_event,
-                            CallCanceler* canceler) const {
+                            CallCanceler* canceler, size_t stop_after) const {
   Watched w;
   grpc::ClientContext ctx;
   Authorize(&ctx);
@@ -342,10 +366,31 @@ Watched ReplicaFleet::Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
     if (w.events.empty() && first_event != nullptr) ++*first_event;
     w.events.push_back(event);
     w.arrived.push_back(absl::Now());
+    if (w.events.size() == stop_after) ctx.TryCancel();
   }
   w.status = reader->Finish();
   if (canceler != nullptr) canceler->Remove(&ctx);
   return w;
+}
+
+Followed ReplicaFleet::Follow(int i, const std::string& id, absl::Time deadline,
+                              CallCanceler* canceler) const {
+  Followed f;
+  auto stub = JobsStub(i);
+  uint64_t from = 0;
+  for (;;) {
+    Watched w = Watch(stub.get(), id, from, deadline, nullptr, canceler);
+    f.events.insert(f.events.end(), w.events.begin(), w.events.end());
+    f.status = w.status;
+    if (w.status.ok() || w.status.error_code() != grpc::UNAVAILABLE ||
+        absl::Now() >= deadline) {
+      return f;
+    }
+    f.breaks.push_back(w.status.error_message());
+    if (!f.events.empty()) from = f.events.back().sequence() + 1;
+    // A client's pause before it watches again.
+    absl::SleepFor(absl::Milliseconds(200));
+  }
 }
 
 RunResult ReplicaFleet::Ctl(int i, const std::vector<std::string>& args) const {

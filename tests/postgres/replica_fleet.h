@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -70,6 +71,17 @@ struct Watched {
   grpc::Status status;
 };
 
+// A job watched through one replica to its end, again from the sequence
+// after the last event whenever a stream broke (UNAVAILABLE), as a client
+// resumes.
+struct Followed {
+  std::vector<varan::v1::JobEvent> events;
+  // Why each stream but the last ended.
+  std::vector<std::string> breaks;
+  // How the last ended.
+  grpc::Status status;
+};
+
 // Cancels the calls added to it, from any thread: a test ends its streams
 // early (a call added after CancelAll is canceled at once).
 class CallCanceler {
@@ -85,10 +97,12 @@ class CallCanceler {
 };
 
 // Empty when `events` are a whole stream from sequence `from`: numbered
-// from, from + 1, ... with no output_gap, ending with job_finished (and,
-// from 0, starting with accepted); otherwise what is wrong.
+// from, from + 1, ... with no output_gap (with `declared_gaps`, an
+// output_gap may stand for the sequences from the one expected to its
+// own), ending with job_finished (and, from 0, starting with accepted);
+// otherwise what is wrong.
 std::string StreamProblem(const std::vector<varan::v1::JobEvent>& events,
-                          uint64_t from = 0);
+                          uint64_t from = 0, bool declared_gaps = false);
 
 // The stdout `target` wrote, as `events` carry it.
 std::string StdoutOf(const std::vector<varan::v1::JobEvent>& events,
@@ -102,14 +116,22 @@ std::map<std::string, int> CountLines(const std::string& path);
 size_t Succeeded(const std::vector<varan::v1::Job>& jobs,
                  const std::string& out, std::string* other);
 
-// Threads watching jobs with `canceler`'s calls: Join(), or the
-// destructor however the test ends, cancels the calls still open and joins
-// the threads.
-struct JoinAll {
-  ~JoinAll() { Join(); }
-  void Join();
-  std::vector<std::thread>* threads;
-  CallCanceler* canceler;
+// Threads watching jobs, with one CallCanceler for their calls. Start runs
+// `watch` on a thread of its own; Wait waits for them to end by
+// themselves; Stop, or the destructor however the test ends, cancels the
+// calls still open and joins them.
+class WatchThreads {
+ public:
+  ~WatchThreads() { Stop(); }
+  void Start(std::function<void(CallCanceler*)> watch);
+  // Whether every thread ended within `timeout`.
+  bool Wait(absl::Duration timeout);
+  void Stop();
+
+ private:
+  CallCanceler canceler_;
+  std::atomic<int> running_{0};
+  std::vector<std::thread> threads_;
 };
 
 // Stops the shared PostgreSQL (SharedTestPostgres) and starts it again;
@@ -189,15 +211,21 @@ class ReplicaFleet {
   // token for a call's context: for streams with a deadline.
   std::unique_ptr<varan::v1::Jobs::Stub> JobsStub(int i) const;
   void Authorize(grpc::ClientContext* context) const;
+  // Follows job `id` through replica `i` from sequence 0 until it ends, a
+  // stream fails with anything but UNAVAILABLE, or `deadline`. Thread-safe.
+  Followed Follow(int i, const std::string& id, absl::Time deadline,
+                  CallCanceler* canceler) const;
   // varanctl --core <replica i> with the admin token, then `args`.
   RunResult Ctl(int i, const std::vector<std::string>& args) const;
   // WatchJob of `id` from sequence `from` through `stub`, read to its end,
   // `deadline` or its cancel by `canceler` (if given); `first_event` (if
-  // given) is incremented when the first event arrives. Thread-safe.
+  // given) is incremented when the first event arrives; with `stop_after`,
+  // the call is canceled after that many events (a client going away).
+  // Thread-safe.
   Watched Watch(varan::v1::Jobs::Stub* stub, const std::string& id,
                 uint64_t from, absl::Time deadline,
                 std::atomic<int>* first_event = nullptr,
-                CallCanceler* canceler = nullptr) const;
+                CallCanceler* canceler = nullptr, size_t stop_after = 0) const;
 
  private:
   std::string database_;

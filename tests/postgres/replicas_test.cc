@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -57,8 +58,8 @@ class ReplicasTest : public ::testing::Test {
   std::unique_ptr<ReplicaFleet> fleet_;
 };
 
-// --- a) ----------------------------------------------------------------------
-
+// Peripheries on different replicas are online on every replica, and a job
+// through one replica runs on all of them (dial mode).
 TEST_F(ReplicasTest, AnyReplicaServesTheWholeFleet) {
   ASSERT_NO_FATAL_FAILURE(StartFleet());
   // Each periphery lists the replicas from a different one, so each joins
@@ -132,8 +133,7 @@ TEST_F(ReplicasTest, AnyReplicaServesTheWholeFleet) {
   }
 }
 
-// --- b) ----------------------------------------------------------------------
-
+// A tunnel one replica holds runs commands dispatched through the others.
 TEST_F(ReplicasTest, CrossReplicaDispatchToATunnel) {
   ASSERT_NO_FATAL_FAILURE(StartFleet());
   Daemon* tunnel =
@@ -184,8 +184,8 @@ TEST_F(ReplicasTest, CrossReplicaDispatchToATunnel) {
   EXPECT_THAT(tunnel->Log(), Not(HasSubstr("moving to core")));
 }
 
-// --- c) ----------------------------------------------------------------------
-
+// A job running on one replica is watched live through another: every
+// event, the same sequence numbers.
 TEST_F(ReplicasTest, WatchFromAnotherReplica) {
   ASSERT_NO_FATAL_FAILURE(StartFleet());
   fleet_->StartPeriphery("watched", {.cores = {0, 1, 2}});
@@ -209,48 +209,68 @@ TEST_F(ReplicasTest, WatchFromAnotherReplica) {
       absl::Seconds(2)))
       << (mid.ok() ? mid->DebugString() : mid.status().ToString());
 
-  // Watched through replica 2 from sequence 0: everything, live.
-  auto stub2 = fleet_->JobsStub(2);
-  const Watched w =
-      fleet_->Watch(stub2.get(), id, 0, absl::Now() + absl::Seconds(10));
-  ASSERT_TRUE(w.status.ok())
-      << w.status.error_code() << ": " << w.status.error_message();
-  EXPECT_EQ(StreamProblem(w.events), "");
-  EXPECT_EQ(StdoutOf(w.events, "watched"), expected);
-  ASSERT_FALSE(w.events.empty());
-  ASSERT_TRUE(w.events.back().has_job_finished());
-  EXPECT_EQ(w.events.back().job_finished().state(),
-            varan::v1::JOB_STATE_SUCCEEDED);
-  for (size_t k = 0; k < w.events.size(); ++k) {
-    if (!w.events[k].has_output()) continue;
-    EXPECT_GT(w.arrived.back() - w.arrived[k], absl::Seconds(1))
-        << "the output did not arrive live";
-    break;
-  }
-
-  // The same events as the replica running the job has.
+  // Watched from sequence 0 through replica 2 and, at the same time,
+  // through replica 0 running it; and through replica 1 by a client that
+  // goes away after 6 events and watches again from the next sequence.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
   auto stub0 = fleet_->JobsStub(0);
-  const Watched own =
-      fleet_->Watch(stub0.get(), id, 0, absl::Now() + absl::Seconds(10));
-  ASSERT_TRUE(own.status.ok()) << own.status.error_message();
-  ASSERT_EQ(own.events.size(), w.events.size());
-  for (size_t k = 0; k < own.events.size(); ++k) {
-    EXPECT_EQ(own.events[k].event_case(), w.events[k].event_case()) << k;
-    EXPECT_EQ(own.events[k].target(), w.events[k].target()) << k;
-  }
-  // And from the middle, through replica 1.
-  const uint64_t half = w.events.size() / 2;
   auto stub1 = fleet_->JobsStub(1);
-  const Watched rest =
-      fleet_->Watch(stub1.get(), id, half, absl::Now() + absl::Seconds(10));
-  ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
-  EXPECT_EQ(StreamProblem(rest.events, half), "");
-  EXPECT_EQ(rest.events.size(), w.events.size() - half);
+  auto stub2 = fleet_->JobsStub(2);
+  Watched own, broken, resumed;
+  {
+    WatchThreads threads;
+    threads.Start([&](CallCanceler* canceler) {
+      own = fleet_->Watch(stub0.get(), id, 0, deadline, nullptr, canceler);
+    });
+    threads.Start([&](CallCanceler* canceler) {
+      broken = fleet_->Watch(stub1.get(), id, 0, deadline, nullptr, canceler,
+                             /*stop_after=*/6);
+      if (broken.events.size() == 6) {
+        resumed =
+            fleet_->Watch(stub1.get(), id, broken.events.back().sequence() + 1,
+                          deadline, nullptr, canceler);
+      }
+    });
+    const Watched w = fleet_->Watch(stub2.get(), id, 0, deadline);
+    EXPECT_TRUE(threads.Wait(absl::Seconds(10)));
+    threads.Stop();
+
+    // Through replica 2: everything, live, in order.
+    ASSERT_TRUE(w.status.ok())
+        << w.status.error_code() << ": " << w.status.error_message();
+    EXPECT_EQ(StreamProblem(w.events), "");
+    EXPECT_EQ(StdoutOf(w.events, "watched"), expected);
+    ASSERT_FALSE(w.events.empty());
+    ASSERT_TRUE(w.events.back().has_job_finished());
+    EXPECT_EQ(w.events.back().job_finished().state(),
+              varan::v1::JOB_STATE_SUCCEEDED);
+    for (size_t k = 0; k < w.events.size(); ++k) {
+      if (!w.events[k].has_output()) continue;
+      EXPECT_GT(w.arrived.back() - w.arrived[k], absl::Seconds(1))
+          << "the output did not arrive live";
+      break;
+    }
+    // The events the replica running the job streams, unchanged.
+    ASSERT_TRUE(own.status.ok()) << own.status.error_message();
+    ASSERT_EQ(own.events.size(), w.events.size());
+    for (size_t k = 0; k < own.events.size(); ++k) {
+      EXPECT_EQ(own.events[k].SerializeAsString(),
+                w.events[k].SerializeAsString())
+          << k << ": " << own.events[k].DebugString()
+          << " through replica 2: " << w.events[k].DebugString();
+    }
+  }
+  // Resumed through replica 1, nothing is missing.
+  ASSERT_EQ(broken.events.size(), 6u);
+  EXPECT_EQ(broken.status.error_code(), grpc::CANCELLED);
+  EXPECT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  std::vector<JobEvent> both = broken.events;
+  both.insert(both.end(), resumed.events.begin(), resumed.events.end());
+  EXPECT_EQ(StreamProblem(both), "");
+  EXPECT_EQ(StdoutOf(both, "watched"), expected);
 }
 
-// --- d) ----------------------------------------------------------------------
-
-// The issue's test: 4 tunnel peripheries all on replica 0, 200 jobs running
+// Issue #19's failover: 4 tunnel peripheries all on replica 0, 200 jobs running
 // on them (dispatched through replica 1, watched through replica 2), and
 // replica 0 killed.
 TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
@@ -286,18 +306,13 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
   // Each watched from sequence 0 through replica 2.
   std::atomic<int> watching{0};
   std::vector<Watched> watched(kJobs);
-  std::atomic<int> watches_ended{0};
   auto stub = fleet_->JobsStub(2);
   const absl::Time watch_deadline = absl::Now() + absl::Seconds(60);
-  CallCanceler canceler;
-  std::vector<std::thread> watchers;
-  // However the test ends, the watches end and are joined.
-  JoinAll join_watchers{&watchers, &canceler};
+  WatchThreads watchers;
   for (int k = 0; k < kJobs; ++k) {
-    watchers.emplace_back([&, k] {
+    watchers.Start([&, k](CallCanceler* canceler) {
       watched[k] = fleet_->Watch(stub.get(), ids[k], 0, watch_deadline,
-                                 &watching, &canceler);
-      ++watches_ended;
+                                 &watching, canceler);
     });
   }
   const auto executions = [&] {
@@ -365,9 +380,8 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
   EXPECT_EQ(once, kJobs) << "the first other: " << other;
   // The watchers saw every event, without a gap: each stream ends soon
   // after its job (those still open are canceled).
-  EXPECT_TRUE(WaitFor([&] { return watches_ended.load() == kJobs; }))
-      << kJobs - watches_ended.load() << " watches still open";
-  join_watchers.Join();
+  EXPECT_TRUE(watchers.Wait(absl::Seconds(10))) << "watches still open";
+  watchers.Stop();
   int whole = 0;
   other.clear();
   for (int k = 0; k < kJobs; ++k) {
@@ -392,8 +406,6 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
   EXPECT_TRUE(fleet_->replica(1)->Running());
   EXPECT_TRUE(fleet_->replica(2)->Running());
 }
-
-// --- Adoption ----------------------------------------------------------------
 
 // The replica that dispatched the jobs dies (the peripheries are on another
 // one): once its membership expires, a survivor adopts its jobs and they
@@ -425,6 +437,16 @@ TEST_F(ReplicasTest, AKilledReplicasJobsAreAdopted) {
     return CountLines(CountFile(names[0])).size() +
            CountLines(CountFile(names[1])).size();
   };
+  // The first job on each periphery watched through replica 2 (passed on
+  // to replica 0), resumed as a client does when the stream breaks.
+  std::vector<Followed> followed(2);
+  WatchThreads followers;
+  for (int k = 0; k < 2; ++k) {
+    followers.Start([&, k](CallCanceler* canceler) {
+      followed[k] =
+          fleet_->Follow(2, ids[k], absl::Now() + absl::Seconds(45), canceler);
+    });
+  }
   ASSERT_TRUE(WaitFor([&] { return executions() == kJobs; }))
       << executions() << " of " << kJobs << " commands started";
   ASSERT_EQ(fleet_->Stop(0, SIGKILL), 128 + SIGKILL);
@@ -458,9 +480,25 @@ TEST_F(ReplicasTest, AKilledReplicasJobsAreAdopted) {
       EXPECT_EQ(count, 1) << line << " on " << names[i];
     }
   }
+  // The watches broke with the replica and, resumed, went on to the end:
+  // no sequence missing but those an output_gap declares.
+  EXPECT_TRUE(followers.Wait(absl::Seconds(10))) << "watches still open";
+  followers.Stop();
+  for (int k = 0; k < 2; ++k) {
+    const Followed& f = followed[k];
+    EXPECT_TRUE(f.status.ok()) << ids[k] << ": " << f.status.error_code() << " "
+                               << f.status.error_message();
+    EXPECT_EQ(StreamProblem(f.events, 0, /*declared_gaps=*/true), "") << ids[k];
+    EXPECT_FALSE(f.breaks.empty()) << ids[k] << ": the watch did not break";
+    int gaps = 0;
+    for (const JobEvent& e : f.events) gaps += e.has_output_gap();
+    std::cout << ids[k] << " watched through replica 2: " << f.events.size()
+              << " events, " << gaps << " output_gap, stdout \""
+              << absl::CEscape(StdoutOf(f.events, names[k])) << "\", "
+              << f.breaks.size() << " breaks (first: "
+              << (f.breaks.empty() ? "" : f.breaks.front()) << ")\n";
+  }
 }
-
-// --- e) ----------------------------------------------------------------------
 
 // PostgreSQL restarts while jobs run, down for longer than the
 // peripheries' heartbeat TTL (3 s here: the commands run 5 s and end while
@@ -521,9 +559,11 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
   const std::string database =
       absl::StrCat("PostgreSQL database ", DatabaseName(fleet_->database()));
   for (int r = 0; r < 3; ++r) {
-    // Not ready; reads of the database and new jobs refused, naming it.
+    // Not ready (yet serving); reads of the database and new jobs refused,
+    // naming it.
     EXPECT_TRUE(WaitFor([&] { return !ReadyServing(fleet_->address(r)); }))
         << "replica " << r << " still ready";
+    EXPECT_TRUE(Healthy(fleet_->address(r))) << "replica " << r;
     absl::Status listed;
     EXPECT_TRUE(WaitFor([&] {
       listed = fleet_->client(r)->ListJobs({}).status();
@@ -580,8 +620,8 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
   }
 }
 
-// --- f) ----------------------------------------------------------------------
-
+// Two replicas started at the same moment on a new database: both serve,
+// and each schema step ran once.
 TEST_F(ReplicasTest, TwoReplicasStartingAtOnceOnAnEmptyDatabaseMigrateOnce) {
   ReplicaFleet fleet(NewTestDatabase("migrate"), 2);
   fleet.Launch(0);
