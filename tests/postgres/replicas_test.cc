@@ -605,6 +605,19 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
     EXPECT_EQ(Succeeded(jobs, "start\nend\n", &other), ids.size())
         << "replica " << r << "; the first other: " << other;
   }
+  // Never LOST on the way (a late outcome replacing a LOST target would
+  // end a job twice for its watchers).
+  auto stub = fleet_->JobsStub(0);
+  for (const std::string& id : ids) {
+    const Watched w =
+        fleet_->Watch(stub.get(), id, 0, absl::Now() + absl::Seconds(10));
+    EXPECT_TRUE(w.status.ok()) << id << ": " << w.status.error_message();
+    for (const JobEvent& e : w.events) {
+      EXPECT_FALSE(e.has_finished() &&
+                   e.finished().state() == varan::v1::TARGET_STATE_LOST)
+          << id << ": " << e.DebugString();
+    }
+  }
   for (const std::string& name : names) {
     for (const auto& [line, count] : CountLines(CountFile(name))) {
       EXPECT_EQ(count, 1) << line << " on " << name;
