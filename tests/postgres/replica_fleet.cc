@@ -242,6 +242,7 @@ ReplicaFleet::ReplicaFleet(std::string database_url, int replicas,
   EXPECT_TRUE(WriteSecretFile(dir_.File("join.token"), GenerateSecret()).ok());
   for (int i = 0; i < replicas; ++i) ports_.push_back(FreePort());
   replicas_.resize(replicas);
+  stopped_.resize(replicas);
   clients_.resize(replicas);
 }
 
@@ -291,6 +292,7 @@ void ReplicaFleet::Launch(int i) {
                                    "debug"};
   argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
   clients_[i].reset();
+  stopped_[i] = false;
   // As TestFleet: idle channels to peripheries poll often, so that a
   // periphery stopping does not wait for core's backup poller.
   replicas_[i] = std::make_unique<Daemon>(
@@ -323,8 +325,28 @@ void ReplicaFleet::StartAll() {
 }
 
 int ReplicaFleet::Stop(int i, int sig) {
+  stopped_[i] = true;
   clients_[i].reset();
   return replicas_[i]->Stop(sig, absl::Seconds(15));
+}
+
+::testing::AssertionResult ReplicaFleet::Running(int i) {
+  if (replicas_[i]->Running()) return ::testing::AssertionSuccess();
+  const int code = replicas_[i]->Wait(absl::ZeroDuration());
+  const std::string log = replicas_[i]->Log();
+  return ::testing::AssertionFailure()
+         << "replica " << i << " exited with " << code
+         << (code > 128 ? absl::StrCat(" (signal ", code - 128, ")") : "")
+         << "; the end of its log:\n"
+         << log.substr(log.size() > 2000 ? log.size() - 2000 : 0);
+}
+
+::testing::AssertionResult ReplicaFleet::AllRunning() {
+  for (int i = 0; i < size(); ++i) {
+    if (replicas_[i] == nullptr || stopped_[i]) continue;
+    if (auto running = Running(i); !running) return running;
+  }
+  return ::testing::AssertionSuccess();
 }
 
 client::CoreClient* ReplicaFleet::client(int i) {

@@ -178,6 +178,11 @@ class ReplicaFleet {
   // Sends `sig` to replica `i` (dropping this fixture's clients of it) and
   // returns its exit code.
   int Stop(int i, int sig);
+  // Success while replica `i` runs; else its exit code and the end of its
+  // log.
+  ::testing::AssertionResult Running(int i);
+  // Running(i) for every replica started and not stopped by Stop().
+  ::testing::AssertionResult AllRunning();
 
   // Starts periphery `name` and waits until the first replica of its
   // --core list has it ONLINE.
@@ -234,6 +239,7 @@ class ReplicaFleet {
   std::string admin_token_;
   std::vector<uint16_t> ports_;
   std::vector<std::unique_ptr<Daemon>> replicas_;
+  std::vector<bool> stopped_;
   std::vector<std::unique_ptr<client::CoreClient>> clients_;
   std::map<std::string, std::unique_ptr<Daemon>> peripheries_;
 };

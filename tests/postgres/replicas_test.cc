@@ -40,6 +40,13 @@ using varan::v1::JobEvent;
 
 class ReplicasTest : public ::testing::Test {
  protected:
+  // No replica a test did not stop has exited (crashed) on the way.
+  void TearDown() override {
+    if (fleet_ != nullptr) {
+      EXPECT_TRUE(fleet_->AllRunning());
+    }
+  }
+
   // Three replicas on a new database.
   void StartFleet(std::vector<std::string> extra_core_args = {}) {
     fleet_ = std::make_unique<ReplicaFleet>(NewTestDatabase("replicas"), 3,
@@ -403,8 +410,8 @@ TEST_F(ReplicasTest, KillingAReplicaLosesNothing) {
     }
   }
   EXPECT_EQ(whole, kJobs) << "the first other watch: " << other;
-  EXPECT_TRUE(fleet_->replica(1)->Running());
-  EXPECT_TRUE(fleet_->replica(2)->Running());
+  EXPECT_TRUE(fleet_->Running(1));
+  EXPECT_TRUE(fleet_->Running(2));
 }
 
 // The replica that dispatched the jobs dies (the peripheries are on another
@@ -595,7 +602,7 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
   ASSERT_TRUE(postgres.Start().ok());
 
   for (int r = 0; r < 3; ++r) {
-    EXPECT_TRUE(fleet_->replica(r)->Running()) << "replica " << r;
+    EXPECT_TRUE(fleet_->Running(r));
     EXPECT_TRUE(fleet_->WaitServing(r, absl::Seconds(20)));
   }
   for (int r = 0; r < 3; ++r) {
