@@ -97,6 +97,7 @@ struct CoreServer::Parts {
   BootstrapTokenFiles token_files;
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
+  std::unique_ptr<TlsFiles> replica_tls;
   // Null for a core alone (no --replica-address).
   std::unique_ptr<Cluster> cluster;
   std::unique_ptr<Store> store;
@@ -174,6 +175,18 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
                        dir + "/tls/periphery-client", flags.tls_watch_seconds);
   if (!periphery_tls.ok()) return periphery_tls.status();
   p->periphery_tls = *std::move(periphery_tls);
+  if (!config.replica_address.empty() && config.tls.enabled() &&
+      !config.replica_tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--replica-tls-ca: replicas serving TLS call each other over TLS; "
+        "give the CA their certificates chain to (and --replica-tls-cert/"
+        "--replica-tls-key when they require client certificates)");
+  }
+  auto replica_tls =
+      PrepareClientTls(config.replica_tls, "replica-",
+                       dir + "/tls/replica-client", flags.tls_watch_seconds);
+  if (!replica_tls.ok()) return replica_tls.status();
+  p->replica_tls = *std::move(replica_tls);
 
   auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
   if (!store.ok()) return store.status();
@@ -212,8 +225,10 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   dispatcher_options.live_window_bytes = config.live_window;
   if (p->cluster != nullptr) {
     p->owners = std::make_unique<JobOwners>(p->cluster.get());
-    p->peers =
-        std::make_unique<ReplicaPeers>(p->cluster.get(), config.keepalive);
+    p->peers = std::make_unique<ReplicaPeers>(
+        p->cluster.get(), config.keepalive,
+        MakeChannelSecurity(p->replica_tls.get(),
+                            config.replica_tls.server_name));
     dispatcher_options.replica_tag = p->owners->tag();
     dispatcher_options.owns_job =
         [owners = p->owners.get()](const std::string& job_id) {
@@ -316,8 +331,8 @@ void CoreServer::Reload() {
   }
   // New certificates take effect for new connections (errors are logged
   // and the previous ones kept).
-  for (TlsFiles* tls :
-       {parts_->server_tls.get(), parts_->periphery_tls.get()}) {
+  for (TlsFiles* tls : {parts_->server_tls.get(), parts_->periphery_tls.get(),
+                        parts_->replica_tls.get()}) {
     if (tls != nullptr) (void)tls->Reload();
   }
 }

@@ -56,6 +56,9 @@ struct CoreConfig {
   // of core's calls to peripheries; --tls-watch-interval (0: SIGHUP only).
   ServerTlsFiles tls;
   ClientTlsFiles periphery_tls;
+  // --replica-tls-*: TLS of the calls to the other replicas (required when
+  // this core's listeners serve TLS and it runs as a replica).
+  ClientTlsFiles replica_tls;
   absl::Duration tls_watch = absl::Seconds(5);
   // --heartbeat-interval, --heartbeat-ttl (intervals), --restart-grace
   // (zero: one TTL).

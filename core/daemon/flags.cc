@@ -42,6 +42,8 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "to share its database with another core");
   AddGuardFlags(app, &flags->daemon);
   AddServerTlsFlags(app, &flags->daemon);
+  AddClientTlsFlags(app, &flags->replica_tls, "replica-",
+                    "the other core replicas (needed when they serve TLS)");
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
                     "the peripheries it dials");
   AddProxyFlag(app, &flags->proxy, "the peripheries core dials");
@@ -140,6 +142,7 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.auth_failure_limit = flags.daemon.auth_failure_limit;
   c.tls = flags.daemon.tls;
   c.periphery_tls = flags.periphery_tls;
+  c.replica_tls = flags.replica_tls;
   c.tls_watch = absl::Seconds(flags.daemon.tls_watch_seconds);
   c.heartbeat_interval = absl::Seconds(flags.heartbeat_seconds);
   c.heartbeat_ttl = flags.heartbeat_ttl;

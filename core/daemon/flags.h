@@ -16,6 +16,7 @@ namespace varan::core {
 struct CoreFlags {
   DaemonFlags daemon;
   ClientTlsFiles periphery_tls;
+  ClientTlsFiles replica_tls;
   std::string data_dir = "/var/lib/varan/core";
   std::string admin_token_file;
   std::string join_token_file;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <random>
 #include <utility>
 
@@ -110,6 +111,9 @@ TestPostgres& SharedTestPostgres() {
       ADD_FAILURE() << started;
       std::abort();
     }
+    // Stopped when the test process exits (after every test and its
+    // stores), so no server outlives the tests that started it.
+    std::atexit([] { server->Stop(); });
     return s;
   }();
   return *server;
