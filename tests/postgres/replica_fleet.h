@@ -32,6 +32,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
+#include "tests/postgres/test_postgres.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::testing {
@@ -242,6 +243,36 @@ class ReplicaFleet {
   std::vector<bool> stopped_;
   std::vector<std::unique_ptr<client::CoreClient>> clients_;
   std::map<std::string, std::unique_ptr<Daemon>> peripheries_;
+};
+
+// The fixture of the replica tests (replicas_test.cc,
+// replicas_failover_test.cc): three replicas on a new database, and files
+// the peripheries' commands count their executions in.
+class ReplicasTest : public ::testing::Test {
+ protected:
+  // No replica a test did not stop has exited (crashed) on the way.
+  void TearDown() override {
+    if (fleet_ != nullptr) {
+      EXPECT_TRUE(fleet_->AllRunning());
+    }
+  }
+
+  // Three replicas on a new database.
+  void StartFleet(std::vector<std::string> extra_core_args = {}) {
+    fleet_ = std::make_unique<ReplicaFleet>(NewTestDatabase("replicas"), 3,
+                                            std::move(extra_core_args));
+    fleet_->StartAll();
+  }
+
+  // Environment making the periphery's commands count into count-<name>.
+  std::map<std::string, std::string> CountEnv(const std::string& name) {
+    return {{"REPLICA_TEST_COUNT", CountFile(name)}};
+  }
+  std::string CountFile(const std::string& name) const {
+    return fleet_->dir().File("count-" + name);
+  }
+
+  std::unique_ptr<ReplicaFleet> fleet_;
 };
 
 }  // namespace varan::testing
