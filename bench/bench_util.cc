@@ -18,6 +18,13 @@ namespace varan::bench {
 
 using varan::testing::ReadFile;
 
+void PrintLatencyRow(const char* name, const std::vector<double>& v) {
+  std::printf("| %s | %.0f us | %.0f us | %.0f us | %.0f us | %.0f us |\n",
+              name, Percentile(v, 0.5), Percentile(v, 0.9), Percentile(v, 0.99),
+              *std::min_element(v.begin(), v.end()),
+              *std::max_element(v.begin(), v.end()));
+}
+
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);

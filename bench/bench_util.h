@@ -24,6 +24,10 @@ namespace varan::bench {
 // The p-quantile (0..1) of `v`, nearest rank; `v` must not be empty.
 double Percentile(std::vector<double> v, double p);
 
+// Prints one Markdown row "| name | p50 | p90 | p99 | min | max |" of
+// latencies in microseconds (`v` not empty).
+void PrintLatencyRow(const char* name, const std::vector<double>& v);
+
 // `s` without trailing newlines and spaces.
 std::string Trimmed(std::string s);
 

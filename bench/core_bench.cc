@@ -79,6 +79,7 @@ using varan::bench::LoadAverage;
 using varan::bench::Percentile;
 using varan::bench::SimFleet;
 using varan::bench::SimPeriphery;
+using varan::bench::StartSimPeriphery;
 using varan::bench::StatusMb;
 using varan::bench::Trimmed;
 using varan::testing::BinPath;
@@ -386,14 +387,8 @@ int JobsPerSecond(const Options& opt, const std::string& database_url) {
 
   std::vector<std::unique_ptr<SimPeriphery>> sims;
   for (int i = 0; i < opt.sims; ++i) {
-    auto sim = std::make_unique<SimPeriphery>();
-    sim->name = absl::StrCat("sim-", i);
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("[::1]:0", grpc::InsecureServerCredentials(),
-                             &sim->port);
-    builder.RegisterService(&sim->agent);
-    sim->server = builder.BuildAndStart();
-    if (sim->server == nullptr || sim->port == 0) {
+    auto sim = StartSimPeriphery(absl::StrCat("sim-", i));
+    if (sim == nullptr) {
       std::fprintf(stderr, "core_bench: cannot serve a simulated periphery\n");
       return 1;
     }

@@ -46,6 +46,7 @@ using varan::bench::BareSpawn;
 using varan::bench::CpuSeconds;
 using varan::bench::LoadAverage;
 using varan::bench::Percentile;
+using varan::bench::PrintLatencyRow;
 using varan::bench::StatusMb;
 using varan::testing::TestFleet;
 
@@ -142,12 +143,7 @@ int Latency(const Options& opt, varan::client::CoreClient* client) {
       "job_finished event.\n\n");
   std::printf(
       "| measure | p50 | p90 | p99 | min | max |\n|---|---|---|---|---|---|\n");
-  auto row = [](const char* name, const std::vector<double>& v) {
-    std::printf("| %s | %.0f us | %.0f us | %.0f us | %.0f us | %.0f us |\n",
-                name, Percentile(v, 0.5), Percentile(v, 0.9),
-                Percentile(v, 0.99), *std::min_element(v.begin(), v.end()),
-                *std::max_element(v.begin(), v.end()));
-  };
+  const auto row = PrintLatencyRow;
   row("bare posix_spawn + waitpid of /bin/true", bare);
   row("CoreClient::Exec of /bin/true through core", exec);
   row("of which CoreClient::Dispatch alone (answered once the job is "

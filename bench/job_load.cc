@@ -19,4 +19,16 @@ int64_t CountJobs(varan::client::CoreClient* client,
   }
 }
 
+std::unique_ptr<SimPeriphery> StartSimPeriphery(const std::string& name) {
+  auto sim = std::make_unique<SimPeriphery>();
+  sim->name = name;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("[::1]:0", grpc::InsecureServerCredentials(),
+                           &sim->port);
+  builder.RegisterService(&sim->agent);
+  sim->server = builder.BuildAndStart();
+  if (sim->server == nullptr || sim->port == 0) return nullptr;
+  return sim;
+}
+
 }  // namespace varan::bench

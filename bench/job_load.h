@@ -83,6 +83,10 @@ struct SimPeriphery {
   std::string credential;
 };
 
+// A simulated periphery named `name` serving its Agent on [::1] (a port of
+// its own); null when it cannot serve.
+std::unique_ptr<SimPeriphery> StartSimPeriphery(const std::string& name);
+
 // Registers every periphery of `sims` with core and heartbeats them at the
 // interval core asks for until destroyed.
 class SimFleet {

@@ -64,10 +64,12 @@ using varan::bench::DispatchLoad;
 using varan::bench::LoadAverage;
 using varan::bench::MachineBusySeconds;
 using varan::bench::Percentile;
+using varan::bench::PrintLatencyRow;
 using varan::bench::ReplicaOptions;
 using varan::bench::Replicas;
 using varan::bench::SimFleet;
 using varan::bench::SimPeriphery;
+using varan::bench::StartSimPeriphery;
 using varan::bench::StatusMb;
 
 struct Options {
@@ -215,12 +217,7 @@ int ExecLatency(const Options& opt, BenchPostgres& pg) {
       "returns when the stream ends after the job_finished event.\n\n");
   std::printf(
       "| measure | p50 | p90 | p99 | min | max |\n|---|---|---|---|---|---|\n");
-  auto row = [](const char* name, const std::vector<double>& v) {
-    std::printf("| %s | %.0f us | %.0f us | %.0f us | %.0f us | %.0f us |\n",
-                name, Percentile(v, 0.5), Percentile(v, 0.9),
-                Percentile(v, 0.99), *std::min_element(v.begin(), v.end()),
-                *std::max_element(v.begin(), v.end()));
-  };
+  const auto row = PrintLatencyRow;
   row("bare posix_spawn + waitpid of /bin/true", bare);
   row("Exec through A, same replica (the peer)", same);
   row("Exec through B, cross replica (relayed through A)", cross);
@@ -312,16 +309,8 @@ JobsResult RunJobs(const Options& opt, const JobsSetup& setup,
 
   std::vector<std::unique_ptr<SimPeriphery>> sims;
   for (int i = 0; i < opt.sims; ++i) {
-    auto sim = std::make_unique<SimPeriphery>();
-    sim->name = absl::StrCat("sim-", i);
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("[::1]:0", grpc::InsecureServerCredentials(),
-                             &sim->port);
-    builder.RegisterService(&sim->agent);
-    sim->server = builder.BuildAndStart();
-    if (sim->server == nullptr || sim->port == 0) {
-      return fail("cannot serve a simulated periphery");
-    }
+    auto sim = StartSimPeriphery(absl::StrCat("sim-", i));
+    if (sim == nullptr) return fail("cannot serve a simulated periphery");
     sims.push_back(std::move(sim));
   }
   auto executions = [&sims] {
