@@ -4,7 +4,6 @@
 #include <atomic>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/daemon.h"
 #include "common/log.h"
@@ -53,30 +52,14 @@ struct CoreServer::Parts {
   // replicas.
   void RefreshLoop(const std::string& db, absl::Duration period) {
     bool failing = false;
-    // Adoption reads every running job: done when a replica went away (or
-    // this one just took the lease), and every minute in case one was
-    // missed, not on every refresh.
-    absl::flat_hash_set<std::string> live;
-    bool held = false;
-    absl::Time next_scan = absl::InfinitePast();
+    AdoptionSchedule adoption(cluster.get());
     do {
       absl::Status s = fleet->Refresh();
       if (s.ok()) s = tokens->Refresh();
-      absl::flat_hash_set<std::string> now_live;
-      for (const ReplicaInfo& r : cluster->Replicas()) now_live.insert(r.id);
-      bool someone_left = false;
-      for (const std::string& id : live) {
-        if (!now_live.contains(id)) someone_left = true;
-      }
-      live = std::move(now_live);
-      const bool holds = cluster->Holds(kJobsLease);
-      const bool due = someone_left || !held || absl::Now() >= next_scan;
-      held = holds;
       // After the refresh, so the fleet says which peripheries are online.
-      if (s.ok() && holds && due) {
+      if (adoption.Due(absl::Now()) && s.ok()) {
         s = dispatcher->AdoptOrphans().status();
-        // A failed scan is tried again at the next refresh.
-        next_scan = s.ok() ? absl::Now() + absl::Minutes(1) : absl::Now();
+        adoption.Scanned(s, absl::Now());
       }
       if (!s.ok() && !failing) {
         spdlog::error(

@@ -48,6 +48,28 @@ std::optional<ReplicaInfo> JobOwners::CreatorOf(
   return std::nullopt;
 }
 
+bool AdoptionSchedule::Due(absl::Time now) {
+  absl::flat_hash_set<std::string> live;
+  for (const ReplicaInfo& r : cluster_->Replicas()) live.insert(r.id);
+  for (const std::string& id : live_) {
+    if (!live.contains(id)) pending_ = true;  // it left
+  }
+  live_ = std::move(live);
+  const bool holds = cluster_->Holds(kJobsLease);
+  if (holds && !held_) pending_ = true;  // just taken
+  held_ = holds;
+  return holds && (pending_ || now >= next_);
+}
+
+void AdoptionSchedule::Scanned(const absl::Status& status, absl::Time now) {
+  if (!status.ok()) {
+    pending_ = true;  // again at the next refresh
+    return;
+  }
+  pending_ = false;
+  next_ = now + backstop_;
+}
+
 bool JobOwners::OwnsHere(absl::string_view job_id) const {
   if (!tag_.empty() && JobTag(job_id) == tag_) return true;
   return !CreatorOf(job_id).has_value() && cluster_->Holds(kJobsLease);

@@ -13,7 +13,10 @@
 #include <optional>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "core/cluster/cluster.h"
 
 namespace varan::core {
@@ -53,6 +56,34 @@ class JobOwners {
  private:
   const Cluster* const cluster_;
   const std::string tag_;
+};
+
+// When the jobs lease's holder looks for orphaned jobs
+// (Dispatcher::AdoptOrphans reads every job stored as running, so not on
+// every refresh): when a replica has left since the last look, when this
+// replica has just taken the lease, after a scan that failed, and every
+// `backstop` in case a change was missed. Used by one thread.
+class AdoptionSchedule {
+ public:
+  // `cluster` must outlive this.
+  explicit AdoptionSchedule(const Cluster* cluster,
+                            absl::Duration backstop = absl::Minutes(1))
+      : cluster_(cluster), backstop_(backstop) {}
+
+  // Whether a scan is due at `now`; call it once per refresh, whether or
+  // not the scan can run then (it notes the replicas seen).
+  bool Due(absl::Time now);
+  // The scan ran at `now` with `status`.
+  void Scanned(const absl::Status& status, absl::Time now);
+
+ private:
+  const Cluster* const cluster_;
+  const absl::Duration backstop_;
+  absl::flat_hash_set<std::string> live_;
+  bool held_ = false;
+  // A replica left or the lease was taken, and no scan succeeded since.
+  bool pending_ = false;
+  absl::Time next_ = absl::InfinitePast();
 };
 
 }  // namespace varan::core

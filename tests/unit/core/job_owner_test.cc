@@ -78,5 +78,43 @@ TEST_F(JobOwnersTest, TheJobsOfADeadReplicaGoToTheJobsLeaseHolder) {
   EXPECT_TRUE(on_c.OwnsHere("1a24d10fdbc000a1b2c3"));
 }
 
+TEST_F(JobOwnersTest,
+       OrphansAreLookedForWhenSomethingChangedNotOnEveryRefresh) {
+  auto a = Join("r-aaaaaaaa00000001");
+  auto b = Join("r-bbbbbbbb00000002");
+  ASSERT_TRUE(b->Holds(kJobsLease));
+  AdoptionSchedule schedule(b.get(), absl::Minutes(1));
+  // Just holding the lease: a first look.
+  EXPECT_TRUE(schedule.Due(clock_.Now()));
+  schedule.Scanned(absl::OkStatus(), clock_.Now());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_FALSE(schedule.Due(clock_.Now()));
+  // A failed look is tried again at the next refresh.
+  a->Crash();
+  clock_.Advance(absl::Seconds(11));  // a's membership lapses
+  EXPECT_TRUE(schedule.Due(clock_.Now()));
+  schedule.Scanned(absl::UnavailableError("database down"), clock_.Now());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_TRUE(schedule.Due(clock_.Now()));
+  schedule.Scanned(absl::OkStatus(), clock_.Now());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_FALSE(schedule.Due(clock_.Now()));
+  // The backstop.
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_TRUE(schedule.Due(clock_.Now()));
+}
+
+TEST_F(JobOwnersTest, OnlyTheJobsLeasesHolderLooksForOrphans) {
+  auto a = Join("r-aaaaaaaa00000001");
+  auto b = Join("r-bbbbbbbb00000002");
+  ASSERT_TRUE(a->Holds(kJobsLease));
+  AdoptionSchedule schedule(b.get());
+  EXPECT_FALSE(schedule.Due(clock_.Now()));
+  // a dies: b takes the lease and looks at once.
+  a->Crash();
+  clock_.Advance(absl::Seconds(11));
+  EXPECT_TRUE(schedule.Due(clock_.Now()));
+}
+
 }  // namespace
 }  // namespace varan::core
