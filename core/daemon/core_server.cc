@@ -48,8 +48,8 @@ struct CoreServer::Parts {
   }
 
   // With replicas, every `period` until stopped: re-reads the shared fleet
-  // and tokens and, holding the jobs lease, takes over the jobs of dead
-  // replicas.
+  // and tokens, holding the jobs lease takes over the jobs of dead
+  // replicas, and resolves targets waiting on peripheries held elsewhere.
   void RefreshLoop(const std::string& db, absl::Duration period) {
     bool failing = false;
     AdoptionSchedule adoption(cluster.get());
@@ -61,6 +61,8 @@ struct CoreServer::Parts {
         s = dispatcher->AdoptOrphans().status();
         adoption.Scanned(s, absl::Now());
       }
+      // Taken-over targets waiting on peripheries held elsewhere.
+      enrollment->CheckAwaited();
       if (!s.ok() && !failing) {
         spdlog::error(
             "re-reading the fleet, tokens and jobs from {} failed: {}", db,
@@ -246,17 +248,17 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       parts->UpdateReadiness();
     }
   });
+  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get(),
+                                            p->cluster.get());
+  p->enrollment = std::make_unique<Enrollment>(
+      p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
+      p->admission.get(), p->peers.get());
   if (p->cluster != nullptr) {
     p->refresher =
         std::thread([parts = p.get(), db, period = config.fleet_refresh] {
           parts->RefreshLoop(db, period);
         });
   }
-  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get(),
-                                            p->cluster.get());
-  p->enrollment = std::make_unique<Enrollment>(
-      p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
-      p->admission.get(), p->peers.get());
   p->registry_service =
       std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
   p->fleet_service =
@@ -277,8 +279,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (p->cluster != nullptr) {
     p->relay_service =
         std::make_unique<RelayService>(p->cluster.get(), p->links.get());
-    p->replica_service =
-        std::make_unique<ReplicaService>(p->cluster.get(), p->dispatcher.get());
+    p->replica_service = std::make_unique<ReplicaService>(
+        p->cluster.get(), p->dispatcher.get(), p->peers.get());
     services.push_back(p->relay_service.get());
     services.push_back(p->replica_service.get());
   }

@@ -118,18 +118,37 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
   varan::v1::HeartbeatResponse response;
   SetDuration(fleet_->heartbeat_interval(),
               response.mutable_heartbeat_interval());
-  if (!request.executions().empty()) {
+  // A heartbeat that reports nothing matters too when a target waits for
+  // this periphery: what it does not hold never ran there, or was lost.
+  if (!request.executions().empty() || dispatcher_->HasRunsOn(periphery_id)) {
     std::vector<std::string> cancel;
     for (auto& ack : dispatcher_->OnPeripheryReport(
              periphery_id, request.executions(), &cancel)) {
       response.add_acknowledged(std::move(ack));
     }
     for (auto& c : cancel) response.add_cancel(std::move(c));
-    // The other replicas answer for their own jobs, with the next heartbeat.
-    if (peers_ != nullptr) peers_->Forward(periphery_id, request.executions());
   }
-  if (peers_ != nullptr) peers_->TakeAnswers(periphery_id, &response);
+  if (peers_ != nullptr) {
+    peers_->Heard(periphery_id, request.executions());
+    // The other replicas answer for their own jobs, with the next heartbeat.
+    if (!request.executions().empty()) {
+      peers_->Forward(periphery_id, request.executions());
+    }
+    peers_->TakeAnswers(periphery_id, &response);
+  }
   return response;
+}
+
+void Enrollment::CheckAwaited() {
+  if (peers_ == nullptr) return;
+  for (const varan::v1::PeripheryHeld& held :
+       peers_->AskHeld(dispatcher_->AwaitedPeripheries())) {
+    google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> reports;
+    for (const std::string& id : held.execution_ids()) {
+      reports.Add()->set_execution_id(id);
+    }
+    dispatcher_->OnPeripheryReport(held.periphery_id(), reports);
+  }
 }
 
 absl::Status Enrollment::CountFailure(const std::string& peer,

@@ -93,6 +93,13 @@ class Enrollment {
   // The tunnel of `periphery_id` closed (logged).
   void TunnelClosed(const std::string& periphery_id);
 
+  // Several replicas: targets of this replica waiting for the report of a
+  // periphery whose heartbeats reach another replica learn from that
+  // replica what the periphery reported last (ReplicaPeers::AskHeld) — an
+  // execution it no longer holds is never reported, only missed. Call it
+  // periodically (every fleet refresh); blocks for the calls.
+  void CheckAwaited();
+
  private:
   // OK, or the shedding error (with its retry-after hint).
   absl::Status Admit(absl::string_view what);

@@ -66,10 +66,53 @@ void Dispatcher::RunDone(TargetRun* run) {
     absl::MutexLock lock(&mu_);
     auto it = active_.find(job_id);
     if (it != active_.end()) --it->second->running;
-    by_execution_.erase(run->wire_id());
-    runs_.erase(run);  // may destroy `run`
+    RemoveRunLocked(run);  // may destroy `run`
   }
   StartMore(job_id);
+}
+
+void Dispatcher::AddRunLocked(std::shared_ptr<TargetRun> run) {
+  by_execution_[run->wire_id()] = run.get();
+  by_periphery_[run->periphery_id()].insert(run.get());
+  runs_[run.get()] = std::move(run);
+}
+
+void Dispatcher::RemoveRunLocked(TargetRun* run) {
+  by_execution_.erase(run->wire_id());
+  auto it = by_periphery_.find(run->periphery_id());
+  if (it != by_periphery_.end()) {
+    it->second.erase(run);
+    if (it->second.empty()) by_periphery_.erase(it);
+  }
+  runs_.erase(run);  // may destroy `run`
+}
+
+std::vector<std::shared_ptr<TargetRun>> Dispatcher::RunsOn(
+    const std::string& periphery_id) const {
+  std::vector<std::shared_ptr<TargetRun>> out;
+  absl::MutexLock lock(&mu_);
+  auto it = by_periphery_.find(periphery_id);
+  if (it == by_periphery_.end()) return out;
+  for (TargetRun* run : it->second) out.push_back(runs_.at(run));
+  return out;
+}
+
+bool Dispatcher::HasRunsOn(const std::string& periphery_id) const {
+  absl::MutexLock lock(&mu_);
+  return by_periphery_.contains(periphery_id);
+}
+
+std::vector<std::string> Dispatcher::AwaitedPeripheries() const {
+  std::vector<std::shared_ptr<TargetRun>> runs;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [ptr, run] : runs_) runs.push_back(run);
+  }
+  absl::flat_hash_set<std::string> awaited;
+  for (auto& run : runs) {
+    if (run->awaiting()) awaited.insert(run->periphery_id());
+  }
+  return {awaited.begin(), awaited.end()};
 }
 
 void Dispatcher::Forget(const std::string& job_id) {
@@ -167,14 +210,7 @@ absl::StatusOr<varan::v1::Job> Dispatcher::Cancel(const std::string& id,
 
 void Dispatcher::PeripheryGone(const std::string& periphery_id,
                                const std::string& reason) {
-  std::vector<std::shared_ptr<TargetRun>> lost;
-  {
-    absl::MutexLock lock(&mu_);
-    for (auto& [ptr, run] : runs_) {
-      if (run->periphery_id() == periphery_id) lost.push_back(run);
-    }
-  }
-  for (auto& run : lost) {
+  for (auto& run : RunsOn(periphery_id)) {
     run->job()->FinishTarget(run->index(), varan::v1::TARGET_STATE_LOST,
                              reason);
     if (run->Gone()) {

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -108,12 +109,26 @@ class Dispatcher : private TargetRun::Owner {
   // (the periphery forgets them). `cancel` (may be null) receives running
   // executions of canceled jobs that the cancel could not reach (the call
   // had broken, or the target was finished as LOST or CANCELED without the
-  // periphery hearing of it): the periphery is to stop them.
+  // periphery hearing of it): the periphery is to stop them. `complete`:
+  // `reports` are all the periphery holds, so a waiting target missing from
+  // two of them in a row is resolved as absent; false for the part of a
+  // heartbeat another replica forwards (Replica.Report).
   std::vector<std::string> OnPeripheryReport(
       const std::string& periphery_id,
       const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
           reports,
-      std::vector<std::string>* cancel = nullptr);
+      std::vector<std::string>* cancel = nullptr, bool complete = true);
+
+  // Whether a target of this dispatcher is sent to, runs on, or waits for a
+  // report from periphery `periphery_id`: its heartbeats then go to
+  // OnPeripheryReport even when they report nothing, since a waiting target
+  // the periphery does not hold is resolved by its absence.
+  bool HasRunsOn(const std::string& periphery_id) const;
+
+  // The peripheries with targets waiting for their report (a call broke, or
+  // the job was taken over). Several replicas: those whose heartbeats reach
+  // another replica are asked for there (Enrollment::CheckAwaited).
+  std::vector<std::string> AwaitedPeripheries() const;
 
   // Validates, resolves targets and creates the job; returns it at once.
   // Targets are sent once the job is committed; then `on_committed` (may be
@@ -193,6 +208,13 @@ class Dispatcher : private TargetRun::Owner {
   // and its target is final (the periphery is to stop it).
   bool CanceledWhileAway(const std::string& wire_id);
   void Forget(const std::string& job_id);
+  // Indexes a new run (runs_, by_execution_, by_periphery_) / drops it.
+  void AddRunLocked(std::shared_ptr<TargetRun> run)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveRunLocked(TargetRun* run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The runs on periphery `periphery_id`.
+  std::vector<std::shared_ptr<TargetRun>> RunsOn(
+      const std::string& periphery_id) const;
   bool NoRuns() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return runs_.empty(); }
   std::string NewJobId();
 
@@ -217,6 +239,9 @@ class Dispatcher : private TargetRun::Owner {
   // The same runs by execution id, in its wire form (ExecutionId).
   absl::flat_hash_map<std::string, TargetRun*> by_execution_
       ABSL_GUARDED_BY(mu_);
+  // The same runs by periphery: a heartbeat looks at its own runs only.
+  absl::flat_hash_map<std::string, absl::flat_hash_set<TargetRun*>>
+      by_periphery_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::core

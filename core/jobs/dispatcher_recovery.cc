@@ -71,12 +71,14 @@ void Dispatcher::TakeOver(StoredJob stored, absl::string_view why,
       const varan::v1::JobTarget& t = snap.targets(i);
       const size_t index = static_cast<size_t>(i);
       if (IsFinal(t.state())) continue;
-      if (t.state() == varan::v1::TARGET_STATE_QUEUED) {
+      const bool queued = t.state() == varan::v1::TARGET_STATE_QUEUED;
+      const bool online = fleet_->IsOnline(t.periphery_id());
+      if (queued && !online) {
         job->FinishTarget(
             index, varan::v1::TARGET_STATE_FAILED,
             absl::StrCat(why, " before this target was sent; it never ran"));
         ++counts->never_sent;
-      } else if (!fleet_->IsOnline(t.periphery_id())) {
+      } else if (!online) {
         job->FinishTarget(
             index, varan::v1::TARGET_STATE_LOST,
             absl::StrCat(why, " while the target was ",
@@ -89,7 +91,13 @@ void Dispatcher::TakeOver(StoredJob stored, absl::string_view why,
       } else {
         auto run = std::make_shared<TargetRun>(
             AsOwner(), job, index, t.periphery_id(), ExecutionId{id, t.name()});
-        run->Await(absl::UnavailableError(why));
+        // A queued target may have been sent all the same (the record of
+        // it not yet committed): its periphery's reports tell.
+        run->Await(absl::UnavailableError(
+            queued ? absl::StrCat(why,
+                                  " before this target was recorded as "
+                                  "sent")
+                   : std::string(why)));
         runs.push_back(std::move(run));
       }
     }
@@ -97,10 +105,7 @@ void Dispatcher::TakeOver(StoredJob stored, absl::string_view why,
     counts->waiting += runs.size();
     absl::MutexLock lock(&mu_);
     active->running = runs.size();
-    for (auto& run : runs) {
-      by_execution_[run->wire_id()] = run.get();
-      runs_[run.get()] = std::move(run);
-    }
+    for (auto& run : runs) AddRunLocked(std::move(run));
     active_[id] = std::move(active);
   }
 }
@@ -109,14 +114,13 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     const std::string& periphery_id,
     const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
         reports,
-    std::vector<std::string>* cancel) {
+    std::vector<std::string>* cancel, bool complete) {
   std::vector<std::string> acks;
   std::vector<
       std::pair<std::shared_ptr<TargetRun>, const varan::v1::ExecutionReport*>>
       mentioned;
   std::vector<const varan::v1::ExecutionReport*> late;
   std::vector<const varan::v1::ExecutionReport*> stray;  // running, no run
-  std::vector<std::shared_ptr<TargetRun>> mine;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& r : reports) {
@@ -131,9 +135,6 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
         continue;
       }
       mentioned.emplace_back(runs_.at(it->second), &r);
-    }
-    for (auto& [ptr, run] : runs_) {
-      if (run->periphery_id() == periphery_id) mine.push_back(run);
     }
   }
   absl::flat_hash_set<TargetRun*> seen;
@@ -167,7 +168,8 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     acks.push_back(report->execution_id());
     RunDone(run.get());
   }
-  for (auto& run : mine) {
+  for (auto& run : complete ? RunsOn(periphery_id)
+                            : std::vector<std::shared_ptr<TargetRun>>{}) {
     if (seen.contains(run.get()) || !run->awaiting()) continue;
     if (run->Missed() < 2 || !run->TakeAwaiting()) continue;
     const bool started = run->job()->Started(run->index());

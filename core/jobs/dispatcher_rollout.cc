@@ -137,8 +137,7 @@ void Dispatcher::StartMore(const std::string& job_id) {
       auto run =
           std::make_shared<TargetRun>(AsOwner(), job, i, a.targets[i].id,
                                       ExecutionId{job_id, a.targets[i].name});
-      by_execution_[run->wire_id()] = run.get();
-      runs_[run.get()] = run;
+      AddRunLocked(run);
       ++a.running;
       starts.push_back(Start{std::move(run), a.targets[i]});
     }

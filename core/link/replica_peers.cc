@@ -1,9 +1,11 @@
 #include "core/link/replica_peers.h"
 
+#include <optional>
 #include <utility>
 
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "core/jobs/execution_id.h"
 #include "grpcpp/create_channel.h"
 #include "varan/v1/replica.grpc.pb.h"
 
@@ -55,6 +57,7 @@ ReplicaPeers::ReplicaPeers(const Cluster* cluster, Keepalive keepalive,
     : cluster_(cluster),
       keepalive_(keepalive),
       security_(security),
+      owners_(cluster),
       relays_(keepalive, std::move(security), "none") {}
 
 std::shared_ptr<PeripheryLink> ReplicaPeers::RelayLinkFor(
@@ -101,19 +104,107 @@ void ReplicaPeers::Forward(
     const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
         reports) {
   const std::string& self = cluster_->self().id;
-  for (const ReplicaInfo& replica : cluster_->Replicas()) {
-    if (replica.id == self) continue;
-    varan::v1::ReplicaReportRequest request;
+  // By replica id: the replica's address and the reports for it.
+  absl::flat_hash_map<std::string,
+                      std::pair<std::string, varan::v1::ReplicaReportRequest>>
+      to;
+  for (const varan::v1::ExecutionReport& report : reports) {
+    auto id = ExecutionId::Parse(report.execution_id());
+    if (!id.ok()) continue;  // not one of core's
+    std::optional<ReplicaInfo> owner = owners_.CreatorOf(id->job_id);
+    if (!owner.has_value()) owner = owners_.Adopter();
+    if (!owner.has_value() || owner->id == self) continue;
+    auto& [address, request] = to[owner->id];
+    address = owner->address;
+    *request.add_executions() = report;
+  }
+  for (auto& [replica, call] : to) {
+    auto& [address, request] = call;
     request.set_periphery_id(periphery_id);
-    *request.mutable_executions() = reports;
     {
       absl::MutexLock lock(&mu_);
       ++in_flight_;
     }
-    (new ReportCall(this, ChannelTo(replica.address), replica.address,
-                    std::move(request)))
+    (new ReportCall(this, ChannelTo(address), address, std::move(request)))
         ->Start();
   }
+}
+
+void ReplicaPeers::Heard(
+    const std::string& periphery_id,
+    const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
+        reports) {
+  absl::MutexLock lock(&mu_);
+  Heartbeat& h = heard_[periphery_id];
+  ++h.count;
+  h.execution_ids.clear();
+  for (const auto& r : reports) h.execution_ids.push_back(r.execution_id());
+}
+
+void ReplicaPeers::Held(const varan::v1::ReplicaHeldRequest& request,
+                        varan::v1::ReplicaHeldResponse* response) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : request.periphery_ids()) {
+    auto it = heard_.find(id);
+    if (it == heard_.end()) continue;
+    varan::v1::PeripheryHeld* held = response->add_peripheries();
+    held->set_periphery_id(id);
+    held->set_heartbeats(it->second.count);
+    for (const auto& e : it->second.execution_ids) held->add_execution_ids(e);
+  }
+}
+
+std::vector<varan::v1::PeripheryHeld> ReplicaPeers::AskHeld(
+    const std::vector<std::string>& periphery_ids) {
+  const std::string& self = cluster_->self().id;
+  // By replica id: its address and what to ask it.
+  absl::flat_hash_map<std::string,
+                      std::pair<std::string, varan::v1::ReplicaHeldRequest>>
+      ask;
+  for (const std::string& id : periphery_ids) {
+    auto owner = cluster_->OwnerOf(id);
+    if (!owner.has_value() || owner->replica.id == self) continue;
+    auto& [address, request] = ask[owner->replica.id];
+    address = owner->replica.address;
+    request.add_periphery_ids(id);
+  }
+  std::vector<varan::v1::PeripheryHeld> out;
+  absl::flat_hash_map<std::string, Asked> asked;
+  for (auto& [replica, call] : ask) {
+    auto& [address, request] = call;
+    auto stub = varan::v1::Replica::NewStub(ChannelTo(address));
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", Authorization());
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(2));
+    varan::v1::ReplicaHeldResponse response;
+    grpc::Status status = stub->Held(&context, request, &response);
+    if (!status.ok()) {
+      spdlog::debug("asking the replica at {} what peripheries hold: {}",
+                    address, status.error_message());
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    for (auto& held : *response.mutable_peripheries()) {
+      Asked now{replica, held.heartbeats()};
+      auto before = asked_.find(held.periphery_id());
+      const bool fresh = before == asked_.end() ||
+                         before->second.replica_id != now.replica_id ||
+                         before->second.count != now.count;
+      asked[held.periphery_id()] = std::move(now);
+      if (fresh) out.push_back(std::move(held));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  // Only the peripheries still asked about are remembered (as they were,
+  // when their replica did not answer this time).
+  for (const std::string& id : periphery_ids) {
+    if (asked.contains(id)) continue;
+    auto before = asked_.find(id);
+    if (before != asked_.end()) asked[id] = std::move(before->second);
+  }
+  asked_ = std::move(asked);
+  return out;
 }
 
 void ReplicaPeers::Answered(const std::string& periphery_id,

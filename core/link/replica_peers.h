@@ -5,13 +5,17 @@
 // relayed call or a forwarded watch uses. Every call carries the replicas'
 // shared secret (Cluster::secret).
 //
-// Reports go to every other live replica, since the jobs a periphery
-// reports on may have been created by any of them (or taken over from a
-// dead one); each answers for its own jobs. The answers come back
+// Each report goes to the replica answering for its job (JobOwners: the
+// job's creator while it is live, else the jobs lease's holder), none to
+// this one, whose dispatcher has it already. The answers come back
 // asynchronously and wait for the periphery's next heartbeat
 // (TakeAnswers), which carries them to it: the periphery reports an
 // execution until it is told to forget it, so nothing depends on one
 // answer arriving in time.
+//
+// It also remembers what the peripheries whose heartbeats reach this
+// replica reported last (Heard), for the replicas waiting on them to ask
+// (Replica.Held, AskHeld).
 //
 // Thread-safe. The destructor waits (up to 5 s) for the calls in flight.
 #pragma once
@@ -25,6 +29,7 @@
 #include "common/keepalive.h"
 #include "common/tls.h"
 #include "core/cluster/cluster.h"
+#include "core/jobs/job_owner.h"
 #include "core/link/dial_link.h"
 #include "grpcpp/channel.h"
 #include "varan/v1/core.pb.h"
@@ -43,12 +48,31 @@ class ReplicaPeers {
   ReplicaPeers(const ReplicaPeers&) = delete;
   ReplicaPeers& operator=(const ReplicaPeers&) = delete;
 
-  // Sends `reports` of periphery `periphery_id` to every other live
-  // replica; returns at once.
+  // Sends each of `reports` of periphery `periphery_id` to the other
+  // replica answering for its job, if any; returns at once.
   void Forward(
       const std::string& periphery_id,
       const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
           reports);
+
+  // A heartbeat of periphery `periphery_id` reporting `reports` reached
+  // this replica.
+  void Heard(
+      const std::string& periphery_id,
+      const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
+          reports);
+
+  // Answers Replica.Held from what was Heard.
+  void Held(const varan::v1::ReplicaHeldRequest& request,
+            varan::v1::ReplicaHeldResponse* response);
+
+  // What the peripheries `periphery_ids` reported in their latest
+  // heartbeats, asked of the other replicas holding them (Replica.Held):
+  // one entry per periphery that heartbeated since the last call, none for
+  // peripheries held here or nowhere, or whose replica did not answer.
+  // Blocks for the calls (up to 2 s each).
+  std::vector<varan::v1::PeripheryHeld> AskHeld(
+      const std::vector<std::string>& periphery_ids);
 
   // Adds to `response` what the other replicas answered since the last call
   // for `periphery_id` (executions to forget, executions to stop).
@@ -72,6 +96,16 @@ class ReplicaPeers {
     std::vector<std::string> cancel;
   };
   class ReportCall;
+  // The latest heartbeat of a periphery, as Heard.
+  struct Heartbeat {
+    uint64_t count = 0;
+    std::vector<std::string> execution_ids;
+  };
+  // The latest heartbeat of a periphery seen through AskHeld.
+  struct Asked {
+    std::string replica_id;
+    uint64_t count = 0;
+  };
 
   void Answered(const std::string& periphery_id,
                 const varan::v1::ReplicaReportResponse& response);
@@ -80,11 +114,14 @@ class ReplicaPeers {
   const Cluster* const cluster_;
   const Keepalive keepalive_;
   const ChannelSecurity security_;
+  const JobOwners owners_;
   DialLinkProvider relays_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Answers> answers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Heartbeat> heard_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Asked> asked_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -8,24 +8,41 @@
 
 namespace varan::core {
 
+bool ReplicaService::Authorized(grpc::CallbackServerContext* context,
+                                grpc::ServerUnaryReactor* reactor) const {
+  absl::string_view token = BearerToken(*context);
+  if (!token.empty() && SecretEquals(token, cluster_->secret())) return true;
+  reactor->Finish(
+      grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                   "the Replica service is for core's own replicas"));
+  return false;
+}
+
 grpc::ServerUnaryReactor* ReplicaService::Report(
     grpc::CallbackServerContext* context,
     const varan::v1::ReplicaReportRequest* request,
     varan::v1::ReplicaReportResponse* response) {
   auto* reactor = context->DefaultReactor();
-  absl::string_view token = BearerToken(*context);
-  if (token.empty() || !SecretEquals(token, cluster_->secret())) {
-    reactor->Finish(
-        grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                     "the Replica service is for core's own replicas"));
-    return reactor;
-  }
+  if (!Authorized(context, reactor)) return reactor;
   std::vector<std::string> cancel;
+  // Only this replica's part of the heartbeat.
   for (auto& ack : dispatcher_->OnPeripheryReport(
-           request->periphery_id(), request->executions(), &cancel)) {
+           request->periphery_id(), request->executions(), &cancel,
+           /*complete=*/false)) {
     response->add_acknowledged(std::move(ack));
   }
   for (auto& c : cancel) response->add_cancel(std::move(c));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ReplicaService::Held(
+    grpc::CallbackServerContext* context,
+    const varan::v1::ReplicaHeldRequest* request,
+    varan::v1::ReplicaHeldResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (!Authorized(context, reactor)) return reactor;
+  peers_->Held(*request, response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -190,5 +190,35 @@ TEST_F(DispatcherReplicasTest, AReplicaNeverTakesOverItsOwnJobs) {
   EXPECT_FALSE(a().dispatcher->Running(id));
 }
 
+// What another replica forwards is only its part of a heartbeat: its
+// silence about a waiting target means nothing. A whole heartbeat (its
+// own, or one asked of the replica holding the periphery: Replica.Held)
+// without it does.
+TEST_F(DispatcherReplicasTest, OnlyWholeHeartbeatsResolveAnAbsentTarget) {
+  auto job = Dispatch(a(), "sleep 5");
+  ASSERT_NE(job, nullptr);
+  a().links.calls()[0]->Start(7);
+  const std::string id = job->id();
+  a().cluster->Crash();
+  clock_.Advance(kClusterTtl + absl::Seconds(1));
+  ASSERT_EQ(*b().dispatcher->AdoptOrphans(), 1u);
+  EXPECT_THAT(b().dispatcher->AwaitedPeripheries(), ElementsAre(p1_));
+  const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> none;
+  for (int i = 0; i < 3; ++i) {
+    b().dispatcher->OnPeripheryReport(p1_, none, nullptr, /*complete=*/false);
+  }
+  auto found = b().dispatcher->Find(id);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ((*found)->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_RUNNING);
+  b().dispatcher->OnPeripheryReport(p1_, none);
+  b().dispatcher->OnPeripheryReport(p1_, none);
+  const varan::v1::Job snap = (*found)->Snapshot();
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
+  EXPECT_THAT(snap.targets(0).error(),
+              ::testing::HasSubstr("no longer holds execution"));
+  EXPECT_THAT(b().dispatcher->AwaitedPeripheries(), IsEmpty());
+}
+
 }  // namespace
 }  // namespace varan::core

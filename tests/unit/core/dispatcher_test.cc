@@ -323,12 +323,14 @@ google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> Reports(
 TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   const std::string p1 = Add("p1");
   const std::string p2 = Add("p2");
-  Add("p3");
+  const std::string p3 = Add("p3");
+  const std::string p4 = Add("p4");
   auto req = Request("");
   req.mutable_options()->set_max_parallel(2);
   auto job = MustDispatch(req);
   EXPECT_TRUE(links_.calls()[0]->request.hold_result());
-  links_.calls()[0]->Start(1);  // p1 running, p2 dispatched, p3 queued
+  // p1 running, p2 dispatched, p3 and p4 queued.
+  links_.calls()[0]->Start(1);
   links_.calls()[0]->Output("first\n");
   const std::string id = job->id();
   ASSERT_TRUE(store_->Sync().ok());
@@ -348,11 +350,12 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   auto found = dispatcher_->Find(id);
   ASSERT_TRUE(found.ok()) << found.status();
   std::shared_ptr<Job> restored = *found;
+  // Queued targets wait too: one may have been sent with its record not
+  // committed yet.
   EXPECT_THAT(States(*restored), ElementsAre(varan::v1::TARGET_STATE_RUNNING,
                                              varan::v1::TARGET_STATE_DISPATCHED,
-                                             varan::v1::TARGET_STATE_FAILED));
-  EXPECT_THAT(restored->Snapshot().targets(2).error(),
-              HasSubstr("never ran"));
+                                             varan::v1::TARGET_STATE_QUEUED,
+                                             varan::v1::TARGET_STATE_QUEUED));
 
   // p1 reports the command still running, then finished (its tail holds
   // the first line core had, and the one it missed).
@@ -379,7 +382,24 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   EXPECT_EQ(snap.targets(1).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snap.targets(1).error(), HasSubstr("never started there"));
   EXPECT_THAT(snap.targets(1).error(), HasSubstr("core restarted"));
+
+  // p3 had been sent its command after all: its real outcome counts.
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(
+                  p3, Reports({Finished(id + "/p3", 0, "ran\n")})),
+              ElementsAre(id + "/p3"));
+  snap = restored->Snapshot();
+  EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_EXITED);
+  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(2).name()), "ran\n");
+  // p4 never got it: two reports without it, and it failed unsent.
+  dispatcher_->OnPeripheryReport(p4, Reports({}));
+  dispatcher_->OnPeripheryReport(p4, Reports({}));
+  snap = restored->Snapshot();
+  EXPECT_EQ(snap.targets(3).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(3).error(), HasSubstr("never started there"));
+  EXPECT_THAT(snap.targets(3).error(),
+              HasSubstr("before this target was recorded as sent"));
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(restored->finished());
 }
 
 TEST_F(DispatcherTest,

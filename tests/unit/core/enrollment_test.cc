@@ -355,5 +355,32 @@ TEST_F(EnrollmentTest, ARunningExecutionOfACanceledJobIsToBeStopped) {
   EXPECT_THAT(answer->cancel(), ElementsAre(execution));
 }
 
+TEST_F(EnrollmentTest, HeartbeatsReportingNothingResolveAWaitingTarget) {
+  const Enrollment::Admitted p = MustJoin("web-1");
+  varan::v1::DispatchRequest dispatch;
+  dispatch.mutable_target()->add_names("web-1");
+  dispatch.mutable_spec()->add_argv("true");
+  auto job = dispatcher_.Dispatch(dispatch, "tester");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_EQ(links_.calls().size(), 1u);
+  // The call breaks before the periphery said anything: the command may or
+  // may not run there. A periphery holding no execution reports none, and
+  // that absence is the answer: two heartbeats without it fail the target.
+  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
+  EXPECT_TRUE(dispatcher_.HasRunsOn(p.periphery_id));
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(p.periphery_id);
+  ASSERT_TRUE(enrollment_.Heartbeat(p.credential, kPeer, beat).ok());
+  EXPECT_EQ((*job)->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_DISPATCHED);
+  ASSERT_TRUE(enrollment_.Heartbeat(p.credential, kPeer, beat).ok());
+  const varan::v1::Job snapshot = (*job)->Snapshot();
+  EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snapshot.targets(0).error(), HasSubstr("never started there"));
+  EXPECT_TRUE((*job)->finished());
+  EXPECT_FALSE(dispatcher_.HasRunsOn(p.periphery_id));
+}
+
 }  // namespace
 }  // namespace varan::core
