@@ -50,6 +50,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -276,6 +277,8 @@ class Job {
   // No output buffered: everything is handed to the store, whose writes
   // commit in call order, so a FinishJob called now commits after it.
   bool OutputIdleLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Records in buffered_ / storing_ where the streams of `target` are.
+  void NoteStreamsLocked(size_t target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // No final target has output buffered or an append in flight.
   bool FinalOutputStoredLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // An output append committed.
@@ -329,6 +332,11 @@ class Job {
   OutputLimits limits_ ABSL_GUARDED_BY(mu_);
   // [target][0 = stdout, 1 = stderr]
   std::vector<std::array<Stream, 2>> streams_ ABSL_GUARDED_BY(mu_);
+  // The targets with bytes buffered for the store, and those with bytes
+  // buffered or an append in flight (NoteStreamsLocked keeps them): a
+  // commit checks these, not every target of a job of thousands.
+  absl::flat_hash_set<size_t> buffered_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<size_t> storing_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> started_ ABSL_GUARDED_BY(mu_);
   // [target][stream]: sequence of the next output chunk.
   std::vector<std::array<uint64_t, 2>> next_chunk_ ABSL_GUARDED_BY(mu_);

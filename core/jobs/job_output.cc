@@ -113,6 +113,25 @@ void Job::BufferLocked(size_t target, size_t s, uint64_t offset,
     st.tail_end = end;
   }
   FlushLocked(target, s, /*force=*/false);
+  NoteStreamsLocked(target);
+}
+
+void Job::NoteStreamsLocked(size_t target) {
+  bool buffered = false, storing = false;
+  for (const Stream& st : streams_[target]) {
+    buffered |= !st.head_buf.empty() || !st.tail.empty();
+    storing |= st.in_flight;
+  }
+  if (buffered) {
+    buffered_.insert(target);
+  } else {
+    buffered_.erase(target);
+  }
+  if (buffered || storing) {
+    storing_.insert(target);
+  } else {
+    storing_.erase(target);
+  }
 }
 
 void Job::FlushLocked(size_t target, size_t s, bool force) {
@@ -153,6 +172,7 @@ void Job::FlushLocked(size_t target, size_t s, bool force) {
     store_->AppendOutput(key, st.tail_end - size, st.tail.Take(), retention,
                          std::move(done));
   }
+  NoteStreamsLocked(target);
 }
 
 Job::~Job() {
@@ -166,40 +186,31 @@ void Job::OutputCommitted(size_t target, size_t s) {
     absl::MutexLock lock(&mu_);
     streams_[target][s].in_flight = false;
     FlushLocked(target, s, /*force=*/FinalLocked(target));
+    NoteStreamsLocked(target);
     // The final record waits for the output.
     PersistLocked();
-    if (FinalOutputStoredLocked()) stored.swap(output_stored_waiters_);
+    if (!output_stored_waiters_.empty() && FinalOutputStoredLocked()) {
+      stored.swap(output_stored_waiters_);
+    }
   }
   for (auto& done : stored) done();
 }
 
 void Job::FlushOutput() {
   absl::MutexLock lock(&mu_);
-  for (size_t t = 0; t < target_count_; ++t) {
+  // Copied: a flush takes the target out of buffered_.
+  const std::vector<size_t> buffered(buffered_.begin(), buffered_.end());
+  for (size_t t : buffered) {
     FlushLocked(t, 0, /*force=*/false);
     FlushLocked(t, 1, /*force=*/false);
   }
 }
 
-bool Job::OutputIdleLocked() const {
-  for (const auto& streams : streams_) {
-    for (const Stream& st : streams) {
-      if (!st.head_buf.empty() || !st.tail.empty()) {
-        return false;
-      }
-    }
-  }
-  return true;
-}
+bool Job::OutputIdleLocked() const { return buffered_.empty(); }
 
 bool Job::FinalOutputStoredLocked() const {
-  for (size_t t = 0; t < target_count_; ++t) {
-    if (!FinalLocked(t)) continue;
-    for (const Stream& st : streams_[t]) {
-      if (st.in_flight || !st.head_buf.empty() || !st.tail.empty()) {
-        return false;
-      }
-    }
+  for (size_t t : storing_) {
+    if (FinalLocked(t)) return false;
   }
   return true;
 }
