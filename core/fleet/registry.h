@@ -162,10 +162,13 @@ class FleetRegistry {
 
   // With a Cluster: re-reads the fleet from the store (after the writes
   // made here so far are committed) and takes what the other replicas
-  // changed, and which peripheries they hold. Blocks on the store; call it
-  // every few seconds from a thread of its own. Without one: OK, nothing
+  // changed, and which peripheries they hold. Only what was saved since the
+  // last re-read is read (Store::LoadChangedPeripheries), and all of it
+  // every `kFullRefreshEvery` calls, in case. Blocks on the store; call it
+  // every few seconds from one thread of its own. Without one: OK, nothing
   // to do.
   absl::Status Refresh();
+  static constexpr int kFullRefreshEvery = 30;
 
   absl::Duration heartbeat_interval() const {
     return options_.heartbeat_interval;
@@ -259,6 +262,10 @@ class FleetRegistry {
   const FleetOptions options_;
   Store* const store_;
   Cluster* const cluster_;
+  // Refresh's own (one thread at a time): where the next read of changed
+  // peripheries starts, and how many reads since the last full one.
+  uint64_t changed_cursor_ = 0;
+  int changed_reads_ = 0;
   mutable absl::Mutex mu_;
   // Counts writes (Record::saved_gen).
   uint64_t save_gen_ ABSL_GUARDED_BY(mu_) = 0;

@@ -101,7 +101,11 @@ absl::Status FleetRegistry::Refresh() {
   if (absl::Status s = store_->Sync(); !s.ok()) {
     spdlog::error("a write to the store failed: {}", s.message());
   }
-  auto stored = store_->LoadPeripheries();
+  if (++changed_reads_ >= kFullRefreshEvery) {
+    changed_reads_ = 0;
+    changed_cursor_ = 0;
+  }
+  auto stored = store_->LoadChangedPeripheries(&changed_cursor_);
   if (!stored.ok()) return stored.status();
   const absl::Time now = clock_->Now();
   std::vector<std::pair<std::string, std::string>> gone;

@@ -101,6 +101,10 @@ class PostgresStore final : public QueuedStore {
 
   // --- Store (writes, Sync, CheckBacklog and PruneNow: QueuedStore) -------
   absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() override;
+  // By the id of the transaction that last saved each row (schema v4): the
+  // cursor is the oldest transaction still running at the last call.
+  absl::StatusOr<std::vector<StoredPeriphery>> LoadChangedPeripheries(
+      uint64_t* cursor) override;
   absl::StatusOr<std::vector<StoredToken>> LoadTokens() override;
   absl::StatusOr<std::vector<StoredJoinToken>> LoadJoinTokens() override;
   absl::StatusOr<StoredOutput> ReadOutput(const OutputKey& key, uint64_t offset,

@@ -228,6 +228,15 @@ class Store {
   virtual absl::StatusOr<std::vector<StoredPeriphery>> LoadPeripheries() = 0;
   // Inserts or replaces the periphery with `p.info.id()`. Asynchronous.
   virtual void SavePeriphery(const StoredPeriphery& p) = 0;
+  // The peripheries saved since the call that set `*cursor` (0: all of
+  // them), removed ones included, ordered by id — maybe more, never fewer —
+  // and sets `*cursor` for the next call. For replicas re-reading a shared
+  // database (FleetRegistry::Refresh) without reading every periphery each
+  // time. A backend that cannot tell what changed returns every periphery.
+  virtual absl::StatusOr<std::vector<StoredPeriphery>> LoadChangedPeripheries(
+      [[maybe_unused]] uint64_t* cursor) {
+    return LoadPeripheries();
+  }
 
   // --- Tokens ------------------------------------------------------------
   // Every stored operator token / join token, revoked ones included,

@@ -183,5 +183,43 @@ TEST(PostgresStoreTest, WritesWaitForARestartedServerAndNoneIsLost) {
   }
 }
 
+// Replicas re-read only what changed: once the transactions that saved the
+// rows are over, a read from the last cursor holds none of them (other
+// tests' transactions on the shared server may hold the cursor back for a
+// moment, so it is retried).
+TEST(PostgresStoreTest, ChangedPeripheriesLeaveOutWhatWasReadBefore) {
+  auto opened = PostgresStore::Open(NewDatabase(), Options());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  PostgresStore& store = **opened;
+  const auto online = varan::v1::PERIPHERY_STATE_ONLINE;
+  for (int i = 0; i < 50; ++i) {
+    store.SavePeriphery(
+        MakePeriphery(absl::StrCat("p", i), absl::StrCat("n", i), online));
+  }
+  ASSERT_TRUE(store.Sync().ok());
+  uint64_t cursor = 0;
+  auto all = store.LoadChangedPeripheries(&cursor);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 50u);
+  size_t again = all->size();
+  for (int i = 0; i < 100 && again > 0; ++i) {
+    auto changed = store.LoadChangedPeripheries(&cursor);
+    ASSERT_TRUE(changed.ok()) << changed.status();
+    again = changed->size();
+    if (again > 0) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(again, 0u);
+  // One saved now is read, alone.
+  store.SavePeriphery(MakePeriphery("p7", "renamed", online));
+  ASSERT_TRUE(store.Sync().ok());
+  auto one = store.LoadChangedPeripheries(&cursor);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_GE(one->size(), 1u);
+  EXPECT_LT(one->size(), 50u);
+  bool renamed = false;
+  for (const auto& p : *one) renamed |= p.info.name() == "renamed";
+  EXPECT_TRUE(renamed);
+}
+
 }  // namespace
 }  // namespace varan::core::store_test

@@ -59,6 +59,25 @@ absl::StatusOr<Conn*> PostgresStore::Reader() {
   return reader_.get();
 }
 
+// The rows of a SELECT id, info, credential, label_overrides, confirmed.
+static absl::StatusOr<std::vector<StoredPeriphery>> ReadPeripheries(Conn& db,
+                                                                    Result& r) {
+  std::vector<StoredPeriphery> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    StoredPeriphery& p = out.emplace_back();
+    if (!ParseBytes(p.info, r.Bytes(i, 1)) ||
+        !ParseBytes(p.label_overrides, r.Bytes(i, 3))) {
+      return absl::DataLossError(absl::StrCat(db.description(),
+                                              ": stored periphery ",
+                                              r.Bytes(i, 0), " is corrupt"));
+    }
+    p.credential = std::string(r.Bytes(i, 2));
+    p.confirmed = r.Int(i, 4) != 0;
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<StoredPeriphery>> PostgresStore::LoadPeripheries() {
   absl::MutexLock lock(&read_mu_);
   VARAN_ASSIGN_OR_RETURN(Conn * db, Reader());
@@ -66,19 +85,29 @@ absl::StatusOr<std::vector<StoredPeriphery>> PostgresStore::LoadPeripheries() {
       Result r, db->Run("SELECT id, info, credential, label_overrides, "
                         "confirmed FROM peripheries ORDER BY id",
                         "load peripheries"));
-  std::vector<StoredPeriphery> out;
-  out.reserve(static_cast<size_t>(r.rows()));
-  for (int i = 0; i < r.rows(); ++i) {
-    StoredPeriphery& p = out.emplace_back();
-    if (!ParseBytes(p.info, r.Bytes(i, 1)) ||
-        !ParseBytes(p.label_overrides, r.Bytes(i, 3))) {
-      return absl::DataLossError(absl::StrCat(db->description(),
-                                              ": stored periphery ",
-                                              r.Bytes(i, 0), " is corrupt"));
-    }
-    p.credential = std::string(r.Bytes(i, 2));
-    p.confirmed = r.Int(i, 4) != 0;
-  }
+  return ReadPeripheries(*db, r);
+}
+
+absl::StatusOr<std::vector<StoredPeriphery>>
+PostgresStore::LoadChangedPeripheries(uint64_t* cursor) {
+  absl::MutexLock lock(&read_mu_);
+  VARAN_ASSIGN_OR_RETURN(Conn * db, Reader());
+  // First the oldest transaction running now: whatever the read below does
+  // not see was written by it or a later one, so the next read (from it)
+  // sees it. Rows it does see again are merely read twice.
+  VARAN_ASSIGN_OR_RETURN(
+      Result now,
+      db->Run("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::BIGINT",
+              "read the oldest running transaction"));
+  const int64_t next = now.Int(0, 0);
+  VARAN_ASSIGN_OR_RETURN(
+      Result r,
+      db->Run("SELECT id, info, credential, label_overrides, confirmed FROM "
+              "peripheries WHERE saved_by >= $1::TEXT::XID8 ORDER BY id",
+              Params().Int(static_cast<int64_t>(*cursor)),
+              "load changed peripheries"));
+  auto out = ReadPeripheries(*db, r);
+  if (out.ok()) *cursor = static_cast<uint64_t>(next);
   return out;
 }
 

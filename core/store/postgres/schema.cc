@@ -111,6 +111,13 @@ CREATE TABLE cluster_settings (
   value TEXT NOT NULL
 );
 )sql",
+    // 4: which transaction last saved each periphery, so that replicas
+    // re-read only what changed (LoadChangedPeripheries).
+    R"sql(
+ALTER TABLE peripheries
+  ADD COLUMN saved_by XID8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX peripheries_by_saved_by ON peripheries (saved_by);
+)sql",
 };
 
 }  // namespace

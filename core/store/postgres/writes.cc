@@ -36,7 +36,7 @@ const std::string kSavePeriphery =
     "CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = "
     "EXCLUDED.state, info = EXCLUDED.info, credential = EXCLUDED.credential, "
     "label_overrides = EXCLUDED.label_overrides, confirmed = "
-    "EXCLUDED.confirmed";
+    "EXCLUDED.confirmed, saved_by = pg_current_xact_id()";
 const std::string kSaveToken =
     "INSERT INTO tokens (id, kind, name, hash, info) VALUES ($1, $2, $3, $4, "
     "$5) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, name = "
