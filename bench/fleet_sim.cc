@@ -1494,7 +1494,8 @@ void Report(const Options& opt, const std::vector<ModeResult>& results) {
     std::printf(
         "%d real varan-core replicas on one new database of %s, each with "
         "its own data directory, port and --replica-address (the fleet "
-        "re-read every 2 s). Simulated periphery i connects to replica i mod "
+        "re-read every second). Simulated periphery i connects to replica i "
+        "mod "
         "%d only (as if a load balancer had spread them); registration is "
         "timed until every replica lists all of them online. Fan-outs: the "
         "first through each replica in turn (for each, a third of the "

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/secrets.h"
 #include "common/status_macros.h"
@@ -80,6 +81,8 @@ constexpr size_t kMaxClaimsPerRenewal = 500;
 // The least time between two refreshes, so a burst of notifications (many
 // peripheries moving at once) costs a few refreshes, not one each.
 constexpr absl::Duration kMinGap = absl::Milliseconds(20);
+// How many refresh intervals between two views make a gap (PresumeLocked).
+constexpr int kViewGap = 3;
 
 }  // namespace
 
@@ -362,7 +365,9 @@ absl::Status PostgresCluster::ReadView() {
     replicas.push_back(
         {std::string(live.Bytes(i, 0)), std::string(live.Bytes(i, 1))});
   }
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
+  PresumeLocked(replicas, now);
   replicas_ = std::move(replicas);
   holders_.clear();
   for (int i = 0; i < holders.rows(); ++i) {
@@ -375,6 +380,44 @@ absl::Status PostgresCluster::ReadView() {
     last_seq_ = std::max(last_seq_, changed.Int(i, 3));
   }
   return absl::OkStatus();
+}
+
+void PostgresCluster::PresumeLocked(std::vector<ReplicaInfo>& read,
+                                    absl::Time now) {
+  absl::flat_hash_set<std::string> seen;
+  for (const ReplicaInfo& r : read) seen.insert(r.id);
+  // A gap in this replica's view: the database was out of its reach (or
+  // this process stalled). Memberships that lapsed meanwhile may only wait
+  // for their replica to reach the database again: those replicas stay
+  // live for one ttl from now, and leave unless they renew by then. Without
+  // it, the first replica back would take the others for dead and take over
+  // the jobs they are running.
+  if (last_view_ != absl::InfinitePast() &&
+      now - last_view_ > kViewGap * options_.refresh_interval) {
+    std::vector<std::string> kept;
+    for (const ReplicaInfo& r : replicas_) {
+      if (r.id == self_.id || seen.contains(r.id)) continue;
+      if (presumed_.try_emplace(r.id, Presumed{r, now + options_.ttl}).second) {
+        kept.push_back(r.id);
+      }
+    }
+    if (!kept.empty()) {
+      spdlog::warn(
+          "cluster: after {} without a view of the cluster, replica(s) {} "
+          "count as live for {} more in case they are still reconnecting",
+          absl::FormatDuration(now - last_view_), absl::StrJoin(kept, ", "),
+          absl::FormatDuration(options_.ttl));
+    }
+  }
+  last_view_ = now;
+  for (auto it = presumed_.begin(); it != presumed_.end();) {
+    auto here = it++;
+    if (seen.contains(here->first) || now >= here->second.until) {
+      presumed_.erase(here);
+    } else {
+      read.push_back(here->second.info);
+    }
+  }
 }
 
 absl::Status PostgresCluster::Leave() {

@@ -20,7 +20,9 @@
 // advisory lock and numbered from a sequence inside it, so they commit in
 // seq order and "changed since seq N" misses none. The database being
 // unreachable: the thread reconnects each refresh; claims wait; leases
-// lapse by this replica's clock; the view keeps its last answers.
+// lapse by this replica's clock; the view keeps its last answers, and once
+// it is back, replicas whose membership lapsed meanwhile stay in it for
+// one ttl more unless they renew (they may be reconnecting too).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -80,6 +83,10 @@ class PostgresCluster final : public Cluster {
   absl::Status Renew(const absl::flat_hash_map<std::string, bool>& changes,
                      absl::flat_hash_map<std::string, absl::Time>* held);
   absl::Status ReadView();
+  // Adds to `read` (the replicas live in the database) those presumed live
+  // after a gap in the view (see the .cc), as of `now`.
+  void PresumeLocked(std::vector<ReplicaInfo>& read, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Leave();
   // Waits for a wake-up, a notification or `timeout`.
   void Wait(absl::Duration timeout);
@@ -103,6 +110,14 @@ class PostgresCluster final : public Cluster {
   absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
   // The view.
   std::vector<ReplicaInfo> replicas_ ABSL_GUARDED_BY(mu_);
+  // When the view was last read, and the replicas kept in it after a gap
+  // until they renew or `until` passes.
+  absl::Time last_view_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  struct Presumed {
+    ReplicaInfo info;
+    absl::Time until;
+  };
+  absl::flat_hash_map<std::string, Presumed> presumed_ ABSL_GUARDED_BY(mu_);
   // Claims taken from pending_ by the refresh writing them now.
   size_t claims_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Lease name -> the id of its live holder, as of the last refresh.

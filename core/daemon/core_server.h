@@ -80,7 +80,7 @@ struct CoreConfig {
   // With replicas: how long a replica that stops renewing its membership
   // (a crash) is still counted live, and how often the fleet is re-read.
   absl::Duration replica_ttl = absl::Seconds(10);
-  absl::Duration fleet_refresh = absl::Seconds(2);
+  absl::Duration fleet_refresh = absl::Seconds(1);
   // --max-pending-writes: the store's backlog bound (Store::CheckBacklog).
   uint64_t max_pending_writes = 200000;
   // --output-head / --output-tail: output bytes stored of the start and the

@@ -168,7 +168,7 @@ class FleetRegistry {
   // every few seconds from one thread of its own. Without one: OK, nothing
   // to do.
   absl::Status Refresh();
-  static constexpr int kFullRefreshEvery = 30;
+  static constexpr int kFullRefreshEvery = 60;
 
   absl::Duration heartbeat_interval() const {
     return options_.heartbeat_interval;

@@ -88,6 +88,46 @@ TEST(PostgresClusterTest, TheDatabaseRestartingLapsesLeasesThenTheyComeBack) {
   EXPECT_EQ((*a)->OwnerOf("p-1")->replica.id, "r-a");
 }
 
+// Every replica loses the database for longer than the ttl. The first one
+// back must not take the others for dead (and take over their jobs) before
+// they had a ttl to reconnect too; one that does not come back leaves the
+// view once that ttl has passed.
+TEST(PostgresClusterTest, AfterAnOutageTheOthersHaveATtlToComeBack) {
+  const std::string url = NewDatabase();
+  constexpr absl::Duration kTtl = absl::Seconds(2);
+  auto a = PostgresCluster::Open(url, OptionsFor("r-a", {}, kTtl));
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = PostgresCluster::Open(url, OptionsFor("r-b", {}, kTtl));
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE((*a)->Sync().ok());
+  ASSERT_EQ((*a)->Replicas().size(), 2u);
+  Server().Stop();
+  (*b)->Crash();  // b never renews again
+  absl::SleepFor(kTtl + absl::Milliseconds(500));
+  // The view keeps its last answers meanwhile.
+  EXPECT_EQ((*a)->Replicas().size(), 2u);
+  ASSERT_TRUE(Server().Start().ok());
+  absl::Status synced;
+  for (int i = 0; i < 50; ++i) {
+    synced = (*a)->Sync();
+    if (synced.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(synced.ok()) << synced;
+  const absl::Time back = absl::Now();
+  // b's membership expired in the database, yet it still counts as live.
+  auto replicas = (*a)->Replicas();
+  EXPECT_EQ(replicas.size(), 2u);
+  // Gone once the ttl passed without a renewal.
+  bool gone = false;
+  while (!gone && absl::Now() - back < kTtl + absl::Seconds(3)) {
+    absl::SleepFor(absl::Milliseconds(100));
+    gone = (*a)->Replicas().size() == 1u;
+  }
+  EXPECT_TRUE(gone);
+  EXPECT_GE(absl::Now() - back, kTtl - absl::Milliseconds(500));
+}
+
 TEST(PostgresClusterTest,
      AnUnreachableDatabaseIsAClearErrorWithoutThePassword) {
   const std::string url =
