@@ -105,6 +105,20 @@ class EnrollmentTest : public ::testing::Test {
     return *admitted;
   }
 
+  // Dispatches `argv` to periphery `name`; returns the job once its one
+  // call is sent (after the store committed the job), or null.
+  std::shared_ptr<Job> DispatchTo(const std::string& name,
+                                  const std::string& argv) {
+    varan::v1::DispatchRequest dispatch;
+    dispatch.mutable_target()->add_names(name);
+    dispatch.mutable_spec()->add_argv(argv);
+    auto job = dispatcher_.Dispatch(dispatch, "tester");
+    EXPECT_TRUE(job.ok()) << job.status();
+    EXPECT_TRUE(store_.Sync().ok());
+    EXPECT_EQ(links_.calls().size(), 1u);
+    return job.ok() && links_.calls().size() == 1u ? *job : nullptr;
+  }
+
   FakeClock clock_;
   FakeLinks links_;
   MemoryStore store_;
@@ -302,18 +316,12 @@ TEST_F(EnrollmentTest, FailedHeartbeatsAreCountedUnlessOnATunnel) {
 
 TEST_F(EnrollmentTest, HeartbeatReportsReachTheDispatcher) {
   const Enrollment::Admitted p = MustJoin("web-1");
-  varan::v1::DispatchRequest dispatch;
-  dispatch.mutable_target()->add_names("web-1");
-  dispatch.mutable_spec()->add_argv("true");
-  auto job = dispatcher_.Dispatch(dispatch, "tester");
-  ASSERT_TRUE(job.ok()) << job.status();
-  // Targets are sent once the store committed the job.
-  ASSERT_TRUE(store_.Sync().ok());
-  ASSERT_EQ(links_.calls().size(), 1u);
+  auto job = DispatchTo("web-1", "true");
+  ASSERT_NE(job, nullptr);
   // The call breaks before anything came back: the target waits for the
   // periphery's report.
   links_.calls()[0]->End(absl::UnavailableError("connection reset"));
-  const std::string execution = (*job)->id() + "/web-1";
+  const std::string execution = job->id() + "/web-1";
 
   varan::v1::HeartbeatRequest beat;
   beat.set_periphery_id(p.periphery_id);
@@ -326,25 +334,19 @@ TEST_F(EnrollmentTest, HeartbeatReportsReachTheDispatcher) {
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_THAT(answer->acknowledged(), ElementsAre(execution));
   EXPECT_TRUE(answer->cancel().empty());
-  const varan::v1::Job snapshot = (*job)->Snapshot();
+  const varan::v1::Job snapshot = job->Snapshot();
   EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(snapshot.targets(0).exit_status().code(), 3);
 }
 
 TEST_F(EnrollmentTest, ARunningExecutionOfACanceledJobIsToBeStopped) {
   const Enrollment::Admitted p = MustJoin("web-1");
-  varan::v1::DispatchRequest dispatch;
-  dispatch.mutable_target()->add_names("web-1");
-  dispatch.mutable_spec()->add_argv("sleep");
-  auto job = dispatcher_.Dispatch(dispatch, "tester");
-  ASSERT_TRUE(job.ok()) << job.status();
-  // Targets are sent once the store committed the job.
-  ASSERT_TRUE(store_.Sync().ok());
-  ASSERT_EQ(links_.calls().size(), 1u);
+  auto job = DispatchTo("web-1", "sleep");
+  ASSERT_NE(job, nullptr);
   links_.calls()[0]->Start(7);
   links_.calls()[0]->End(absl::UnavailableError("link down"));
-  ASSERT_TRUE(dispatcher_.Cancel((*job)->id(), "tester").ok());
-  const std::string execution = (*job)->id() + "/web-1";
+  ASSERT_TRUE(dispatcher_.Cancel(job->id(), "tester").ok());
+  const std::string execution = job->id() + "/web-1";
   varan::v1::HeartbeatRequest beat;
   beat.set_periphery_id(p.periphery_id);
   varan::v1::ExecutionReport* report = beat.add_executions();
@@ -357,13 +359,8 @@ TEST_F(EnrollmentTest, ARunningExecutionOfACanceledJobIsToBeStopped) {
 
 TEST_F(EnrollmentTest, HeartbeatsReportingNothingResolveAWaitingTarget) {
   const Enrollment::Admitted p = MustJoin("web-1");
-  varan::v1::DispatchRequest dispatch;
-  dispatch.mutable_target()->add_names("web-1");
-  dispatch.mutable_spec()->add_argv("true");
-  auto job = dispatcher_.Dispatch(dispatch, "tester");
-  ASSERT_TRUE(job.ok()) << job.status();
-  ASSERT_TRUE(store_.Sync().ok());
-  ASSERT_EQ(links_.calls().size(), 1u);
+  auto job = DispatchTo("web-1", "true");
+  ASSERT_NE(job, nullptr);
   // The call breaks before the periphery said anything: the command may or
   // may not run there. A periphery holding no execution reports none, and
   // that absence is the answer: two heartbeats without it fail the target.
@@ -372,13 +369,13 @@ TEST_F(EnrollmentTest, HeartbeatsReportingNothingResolveAWaitingTarget) {
   varan::v1::HeartbeatRequest beat;
   beat.set_periphery_id(p.periphery_id);
   ASSERT_TRUE(enrollment_.Heartbeat(p.credential, kPeer, beat).ok());
-  EXPECT_EQ((*job)->Snapshot().targets(0).state(),
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
             varan::v1::TARGET_STATE_DISPATCHED);
   ASSERT_TRUE(enrollment_.Heartbeat(p.credential, kPeer, beat).ok());
-  const varan::v1::Job snapshot = (*job)->Snapshot();
+  const varan::v1::Job snapshot = job->Snapshot();
   EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
   EXPECT_THAT(snapshot.targets(0).error(), HasSubstr("never started there"));
-  EXPECT_TRUE((*job)->finished());
+  EXPECT_TRUE(job->finished());
   EXPECT_FALSE(dispatcher_.HasRunsOn(p.periphery_id));
 }
 
