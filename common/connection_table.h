@@ -8,7 +8,7 @@
 // descriptor still refers to that socket: once gRPC closes it, the number
 // is free or belongs to something else, and the entry is dropped. Entries
 // are checked for one address when it reaches the cap, and all of them when
-// Reap() is called (the listener does so about once a second).
+// Reap() is called (the listener does so every 30 s).
 //
 // Not thread-safe: owned and used by one listener thread.
 #pragma once
