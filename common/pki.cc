@@ -122,11 +122,22 @@ absl::Status CheckAuthority(X509* cert, EVP_PKEY* key,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> CertificatePem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || PEM_write_bio_X509(bio.get(), cert) != 1) {
+    return Internal("encode a certificate");
+  }
+  BUF_MEM* mem = nullptr;
+  BIO_get_mem_ptr(bio.get(), &mem);
+  return mem == nullptr ? std::string() : std::string(mem->data, mem->length);
+}
+
 }  // namespace internal
 
 namespace {
 
 using internal::BioPtr;
+using internal::CertificatePem;
 using internal::GetTime;
 using internal::Internal;
 using internal::OpenSslError;
@@ -152,14 +163,6 @@ absl::StatusOr<std::string> PrivateKeyPem(EVP_PKEY* key) {
       PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr,
                                nullptr) != 1) {
     return Internal("encode a private key");
-  }
-  return BioContents(bio.get());
-}
-
-absl::StatusOr<std::string> CertificatePem(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (bio == nullptr || PEM_write_bio_X509(bio.get(), cert) != 1) {
-    return Internal("encode a certificate");
   }
   return BioContents(bio.get());
 }
@@ -503,24 +506,6 @@ absl::StatusOr<std::string> IssueCertificate(
   VARAN_ASSIGN_OR_RETURN(PkeyPtr key,
                          internal::ParsePrivateKey(key_pem, "the key"));
   return Issue(ca, key.get(), profile);
-}
-
-absl::StatusOr<std::string> AuthorityPin(const std::string& ca_cert_pem) {
-  VARAN_ASSIGN_OR_RETURN(X509Ptr cert, internal::ParseCertificate(
-                                           ca_cert_pem, "the CA certificate"));
-  // The SubjectPublicKeyInfo exactly as the certificate encodes it.
-  unsigned char* der = nullptr;
-  const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &der);
-  if (len <= 0) return Internal("encode the CA's public key");
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_len = 0;
-  const int ok = EVP_Digest(der, static_cast<size_t>(len), digest, &digest_len,
-                            EVP_sha256(), nullptr);
-  OPENSSL_free(der);
-  if (ok != 1) return Internal("hash the CA's public key");
-  return absl::StrCat("sha256:",
-                      absl::BytesToHexString(absl::string_view(
-                          reinterpret_cast<const char*>(digest), digest_len)));
 }
 
 }  // namespace varan::pki

@@ -115,6 +115,34 @@ absl::StatusOr<std::string> IssueCertificate(const Authority& ca,
 // (a longer validity) keeps its pin.
 absl::StatusOr<std::string> AuthorityPin(const std::string& ca_cert_pem);
 
+// A pin as given by a user ("sha256:" and 64 hex digits, either case),
+// lowercased. INVALID_ARGUMENT naming `what` ("--ca-hash") otherwise.
+absl::StatusOr<std::string> ParsePin(const std::string& text,
+                                     const std::string& what);
+
+// The pins of the CA certificates (basicConstraints CA:TRUE) in a chain a
+// server presented, in order: what a client shows a user who has not pinned
+// the server's CA yet. INVALID_ARGUMENT when the chain does not parse.
+absl::StatusOr<std::vector<std::string>> ChainAuthorityPins(
+    const std::string& chain_pem);
+
+// Checks a chain a server presented against a pinned CA, as a client that
+// was given only the pin does (a join token, --ca-hash): the chain must
+// hold the CA certificate whose pin is `pin`, its first certificate must be
+// issued by that CA for server authentication and valid at `now`, and it
+// must carry `name` as a subjectAltName DNS entry (the role the pinned CA
+// gave it, see kCoreName). UNAUTHENTICATED saying which check failed (for
+// a wrong CA, the pins the server offered); INVALID_ARGUMENT when the chain
+// does not parse.
+absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
+                          const std::string& name, absl::Time now);
+
+// The subjectAltName DNS entry every certificate the cluster CA issues to
+// a core carries, and no other certificate it issues does: a client that
+// pinned the CA accepts a server only with it, so a periphery's
+// certificate from the same CA cannot pass for core.
+inline constexpr char kCoreName[] = "varan-core";
+
 // What the first certificate in a PEM text says.
 struct CertificateInfo {
   std::string common_name;  // subject CN; empty when there is none

@@ -47,6 +47,12 @@ absl::Status CheckAuthority(X509* cert, EVP_PKEY* key,
                             absl::string_view cert_what,
                             absl::string_view key_what);
 
+// `cert` as PEM.
+absl::StatusOr<std::string> CertificatePem(X509* cert);
+
+// The pin (see AuthorityPin) of `cert`'s public key.
+absl::StatusOr<std::string> PinOf(X509* cert);
+
 // `t` as RFC 3339 in UTC ("2026-01-01T00:00:00+00:00"), for messages.
 std::string TimeText(absl::Time t);
 

@@ -128,6 +128,27 @@ struct ChannelSecurity {
 ChannelSecurity MakeChannelSecurity(const TlsFiles* files,
                                     const std::string& server_name);
 
+// For a client that knows core's cluster CA only by its pin (a join
+// token's, --ca-hash): TLS accepting a server whose chain passes
+// pki::VerifyPinned for `pin` and pki::kCoreName, whatever host was dialed
+// (the name the pinned CA gave is checked instead). `identity` (optional:
+// staged files with a client key and certificate) is presented to servers
+// that ask for one; it must outlive the channels.
+ChannelSecurity MakePinnedSecurity(const std::string& pin,
+                                   const TlsFiles* identity = nullptr);
+
+// What a server presented to a probe (see MakeProbeSecurity).
+struct ProbedChain {
+  absl::Mutex mu;
+  std::string chain_pem ABSL_GUARDED_BY(mu);
+};
+
+// TLS that refuses every server after recording the chain it presented
+// into `out`: a client that has no CA or pin yet uses it to show the user
+// the pin of the CA the server offers (pki::ChainAuthorityPins), to check
+// against what core logged, before trusting it.
+ChannelSecurity MakeProbeSecurity(std::shared_ptr<ProbedChain> out);
+
 // For a short-lived client (varanctl, CoreClient): the files read once.
 // Errors name the file.
 absl::StatusOr<ChannelSecurity> MakeClientSecurity(const ClientTlsFiles& tls);

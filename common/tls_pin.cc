@@ -1,0 +1,111 @@
+// Channel credentials for a client that pins core's cluster CA, and the
+// probe that shows an unpinned client what to pin (see tls.h).
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/pki.h"
+#include "common/tls.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
+
+namespace varan {
+namespace {
+
+using grpc::experimental::ExternalCertificateVerifier;
+using grpc::experimental::TlsCustomVerificationCheckRequest;
+
+// Runs after gRPC's handshake, which was told not to check the server's
+// chain itself (there are no root certificates to check it against).
+class PinnedVerifier final : public ExternalCertificateVerifier {
+ public:
+  explicit PinnedVerifier(std::string pin) : pin_(std::move(pin)) {}
+
+  bool Verify(TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)>,
+              grpc::Status* sync_status) override {
+    const std::string chain(request->peer_cert_full_chain().data(),
+                            request->peer_cert_full_chain().size());
+    absl::Status s =
+        chain.empty()
+            ? absl::UnauthenticatedError("the server sent no certificate")
+            : pki::VerifyPinned(chain, pin_, pki::kCoreName, absl::Now());
+    if (s.ok()) {
+      *sync_status = grpc::Status::OK;
+    } else {
+      spdlog::warn("refused the TLS server {}: {}",
+                   std::string(request->target_name().data(),
+                               request->target_name().size()),
+                   s.message());
+      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                  std::string(s.message()));
+    }
+    return true;  // synchronous
+  }
+  void Cancel(TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  const std::string pin_;
+};
+
+class ProbeVerifier final : public ExternalCertificateVerifier {
+ public:
+  explicit ProbeVerifier(std::shared_ptr<ProbedChain> out)
+      : out_(std::move(out)) {}
+
+  bool Verify(TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)>,
+              grpc::Status* sync_status) override {
+    {
+      absl::MutexLock lock(&out_->mu);
+      out_->chain_pem.assign(request->peer_cert_full_chain().data(),
+                             request->peer_cert_full_chain().size());
+    }
+    *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                "probe only: the server is not trusted yet");
+    return true;
+  }
+  void Cancel(TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  std::shared_ptr<ProbedChain> out_;
+};
+
+ChannelSecurity Unverified(
+    std::shared_ptr<grpc::experimental::CertificateVerifier> verifier,
+    const TlsFiles* identity) {
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  if (identity != nullptr && !identity->identity_path().empty()) {
+    options.set_certificate_provider(
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            identity->identity_path(), identity->identity_path(), 1));
+    options.watch_identity_key_cert_pairs();
+  }
+  // The verifier checks the chain (against the pin) and the name instead.
+  options.set_verify_server_certs(false);
+  options.set_check_call_host(false);
+  options.set_certificate_verifier(std::move(verifier));
+  ChannelSecurity out;
+  out.tls = true;
+  out.credentials = grpc::experimental::TlsCredentials(options);
+  return out;
+}
+
+}  // namespace
+
+ChannelSecurity MakePinnedSecurity(const std::string& pin,
+                                   const TlsFiles* identity) {
+  return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
+                    identity);
+}
+
+ChannelSecurity MakeProbeSecurity(std::shared_ptr<ProbedChain> out) {
+  return Unverified(
+      ExternalCertificateVerifier::Create<ProbeVerifier>(std::move(out)),
+      nullptr);
+}
+
+}  // namespace varan
