@@ -957,15 +957,13 @@ class Core {
  public:
   explicit Core(const std::vector<std::string>& extra_args) {
     // Every simulated periphery connects from ::1: no per-address cap.
-    std::vector<std::string> argv = {BinPath("varan-core"),
-                                     "--listen",
-                                     "[::]:0",
-                                     "--data-dir",
-                                     dir_.File("core"),
-                                     "--heartbeat-interval",
-                                     "5",
-                                     "--max-connections-per-address",
-                                     "0"};
+    std::vector<std::string> argv = {BinPath("varan-core"), "--listen",
+                                     "[::]:0", "--data-dir", dir_.File("core"),
+                                     "--heartbeat-interval", "5",
+                                     "--max-connections-per-address", "0",
+                                     // The simulated peripheries speak
+                                     // plaintext.
+                                     "--insecure-plaintext"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     daemon_ = std::make_unique<Daemon>(argv, dir_.File("core.log"));
   }

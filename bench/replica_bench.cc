@@ -141,7 +141,7 @@ int ExecLatency(const Options& opt, BenchPostgres& pg) {
       {varan::testing::BinPath("varan-periphery"), "--core",
        replicas.address(0), "--join-token-file", replicas.join_token_file(),
        "--name", "bench", "--tunnel", "--no-listen", "--state-dir",
-       dir.File("state"), "--log-level", "warn"},
+       dir.File("state"), "--log-level", "warn", "--insecure-plaintext"},
       dir.File("periphery.log"));
   periphery.Start();
   auto a = replicas.Client(0);

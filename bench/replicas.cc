@@ -171,7 +171,8 @@ absl::Status Replicas::Start() {
                                      "--admin-token-file",
                                      admin_file,
                                      "--join-token-file",
-                                     join_file};
+                                     join_file,
+                                     "--insecure-plaintext"};
     if (!options_.database.empty()) {
       // In a file, as a Secret would hold it: never on a command line
       // that ps shows.

@@ -8,8 +8,45 @@
 #include "absl/strings/strip.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
+#include "common/tls.h"
 
 namespace varan::client {
+
+absl::StatusOr<std::vector<std::string>> ProbeCaPins(const std::string& address,
+                                                     absl::Duration timeout) {
+  auto addr = ParseDialAddress(address, 7700);
+  if (!addr.ok()) return addr.status();
+  auto probed = std::make_shared<ProbedChain>();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto channel = grpc::CreateCustomChannel(
+      FormatHostPort(*addr), MakeProbeSecurity(probed).credentials, args);
+  // Until the handshake completed (and the probe refused the server) or
+  // the connection failed.
+  const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+  auto chain = [&] {
+    absl::MutexLock lock(&probed->mu);
+    return probed->chain_pem;
+  };
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (chain().empty() && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+         state != GRPC_CHANNEL_READY &&
+         channel->WaitForStateChange(state, deadline)) {
+    state = channel->GetState(false);
+  }
+  if (chain().empty()) {
+    return absl::UnavailableError("no TLS handshake with it");
+  }
+  auto pins = pki::ChainAuthorityPins(chain());
+  if (!pins.ok()) return pins.status();
+  if (pins->empty()) {
+    return absl::FailedPreconditionError(
+        "it serves TLS with a certificate chain that holds no CA certificate "
+        "to pin; pass --tls-ca with the CA that signed it");
+  }
+  return pins;
+}
 
 absl::StatusOr<std::unique_ptr<CoreClient>> CoreClient::Create(
     ClientOptions options) {

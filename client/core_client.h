@@ -85,6 +85,14 @@ struct FollowOptions {
   };
 };
 
+// The pins of the CAs in the chain the core at `address` presents in a TLS
+// handshake that trusts nothing (common/tls.h MakeProbeSecurity), for a
+// user to compare with the one core logged before pinning it.
+// UNAVAILABLE when no TLS handshake came about (core serves plaintext, or
+// is down), FAILED_PRECONDITION when the chain holds no CA.
+absl::StatusOr<std::vector<std::string>> ProbeCaPins(const std::string& address,
+                                                     absl::Duration timeout);
+
 class CoreClient {
  public:
   // INVALID_ARGUMENT for a malformed address or unusable TLS files (the

@@ -11,6 +11,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "openssl/evp.h"
@@ -122,6 +123,23 @@ absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,
   if (!status.ok()) return status;
   *created = true;
   return secret;
+}
+
+JoinTokenText SplitJoinToken(absl::string_view token) {
+  JoinTokenText out;
+  const size_t dot = token.rfind('.');
+  if (dot != absl::string_view::npos &&
+      absl::StartsWith(token.substr(dot + 1), "sha256:")) {
+    out.secret = std::string(token.substr(0, dot));
+    out.pin = std::string(token.substr(dot + 1));
+  } else {
+    out.secret = std::string(token);
+  }
+  return out;
+}
+
+std::string JoinTokenWithPin(absl::string_view secret, absl::string_view pin) {
+  return pin.empty() ? std::string(secret) : absl::StrCat(secret, ".", pin);
 }
 
 std::string SecretHash(absl::string_view secret) {

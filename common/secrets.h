@@ -39,6 +39,17 @@ absl::Status WriteSecretFile(const std::string& path, absl::string_view secret);
 absl::StatusOr<std::string> EnsureSecretFile(const std::string& path,
                                              bool* created);
 
+// A join token as a periphery is given it: the secret, then optionally "."
+// and core's CA pin ("<64 hex>.sha256:<64 hex>", see
+// CreateJoinTokenResponse.token in proto/varan/v1/core.proto).
+struct JoinTokenText {
+  std::string secret;
+  std::string pin;  // empty when the token carries none
+};
+JoinTokenText SplitJoinToken(absl::string_view token);
+// `secret` alone when `pin` is empty, else "<secret>.<pin>".
+std::string JoinTokenWithPin(absl::string_view secret, absl::string_view pin);
+
 // SHA-256 of `secret`, as 64 lowercase hex characters: what core stores
 // instead of a token.
 std::string SecretHash(absl::string_view secret);

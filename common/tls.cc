@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/openssl_ptr.h"
+#include "common/pki.h"
 #include "common/secrets.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -265,12 +266,51 @@ ChannelSecurity MakeChannelSecurity(const TlsFiles* files,
   return out;
 }
 
+namespace {
+
+// The client certificate and key of `tls` (both empty when not given).
+absl::Status ReadClientIdentity(const ClientTlsFiles& tls, std::string* key,
+                                std::string* cert) {
+  if (tls.cert.empty() != tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key go together (the client certificate and "
+        "its key)");
+  }
+  if (tls.cert.empty()) return absl::OkStatus();
+  if (absl::Status s = CheckKeyMatches(tls.key, tls.cert, "--tls-key");
+      !s.ok()) {
+    return s;
+  }
+  auto key_pem = ReadFile(tls.key, "--tls-key");
+  if (!key_pem.ok()) return key_pem.status();
+  auto cert_pem = ReadFile(tls.cert, "--tls-cert");
+  if (!cert_pem.ok()) return cert_pem.status();
+  *key = *std::move(key_pem);
+  *cert = *std::move(cert_pem);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ChannelSecurity> MakeClientSecurity(const ClientTlsFiles& tls) {
   ChannelSecurity out;
   out.server_name = tls.server_name;
   if (!tls.enabled()) {
     out.credentials = grpc::InsecureChannelCredentials();
     return out;
+  }
+  std::string key, cert;
+  if (absl::Status s = ReadClientIdentity(tls, &key, &cert); !s.ok()) return s;
+  if (!tls.ca_pin.empty() || tls.skip_verify) {
+    if (!tls.ca.empty() || (!tls.ca_pin.empty() && tls.skip_verify)) {
+      return absl::InvalidArgumentError(
+          "--tls-ca, --ca-hash and --insecure-skip-verify each say how to "
+          "check core: give one");
+    }
+    if (tls.skip_verify) return MakeUnverifiedSecurity(key, cert);
+    auto pin = pki::ParsePin(tls.ca_pin, "--ca-hash");
+    if (!pin.ok()) return pin.status();
+    return MakePinnedSecurity(*pin, key, cert);
   }
   out.tls = true;
   grpc::SslCredentialsOptions options;
@@ -283,23 +323,8 @@ absl::StatusOr<ChannelSecurity> MakeClientSecurity(const ClientTlsFiles& tls) {
     }
     options.pem_root_certs = *std::move(ca);
   }
-  if (tls.cert.empty() != tls.key.empty()) {
-    return absl::InvalidArgumentError(
-        "--tls-cert and --tls-key go together (the client certificate and "
-        "its key)");
-  }
-  if (!tls.cert.empty()) {
-    if (absl::Status s = CheckKeyMatches(tls.key, tls.cert, "--tls-key");
-        !s.ok()) {
-      return s;
-    }
-    auto key = ReadFile(tls.key, "--tls-key");
-    if (!key.ok()) return key.status();
-    auto cert = ReadFile(tls.cert, "--tls-cert");
-    if (!cert.ok()) return cert.status();
-    options.pem_private_key = *std::move(key);
-    options.pem_cert_chain = *std::move(cert);
-  }
+  options.pem_private_key = std::move(key);
+  options.pem_cert_chain = std::move(cert);
   out.credentials = grpc::SslCredentials(options);
   return out;
 }

@@ -51,8 +51,15 @@ struct ClientTlsFiles {
   // The name the server's certificate must carry instead of the host
   // dialed (e.g. when dialing an IP address).
   std::string server_name;
+  // varanctl --ca-hash: instead of `ca`, the pin of core's cluster CA
+  // (MakePinnedSecurity). Short-lived clients only.
+  std::string ca_pin;
+  // varanctl --insecure-skip-verify: TLS without checking the server at
+  // all. Short-lived clients only.
+  bool skip_verify = false;
   bool enabled() const {
-    return !ca.empty() || !cert.empty() || !key.empty() || !server_name.empty();
+    return !ca.empty() || !cert.empty() || !key.empty() ||
+           !server_name.empty() || !ca_pin.empty() || skip_verify;
   }
 };
 
@@ -136,6 +143,13 @@ ChannelSecurity MakeChannelSecurity(const TlsFiles* files,
 // that ask for one; it must outlive the channels.
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity = nullptr);
+// The same with a client key and certificate chain in PEM (read once).
+ChannelSecurity MakePinnedSecurity(const std::string& pin,
+                                   const std::string& key_pem,
+                                   const std::string& cert_pem);
+// TLS that accepts any server (varanctl --insecure-skip-verify).
+ChannelSecurity MakeUnverifiedSecurity(const std::string& key_pem,
+                                       const std::string& cert_pem);
 
 // What a server presented to a probe (see MakeProbeSecurity).
 struct ProbedChain {

@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/time/clock.h"
-#include "common/log.h"
 #include "common/pki.h"
 #include "common/tls.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -33,16 +32,10 @@ class PinnedVerifier final : public ExternalCertificateVerifier {
         chain.empty()
             ? absl::UnauthenticatedError("the server sent no certificate")
             : pki::VerifyPinned(chain, pin_, pki::kCoreName, absl::Now());
-    if (s.ok()) {
-      *sync_status = grpc::Status::OK;
-    } else {
-      spdlog::warn("refused the TLS server {}: {}",
-                   std::string(request->target_name().data(),
-                               request->target_name().size()),
-                   s.message());
-      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                  std::string(s.message()));
-    }
+    // gRPC puts the message into the error of the failed connection.
+    *sync_status = s.ok() ? grpc::Status::OK
+                          : grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                         std::string(s.message()));
     return true;  // synchronous
   }
   void Cancel(TlsCustomVerificationCheckRequest*) override {}
@@ -74,14 +67,39 @@ class ProbeVerifier final : public ExternalCertificateVerifier {
   std::shared_ptr<ProbedChain> out_;
 };
 
+using Provider =
+    std::shared_ptr<grpc::experimental::CertificateProviderInterface>;
+
+Provider FromFiles(const TlsFiles* identity) {
+  if (identity == nullptr || identity->identity_path().empty()) return nullptr;
+  return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      identity->identity_path(), identity->identity_path(), 1);
+}
+
+Provider FromPem(const std::string& key_pem, const std::string& cert_pem) {
+  if (key_pem.empty() && cert_pem.empty()) return nullptr;
+  return std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+      std::vector<grpc::experimental::IdentityKeyCertPair>{
+          {key_pem, cert_pem}});
+}
+
+// Accepts every server: --insecure-skip-verify.
+class AcceptAll final : public ExternalCertificateVerifier {
+  bool Verify(TlsCustomVerificationCheckRequest*,
+              std::function<void(grpc::Status)>,
+              grpc::Status* sync_status) override {
+    *sync_status = grpc::Status::OK;
+    return true;
+  }
+  void Cancel(TlsCustomVerificationCheckRequest*) override {}
+};
+
 ChannelSecurity Unverified(
     std::shared_ptr<grpc::experimental::CertificateVerifier> verifier,
-    const TlsFiles* identity) {
+    Provider identity) {
   grpc::experimental::TlsChannelCredentialsOptions options;
-  if (identity != nullptr && !identity->identity_path().empty()) {
-    options.set_certificate_provider(
-        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-            identity->identity_path(), identity->identity_path(), 1));
+  if (identity != nullptr) {
+    options.set_certificate_provider(std::move(identity));
     options.watch_identity_key_cert_pairs();
   }
   // The verifier checks the chain (against the pin) and the name instead.
@@ -99,7 +117,20 @@ ChannelSecurity Unverified(
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity) {
   return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
-                    identity);
+                    FromFiles(identity));
+}
+
+ChannelSecurity MakePinnedSecurity(const std::string& pin,
+                                   const std::string& key_pem,
+                                   const std::string& cert_pem) {
+  return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
+                    FromPem(key_pem, cert_pem));
+}
+
+ChannelSecurity MakeUnverifiedSecurity(const std::string& key_pem,
+                                       const std::string& cert_pem) {
+  return Unverified(ExternalCertificateVerifier::Create<AcceptAll>(),
+                    FromPem(key_pem, cert_pem));
 }
 
 ChannelSecurity MakeProbeSecurity(std::shared_ptr<ProbedChain> out) {

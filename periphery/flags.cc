@@ -52,6 +52,14 @@ void AddPeripheryFlags(CLI::App& app, PeripheryConfig* c) {
   AddGuardFlags(app, &c->daemon);
   AddServerTlsFlags(app, &c->daemon);
   AddClientTlsFlags(app, &c->core_tls, "core-", "core");
+  app.add_option("--core-ca-hash", c->core_ca_hash,
+                 "Pin of core's cluster CA (sha256:..., as varan-core logs "
+                 "it); not needed when the join token carries it, as the "
+                 "ones core issues do. Kept in --state-dir once given");
+  app.add_flag("--insecure-plaintext", c->insecure_plaintext,
+               "Talk to a core that serves plaintext (varan-core "
+               "--insecure-plaintext): the credential and every command's "
+               "output cross the network readable");
   AddProxyFlag(app, &c->proxy, "core");
   app.add_option("--max-concurrent", c->max_concurrent,
                  "Most commands running at once")

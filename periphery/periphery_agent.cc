@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/proxy.h"
 #include "common/secrets.h"
+#include "periphery/core_trust.h"
 #include "periphery/uplink/core_connection.h"
 #include "varan/version.h"
 
@@ -94,6 +95,7 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   if (absl::Status s = EnsurePrivateDir(config.state_dir); !s.ok()) return s;
   auto join_token = ReadJoinToken(config);
   if (!join_token.ok()) return join_token.status();
+  const JoinTokenText join = SplitJoinToken(*join_token);
   agent->guard_ = std::make_unique<PeerGuard>(clock, *std::move(guard_options));
   // Certificates are checked now, staged in <state-dir>/tls and re-read on
   // change and on SIGHUP (common/tls.h).
@@ -108,6 +110,15 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
                                    config.daemon.tls_watch_seconds);
   if (!core_tls.ok()) return core_tls.status();
   agent->core_tls_ = *std::move(core_tls);
+  CoreTrustInputs trust_inputs;
+  trust_inputs.core_tls = agent->core_tls_.get();
+  trust_inputs.core_tls_server_name = config.core_tls.server_name;
+  trust_inputs.ca_hash = config.core_ca_hash;
+  trust_inputs.join_token_pin = join.pin;
+  trust_inputs.insecure_plaintext = config.insecure_plaintext;
+  trust_inputs.state_dir = config.state_dir;
+  auto trust = DecideCoreTrust(trust_inputs);
+  if (!trust.ok()) return trust.status();
 
   ExecutorOptions executor_options;
   executor_options.max_concurrent = config.max_concurrent;
@@ -146,7 +157,7 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
 
   UplinkOptions uplink_options;
   uplink_options.cores = *cores;
-  uplink_options.join_token = *std::move(join_token);
+  uplink_options.join_token = join.secret;
   uplink_options.name = name;
   uplink_options.labels = *std::move(labels);
   uplink_options.advertise_address = agent->advertised_;
@@ -158,8 +169,8 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   uplink_options.max_backoff = absl::Seconds(config.reconnect_max_seconds);
   uplink_options.keepalive_time = keepalive.time;
   uplink_options.keepalive_timeout = keepalive.timeout;
-  uplink_options.security =
-      MakeChannelSecurity(agent->core_tls_.get(), config.core_tls.server_name);
+  uplink_options.security = trust->security;
+  spdlog::info("connections to core: {}", trust->description);
   uplink_options.proxy = config.proxy;
   LogProxy(config.proxy, "core");
   CoreConnector connect = [uplink_options, clock](const HostPort& core) {

@@ -47,6 +47,9 @@ struct PeripheryConfig {
   std::string advertise;
   std::string state_dir = "/var/lib/varan/periphery";
   ClientTlsFiles core_tls;  // --core-tls-*
+  // --core-ca-hash and --insecure-plaintext (periphery/core_trust.h).
+  std::string core_ca_hash;
+  bool insecure_plaintext = false;
   uint32_t max_concurrent = 64;
   double kill_grace_seconds = 5;
   bool tunnel = false;

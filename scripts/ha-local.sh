@@ -330,8 +330,11 @@ launch() {
   echo $! >"$PIDS/$name.pid"
 }
 
+# Plaintext on loopback: replicas do not share a built-in cluster CA yet
+# (README, Security).
 ctl() {  # ctl REPLICA ARGS...: varanctl against one replica
-  "$BIN/varanctl" --core "$(replica_address "$1")" --token-file "$STATE/admin.token" "${@:2}"
+  "$BIN/varanctl" --core "$(replica_address "$1")" --token-file "$STATE/admin.token" \
+    --insecure-plaintext "${@:2}"
 }
 
 # The replicas: each its own data directory and port, all on the same
@@ -342,7 +345,8 @@ for i in $(seq 1 "$REPLICAS"); do
   launch "core-$i" "$BIN/varan-core" --listen "$address" \
     --data-dir "$STATE/core-$i" --database-file "$STATE/database.url" \
     --replica-address "$address" \
-    --join-token-file "$STATE/join.token" --admin-token-file "$STATE/admin.token"
+    --join-token-file "$STATE/join.token" --admin-token-file "$STATE/admin.token" \
+    --insecure-plaintext
   wait_for "core-$i" ctl "$i" peripheries list
   echo "varan-core replica $i is up on $address (log: $STATE/core-$i.log)"
 done
@@ -363,7 +367,8 @@ for i in $(seq 1 "$PERIPHERIES"); do
   first=$((((i - 1) % REPLICAS) + 1))
   launch "periphery-$i" "$BIN/varan-periphery" --core "$(cores_from "$first")" \
     --join-token-file "$STATE/join.token" --name "ha-periphery-$i" \
-    --label env=ha-local --tunnel --no-listen --state-dir "$STATE/periphery-$i"
+    --label env=ha-local --tunnel --no-listen --state-dir "$STATE/periphery-$i" \
+    --insecure-plaintext
   wait_for "periphery-$i" periphery_online "$first" "ha-periphery-$i"
   echo "varan-periphery ha-periphery-$i registered through replica $first (log: $STATE/periphery-$i.log)"
 done
@@ -382,7 +387,7 @@ cat <<MSG
 
 Varan runs with $REPLICAS core replicas on one PostgreSQL database. In another terminal, try:
 
-  export VARAN_CORE='$ALL_CORES' VARAN_TOKEN_FILE=$STATE/admin.token
+  export VARAN_CORE='$ALL_CORES' VARAN_TOKEN_FILE=$STATE/admin.token VARAN_INSECURE_PLAINTEXT=1
   $BIN/varanctl peripheries list
   $BIN/varanctl exec -l env=ha-local -- uname -a
   kill \$(cat $PIDS/core-1.pid)    # a replica goes away; its peripheries move on

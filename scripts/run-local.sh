@@ -16,7 +16,10 @@ NAME="${NAME//[^A-Za-z0-9._-]/-}"
 CORE="localhost:${CORE_PORT}"
 
 mkdir -p "$STATE"
-CTL=("$BIN/varanctl" --core "$CORE" --token-file "$STATE/core/admin.token")
+# Core serves TLS with its built-in cluster CA (created on first start in
+# $STATE/core/pki); varanctl checks core against that CA's certificate.
+CTL=("$BIN/varanctl" --core "$CORE" --token-file "$STATE/core/admin.token"
+  --tls-ca "$STATE/core/pki/ca.crt")
 
 core_pid=""
 periphery_pid=""
@@ -52,15 +55,20 @@ wait_for() {
   cat "$log" >&2
   exit 1
 }
-core_ready() { [ -s "$STATE/core/admin.token" ] && "${CTL[@]}" peripheries list; }
+core_ready() {
+  [ -s "$STATE/core/admin.token" ] && [ -s "$STATE/core/pki/ca.crt" ] &&
+    "${CTL[@]}" peripheries list
+}
 periphery_online() { "${CTL[@]}" peripheries list -n "$NAME" | grep -q online; }
 
 "$BIN/varan-core" --listen "[::]:${CORE_PORT}" --data-dir "$STATE/core" \
   >"$STATE/core.log" 2>&1 &
 core_pid=$!
 wait_for varan-core "$core_pid" "$STATE/core.log" core_ready
-echo "varan-core is up on [::]:${CORE_PORT} (log: $STATE/core.log)"
+echo "varan-core is up on [::]:${CORE_PORT}, TLS with its cluster CA (log: $STATE/core.log)"
 
+# The join token core wrote carries its CA's pin: the periphery checks core
+# against it on its first connection.
 "$BIN/varan-periphery" --core "$CORE" --join-token-file "$STATE/core/join.token" \
   --name "$NAME" --label env=local --listen "[::]:${PERIPHERY_PORT}" \
   --state-dir "$STATE/periphery" >"$STATE/periphery.log" 2>&1 &
@@ -77,6 +85,7 @@ cat <<MSG
 Varan is running. In another terminal, try:
 
   export VARAN_CORE=$CORE VARAN_TOKEN_FILE=$PWD/$STATE/core/admin.token
+  export VARAN_TLS_CA=$PWD/$STATE/core/pki/ca.crt
   $BIN/varanctl peripheries list
   $BIN/varanctl exec -l env=local -- df -h /
   $BIN/varanctl exec -n $NAME --shell -- 'for i in 1 2 3; do echo tick \$i; sleep 1; done'

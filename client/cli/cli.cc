@@ -49,11 +49,54 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions* options) {
                  "Name core's certificate must carry (default: the host in "
                  "--core)")
       ->envname("VARAN_TLS_SERVER_NAME");
+  app.add_option("--ca-hash", options->tls.ca_pin,
+                 "Verify core by the pin of its cluster CA (sha256:..., as "
+                 "varan-core logs it) instead of --tls-ca")
+      ->envname("VARAN_CA_HASH");
+  app.add_flag("--insecure-skip-verify", options->tls.skip_verify,
+               "Use TLS without checking who answers (anyone on the path "
+               "can read the token)");
+  app.add_flag("--insecure-plaintext", options->insecure_plaintext,
+               "Talk to a core serving plaintext (varan-core "
+               "--insecure-plaintext)")
+      ->envname("VARAN_INSECURE_PLAINTEXT");
   app.add_option("--timeout", options->timeout_seconds,
                  "Seconds to wait for core to answer a request")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 86400.0));
 }
+
+namespace {
+
+// The error for a core varanctl has no way to verify: the pin its CA has,
+// for the user to compare with the one core logged, or why there is none.
+absl::Status Unpinned(const client::ClientOptions& copts) {
+  const std::string first = std::string(
+      absl::StripAsciiWhitespace(*absl::StrSplit(copts.address, ',').begin()));
+  auto pins =
+      client::ProbeCaPins(first, std::min(copts.timeout, absl::Seconds(5)));
+  if (absl::IsUnavailable(pins.status())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot reach core at ", first,
+        " over TLS to show its CA pin (it is down, or serves plaintext): "
+        "pass --ca-hash (or --tls-ca) for a core serving TLS, "
+        "--insecure-plaintext for one serving plaintext"));
+  }
+  if (!pins.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot reach core at ", first, " safely: ", pins.status().message()));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "core at ", first, " is not pinned: it offers the cluster CA ",
+      absl::StrJoin(*pins, " or "),
+      ". If that is the pin varan-core logged at start (\"its pin is ...\"), "
+      "pass --ca-hash ",
+      pins->front(),
+      " (or set VARAN_CA_HASH, or `varanctl config set-context NAME "
+      "--ca-hash ...`); --insecure-skip-verify connects without checking"));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
     const GlobalOptions& options) {
@@ -62,11 +105,11 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
   copts.timeout = absl::Seconds(options.timeout_seconds);
   std::string token_file = options.token_file;
   copts.tls = options.tls;
-  const bool need_context = copts.address.empty() ||
-                            (token_file.empty() && options.token_env.empty()) ||
-                            copts.tls.ca.empty() || copts.tls.cert.empty() ||
-                            copts.tls.key.empty() ||
-                            copts.tls.server_name.empty();
+  const bool need_context =
+      copts.address.empty() ||
+      (token_file.empty() && options.token_env.empty()) ||
+      copts.tls.ca.empty() || copts.tls.cert.empty() || copts.tls.key.empty() ||
+      copts.tls.server_name.empty() || copts.tls.ca_pin.empty();
   if (need_context && !options.config_file.empty()) {
     auto file = LoadContexts(options.config_file);
     if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
@@ -86,7 +129,8 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
            {std::pair{&copts.tls.ca, &c.tls_ca},
             std::pair{&copts.tls.cert, &c.tls_cert},
             std::pair{&copts.tls.key, &c.tls_key},
-            std::pair{&copts.tls.server_name, &c.tls_server_name}}) {
+            std::pair{&copts.tls.server_name, &c.tls_server_name},
+            std::pair{&copts.tls.ca_pin, &c.ca_hash}}) {
         if (field->empty()) *field = *value;
       }
     }
@@ -120,6 +164,17 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
           absl::StrCat("--core: ", addr.status().message()));
     }
   }
+  if (options.insecure_plaintext) {
+    if (copts.tls.enabled()) {
+      return absl::InvalidArgumentError(
+          "--insecure-plaintext contradicts the TLS settings given (flags, "
+          "VARAN_TLS_*/VARAN_CA_HASH or the context's)");
+    }
+  } else if (copts.tls.ca.empty() && copts.tls.ca_pin.empty() &&
+             !copts.tls.skip_verify) {
+    // Never trust the first core that answers: show what to pin.
+    return Unpinned(copts);
+  }
   // Errors left are about the TLS files, and name them.
   auto client = client::CoreClient::Create(copts);
   if (!client.ok())
@@ -143,8 +198,9 @@ int Fail(const absl::Status& status) {
       if (absl::StrContains(m, sign)) {
         return Fail(absl::StrCat(
             m,
-            " (a TLS mismatch? check --tls-ca, and --tls-cert/--tls-key "
-            "when core requires client certificates)"));
+            " (a TLS mismatch? check --tls-ca or --ca-hash, "
+            "--insecure-plaintext for a core serving plaintext, and "
+            "--tls-cert/--tls-key when core requires client certificates)"));
       }
     }
   }

@@ -42,7 +42,11 @@ struct GlobalOptions {
   // --tls-ca, --tls-cert, --tls-key, --tls-server-name or VARAN_TLS_CA,
   // VARAN_TLS_CERT, VARAN_TLS_KEY, VARAN_TLS_SERVER_NAME; each empty one
   // comes from the current context.
+  // Also --ca-hash / VARAN_CA_HASH (tls.ca_pin) and --insecure-skip-verify
+  // (tls.skip_verify).
   ClientTlsFiles tls;
+  // --insecure-plaintext / VARAN_INSECURE_PLAINTEXT: core serves plaintext.
+  bool insecure_plaintext = false;
   double timeout_seconds = 10;
   // The contexts file: VARAN_CONFIG_FILE, else
   // $XDG_CONFIG_HOME/varan/config.toml, else ~/.config/varan/config.toml.

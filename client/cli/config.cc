@@ -70,7 +70,8 @@ absl::StatusOr<ContextsFile> LoadContexts(const std::string& path) {
          {std::pair{"core", &c.core}, std::pair{"token-file", &c.token_file},
           std::pair{"tls-ca", &c.tls_ca}, std::pair{"tls-cert", &c.tls_cert},
           std::pair{"tls-key", &c.tls_key},
-          std::pair{"tls-server-name", &c.tls_server_name}}) {
+          std::pair{"tls-server-name", &c.tls_server_name},
+          std::pair{"ca-hash", &c.ca_hash}}) {
       auto v = ReadString(t, key, where);
       if (!v.ok()) return v.status();
       *field = *v;
@@ -94,6 +95,7 @@ absl::Status SaveContexts(const std::string& path, const ContextsFile& file) {
     if (!c.tls_server_name.empty()) {
       t.insert("tls-server-name", c.tls_server_name);
     }
+    if (!c.ca_hash.empty()) t.insert("ca-hash", c.ca_hash);
     contexts.insert(name, std::move(t));
   }
   root.insert("contexts", std::move(contexts));

@@ -9,6 +9,8 @@
 //   tls-cert = "/home/me/.varan/me.pem"   # client certificate (mutual TLS)
 //   tls-key = "/home/me/.varan/me.key"
 //   tls-server-name = "core.example"      # name core's certificate carries
+//   ca-hash = "sha256:..."   # or: core's cluster CA, pinned (instead of
+//   tls-ca)
 //
 // Plain functions on values; not tied to any thread.
 #pragma once
@@ -28,6 +30,7 @@ struct Context {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_server_name;
+  std::string ca_hash;  // pin of core's cluster CA
 };
 
 struct ContextsFile {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/cli.h"
 #include "client/cli/config.h"
+#include "common/pki.h"
 
 namespace varan::cli {
 namespace {
@@ -80,6 +81,7 @@ struct SetOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_server_name;
+  std::string ca_hash;
 };
 
 int RunSetContext(const GlobalOptions& global, const SetOptions& opts) {
@@ -95,6 +97,11 @@ int RunSetContext(const GlobalOptions& global, const SetOptions& opts) {
   if (!opts.tls_cert.empty()) c.tls_cert = Absolute(opts.tls_cert);
   if (!opts.tls_key.empty()) c.tls_key = Absolute(opts.tls_key);
   if (!opts.tls_server_name.empty()) c.tls_server_name = opts.tls_server_name;
+  if (!opts.ca_hash.empty()) {
+    auto pin = pki::ParsePin(opts.ca_hash, "--ca-hash");
+    if (!pin.ok()) return Fail(pin.status());
+    c.ca_hash = *pin;
+  }
   if (file->current.empty()) file->current = opts.name;
   absl::Status s = SaveContexts(global.config_file, *file);
   if (!s.ok()) return Fail(s);
@@ -159,6 +166,9 @@ void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code) {
   set_cmd->add_option("--tls-server-name", set->tls_server_name,
                       "Name core's certificate carries, when it differs from "
                       "the address");
+  set_cmd->add_option("--ca-hash", set->ca_hash,
+                      "Pin of core's cluster CA (sha256:..., as varan-core "
+                      "logs it), instead of --tls-ca");
   set_cmd->footer(
       "Only the flags given change; the others keep their values.\n\n"
       "Example:\n  varanctl config set-context prod --core "

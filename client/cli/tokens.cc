@@ -166,7 +166,8 @@ int RunCreateJoinToken(const GlobalOptions& global, const CreateOptions& opts) {
   if (!resp.ok()) return Fail(resp.status());
   if (PrintStructured(*resp, opts.output)) return 0;
   const auto& j = resp->join_token();
-  std::cout << resp->secret() << "\n";
+  // With core's CA pin when it has one: what a new periphery needs.
+  std::cout << (resp->token().empty() ? resp->secret() : resp->token()) << "\n";
   std::cerr << "join token \"" << j.name() << "\" ("
             << (j.max_uses() == 0 ? std::string("unlimited")
                                   : absl::StrCat(j.max_uses()))

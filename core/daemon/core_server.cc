@@ -11,6 +11,7 @@
 #include "common/proxy.h"
 #include "common/secrets.h"
 #include "common/server.h"
+#include "core/daemon/builtin_tls.h"
 #include "core/daemon/open_store.h"
 #include "core/fleet/enrollment.h"
 #include "core/fleet/registry.h"
@@ -80,6 +81,9 @@ struct CoreServer::Parts {
   }
 
   BootstrapTokenFiles token_files;
+  // Without --tls-cert and --insecure-plaintext: the cluster CA and core's
+  // certificate from it.
+  std::unique_ptr<BuiltinTls> builtin_tls;
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
   std::unique_ptr<TlsFiles> replica_tls;
@@ -126,6 +130,23 @@ absl::Status Prefixed(const std::string& context, const absl::Status& status) {
                       absl::StrCat(context, ": ", status.message()));
 }
 
+// The cluster CA and core's certificate, naming --tls-san's names and the
+// listeners' specific hosts; logs the CA's pin.
+absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
+    const CoreConfig& config, const std::vector<HostPort>& listen) {
+  std::vector<std::string> names = config.tls_san;
+  for (const HostPort& hp : listen) names.push_back(hp.host);
+  // The wall clock, not `clock`: TLS stacks check certificates against it.
+  auto tls = BuiltinTls::Create(config.data_dir, names, absl::Now());
+  if (!tls.ok()) return Prefixed("the built-in cluster CA", tls.status());
+  spdlog::info(
+      "{} the cluster CA in {}; its pin is {} (join tokens carry it; "
+      "operators give it to varanctl --ca-hash)",
+      (*tls)->created() ? "created" : "using", (*tls)->ca_path(),
+      (*tls)->pin());
+  return tls;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
@@ -149,7 +170,41 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     return Prefixed("--data-dir", s);
   }
   auto p = std::make_unique<Parts>();
-  p->token_files = {dir, config.admin_token_file, config.join_token_file};
+  p->token_files = {dir, config.admin_token_file, config.join_token_file, ""};
+  if (config.insecure_plaintext && config.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--insecure-plaintext contradicts --tls-cert/--tls-key: give one");
+  }
+  if (!config.replica_address.empty() && !config.insecure_plaintext &&
+      !config.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--replica-address: replicas do not share a built-in cluster CA yet; "
+        "give them certificates from one CA (--tls-cert, --tls-key, "
+        "--replica-tls-ca) or run them with --insecure-plaintext");
+  }
+  // The store first: it holds the data directory (a second core on it is
+  // refused before it could touch the first one's certificates).
+  auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
+  if (!store.ok()) return store.status();
+  p->cluster = std::move(store->cluster);
+  p->store = std::move(store->store);
+  const std::string db = store->description;
+  // (--tls-client-ca alone stays an error: PrepareServerTls names it.)
+  if (!config.insecure_plaintext && !config.tls.enabled() &&
+      config.tls.client_ca.empty()) {
+    auto builtin = StartBuiltinTls(config, *listen_addrs);
+    if (!builtin.ok()) return builtin.status();
+    p->builtin_tls = *std::move(builtin);
+    flags.tls.cert = p->builtin_tls->cert_path();
+    flags.tls.key = p->builtin_tls->key_path();
+    p->token_files.ca_pin = p->builtin_tls->pin();
+  }
+  if (config.insecure_plaintext) {
+    spdlog::warn(
+        "--insecure-plaintext: core serves plaintext; operator tokens, join "
+        "tokens, periphery credentials and every command's output cross the "
+        "network readable");
+  }
   // Certificates are checked now, staged in <data-dir>/tls and re-read on
   // change and on Reload (common/tls.h).
   auto server_tls = PrepareServerTls(flags, dir + "/tls/server");
@@ -173,13 +228,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (!replica_tls.ok()) return replica_tls.status();
   p->replica_tls = *std::move(replica_tls);
 
-  auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
-  if (!store.ok()) return store.status();
-  p->cluster = std::move(store->cluster);
-  p->store = std::move(store->store);
-  const std::string db = store->description;
-
   p->tokens = std::make_unique<TokenRegistry>(clock, p->store.get());
+  p->tokens->set_ca_pin(p->token_files.ca_pin);
   if (absl::Status s = p->tokens->Load(); !s.ok()) {
     return Prefixed(absl::StrCat("loading tokens from ", db), s);
   }
@@ -245,6 +295,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       parts->fleet->Tick();
       parts->dispatcher->Tick();
       parts->admission->MaybeLog();
+      if (parts->builtin_tls != nullptr) {
+        if (absl::Status s = parts->builtin_tls->RenewIfDue(absl::Now());
+            !s.ok()) {
+          spdlog::error("renewing core's serving certificate: {}", s.message());
+        }
+      }
       parts->UpdateReadiness();
     }
   });
@@ -296,7 +352,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   health->SetServingStatus(kReadyService, p->ready);
   p->health.store(health);  // the ticker takes over
   LogListening("varan-core", p->server,
-               "tokens and output cross the network unencrypted", config.tls);
+               "tokens and output cross the network unencrypted", flags.tls);
   return std::unique_ptr<CoreServer>(new CoreServer(std::move(p)));
 }
 

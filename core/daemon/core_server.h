@@ -60,6 +60,11 @@ struct CoreConfig {
   // this core's listeners serve TLS and it runs as a replica).
   ClientTlsFiles replica_tls;
   absl::Duration tls_watch = absl::Seconds(5);
+  // Without --tls-cert: the built-in cluster CA in <data-dir>/pki issues
+  // the listeners' certificate (core/daemon/builtin_tls.h), naming also
+  // --tls-san's names. --insecure-plaintext: no TLS at all.
+  std::vector<std::string> tls_san;
+  bool insecure_plaintext = false;
   // --heartbeat-interval, --heartbeat-ttl (intervals), --restart-grace
   // (zero: one TTL).
   absl::Duration heartbeat_interval = absl::Seconds(10);

@@ -42,6 +42,17 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "to share its database with another core");
   AddGuardFlags(app, &flags->daemon);
   AddServerTlsFlags(app, &flags->daemon);
+  app.add_option("--tls-san", flags->tls_san,
+                 "Without --tls-cert: more DNS names or IP addresses for the "
+                 "certificate core's built-in cluster CA issues it (it always "
+                 "names varan-core, localhost, the host name and the "
+                 "loopback addresses); repeatable or comma-separated")
+      ->delimiter(',');
+  app.add_flag("--insecure-plaintext", flags->insecure_plaintext,
+               "Serve plaintext gRPC instead of TLS with the built-in cluster "
+               "CA: tokens, credentials and output cross the network "
+               "readable. For a service mesh that encrypts, or an old "
+               "deployment's peripheries (which need it too)");
   AddClientTlsFlags(app, &flags->replica_tls, "replica-",
                     "the other core replicas (needed when they serve TLS)");
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
@@ -144,6 +155,8 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.periphery_tls = flags.periphery_tls;
   c.replica_tls = flags.replica_tls;
   c.tls_watch = absl::Seconds(flags.daemon.tls_watch_seconds);
+  c.tls_san = flags.tls_san;
+  c.insecure_plaintext = flags.insecure_plaintext;
   c.heartbeat_interval = absl::Seconds(flags.heartbeat_seconds);
   c.heartbeat_ttl = flags.heartbeat_ttl;
   c.restart_grace = absl::Seconds(flags.restart_grace_seconds);

@@ -40,6 +40,8 @@ struct CoreFlags {
   double keepalive_timeout_seconds = 10;
   AdmissionOptions admission;
   std::string proxy;
+  std::vector<std::string> tls_san;
+  bool insecure_plaintext = false;
 };
 
 // Adds every flag of varan-core to `app` (including --version and the

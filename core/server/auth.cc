@@ -42,6 +42,15 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
       secret = ReadSecretFile(s.path);
     }
     if (!secret.ok()) return secret.status();
+    JoinTokenText text = SplitJoinToken(*secret);
+    if (s.into == &join && s.create && text.pin != files.ca_pin) {
+      if (absl::Status w = WriteSecretFile(
+              s.path, JoinTokenWithPin(text.secret, files.ca_pin));
+          !w.ok()) {
+        return w;
+      }
+    }
+    *secret = std::move(text.secret);
     if (std::string w = LoosePermissionsWarning(s.path); !w.empty()) {
       spdlog::warn("{}", w);
     }

@@ -45,6 +45,10 @@ struct BootstrapTokenFiles {
   // must exist.
   std::string admin_token_file;
   std::string join_token_file;
+  // The pin of core's built-in cluster CA (empty: none): <data-dir>/
+  // join.token is kept as "<secret>.<pin>" (common/secrets.h), what a new
+  // periphery needs to verify core, and rewritten when the pin changed.
+  std::string ca_pin;
 };
 
 // Reads the bootstrap tokens and installs them in `tokens` (replacing the

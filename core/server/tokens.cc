@@ -203,7 +203,8 @@ absl::StatusOr<TokenIdentity> TokenRegistry::AuthenticateOperator(
 }
 
 absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
-    absl::string_view secret) {
+    absl::string_view token) {
+  const std::string secret = SplitJoinToken(token).secret;
   if (secret.empty()) {
     return absl::UnauthenticatedError(
         "no join token (send it as 'authorization: Bearer <token>' "
@@ -545,6 +546,8 @@ void TokenRegistry::CreateJoinToken(
     varan::v1::CreateJoinTokenResponse response;
     *response.mutable_join_token() = Render(Join{t, false}, clock_->Now());
     response.set_secret(secret);
+    response.set_token(JoinTokenWithPin(secret, ca_pin_));
+    response.set_ca_pin(ca_pin_);
     spdlog::info("join token {} created by {}", t.info.name(),
                  t.info.created_by());
     done(std::move(response));

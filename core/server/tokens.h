@@ -52,6 +52,11 @@ class TokenRegistry {
   // both must outlive the registry.
   TokenRegistry(const Clock* clock, Store* store);
 
+  // The pin of core's built-in cluster CA, appended to the join tokens
+  // CreateJoinToken returns (CreateJoinTokenResponse.token); empty when
+  // core has none. Call once, before serving.
+  void set_ca_pin(std::string pin) { ca_pin_ = std::move(pin); }
+
   // Loads the stored tokens (call once, before serving).
   absl::Status Load();
 
@@ -73,8 +78,9 @@ class TokenRegistry {
 
   // Takes one use of a valid join token and returns its id, to be given to
   // ReleaseJoin if the registration then fails. UNAUTHENTICATED for an
-  // unknown, expired, revoked or used-up one.
-  absl::StatusOr<std::string> ReserveJoin(absl::string_view secret);
+  // unknown, expired, revoked or used-up one. A CA pin after the secret
+  // (common/secrets.h SplitJoinToken) is ignored.
+  absl::StatusOr<std::string> ReserveJoin(absl::string_view token);
   // Gives back a use taken by ReserveJoin.
   void ReleaseJoin(const std::string& id);
   // The name of the join token with `id` ("" if none): for logs.
@@ -139,6 +145,7 @@ class TokenRegistry {
 
   const Clock* const clock_;
   Store* const store_;
+  std::string ca_pin_;
   mutable absl::Mutex mu_;
   // By id; bootstrap tokens have ids "bootstrap-<name>".
   absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);

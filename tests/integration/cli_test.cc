@@ -141,8 +141,7 @@ TEST_F(CliTest, PeripheriesAreListedAPageAtATime) {
 
   // The bare RPC: a page of 3 of the 4 hands out a token, the next page has
   // the last one and none; a token core did not hand out is refused.
-  auto channel = grpc::CreateChannel(fleet_->core_address(),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = fleet_->Channel();
   auto stub = varan::v1::Fleet::NewStub(channel);
   auto list = [&](const std::string& token,
                   varan::v1::ListPeripheriesResponse* out) {
@@ -369,7 +368,8 @@ TEST_F(CliTest, ContextsSupplyCoreAndToken) {
 
   RunResult r = RunProgram(
       {ctl, "config", "set-context", "test", "--core", fleet_->core_address(),
-       "--token-file", fleet_->admin_token_file()},
+       "--token-file", fleet_->admin_token_file(), "--ca-hash",
+       fleet_->client_tls().ca_pin},
       env);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunProgram(
@@ -416,18 +416,20 @@ TEST_F(CliTest, WrongTokenIsExplained) {
   TempDir dir;
   WriteFile(dir.File("bad.token"), "not-the-token\n");
   ASSERT_EQ(chmod(dir.File("bad.token").c_str(), 0600), 0);
-  RunResult r = RunProgram({BinPath("varanctl"), "--core",
-                            fleet_->core_address(), "--token-file",
-                            dir.File("bad.token"), "peripheries", "list"});
+  RunResult r =
+      RunProgram({BinPath("varanctl"), "--core", fleet_->core_address(),
+                  "--ca-hash", fleet_->client_tls().ca_pin, "--token-file",
+                  dir.File("bad.token"), "peripheries", "list"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("refused the token: unknown operator token"));
   EXPECT_THAT(r.err, HasSubstr("--token-file / VARAN_TOKEN"));
   EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
   // A token file others can read gets a warning first.
   ASSERT_EQ(chmod(dir.File("bad.token").c_str(), 0644), 0);
-  RunResult loose = RunProgram({BinPath("varanctl"), "--core",
-                                fleet_->core_address(), "--token-file",
-                                dir.File("bad.token"), "peripheries", "list"});
+  RunResult loose =
+      RunProgram({BinPath("varanctl"), "--core", fleet_->core_address(),
+                  "--ca-hash", fleet_->client_tls().ca_pin, "--token-file",
+                  dir.File("bad.token"), "peripheries", "list"});
   ASSERT_EQ(Lines(loose.err).size(), 2u) << loose.err;
   EXPECT_THAT(Lines(loose.err)[0],
               HasSubstr("varanctl: warning: " + dir.File("bad.token") +

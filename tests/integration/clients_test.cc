@@ -129,7 +129,9 @@ class ClientExampleTest : public ::testing::TestWithParam<Example> {
     env_["VARAN_CORE"] = "";
     env_["VARAN_TOKEN_FILE"] = "";
 
-    fleet_ = std::make_unique<TestFleet>();
+    // The examples speak plaintext (their README shows TLS credentials).
+    fleet_ = std::make_unique<TestFleet>(
+        std::vector<std::string>{"--insecure-plaintext"});
     fleet_->StartCore();
     fleet_->StartPeriphery("alpha", {"env=test"});
   }

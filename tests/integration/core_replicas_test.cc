@@ -42,10 +42,12 @@ class CoreReplicasTest : public ::testing::TestWithParam<Mode> {
 
   // A core of its own (data directory, database) accepting the shared join
   // token, with a short heartbeat interval so that a dead core is noticed
-  // quickly in dial mode.
+  // quickly in dial mode. Plaintext: cores that are not replicas of one
+  // database have no CA in common for a periphery to pin.
   std::unique_ptr<TestFleet> StartCore() {
     auto fleet = std::make_unique<TestFleet>(std::vector<std::string>{
-        "--join-token-file", join_file_, "--heartbeat-interval", "0.5"});
+        "--join-token-file", join_file_, "--heartbeat-interval", "0.5",
+        "--insecure-plaintext"});
     fleet->StartCore();
     return fleet;
   }
@@ -64,7 +66,8 @@ class CoreReplicasTest : public ::testing::TestWithParam<Mode> {
                                      "--reconnect-max-backoff",
                                      "1",
                                      "--log-level",
-                                     "debug"};
+                                     "debug",
+                                     "--insecure-plaintext"};
     if (GetParam() == Mode::kTunnel) {
       argv.insert(argv.end(), {"--tunnel", "--no-listen"});
     } else {

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/secrets.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -138,12 +139,12 @@ bool Healthy(const std::string& address, const ClientTlsFiles& tls) {
          resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
-std::vector<std::string> ReflectionServices(const std::string& address) {
+std::vector<std::string> ReflectionServices(const std::string& address,
+                                            const ClientTlsFiles& tls) {
   // Speaks grpc.reflection.v1alpha without generated code (generating it here
   // would clash with the copy inside libgrpc++_reflection): the request
   // {list_services: ""} is field 7, and the answer is parsed generically.
-  auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto channel = SecureChannel(address, tls);
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -360,6 +361,41 @@ std::string TestFleet::join_token_file() const {
   return dir_.File("core/join.token");
 }
 
+bool TestFleet::plaintext() const {
+  return std::find(extra_core_args_.begin(), extra_core_args_.end(),
+                   "--insecure-plaintext") != extra_core_args_.end();
+}
+
+ClientTlsFiles PinnedCore(const std::string& core_data_dir) {
+  ClientTlsFiles pinned;
+  pinned.ca_pin = SplitJoinToken(ReadFile(core_data_dir + "/join.token")).pin;
+  while (!pinned.ca_pin.empty() && pinned.ca_pin.back() == '\n') {
+    pinned.ca_pin.pop_back();
+  }
+  return pinned;
+}
+
+std::shared_ptr<grpc::Channel> SecureChannel(const std::string& address,
+                                             const ClientTlsFiles& tls) {
+  auto security = MakeClientSecurity(tls);
+  EXPECT_TRUE(security.ok()) << security.status();
+  if (!security.ok()) return nullptr;
+  grpc::ChannelArguments args;
+  security->Apply(&args);
+  return grpc::CreateCustomChannel(address, security->credentials, args);
+}
+
+ClientTlsFiles TestFleet::client_tls() const {
+  if (client_tls_.enabled() || plaintext()) return client_tls_;
+  return PinnedCore(dir_.File("core"));
+}
+
+std::shared_ptr<grpc::Channel> TestFleet::Channel(
+    const std::string& address) const {
+  return SecureChannel(address.empty() ? core_address() : address,
+                       client_tls());
+}
+
 void TestFleet::StartCore() {
   std::vector<std::string> argv = {BinPath("varan-core"),
                                    "--listen",
@@ -398,7 +434,7 @@ void TestFleet::StartCore() {
   bool up = WaitFor([&] {
     if (!core_->Running()) return true;  // reported below
     return core_port_ != 0 && !ReadFile(admin_token_file()).empty() &&
-           Healthy(core_address(), client_tls_);
+           Healthy(core_address(), client_tls());
   });
   ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n"
                                       << core_->Log();
@@ -430,7 +466,7 @@ client::CoreClient* TestFleet::client() {
     while (!token.empty() && token.back() == '\n') token.pop_back();
     if (token.empty()) return nullptr;
     auto c = client::CoreClient::Create(
-        {core_address(), token, absl::Seconds(5), client_tls_});
+        {core_address(), token, absl::Seconds(5), client_tls()});
     if (!c.ok()) return nullptr;
     client_ = *std::move(c);
   }
@@ -477,6 +513,7 @@ Daemon* TestFleet::LaunchPeriphery(const std::string& name,
                                    "--state-dir",
                                    dir_.File("periphery-" + name)};
   if (own_join_token) argv.erase(argv.begin() + 3, argv.begin() + 5);
+  if (plaintext()) argv.push_back("--insecure-plaintext");
   for (const auto& l : labels) {
     argv.push_back("--label");
     argv.push_back(l);
@@ -494,11 +531,13 @@ RunResult TestFleet::Ctl(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {BinPath("varanctl"), "--core",
                                    core_address(), "--token-file",
                                    admin_token_file()};
+  const ClientTlsFiles tls = client_tls();
+  if (plaintext()) argv.push_back("--insecure-plaintext");
   for (auto [flag, value] :
-       {std::pair{"--tls-ca", &client_tls_.ca},
-        std::pair{"--tls-cert", &client_tls_.cert},
-        std::pair{"--tls-key", &client_tls_.key},
-        std::pair{"--tls-server-name", &client_tls_.server_name}}) {
+       {std::pair{"--tls-ca", &tls.ca}, std::pair{"--tls-cert", &tls.cert},
+        std::pair{"--tls-key", &tls.key},
+        std::pair{"--tls-server-name", &tls.server_name},
+        std::pair{"--ca-hash", &tls.ca_pin}}) {
     if (!value->empty()) {
       argv.push_back(flag);
       argv.push_back(*value);

@@ -62,7 +62,8 @@ bool Healthy(const std::string& address, const ClientTlsFiles& tls = {});
 
 // Service names listed by the server reflection service (v1alpha) at
 // `address`, or an empty list when the call fails.
-std::vector<std::string> ReflectionServices(const std::string& address);
+std::vector<std::string> ReflectionServices(const std::string& address,
+                                            const ClientTlsFiles& tls = {});
 
 // A process's resident set size in kB (VmRSS of /proc/PID/status), or -1.
 long RssKb(pid_t pid);
@@ -101,6 +102,13 @@ class Daemon {
   int exit_code_ = -1;
 };
 
+// Pins the built-in cluster CA of the core whose data directory is
+// `core_data_dir` (the pin its join.token carries).
+ClientTlsFiles PinnedCore(const std::string& core_data_dir);
+// A channel to `address` secured by `tls` (common/tls.h).
+std::shared_ptr<grpc::Channel> SecureChannel(const std::string& address,
+                                             const ClientTlsFiles& tls);
+
 // A core on loopback with its data dir, and peripheries registered to it.
 class TestFleet {
  public:
@@ -109,8 +117,14 @@ class TestFleet {
   ~TestFleet();
 
   // How this fixture's own calls (health checks, client(), Ctl()) reach a
-  // core serving TLS. Set before StartCore.
+  // core serving an operator's certificates. Set before StartCore. Unset,
+  // they pin core's built-in cluster CA (the pin its join.token carries),
+  // or use plaintext when core runs with --insecure-plaintext.
   void set_client_tls(ClientTlsFiles tls) { client_tls_ = std::move(tls); }
+  // What this fixture's own calls use (see set_client_tls).
+  ClientTlsFiles client_tls() const;
+  // Whether core was given --insecure-plaintext.
+  bool plaintext() const;
   // Core's RLIMIT_NOFILE (soft and hard; 0: inherited). Set before
   // StartCore.
   void set_core_file_limit(uint64_t limit) { core_file_limit_ = limit; }
@@ -146,6 +160,10 @@ class TestFleet {
   // is after `timeout`); returns it as last read, with kPreview previews.
   varan::v1::Job WaitFinished(const std::string& id,
                               absl::Duration timeout = absl::Seconds(20));
+
+  // A channel to core (at `address`, default core_address()) secured as
+  // this fixture's own calls are.
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address = "") const;
 
   // varanctl with --core and --token-file set, then `args`.
   RunResult Ctl(const std::vector<std::string>& args);

@@ -541,8 +541,10 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   periphery_daemon.Start();
 
   auto ctl = [&](std::vector<std::string> args) {
-    std::vector<std::string> argv = {BinPath("varanctl"), "--core", v6,
-                                     "--token-file", admin_token_file};
+    // The manifests run core plaintext inside the cluster (its ConfigMap).
+    std::vector<std::string> argv = {
+        BinPath("varanctl"), "--core",         v6,
+        "--token-file",      admin_token_file, "--insecure-plaintext"};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProgram(
         argv,

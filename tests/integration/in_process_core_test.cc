@@ -11,6 +11,7 @@
 #include "client/core_client.h"
 #include "common/clock.h"
 #include "common/grpc_util.h"
+#include "common/secrets.h"
 #include "core/daemon/core_server.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
@@ -25,12 +26,14 @@ std::string Secret(const std::string& path) {
 }
 
 // Registers a periphery called `name` with the core at `address` as
-// varan-periphery would, with the join token `secret`.
-absl::StatusOr<varan::v1::RegisterResponse> Register(const std::string& address,
-                                                     const std::string& secret,
-                                                     const std::string& name) {
-  auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+// varan-periphery would, with the join token `secret`, over TLS pinning the
+// CA whose pin `pinned` carries (a join token of the core at `address`).
+absl::StatusOr<varan::v1::RegisterResponse> Register(
+    const std::string& address, const std::string& secret,
+    const std::string& name, const std::string& pinned) {
+  ClientTlsFiles tls;
+  tls.ca_pin = SplitJoinToken(pinned).pin;
+  auto channel = SecureChannel(address, tls);
   auto stub = varan::v1::Registry::NewStub(channel);
   grpc::ClientContext context;
   context.AddMetadata("authorization", BearerHeader(secret));
@@ -60,6 +63,7 @@ struct InProcessCore {
     client::ClientOptions options;
     options.address = address;
     options.token = Secret(server->admin_token_path());
+    options.tls = PinnedCore(config.data_dir);
     auto c = client::CoreClient::Create(std::move(options));
     EXPECT_TRUE(c.ok()) << c.status();
     if (c.ok()) client = *std::move(c);
@@ -88,16 +92,17 @@ TEST(InProcessCoreTest, TwoCoresInOneProcessServeOnLoopbackAndStopCleanly) {
     EXPECT_EQ(info->heartbeat_interval().seconds(), 10);
   }
 
-  auto registered =
-      Register(a.address, Secret(a.server->join_token_path()), "web-1");
+  const std::string a_join = Secret(a.server->join_token_path());
+  auto registered = Register(a.address, a_join, "web-1", a_join);
   ASSERT_TRUE(registered.ok()) << registered.status();
   EXPECT_FALSE(registered->periphery_id().empty());
   EXPECT_FALSE(registered->credential().empty());
   // b's join token does not register with a.
-  EXPECT_EQ(Register(a.address, Secret(b.server->join_token_path()), "web-2")
-                .status()
-                .code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(
+      Register(a.address, Secret(b.server->join_token_path()), "web-2", a_join)
+          .status()
+          .code(),
+      absl::StatusCode::kUnauthenticated);
 
   auto in_a = a.client->ListPeripheries({});
   ASSERT_TRUE(in_a.ok()) << in_a.status();

@@ -34,15 +34,16 @@ TEST(ListenTest, WildcardListenerServesIpv4AndIpv6) {
   for (const std::string& address :
        {absl::StrCat("127.0.0.1:", port), absl::StrCat("[::1]:", port),
         absl::StrCat("localhost:", port)}) {
-    EXPECT_TRUE(Healthy(address)) << address;
+    EXPECT_TRUE(Healthy(address, fleet.client_tls())) << address;
     RunResult r =
-        RunProgram({BinPath("varanctl"), "--core", address, "--token-file",
+        RunProgram({BinPath("varanctl"), "--core", address, "--ca-hash",
+                    fleet.client_tls().ca_pin, "--token-file",
                     fleet.admin_token_file(), "peripheries", "list"});
     EXPECT_EQ(r.exit_code, 0) << address << ": " << r.err;
   }
   EXPECT_THAT(fleet.core()->Log(),
               HasSubstr(absl::StrCat("listening on [::]:", port)));
-  EXPECT_THAT(ReflectionServices(fleet.core_address()),
+  EXPECT_THAT(ReflectionServices(fleet.core_address(), fleet.client_tls()),
               ::testing::IsSupersetOf({"varan.v1.Registry", "varan.v1.Fleet",
                                        "varan.v1.Jobs", "varan.v1.Admin",
                                        "grpc.health.v1.Health"}));
@@ -56,9 +57,9 @@ TEST(ListenTest, VaranctlUsesTheFirstOfSeveralCoresThatAnswers) {
   fleet.StartPeriphery("alpha");
   const std::string cores =
       absl::StrCat("[::1]:", FreePort(), ",", fleet.core_address());
-  RunResult r =
-      RunProgram({BinPath("varanctl"), "--core", cores, "--token-file",
-                  fleet.admin_token_file(), "peripheries", "list"});
+  RunResult r = RunProgram({BinPath("varanctl"), "--core", cores, "--ca-hash",
+                            fleet.client_tls().ca_pin, "--token-file",
+                            fleet.admin_token_file(), "peripheries", "list"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("alpha"));
 }
@@ -98,8 +99,9 @@ TEST(ListenTest, SecondDaemonOnSamePortFailsClearly) {
   const std::string listen = absl::StrCat("[::]:", port);
   Daemon first(CoreArgs(dir1, listen), dir1.File("log"));
   first.Start();
-  ASSERT_TRUE(WaitFor([&] { return Healthy(absl::StrCat("[::1]:", port)); }))
-      << first.Log();
+  ASSERT_TRUE(WaitFor([&] {
+    return Healthy(absl::StrCat("[::1]:", port), PinnedCore(dir1.File("core")));
+  })) << first.Log();
 
   RunResult second = RunProgram(CoreArgs(dir2, listen), {}, absl::Seconds(15));
   EXPECT_EQ(second.exit_code, 1);
@@ -115,7 +117,8 @@ TEST(ListenTest, SecondDaemonOnSamePortFailsClearly) {
   EXPECT_EQ(v4.exit_code, 1);
   EXPECT_THAT(v4.err, HasSubstr("Address already in use"));
   // The first core is unaffected.
-  EXPECT_TRUE(Healthy(absl::StrCat("127.0.0.1:", port)));
+  EXPECT_TRUE(
+      Healthy(absl::StrCat("127.0.0.1:", port), PinnedCore(dir1.File("core"))));
   EXPECT_EQ(first.Stop(), 0);
 }
 
@@ -225,7 +228,8 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
                 dir.File("file.log"));
     core.Start();
     EXPECT_TRUE(WaitFor([&] {
-      return Healthy(absl::StrCat("[::1]:", file_port));
+      return Healthy(absl::StrCat("[::1]:", file_port),
+                     PinnedCore(dir.File("core")));
     })) << core.Log();
     EXPECT_EQ(core.Stop(), 0);
     // JSON log lines, and the token's path but never its content.
@@ -246,9 +250,11 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
                 {{"VARAN_LISTEN", absl::StrCat("[::]:", env_port)}});
     core.Start();
     EXPECT_TRUE(WaitFor([&] {
-      return Healthy(absl::StrCat("[::1]:", env_port));
+      return Healthy(absl::StrCat("[::1]:", env_port),
+                     PinnedCore(dir.File("core")));
     })) << core.Log();
-    EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", file_port)));
+    EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", file_port),
+                         PinnedCore(dir.File("core"))));
     EXPECT_EQ(core.Stop(), 0);
   }
   {
@@ -258,9 +264,11 @@ TEST(ListenTest, FlagsBeatEnvironmentWhichBeatsConfigFile) {
                 {{"VARAN_LISTEN", absl::StrCat("[::]:", env_port)}});
     core.Start();
     EXPECT_TRUE(WaitFor([&] {
-      return Healthy(absl::StrCat("[::1]:", flag_port));
+      return Healthy(absl::StrCat("[::1]:", flag_port),
+                     PinnedCore(dir.File("core")));
     })) << core.Log();
-    EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", env_port)));
+    EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", env_port),
+                         PinnedCore(dir.File("core"))));
     EXPECT_EQ(core.Stop(), 0);
   }
 }
@@ -274,7 +282,9 @@ TEST(ListenTest, ExampleConfigsAreAccepted) {
                "--listen", core_address, "--data-dir", dir.File("core")},
               dir.File("core.log"));
   core.Start();
-  ASSERT_TRUE(WaitFor([&] { return Healthy(core_address); })) << core.Log();
+  ASSERT_TRUE(WaitFor([&] {
+    return Healthy(core_address, PinnedCore(dir.File("core")));
+  })) << core.Log();
   Daemon periphery(
       {BinPath("varan-periphery"), "--config",
        absl::StrCat(VARAN_SOURCE_DIR, "/deploy/config/periphery.toml"),
@@ -286,7 +296,8 @@ TEST(ListenTest, ExampleConfigsAreAccepted) {
   // The labels come from the file.
   EXPECT_TRUE(WaitFor([&] {
     RunResult r =
-        RunProgram({BinPath("varanctl"), "--core", core_address, "--token-file",
+        RunProgram({BinPath("varanctl"), "--core", core_address, "--ca-hash",
+                    PinnedCore(dir.File("core")).ca_pin, "--token-file",
                     dir.File("core/admin.token"), "peripheries", "list", "-l",
                     "env=prod,tier=web"});
     return r.exit_code == 0 && absl::StrContains(r.out, "example");
@@ -302,8 +313,10 @@ TEST(ListenTest, TokensAreCreatedPrivateAndKept) {
   for (int run = 0; run < 2; ++run) {
     Daemon core(CoreArgs(dir, absl::StrCat("[::1]:", port)), dir.File("log"));
     core.Start();
-    ASSERT_TRUE(WaitFor([&] { return Healthy(absl::StrCat("[::1]:", port)); }))
-        << core.Log();
+    ASSERT_TRUE(WaitFor([&] {
+      return Healthy(absl::StrCat("[::1]:", port),
+                     PinnedCore(dir.File("core")));
+    })) << core.Log();
     for (const char* name : {"admin.token", "join.token"}) {
       struct stat st {};
       ASSERT_EQ(stat(dir.File(absl::StrCat("core/", name)).c_str(), &st), 0);

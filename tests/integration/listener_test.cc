@@ -100,9 +100,10 @@ class ListenerTest : public ::testing::TestWithParam<bool> {
  protected:
   bool tls() const { return GetParam(); }
 
-  // A fleet whose core serves TLS when the parameter says so, with
-  // `extra` core flags.
+  // A fleet whose core serves TLS (an operator's certificate) when the
+  // parameter says so, plaintext otherwise, with `extra` core flags.
   std::unique_ptr<TestFleet> MakeFleet(std::vector<std::string> extra) {
+    if (!tls()) extra.push_back("--insecure-plaintext");
     if (tls()) {
       RunResult r =
           RunProgram({"/bin/sh", "-c", kSelfSigned, "generate", certs_.path()});
@@ -123,7 +124,7 @@ class ListenerTest : public ::testing::TestWithParam<bool> {
   }
   // Extra periphery flags to reach the fleet's core.
   std::vector<std::string> periphery_args() const {
-    if (!tls()) return {};
+    if (!tls()) return {"--insecure-plaintext"};
     return {"--core-tls-ca", certs_.File("server.pem")};
   }
 

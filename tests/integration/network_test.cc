@@ -196,6 +196,11 @@ class NetworkTest : public ::testing::Test {
                                      core_address, "--token-file",
                                      core_dir_ + "/admin.token"};
     argv.insert(argv.end(), ctl_tls_.begin(), ctl_tls_.end());
+    // Without TLS flags of its own, core's built-in CA, pinned.
+    if (ctl_tls_.empty()) {
+      argv.push_back("--ca-hash");
+      argv.push_back(PinnedCore(core_dir_).ca_pin);
+    }
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProgram(ns.In(argv));
   }

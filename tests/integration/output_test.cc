@@ -97,8 +97,7 @@ class OutputTest : public ::testing::Test {
   }
   // A raw Jobs stub with gRPC's default limits (4 MiB receive).
   std::unique_ptr<varan::v1::Jobs::Stub> Stub() {
-    return varan::v1::Jobs::NewStub(grpc::CreateChannel(
-        fleet_->core_address(), grpc::InsecureChannelCredentials()));
+    return varan::v1::Jobs::NewStub(fleet_->Channel());
   }
   void Authorize(grpc::ClientContext* ctx) {
     ctx->AddMetadata("authorization", BearerHeader(Token()));
@@ -621,8 +620,7 @@ TEST_F(OutputTest, StoredOutputSurvivesKillNineOfCoreMidStream) {
 TEST_F(OutputTest, BadOutputFromAPeripheryHarmsNothingElse) {
   StartCore();
   fleet_->StartPeriphery("real-1");
-  auto registry = varan::v1::Registry::NewStub(grpc::CreateChannel(
-      fleet_->core_address(), grpc::InsecureChannelCredentials()));
+  auto registry = varan::v1::Registry::NewStub(fleet_->Channel());
   grpc::ClientContext tunnel_ctx;
   tunnel_ctx.AddMetadata(
       "authorization",

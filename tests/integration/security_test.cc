@@ -96,7 +96,12 @@ class SecurityTest : public ::testing::Test {
     return resp.ok() ? resp->secret() : "";
   }
 
+  // To core as the fixture's own calls go (its built-in CA pinned); to a
+  // periphery's Agent in plaintext.
   std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
+    return fleet_->Channel(address);
+  }
+  std::shared_ptr<grpc::Channel> PeripheryChannel(const std::string& address) {
     return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   }
 
@@ -417,7 +422,7 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
     }
   }
   // Health stays open for probes.
-  EXPECT_TRUE(Healthy(fleet_->core_address()));
+  EXPECT_TRUE(Healthy(fleet_->core_address(), fleet_->client_tls()));
   // No secret reached core's log.
   const std::string log = fleet_->core()->Log();
   for (const auto& [who, secret] : callers) {
@@ -448,7 +453,7 @@ TEST_F(SecurityTest, PeripheryRefusesEveryoneButCore) {
   const std::string other =
       Trimmed(ReadFile(fleet_->dir().File("periphery-p2/credential")));
   ASSERT_NE(own, other);
-  auto agent = varan::v1::Agent::NewStub(Channel(p1->address()));
+  auto agent = varan::v1::Agent::NewStub(PeripheryChannel(p1->address()));
   using varan::v1::Agent;
   struct Row {
     std::string rpc;
@@ -521,8 +526,12 @@ TEST_F(SecurityTest, RolesAreEnforcedAndVaranctlNamesTheRoleNeeded) {
   ASSERT_TRUE(WriteSecretFile(token_file, token).ok());
 
   auto as_viewer = [&](const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {BinPath("varanctl"), "--core",
-                                     fleet_->core_address(), "--token-file",
+    std::vector<std::string> argv = {BinPath("varanctl"),
+                                     "--core",
+                                     fleet_->core_address(),
+                                     "--ca-hash",
+                                     fleet_->client_tls().ca_pin,
+                                     "--token-file",
                                      token_file};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProgram(argv, {{"VARAN_TOKEN", ""}, {"VARAN_TOKEN_FILE", ""}});
@@ -670,12 +679,12 @@ std::unique_ptr<Daemon> StartCoreWith(const TempDir& dir,
 // clients; others are refused with PERMISSION_DENIED before their token is
 // looked at. Health stays open.
 TEST_F(SecurityTest, AllowlistOverIpv4Ipv6AndMappedClients) {
-  auto info = [](const std::string& address, const std::string& token) {
+  auto info = [](const std::string& address, const std::string& token,
+                 const ClientTlsFiles& tls) {
     grpc::ClientContext ctx;
     Authorize(&ctx, token);
     varan::v1::CoreInfo out;
-    return varan::v1::Admin::NewStub(
-               grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))
+    return varan::v1::Admin::NewStub(SecureChannel(address, tls))
         ->GetInfo(&ctx, {}, &out);
   };
   struct Case {
@@ -714,14 +723,14 @@ TEST_F(SecurityTest, AllowlistOverIpv4Ipv6AndMappedClients) {
     const std::string token = Trimmed(ReadFile(dir.File("core/admin.token")));
     for (const auto& [host, allowed] : c.clients) {
       const std::string address = absl::StrCat(host, ":", port);
-      grpc::Status s = info(address, token);
+      grpc::Status s = info(address, token, PinnedCore(dir.File("core")));
       EXPECT_EQ(s.error_code(), allowed ? OK : DENIED)
           << "client " << host << ", --allow " << c.allow[0] << ": "
           << s.error_message();
       if (!allowed) {
         EXPECT_THAT(s.error_message(), HasSubstr("are not allowed (--allow)"));
       }
-      EXPECT_TRUE(Healthy(address)) << address;
+      EXPECT_TRUE(Healthy(address, PinnedCore(dir.File("core")))) << address;
     }
     core->Stop();
   }
@@ -764,9 +773,12 @@ TEST_F(SecurityTest, PreProvisionedTokenFilesWorkAndRotateOnSighup) {
   EXPECT_EQ(info(admin1), OK);
   EXPECT_EQ(info(AdminToken()), OK);  // <data-dir>/admin.token still works
 
-  // A periphery joins with the pre-provisioned join token.
+  // A periphery joins with the pre-provisioned join token; it carries no
+  // CA pin, so the periphery is given core's.
   Daemon* p =
-      fleet_->StartPeriphery("pj", {}, {"--join-token-file", join_file});
+      fleet_->StartPeriphery("pj", {},
+                             {"--join-token-file", join_file, "--core-ca-hash",
+                              fleet_->client_tls().ca_pin});
   ASSERT_NE(p, nullptr);
   EXPECT_THAT(fleet_->core()->Log(), HasSubstr("with join token join-file"));
 

@@ -100,8 +100,12 @@ TEST_F(TlsTest, ServerOnlyTlsOnEveryHop) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--periphery-tls-ca", Pem("ca")});
-  fleet.set_client_tls(
-      {.ca = Pem("ca"), .cert = "", .key = "", .server_name = ""});
+  fleet.set_client_tls({.ca = Pem("ca"),
+                        .cert = "",
+                        .key = "",
+                        .server_name = "",
+                        .ca_pin = "",
+                        .skip_verify = false});
   fleet.StartCore();
   // The periphery serves TLS too and reaches core over TLS.
   ASSERT_NE(fleet.StartPeriphery("p1", {},
@@ -127,9 +131,12 @@ TEST_F(TlsTest, ServerOnlyTlsOnEveryHop) {
   auto p1 = fleet.client()->GetPeriphery("p1");
   ASSERT_TRUE(p1.ok());
   EXPECT_FALSE(Healthy(p1->address()));
-  EXPECT_TRUE(
-      Healthy(p1->address(),
-              {.ca = Pem("ca"), .cert = "", .key = "", .server_name = ""}));
+  EXPECT_TRUE(Healthy(p1->address(), {.ca = Pem("ca"),
+                                      .cert = "",
+                                      .key = "",
+                                      .server_name = "",
+                                      .ca_pin = "",
+                                      .skip_verify = false}));
 }
 
 TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
@@ -141,7 +148,9 @@ TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
   fleet.set_client_tls({.ca = Pem("ca"),
                         .cert = Pem("client"),
                         .key = Key("client"),
-                        .server_name = ""});
+                        .server_name = "",
+                        .ca_pin = "",
+                        .skip_verify = false});
   fleet.StartCore();
   EXPECT_THAT(fleet.core()->Log(), HasSubstr("(mutual TLS)"));
   // A periphery with mutual TLS both ways: core presents its client
@@ -206,16 +215,23 @@ TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
   // CA, whatever token it holds.
   auto p1 = fleet.client()->GetPeriphery("p1");
   ASSERT_TRUE(p1.ok());
-  EXPECT_FALSE(
-      Healthy(p1->address(),
-              {.ca = Pem("ca"), .cert = "", .key = "", .server_name = ""}));
+  EXPECT_FALSE(Healthy(p1->address(), {.ca = Pem("ca"),
+                                       .cert = "",
+                                       .key = "",
+                                       .server_name = "",
+                                       .ca_pin = "",
+                                       .skip_verify = false}));
 }
 
 TEST_F(TlsTest, WrongServerNameIsRefused) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey()});
-  fleet.set_client_tls(
-      {.ca = Pem("ca"), .cert = "", .key = "", .server_name = ""});
+  fleet.set_client_tls({.ca = Pem("ca"),
+                        .cert = "",
+                        .key = "",
+                        .server_name = "",
+                        .ca_pin = "",
+                        .skip_verify = false});
   fleet.StartCore();
   const std::vector<std::string> list = {"peripheries", "list"};
   RunResult wrong =
@@ -248,8 +264,12 @@ TEST_F(TlsTest, CertificatesAreReplacedOnSighupKeepingTheFleet) {
   // Files are checked only on SIGHUP here.
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--tls-watch-interval", "0"});
-  fleet.set_client_tls(
-      {.ca = Pem("both"), .cert = "", .key = "", .server_name = ""});
+  fleet.set_client_tls({.ca = Pem("both"),
+                        .cert = "",
+                        .key = "",
+                        .server_name = "",
+                        .ca_pin = "",
+                        .skip_verify = false});
   fleet.StartCore();
   ASSERT_NE(fleet.StartPeriphery("p1", {}, {"--core-tls-ca", Pem("both")}),
             nullptr);
@@ -289,8 +309,12 @@ TEST_F(TlsTest, ChangedFilesAreNoticedWithoutSighup) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--tls-watch-interval", "1"});
-  fleet.set_client_tls(
-      {.ca = Pem("both"), .cert = "", .key = "", .server_name = ""});
+  fleet.set_client_tls({.ca = Pem("both"),
+                        .cert = "",
+                        .key = "",
+                        .server_name = "",
+                        .ca_pin = "",
+                        .skip_verify = false});
   fleet.StartCore();
   auto trusts = [&](const std::string& ca) {
     return Ctl(fleet, {"--tls-ca", Pem(ca)}, {"peripheries", "list"})

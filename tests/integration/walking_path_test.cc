@@ -209,7 +209,8 @@ TEST_F(WalkingPathTest, WrongTokenIsRefused) {
   WriteFile(tmp.File("token"), "not-the-token\n");
   RunResult r =
       RunProgram({BinPath("varanctl"), "--core", fleet_->core_address(),
-                  "--token-file", tmp.File("token"), "peripheries", "list"});
+                  "--ca-hash", fleet_->client_tls().ca_pin, "--token-file",
+                  tmp.File("token"), "peripheries", "list"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("operator token"));
   // The token never shows up in core's log.

@@ -273,23 +273,14 @@ std::string ReplicaFleet::CoreList(const std::vector<int>& replicas) const {
 }
 
 void ReplicaFleet::Launch(int i) {
-  std::vector<std::string> argv = {BinPath("varan-core"),
-                                   "--listen",
-                                   address(i),
-                                   "--replica-address",
-                                   address(i),
-                                   "--data-dir",
-                                   dir_.File(absl::StrCat("core-", i)),
-                                   "--database",
-                                   database_,
-                                   "--admin-token-file",
-                                   dir_.File("admin.token"),
-                                   "--join-token-file",
-                                   dir_.File("join.token"),
-                                   "--heartbeat-interval",
-                                   "1",
-                                   "--log-level",
-                                   "debug"};
+  std::vector<std::string> argv = {
+      BinPath("varan-core"), "--listen", address(i), "--replica-address",
+      address(i), "--data-dir", dir_.File(absl::StrCat("core-", i)),
+      "--database", database_, "--admin-token-file", dir_.File("admin.token"),
+      "--join-token-file", dir_.File("join.token"), "--heartbeat-interval", "1",
+      "--log-level", "debug",
+      // Replicas share no built-in CA yet.
+      "--insecure-plaintext"};
   argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
   clients_[i].reset();
   stopped_[i] = false;
@@ -416,8 +407,12 @@ Followed ReplicaFleet::Follow(int i, const std::string& id, absl::Time deadline,
 }
 
 RunResult ReplicaFleet::Ctl(int i, const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {BinPath("varanctl"), "--core", address(i),
-                                   "--token-file", dir_.File("admin.token")};
+  std::vector<std::string> argv = {BinPath("varanctl"),
+                                   "--core",
+                                   address(i),
+                                   "--token-file",
+                                   dir_.File("admin.token"),
+                                   "--insecure-plaintext"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProgram(
       argv,
@@ -438,7 +433,8 @@ Daemon* ReplicaFleet::StartPeriphery(const std::string& name,
                                    "--reconnect-max-backoff",
                                    "1",
                                    "--log-level",
-                                   "debug"};
+                                   "debug",
+                                   "--insecure-plaintext"};
   if (options.tunnel) {
     argv.insert(argv.end(), {"--tunnel", "--no-listen"});
   } else {

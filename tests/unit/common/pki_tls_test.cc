@@ -13,6 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
 #include "gtest/gtest.h"
+#include "tests/unit/common/answer_all.h"
 
 namespace varan::pki {
 namespace {
@@ -45,26 +46,7 @@ Identity Issue(const Authority& ca, const std::string& cn, bool server) {
   return id;
 }
 
-// Answers every call with an empty message: reaching it means both sides
-// accepted the handshake.
-class AnswerAll final : public grpc::CallbackGenericService {
-  grpc::ServerGenericBidiReactor* CreateReactor(
-      grpc::GenericCallbackServerContext*) override {
-    // Deletes itself in OnDone, as gRPC reactors do.
-    class Reactor final : public grpc::ServerGenericBidiReactor {
-     public:
-      Reactor() : reply_(&empty_, 1) {
-        StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
-      }
-      void OnDone() override { delete this; }
-
-     private:
-      grpc::Slice empty_{std::string()};
-      grpc::ByteBuffer reply_;
-    };
-    return new Reactor;
-  }
-};
+using ::varan::testing::AnswerAll;
 
 Authority Ca() {
   absl::StatusOr<Authority> ca =

@@ -16,6 +16,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/unit/common/answer_all.h"
 
 namespace varan {
 namespace {
@@ -51,24 +52,7 @@ Served Issue(const pki::Authority& ca, const std::string& dns) {
   return s;
 }
 
-// Answers every call with an empty message.
-class AnswerAll final : public grpc::CallbackGenericService {
-  grpc::ServerGenericBidiReactor* CreateReactor(
-      grpc::GenericCallbackServerContext*) override {
-    class Reactor final : public grpc::ServerGenericBidiReactor {
-     public:
-      Reactor() : reply_(&empty_, 1) {
-        StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
-      }
-      void OnDone() override { delete this; }
-
-     private:
-      grpc::Slice empty_{std::string()};
-      grpc::ByteBuffer reply_;
-    };
-    return new Reactor;
-  }
-};
+using ::varan::testing::AnswerAll;
 
 class TlsPinTest : public ::testing::Test {
  protected:

@@ -18,6 +18,9 @@
 namespace varan::periphery {
 namespace {
 
+// A well-formed pin of a CA nobody has: these agents never reach a core.
+const std::string kPin = "sha256:" + std::string(64, 'a');
+
 using ::testing::HasSubstr;
 
 class PeripheryAgentTest : public ::testing::Test {
@@ -31,6 +34,7 @@ class PeripheryAgentTest : public ::testing::Test {
     EXPECT_TRUE(WriteSecretFile(dir.path() + "/periphery_id", "p-1").ok());
     PeripheryConfig config;
     config.core = "127.0.0.1:1";
+    config.core_ca_hash = kPin;
     config.daemon.listen = {"127.0.0.1:0"};
     config.state_dir = dir.path();
     config.name = "web-1";
@@ -104,6 +108,7 @@ TEST_P(PeripheryAgentConfigTest, IsRefusedNamingTheFlag) {
   varan::testing::UnitTempDir dir;
   PeripheryConfig config;
   config.core = "127.0.0.1:1";
+  config.core_ca_hash = kPin;
   config.daemon.listen = {"127.0.0.1:0"};
   config.state_dir = dir.path();
   GetParam().change(&config);
@@ -148,7 +153,39 @@ INSTANTIATE_TEST_SUITE_P(
                       [](PeripheryConfig* c) {
                         c->join_token_file = c->state_dir + "/missing";
                       },
-                      "join token: "}),
+                      "join token: "},
+        // Registered, but nothing says how to check core: it would trust
+        // whoever answers.
+        BadConfigCase{
+            "NoWayToVerifyCore",
+            [](PeripheryConfig* c) {
+              c->core_ca_hash.clear();
+              EXPECT_TRUE(
+                  WriteSecretFile(c->state_dir + "/credential", "cred").ok());
+              EXPECT_TRUE(
+                  WriteSecretFile(c->state_dir + "/periphery_id", "p-1").ok());
+            },
+            "no way to verify core: give the join token core "
+            "wrote"},
+        BadConfigCase{
+            "MalformedCaHash",
+            [](PeripheryConfig* c) {
+              c->core_ca_hash = "sha256:12";
+              EXPECT_TRUE(
+                  WriteSecretFile(c->state_dir + "/credential", "cred").ok());
+              EXPECT_TRUE(
+                  WriteSecretFile(c->state_dir + "/periphery_id", "p-1").ok());
+            },
+            "--core-ca-hash: expected a CA pin"},
+        BadConfigCase{"PinInJoinTokenDiffersFromCaHash",
+                      [](PeripheryConfig* c) {
+                        c->join_token_file = c->state_dir + "/join.token";
+                        EXPECT_TRUE(WriteSecretFile(
+                                        c->join_token_file,
+                                        "abcd.sha256:" + std::string(64, 'b'))
+                                        .ok());
+                      },
+                      "and the join token's CA pin"}),
     [](const ::testing::TestParamInfo<BadConfigCase>& param) {
       return param.param.name;
     });

@@ -1,0 +1,124 @@
+#include "core/daemon/builtin_tls.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/secrets.h"
+
+namespace varan::core {
+namespace {
+
+constexpr absl::Duration kCaValidity = absl::Hours(24 * 365 * 10);
+constexpr absl::Duration kServingValidity = absl::Hours(24 * 30);
+
+bool IsIpAddress(const std::string& s) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 ||
+         inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+bool IsWildcard(const std::string& s) {
+  return s.empty() || s == "::" || s == "0.0.0.0" || s == "[::]";
+}
+
+// Wildcards and duplicates out, the names every core certificate carries
+// in.
+std::vector<std::string> AllNames(const std::vector<std::string>& extra) {
+  std::vector<std::string> names = {pki::kCoreName, "localhost", "127.0.0.1",
+                                    "::1"};
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') {
+    names.emplace_back(host);
+  }
+  for (std::string n : extra) {
+    if (n.size() > 2 && n.front() == '[' && n.back() == ']') {
+      n = n.substr(1, n.size() - 2);
+    }
+    if (!IsWildcard(n)) names.push_back(std::move(n));
+  }
+  std::vector<std::string> out;
+  for (std::string& n : names) {
+    if (std::find(out.begin(), out.end(), n) == out.end()) {
+      out.push_back(std::move(n));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+BuiltinTls::BuiltinTls(pki::Authority ca, std::string dir,
+                       std::vector<std::string> names)
+    : ca_(std::move(ca)),
+      names_(std::move(names)),
+      ca_path_(dir + "/ca.crt"),
+      cert_path_(dir + "/core.crt"),
+      key_path_(dir + "/core.key") {}
+
+absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
+    const std::string& data_dir, const std::vector<std::string>& names,
+    absl::Time now) {
+  const std::string dir = data_dir + "/pki";
+  auto stored =
+      pki::LoadOrCreateAuthority(dir, "varan cluster CA", now, kCaValidity);
+  if (!stored.ok()) return stored.status();
+  auto pin = pki::AuthorityPin(stored->authority.cert_pem);
+  if (!pin.ok()) return pin.status();
+  auto tls = std::unique_ptr<BuiltinTls>(
+      new BuiltinTls(stored->authority, dir, AllNames(names)));
+  tls->pin_ = *std::move(pin);
+  tls->created_ = stored->created;
+  absl::MutexLock lock(&tls->mu_);
+  if (absl::Status s = tls->Issue(now); !s.ok()) return s;
+  return tls;
+}
+
+absl::Status BuiltinTls::Issue(absl::Time now) {
+  pki::CertificateProfile profile;
+  profile.common_name = pki::kCoreName;
+  for (const std::string& n : names_) {
+    (IsIpAddress(n) ? profile.ip_addresses : profile.dns_names).push_back(n);
+  }
+  profile.server_auth = true;
+  // Core also presents it when it calls peripheries and other replicas.
+  profile.client_auth = true;
+  // For clients whose clocks lag a little.
+  profile.not_before = now - absl::Minutes(5);
+  profile.not_after = now + kServingValidity;
+  auto key = pki::NewPrivateKey();
+  if (!key.ok()) return key.status();
+  auto cert = pki::IssueCertificate(ca_, *key, profile);
+  if (!cert.ok()) {
+    return absl::Status(cert.status().code(),
+                        absl::StrCat("issuing core's serving certificate: ",
+                                     cert.status().message()));
+  }
+  // The key first: a certificate never names a key that is not on disk.
+  if (absl::Status s = WritePrivateFile(key_path_, *key); !s.ok()) return s;
+  if (absl::Status s = WritePrivateFile(cert_path_, *cert + ca_.cert_pem);
+      !s.ok()) {
+    return s;
+  }
+  renew_at_ = now + kServingValidity * 2 / 3;
+  return absl::OkStatus();
+}
+
+absl::Status BuiltinTls::RenewIfDue(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (now < renew_at_) return absl::OkStatus();
+  if (absl::Status s = Issue(now); !s.ok()) {
+    // Try again in an hour; the current certificate has a third of its
+    // life left.
+    renew_at_ = now + absl::Hours(1);
+    return s;
+  }
+  spdlog::info("issued core a new serving certificate ({})", cert_path_);
+  return absl::OkStatus();
+}
+
+}  // namespace varan::core

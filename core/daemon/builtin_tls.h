@@ -1,0 +1,66 @@
+// Core's TLS when the operator gives it no certificate (the default): the
+// cluster CA kept in <data-dir>/pki (common/pki.h LoadOrCreateAuthority)
+// and a serving certificate it issues to this core.
+//
+// The serving certificate names kCoreName ("varan-core", what clients
+// pinning the CA look for), localhost, the host name, the loopback
+// addresses and the names the operator adds (--tls-san). It lives 30 days
+// and is re-issued, with a new key, at every start and once two thirds of
+// its life have passed; the listeners' TlsFiles pick the new files up on
+// their next check (common/tls.h), so connections are never dropped.
+//
+// Files in <data-dir>/pki: ca.crt (0644) and ca.key (0600) — the cluster's
+// most sensitive secret, never logged or sent — and core.crt (the serving
+// certificate followed by the CA's, so clients holding only the pin see
+// the CA) with core.key (both 0600).
+//
+// Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/pki.h"
+
+namespace varan::core {
+
+class BuiltinTls {
+ public:
+  // Loads or creates the CA and issues a serving certificate naming
+  // `names` too (DNS names or IP addresses; wildcard addresses are left
+  // out). Errors name the file or the name.
+  static absl::StatusOr<std::unique_ptr<BuiltinTls>> Create(
+      const std::string& data_dir, const std::vector<std::string>& names,
+      absl::Time now);
+
+  // The CA's pin (pki::AuthorityPin), what join tokens carry.
+  const std::string& pin() const { return pin_; }
+  // Whether this start created the CA.
+  bool created() const { return created_; }
+  const std::string& ca_path() const { return ca_path_; }
+  const std::string& cert_path() const { return cert_path_; }
+  const std::string& key_path() const { return key_path_; }
+
+  // Issues a new serving certificate when two thirds of the current one's
+  // life have passed. Cheap when it is not due.
+  absl::Status RenewIfDue(absl::Time now);
+
+ private:
+  BuiltinTls(pki::Authority ca, std::string dir,
+             std::vector<std::string> names);
+  absl::Status Issue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const pki::Authority ca_;
+  const std::vector<std::string> names_;
+  const std::string ca_path_, cert_path_, key_path_;
+  std::string pin_;
+  bool created_ = false;
+  absl::Mutex mu_;
+  absl::Time renew_at_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace varan::core
