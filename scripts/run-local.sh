@@ -16,6 +16,7 @@ NAME="${NAME//[^A-Za-z0-9._-]/-}"
 CORE="localhost:${CORE_PORT}"
 
 mkdir -p "$STATE"
+STATE_ABS="$(cd "$STATE" && pwd)"  # for the hints printed at the end
 # Core serves TLS with its built-in cluster CA (created on first start in
 # $STATE/core/pki); varanctl checks core against that CA's certificate.
 CTL=("$BIN/varanctl" --core "$CORE" --token-file "$STATE/core/admin.token"
@@ -84,8 +85,8 @@ cat <<MSG
 
 Varan is running. In another terminal, try:
 
-  export VARAN_CORE=$CORE VARAN_TOKEN_FILE=$PWD/$STATE/core/admin.token
-  export VARAN_TLS_CA=$PWD/$STATE/core/pki/ca.crt
+  export VARAN_CORE=$CORE VARAN_TOKEN_FILE=$STATE_ABS/core/admin.token
+  export VARAN_TLS_CA=$STATE_ABS/core/pki/ca.crt
   $BIN/varanctl peripheries list
   $BIN/varanctl exec -l env=local -- df -h /
   $BIN/varanctl exec -n $NAME --shell -- 'for i in 1 2 3; do echo tick \$i; sleep 1; done'
