@@ -90,22 +90,7 @@ class PkiTlsTest : public ::testing::Test {
     auto channel =
         grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_),
                                   grpc::SslCredentials(options), args);
-    grpc::GenericStub stub(channel);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(5));
-    grpc::Slice empty{std::string()};
-    grpc::ByteBuffer request(&empty, 1);
-    grpc::ByteBuffer response;
-    grpc::Status result;
-    absl::Notification done;
-    stub.UnaryCall(&ctx, "/varan.test.Probe/Ping", grpc::StubOptions(),
-                   &request, &response, [&](grpc::Status s) {
-                     result = std::move(s);
-                     done.Notify();
-                   });
-    done.WaitForNotification();
-    return result;
+    return varan::testing::CallAnswerAll(std::move(channel));
   }
 
   Authority ca_, other_ca_;
