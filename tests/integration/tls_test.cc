@@ -21,6 +21,23 @@
 namespace varan::testing {
 namespace {
 
+// A client trusting the CA bundle `ca`, without a certificate of its own.
+ClientTlsFiles TrustOnly(const std::string& ca) {
+  ClientTlsFiles t;
+  t.ca = ca;
+  return t;
+}
+
+// A client trusting `ca` and presenting `cert` with its `key`.
+ClientTlsFiles WithClientCertificate(const std::string& ca,
+                                     const std::string& cert,
+                                     const std::string& key) {
+  ClientTlsFiles t = TrustOnly(ca);
+  t.cert = cert;
+  t.key = key;
+  return t;
+}
+
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -100,12 +117,7 @@ TEST_F(TlsTest, ServerOnlyTlsOnEveryHop) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--periphery-tls-ca", Pem("ca")});
-  fleet.set_client_tls({.ca = Pem("ca"),
-                        .cert = "",
-                        .key = "",
-                        .server_name = "",
-                        .ca_pin = "",
-                        .skip_verify = false});
+  fleet.set_client_tls(TrustOnly(Pem("ca")));
   fleet.StartCore();
   // The periphery serves TLS too and reaches core over TLS.
   ASSERT_NE(fleet.StartPeriphery("p1", {},
@@ -131,12 +143,7 @@ TEST_F(TlsTest, ServerOnlyTlsOnEveryHop) {
   auto p1 = fleet.client()->GetPeriphery("p1");
   ASSERT_TRUE(p1.ok());
   EXPECT_FALSE(Healthy(p1->address()));
-  EXPECT_TRUE(Healthy(p1->address(), {.ca = Pem("ca"),
-                                      .cert = "",
-                                      .key = "",
-                                      .server_name = "",
-                                      .ca_pin = "",
-                                      .skip_verify = false}));
+  EXPECT_TRUE(Healthy(p1->address(), TrustOnly(Pem("ca"))));
 }
 
 TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
@@ -145,12 +152,8 @@ TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
                    "--tls-client-ca", Pem("ca"), "--periphery-tls-ca",
                    Pem("ca"), "--periphery-tls-cert", Pem("client"),
                    "--periphery-tls-key", Key("client")});
-  fleet.set_client_tls({.ca = Pem("ca"),
-                        .cert = Pem("client"),
-                        .key = Key("client"),
-                        .server_name = "",
-                        .ca_pin = "",
-                        .skip_verify = false});
+  fleet.set_client_tls(
+      WithClientCertificate(Pem("ca"), Pem("client"), Key("client")));
   fleet.StartCore();
   EXPECT_THAT(fleet.core()->Log(), HasSubstr("(mutual TLS)"));
   // A periphery with mutual TLS both ways: core presents its client
@@ -215,23 +218,13 @@ TEST_F(TlsTest, MutualTlsAcceptsOnlyCertificatesOfTheClientCa) {
   // CA, whatever token it holds.
   auto p1 = fleet.client()->GetPeriphery("p1");
   ASSERT_TRUE(p1.ok());
-  EXPECT_FALSE(Healthy(p1->address(), {.ca = Pem("ca"),
-                                       .cert = "",
-                                       .key = "",
-                                       .server_name = "",
-                                       .ca_pin = "",
-                                       .skip_verify = false}));
+  EXPECT_FALSE(Healthy(p1->address(), TrustOnly(Pem("ca"))));
 }
 
 TEST_F(TlsTest, WrongServerNameIsRefused) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey()});
-  fleet.set_client_tls({.ca = Pem("ca"),
-                        .cert = "",
-                        .key = "",
-                        .server_name = "",
-                        .ca_pin = "",
-                        .skip_verify = false});
+  fleet.set_client_tls(TrustOnly(Pem("ca")));
   fleet.StartCore();
   const std::vector<std::string> list = {"peripheries", "list"};
   RunResult wrong =
@@ -264,12 +257,7 @@ TEST_F(TlsTest, CertificatesAreReplacedOnSighupKeepingTheFleet) {
   // Files are checked only on SIGHUP here.
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--tls-watch-interval", "0"});
-  fleet.set_client_tls({.ca = Pem("both"),
-                        .cert = "",
-                        .key = "",
-                        .server_name = "",
-                        .ca_pin = "",
-                        .skip_verify = false});
+  fleet.set_client_tls(TrustOnly(Pem("both")));
   fleet.StartCore();
   ASSERT_NE(fleet.StartPeriphery("p1", {}, {"--core-tls-ca", Pem("both")}),
             nullptr);
@@ -309,12 +297,7 @@ TEST_F(TlsTest, ChangedFilesAreNoticedWithoutSighup) {
   Serve("server");
   TestFleet fleet({"--tls-cert", ServingPem(), "--tls-key", ServingKey(),
                    "--tls-watch-interval", "1"});
-  fleet.set_client_tls({.ca = Pem("both"),
-                        .cert = "",
-                        .key = "",
-                        .server_name = "",
-                        .ca_pin = "",
-                        .skip_verify = false});
+  fleet.set_client_tls(TrustOnly(Pem("both")));
   fleet.StartCore();
   auto trusts = [&](const std::string& ca) {
     return Ctl(fleet, {"--tls-ca", Pem(ca)}, {"peripheries", "list"})
