@@ -42,15 +42,19 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
       secret = ReadSecretFile(s.path);
     }
     if (!secret.ok()) return secret.status();
-    JoinTokenText text = SplitJoinToken(*secret);
-    if (s.into == &join && s.create && text.pin != files.ca_pin) {
-      if (absl::Status w = WriteSecretFile(
-              s.path, JoinTokenWithPin(text.secret, files.ca_pin));
-          !w.ok()) {
-        return w;
+    if (s.into == &join) {
+      // A join token may carry core's CA pin after its secret; the one core
+      // keeps in its data directory carries the current one.
+      JoinTokenText text = SplitJoinToken(*secret);
+      if (s.create && text.pin != files.ca_pin) {
+        if (absl::Status w = WriteSecretFile(
+                s.path, JoinTokenWithPin(text.secret, files.ca_pin));
+            !w.ok()) {
+          return w;
+        }
       }
+      *secret = std::move(text.secret);
     }
-    *secret = std::move(text.secret);
     if (std::string w = LoosePermissionsWarning(s.path); !w.empty()) {
       spdlog::warn("{}", w);
     }
