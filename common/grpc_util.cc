@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "grpc/grpc_security_constants.h"
 
 namespace varan {
 
@@ -34,6 +35,26 @@ absl::string_view BearerToken(const grpc::ServerContextBase& context) {
     return {};
   }
   return value.substr(kPrefix.size());
+}
+
+std::string PeerCertificateChain(const grpc::ServerContextBase& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return "";
+  std::string chain;
+  for (const auto& leaf :
+       auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
+    chain.append(leaf.data(), leaf.size());
+  }
+  if (chain.empty()) return chain;
+  // A server sees the rest of the client's chain apart from its leaf (the
+  // TLS library's peer chain); a client sees it whole, leaf first.
+  for (const auto& rest :
+       auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME)) {
+    absl::string_view more(rest.data(), rest.size());
+    if (absl::StartsWith(more, chain)) more.remove_prefix(chain.size());
+    chain.append(more.data(), more.size());
+  }
+  return chain;
 }
 
 std::string BearerHeader(absl::string_view token) {

@@ -20,6 +20,13 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 // none.
 absl::string_view BearerToken(const grpc::ServerContextBase& context);
 
+// The certificate chain (PEM) the caller presented in its TLS handshake,
+// its own certificate first; "" over plaintext or when it presented none.
+// Whether it was verified depends on the server's credentials: Varan's
+// servers that take certificates from the built-in CA verify them in the
+// handler (core/fleet/periphery_ca.h, periphery/server/agent_service.h).
+std::string PeerCertificateChain(const grpc::ServerContextBase& context);
+
 // Metadata value for an authorization header carrying `token`.
 std::string BearerHeader(absl::string_view token);
 

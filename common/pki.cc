@@ -473,9 +473,10 @@ absl::StatusOr<std::string> CreateRequest(const std::string& key_pem,
   return BioContents(bio.get());
 }
 
-absl::StatusOr<std::string> SignRequest(const Authority& ca,
-                                        const std::string& csr_pem,
-                                        const CertificateProfile& profile) {
+namespace {
+
+// The request in `csr_pem`, its signature checked with the key it carries.
+absl::StatusOr<ReqPtr> ReadRequest(const std::string& csr_pem) {
   BioPtr bio(BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size())));
   ReqPtr req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
   if (req == nullptr) {
@@ -497,7 +498,21 @@ absl::StatusOr<std::string> SignRequest(const Authority& ca,
         "the CSR's signature does not verify with its public key (tampered "
         "or forged request)");
   }
-  return Issue(ca, key, profile);
+  return req;
+}
+
+}  // namespace
+
+absl::Status CheckRequest(const std::string& csr_pem) {
+  VARAN_ASSIGN_OR_RETURN(ReqPtr req, ReadRequest(csr_pem));
+  return CheckRequesterKey(X509_REQ_get0_pubkey(req.get()));
+}
+
+absl::StatusOr<std::string> SignRequest(const Authority& ca,
+                                        const std::string& csr_pem,
+                                        const CertificateProfile& profile) {
+  VARAN_ASSIGN_OR_RETURN(ReqPtr req, ReadRequest(csr_pem));
+  return Issue(ca, X509_REQ_get0_pubkey(req.get()), profile);
 }
 
 absl::StatusOr<std::string> IssueCertificate(

@@ -100,11 +100,20 @@ absl::StatusOr<std::string> SignRequest(const Authority& ca,
                                         const std::string& csr_pem,
                                         const CertificateProfile& profile);
 
+// What SignRequest checks of a request before it issues anything (it
+// parses, its signature verifies with its key, the key is strong enough):
+// for an issuer that must refuse a bad request before it commits to
+// anything else (a registration). INVALID_ARGUMENT as SignRequest's.
+absl::Status CheckRequest(const std::string& csr_pem);
+
 // As SignRequest, for a private key the caller holds itself (core's own
 // serving and client certificates): no request round trip.
 absl::StatusOr<std::string> IssueCertificate(const Authority& ca,
                                              const std::string& key_pem,
                                              const CertificateProfile& profile);
+
+// What a certificate is checked for.
+enum class Usage { kServerAuth, kClientAuth };
 
 // "sha256:" + lowercase hex SHA-256 of the DER SubjectPublicKeyInfo of the
 // first certificate in `ca_cert_pem`: exactly kubeadm's CA certificate
@@ -133,15 +142,21 @@ absl::StatusOr<std::vector<std::string>> ChainAuthorityPins(
 // must carry `name` as a subjectAltName DNS entry (the role the pinned CA
 // gave it, see kCoreName). UNAUTHENTICATED saying which check failed (for
 // a wrong CA, the pins the server offered); INVALID_ARGUMENT when the chain
-// does not parse.
+// does not parse. The same checks a client's chain with `usage`
+// kClientAuth (a periphery checking the core that calls it).
 absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
                           const std::string& name, absl::Time now);
+absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
+                          const std::string& name, absl::Time now, Usage usage);
 
 // The subjectAltName DNS entry every certificate the cluster CA issues to
 // a core carries, and no other certificate it issues does: a client that
 // pinned the CA accepts a server only with it, so a periphery's
 // certificate from the same CA cannot pass for core.
 inline constexpr char kCoreName[] = "varan-core";
+// The same for peripheries: their certificates carry it (and their id as
+// common name), core's never do.
+inline constexpr char kPeripheryName[] = "varan-periphery";
 
 // What the first certificate in a PEM text says.
 struct CertificateInfo {
@@ -157,8 +172,16 @@ struct CertificateInfo {
 };
 absl::StatusOr<CertificateInfo> Inspect(const std::string& cert_pem);
 
-// What a certificate is checked for.
-enum class Usage { kServerAuth, kClientAuth };
+// Checks a chain a peer presented against the CA that issued it (core
+// checking a periphery it knows by id): Verify for `usage` at `now`, and
+// the first certificate carries `name` as a subjectAltName DNS entry (its
+// role, kPeripheryName) and `common_name` as subject CN (its id).
+// UNAUTHENTICATED naming the failed check; INVALID_ARGUMENT when an input
+// does not parse.
+absl::Status VerifyIssued(const std::string& ca_pem,
+                          const std::string& chain_pem, const std::string& name,
+                          const std::string& common_name, Usage usage,
+                          absl::Time now);
 
 // Checks that the first certificate in `cert_pem` chains to a CA in
 // `ca_bundle_pem` at time `now` and is fit for `usage` (TLS server or

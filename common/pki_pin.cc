@@ -1,5 +1,6 @@
 // The CA pin: computing it (AuthorityPin), reading it from users
 // (ParsePin) and checking a server's chain against it (VerifyPinned).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -86,9 +87,17 @@ absl::StatusOr<std::vector<std::string>> ChainAuthorityPins(
 
 absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
                           const std::string& name, absl::Time now) {
+  return VerifyPinned(chain_pem, pin, name, now, Usage::kServerAuth);
+}
+
+absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
+                          const std::string& name, absl::Time now,
+                          Usage usage) {
+  const char* const who =
+      usage == Usage::kServerAuth ? "the server" : "the client";
   VARAN_ASSIGN_OR_RETURN(
       std::vector<X509Ptr> chain,
-      internal::ParseCertificates(chain_pem, "the server's chain"));
+      internal::ParseCertificates(chain_pem, absl::StrCat(who, "'s chain")));
   std::vector<std::string> offered;
   for (const X509Ptr& cert : chain) {
     if (!IsCa(cert.get())) continue;
@@ -99,23 +108,42 @@ absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
     }
     VARAN_ASSIGN_OR_RETURN(std::string ca_pem,
                            internal::CertificatePem(cert.get()));
-    VARAN_RETURN_IF_ERROR(Verify(ca_pem, chain_pem, now, Usage::kServerAuth));
+    VARAN_RETURN_IF_ERROR(Verify(ca_pem, chain_pem, now, usage));
     VARAN_ASSIGN_OR_RETURN(CertificateInfo leaf, Inspect(chain_pem));
     for (const std::string& dns : leaf.dns_names) {
       if (dns == name) return absl::OkStatus();
     }
     return absl::UnauthenticatedError(
-        absl::StrCat("the server's certificate (", leaf.common_name,
+        absl::StrCat(who, "'s certificate (", leaf.common_name,
                      ") is issued by the pinned CA but not to \"", name, "\""));
   }
   if (offered.empty()) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "the server sent no CA certificate to check against the pinned CA ",
-        pin));
+    return absl::UnauthenticatedError(
+        absl::StrCat(who, " sent no CA certificate to check against the ",
+                     "pinned CA ", pin));
   }
   return absl::UnauthenticatedError(
-      absl::StrCat("the server's CA is not the pinned one: it offered ",
+      absl::StrCat(who, "'s CA is not the pinned one: it offered ",
                    absl::StrJoin(offered, ", "), ", the pin is ", pin));
+}
+
+absl::Status VerifyIssued(const std::string& ca_pem,
+                          const std::string& chain_pem, const std::string& name,
+                          const std::string& common_name, Usage usage,
+                          absl::Time now) {
+  VARAN_RETURN_IF_ERROR(Verify(ca_pem, chain_pem, now, usage));
+  VARAN_ASSIGN_OR_RETURN(CertificateInfo leaf, Inspect(chain_pem));
+  if (std::find(leaf.dns_names.begin(), leaf.dns_names.end(), name) ==
+      leaf.dns_names.end()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the certificate (", leaf.common_name, ") is not a ", name, "'s"));
+  }
+  if (leaf.common_name != common_name) {
+    return absl::UnauthenticatedError(absl::StrCat("the certificate names ",
+                                                   name, " ", leaf.common_name,
+                                                   ", not ", common_name));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace varan::pki

@@ -217,7 +217,7 @@ void TlsFiles::Watch(absl::Duration period) {
 }
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
-    const TlsFiles* files, bool require_client_cert) {
+    const TlsFiles* files, ClientCertificates client_certificates) {
   if (files == nullptr) return grpc::InsecureServerCredentials();
   auto provider =
       std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
@@ -225,12 +225,25 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
           kGrpcRefreshSeconds);
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_identity_key_cert_pairs();
-  if (require_client_cert) {
-    options.watch_root_certs();
-    options.set_cert_request_type(
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  } else {
-    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  switch (client_certificates) {
+    case ClientCertificates::kNone:
+      options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      break;
+    case ClientCertificates::kRequireVerified:
+      options.watch_root_certs();
+      options.set_cert_request_type(
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      break;
+    case ClientCertificates::kRequest:
+      // The TLS handshake still proves the client holds the key of what it
+      // presents; the chain is the handler's to check.
+      options.set_cert_request_type(
+          GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+      break;
+    case ClientCertificates::kRequire:
+      options.set_cert_request_type(
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+      break;
   }
   return grpc::experimental::TlsServerCredentials(options);
 }

@@ -114,11 +114,23 @@ class TlsFiles {
   std::thread watcher_;
 };
 
+// What a TLS listener asks of its clients' certificates.
+enum class ClientCertificates {
+  kNone,             // asks for none
+  kRequireVerified,  // requires one chaining to the staged client CA
+  // Asks for one (kRequire: requires one) without checking its chain: the
+  // handshake proves the client holds its key, and the handlers check what
+  // it is (PeerCertificateChain, common/grpc_util.h) — the built-in CA's
+  // peers, whose rules (an id, a role, a pin) gRPC cannot check.
+  kRequest,
+  kRequire,
+};
+
 // Server credentials for a listener: insecure when `files` is null,
-// otherwise TLS with the staged identity, requiring and verifying client
-// certificates when a client CA was given. `files` must outlive the server.
+// otherwise TLS with the staged identity, asking for client certificates
+// as `client_certificates` says. `files` must outlive the server.
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
-    const TlsFiles* files, bool require_client_cert);
+    const TlsFiles* files, ClientCertificates client_certificates);
 
 // What a client needs to reach a server: credentials, and channel arguments
 // to add (the expected server name).
@@ -147,6 +159,14 @@ ChannelSecurity MakePinnedSecurity(const std::string& pin,
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const std::string& key_pem,
                                    const std::string& cert_pem);
+// For core dialing a periphery of its built-in CA: TLS presenting
+// `identity` (core's own certificate; must outlive the channels), accepting
+// a server whose chain passes pki::VerifyIssued for `ca_pem`, `name` and
+// `common_name` (the periphery's role and id) whatever address was dialed.
+ChannelSecurity MakeIssuedPeerSecurity(const std::string& ca_pem,
+                                       const std::string& name,
+                                       const std::string& common_name,
+                                       const TlsFiles* identity);
 // TLS that accepts any server (varanctl --insecure-skip-verify).
 ChannelSecurity MakeUnverifiedSecurity(const std::string& key_pem,
                                        const std::string& cert_pem);

@@ -44,6 +44,36 @@ class PinnedVerifier final : public ExternalCertificateVerifier {
   const std::string pin_;
 };
 
+// Core's check of a periphery it dials: issued by the cluster CA to that
+// periphery.
+class IssuedVerifier final : public ExternalCertificateVerifier {
+ public:
+  IssuedVerifier(std::string ca_pem, std::string name, std::string common_name)
+      : ca_pem_(std::move(ca_pem)),
+        name_(std::move(name)),
+        common_name_(std::move(common_name)) {}
+
+  bool Verify(TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)>,
+              grpc::Status* sync_status) override {
+    const std::string chain(request->peer_cert_full_chain().data(),
+                            request->peer_cert_full_chain().size());
+    absl::Status s =
+        chain.empty()
+            ? absl::UnauthenticatedError("the server sent no certificate")
+            : pki::VerifyIssued(ca_pem_, chain, name_, common_name_,
+                                pki::Usage::kServerAuth, absl::Now());
+    *sync_status = s.ok() ? grpc::Status::OK
+                          : grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                         std::string(s.message()));
+    return true;
+  }
+  void Cancel(TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  const std::string ca_pem_, name_, common_name_;
+};
+
 class ProbeVerifier final : public ExternalCertificateVerifier {
  public:
   explicit ProbeVerifier(std::shared_ptr<ProbedChain> out)
@@ -125,6 +155,15 @@ ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const std::string& cert_pem) {
   return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
                     FromPem(key_pem, cert_pem));
+}
+
+ChannelSecurity MakeIssuedPeerSecurity(const std::string& ca_pem,
+                                       const std::string& name,
+                                       const std::string& common_name,
+                                       const TlsFiles* identity) {
+  return Unverified(ExternalCertificateVerifier::Create<IssuedVerifier>(
+                        ca_pem, name, common_name),
+                    FromFiles(identity));
 }
 
 ChannelSecurity MakeUnverifiedSecurity(const std::string& key_pem,

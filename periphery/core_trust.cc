@@ -68,6 +68,7 @@ absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in) {
         "plaintext");
   }
   out.security = MakePinnedSecurity(pin);
+  out.pin = pin;
   out.description = absl::StrCat("TLS, core's cluster CA pinned to ", pin);
   return out;
 }

@@ -34,6 +34,10 @@ struct CoreTrustInputs {
 struct CoreTrust {
   ChannelSecurity security;
   std::string description;
+  // The pin of core's cluster CA when that is how core is checked ("" with
+  // an operator's CA or plaintext): core then issues this periphery its
+  // certificate, and calls it with its own.
+  std::string pin;
 };
 absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in);
 

@@ -10,6 +10,7 @@
 #include "common/proxy.h"
 #include "common/secrets.h"
 #include "periphery/core_trust.h"
+#include "periphery/identity.h"
 #include "periphery/uplink/core_connection.h"
 #include "varan/version.h"
 
@@ -99,12 +100,6 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   agent->guard_ = std::make_unique<PeerGuard>(clock, *std::move(guard_options));
   // Certificates are checked now, staged in <state-dir>/tls and re-read on
   // change and on SIGHUP (common/tls.h).
-  if (!config.no_listen) {
-    auto server_tls =
-        PrepareServerTls(config.daemon, config.state_dir + "/tls/server");
-    if (!server_tls.ok()) return server_tls.status();
-    agent->server_tls_ = *std::move(server_tls);
-  }
   auto core_tls = PrepareClientTls(config.core_tls, "core-",
                                    config.state_dir + "/tls/core-client",
                                    config.daemon.tls_watch_seconds);
@@ -119,6 +114,23 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   trust_inputs.state_dir = config.state_dir;
   auto trust = DecideCoreTrust(trust_inputs);
   if (!trust.ok()) return trust.status();
+  if (!trust->pin.empty()) {
+    if (config.daemon.tls.enabled() || !config.daemon.tls.client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-cert/--tls-key/--tls-client-ca: with core's cluster CA "
+          "pinned, the periphery serves the certificate core issues it and "
+          "takes calls from core's alone; drop them, or give core's CA with "
+          "--core-tls-ca for operator certificates throughout");
+    }
+    auto identity = PeripheryIdentity::Open(config.state_dir);
+    if (!identity.ok()) return Prefixed("--state-dir: ", identity.status());
+    agent->identity_ = *std::move(identity);
+  } else if (!config.no_listen) {
+    auto server_tls =
+        PrepareServerTls(config.daemon, config.state_dir + "/tls/server");
+    if (!server_tls.ok()) return server_tls.status();
+    agent->server_tls_ = *std::move(server_tls);
+  }
 
   ExecutorOptions executor_options;
   executor_options.max_concurrent = config.max_concurrent;
@@ -132,21 +144,34 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   agent->agent_ = std::make_unique<AgentService>(
       &agent->credential_, agent->host_.get(), agent->executor_.get(),
       agent->guard_.get());
+  // Core calls with its own certificate of the pinned CA.
+  agent->agent_->set_core_pin(trust->pin);
   const Keepalive keepalive{absl::Seconds(config.keepalive_time_seconds),
                             absl::Seconds(config.keepalive_timeout_seconds)};
 
   if (!config.no_listen) {
     auto started = StartServer(
         *listen_addrs, {agent->agent_.get()}, ServerKeepaliveArgs(keepalive),
-        MakeServerCredentials(agent->server_tls_.get(),
-                              !config.daemon.tls.client_ca.empty()),
+        agent->identity_ != nullptr
+            // Asked for, not required: the health service stays open to
+            // probes without one; the Agent service checks core's.
+            ? MakeServerCredentials(agent->identity_->files(),
+                                    ClientCertificates::kRequest)
+            : MakeServerCredentials(agent->server_tls_.get(),
+                                    config.daemon.tls.client_ca.empty()
+                                        ? ClientCertificates::kNone
+                                        : ClientCertificates::kRequireVerified),
         ListenerOptionsFrom(config.daemon));
     if (!started.ok()) return started.status();
     agent->server_ = *std::move(started);
+    ServerTlsFiles serving = config.daemon.tls;
+    if (agent->identity_ != nullptr) {
+      serving.cert = "the certificate core issues (periphery.crt)";
+    }
     LogListening("varan-periphery", agent->server_,
                  "callers are authenticated by credential, but traffic is "
                  "not encrypted",
-                 config.daemon.tls);
+                 serving);
     auto address = AdvertiseAddress(config.advertise,
                                     agent->server_.addresses.front(), *cores);
     if (!address.ok()) return address.status();
@@ -173,8 +198,18 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   spdlog::info("connections to core: {}", trust->description);
   uplink_options.proxy = config.proxy;
   LogProxy(config.proxy, "core");
-  CoreConnector connect = [uplink_options, clock](const HostPort& core) {
-    return NewGrpcCoreConnection(core, uplink_options, clock);
+  uplink_options.certificates = agent->identity_.get();
+  CoreConnector connect = [uplink_options, clock,
+                           identity = agent->identity_.get(),
+                           pin = trust->pin](const HostPort& core) {
+    if (identity == nullptr) {
+      return NewGrpcCoreConnection(core, uplink_options, clock);
+    }
+    // Each connection presents the certificate held when it is made.
+    UplinkOptions options = uplink_options;
+    options.security =
+        MakePinnedSecurity(pin, identity->key_pem(), identity->cert_pem());
+    return NewGrpcCoreConnection(core, options, clock);
   };
   agent->uplink_ = std::make_unique<Uplink>(
       uplink_options, std::move(connect), &agent->credential_,

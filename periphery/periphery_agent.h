@@ -26,6 +26,7 @@
 #include "common/tls.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
+#include "periphery/identity.h"
 #include "periphery/server/agent_service.h"
 #include "periphery/uplink/credential_holder.h"
 #include "periphery/uplink/uplink.h"
@@ -113,7 +114,10 @@ class PeripheryAgent {
   std::unique_ptr<HostSnapshot> host_;
   std::unique_ptr<PeerGuard> guard_;
   std::unique_ptr<TlsFiles> server_tls_;  // null: plaintext or no_listen
-  std::unique_ptr<TlsFiles> core_tls_;    // null: plaintext to core
+  // With core's CA pinned: this periphery's key and certificate (served,
+  // and presented to core); null otherwise.
+  std::unique_ptr<PeripheryIdentity> identity_;
+  std::unique_ptr<TlsFiles> core_tls_;  // null: plaintext to core
   CredentialHolder credential_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<AgentService> agent_;

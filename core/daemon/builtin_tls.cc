@@ -108,9 +108,9 @@ absl::Status BuiltinTls::Issue(absl::Time now) {
   return absl::OkStatus();
 }
 
-absl::Status BuiltinTls::RenewIfDue(absl::Time now) {
+absl::StatusOr<bool> BuiltinTls::RenewIfDue(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  if (now < renew_at_) return absl::OkStatus();
+  if (now < renew_at_) return false;
   if (absl::Status s = Issue(now); !s.ok()) {
     // Try again in an hour; the current certificate has a third of its
     // life left.
@@ -118,7 +118,7 @@ absl::Status BuiltinTls::RenewIfDue(absl::Time now) {
     return s;
   }
   spdlog::info("issued core a new serving certificate ({})", cert_path_);
-  return absl::OkStatus();
+  return true;
 }
 
 }  // namespace varan::core

@@ -42,12 +42,14 @@ class BuiltinTls {
   // Whether this start created the CA.
   bool created() const { return created_; }
   const std::string& ca_path() const { return ca_path_; }
+  // The CA itself, for issuing peripheries their certificates.
+  const pki::Authority& authority() const { return ca_; }
   const std::string& cert_path() const { return cert_path_; }
   const std::string& key_path() const { return key_path_; }
 
   // Issues a new serving certificate when two thirds of the current one's
-  // life have passed. Cheap when it is not due.
-  absl::Status RenewIfDue(absl::Time now);
+  // life have passed; true when it did. Cheap when it is not due.
+  absl::StatusOr<bool> RenewIfDue(absl::Time now);
 
  private:
   BuiltinTls(pki::Authority ca, std::string dir,

@@ -84,6 +84,8 @@ struct CoreServer::Parts {
   // Without --tls-cert and --insecure-plaintext: the cluster CA and core's
   // certificate from it.
   std::unique_ptr<BuiltinTls> builtin_tls;
+  // With the built-in CA: the peripheries' certificates.
+  std::unique_ptr<PeripheryCa> periphery_ca;
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
   std::unique_ptr<TlsFiles> replica_tls;
@@ -147,6 +149,19 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
   return tls;
 }
 
+// Peripheries of the built-in CA present their certificates (checked by
+// Enrollment); operators may present none. An operator's --tls-client-ca
+// makes every client present one that chains to it.
+ClientCertificates ClientCertificatesAsked(const CoreConfig& config) {
+  if (!config.tls.client_ca.empty()) {
+    return ClientCertificates::kRequireVerified;
+  }
+  if (config.insecure_plaintext || config.tls.enabled()) {
+    return ClientCertificates::kNone;
+  }
+  return ClientCertificates::kRequest;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
@@ -198,6 +213,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     flags.tls.cert = p->builtin_tls->cert_path();
     flags.tls.key = p->builtin_tls->key_path();
     p->token_files.ca_pin = p->builtin_tls->pin();
+    p->periphery_ca = std::make_unique<PeripheryCa>(
+        p->builtin_tls->authority(), config.periphery_cert_lifetime);
   }
   if (config.insecure_plaintext) {
     spdlog::warn(
@@ -254,6 +271,15 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       MakeChannelSecurity(p->periphery_tls.get(),
                           config.periphery_tls.server_name),
       config.proxy);
+  if (p->periphery_ca != nullptr) {
+    // Mutual TLS: core presents its own certificate, and the periphery's
+    // must be the one the cluster CA issued to the id core dials.
+    p->dial_links->set_periphery_security(
+        [ca = p->periphery_ca->ca_pem(),
+         identity = p->server_tls.get()](const std::string& id) {
+          return MakeIssuedPeerSecurity(ca, pki::kPeripheryName, id, identity);
+        });
+  }
   DispatcherOptions dispatcher_options;
   dispatcher_options.default_output_head = config.output_head;
   dispatcher_options.default_output_tail = config.output_tail;
@@ -296,9 +322,15 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       parts->dispatcher->Tick();
       parts->admission->MaybeLog();
       if (parts->builtin_tls != nullptr) {
-        if (absl::Status s = parts->builtin_tls->RenewIfDue(absl::Now());
-            !s.ok()) {
-          spdlog::error("renewing core's serving certificate: {}", s.message());
+        auto renewed = parts->builtin_tls->RenewIfDue(absl::Now());
+        if (!renewed.ok()) {
+          spdlog::error("renewing core's serving certificate: {}",
+                        renewed.status().message());
+        } else if (*renewed) {
+          // The listeners serve it from their next handshake (TlsFiles);
+          // connections to peripheries present core's certificate too.
+          (void)parts->server_tls->Reload();
+          parts->dial_links->ResetChannels();
         }
       }
       parts->UpdateReadiness();
@@ -308,7 +340,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
                                             p->cluster.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
-      p->admission.get(), p->peers.get());
+      p->admission.get(), p->peers.get(), p->periphery_ca.get());
   if (p->cluster != nullptr) {
     p->refresher =
         std::thread([parts = p.get(), db, period = config.fleet_refresh] {
@@ -342,7 +374,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   auto server = StartServer(
       *listen_addrs, services, ServerKeepaliveArgs(config.keepalive),
-      MakeServerCredentials(p->server_tls.get(), !config.tls.client_ca.empty()),
+      MakeServerCredentials(p->server_tls.get(),
+                            ClientCertificatesAsked(config)),
       config.listener);
   if (!server.ok()) return server.status();
   p->server = *std::move(server);

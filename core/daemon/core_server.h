@@ -65,6 +65,9 @@ struct CoreConfig {
   // --tls-san's names. --insecure-plaintext: no TLS at all.
   std::vector<std::string> tls_san;
   bool insecure_plaintext = false;
+  // --periphery-cert-lifetime: how long the certificates the built-in CA
+  // issues peripheries live.
+  absl::Duration periphery_cert_lifetime = absl::Hours(24);
   // --heartbeat-interval, --heartbeat-ttl (intervals), --restart-grace
   // (zero: one TTL).
   absl::Duration heartbeat_interval = absl::Seconds(10);

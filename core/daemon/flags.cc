@@ -53,6 +53,12 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                "CA: tokens, credentials and output cross the network "
                "readable. For a service mesh that encrypts, or an old "
                "deployment's peripheries (which need it too)");
+  app.add_option("--periphery-cert-lifetime", flags->periphery_cert_seconds,
+                 "Seconds the certificates the built-in cluster CA issues "
+                 "peripheries stay valid (they renew them after two thirds "
+                 "of it)")
+      ->capture_default_str()
+      ->check(CLI::Range(10.0, 366.0 * 86400));
   AddClientTlsFlags(app, &flags->replica_tls, "replica-",
                     "the other core replicas (needed when they serve TLS)");
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
@@ -157,6 +163,7 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.tls_watch = absl::Seconds(flags.daemon.tls_watch_seconds);
   c.tls_san = flags.tls_san;
   c.insecure_plaintext = flags.insecure_plaintext;
+  c.periphery_cert_lifetime = absl::Seconds(flags.periphery_cert_seconds);
   c.heartbeat_interval = absl::Seconds(flags.heartbeat_seconds);
   c.heartbeat_ttl = flags.heartbeat_ttl;
   c.restart_grace = absl::Seconds(flags.restart_grace_seconds);

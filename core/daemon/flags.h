@@ -24,6 +24,7 @@ struct CoreFlags {
   std::string database_file;
   std::string replica_address;
   double heartbeat_seconds = 10;
+  double periphery_cert_seconds = 86400;
   int heartbeat_ttl = 3;
   double restart_grace_seconds = 0;
   double retention_days = 30;

@@ -11,13 +11,15 @@ namespace varan::core {
 
 Enrollment::Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
                        Dispatcher* dispatcher, PeerGuard* guard,
-                       HandshakeAdmission* admission, ReplicaPeers* peers)
+                       HandshakeAdmission* admission, ReplicaPeers* peers,
+                       const PeripheryCa* certificates)
     : tokens_(tokens),
       fleet_(fleet),
       dispatcher_(dispatcher),
       peers_(peers),
       guard_(guard),
-      admission_(admission) {}
+      admission_(admission),
+      certificates_(certificates) {}
 
 absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
     absl::string_view join_secret, const std::string& peer,
@@ -32,6 +34,16 @@ absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
     return absl::UnauthenticatedError(join_token.status().message());
   }
   const bool tunnel = connection == varan::v1::CONNECTION_TUNNEL;
+  if (certificates_ != nullptr) {
+    // Before the registration commits: a request that cannot be signed
+    // leaves nothing behind.
+    if (absl::Status s = certificates_->CheckRequest(request.csr()); !s.ok()) {
+      tokens_->ReleaseJoin(*join_token);
+      spdlog::warn("refused registration of \"{}\" from {}: {}", request.name(),
+                   peer, s.message());
+      return s;
+    }
+  }
   // A new periphery is new work for the store (checked before it takes a
   // handshake slot); one registered already keeps its heartbeats and tunnel
   // whatever the store's backlog.
@@ -58,17 +70,29 @@ absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
   spdlog::info("periphery {} registered from {} with join token {} (id {}, {})",
                request.name(), peer, tokens_->JoinTokenName(*join_token),
                reg->id, how);
-  return Admitted{reg->id, reg->credential, request.name(),
-                  fleet_->heartbeat_interval()};
+  Admitted out{reg->id, reg->credential, request.name(),
+               fleet_->heartbeat_interval(), ""};
+  if (certificates_ != nullptr) {
+    auto cert = certificates_->Issue(reg->id, request.csr());
+    // Only an internal failure is left (the request was checked): the
+    // periphery registers again, taking over its unconfirmed record.
+    if (!cert.ok()) return cert.status();
+    out.certificate = *std::move(cert);
+  }
+  return out;
 }
 
 absl::StatusOr<Enrollment::Admitted> Enrollment::Resume(
     const std::string& periphery_id, absl::string_view credential,
-    const std::string& peer) {
+    const std::string& peer, const std::string& certificate) {
   if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
   if (absl::Status s = fleet_->CheckCredential(periphery_id, credential);
       !s.ok()) {
     guard_->RecordFailure(peer);
+    return s;
+  }
+  if (absl::Status s = CheckCertificate(periphery_id, peer, certificate);
+      !s.ok()) {
     return s;
   }
   if (absl::Status shed = Admit("tunnel"); !shed.ok()) return shed;
@@ -77,15 +101,21 @@ absl::StatusOr<Enrollment::Admitted> Enrollment::Resume(
       Record(periphery_id, credential, peer, varan::v1::HeartbeatRequest());
   if (!first.ok()) return CountFailure(peer, first.status());
   Admitted out{periphery_id, std::string(credential),
-               fleet_->NameOf(periphery_id), fleet_->heartbeat_interval()};
+               fleet_->NameOf(periphery_id), fleet_->heartbeat_interval(), ""};
   spdlog::info("periphery {} opened a tunnel from {}", out.name, peer);
   return out;
 }
 
 absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Heartbeat(
     absl::string_view credential, const std::string& peer,
-    const varan::v1::HeartbeatRequest& request) {
+    const varan::v1::HeartbeatRequest& request,
+    const std::string& certificate) {
   if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
+  if (absl::Status s =
+          CheckCertificate(request.periphery_id(), peer, certificate);
+      !s.ok()) {
+    return s;
+  }
   auto answer = Record(request.periphery_id(), credential, peer, request);
   if (!answer.ok()) return CountFailure(peer, answer.status());
   return answer;
@@ -95,6 +125,47 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::TunnelHeartbeat(
     const std::string& periphery_id, absl::string_view credential,
     const std::string& peer, const varan::v1::HeartbeatRequest& request) {
   return Record(periphery_id, credential, peer, request);
+}
+
+absl::StatusOr<std::string> Enrollment::RenewCertificate(
+    const std::string& periphery_id, absl::string_view credential,
+    const std::string& peer, const std::string& certificate,
+    const std::string& csr_pem) {
+  if (certificates_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "this core issues no certificates: it serves the operator's "
+        "(--tls-cert) or plaintext");
+  }
+  if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
+  if (absl::Status s = fleet_->CheckCredential(periphery_id, credential);
+      !s.ok()) {
+    return CountFailure(peer, s);
+  }
+  if (absl::Status s =
+          certificates_->CheckForRenewal(periphery_id, certificate);
+      !s.ok()) {
+    guard_->RecordFailure(peer);
+    spdlog::warn("refused a certificate renewal from {}: {}", peer,
+                 s.message());
+    return s;
+  }
+  if (absl::Status s = certificates_->CheckRequest(csr_pem); !s.ok()) return s;
+  auto cert = certificates_->Issue(periphery_id, csr_pem);
+  if (!cert.ok()) return cert.status();
+  spdlog::info("renewed the certificate of periphery {} (from {})",
+               fleet_->NameOf(periphery_id), peer);
+  return cert;
+}
+
+absl::Status Enrollment::CheckCertificate(const std::string& periphery_id,
+                                          const std::string& peer,
+                                          const std::string& certificate) {
+  if (certificates_ == nullptr) return absl::OkStatus();
+  absl::Status s = certificates_->CheckPresented(periphery_id, certificate);
+  if (s.ok()) return s;
+  guard_->RecordFailure(peer);
+  spdlog::warn("refused a call from {}: {}", peer, s.message());
+  return s;
 }
 
 void Enrollment::TunnelClosed(const std::string& periphery_id) {

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/peer_guard.h"
+#include "core/fleet/periphery_ca.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
 #include "core/link/replica_peers.h"
@@ -35,10 +36,14 @@ namespace varan::core {
 
 class Enrollment {
  public:
-  // `admission` may be null (no limit on handshakes).
+  // `admission` may be null (no limit on handshakes). `certificates`: core's
+  // built-in CA (null when core has none, with --tls-cert or plaintext):
+  // registrations must then carry a certificate request, and heartbeats,
+  // tunnels and renewals the periphery's certificate (periphery_ca.h).
   Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
              Dispatcher* dispatcher, PeerGuard* guard,
-             HandshakeAdmission* admission, ReplicaPeers* peers = nullptr);
+             HandshakeAdmission* admission, ReplicaPeers* peers = nullptr,
+             const PeripheryCa* certificates = nullptr);
 
   // A periphery admitted by Register or Resume.
   struct Admitted {
@@ -49,6 +54,8 @@ class Enrollment {
     std::string name;
     // How often it is to heartbeat.
     absl::Duration heartbeat_interval;
+    // A registration with core's built-in CA: its certificate chain (PEM).
+    std::string certificate;
   };
 
   // Registers the periphery `request` describes, from `peer` (a bare
@@ -58,7 +65,8 @@ class Enrollment {
   // registration is shed or refused. Errors: those of the guard;
   // UNAUTHENTICATED for a join token that is unknown, expired, revoked or
   // used up (counted as a failure); RESOURCE_EXHAUSTED with a retry-after
-  // hint when shed; those of FleetRegistry::Register.
+  // hint when shed; those of FleetRegistry::Register; INVALID_ARGUMENT for a
+  // missing or bad certificate request (with the built-in CA).
   absl::StatusOr<Admitted> Register(absl::string_view join_secret,
                                     const std::string& peer,
                                     const varan::v1::RegisterRequest& request,
@@ -70,18 +78,35 @@ class Enrollment {
   // counts as a heartbeat. Errors: those of the guard; NOT_FOUND for an
   // unknown or removed periphery (it registers again), UNAUTHENTICATED for
   // a wrong credential (both counted as failures); RESOURCE_EXHAUSTED with a
-  // retry-after hint when shed.
+  // retry-after hint when shed. With the built-in CA, `certificate` (the
+  // chain the caller presented in its TLS handshake, empty for none) must
+  // be the one core issued to this periphery: UNAUTHENTICATED otherwise
+  // (counted as a failure).
   absl::StatusOr<Admitted> Resume(const std::string& periphery_id,
                                   absl::string_view credential,
-                                  const std::string& peer);
+                                  const std::string& peer,
+                                  const std::string& certificate = "");
 
   // A Registry.Heartbeat call: records the periphery's stats and hands the
   // executions it reports to the dispatcher; the answer carries the
   // acknowledged and the to-be-canceled execution ids. Errors: those of the
-  // guard; NOT_FOUND / UNAUTHENTICATED as for Resume (counted as failures).
+  // guard; NOT_FOUND / UNAUTHENTICATED as for Resume (counted as failures),
+  // `certificate` too.
   absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
       absl::string_view credential, const std::string& peer,
-      const varan::v1::HeartbeatRequest& request);
+      const varan::v1::HeartbeatRequest& request,
+      const std::string& certificate = "");
+
+  // Registry.RenewCertificate: a new certificate for periphery
+  // `periphery_id`, authenticated as Resume except that the presented
+  // certificate may have expired. FAILED_PRECONDITION without the built-in
+  // CA; the guard's errors; NOT_FOUND / UNAUTHENTICATED (counted as
+  // failures); INVALID_ARGUMENT for a bad request.
+  absl::StatusOr<std::string> RenewCertificate(const std::string& periphery_id,
+                                               absl::string_view credential,
+                                               const std::string& peer,
+                                               const std::string& certificate,
+                                               const std::string& csr_pem);
 
   // A heartbeat on the tunnel periphery `periphery_id` opened with
   // `credential` (through Register or Resume): as Heartbeat, without the
@@ -107,6 +132,11 @@ class Enrollment {
   absl::StatusOr<varan::v1::HeartbeatResponse> Record(
       const std::string& periphery_id, absl::string_view credential,
       const std::string& peer, const varan::v1::HeartbeatRequest& request);
+  // With the built-in CA: `certificate` is the one issued to the periphery
+  // (a refusal is counted and logged).
+  absl::Status CheckCertificate(const std::string& periphery_id,
+                                const std::string& peer,
+                                const std::string& certificate);
   // Counts a failed authentication when `status` says the credential did
   // not fit (NOT_FOUND, UNAUTHENTICATED); returns `status`.
   absl::Status CountFailure(const std::string& peer, absl::Status status);
@@ -118,6 +148,8 @@ class Enrollment {
   ReplicaPeers* const peers_;
   PeerGuard* const guard_;
   HandshakeAdmission* const admission_;
+  // Null without the built-in CA.
+  const PeripheryCa* const certificates_;
 };
 
 }  // namespace varan::core

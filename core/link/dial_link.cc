@@ -192,43 +192,53 @@ ExecuteCall* DialLink::Execute(const varan::v1::ExecuteRequest& request,
 }
 
 std::shared_ptr<PeripheryLink> DialLinkProvider::LinkFor(
-    const std::string& /*id*/, const std::string& address,
+    const std::string& id, const std::string& address,
     const std::string& credential) {
-  return std::make_shared<DialLink>(ChannelTo(address), address, credential,
-                                    live_calls_);
+  return std::make_shared<DialLink>(
+      ChannelTo(address, periphery_security_ != nullptr ? id : ""), address,
+      credential, live_calls_);
 }
 
 std::shared_ptr<PeripheryLink> DialLinkProvider::RelayLinkFor(
     const std::string& id, const std::string& replica_address,
     const std::string& secret) {
-  return std::make_shared<DialLink>(ChannelTo(replica_address), replica_address,
-                                    secret, live_calls_, id);
+  return std::make_shared<DialLink>(ChannelTo(replica_address, ""),
+                                    replica_address, secret, live_calls_, id);
 }
 
 std::shared_ptr<grpc::Channel> DialLinkProvider::ChannelTo(
-    const std::string& address) {
+    const std::string& address, const std::string& id) {
   std::shared_ptr<grpc::Channel> channel;
   {
     absl::MutexLock lock(&mu_);
-    auto& slot = channels_[address];
+    // Keyed by id too: a channel checks the certificate of one periphery.
+    auto& slot =
+        channels_[id.empty() ? address : absl::StrCat(id, "@", address)];
     if (slot == nullptr) {
+      const ChannelSecurity security =
+          id.empty() ? security_ : periphery_security_(id);
       grpc::ChannelArguments args;
       // Fail fast when the periphery is down instead of queueing the call.
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
       // A restarted periphery is dialed again within a second or two.
       SetClientChannelArgs(&args, keepalive_, absl::Milliseconds(200),
                            absl::Seconds(2));
-      security_.Apply(&args);
+      security.Apply(&args);
       ApplyProxy(proxy_, &args);
       slot = grpc::CreateCustomChannel(address,
-                                       security_.credentials != nullptr
-                                           ? security_.credentials
+                                       security.credentials != nullptr
+                                           ? security.credentials
                                            : grpc::InsecureChannelCredentials(),
                                        args);
     }
     channel = slot;
   }
   return channel;
+}
+
+void DialLinkProvider::ResetChannels() {
+  absl::MutexLock lock(&mu_);
+  channels_.clear();
 }
 
 DialLinkProvider::~DialLinkProvider() {

@@ -19,6 +19,7 @@
 // Thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -99,6 +100,22 @@ class DialLinkProvider final : public LinkProvider {
       : keepalive_(keepalive),
         security_(std::move(security)),
         proxy_(std::move(proxy)) {}
+  // The security of channels to one periphery, by its id (with the built-in
+  // CA: mutual TLS checking that the periphery's certificate names it).
+  using PeripherySecurity =
+      std::function<ChannelSecurity(const std::string& id)>;
+  // Set before the first link: channels to peripheries use it instead of
+  // `security` (relays to other replicas keep `security`), one per
+  // periphery and address.
+  void set_periphery_security(PeripherySecurity security) {
+    periphery_security_ = std::move(security);
+  }
+  // Forgets the cached channels: later links get new ones, with new
+  // connections (each channel's security is made anew), while calls in
+  // flight finish on theirs. Core calls it when its own certificate was
+  // renewed, so that long-lived connections to peripheries do not go on
+  // presenting the old one until it expires.
+  void ResetChannels();
   // Waits (up to 5 s) for the calls' own deletion, which follows their
   // OnDone, so that the channels end here and not on a gRPC thread while
   // the process exits.
@@ -113,10 +130,13 @@ class DialLinkProvider final : public LinkProvider {
       const std::string& secret);
 
  private:
-  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
+  // `id` empty: a relay (the provider's own security).
+  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address,
+                                           const std::string& id);
 
   const Keepalive keepalive_;
   const ChannelSecurity security_;
+  PeripherySecurity periphery_security_;
   const std::string proxy_;
   const std::shared_ptr<LiveCalls> live_calls_ = std::make_shared<LiveCalls>();
   absl::Mutex mu_;

@@ -20,6 +20,7 @@ grpc::ServerUnaryReactor* RegistryService::Register(
   }
   response->set_periphery_id(admitted->periphery_id);
   response->set_credential(admitted->credential);
+  response->set_certificate(admitted->certificate);
   SetDuration(admitted->heartbeat_interval,
               response->mutable_heartbeat_interval());
   return Done(context, grpc::Status::OK);
@@ -30,9 +31,23 @@ grpc::ServerUnaryReactor* RegistryService::Heartbeat(
     const varan::v1::HeartbeatRequest* request,
     varan::v1::HeartbeatResponse* response) {
   auto answer = enrollment_->Heartbeat(
-      BearerToken(*context), NormalizePeerAddress(context->peer()), *request);
+      BearerToken(*context), NormalizePeerAddress(context->peer()), *request,
+      PeerCertificateChain(*context));
   if (!answer.ok()) return Done(context, ToGrpcStatus(answer.status()));
   *response = *std::move(answer);
+  return Done(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* RegistryService::RenewCertificate(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RenewCertificateRequest* request,
+    varan::v1::RenewCertificateResponse* response) {
+  auto cert = enrollment_->RenewCertificate(
+      request->periphery_id(), BearerToken(*context),
+      NormalizePeerAddress(context->peer()), PeerCertificateChain(*context),
+      request->csr());
+  if (!cert.ok()) return Done(context, ToGrpcStatus(cert.status()));
+  response->set_certificate(*std::move(cert));
   return Done(context, grpc::Status::OK);
 }
 
@@ -54,14 +69,17 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
     return absl::InvalidArgumentError(
         "a tunnel hello needs a registration or a periphery id");
   } else {
-    admitted =
-        enrollment_->Resume(hello.periphery_id(), BearerToken(context), peer);
+    admitted = enrollment_->Resume(hello.periphery_id(), BearerToken(context),
+                                   peer, PeerCertificateChain(context));
   }
   if (!admitted.ok()) return admitted.status();
   Opened out;
   out.message.set_periphery_id(admitted->periphery_id);
   // Only a registration hands out a credential; a resume uses its own.
-  if (hello.has_register_()) out.message.set_credential(admitted->credential);
+  if (hello.has_register_()) {
+    out.message.set_credential(admitted->credential);
+    out.message.set_certificate(admitted->certificate);
+  }
   SetDuration(admitted->heartbeat_interval,
               out.message.mutable_heartbeat_interval());
   out.credential = admitted->credential;

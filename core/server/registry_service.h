@@ -1,5 +1,5 @@
-// core's Registry service (called by peripheries): Register, Heartbeat and
-// the Connect tunnel.
+// core's Registry service (called by peripheries): Register, Heartbeat,
+// RenewCertificate and the Connect tunnel.
 //
 // A translation layer over Enrollment (core/fleet/enrollment.h), which
 // holds the use cases: each handler takes the bearer secret and the
@@ -39,6 +39,10 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
       varan::v1::HeartbeatResponse* response) override;
   grpc::ServerBidiReactor<varan::v1::TunnelUp, varan::v1::TunnelDown>* Connect(
       grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* RenewCertificate(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RenewCertificateRequest* request,
+      varan::v1::RenewCertificateResponse* response) override;
 
   // TunnelHandler:
   absl::StatusOr<Opened> Open(const grpc::CallbackServerContext& context,

@@ -2,9 +2,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "common/address.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/pki.h"
 #include "common/secrets.h"
 #include "periphery/host/facts.h"
 
@@ -136,6 +138,20 @@ grpc::Status AgentService::Authenticate(
   if (guard_ != nullptr) {
     if (absl::Status s = guard_->Admit(peer); !s.ok()) {
       return ToGrpcStatus(s);
+    }
+  }
+  if (!core_pin_.empty()) {
+    const std::string chain = PeerCertificateChain(context);
+    absl::Status s =
+        chain.empty()
+            ? absl::UnauthenticatedError("the caller presented no certificate")
+            : pki::VerifyPinned(chain, core_pin_, pki::kCoreName, absl::Now(),
+                                pki::Usage::kClientAuth);
+    if (!s.ok()) {
+      if (guard_ != nullptr) guard_->RecordFailure(peer);
+      spdlog::warn("refused a call from {}: not core: {}", peer, s.message());
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          absl::StrCat("only core may call: ", s.message()));
     }
   }
   std::string expected = credential_->Get();

@@ -7,6 +7,9 @@
 // is UNAUTHENTICATED, and until registration succeeds every call is refused
 // with UNAVAILABLE. Core is the only holder of that credential besides this
 // periphery, so no operator token or other periphery's credential works.
+// With core's cluster CA pinned (the default), the call must also come over
+// mutual TLS presenting a certificate of that CA for "varan-core" (checked
+// against the pin, pki::VerifyPinned): UNAUTHENTICATED otherwise.
 // Execute and Cancel go to the periphery's Executor (shared with the tunnel
 // to core), which admits, runs and holds executions.
 //
@@ -34,6 +37,10 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   // the credential) may be null: none.
   AgentService(const CredentialHolder* credential, const HostSnapshot* host,
                Executor* executor, PeerGuard* guard = nullptr);
+
+  // Calls must present core's certificate from the CA pinned by `pin` (set
+  // before serving; empty: no certificate asked for).
+  void set_core_pin(std::string pin) { core_pin_ = std::move(pin); }
 
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
@@ -66,6 +73,7 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   }
 
   const CredentialHolder* credential_;
+  std::string core_pin_;
   const HostSnapshot* const host_;
   Executor* const executor_;
   PeerGuard* const guard_;

@@ -1,5 +1,6 @@
 #include "periphery/uplink/core_connection.h"
 
+#include <atomic>
 #include <utility>
 
 #include "common/address.h"
@@ -24,6 +25,11 @@ class GrpcCoreConnection final : public CoreConnection {
         &args, Keepalive{options.keepalive_time, options.keepalive_timeout},
         options.min_backoff, options.max_backoff);
     options.security.Apply(&args);
+    // A connection of its own (gRPC shares connections between channels
+    // whose arguments are equal): it presents the certificate of the moment
+    // it is made, so a renewed one is used by the next connection.
+    static std::atomic<int> connections{0};
+    args.SetInt("varan.core_connection", ++connections);
     ApplyProxy(options.proxy, &args);
     channel_ =
         grpc::CreateCustomChannel(FormatHostPort(core),
@@ -55,6 +61,18 @@ class GrpcCoreConnection final : public CoreConnection {
     ctx.AddMetadata("authorization", BearerHeader(credential));
     varan::v1::HeartbeatResponse response;
     grpc::Status status = stub_->Heartbeat(&ctx, request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  }
+
+  absl::StatusOr<varan::v1::RenewCertificateResponse> RenewCertificate(
+      const varan::v1::RenewCertificateRequest& request,
+      const std::string& credential, absl::Duration timeout) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    ctx.AddMetadata("authorization", BearerHeader(credential));
+    varan::v1::RenewCertificateResponse response;
+    grpc::Status status = stub_->RenewCertificate(&ctx, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
     return response;
   }

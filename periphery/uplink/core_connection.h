@@ -74,6 +74,12 @@ class CoreConnection {
       const varan::v1::HeartbeatRequest& request, const std::string& credential,
       absl::Duration timeout) = 0;
 
+  // Registry.RenewCertificate with the periphery's `credential` as the
+  // bearer (the connection presents the current certificate).
+  virtual absl::StatusOr<varan::v1::RenewCertificateResponse> RenewCertificate(
+      const varan::v1::RenewCertificateRequest& request,
+      const std::string& credential, absl::Duration timeout) = 0;
+
   // Opens a tunnel and sends `hello`; `bearer` is the join token (hello
   // registers) or the periphery's credential (hello resumes). `executor`
   // runs what core sends and must outlive the tunnel.

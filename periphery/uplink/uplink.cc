@@ -21,6 +21,10 @@
 namespace varan::periphery {
 namespace {
 
+// How long a certificate written for the listener takes at most to be
+// served (common/tls.cc: gRPC re-reads staged files every second).
+constexpr absl::Duration kListenerPickup = absl::Milliseconds(1200);
+
 constexpr char kCredentialFile[] = "credential";
 constexpr char kIdFile[] = "periphery_id";
 // A retry-after hint from core is honoured up to this long (a larger one is
@@ -190,7 +194,65 @@ varan::v1::RegisterRequest Uplink::MakeRegisterRequest() const {
   req.set_advertise_address(AdvertiseToCurrentCore());
   *req.mutable_facts() = host_->facts();
   req.set_version(kVersion);
+  if (options_.certificates != nullptr) {
+    auto csr = options_.certificates->Request();
+    if (csr.ok()) {
+      req.set_csr(*std::move(csr));
+    } else {
+      // Core refuses the registration, saying so.
+      spdlog::error("cannot make a certificate request: {}",
+                    csr.status().message());
+    }
+  }
   return req;
+}
+
+bool Uplink::InstallCertificate(const std::string& chain_pem) {
+  if (options_.certificates == nullptr) return false;
+  if (chain_pem.empty()) {
+    spdlog::warn(
+        "core issued no certificate (it has no built-in CA); going on "
+        "without one");
+    return false;
+  }
+  if (absl::Status s = options_.certificates->Install(chain_pem); !s.ok()) {
+    spdlog::error("cannot keep the certificate core issued: {}", s.message());
+    return false;
+  }
+  return true;
+}
+
+void Uplink::MaybeRenewCertificate() {
+  if (options_.certificates == nullptr) return;
+  const absl::Time now = clock_->Now();
+  if (now < next_renewal_try_ || !options_.certificates->RenewalDue(now)) {
+    return;
+  }
+  varan::v1::RenewCertificateRequest request;
+  request.set_periphery_id(periphery_id_);
+  auto csr = options_.certificates->Request();
+  absl::Status status = csr.status();
+  if (csr.ok()) {
+    request.set_csr(*std::move(csr));
+    auto answer = Core().RenewCertificate(request, credential_->Get(),
+                                          options_.rpc_timeout);
+    status = answer.status();
+    if (answer.ok()) {
+      status = options_.certificates->Install(answer->certificate());
+    }
+  }
+  if (!status.ok()) {
+    spdlog::warn(
+        "renewing this periphery's certificate failed: {} (trying "
+        "again in a minute)",
+        status.ToString());
+    next_renewal_try_ = now + absl::Minutes(1);
+    return;
+  }
+  spdlog::info("core renewed this periphery's certificate");
+  // Unary calls present it from the next connection on; an open tunnel was
+  // authenticated when it opened and goes on.
+  if (!options_.tunnel) core_.reset();
 }
 
 absl::Status Uplink::NeedJoinToken() const {
@@ -207,6 +269,17 @@ absl::Status Uplink::Register() {
       Core().Register(request, options_.join_token, options_.rpc_timeout);
   if (!resp.ok()) return resp.status();
   SaveRegistration(resp->periphery_id(), resp->credential());
+  // Heartbeats present the certificate: a connection made after it.
+  if (InstallCertificate(resp->certificate())) {
+    core_.reset();
+    // Core dials this periphery once the first heartbeat confirmed the
+    // registration, checking that it serves that certificate: give the
+    // listener (gRPC re-reads its files every second) time to take it up.
+    // Real time, as gRPC's.
+    if (stop_.WaitForNotificationWithTimeout(kListenerPickup)) {
+      return absl::CancelledError("stopped");
+    }
+  }
   if (resp->has_heartbeat_interval()) {
     interval_ = FromDuration(resp->heartbeat_interval());
   }
@@ -235,6 +308,7 @@ absl::Status Uplink::Heartbeat() {
   executor_->Acknowledge(std::vector<std::string>(resp->acknowledged().begin(),
                                                   resp->acknowledged().end()));
   CancelForCore(executor_, resp->cancel());
+  MaybeRenewCertificate();
   return absl::OkStatus();
 }
 
@@ -322,8 +396,9 @@ bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
   return SleepFor(wait);
 }
 
-absl::Status Uplink::RunTunnel(bool* opened) {
+absl::Status Uplink::RunTunnel(bool* opened, bool* reconnect) {
   *opened = false;
+  *reconnect = false;
   varan::v1::TunnelHello hello;
   const bool registering = periphery_id_.empty();
   if (registering) {
@@ -345,6 +420,20 @@ absl::Status Uplink::RunTunnel(bool* opened) {
       SaveRegistration(answer->periphery_id(), answer->credential());
       spdlog::info("registered with core at {} as {} (id {}) over a tunnel",
                    CurrentCore(), options_.name, periphery_id_);
+      if (InstallCertificate(answer->certificate())) {
+        // This tunnel presented no certificate of core's CA yet: open the
+        // one that will carry the work with it.
+        spdlog::info(
+            "opening the tunnel again with the certificate core "
+            "issued");
+        *reconnect = true;
+        session->Cancel();
+        while (
+            !clock_->WaitForNotification(session->done(), absl::Seconds(10))) {
+        }
+        core_.reset();
+        return absl::OkStatus();
+      }
     } else {
       spdlog::info("tunnel to core at {} open", CurrentCore());
     }
@@ -368,6 +457,7 @@ absl::Status Uplink::RunTunnel(bool* opened) {
         break;
       }
       if (stop_.HasBeenNotified()) break;
+      MaybeRenewCertificate();
       if (clock_->Now() - session->last_answer() >
           3 * interval + options_.rpc_timeout) {
         result = absl::UnavailableError(
@@ -389,9 +479,11 @@ void Uplink::Run() {
   while (!stop_.HasBeenNotified()) {
     if (options_.tunnel) {
       bool opened = false;
-      absl::Status status = RunTunnel(&opened);
+      bool reconnect = false;
+      absl::Status status = RunTunnel(&opened, &reconnect);
       if (stop_.HasBeenNotified()) return;
       if (opened) Connected(&backoff, &failing);
+      if (reconnect) continue;
       if (!periphery_id_.empty() && !opened &&
           (absl::IsNotFound(status) || absl::IsUnauthenticated(status))) {
         spdlog::info(

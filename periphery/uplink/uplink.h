@@ -49,6 +49,7 @@
 #include "common/tls.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
+#include "periphery/uplink/certificate_keeper.h"
 #include "periphery/uplink/core_connection.h"
 #include "periphery/uplink/credential_holder.h"
 #include "varan/v1/core.pb.h"
@@ -88,6 +89,10 @@ struct UplinkOptions {
   absl::Duration keepalive_timeout = absl::Seconds(10);
   // TLS toward core (--core-tls-*); default: plaintext.
   ChannelSecurity security;
+  // With core's built-in CA: the periphery's key and certificate (sent for
+  // signing at registration, renewed when due); null otherwise. The
+  // connector must make connections that present its current certificate.
+  CertificateKeeper* certificates = nullptr;
   // --proxy: an HTTP CONNECT proxy URL, "none", or empty (the environment
   // decides); see common/proxy.h.
   std::string proxy;
@@ -117,8 +122,9 @@ class Uplink {
  private:
   void Run();
   // Tunnel mode: one tunnel from open to end. Returns how it ended; OK when
-  // stopped.
-  absl::Status RunTunnel(bool* opened);
+  // stopped, or when it registered and must be opened again at once to
+  // present the certificate core issued (`reconnect`).
+  absl::Status RunTunnel(bool* opened, bool* reconnect);
   // UNAUTHENTICATED when registering is needed but no join token was given.
   absl::Status NeedJoinToken() const;
   absl::Status Register();
@@ -140,6 +146,12 @@ class Uplink {
   void Connected(absl::Duration* backoff, bool* failing);
   // Keeps a registration core returned (state dir and credential holder).
   void SaveRegistration(const std::string& id, const std::string& credential);
+  // Installs the certificate a registration returned; true when one was
+  // (the connection to core must then be made again to present it).
+  bool InstallCertificate(const std::string& chain_pem);
+  // Asks core for a new certificate when the current one is due (after a
+  // failure, not again for a minute).
+  void MaybeRenewCertificate();
   // Waits before retrying after `status`; false when stopped.
   bool Backoff(const absl::Status& status, absl::Duration* backoff,
                bool* failing);
@@ -162,6 +174,7 @@ class Uplink {
   std::unique_ptr<CoreConnection> core_;
   size_t unreachable_in_row_ = 0;
   bool all_failed_ = false;
+  absl::Time next_renewal_try_ = absl::InfinitePast();
   absl::Notification stop_;
   std::thread thread_;
 };

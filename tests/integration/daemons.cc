@@ -390,6 +390,14 @@ ClientTlsFiles TestFleet::client_tls() const {
   return PinnedCore(dir_.File("core"));
 }
 
+ClientTlsFiles TestFleet::AsCore() const {
+  ClientTlsFiles tls;
+  tls.skip_verify = true;
+  tls.cert = dir_.File("core/pki/core.crt");
+  tls.key = dir_.File("core/pki/core.key");
+  return tls;
+}
+
 std::shared_ptr<grpc::Channel> TestFleet::Channel(
     const std::string& address) const {
   return SecureChannel(address.empty() ? core_address() : address,

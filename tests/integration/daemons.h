@@ -125,6 +125,9 @@ class TestFleet {
   ClientTlsFiles client_tls() const;
   // Whether core was given --insecure-plaintext.
   bool plaintext() const;
+  // For calling a periphery's Agent as core does: TLS presenting core's
+  // certificate from its built-in CA (the periphery's not checked).
+  ClientTlsFiles AsCore() const;
   // Core's RLIMIT_NOFILE (soft and hard; 0: inherited). Set before
   // StartCore.
   void set_core_file_limit(uint64_t limit) { core_file_limit_ = limit; }

@@ -11,6 +11,7 @@
 #include "client/core_client.h"
 #include "common/clock.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
 #include "common/secrets.h"
 #include "core/daemon/core_server.h"
 #include "gtest/gtest.h"
@@ -42,6 +43,7 @@ absl::StatusOr<varan::v1::RegisterResponse> Register(
   varan::v1::RegisterRequest request;
   request.set_name(name);
   request.set_advertise_address("[::1]:1");
+  request.set_csr(*pki::CreateRequest(*pki::NewPrivateKey(), name));
   varan::v1::RegisterResponse response;
   grpc::Status s = stub->Register(&context, request, &response);
   if (!s.ok()) return FromGrpcStatus(s);

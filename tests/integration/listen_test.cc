@@ -69,15 +69,20 @@ TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
   fleet.StartCore();
   uint16_t port = FreePort();
   fleet.StartPeriphery("alpha", {}, {"--listen", absl::StrCat("[::]:", port)});
-  // Listens on the helper's [::1]:0 and on this wildcard port.
-  EXPECT_TRUE(Healthy(absl::StrCat("127.0.0.1:", port)));
-  EXPECT_TRUE(Healthy(absl::StrCat("[::1]:", port)));
-  EXPECT_THAT(ReflectionServices(absl::StrCat("[::1]:", port)),
+  // Listens on the helper's [::1]:0 and on this wildcard port, over TLS
+  // with the certificate core issued it (health and reflection ask for no
+  // client certificate).
+  ClientTlsFiles any_server;
+  any_server.skip_verify = true;
+  EXPECT_TRUE(Healthy(absl::StrCat("127.0.0.1:", port), any_server));
+  EXPECT_TRUE(Healthy(absl::StrCat("[::1]:", port), any_server));
+  EXPECT_FALSE(Healthy(absl::StrCat("[::1]:", port)));
+  EXPECT_THAT(ReflectionServices(absl::StrCat("[::1]:", port), any_server),
               ::testing::Contains("varan.v1.Agent"));
 
-  // Only core, with the credential it issued, may run commands there.
-  auto channel = grpc::CreateChannel(absl::StrCat("[::1]:", port),
-                                     grpc::InsecureChannelCredentials());
+  // Only core, with the credential it issued, may run commands there: not
+  // even with core's certificate without it.
+  auto channel = SecureChannel(absl::StrCat("[::1]:", port), fleet.AsCore());
   auto agent = varan::v1::Agent::NewStub(channel);
   std::string join = ReadFile(fleet.join_token_file());
   join.pop_back();  // newline

@@ -30,6 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -631,6 +632,8 @@ TEST_F(OutputTest, BadOutputFromAPeripheryHarmsNothingElse) {
   auto tunnel = registry->Connect(&tunnel_ctx);
   varan::v1::TunnelUp up;
   up.mutable_hello()->mutable_register_()->set_name("fake-1");
+  up.mutable_hello()->mutable_register_()->set_csr(
+      *pki::CreateRequest(*pki::NewPrivateKey(), "fake-1"));
   ASSERT_TRUE(tunnel->Write(up));
   varan::v1::TunnelDown down;
   ASSERT_TRUE(tunnel->Read(&down));

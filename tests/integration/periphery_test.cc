@@ -56,8 +56,8 @@ class PeripheryProcessTest : public ::testing::Test {
       credential_.pop_back();
     auto p = fleet_.client()->GetPeriphery("alpha");
     ASSERT_TRUE(p.ok()) << p.status();
-    channel_ =
-        grpc::CreateChannel(p->address(), grpc::InsecureChannelCredentials());
+    // Calls it as core does.
+    channel_ = SecureChannel(p->address(), fleet_.AsCore());
     agent_ = varan::v1::Agent::NewStub(channel_);
   }
 

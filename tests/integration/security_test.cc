@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
 #include "gmock/gmock.h"
@@ -101,8 +102,24 @@ class SecurityTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
     return fleet_->Channel(address);
   }
-  std::shared_ptr<grpc::Channel> PeripheryChannel(const std::string& address) {
-    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  // To core presenting periphery `name`'s key and certificate (what a thief
+  // of its state directory holds).
+  std::shared_ptr<grpc::Channel> ChannelAs(const std::string& name) {
+    ClientTlsFiles tls = fleet_->client_tls();
+    tls.cert = fleet_->dir().File("periphery-" + name + "/periphery.crt");
+    tls.key = fleet_->dir().File("periphery-" + name + "/periphery.key");
+    return SecureChannel(fleet_->core_address(), tls);
+  }
+  // To a periphery's Agent over TLS (its certificate not checked),
+  // presenting `cert`/`key` ("": none).
+  std::shared_ptr<grpc::Channel> PeripheryChannel(const std::string& address,
+                                                  const std::string& cert = "",
+                                                  const std::string& key = "") {
+    ClientTlsFiles tls;
+    tls.skip_verify = true;
+    tls.cert = cert;
+    tls.key = key;
+    return SecureChannel(address, tls);
   }
 
   std::unique_ptr<TestFleet> fleet_;
@@ -154,7 +171,10 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
       absl::Seconds(5)));
 
   auto channel = Channel(fleet_->core_address());
-  auto registry = varan::v1::Registry::NewStub(channel);
+  // Peripheries' calls present their certificate: p1's, for all callers
+  // (the credential column is p1's own call).
+  auto registry = varan::v1::Registry::NewStub(ChannelAs("p1"));
+  const std::string csr = *pki::CreateRequest(*pki::NewPrivateKey(), "matrix");
   auto fleet = varan::v1::Fleet::NewStub(channel);
   auto jobs = varan::v1::Jobs::NewStub(channel);
   auto admin_stub = varan::v1::Admin::NewStub(channel);
@@ -201,6 +221,7 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
   };
   varan::v1::TunnelHello register_hello;
   register_hello.mutable_register_()->set_name("matrix-tunnel");
+  register_hello.mutable_register_()->set_csr(csr);
   varan::v1::TunnelHello resume_hello;
   resume_hello.set_periphery_id(p1_id);
   const std::vector<Row> rows =
@@ -221,10 +242,23 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
                  varan::v1::RegisterRequest r;
                  r.set_name("matrix-joined");
                  r.set_advertise_address("[::1]:1");
+                 r.set_csr(csr);
                  return r;
                }),
            {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, OK,
             UNAUTH}},
+          {"Registry.RenewCertificate",
+           Unary<Registry::Stub, varan::v1::RenewCertificateRequest,
+                 varan::v1::RenewCertificateResponse>(
+               registry.get(), &Registry::Stub::RenewCertificate,
+               [&] {
+                 varan::v1::RenewCertificateRequest r;
+                 r.set_periphery_id(p1_id);
+                 r.set_csr(csr);
+                 return r;
+               }),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH,
+            OK}},
           {"Registry.Heartbeat",
            Unary<Registry::Stub, varan::v1::HeartbeatRequest,
                  varan::v1::HeartbeatResponse>(registry.get(),
@@ -453,43 +487,55 @@ TEST_F(SecurityTest, PeripheryRefusesEveryoneButCore) {
   const std::string other =
       Trimmed(ReadFile(fleet_->dir().File("periphery-p2/credential")));
   ASSERT_NE(own, other);
-  auto agent = varan::v1::Agent::NewStub(PeripheryChannel(p1->address()));
   using varan::v1::Agent;
   struct Row {
     std::string rpc;
     Call call;
     Code authorized;
   };
-  const std::vector<Row> rows = {
-      {"Agent.Execute",
-       Streaming<Agent::Stub, varan::v1::ExecuteRequest,
-                 varan::v1::ExecuteEvent>(agent.get(), &Agent::Stub::Execute,
+  // Core presents its own certificate ("varan-core", from the pinned CA).
+  auto core_agent = Agent::NewStub(
+      PeripheryChannel(p1->address(), fleet_->dir().File("core/pki/core.crt"),
+                       fleet_->dir().File("core/pki/core.key")));
+  // Strangers present none, or p2's (same CA, not core's).
+  auto bare_agent = Agent::NewStub(PeripheryChannel(p1->address()));
+  auto p2_agent = Agent::NewStub(PeripheryChannel(
+      p1->address(), fleet_->dir().File("periphery-p2/periphery.crt"),
+      fleet_->dir().File("periphery-p2/periphery.key")));
+  auto rows_for = [](Agent::Stub* agent) -> std::vector<Row> {
+    return {
+        {"Agent.Execute",
+         Streaming<Agent::Stub, varan::v1::ExecuteRequest,
+                   varan::v1::ExecuteEvent>(agent, &Agent::Stub::Execute,
+                                            [] {
+                                              varan::v1::ExecuteRequest r;
+                                              r.mutable_spec()->add_argv(
+                                                  "true");
+                                              return r;
+                                            }),
+         OK},
+        {"Agent.Cancel",
+         Unary<Agent::Stub, varan::v1::CancelRequest,
+               varan::v1::CancelResponse>(agent, &Agent::Stub::Cancel,
                                           [] {
-                                            varan::v1::ExecuteRequest r;
-                                            r.mutable_spec()->add_argv("true");
+                                            varan::v1::CancelRequest r;
+                                            r.set_execution_id("nope");
                                             return r;
                                           }),
-       OK},
-      {"Agent.Cancel",
-       Unary<Agent::Stub, varan::v1::CancelRequest, varan::v1::CancelResponse>(
-           agent.get(), &Agent::Stub::Cancel,
-           [] {
-             varan::v1::CancelRequest r;
-             r.set_execution_id("nope");
-             return r;
-           }),
-       NOTFOUND},
-      {"Agent.GetFacts",
-       Unary<Agent::Stub, varan::v1::GetFactsRequest, varan::v1::HostFacts>(
-           agent.get(), &Agent::Stub::GetFacts,
-           [] { return varan::v1::GetFactsRequest(); }),
-       OK},
-      {"Agent.GetStats",
-       Unary<Agent::Stub, varan::v1::GetStatsRequest, varan::v1::HostStats>(
-           agent.get(), &Agent::Stub::GetStats,
-           [] { return varan::v1::GetStatsRequest(); }),
-       OK},
+         NOTFOUND},
+        {"Agent.GetFacts",
+         Unary<Agent::Stub, varan::v1::GetFactsRequest, varan::v1::HostFacts>(
+             agent, &Agent::Stub::GetFacts,
+             [] { return varan::v1::GetFactsRequest(); }),
+         OK},
+        {"Agent.GetStats",
+         Unary<Agent::Stub, varan::v1::GetStatsRequest, varan::v1::HostStats>(
+             agent, &Agent::Stub::GetStats,
+             [] { return varan::v1::GetStatsRequest(); }),
+         OK},
+    };
   };
+  const std::vector<Row> rows = rows_for(core_agent.get());
   EXPECT_EQ(static_cast<int>(rows.size()),
             varan::v1::ExecuteRequest::descriptor()
                 ->file()
@@ -508,7 +554,18 @@ TEST_F(SecurityTest, PeripheryRefusesEveryoneButCore) {
     }
     EXPECT_EQ(row.call(own), row.authorized) << row.rpc;
   }
-  EXPECT_TRUE(Healthy(p1->address()));
+  // p1's own credential is not enough without core's certificate.
+  for (Agent::Stub* agent : {bare_agent.get(), p2_agent.get()}) {
+    for (const Row& row : rows_for(agent)) {
+      EXPECT_EQ(row.call(own), UNAUTH)
+          << row.rpc << " with p1's credential but not core's certificate";
+    }
+  }
+  // Plaintext is not served at all; health stays open over TLS.
+  EXPECT_FALSE(Healthy(p1->address()));
+  ClientTlsFiles any_server;
+  any_server.skip_verify = true;
+  EXPECT_TRUE(Healthy(p1->address(), any_server));
 }
 
 TEST_F(SecurityTest, RolesAreEnforcedAndVaranctlNamesTheRoleNeeded) {
@@ -601,7 +658,8 @@ TEST_F(SecurityTest, RemovedPeripheryCredentialCannotBeReplayed) {
   p1->Stop();
   ASSERT_TRUE(fleet_->client()->RemovePeriphery("p1").ok());
 
-  auto registry = varan::v1::Registry::NewStub(Channel(fleet_->core_address()));
+  // With everything p1 had: its credential, key and certificate.
+  auto registry = varan::v1::Registry::NewStub(ChannelAs("p1"));
   grpc::ClientContext hb_ctx;
   Authorize(&hb_ctx, credential);
   varan::v1::HeartbeatRequest hb;

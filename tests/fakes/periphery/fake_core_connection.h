@@ -39,7 +39,7 @@ namespace varan::periphery {
 
 class FakeCoreConnection final : public CoreConnection {
  public:
-  enum class Kind { kRegister, kHeartbeat, kTunnelHello };
+  enum class Kind { kRegister, kHeartbeat, kTunnelHello, kRenew };
 
   struct Call {
     Kind kind;
@@ -49,6 +49,7 @@ class FakeCoreConnection final : public CoreConnection {
     varan::v1::RegisterRequest register_request;  // kRegister
     varan::v1::HeartbeatRequest heartbeat;        // kHeartbeat
     varan::v1::TunnelHello hello;                 // kTunnelHello
+    varan::v1::RenewCertificateRequest renew;     // kRenew
   };
 
   explicit FakeCoreConnection(const Clock* clock) : clock_(clock) {}
@@ -76,6 +77,9 @@ class FakeCoreConnection final : public CoreConnection {
   }
   void AnswerTunnel(absl::StatusOr<varan::v1::TunnelOpened> answer) {
     Push(Kind::kTunnelHello, std::move(answer));
+  }
+  void AnswerRenew(absl::StatusOr<varan::v1::RenewCertificateResponse> answer) {
+    Push(Kind::kRenew, std::move(answer));
   }
 
   // Waits (up to 10 s of real time, as a guard against a hung test) until
@@ -113,6 +117,12 @@ class FakeCoreConnection final : public CoreConnection {
     return HeartbeatAt("", request, credential, timeout);
   }
 
+  absl::StatusOr<varan::v1::RenewCertificateResponse> RenewCertificate(
+      const varan::v1::RenewCertificateRequest& request,
+      const std::string& credential, absl::Duration /*timeout*/) override {
+    return RenewAt("", request, credential);
+  }
+
   std::unique_ptr<CoreTunnel> OpenTunnel(
       Executor* executor, const std::string& bearer,
       varan::v1::TunnelHello hello) override {
@@ -120,12 +130,21 @@ class FakeCoreConnection final : public CoreConnection {
   }
 
  private:
+  absl::StatusOr<varan::v1::RenewCertificateResponse> RenewAt(
+      const std::string& core,
+      const varan::v1::RenewCertificateRequest& request,
+      const std::string& credential) {
+    Call call{Kind::kRenew, clock_->Now(), core, credential, {}, {},
+              {},           request};
+    return std::get<absl::StatusOr<varan::v1::RenewCertificateResponse>>(
+        Take(std::move(call)));
+  }
   // The calls above, made on the connection to `core`.
   absl::StatusOr<varan::v1::RegisterResponse> RegisterAt(
       const std::string& core, const varan::v1::RegisterRequest& request,
       const std::string& join_token, absl::Duration /*timeout*/) {
     Call call{
-        Kind::kRegister, clock_->Now(), core, join_token, request, {}, {}};
+        Kind::kRegister, clock_->Now(), core, join_token, request, {}, {}, {}};
     return std::get<absl::StatusOr<varan::v1::RegisterResponse>>(
         Take(std::move(call)));
   }
@@ -133,7 +152,7 @@ class FakeCoreConnection final : public CoreConnection {
       const std::string& core, const varan::v1::HeartbeatRequest& request,
       const std::string& credential, absl::Duration /*timeout*/) {
     Call call{
-        Kind::kHeartbeat, clock_->Now(), core, credential, {}, request, {}};
+        Kind::kHeartbeat, clock_->Now(), core, credential, {}, request, {}, {}};
     return std::get<absl::StatusOr<varan::v1::HeartbeatResponse>>(
         Take(std::move(call)));
   }
@@ -141,8 +160,14 @@ class FakeCoreConnection final : public CoreConnection {
                                            Executor* /*executor*/,
                                            const std::string& bearer,
                                            varan::v1::TunnelHello hello) {
-    Call call{Kind::kTunnelHello, clock_->Now(), core, bearer, {}, {},
-              std::move(hello)};
+    Call call{Kind::kTunnelHello,
+              clock_->Now(),
+              core,
+              bearer,
+              {},
+              {},
+              std::move(hello),
+              {}};
     return std::make_unique<Tunnel>(this, std::move(call));
   }
 
@@ -161,6 +186,11 @@ class FakeCoreConnection final : public CoreConnection {
         const std::string& credential, absl::Duration timeout) override {
       return fake_->HeartbeatAt(core_, request, credential, timeout);
     }
+    absl::StatusOr<varan::v1::RenewCertificateResponse> RenewCertificate(
+        const varan::v1::RenewCertificateRequest& request,
+        const std::string& credential, absl::Duration /*timeout*/) override {
+      return fake_->RenewAt(core_, request, credential);
+    }
     std::unique_ptr<CoreTunnel> OpenTunnel(
         Executor* executor, const std::string& bearer,
         varan::v1::TunnelHello hello) override {
@@ -172,9 +202,11 @@ class FakeCoreConnection final : public CoreConnection {
     const std::string core_;
   };
 
-  using Answer = std::variant<absl::StatusOr<varan::v1::RegisterResponse>,
-                              absl::StatusOr<varan::v1::HeartbeatResponse>,
-                              absl::StatusOr<varan::v1::TunnelOpened>>;
+  using Answer =
+      std::variant<absl::StatusOr<varan::v1::RegisterResponse>,
+                   absl::StatusOr<varan::v1::HeartbeatResponse>,
+                   absl::StatusOr<varan::v1::TunnelOpened>,
+                   absl::StatusOr<varan::v1::RenewCertificateResponse>>;
 
   class Tunnel final : public CoreTunnel {
    public:
@@ -256,6 +288,8 @@ class FakeCoreConnection final : public CoreConnection {
           return absl::StatusOr<varan::v1::HeartbeatResponse>(closed);
         case Kind::kTunnelHello:
           return absl::StatusOr<varan::v1::TunnelOpened>(closed);
+        case Kind::kRenew:
+          return absl::StatusOr<varan::v1::RenewCertificateResponse>(closed);
       }
     }
     return script_[next_++].second;

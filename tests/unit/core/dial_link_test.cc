@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -161,6 +162,31 @@ TEST_F(DialLinkTest, AnAnswerOnAConnectedChannelIsNotNotDelivered) {
     EXPECT_NE(status.message().find(kGrpcNoConnection), std::string::npos);
     EXPECT_FALSE(IsNotDelivered(status)) << "call " << i << ": " << status;
   }
+}
+
+// With the built-in CA each periphery's channel checks that periphery's
+// certificate: one channel per periphery (not per address), made with the
+// security of its id, and made anew after ResetChannels (core's own
+// certificate renewed).
+TEST(DialLinkProviderTest, ChannelsArePerPeripheryAndResetMakesNewOnes) {
+  DialLinkProvider links;
+  std::vector<std::string> made;
+  links.set_periphery_security([&made](const std::string& id) {
+    made.push_back(id);
+    ChannelSecurity security;
+    security.credentials = grpc::InsecureChannelCredentials();
+    return security;
+  });
+  const std::string address = "127.0.0.1:1";
+  links.LinkFor("p1", address, "c1");
+  links.LinkFor("p1", address, "c1");
+  EXPECT_EQ(made, std::vector<std::string>({"p1"}));
+  // Another periphery now at the same address: its own channel.
+  links.LinkFor("p2", address, "c2");
+  EXPECT_EQ(made, std::vector<std::string>({"p1", "p2"}));
+  links.ResetChannels();
+  links.LinkFor("p1", address, "c1");
+  EXPECT_EQ(made, std::vector<std::string>({"p1", "p2", "p1"}));
 }
 
 }  // namespace

@@ -2,16 +2,19 @@
 // registry, fleet registry, dispatcher (over fake links), peer guard and
 // handshake admission: join tokens accepted, refused and given back,
 // shedding with its hint, resuming a tunnel, and heartbeats (failure
-// accounting, execution reports).
+// accounting, execution reports); with a built-in CA, the certificates
+// registrations get and later calls present.
 #include "core/fleet/enrollment.h"
 
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
 #include "core/store/memory_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -377,6 +380,139 @@ TEST_F(EnrollmentTest, HeartbeatsReportingNothingResolveAWaitingTarget) {
   EXPECT_THAT(snapshot.targets(0).error(), HasSubstr("never started there"));
   EXPECT_TRUE(job->finished());
   EXPECT_FALSE(dispatcher_.HasRunsOn(p.periphery_id));
+}
+
+}  // namespace
+}  // namespace varan::core
+
+namespace varan::core {
+namespace {
+
+// With core's built-in CA: registrations carry a request and get a
+// certificate; heartbeats, tunnels and renewals present it.
+class CertifiedEnrollmentTest : public EnrollmentTest {
+ protected:
+  static pki::Authority NewCa() {
+    auto ca = pki::CreateAuthority("cluster CA", absl::Now(), absl::Hours(1));
+    EXPECT_TRUE(ca.ok()) << ca.status();
+    return ca.ok() ? *ca : pki::Authority{};
+  }
+  static std::string NewRequest() {
+    return *pki::CreateRequest(*pki::NewPrivateKey(), "p");
+  }
+
+  absl::StatusOr<Enrollment::Admitted> Join(const std::string& name) {
+    varan::v1::RegisterRequest request = Request(name);
+    request.set_csr(NewRequest());
+    return certified_.Register(NewJoinToken(1), kPeer, request,
+                               varan::v1::CONNECTION_DIAL);
+  }
+  // Refused calls come from addresses of their own, so that they do not use
+  // up kPeer's failure budget.
+  std::string Stranger() {
+    return "198.51.100." + std::to_string(++strangers_);
+  }
+  static varan::v1::HeartbeatRequest Beat(const std::string& id) {
+    varan::v1::HeartbeatRequest beat;
+    beat.set_periphery_id(id);
+    return beat;
+  }
+
+  PeripheryCa ca_{NewCa(), absl::Minutes(30)};
+  Enrollment certified_{&tokens_,    &fleet_, &dispatcher_, &guard_,
+                        &admission_, nullptr, &ca_};
+  int strangers_ = 0;
+};
+
+TEST_F(CertifiedEnrollmentTest, ARegistrationWithoutARequestIsRefused) {
+  const std::string secret = NewJoinToken(1);
+  auto refused = certified_.Register(secret, kPeer, Request("web-1"),
+                                     varan::v1::CONNECTION_DIAL);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("csr"));
+  // Nothing was registered and the token's use came back.
+  EXPECT_EQ(JoinUses(), 0u);
+  auto all = fleet_.List(varan::v1::Target());
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->empty());
+}
+
+TEST_F(CertifiedEnrollmentTest, TheCertificateIsWhatLaterCallsPresent) {
+  auto web = Join("web-1");
+  ASSERT_TRUE(web.ok()) << web.status();
+  ASSERT_FALSE(web->certificate.empty());
+  EXPECT_TRUE(ca_.CheckPresented(web->periphery_id, web->certificate).ok());
+
+  // The credential alone is not enough any more ...
+  auto bare = certified_.Heartbeat(web->credential, Stranger(),
+                                   Beat(web->periphery_id));
+  EXPECT_TRUE(absl::IsUnauthenticated(bare.status())) << bare.status();
+  EXPECT_TRUE(absl::IsUnauthenticated(
+      certified_.Resume(web->periphery_id, web->credential, Stranger())
+          .status()));
+  // ... nor another periphery's certificate with this one's credential.
+  auto db = Join("db-1");
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_TRUE(absl::IsUnauthenticated(
+      certified_
+          .Heartbeat(web->credential, Stranger(), Beat(web->periphery_id),
+                     db->certificate)
+          .status()));
+  // Both together are (after a pause: handshakes are paced at one a second).
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_TRUE(certified_
+                  .Heartbeat(web->credential, kPeer, Beat(web->periphery_id),
+                             web->certificate)
+                  .ok());
+  EXPECT_TRUE(
+      certified_
+          .Resume(web->periphery_id, web->credential, kPeer, web->certificate)
+          .ok());
+}
+
+TEST_F(CertifiedEnrollmentTest, RenewalNeedsCredentialAndCertificate) {
+  auto web = Join("web-1");
+  ASSERT_TRUE(web.ok()) << web.status();
+  const std::string csr = NewRequest();
+  auto renewed = certified_.RenewCertificate(web->periphery_id, web->credential,
+                                             kPeer, web->certificate, csr);
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  EXPECT_NE(*renewed, web->certificate);
+  EXPECT_TRUE(ca_.CheckPresented(web->periphery_id, *renewed).ok());
+
+  EXPECT_TRUE(absl::IsUnauthenticated(
+      certified_
+          .RenewCertificate(web->periphery_id, "wrong", Stranger(),
+                            web->certificate, csr)
+          .status()));
+  EXPECT_TRUE(absl::IsUnauthenticated(certified_
+                                          .RenewCertificate(web->periphery_id,
+                                                            web->credential,
+                                                            Stranger(), "", csr)
+                                          .status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      certified_
+          .RenewCertificate(web->periphery_id, web->credential, kPeer,
+                            web->certificate, "not a csr")
+          .status()));
+  // Removed: its certificate is good for nothing, at once.
+  ASSERT_TRUE(fleet_.Remove(web->periphery_id).ok());
+  EXPECT_TRUE(
+      absl::IsNotFound(certified_
+                           .RenewCertificate(web->periphery_id, web->credential,
+                                             Stranger(), web->certificate, csr)
+                           .status()));
+  EXPECT_TRUE(
+      absl::IsNotFound(certified_
+                           .Heartbeat(web->credential, Stranger(),
+                                      Beat(web->periphery_id), web->certificate)
+                           .status()));
+  // A core without the CA issues none.
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      enrollment_
+          .RenewCertificate(web->periphery_id, web->credential, kPeer,
+                            web->certificate, csr)
+          .status()));
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/pki.h"
 #include "common/secrets.h"
+#include "common/tls.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -41,12 +43,15 @@ class PeripheryAgentTest : public ::testing::Test {
     return config;
   }
 
-  // Agent.GetFacts on `agent`'s listener with `credential`.
+  // Agent.GetFacts on `agent`'s listener with `credential`, presenting
+  // `key`/`cert` (core's certificate, for agents pinning its CA).
   grpc::Status GetFacts(const PeripheryAgent& agent,
-                        const std::string& credential) {
+                        const std::string& credential,
+                        const std::string& key = "",
+                        const std::string& cert = "") {
     auto channel =
         grpc::CreateChannel(FormatHostPort(agent.addresses().front()),
-                            grpc::InsecureChannelCredentials());
+                            MakeUnverifiedSecurity(key, cert).credentials);
     auto stub = varan::v1::Agent::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
@@ -60,27 +65,49 @@ class PeripheryAgentTest : public ::testing::Test {
 };
 
 TEST_F(PeripheryAgentTest, TwoAgentsRunSideBySideInOneProcess) {
+  // A cluster CA, and core's certificate from it, which the agents pin.
+  auto ca = pki::CreateAuthority("test CA", absl::Now(), absl::Hours(1));
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  const std::string core_key = *pki::NewPrivateKey();
+  pki::CertificateProfile core_profile;
+  core_profile.common_name = pki::kCoreName;
+  core_profile.dns_names = {pki::kCoreName};
+  core_profile.client_auth = true;
+  core_profile.not_before = absl::Now() - absl::Minutes(1);
+  core_profile.not_after = absl::Now() + absl::Minutes(30);
+  auto core_cert = pki::IssueCertificate(*ca, core_key, core_profile);
+  ASSERT_TRUE(core_cert.ok()) << core_cert.status();
+  const std::string core_chain = *core_cert + ca->cert_pem;
   varan::testing::UnitTempDir dir_a, dir_b;
-  auto a = PeripheryAgent::Start(Registered(dir_a, "cred-a"), &clock_);
+  PeripheryConfig config_a = Registered(dir_a, "cred-a");
+  PeripheryConfig config_b = Registered(dir_b, "cred-b");
+  config_a.core_ca_hash = config_b.core_ca_hash =
+      *pki::AuthorityPin(ca->cert_pem);
+  auto a = PeripheryAgent::Start(config_a, &clock_);
   ASSERT_TRUE(a.ok()) << a.status();
-  auto b = PeripheryAgent::Start(Registered(dir_b, "cred-b"), &clock_);
+  auto b = PeripheryAgent::Start(config_b, &clock_);
   ASSERT_TRUE(b.ok()) << b.status();
+  auto facts = [&](const PeripheryAgent& agent, const std::string& cred) {
+    return GetFacts(agent, cred, core_key, core_chain);
+  };
 
   ASSERT_EQ((*a)->addresses().size(), 1u);
   ASSERT_EQ((*b)->addresses().size(), 1u);
   EXPECT_NE((*a)->addresses()[0].port, (*b)->addresses()[0].port);
   EXPECT_EQ((*a)->advertised(), FormatHostPort((*a)->addresses().front()));
 
-  // Each serves with its own credential only.
-  EXPECT_TRUE(GetFacts(**a, "cred-a").ok());
-  EXPECT_TRUE(GetFacts(**b, "cred-b").ok());
-  EXPECT_EQ(GetFacts(**a, "cred-b").error_code(),
+  // Each serves with its own credential only, to core's certificate only.
+  EXPECT_TRUE(facts(**a, "cred-a").ok());
+  EXPECT_TRUE(facts(**b, "cred-b").ok());
+  EXPECT_EQ(facts(**a, "cred-b").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GetFacts(**a, "cred-a").error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
 
   // Shutting one down leaves the other serving; Shutdown is idempotent.
   (*a)->Shutdown(absl::Seconds(2));
   (*a)->Shutdown(absl::Seconds(2));
-  EXPECT_TRUE(GetFacts(**b, "cred-b").ok());
+  EXPECT_TRUE(facts(**b, "cred-b").ok());
 }
 
 TEST_F(PeripheryAgentTest, NoListenServesNoPort) {

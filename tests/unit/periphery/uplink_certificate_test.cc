@@ -1,0 +1,140 @@
+// Tests for the uplink's part in the periphery's certificate (issue #20):
+// the request sent with a registration, the certificate core answers kept
+// and presented from the next connection on, and its renewal when due —
+// against FakeCoreConnection and FakeCertificates on a RecordingClock.
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/fakes/periphery/fake_certificates.h"
+#include "tests/unit/periphery/uplink_fixture.h"
+
+namespace varan::periphery {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+varan::v1::RenewCertificateResponse Renewed(const std::string& chain) {
+  varan::v1::RenewCertificateResponse r;
+  r.set_certificate(chain);
+  return r;
+}
+
+class UplinkCertificateTest : public UplinkTest {
+ protected:
+  UplinkCertificateTest() { options_.certificates = &certificates_; }
+  FakeCertificates certificates_;
+};
+
+TEST_F(UplinkCertificateTest, RegistrationSendsARequestAndKeepsTheAnswer) {
+  varan::v1::RegisterResponse registered =
+      Registered("p-1", "cred-1", absl::Seconds(5));
+  registered.set_certificate("chain-1");
+  core_->AnswerRegister(registered);
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(2);
+  ASSERT_GE(calls.size(), 2u);
+  ASSERT_EQ(calls[0].kind, Kind::kRegister);
+  EXPECT_EQ(calls[0].register_request.csr(), "csr-1");
+  EXPECT_THAT(certificates_.installed(), ElementsAre("chain-1"));
+  // The heartbeat that confirms the registration presents the certificate:
+  // it goes over a connection made after it was installed.
+  ASSERT_EQ(calls[1].kind, Kind::kHeartbeat);
+  EXPECT_EQ(core_->connects().size(), 2u);
+}
+
+TEST_F(UplinkCertificateTest, ACertificateDueIsRenewedThenPresented) {
+  SaveRegistration("p-7", "cred-7");
+  certificates_.set_issued(clock_.Now() + absl::Seconds(12));
+  for (int i = 0; i < 3; ++i) core_->AnswerHeartbeat(Beat());
+  core_->AnswerRenew(Renewed("chain-2"));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(5);
+  ASSERT_GE(calls.size(), 5u);
+  // Heartbeats at 0, 10 and 20 s (core's default interval here is 10 s);
+  // the one at 20 s finds the certificate due (at 12 s) and renews it over
+  // the same connection, with the credential, for a new request.
+  EXPECT_EQ(calls[0].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[1].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[2].kind, Kind::kHeartbeat);
+  ASSERT_EQ(calls[3].kind, Kind::kRenew);
+  EXPECT_EQ(calls[3].at, calls[2].at);
+  EXPECT_GE(calls[3].at, calls[0].at + absl::Seconds(12));
+  EXPECT_EQ(calls[3].bearer, "cred-7");
+  EXPECT_EQ(calls[3].renew.periphery_id(), "p-7");
+  EXPECT_EQ(calls[3].renew.csr(), "csr-1");
+  EXPECT_EQ(calls[3].core, calls[2].core);
+  EXPECT_THAT(certificates_.installed(), ElementsAre("chain-2"));
+  // The next heartbeat presents it: a new connection.
+  EXPECT_EQ(calls[4].kind, Kind::kHeartbeat);
+  EXPECT_EQ(core_->connects().size(), 2u);
+}
+
+TEST_F(UplinkCertificateTest, AFailedRenewalIsTriedAgainAMinuteLater) {
+  LogCapture log;
+  SaveRegistration("p-7", "cred-7");
+  certificates_.set_issued(clock_.Now());
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerRenew(absl::UnavailableError("core is busy"));
+  for (int i = 0; i < 6; ++i) core_->AnswerHeartbeat(Beat());
+  core_->AnswerRenew(Renewed("chain-2"));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(10);
+  ASSERT_GE(calls.size(), 10u);
+  std::vector<absl::Time> renewals;
+  for (const auto& c : calls) {
+    if (c.kind == Kind::kRenew) renewals.push_back(c.at);
+  }
+  ASSERT_EQ(renewals.size(), 2u);
+  EXPECT_GE(renewals[1] - renewals[0], absl::Minutes(1));
+  EXPECT_LT(renewals[1] - renewals[0], absl::Minutes(1) + absl::Seconds(11));
+  EXPECT_THAT(certificates_.installed(), ElementsAre("chain-2"));
+  EXPECT_THAT(log.Text(), HasSubstr("renewing this periphery's certificate "
+                                    "failed: UNAVAILABLE: core is busy"));
+}
+
+TEST_F(UplinkCertificateTest, ATunnelThatRegisteredIsReopenedWithIt) {
+  options_.tunnel = true;
+  varan::v1::TunnelOpened opened = OpenedAsP1();
+  opened.set_certificate("chain-1");
+  core_->AnswerTunnel(opened);
+  core_->AnswerTunnel(OpenedAsP1());
+  StartUplink();
+  auto calls = core_->WaitForCalls(2);
+  ASSERT_GE(calls.size(), 2u);
+  ASSERT_EQ(calls[0].kind, Kind::kTunnelHello);
+  EXPECT_EQ(calls[0].hello.register_().csr(), "csr-1");
+  EXPECT_EQ(calls[0].bearer, "join-secret");
+  // At once, on a new connection, resuming with the credential.
+  ASSERT_EQ(calls[1].kind, Kind::kTunnelHello);
+  EXPECT_EQ(calls[1].hello.periphery_id(), "p-1");
+  EXPECT_EQ(calls[1].bearer, "cred-1");
+  EXPECT_EQ(calls[1].at, calls[0].at);
+  EXPECT_EQ(core_->connects().size(), 2u);
+  EXPECT_THAT(certificates_.installed(), ElementsAre("chain-1"));
+}
+
+TEST_F(UplinkCertificateTest, ACertificateThatCannotBeKeptIsLogged) {
+  LogCapture log;
+  varan::v1::RegisterResponse registered =
+      Registered("p-1", "cred-1", absl::Seconds(5));
+  registered.set_certificate("bad");
+  core_->AnswerRegister(registered);
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(2);
+  ASSERT_GE(calls.size(), 2u);
+  EXPECT_TRUE(certificates_.installed().empty());
+  EXPECT_THAT(log.Text(),
+              HasSubstr("cannot keep the certificate core issued: not for "
+                        "this periphery's key"));
+}
+
+}  // namespace
+}  // namespace varan::periphery
