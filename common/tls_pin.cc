@@ -1,5 +1,6 @@
 // Channel credentials for a client that pins core's cluster CA, and the
 // probe that shows an unpinned client what to pin (see tls.h).
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -17,11 +18,13 @@ namespace {
 using grpc::experimental::ExternalCertificateVerifier;
 using grpc::experimental::TlsCustomVerificationCheckRequest;
 
-// Runs after gRPC's handshake, which was told not to check the server's
-// chain itself (there are no root certificates to check it against).
-class PinnedVerifier final : public ExternalCertificateVerifier {
+// Runs `check` on the chain the server presented, after gRPC's handshake,
+// which was told not to check it itself (there are no root certificates to
+// check it against).
+class ChainVerifier final : public ExternalCertificateVerifier {
  public:
-  explicit PinnedVerifier(std::string pin) : pin_(std::move(pin)) {}
+  using Check = std::function<absl::Status(const std::string& chain_pem)>;
+  explicit ChainVerifier(Check check) : check_(std::move(check)) {}
 
   bool Verify(TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)>,
@@ -31,7 +34,7 @@ class PinnedVerifier final : public ExternalCertificateVerifier {
     absl::Status s =
         chain.empty()
             ? absl::UnauthenticatedError("the server sent no certificate")
-            : pki::VerifyPinned(chain, pin_, pki::kCoreName, absl::Now());
+            : check_(chain);
     // gRPC puts the message into the error of the failed connection.
     *sync_status = s.ok() ? grpc::Status::OK
                           : grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
@@ -41,38 +44,17 @@ class PinnedVerifier final : public ExternalCertificateVerifier {
   void Cancel(TlsCustomVerificationCheckRequest*) override {}
 
  private:
-  const std::string pin_;
+  const Check check_;
 };
 
-// Core's check of a periphery it dials: issued by the cluster CA to that
-// periphery.
-class IssuedVerifier final : public ExternalCertificateVerifier {
- public:
-  IssuedVerifier(std::string ca_pem, std::string name, std::string common_name)
-      : ca_pem_(std::move(ca_pem)),
-        name_(std::move(name)),
-        common_name_(std::move(common_name)) {}
-
-  bool Verify(TlsCustomVerificationCheckRequest* request,
-              std::function<void(grpc::Status)>,
-              grpc::Status* sync_status) override {
-    const std::string chain(request->peer_cert_full_chain().data(),
-                            request->peer_cert_full_chain().size());
-    absl::Status s =
-        chain.empty()
-            ? absl::UnauthenticatedError("the server sent no certificate")
-            : pki::VerifyIssued(ca_pem_, chain, name_, common_name_,
-                                pki::Usage::kServerAuth, absl::Now());
-    *sync_status = s.ok() ? grpc::Status::OK
-                          : grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                         std::string(s.message()));
-    return true;
-  }
-  void Cancel(TlsCustomVerificationCheckRequest*) override {}
-
- private:
-  const std::string ca_pem_, name_, common_name_;
-};
+// A server of the CA pinned by `pin`, named as core.
+std::shared_ptr<grpc::experimental::CertificateVerifier> Pinned(
+    std::string pin) {
+  return ExternalCertificateVerifier::Create<ChainVerifier>(
+      [pin = std::move(pin)](const std::string& chain) {
+        return pki::VerifyPinned(chain, pin, pki::kCoreName, absl::Now());
+      });
+}
 
 class ProbeVerifier final : public ExternalCertificateVerifier {
  public:
@@ -146,23 +128,27 @@ ChannelSecurity Unverified(
 
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity) {
-  return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
-                    FromFiles(identity));
+  return Unverified(Pinned(pin), FromFiles(identity));
 }
 
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const std::string& key_pem,
                                    const std::string& cert_pem) {
-  return Unverified(ExternalCertificateVerifier::Create<PinnedVerifier>(pin),
-                    FromPem(key_pem, cert_pem));
+  return Unverified(Pinned(pin), FromPem(key_pem, cert_pem));
 }
 
 ChannelSecurity MakeIssuedPeerSecurity(const std::string& ca_pem,
                                        const std::string& name,
                                        const std::string& common_name,
                                        const TlsFiles* identity) {
-  return Unverified(ExternalCertificateVerifier::Create<IssuedVerifier>(
-                        ca_pem, name, common_name),
+  // Core's check of a periphery it dials: issued by the cluster CA to that
+  // periphery.
+  return Unverified(ExternalCertificateVerifier::Create<ChainVerifier>(
+                        [ca_pem, name, common_name](const std::string& chain) {
+                          return pki::VerifyIssued(
+                              ca_pem, chain, name, common_name,
+                              pki::Usage::kServerAuth, absl::Now());
+                        }),
                     FromFiles(identity));
 }
 

@@ -259,6 +259,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   fleet_options.heartbeat_interval = config.heartbeat_interval;
   fleet_options.ttl_intervals = config.heartbeat_ttl;
   fleet_options.restart_grace = config.restart_grace;
+  // Core authenticates to peripheries with its certificate: their
+  // credentials need not be kept, only checked.
+  fleet_options.hash_credentials = p->periphery_ca != nullptr;
   p->fleet = std::make_unique<FleetRegistry>(clock, fleet_options,
                                              p->store.get(), p->cluster.get());
   if (auto loaded = p->fleet->Load(); !loaded.ok()) {

@@ -64,6 +64,7 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
                                    : ttl();
   absl::MutexLock lock(&mu_);
   size_t online = 0;
+  size_t hashed = 0;
   for (StoredPeriphery& p : *stored) {
     Record r;
     r.first_seen = FromTimestamp(p.info.first_seen());
@@ -79,7 +80,18 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
     r.stored = std::move(p);
     const std::string id = r.stored.info.id();
     if (!r.removed) id_by_name_[r.stored.info.name()] = id;
-    by_id_[id] = std::move(r);
+    Record& slot = by_id_[id] = std::move(r);
+    // A credential kept in the clear before: only its hash from now on.
+    if (options_.hash_credentials && !slot.stored.credential.empty() &&
+        !absl::StartsWith(slot.stored.credential, kCredentialHashPrefix)) {
+      slot.stored.credential = Kept(slot.stored.credential);
+      SaveLocked(slot, now);
+      ++hashed;
+    }
+  }
+  if (hashed > 0) {
+    spdlog::info("keeping only the hashes of {} periphery credential(s) now",
+                 hashed);
   }
   if (!by_id_.empty()) {
     spdlog::info(
@@ -88,6 +100,21 @@ absl::StatusOr<size_t> FleetRegistry::Load() {
         by_id_.size(), online, absl::FormatDuration(grace));
   }
   return by_id_.size();
+}
+
+std::string FleetRegistry::Kept(const std::string& credential) const {
+  if (!options_.hash_credentials) return credential;
+  return absl::StrCat(kCredentialHashPrefix, SecretHash(credential));
+}
+
+bool FleetRegistry::CredentialMatches(const std::string& stored,
+                                      absl::string_view given) {
+  if (given.empty() || stored.empty()) return false;
+  absl::string_view hash = stored;
+  if (absl::ConsumePrefix(&hash, kCredentialHashPrefix)) {
+    return SecretEquals(SecretHash(given), hash);
+  }
+  return SecretEquals(given, stored);
 }
 
 void FleetRegistry::SaveLocked(Record& r, absl::Time now) {
@@ -166,11 +193,12 @@ absl::StatusOr<FleetRegistry::Registration> FleetRegistry::Register(
   info.set_peer_address(peer);
   info.set_connection(connection);
   SetDuration(options_.heartbeat_interval, info.mutable_heartbeat_interval());
-  r.stored.credential = GenerateSecret();
+  const std::string credential = GenerateSecret();
+  r.stored.credential = Kept(credential);
   r.stored.confirmed = false;  // until a heartbeat shows it holds it
   r.last_seen = now;
   r.local_seen = now;
-  Registration out{id, r.stored.credential};
+  Registration out{id, credential};
   Record& slot = by_id_[id];
   r.here = slot.here;  // a claim made here stays until released
   slot = std::move(r);
@@ -186,8 +214,7 @@ absl::Status FleetRegistry::CheckCredential(
   if (it == by_id_.end() || it->second.removed) {
     return absl::NotFoundError(absl::StrCat("no periphery with id ", id));
   }
-  if (credential.empty() ||
-      !SecretEquals(credential, it->second.stored.credential)) {
+  if (!CredentialMatches(it->second.stored.credential, credential)) {
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
   return absl::OkStatus();
@@ -204,7 +231,7 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
     return absl::NotFoundError(absl::StrCat("no periphery with id ", id));
   }
   Record& r = it->second;
-  if (credential.empty() || !SecretEquals(credential, r.stored.credential)) {
+  if (!CredentialMatches(r.stored.credential, credential)) {
     return absl::UnauthenticatedError("wrong credential for this periphery");
   }
   r.last_seen = now;
@@ -413,9 +440,12 @@ absl::StatusOr<std::vector<DialTarget>> FleetRegistry::Resolve(
   if (!matched.ok()) return matched.status();
   std::vector<DialTarget> out;
   for (const Record* r : *matched) {
-    out.push_back(DialTarget{r->stored.info.id(), r->stored.info.name(),
-                             r->stored.info.address(), r->stored.credential,
-                             Online(*r, now), r->last_seen});
+    // A hash is nothing to present.
+    const std::string& kept = r->stored.credential;
+    out.push_back(DialTarget{
+        r->stored.info.id(), r->stored.info.name(), r->stored.info.address(),
+        absl::StartsWith(kept, kCredentialHashPrefix) ? "" : kept,
+        Online(*r, now), r->last_seen});
   }
   return out;
 }

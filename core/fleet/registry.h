@@ -59,13 +59,25 @@ struct FleetOptions {
   absl::Duration restart_grace = absl::ZeroDuration();
   // How often stats and last-seen times are written to the store.
   absl::Duration persist_interval = absl::Seconds(30);
+  // Keep only a hash of each periphery's credential (kCredentialHashPrefix
+  // and SecretHash): for a core that authenticates to peripheries with its
+  // certificate (the built-in CA) and so never presents the credential.
+  // Records loaded with a credential in the clear are converted. Without
+  // it the store keeps the credential itself, which core presents when it
+  // dials the periphery (plaintext, or an operator's certificates).
+  bool hash_credentials = false;
 };
+
+// How a stored credential that is a hash begins.
+inline constexpr char kCredentialHashPrefix[] = "sha256:";
 
 // What the dispatcher needs to reach one periphery.
 struct DialTarget {
   std::string id;
   std::string name;
   std::string address;
+  // The credential to present, "" when only its hash is kept (core then
+  // authenticates with its certificate).
   std::string credential;
   bool online = false;
   absl::Time last_seen;
@@ -239,6 +251,11 @@ class FleetRegistry {
   bool Online(const Record& r, absl::Time now) const;
   // Writes `r` to the store with its current state.
   void SaveLocked(Record& r, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the store keeps of `credential` (see hash_credentials).
+  std::string Kept(const std::string& credential) const;
+  // Whether `given` is the credential `stored` keeps (itself or its hash).
+  static bool CredentialMatches(const std::string& stored,
+                                absl::string_view given);
   // Takes `p` (read by Refresh) into the registry; records gone (removed
   // elsewhere) are appended to `gone`. registry_sync.cc.
   void MergeLocked(StoredPeriphery p,

@@ -31,7 +31,10 @@ class DialExecuteCall final
         request_(request),
         observer_(observer),
         relay_to_(relay_to) {
-    context_.AddMetadata("authorization", BearerHeader(credential));
+    // None with mutual TLS: core's certificate is what the periphery checks.
+    if (!credential.empty()) {
+      context_.AddMetadata("authorization", BearerHeader(credential));
+    }
     if (!relay_to_.empty()) context_.AddMetadata(kRelayToHeader, relay_to_);
     if (request.spec().has_timeout()) {
       // Backstop for a periphery that never reports the end: its own
@@ -57,7 +60,9 @@ class DialExecuteCall final
       if (done_ || cancel_in_flight_) return;
       cancel_in_flight_ = true;
     }
-    cancel_context_.AddMetadata("authorization", BearerHeader(credential_));
+    if (!credential_.empty()) {
+      cancel_context_.AddMetadata("authorization", BearerHeader(credential_));
+    }
     if (!relay_to_.empty()) {
       cancel_context_.AddMetadata(kRelayToHeader, relay_to_);
     }

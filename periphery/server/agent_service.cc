@@ -140,27 +140,27 @@ grpc::Status AgentService::Authenticate(
       return ToGrpcStatus(s);
     }
   }
+  if (credential_->Get().empty()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "periphery is not registered with core yet");
+  }
   if (!core_pin_.empty()) {
+    // Core's certificate of the pinned CA is the authentication: core
+    // keeps only a hash of this periphery's credential.
     const std::string chain = PeerCertificateChain(context);
     absl::Status s =
         chain.empty()
             ? absl::UnauthenticatedError("the caller presented no certificate")
             : pki::VerifyPinned(chain, core_pin_, pki::kCoreName, absl::Now(),
                                 pki::Usage::kClientAuth);
-    if (!s.ok()) {
-      if (guard_ != nullptr) guard_->RecordFailure(peer);
-      spdlog::warn("refused a call from {}: not core: {}", peer, s.message());
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          absl::StrCat("only core may call: ", s.message()));
-    }
+    if (s.ok()) return grpc::Status::OK;
+    if (guard_ != nullptr) guard_->RecordFailure(peer);
+    spdlog::warn("refused a call from {}: not core: {}", peer, s.message());
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        absl::StrCat("only core may call: ", s.message()));
   }
-  std::string expected = credential_->Get();
   absl::string_view got = BearerToken(context);
-  if (expected.empty()) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "periphery is not registered with core yet");
-  }
-  if (got.empty() || !SecretEquals(got, expected)) {
+  if (got.empty() || !SecretEquals(got, credential_->Get())) {
     if (guard_ != nullptr) guard_->RecordFailure(peer);
     spdlog::warn("refused a call from {}: missing or wrong credential", peer);
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,

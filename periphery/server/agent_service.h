@@ -1,15 +1,16 @@
 // The periphery's gRPC Agent service (called by core).
 //
 // Every call must come from an address the guard admits (--allow; not too
-// many failed authentications: PERMISSION_DENIED / RESOURCE_EXHAUSTED) and
-// carry the credential core issued at registration (`authorization: Bearer
-// ...`), held in a CredentialHolder the uplink fills; a wrong or missing one
-// is UNAUTHENTICATED, and until registration succeeds every call is refused
-// with UNAVAILABLE. Core is the only holder of that credential besides this
-// periphery, so no operator token or other periphery's credential works.
-// With core's cluster CA pinned (the default), the call must also come over
-// mutual TLS presenting a certificate of that CA for "varan-core" (checked
-// against the pin, pki::VerifyPinned): UNAUTHENTICATED otherwise.
+// many failed authentications: PERMISSION_DENIED / RESOURCE_EXHAUSTED), and
+// until registration succeeds (the CredentialHolder the uplink fills is
+// empty) every call is refused with UNAVAILABLE. Then, with core's cluster
+// CA pinned (the default), the call must come over mutual TLS presenting a
+// certificate of that CA for "varan-core" (checked against the pin,
+// pki::VerifyPinned); no token is needed, as core keeps only a hash of the
+// credential. Otherwise it must carry the credential core issued at
+// registration (`authorization: Bearer ...`): core is the only holder of it
+// besides this periphery, so no operator token or other periphery's
+// credential works. Failing either is UNAUTHENTICATED.
 // Execute and Cancel go to the periphery's Executor (shared with the tunnel
 // to core), which admits, runs and holds executions.
 //
@@ -38,8 +39,8 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   AgentService(const CredentialHolder* credential, const HostSnapshot* host,
                Executor* executor, PeerGuard* guard = nullptr);
 
-  // Calls must present core's certificate from the CA pinned by `pin` (set
-  // before serving; empty: no certificate asked for).
+  // Calls must present core's certificate from the CA pinned by `pin`,
+  // instead of the credential (set before serving; empty: the credential).
   void set_core_pin(std::string pin) { core_pin_ = std::move(pin); }
 
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(

@@ -222,11 +222,11 @@ bool Uplink::InstallCertificate(const std::string& chain_pem) {
   return true;
 }
 
-void Uplink::MaybeRenewCertificate() {
-  if (options_.certificates == nullptr) return;
+bool Uplink::MaybeRenewCertificate() {
+  if (options_.certificates == nullptr) return false;
   const absl::Time now = clock_->Now();
   if (now < next_renewal_try_ || !options_.certificates->RenewalDue(now)) {
-    return;
+    return false;
   }
   varan::v1::RenewCertificateRequest request;
   request.set_periphery_id(periphery_id_);
@@ -247,12 +247,10 @@ void Uplink::MaybeRenewCertificate() {
         "again in a minute)",
         status.ToString());
     next_renewal_try_ = now + absl::Minutes(1);
-    return;
+    return false;
   }
   spdlog::info("core renewed this periphery's certificate");
-  // Unary calls present it from the next connection on; an open tunnel was
-  // authenticated when it opened and goes on.
-  if (!options_.tunnel) core_.reset();
+  return true;
 }
 
 absl::Status Uplink::NeedJoinToken() const {
@@ -308,7 +306,8 @@ absl::Status Uplink::Heartbeat() {
   executor_->Acknowledge(std::vector<std::string>(resp->acknowledged().begin(),
                                                   resp->acknowledged().end()));
   CancelForCore(executor_, resp->cancel());
-  MaybeRenewCertificate();
+  // Presented from the next connection on.
+  if (MaybeRenewCertificate()) core_.reset();
   return absl::OkStatus();
 }
 
@@ -406,6 +405,10 @@ absl::Status Uplink::RunTunnel(bool* opened, bool* reconnect) {
     *hello.mutable_register_() = MakeRegisterRequest();
   } else {
     hello.set_periphery_id(periphery_id_);
+    // Back after longer than its certificate's life: renewed first (core
+    // takes an expired one for that alone), so that the tunnel presents a
+    // valid one.
+    if (MaybeRenewCertificate()) core_.reset();
   }
   std::unique_ptr<CoreTunnel> session = Core().OpenTunnel(
       executor_, registering ? options_.join_token : credential_->Get(),
@@ -457,7 +460,9 @@ absl::Status Uplink::RunTunnel(bool* opened, bool* reconnect) {
         break;
       }
       if (stop_.HasBeenNotified()) break;
-      MaybeRenewCertificate();
+      // Presented by the next tunnel: this one was authenticated when it
+      // opened, and goes on.
+      (void)MaybeRenewCertificate();
       if (clock_->Now() - session->last_answer() >
           3 * interval + options_.rpc_timeout) {
         result = absl::UnavailableError(
@@ -507,6 +512,14 @@ void Uplink::Run() {
       status = Register();
       registered = status.ok();
     } else {
+      // A certificate that expired while the periphery was off is renewed
+      // before the heartbeat that would present it, and before core, told
+      // by that heartbeat that the periphery is back, dials the listener:
+      // it must serve the new one by then.
+      if (MaybeRenewCertificate()) {
+        core_.reset();
+        if (stop_.WaitForNotificationWithTimeout(kListenerPickup)) return;
+      }
       status = Heartbeat();
       if (absl::IsNotFound(status) || absl::IsUnauthenticated(status)) {
         spdlog::info(

@@ -150,8 +150,9 @@ class Uplink {
   // (the connection to core must then be made again to present it).
   bool InstallCertificate(const std::string& chain_pem);
   // Asks core for a new certificate when the current one is due (after a
-  // failure, not again for a minute).
-  void MaybeRenewCertificate();
+  // failure, not again for a minute); true when it installed one (the
+  // caller decides when to connect again to present it).
+  bool MaybeRenewCertificate();
   // Waits before retrying after `status`; false when stopped.
   bool Backoff(const absl::Status& status, absl::Duration* backoff,
                bool* failing);

@@ -80,9 +80,9 @@ TEST(ListenTest, PeripheryServesHealthAndRefusesStrangers) {
   EXPECT_THAT(ReflectionServices(absl::StrCat("[::1]:", port), any_server),
               ::testing::Contains("varan.v1.Agent"));
 
-  // Only core, with the credential it issued, may run commands there: not
-  // even with core's certificate without it.
-  auto channel = SecureChannel(absl::StrCat("[::1]:", port), fleet.AsCore());
+  // Only core, presenting its certificate, may run commands there: no token
+  // does without it.
+  auto channel = SecureChannel(absl::StrCat("[::1]:", port), any_server);
   auto agent = varan::v1::Agent::NewStub(channel);
   std::string join = ReadFile(fleet.join_token_file());
   join.pop_back();  // newline

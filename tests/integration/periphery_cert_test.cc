@@ -2,9 +2,11 @@
 // issued at registration for the periphery's own key, served on its port
 // and presented to core, renewed before they expire (short lifetimes
 // here), over IPv4 and IPv6, dial and tunnel.
+#include <algorithm>
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -31,8 +33,10 @@ std::string ServedChain(const std::string& address) {
   auto seen = std::make_shared<ProbedChain>();
   ChannelSecurity probe = MakeProbeSecurity(seen);
   auto channel = grpc::CreateChannel(address, probe.credentials);
+  // The probe refuses the server, so this ends at the deadline, having seen
+  // the chain.
   channel->WaitForConnected(std::chrono::system_clock::now() +
-                            std::chrono::seconds(5));
+                            std::chrono::seconds(3));
   absl::MutexLock lock(&seen->mu);
   return seen->chain_pem;
 }
@@ -142,6 +146,92 @@ TEST_F(PeripheryCertTest, CertificatesAreRenewedBeforeTheyExpire) {
   EXPECT_EQ(r.out, "renewed\nrenewed\n");
   EXPECT_THAT(fleet_->core()->Log(),
               ::testing::Not(HasSubstr("refused a call")));
+}
+
+// A periphery off for longer than its certificate's life comes back on its
+// own: it renews with the expired one (which core accepts for that alone)
+// before presenting anything else, and needs no join token use.
+TEST_F(PeripheryCertTest, APeripheryOffLongerThanItsCertificateComesBack) {
+  fleet_ = std::make_unique<TestFleet>(std::vector<std::string>{
+      "--periphery-cert-lifetime", "10", "--heartbeat-interval", "1"});
+  fleet_->StartCore();
+  // A fixed port, for core to dial it there again after its restart.
+  const std::string port = absl::StrCat("[::1]:", FreePort());
+  Daemon* dial = fleet_->StartPeriphery(
+      "dial", {}, {"--listen", port, "--advertise", port});
+  Daemon* tun = fleet_->StartPeriphery("tun", {}, {"--tunnel"});
+  ASSERT_NE(dial, nullptr);
+  ASSERT_NE(tun, nullptr);
+  dial->Stop();
+  tun->Stop();
+  const absl::Time end =
+      std::max(Held("dial").not_after, Held("tun").not_after);
+  ASSERT_TRUE(WaitFor([&] { return absl::Now() > end + absl::Seconds(1); },
+                      absl::Seconds(20)));
+  EXPECT_LT(Held("dial").not_after, absl::Now());
+  dial->Start();
+  tun->Start();
+  for (const std::string name : {"dial", "tun"}) {
+    SCOPED_TRACE(name);
+    EXPECT_TRUE(WaitFor([&] { return Held(name).not_after > absl::Now(); }));
+    EXPECT_THAT(fleet_->core()->Log(),
+                HasSubstr("renewed the certificate of periphery " + name));
+    EXPECT_TRUE(WaitFor([&] {
+      auto p = fleet_->client()->GetPeriphery(name);
+      return p.ok() && p->state() == varan::v1::PERIPHERY_STATE_ONLINE;
+    }));
+  }
+  RunResult r = fleet_->Ctl(
+      {"exec", "-n", "dial", "-n", "tun", "--no-prefix", "--", "echo", "back"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "back\nback\n");
+  // Each registered once: the restart used no join token.
+  const std::string log = fleet_->core()->Log();
+  for (const std::string name : {"dial", "tun"}) {
+    EXPECT_THAT(log, HasSubstr("periphery " + name + " registered from"));
+    EXPECT_EQ(log.find("periphery " + name + " registered from"),
+              log.rfind("periphery " + name + " registered from"));
+  }
+}
+
+// No bearer secret is kept in core.db in the clear: operator and join
+// tokens were hashes already; peripheries' credentials are now too, as core
+// authenticates to peripheries with its certificate.
+TEST_F(PeripheryCertTest, CoreDbHoldsNoBearerSecretInTheClear) {
+  fleet_ = std::make_unique<TestFleet>();
+  fleet_->StartCore();
+  ASSERT_NE(fleet_->StartPeriphery("dial"), nullptr);
+  ASSERT_NE(fleet_->StartPeriphery("tun", {}, {"--tunnel"}), nullptr);
+  RunResult created =
+      fleet_->Ctl({"tokens", "create", "--name", "ci", "--role", "operator"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  RunResult r = fleet_->Ctl(
+      {"exec", "-n", "dial", "-n", "tun", "--no-prefix", "--", "true"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::pair<std::string, std::string>> secrets = {
+      {"dial's credential",
+       Trimmed(ReadFile(PeripheryFile("dial", "credential")))},
+      {"tun's credential",
+       Trimmed(ReadFile(PeripheryFile("tun", "credential")))},
+      {"the admin token", Trimmed(ReadFile(fleet_->admin_token_file()))},
+      {"the join token",
+       SplitJoinToken(Trimmed(ReadFile(fleet_->join_token_file()))).secret},
+      {"the operator token", Trimmed(created.out)},
+  };
+  fleet_->core()->Stop();
+  std::string db;
+  for (const char* file : {"core.db", "core.db-wal", "core.db-shm"}) {
+    db += ReadFile(fleet_->dir().File(std::string("core/") + file));
+  }
+  ASSERT_GT(db.size(), 4096u);
+  for (const auto& [what, secret] : secrets) {
+    ASSERT_EQ(secret.size(), 64u) << what;
+    EXPECT_EQ(db.find(secret), std::string::npos) << what << " is in core.db";
+  }
+  // The scan does find what is there: the ids, and the credentials' hashes.
+  EXPECT_NE(db.find(IdOf("dial")), std::string::npos);
+  EXPECT_NE(db.find(SecretHash(secrets[0].second)), std::string::npos);
+  EXPECT_NE(db.find(SecretHash(secrets[1].second)), std::string::npos);
 }
 
 }  // namespace

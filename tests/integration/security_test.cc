@@ -468,9 +468,9 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
   EXPECT_THAT(log, HasSubstr("argv [true]"));
 }
 
-// The periphery's Agent service accepts core's call with its own credential
-// and nothing else: no token, a wrong one, an operator token, a join token,
-// another periphery's credential.
+// The periphery's Agent service accepts core's call, presenting core's
+// certificate from the pinned CA, and nothing else: no certificate or
+// another periphery's, whatever token comes with it.
 TEST_F(SecurityTest, PeripheryRefusesEveryoneButCore) {
   fleet_ = std::make_unique<TestFleet>(
       std::vector<std::string>{"--auth-failure-limit", "0"});
@@ -541,25 +541,29 @@ TEST_F(SecurityTest, PeripheryRefusesEveryoneButCore) {
                 ->file()
                 ->FindServiceByName("Agent")
                 ->method_count());
-  const std::vector<std::pair<std::string, std::string>> strangers = {
+  const std::vector<std::pair<std::string, std::string>> tokens = {
       {"no token", ""},
       {"wrong token", GenerateSecret()},
       {"core's admin token", AdminToken()},
       {"join token", Trimmed(ReadFile(fleet_->join_token_file()))},
       {"p2's credential", other},
+      {"p1's own credential", own},
   };
-  for (const Row& row : rows) {
-    for (const auto& [who, token] : strangers) {
-      EXPECT_EQ(row.call(token), UNAUTH) << row.rpc << " called with " << who;
-    }
-    EXPECT_EQ(row.call(own), row.authorized) << row.rpc;
-  }
-  // p1's own credential is not enough without core's certificate.
-  for (Agent::Stub* agent : {bare_agent.get(), p2_agent.get()}) {
+  // Core's certificate is the authentication (core keeps only a hash of
+  // p1's credential, and sends none): without it no token helps, not even
+  // p1's own credential; with it the call is served.
+  for (const auto& [channel, agent] :
+       {std::pair{"no certificate", bare_agent.get()},
+        std::pair{"p2's certificate", p2_agent.get()}}) {
     for (const Row& row : rows_for(agent)) {
-      EXPECT_EQ(row.call(own), UNAUTH)
-          << row.rpc << " with p1's credential but not core's certificate";
+      for (const auto& [who, token] : tokens) {
+        EXPECT_EQ(row.call(token), UNAUTH)
+            << row.rpc << " with " << channel << " and " << who;
+      }
     }
+  }
+  for (const Row& row : rows) {
+    EXPECT_EQ(row.call(""), row.authorized) << row.rpc;
   }
   // Plaintext is not served at all; health stays open over TLS.
   EXPECT_FALSE(Healthy(p1->address()));

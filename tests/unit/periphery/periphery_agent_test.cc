@@ -96,18 +96,19 @@ TEST_F(PeripheryAgentTest, TwoAgentsRunSideBySideInOneProcess) {
   EXPECT_NE((*a)->addresses()[0].port, (*b)->addresses()[0].port);
   EXPECT_EQ((*a)->advertised(), FormatHostPort((*a)->addresses().front()));
 
-  // Each serves with its own credential only, to core's certificate only.
-  EXPECT_TRUE(facts(**a, "cred-a").ok());
-  EXPECT_TRUE(facts(**b, "cred-b").ok());
-  EXPECT_EQ(facts(**a, "cred-b").error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  // Each serves core's certificate, and nobody without it, not even with
+  // the agent's own credential.
+  EXPECT_TRUE(facts(**a, "").ok());
+  EXPECT_TRUE(facts(**b, "").ok());
   EXPECT_EQ(GetFacts(**a, "cred-a").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GetFacts(**b, "cred-b").error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
 
   // Shutting one down leaves the other serving; Shutdown is idempotent.
   (*a)->Shutdown(absl::Seconds(2));
   (*a)->Shutdown(absl::Seconds(2));
-  EXPECT_TRUE(facts(**b, "cred-b").ok());
+  EXPECT_TRUE(facts(**b, "").ok());
 }
 
 TEST_F(PeripheryAgentTest, NoListenServesNoPort) {
