@@ -26,6 +26,12 @@ varan::v1::RenewCertificateResponse Renewed(const std::string& chain) {
 class UplinkCertificateTest : public UplinkTest {
  protected:
   UplinkCertificateTest() { options_.certificates = &certificates_; }
+  // The uplink's thread uses certificates_: stopped before it goes (the
+  // base class would stop it only after this class's members are gone).
+  ~UplinkCertificateTest() override {
+    core_->Close();
+    uplink_.reset();
+  }
   FakeCertificates certificates_;
 };
 
