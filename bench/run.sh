@@ -227,6 +227,12 @@ if [ "$mode" = full ]; then
 else
   "$BIN/exec_bench" --bench latency --runs 200 --warmup 20 >> "$report"
 fi
+echo "bench: tls_bench" >&2
+if [ "$mode" = full ]; then
+  "$BIN/tls_bench" --peripheries 20 --runs 300 --fanout-runs 40 >> "$report"
+else
+  "$BIN/tls_bench" --peripheries 5 --runs 50 --fanout-runs 10 >> "$report"
+fi
 if [ "$mode" = full ]; then
   echo "bench: core_bench --bench jobs" >&2
   "$BIN/core_bench" --bench jobs >> "$report"

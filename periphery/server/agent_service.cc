@@ -132,6 +132,14 @@ AgentService::AgentService(const CredentialHolder* credential,
       executor_(executor),
       guard_(guard) {}
 
+namespace {
+
+// How long a verified chain of core's is taken without verifying it again
+// (its expiry is thus noticed up to this late).
+constexpr absl::Duration kVerifiedFor = absl::Minutes(1);
+
+}  // namespace
+
 grpc::Status AgentService::Authenticate(
     const grpc::CallbackServerContext& context) const {
   const std::string peer = NormalizePeerAddress(context.peer());
@@ -148,12 +156,26 @@ grpc::Status AgentService::Authenticate(
     // Core's certificate of the pinned CA is the authentication: core
     // keeps only a hash of this periphery's credential.
     const std::string chain = PeerCertificateChain(context);
+    const absl::Time now = absl::Now();
+    {
+      // The chain core's connection presents was verified lately: every
+      // call on that connection presents the same one.
+      absl::MutexLock lock(&verified_mu_);
+      if (!chain.empty() && chain == verified_chain_ && now < verified_until_) {
+        return grpc::Status::OK;
+      }
+    }
     absl::Status s =
         chain.empty()
             ? absl::UnauthenticatedError("the caller presented no certificate")
-            : pki::VerifyPinned(chain, core_pin_, pki::kCoreName, absl::Now(),
+            : pki::VerifyPinned(chain, core_pin_, pki::kCoreName, now,
                                 pki::Usage::kClientAuth);
-    if (s.ok()) return grpc::Status::OK;
+    if (s.ok()) {
+      absl::MutexLock lock(&verified_mu_);
+      verified_chain_ = chain;
+      verified_until_ = now + kVerifiedFor;
+      return grpc::Status::OK;
+    }
     if (guard_ != nullptr) guard_->RecordFailure(peer);
     spdlog::warn("refused a call from {}: not core: {}", peer, s.message());
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,

@@ -75,6 +75,11 @@ class AgentService final : public varan::v1::Agent::CallbackService {
 
   const CredentialHolder* credential_;
   std::string core_pin_;
+  // The chain of core's last verified (the PEM text) and until when it is
+  // taken without verifying it again.
+  mutable absl::Mutex verified_mu_;
+  mutable std::string verified_chain_ ABSL_GUARDED_BY(verified_mu_);
+  mutable absl::Time verified_until_ ABSL_GUARDED_BY(verified_mu_);
   const HostSnapshot* const host_;
   Executor* const executor_;
   PeerGuard* const guard_;
