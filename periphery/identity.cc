@@ -151,9 +151,4 @@ std::string PeripheryIdentity::cert_pem() const {
   return cert_pem_;
 }
 
-bool PeripheryIdentity::issued() const {
-  absl::MutexLock lock(&mu_);
-  return issued_;
-}
-
 }  // namespace varan::periphery

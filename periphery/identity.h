@@ -41,8 +41,6 @@ class PeripheryIdentity final : public CertificateKeeper {
 
   std::string key_pem() const;
   std::string cert_pem() const;
-  // Whether core issued the certificate held (not the placeholder).
-  bool issued() const;
   // Staged for a gRPC server.
   const TlsFiles* files() const { return files_.get(); }
 

@@ -164,9 +164,12 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
         ListenerOptionsFrom(config.daemon));
     if (!started.ok()) return started.status();
     agent->server_ = *std::move(started);
+    // What the listener serves, for the log: the certificate core issues
+    // (files the identity keeps), or the operator's.
     ServerTlsFiles serving = config.daemon.tls;
     if (agent->identity_ != nullptr) {
-      serving.cert = "the certificate core issues (periphery.crt)";
+      serving.cert = config.state_dir + "/periphery.crt";
+      serving.key = config.state_dir + "/periphery.key";
     }
     LogListening("varan-periphery", agent->server_,
                  "callers are authenticated by credential, but traffic is "

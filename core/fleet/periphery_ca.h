@@ -54,7 +54,6 @@ class PeripheryCa {
 
   // The CA's certificate (PEM).
   const std::string& ca_pem() const { return ca_.cert_pem; }
-  absl::Duration lifetime() const { return lifetime_; }
 
  private:
   absl::Status Check(const std::string& id, const std::string& chain_pem,
