@@ -29,6 +29,7 @@
 // verifies them, pki_store.cc keeps the CA on disk.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -198,11 +199,18 @@ absl::Status Verify(const std::string& ca_bundle_pem,
                     const std::string& cert_pem, absl::Time now, Usage usage);
 
 // The CA kept in a directory, and whether this call created it (for the
-// daemon to log "created cluster CA, pin ...").
+// daemon to log "created cluster CA, pin ...") or took the cluster's.
 struct StoredAuthority {
   Authority authority;
   bool created = false;
+  bool adopted = false;
 };
+
+// Given the CA of one replica's directory (loaded, or just made), answers
+// the CA every replica of the cluster shares: the first one any of them
+// offered (core/cluster/cluster.h, Agree).
+using ShareAuthority =
+    std::function<absl::StatusOr<Authority>(const Authority& mine)>;
 
 // The CA in `dir`: ca.crt (mode 0644) and ca.key (mode 0600). `dir` is
 // created (0700) when missing.
@@ -220,8 +228,15 @@ struct StoredAuthority {
 // when the certificate is not a CA. INVALID_ARGUMENT (naming the file)
 // when one does not parse. An expired CA is returned as it is: Inspect
 // tells the caller, who decides whether to rotate.
+//
+// With `share` (replicas of one cluster), the CA is the cluster's: a
+// directory without one offers the CA it makes and writes the one `share`
+// answers (checked like a loaded one; `adopted` when it is another
+// replica's); a directory holding another CA than the cluster's is refused
+// (FAILED_PRECONDITION naming both pins), since either choice would make
+// certificates stop verifying.
 absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
     const std::string& dir, const std::string& common_name, absl::Time now,
-    absl::Duration validity);
+    absl::Duration validity, const ShareAuthority& share = nullptr);
 
 }  // namespace varan::pki

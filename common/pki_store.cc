@@ -158,13 +158,9 @@ absl::Status SyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Authority> Create(const std::string& dir,
-                                 const std::string& cert_path,
-                                 const std::string& key_path,
-                                 const std::string& common_name, absl::Time now,
-                                 absl::Duration validity) {
-  VARAN_ASSIGN_OR_RETURN(Authority ca,
-                         CreateAuthority(common_name, now, validity));
+// Writes `ca` as the CA of `dir` (neither file there yet).
+absl::Status Write(const std::string& dir, const std::string& cert_path,
+                   const std::string& key_path, const Authority& ca) {
   TempFile key, cert;
   VARAN_RETURN_IF_ERROR(key.Write(key_path, ca.key_pem, 0600));
   VARAN_RETURN_IF_ERROR(cert.Write(cert_path, ca.cert_pem, 0644));
@@ -175,8 +171,25 @@ absl::StatusOr<Authority> Create(const std::string& dir,
     unlink(key_path.c_str());  // ours: Publish just created it
     return s;
   }
-  VARAN_RETURN_IF_ERROR(SyncDir(dir));
-  return ca;
+  return SyncDir(dir);
+}
+
+// Parses `ca` and checks that it is a CA whose key matches; errors name
+// `what`.
+absl::Status Check(const Authority& ca, const std::string& what) {
+  const std::string cert_what = absl::StrCat(what, " certificate");
+  const std::string key_what = absl::StrCat(what, " key");
+  VARAN_ASSIGN_OR_RETURN(internal::X509Ptr cert,
+                         internal::ParseCertificate(ca.cert_pem, cert_what));
+  VARAN_ASSIGN_OR_RETURN(internal::PkeyPtr key,
+                         internal::ParsePrivateKey(ca.key_pem, key_what));
+  return internal::CheckAuthority(cert.get(), key.get(), cert_what, key_what);
+}
+
+// "<what> (pin sha256:...)", or `what` alone when it has no pin.
+std::string WithPin(const std::string& what, const std::string& cert_pem) {
+  auto pin = AuthorityPin(cert_pem);
+  return pin.ok() ? absl::StrCat(what, " (pin ", *pin, ")") : what;
 }
 
 absl::StatusOr<Authority> Load(const std::string& cert_path,
@@ -198,7 +211,7 @@ absl::StatusOr<Authority> Load(const std::string& cert_path,
 
 absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
     const std::string& dir, const std::string& common_name, absl::Time now,
-    absl::Duration validity) {
+    absl::Duration validity, const ShareAuthority& share) {
   VARAN_RETURN_IF_ERROR(EnsurePrivateDir(dir));
   const std::string cert_path = absl::StrCat(dir, "/ca.crt");
   const std::string key_path = absl::StrCat(dir, "/ca.key");
@@ -206,9 +219,16 @@ absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
   VARAN_ASSIGN_OR_RETURN(const bool have_key, Exists(key_path));
   StoredAuthority out;
   if (!have_cert && !have_key) {
-    VARAN_ASSIGN_OR_RETURN(out.authority, Create(dir, cert_path, key_path,
-                                                 common_name, now, validity));
-    out.created = true;
+    VARAN_ASSIGN_OR_RETURN(Authority made,
+                           CreateAuthority(common_name, now, validity));
+    out.authority = made;
+    if (share) {
+      VARAN_ASSIGN_OR_RETURN(out.authority, share(made));
+      VARAN_RETURN_IF_ERROR(Check(out.authority, "the cluster's CA"));
+    }
+    VARAN_RETURN_IF_ERROR(Write(dir, cert_path, key_path, out.authority));
+    out.created = out.authority.cert_pem == made.cert_pem;
+    out.adopted = !out.created;
     return out;
   }
   if (have_cert != have_key) {
@@ -223,6 +243,19 @@ absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
         "verifying)"));
   }
   VARAN_ASSIGN_OR_RETURN(out.authority, Load(cert_path, key_path));
+  if (share) {
+    VARAN_ASSIGN_OR_RETURN(Authority shared, share(out.authority));
+    if (shared.cert_pem != out.authority.cert_pem) {
+      // Taking the cluster's would orphan what this one issued; keeping it
+      // would split the cluster in two: the operator decides.
+      return absl::FailedPreconditionError(absl::StrCat(
+          WithPin(cert_path, out.authority.cert_pem),
+          " is not the CA the other replicas share",
+          WithPin("", shared.cert_pem), "; move ", dir,
+          " aside to take the cluster's (what this one issued then stops "
+          "verifying)"));
+    }
+  }
   return out;
 }
 

@@ -330,11 +330,20 @@ launch() {
   echo $! >"$PIDS/$name.pid"
 }
 
-# Plaintext on loopback: replicas do not share a built-in cluster CA yet
-# (README, Security).
+# TLS on the built-in cluster CA, which the first replica creates and the
+# others take from the database: clients and peripheries verify every
+# replica by its pin, read from the first replica's join token
+# (<secret>.sha256:<hex>) once it has started.
+PIN=""
 ctl() {  # ctl REPLICA ARGS...: varanctl against one replica
   "$BIN/varanctl" --core "$(replica_address "$1")" --token-file "$STATE/admin.token" \
-    --insecure-plaintext "${@:2}"
+    --ca-hash "$PIN" "${@:2}"
+}
+# shellcheck disable=SC2317  # called by wait_for
+ca_pinned() {  # sets PIN once replica 1 wrote its join token
+  [ -s "$STATE/core-1/join.token" ] || return 1
+  PIN=$(sed 's/^[^.]*\.//' "$STATE/core-1/join.token")
+  [ -n "$PIN" ] && ctl 1 peripheries list
 }
 
 # The replicas: each its own data directory and port, all on the same
@@ -345,9 +354,12 @@ for i in $(seq 1 "$REPLICAS"); do
   launch "core-$i" "$BIN/varan-core" --listen "$address" \
     --data-dir "$STATE/core-$i" --database-file "$STATE/database.url" \
     --replica-address "$address" \
-    --join-token-file "$STATE/join.token" --admin-token-file "$STATE/admin.token" \
-    --insecure-plaintext
-  wait_for "core-$i" ctl "$i" peripheries list
+    --join-token-file "$STATE/join.token" --admin-token-file "$STATE/admin.token"
+  if [ "$i" = 1 ]; then
+    wait_for "core-$i" ca_pinned
+  else
+    wait_for "core-$i" ctl "$i" peripheries list
+  fi
   echo "varan-core replica $i is up on $address (log: $STATE/core-$i.log)"
 done
 
@@ -368,13 +380,18 @@ for i in $(seq 1 "$PERIPHERIES"); do
   launch "periphery-$i" "$BIN/varan-periphery" --core "$(cores_from "$first")" \
     --join-token-file "$STATE/join.token" --name "ha-periphery-$i" \
     --label env=ha-local --tunnel --no-listen --state-dir "$STATE/periphery-$i" \
-    --insecure-plaintext
+    --core-ca-hash "$PIN"
   wait_for "periphery-$i" periphery_online "$first" "ha-periphery-$i"
   echo "varan-periphery ha-periphery-$i registered through replica $first (log: $STATE/periphery-$i.log)"
 done
 
 ALL_CORES=$(cores_from 1)
 ASK=$((REPLICAS >= 2 ? 2 : 1))
+# The replica asked sees registrations made through the others within about
+# a second; the first command waits for that.
+for i in $(seq 1 "$PERIPHERIES"); do
+  wait_for "core-$ASK" periphery_online "$ASK" "ha-periphery-$i"
+done
 echo
 ctl "$ASK" peripheries list || true
 echo
@@ -387,7 +404,7 @@ cat <<MSG
 
 Varan runs with $REPLICAS core replicas on one PostgreSQL database. In another terminal, try:
 
-  export VARAN_CORE='$ALL_CORES' VARAN_TOKEN_FILE=$STATE/admin.token VARAN_INSECURE_PLAINTEXT=1
+  export VARAN_CORE='$ALL_CORES' VARAN_TOKEN_FILE=$STATE/admin.token VARAN_CA_HASH=$PIN
   $BIN/varanctl peripheries list
   $BIN/varanctl exec -l env=ha-local -- uname -a
   kill \$(cat $PIDS/core-1.pid)    # a replica goes away; its peripheries move on

@@ -26,6 +26,9 @@
 //    this replica's claim if it is still the newest. OwnerOf(id) answers
 //    the newest claim's replica while that replica is live; a periphery
 //    whose owner died has none.
+//  * Settings. Agree(name, proposal) answers the value of setting `name`
+//    every replica agrees on: the first proposal recorded for it, by any
+//    replica, is kept for good, and every later call answers it.
 //  * Leaving. The destructor releases this replica's leases and claims and
 //    ends its membership, so the others take over at their next refresh
 //    instead of after `ttl`.
@@ -39,6 +42,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -95,6 +99,14 @@ class Cluster {
   // one): replicas authenticate their calls to each other with it. Never
   // logged.
   virtual const std::string& secret() const = 0;
+
+  // The value of setting `name` that every replica shares: `proposal` when
+  // no replica recorded one before, otherwise the one recorded first (what
+  // the replicas create once, e.g. the cluster CA). Blocks on the shared
+  // state; UNAVAILABLE when it cannot be reached. Values may be secrets:
+  // never logged.
+  virtual absl::StatusOr<std::string> Agree(const std::string& name,
+                                            const std::string& proposal) = 0;
 
   // The live replicas, self included, sorted by id.
   virtual std::vector<ReplicaInfo> Replicas() const = 0;

@@ -54,6 +54,12 @@ void MemoryCluster::Crash() {
   state_->replicas_[self_.id].died = state_->clock_->Now();
 }
 
+absl::StatusOr<std::string> MemoryCluster::Agree(const std::string& name,
+                                                 const std::string& proposal) {
+  absl::MutexLock lock(&state_->mu_);
+  return state_->settings_.try_emplace(name, proposal).first->second;
+}
+
 std::vector<ReplicaInfo> MemoryCluster::Replicas() const {
   std::vector<ReplicaInfo> out;
   absl::MutexLock lock(&state_->mu_);

@@ -52,6 +52,7 @@ class MemoryClusterState {
   absl::flat_hash_map<std::string, Replica> replicas_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Claim> claims_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> settings_ ABSL_GUARDED_BY(mu_);
 };
 
 class MemoryCluster final : public Cluster {
@@ -72,6 +73,8 @@ class MemoryCluster final : public Cluster {
 
   const ReplicaInfo& self() const override { return self_; }
   const std::string& secret() const override { return state_->secret_; }
+  absl::StatusOr<std::string> Agree(const std::string& name,
+                                    const std::string& proposal) override;
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;

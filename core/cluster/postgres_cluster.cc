@@ -69,11 +69,31 @@ const std::string kLeaseHolders =
 const std::string kClaimsSince =
     "SELECT periphery_id, replica_id, epoch, seq FROM cluster_connections "
     "WHERE seq > $1 ORDER BY seq";
-const std::string kCreateSecret =
-    "INSERT INTO cluster_settings (name, value) VALUES ('replica_secret', $1) "
+const std::string kPropose =
+    "INSERT INTO cluster_settings (name, value) VALUES ($1, $2) "
     "ON CONFLICT (name) DO NOTHING";
-const std::string kReadSecret =
-    "SELECT value FROM cluster_settings WHERE name = 'replica_secret'";
+const std::string kReadSetting =
+    "SELECT value FROM cluster_settings WHERE name = $1";
+// The setting holding the secret replicas authenticate each other with.
+constexpr char kReplicaSecret[] = "replica_secret";
+
+// What the replicas agree on for setting `name` (Cluster::Agree), through
+// `conn`.
+absl::StatusOr<std::string> AgreeOn(postgres::Conn& conn,
+                                    const std::string& name,
+                                    const std::string& proposal) {
+  VARAN_RETURN_IF_ERROR(conn.Run(kPropose, Params().Text(name).Text(proposal),
+                                 absl::StrCat("propose the cluster's ", name))
+                            .status());
+  VARAN_ASSIGN_OR_RETURN(postgres::Result agreed,
+                         conn.Run(kReadSetting, Params().Text(name),
+                                  absl::StrCat("read the cluster's ", name)));
+  if (agreed.rows() != 1) {
+    return absl::InternalError(
+        absl::StrCat("the cluster's ", name, " is missing"));
+  }
+  return std::string(agreed.Bytes(0, 0));
+}
 
 // Connection claims written per renewing transaction at most.
 constexpr size_t kMaxClaimsPerRenewal = 500;
@@ -92,20 +112,13 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
                          postgres::Conn::Connect(url, absl::Seconds(5)));
   VARAN_RETURN_IF_ERROR(postgres::Migrate(*conn));
   // The first replica creates the shared secret; the others read it.
-  VARAN_RETURN_IF_ERROR(conn->Run(kCreateSecret,
-                                  Params().Text(GenerateSecret()),
-                                  "create the replicas' secret")
-                            .status());
-  VARAN_ASSIGN_OR_RETURN(postgres::Result secret,
-                         conn->Run(kReadSecret, "read the replicas' secret"));
-  if (secret.rows() != 1) {
-    return absl::InternalError("the replicas' secret is missing");
-  }
-  std::string shared_secret(secret.Bytes(0, 0));
+  VARAN_ASSIGN_OR_RETURN(std::string shared_secret,
+                         AgreeOn(*conn, kReplicaSecret, GenerateSecret()));
   std::unique_ptr<PostgresCluster> cluster(new PostgresCluster(
       std::move(options), clock != nullptr ? clock : RealClock::Get(),
       std::move(conn)));
   cluster->secret_ = std::move(shared_secret);
+  cluster->url_ = url;
   absl::Status first =
       cluster->wake_fd_ < 0
           ? absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)))
@@ -119,6 +132,13 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
                cluster->self_.address, cluster->conn_->description());
   cluster->thread_ = std::thread([c = cluster.get()] { c->Run(); });
   return cluster;
+}
+
+absl::StatusOr<std::string> PostgresCluster::Agree(
+    const std::string& name, const std::string& proposal) {
+  VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> conn,
+                         postgres::Conn::Connect(url_, absl::Seconds(5)));
+  return AgreeOn(*conn, name, proposal);
 }
 
 PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,

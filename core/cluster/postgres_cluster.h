@@ -64,6 +64,9 @@ class PostgresCluster final : public Cluster {
 
   const ReplicaInfo& self() const override { return self_; }
   const std::string& secret() const override { return secret_; }
+  // Over a connection of its own (the refreshing thread's is its alone).
+  absl::StatusOr<std::string> Agree(const std::string& name,
+                                    const std::string& proposal) override;
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;
@@ -95,8 +98,10 @@ class PostgresCluster final : public Cluster {
   const ClusterOptions options_;
   const Clock* const clock_;
   const ReplicaInfo self_;
-  // Read (or created) by Open, before the thread starts; constant after.
+  // Set by Open, before the thread starts; constant after. The URL may hold
+  // a password: never logged.
   std::string secret_;
+  std::string url_;
   // Used by the thread only (and by Open and the destructor around it).
   const std::unique_ptr<postgres::Conn> conn_;
   int wake_fd_ = -1;

@@ -50,6 +50,35 @@ std::vector<std::string> AllNames(const std::vector<std::string>& extra) {
   return out;
 }
 
+// A CA as one cluster setting (kClusterCaSetting) and back.
+std::string Encode(const pki::Authority& ca) {
+  return ca.cert_pem + ca.key_pem;
+}
+
+absl::StatusOr<pki::Authority> Decode(const std::string& value) {
+  const std::string kEnd = "-----END CERTIFICATE-----";
+  const size_t end = value.find(kEnd);
+  if (end == std::string::npos) {
+    return absl::DataLossError(
+        absl::StrCat("the cluster's CA in the database (setting ",
+                     kClusterCaSetting, ") holds no certificate"));
+  }
+  size_t split = end + kEnd.size();
+  if (split < value.size() && value[split] == '\n') ++split;
+  return pki::Authority{value.substr(0, split), value.substr(split)};
+}
+
+// The CA every replica of `cluster` shares, given this one's.
+pki::ShareAuthority ShareThrough(Cluster* cluster) {
+  if (cluster == nullptr) return nullptr;
+  return
+      [cluster](const pki::Authority& mine) -> absl::StatusOr<pki::Authority> {
+        auto agreed = cluster->Agree(kClusterCaSetting, Encode(mine));
+        if (!agreed.ok()) return agreed.status();
+        return Decode(*agreed);
+      };
+}
+
 }  // namespace
 
 BuiltinTls::BuiltinTls(pki::Authority ca, std::string dir,
@@ -62,10 +91,10 @@ BuiltinTls::BuiltinTls(pki::Authority ca, std::string dir,
 
 absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
     const std::string& data_dir, const std::vector<std::string>& names,
-    absl::Time now) {
+    absl::Time now, Cluster* cluster) {
   const std::string dir = data_dir + "/pki";
-  auto stored =
-      pki::LoadOrCreateAuthority(dir, "varan cluster CA", now, kCaValidity);
+  auto stored = pki::LoadOrCreateAuthority(dir, "varan cluster CA", now,
+                                           kCaValidity, ShareThrough(cluster));
   if (!stored.ok()) return stored.status();
   auto pin = pki::AuthorityPin(stored->authority.cert_pem);
   if (!pin.ok()) return pin.status();
@@ -73,6 +102,7 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
       new BuiltinTls(stored->authority, dir, AllNames(names)));
   tls->pin_ = *std::move(pin);
   tls->created_ = stored->created;
+  tls->adopted_ = stored->adopted;
   absl::MutexLock lock(&tls->mu_);
   if (absl::Status s = tls->Issue(now); !s.ok()) return s;
   return tls;

@@ -10,8 +10,9 @@
 // their next check (common/tls.h), so connections are never dropped.
 //
 // Files in <data-dir>/pki: ca.crt (0644) and ca.key (0600) — the cluster's
-// most sensitive secret, never logged or sent — and core.crt (the serving
-// certificate followed by the CA's, so clients holding only the pin see
+// most sensitive secret, never logged or sent (but kept in the database
+// too when replicas share it, see kClusterCaSetting) — and core.crt (the
+// serving certificate followed by the CA's, so clients holding only the pin see
 // the CA) with core.key (both 0600).
 //
 // Thread-safe.
@@ -25,22 +26,32 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/pki.h"
+#include "core/cluster/cluster.h"
 
 namespace varan::core {
+
+// The cluster setting (Cluster::Agree) holding the replicas' CA: its
+// certificate followed by its key, PEM. The database then holds the CA's
+// key: whoever can read it can issue certificates every replica trusts.
+inline constexpr char kClusterCaSetting[] = "cluster_ca";
 
 class BuiltinTls {
  public:
   // Loads or creates the CA and issues a serving certificate naming
   // `names` too (DNS names or IP addresses; wildcard addresses are left
-  // out). Errors name the file or the name.
+  // out). With `cluster` (replicas on one database), the CA is the one the
+  // replicas share, kept in the database (setting kClusterCaSetting):
+  // the first replica's, taken by every other one (pki::ShareAuthority).
+  // Errors name the file or the name.
   static absl::StatusOr<std::unique_ptr<BuiltinTls>> Create(
       const std::string& data_dir, const std::vector<std::string>& names,
-      absl::Time now);
+      absl::Time now, Cluster* cluster = nullptr);
 
   // The CA's pin (pki::AuthorityPin), what join tokens carry.
   const std::string& pin() const { return pin_; }
-  // Whether this start created the CA.
+  // Whether this start created the CA, or took the cluster's.
   bool created() const { return created_; }
+  bool adopted() const { return adopted_; }
   const std::string& ca_path() const { return ca_path_; }
   // The CA itself, for issuing peripheries their certificates.
   const pki::Authority& authority() const { return ca_; }
@@ -61,6 +72,7 @@ class BuiltinTls {
   const std::string ca_path_, cert_path_, key_path_;
   std::string pin_;
   bool created_ = false;
+  bool adopted_ = false;
   absl::Mutex mu_;
   absl::Time renew_at_ ABSL_GUARDED_BY(mu_);
 };

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/peer_guard.h"
@@ -46,6 +47,10 @@ struct CoreServer::Parts {
     if (now_ready == ready) return;
     ready = now_ready;
     h->SetServingStatus(kReadyService, ready);
+    if (health_server.server != nullptr) {
+      health_server.server->GetHealthCheckService()->SetServingStatus(
+          kReadyService, ready);
+    }
   }
 
   // With replicas, every `period` until stopped: re-reads the shared fleet
@@ -118,6 +123,9 @@ struct CoreServer::Parts {
   std::unique_ptr<RelayService> relay_service;
   std::unique_ptr<ReplicaService> replica_service;
   RunningServer server;
+  // --health-listen: the health service alone, in plaintext (no server
+  // when not asked). Set before `health`, constant after.
+  RunningServer health_server;
   // Set once serving, for UpdateReadiness (the ticker's).
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
   bool ready = false;
@@ -135,17 +143,26 @@ absl::Status Prefixed(const std::string& context, const absl::Status& status) {
 // The cluster CA and core's certificate, naming --tls-san's names and the
 // listeners' specific hosts; logs the CA's pin.
 absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
-    const CoreConfig& config, const std::vector<HostPort>& listen) {
+    const CoreConfig& config, const std::vector<HostPort>& listen,
+    Cluster* cluster) {
   std::vector<std::string> names = config.tls_san;
   for (const HostPort& hp : listen) names.push_back(hp.host);
+  if (cluster != nullptr) {
+    // Where the other replicas reach this one.
+    auto replica = ParseDialAddress(cluster->self().address, 0);
+    if (replica.ok()) names.push_back(replica->host);
+  }
   // The wall clock, not `clock`: TLS stacks check certificates against it.
-  auto tls = BuiltinTls::Create(config.data_dir, names, absl::Now());
+  auto tls = BuiltinTls::Create(config.data_dir, names, absl::Now(), cluster);
   if (!tls.ok()) return Prefixed("the built-in cluster CA", tls.status());
+  const BuiltinTls& t = **tls;
   spdlog::info(
       "{} the cluster CA in {}; its pin is {} (join tokens carry it; "
       "operators give it to varanctl --ca-hash)",
-      (*tls)->created() ? "created" : "using", (*tls)->ca_path(),
-      (*tls)->pin());
+      t.created()   ? "created"
+      : t.adopted() ? "took the replicas' shared"
+                    : "using",
+      t.ca_path(), t.pin());
   return tls;
 }
 
@@ -169,6 +186,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   // Find out before touching any file whether the listeners can be created.
   auto listen_addrs = PrepareListeners(config.listen);
   if (!listen_addrs.ok()) return listen_addrs.status();
+  std::vector<HostPort> health_addrs;
+  if (!config.health_listen.empty()) {
+    auto parsed = PrepareListeners(config.health_listen);
+    if (!parsed.ok()) return Prefixed("--health-listen", parsed.status());
+    health_addrs = *std::move(parsed);
+  }
   // As many descriptors as the hard limit allows (process-wide; raising it
   // again for a second server in the process changes nothing).
   RaiseFileLimit();
@@ -190,13 +213,6 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     return absl::InvalidArgumentError(
         "--insecure-plaintext contradicts --tls-cert/--tls-key: give one");
   }
-  if (!config.replica_address.empty() && !config.insecure_plaintext &&
-      !config.tls.enabled()) {
-    return absl::InvalidArgumentError(
-        "--replica-address: replicas do not share a built-in cluster CA yet; "
-        "give them certificates from one CA (--tls-cert, --tls-key, "
-        "--replica-tls-ca) or run them with --insecure-plaintext");
-  }
   // The store first: it holds the data directory (a second core on it is
   // refused before it could touch the first one's certificates).
   auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
@@ -207,7 +223,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   // (--tls-client-ca alone stays an error: PrepareServerTls names it.)
   if (!config.insecure_plaintext && !config.tls.enabled() &&
       config.tls.client_ca.empty()) {
-    auto builtin = StartBuiltinTls(config, *listen_addrs);
+    auto builtin = StartBuiltinTls(config, *listen_addrs, p->cluster.get());
     if (!builtin.ok()) return builtin.status();
     p->builtin_tls = *std::move(builtin);
     flags.tls.cert = p->builtin_tls->cert_path();
@@ -238,6 +254,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
         "--replica-tls-ca: replicas serving TLS call each other over TLS; "
         "give the CA their certificates chain to (and --replica-tls-cert/"
         "--replica-tls-key when they require client certificates)");
+  }
+  if (p->builtin_tls != nullptr && config.replica_tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--replica-tls-ca/--replica-tls-cert/--replica-tls-key: replicas on "
+        "the built-in cluster CA verify each other by its pin; give these "
+        "only with your own certificates (--tls-cert, --tls-key)");
   }
   auto replica_tls =
       PrepareClientTls(config.replica_tls, "replica-",
@@ -289,10 +311,14 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   dispatcher_options.live_window_bytes = config.live_window;
   if (p->cluster != nullptr) {
     p->owners = std::make_unique<JobOwners>(p->cluster.get());
+    // Replicas of the built-in CA verify each other by its pin and present
+    // their own serving certificates (client use too).
     p->peers = std::make_unique<ReplicaPeers>(
         p->cluster.get(), config.keepalive,
-        MakeChannelSecurity(p->replica_tls.get(),
-                            config.replica_tls.server_name));
+        p->builtin_tls != nullptr
+            ? MakePinnedSecurity(p->builtin_tls->pin(), p->server_tls.get())
+            : MakeChannelSecurity(p->replica_tls.get(),
+                                  config.replica_tls.server_name));
     dispatcher_options.replica_tag = p->owners->tag();
     dispatcher_options.owns_job =
         [owners = p->owners.get()](const std::string& job_id) {
@@ -386,6 +412,23 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       p->server.server->GetHealthCheckService();
   p->ready = !absl::IsUnavailable(p->store->CheckBacklog());
   health->SetServingStatus(kReadyService, p->ready);
+  if (!health_addrs.empty()) {
+    // No service of its own: gRPC's health service (and reflection) alone.
+    auto health_server =
+        StartServer(health_addrs, {}, {}, nullptr, config.listener);
+    if (!health_server.ok()) {
+      return Prefixed("--health-listen", health_server.status());
+    }
+    p->health_server = *std::move(health_server);
+    p->health_server.server->GetHealthCheckService()->SetServingStatus(
+        kReadyService, p->ready);
+    std::vector<std::string> bound;
+    for (const HostPort& hp : p->health_server.addresses) {
+      bound.push_back(FormatHostPort(hp));
+    }
+    spdlog::info("health checks alone, in plaintext, on {}",
+                 absl::StrJoin(bound, ", "));
+  }
   p->health.store(health);  // the ticker takes over
   LogListening("varan-core", p->server,
                "tokens and output cross the network unencrypted", flags.tls);
@@ -421,11 +464,17 @@ void CoreServer::Shutdown(absl::Duration grace) {
   // Stop accepting; running calls (watchers, exec streams) get the grace
   // period, then are canceled. Calls to peripheries are canceled too, which
   // stops their commands.
+  // Probes on the health port see NOT_SERVING from now on (the main
+  // server's health service turns so by itself).
+  if (p.health_server.server != nullptr) {
+    p.health_server.server->GetHealthCheckService()->Shutdown();
+  }
   p.server.Shutdown(absl::Now() + grace);
   spdlog::debug("server shut down");
   p.dispatcher->Shutdown(absl::Seconds(5));
   spdlog::debug("calls to peripheries ended");
   p.server.server->Wait();
+  p.health_server.Shutdown(absl::Now());
   p.StopTicker();
   if (absl::Status s = p.store->Sync(); !s.ok()) {
     spdlog::error("the last writes to {}/core.db failed: {}",

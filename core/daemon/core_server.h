@@ -42,6 +42,9 @@ inline constexpr char kReadyService[] = "ready";
 struct CoreConfig {
   // --listen: addresses to serve on ("[::]:7700"; port 0 picks a free one).
   std::vector<std::string> listen = {"[::]:7700"};
+  // --health-listen: addresses serving the health service alone, in
+  // plaintext (empty: none).
+  std::vector<std::string> health_listen;
   // --data-dir: core.db, admin.token, join.token and staged TLS files.
   std::string data_dir = "/var/lib/varan/core";
   // --admin-token-file / --join-token-file: pre-provisioned tokens accepted

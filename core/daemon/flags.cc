@@ -40,6 +40,13 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "at (host:port, or a bare host or IP taking the first "
                  "--listen port; e.g. the pod IP). Without it, core refuses "
                  "to share its database with another core");
+  app.add_option("--health-listen", flags->health_listen,
+                 "Also serve grpc.health.v1.Health alone, in plaintext, on "
+                 "these addresses (e.g. [::]:7702): for probes that speak no "
+                 "TLS, like kubelet's gRPC probes. Services \"\" (serving) "
+                 "and \"ready\" (the database reachable), as on --listen; "
+                 "nothing else is served there")
+      ->delimiter(',');
   AddGuardFlags(app, &flags->daemon);
   AddServerTlsFlags(app, &flags->daemon);
   app.add_option("--tls-san", flags->tls_san,
@@ -60,7 +67,9 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
       ->capture_default_str()
       ->check(CLI::Range(10.0, 366.0 * 86400));
   AddClientTlsFlags(app, &flags->replica_tls, "replica-",
-                    "the other core replicas (needed when they serve TLS)");
+                    "the other core replicas (needed when they serve your own "
+                    "certificates; on the built-in CA they verify each other "
+                    "by its pin)");
   AddClientTlsFlags(app, &flags->periphery_tls, "periphery-",
                     "the peripheries it dials");
   AddProxyFlag(app, &flags->proxy, "the peripheries core dials");
@@ -149,6 +158,7 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
 CoreConfig ToCoreConfig(const CoreFlags& flags) {
   CoreConfig c;
   c.listen = flags.daemon.listen;
+  c.health_listen = flags.health_listen;
   c.data_dir = flags.data_dir;
   c.admin_token_file = flags.admin_token_file;
   c.join_token_file = flags.join_token_file;

@@ -128,24 +128,72 @@ for (const k of KUSTOMIZATIONS) {
         (v) => v.secret && v.secret.secretName === 'varan-join-token'));
   });
 
-  test(`${k}: probes are native gRPC health checks on core's port`, () => {
-    const spec = corePodSpec(rendered[k]);
-    const core = container(spec, 'core');
-    const grpcPort = core.ports.find((p) => p.name === 'grpc').containerPort;
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
-      assert.ok(core[probe], `core has a ${probe}`);
-      assert.equal(core[probe].grpc.port, grpcPort, probe);
+  test(`${k}: probes are native gRPC health checks on the health port`,
+       () => {
+         const spec = corePodSpec(rendered[k]);
+         const core = container(spec, 'core');
+         // Kubelet's gRPC probes speak no TLS: they check the port core
+         // serves health alone on in plaintext (health-listen), not core's
+         // own port, which serves TLS only.
+         const healthPort =
+             core.ports.find((p) => p.name === 'health').containerPort;
+         const grpcPort =
+             core.ports.find((p) => p.name === 'grpc').containerPort;
+         assert.notEqual(healthPort, grpcPort);
+         const toml = find(rendered[k], 'ConfigMap', 'varan-core')
+                          .data['core.toml'];
+         assert.match(toml,
+                      new RegExp(`^health-listen = \\["\\[::\\]:${
+                                     healthPort}"\\]$`, 'm'));
+         for (const probe of ['startupProbe', 'livenessProbe',
+                              'readinessProbe']) {
+           assert.ok(core[probe], `core has a ${probe}`);
+           assert.equal(core[probe].grpc.port, healthPort, probe);
+         }
+         // Startup and liveness check the server's overall health, so an
+         // unreachable database never restarts core. Readiness does too on
+         // SQLite; with a database it asks the service "ready", NOT_SERVING
+         // while the database is unreachable.
+         for (const probe of ['startupProbe', 'livenessProbe']) {
+           assert.deepEqual(core[probe].grpc, {port: healthPort}, probe);
+         }
+         assert.deepEqual(core.readinessProbe.grpc,
+                          k === HA ? {port: healthPort, service: 'ready'}
+                                   : {port: healthPort});
+       });
+
+  test(`${k}: nothing runs plaintext; peripheries wait for core's pin`, () => {
+    const objects = rendered[k];
+    const toml = find(objects, 'ConfigMap', 'varan-core').data['core.toml'];
+    assert.doesNotMatch(toml, /^\s*insecure-plaintext/m);
+    assert.doesNotMatch(toml, /^\s*tls-(cert|key)\s*=/m,
+                        'the built-in CA, not certificates of your own');
+    for (const w of workloads(objects)) {
+      const spec = w.spec.template.spec;
+      for (const c of [...spec.containers, ...(spec.initContainers || [])]) {
+        assert.ok(!(c.args || []).some((a) => a.includes('insecure')),
+                  `${w.metadata.name}/${c.name}`);
+        assert.ok(!(c.env || []).some((e) => e.name.includes('INSECURE')),
+                  `${w.metadata.name}/${c.name}`);
+      }
     }
-    // Startup and liveness check the server's overall health, so an
-    // unreachable database never restarts core. Readiness does too on
-    // SQLite; with a database it asks the service "ready", NOT_SERVING
-    // while the database is unreachable.
-    for (const probe of ['startupProbe', 'livenessProbe']) {
-      assert.deepEqual(core[probe].grpc, {port: grpcPort}, probe);
+    // The periphery's pod waits for the join token to carry the pin (or
+    // for a pin it kept), reading the very files the periphery reads.
+    const ds = podSpec(objects, 'DaemonSet', 'varan-periphery');
+    const p = container(ds, 'periphery');
+    const wait = ds.initContainers.find((c) => c.name === 'core-pin');
+    const script = wait.command.join(' ');
+    const token = p.args.find((a) => a.startsWith('--join-token-file='))
+                      .split('=')[1];
+    const state = p.args.find((a) => a.startsWith('--state-dir='))
+                      .split('=')[1];
+    assert.ok(script.includes(`grep -q '[.]sha256:' ${token}`), script);
+    assert.ok(script.includes(`-s ${state}/core-ca.pin`), script);
+    for (const file of [token, state]) {
+      assert.ok(wait.volumeMounts.some(
+                    (m) => file.startsWith(m.mountPath) && m.readOnly),
+                file);
     }
-    assert.deepEqual(core.readinessProbe.grpc,
-                     k === HA ? {port: grpcPort, service: 'ready'}
-                              : {port: grpcPort});
   });
 
   test(`${k}: the Service and NetworkPolicy lead to core's port`, () => {
@@ -259,7 +307,8 @@ for (const k of KUSTOMIZATIONS) {
          assert.deepEqual(state.hostPath, {path: '/var/lib/varan/periphery',
                                            type: 'DirectoryOrCreate'});
          assert.deepEqual(spec.volumes.filter((v) => v.hostPath), [state]);
-         assert.equal(spec.initContainers.length, 1);
+         assert.deepEqual(spec.initContainers.map((c) => c.name),
+                          ['state-dir', 'core-pin']);
          const init = spec.initContainers[0];
          assert.deepEqual(init.command,
                           ['install', '-d', '-o', '10001', '-g', '10001',

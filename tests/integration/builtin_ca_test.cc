@@ -4,7 +4,9 @@
 // refuses, showing what to pin; plaintext clients are refused.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -13,8 +15,11 @@
 #include "common/pki.h"
 #include "common/secrets.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
+#include "varan/v1/core.grpc.pb.h"
 
 namespace varan::testing {
 namespace {
@@ -147,6 +152,62 @@ TEST(BuiltinCaTest, CreatedJoinTokensCarryThePin) {
   EXPECT_NE(fleet.StartPeriphery("rack-7-1", {}, {"--join-token-file", file}),
             nullptr);
   EXPECT_THAT(fleet.core()->Log(), HasSubstr("with join token rack-7"));
+}
+
+// grpc.health.v1 Check of `service` at `address` in plaintext: the status
+// code and the serving status.
+std::pair<grpc::StatusCode, int> PlainHealth(const std::string& address,
+                                             const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  return {s.error_code(), resp.status()};
+}
+
+// Kubelet's gRPC probes speak no TLS: --health-listen serves the health
+// service alone, in plaintext, on IPv6 and IPv4, while core's own port
+// stays TLS only.
+TEST(BuiltinCaTest, TheHealthPortServesHealthAloneInPlaintext) {
+  const uint16_t port = FreePort();
+  TestFleet fleet({"--health-listen", absl::StrCat("[::]:", port)});
+  fleet.StartCore();
+  const std::string v6 = absl::StrCat("[::1]:", port);
+  const std::string v4 = absl::StrCat("127.0.0.1:", port);
+  EXPECT_THAT(fleet.core()->Log(),
+              HasSubstr(absl::StrCat("health checks alone, in plaintext, on "
+                                     "[::]:",
+                                     port)));
+  using Serving = grpc::health::v1::HealthCheckResponse;
+  for (const std::string& address : {v6, v4}) {
+    for (const std::string service : {"", "ready"}) {
+      EXPECT_EQ(PlainHealth(address, service),
+                std::make_pair(grpc::StatusCode::OK, int{Serving::SERVING}))
+          << address << " service '" << service << "'";
+    }
+  }
+  // Nothing else is served there; reflection lists only the health service.
+  auto fleet_stub = varan::v1::Fleet::NewStub(
+      grpc::CreateChannel(v6, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  varan::v1::ListPeripheriesResponse list;
+  EXPECT_EQ(fleet_stub->ListPeripheries(&ctx, {}, &list).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  for (const std::string& service : ReflectionServices(v6)) {
+    EXPECT_THAT(service, ::testing::AnyOf("grpc.health.v1.Health",
+                                          HasSubstr("grpc.reflection")));
+  }
+  // Core's own port: TLS only.
+  EXPECT_NE(PlainHealth(fleet.core_address(), "").first, grpc::StatusCode::OK);
+  EXPECT_TRUE(fleet.client()->GetInfo().ok());
+  // After core stops, the port is closed too.
+  EXPECT_EQ(fleet.StopCore(), 0);
+  EXPECT_EQ(PlainHealth(v6, "").first, grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace

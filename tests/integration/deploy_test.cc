@@ -43,6 +43,9 @@ const std::string kSourceDir = VARAN_SOURCE_DIR;
 const std::string kNodeDir = VARAN_DEPLOY_NODE_DIR;
 // What the downward API gives the periphery's pod in this test.
 const std::string kNodeName = "node-1";
+// Where core keeps the join token it writes, its CA's pin after the secret:
+// what README "Deploying" has the operator read (kubectl exec).
+const std::string kCoreJoinTokenPath = "/var/lib/varan/core/join.token";
 
 // Installs the renderer's npm packages (tests/deploy/npm-install.sh: npm ci
 // from deploy/kubernetes/package-lock.json into the build dir).
@@ -468,10 +471,11 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
               service.has_struct_value());
 
   // The Secrets an operator creates before deploying: the join token (for
-  // core and the peripheries) and an admin token.
-  const Secrets secrets = {
-      {"varan-join-token", {{"token", GenerateSecret()}}},
-      {"varan-admin-token", {{"token", GenerateSecret()}}}};
+  // core and the peripheries; the pin of core's CA is added once core has
+  // made it, below) and an admin token.
+  const std::string join_secret = GenerateSecret();
+  Secrets secrets = {{"varan-join-token", {{"token", join_secret}}},
+                     {"varan-admin-token", {{"token", GenerateSecret()}}}};
   const std::string admin_token_file = dir_.File("admin.token");
   WriteFile(admin_token_file, secrets.at("varan-admin-token").at("token"));
 
@@ -481,7 +485,8 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
   Daemon core_daemon(core.argv, dir_.File("core.log"), core.env);
   core_daemon.Start();
 
-  // Its probes' port, on the families the Service offers.
+  // Its probes' port (plaintext: kubelet's gRPC probes speak no TLS), on
+  // the families the Service offers.
   const Value& container =
       FindBy(At(sts, "spec.template.spec.containers"), "name", "core");
   const int probe_port = Int(At(container, "readinessProbe.grpc.port"));
@@ -492,26 +497,46 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
     EXPECT_EQ(Int(At(container, std::string(probe) + ".grpc.port")),
               probe_port);
   }
-  const int port = core.ports[probe_port];
   std::vector<std::string> families;
   for (const Value* f : List(At(service, "spec.ipFamilies"))) {
     families.push_back(Str(*f));
   }
   const bool ipv6_only = families == std::vector<std::string>{"IPv6"};
-  const std::string v6 = absl::StrCat("[::1]:", port);
-  const std::string v4 = absl::StrCat("127.0.0.1:", port);
-  ASSERT_TRUE(WaitFor([&] { return !core_daemon.Running() || Healthy(v6); }))
-      << core_daemon.Log();
+  const int health = core.ports[probe_port];
+  ASSERT_TRUE(WaitFor([&] {
+    return !core_daemon.Running() || Healthy(absl::StrCat("[::1]:", health));
+  })) << core_daemon.Log();
   ASSERT_TRUE(core_daemon.Running()) << core_daemon.Log();
   if (!ipv6_only) {
-    EXPECT_TRUE(Healthy(v4)) << "core does not serve IPv4";
+    EXPECT_TRUE(Healthy(absl::StrCat("127.0.0.1:", health)))
+        << "core does not serve IPv4";
   }
 
-  // The Service leads to that port: its targetPort names the container port.
+  // The operator's next step (README "Deploying"): the pin of the CA core
+  // made, from the join token core wrote in its data directory, goes into
+  // the join-token Secret after the secret.
+  const std::string written = ReadFile(core.remap->Apply(kCoreJoinTokenPath));
+  const size_t dot = written.find('.');
+  ASSERT_NE(dot, std::string::npos) << kCoreJoinTokenPath << ": " << written;
+  const std::string pin(absl::StripAsciiWhitespace(written.substr(dot + 1)));
+  ASSERT_TRUE(absl::StartsWith(pin, "sha256:")) << pin;
+  ClientTlsFiles pinned;
+  pinned.ca_pin = pin;
+
+  // The Service leads to core's own port (its targetPort names the
+  // container port), which serves TLS only, from that CA.
   const Value& service_port = *List(At(service, "spec.ports")).at(0);
   const Value& target = FindBy(Get(container, "ports"), "name",
                                Str(Get(service_port, "targetPort")));
-  EXPECT_EQ(Int(Get(target, "containerPort")), probe_port);
+  const int port = core.ports[Int(Get(target, "containerPort"))];
+  ASSERT_NE(port, 0) << "the Service's targetPort is no container port";
+  const std::string v6 = absl::StrCat("[::1]:", port);
+  const std::string v4 = absl::StrCat("127.0.0.1:", port);
+  EXPECT_TRUE(Healthy(v6, pinned)) << core_daemon.Log();
+  EXPECT_FALSE(Healthy(v6)) << "core's port serves plaintext";
+  if (!ipv6_only) {
+    EXPECT_TRUE(Healthy(v4, pinned)) << "core does not serve IPv4";
+  }
   const std::string ns = Str(At(service, "metadata.namespace"));
   const std::string dns =
       absl::StrCat(Str(At(service, "metadata.name")), ".", ns, ".svc");
@@ -523,28 +548,45 @@ TEST_P(DeploySmokeTest, CoreServesHealthAndAPeripheryConnects) {
       {dns + service_port_str, loopback}};
 
   // The periphery's init containers, then the periphery, with the flags of
-  // its DaemonSet; they share the pod's volumes.
+  // its DaemonSet; they share the pod's volumes. One waits for the Secret
+  // to carry the pin: it is started before the pin is there, and ends
+  // once the Secret has it (as the kubelet refreshes a mounted Secret).
+  const Secrets with_pin = [&] {
+    Secrets s = secrets;
+    s["varan-join-token"]["token"] = absl::StrCat(join_secret, ".", pin);
+    return s;
+  }();
   for (const Value* init : List(At(ds, "spec.template.spec.initContainers"))) {
     const std::string name = Str(Get(*init, "name"));
     Launch step =
         Prepare(objects_, ds, name, dir_.File("periphery"), secrets, services);
     ASSERT_FALSE(HasFailure());
-    RunResult r = RunProgram(step.argv, step.env);
-    ASSERT_EQ(r.exit_code, 0)
-        << "init container " << name << ": " << r.out << r.err;
+    Daemon d(step.argv, dir_.File(name + ".log"), step.env);
+    d.Start();
+    if (d.Wait(absl::Seconds(2)) == -1) {
+      // Still waiting: the Secret gets the pin.
+      ASSERT_EQ(name, "core-pin") << d.Log();
+      Launch refreshed = Prepare(objects_, ds, name, dir_.File("periphery"),
+                                 with_pin, services);
+      ASSERT_FALSE(HasFailure());
+    } else {
+      EXPECT_NE(name, "core-pin") << "it did not wait for the pin";
+    }
+    ASSERT_EQ(d.Wait(absl::Seconds(15)), 0)
+        << "init container " << name << ": " << d.Log();
   }
   Launch periphery = Prepare(objects_, ds, "periphery", dir_.File("periphery"),
-                             secrets, services);
+                             with_pin, services);
   ASSERT_FALSE(HasFailure());
   Daemon periphery_daemon(periphery.argv, dir_.File("periphery.log"),
                           periphery.env);
   periphery_daemon.Start();
 
   auto ctl = [&](std::vector<std::string> args) {
-    // The manifests run core plaintext inside the cluster (its ConfigMap).
+    // An operator's varanctl knows core's CA by its pin.
     std::vector<std::string> argv = {
-        BinPath("varanctl"), "--core",         v6,
-        "--token-file",      admin_token_file, "--insecure-plaintext"};
+        BinPath("varanctl"), "--core",    v6, "--token-file",
+        admin_token_file,    "--ca-hash", pin};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProgram(
         argv,

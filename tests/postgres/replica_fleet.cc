@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -14,7 +16,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/grpc_util.h"
+#include "common/pki.h"
 #include "common/secrets.h"
+#include "common/tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/postgres/test_postgres.h"
 
@@ -54,9 +58,13 @@ std::string DatabaseName(const std::string& url) {
   return name;
 }
 
-bool ReadyServing(const std::string& address) {
+bool ReadyServing(const std::string& address,
+                  std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  if (credentials == nullptr) {
+    credentials = grpc::InsecureChannelCredentials();
+  }
   auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(address, credentials));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
   grpc::health::v1::HealthCheckRequest req;
@@ -240,7 +248,10 @@ ReplicaFleet::ReplicaFleet(std::string database_url, int replicas,
       admin_token_(GenerateSecret()) {
   EXPECT_TRUE(WriteSecretFile(dir_.File("admin.token"), admin_token_).ok());
   EXPECT_TRUE(WriteSecretFile(dir_.File("join.token"), GenerateSecret()).ok());
-  for (int i = 0; i < replicas; ++i) ports_.push_back(FreePort());
+  for (int i = 0; i < replicas; ++i) {
+    ports_.push_back(FreePort());
+    health_ports_.push_back(FreePort());
+  }
   replicas_.resize(replicas);
   stopped_.resize(replicas);
   clients_.resize(replicas);
@@ -266,21 +277,65 @@ std::string ReplicaFleet::address(int i) const {
   return absl::StrCat("[::1]:", ports_[i]);
 }
 
+std::string ReplicaFleet::health_address(int i) const {
+  return absl::StrCat("[::1]:", health_ports_[i]);
+}
+
 std::string ReplicaFleet::CoreList(const std::vector<int>& replicas) const {
   std::vector<std::string> addresses;
   for (int i : replicas) addresses.push_back(address(i));
   return absl::StrJoin(addresses, ",");
 }
 
+std::string ReplicaFleet::ca_pin() const {
+  if (!builtin_ca_) return "";
+  for (int i = 0; i < size(); ++i) {
+    std::ifstream in(dir_.File(absl::StrCat("core-", i, "/pki/ca.crt")));
+    std::stringstream pem;
+    pem << in.rdbuf();
+    auto pin = pki::AuthorityPin(pem.str());
+    if (pin.ok()) return *pin;
+  }
+  return "";
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ReplicaFleet::Credentials() const {
+  return builtin_ca_ ? MakePinnedSecurity(ca_pin()).credentials
+                     : grpc::InsecureChannelCredentials();
+}
+
+namespace {
+
+// The flags making a client or periphery trust the fleet's replicas.
+std::vector<std::string> TrustFlags(const std::string& pin_flag,
+                                    const std::string& pin) {
+  if (pin.empty()) return {"--insecure-plaintext"};
+  return {pin_flag, pin};
+}
+
+}  // namespace
+
 void ReplicaFleet::Launch(int i) {
-  std::vector<std::string> argv = {
-      BinPath("varan-core"), "--listen", address(i), "--replica-address",
-      address(i), "--data-dir", dir_.File(absl::StrCat("core-", i)),
-      "--database", database_, "--admin-token-file", dir_.File("admin.token"),
-      "--join-token-file", dir_.File("join.token"), "--heartbeat-interval", "1",
-      "--log-level", "debug",
-      // Replicas share no built-in CA yet.
-      "--insecure-plaintext"};
+  std::vector<std::string> argv = {BinPath("varan-core"),
+                                   "--listen",
+                                   address(i),
+                                   "--replica-address",
+                                   address(i),
+                                   "--data-dir",
+                                   dir_.File(absl::StrCat("core-", i)),
+                                   "--database",
+                                   database_,
+                                   "--admin-token-file",
+                                   dir_.File("admin.token"),
+                                   "--join-token-file",
+                                   dir_.File("join.token"),
+                                   "--heartbeat-interval",
+                                   "1",
+                                   "--log-level",
+                                   "debug",
+                                   "--health-listen",
+                                   health_address(i)};
+  if (!builtin_ca_) argv.push_back("--insecure-plaintext");
   argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
   clients_[i].reset();
   stopped_[i] = false;
@@ -299,8 +354,8 @@ void ReplicaFleet::Launch(int i) {
   const bool serving = WaitFor(
       [&] {
         if (!core->Running()) return true;  // reported below
-        return ReadyServing(address(i)) && client(i) != nullptr &&
-               client(i)->GetInfo().ok();
+        return ReadyServing(address(i), Credentials()) &&
+               client(i) != nullptr && client(i)->GetInfo().ok();
       },
       timeout);
   if (serving && core->Running()) return ::testing::AssertionSuccess();
@@ -345,6 +400,7 @@ client::CoreClient* ReplicaFleet::client(int i) {
     client::ClientOptions options;
     options.address = address(i);
     options.token = admin_token_;
+    options.tls.ca_pin = ca_pin();
     auto c = client::CoreClient::Create(options);
     if (!c.ok()) return nullptr;
     clients_[i] = *std::move(c);
@@ -354,7 +410,7 @@ client::CoreClient* ReplicaFleet::client(int i) {
 
 std::unique_ptr<varan::v1::Jobs::Stub> ReplicaFleet::JobsStub(int i) const {
   return varan::v1::Jobs::NewStub(
-      grpc::CreateChannel(address(i), grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(address(i), Credentials()));
 }
 
 void ReplicaFleet::Authorize(grpc::ClientContext* context) const {
@@ -407,12 +463,11 @@ Followed ReplicaFleet::Follow(int i, const std::string& id, absl::Time deadline,
 }
 
 RunResult ReplicaFleet::Ctl(int i, const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {BinPath("varanctl"),
-                                   "--core",
-                                   address(i),
-                                   "--token-file",
-                                   dir_.File("admin.token"),
-                                   "--insecure-plaintext"};
+  std::vector<std::string> argv = {BinPath("varanctl"), "--core", address(i),
+                                   "--token-file", dir_.File("admin.token")};
+  for (std::string& flag : TrustFlags("--ca-hash", ca_pin())) {
+    argv.push_back(std::move(flag));
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProgram(
       argv,
@@ -433,8 +488,10 @@ Daemon* ReplicaFleet::StartPeriphery(const std::string& name,
                                    "--reconnect-max-backoff",
                                    "1",
                                    "--log-level",
-                                   "debug",
-                                   "--insecure-plaintext"};
+                                   "debug"};
+  for (std::string& flag : TrustFlags("--core-ca-hash", ca_pin())) {
+    argv.push_back(std::move(flag));
+  }
   if (options.tunnel) {
     argv.insert(argv.end(), {"--tunnel", "--no-listen"});
   } else {

@@ -3,7 +3,8 @@
 // of the scale-out integration tests (#19, tests/postgres/replicas_test.cc).
 //
 // Replica i listens on [::1]:PORT_i (a free port) and announces that very
-// address with --replica-address; each has its own data directory, and all
+// address with --replica-address, and serves health alone on another port
+// (--health-listen, health_address); each has its own data directory, and all
 // share one --admin-token-file and one --join-token-file, so one token
 // works with every replica (through varanctl or the C++ client). A
 // periphery is given the replicas in an order of the test's choosing: it
@@ -45,9 +46,11 @@ std::vector<std::vector<std::string>> QueryDatabase(const std::string& url,
 // The database name of a postgresql:// URL ("replicas_3").
 std::string DatabaseName(const std::string& url);
 
-// grpc.health.v1 Check of core's readiness service ("ready") at `address`:
-// true when SERVING.
-bool ReadyServing(const std::string& address);
+// grpc.health.v1 Check of core's readiness service ("ready") at `address`
+// (`credentials`: null for plaintext): true when SERVING.
+bool ReadyServing(
+    const std::string& address,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // --- Jobs and their events, through one replica ---------------------------
 
@@ -168,6 +171,16 @@ class ReplicaFleet {
                std::vector<std::string> extra_core_args = {});
   ~ReplicaFleet();
 
+  // Before the first Launch: the replicas run on the built-in cluster CA
+  // (no TLS flag), instead of --insecure-plaintext; every client and
+  // periphery of the fleet then verifies them by the CA's pin (ca_pin()).
+  void UseBuiltinCa() { builtin_ca_ = true; }
+  // With UseBuiltinCa, once a replica started: the pin of the CA in the
+  // first data directory holding one ("" before).
+  std::string ca_pin() const;
+  // The credentials of the fleet's clients: pinned TLS, or insecure.
+  std::shared_ptr<grpc::ChannelCredentials> Credentials() const;
+
   // Starts replica `i` and returns at once.
   void Launch(int i);
   // Waits until replica `i` serves: ready (its database reachable) and
@@ -202,6 +215,8 @@ class ReplicaFleet {
 
   int size() const { return static_cast<int>(ports_.size()); }
   std::string address(int i) const;  // "[::1]:PORT"
+  // Where replica `i` serves health alone, in plaintext (--health-listen).
+  std::string health_address(int i) const;
   // `replicas` as one --core value ("[::1]:1,[::1]:2").
   std::string CoreList(const std::vector<int>& replicas) const;
   Daemon* replica(int i) { return replicas_[i].get(); }
@@ -238,7 +253,9 @@ class ReplicaFleet {
   std::vector<std::string> extra_core_args_;
   TempDir dir_;
   std::string admin_token_;
+  bool builtin_ca_ = false;
   std::vector<uint16_t> ports_;
+  std::vector<uint16_t> health_ports_;
   std::vector<std::unique_ptr<Daemon>> replicas_;
   std::vector<bool> stopped_;
   std::vector<std::unique_ptr<client::CoreClient>> clients_;

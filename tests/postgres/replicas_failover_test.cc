@@ -330,6 +330,9 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
     EXPECT_TRUE(WaitFor([&] { return !ReadyServing(fleet_->address(r)); }))
         << "replica " << r << " still ready";
     EXPECT_TRUE(Healthy(fleet_->address(r))) << "replica " << r;
+    // The health port (kubelet's probes) says the same.
+    EXPECT_FALSE(ReadyServing(fleet_->health_address(r))) << "replica " << r;
+    EXPECT_TRUE(Healthy(fleet_->health_address(r))) << "replica " << r;
     absl::Status listed;
     EXPECT_TRUE(WaitFor([&] {
       listed = fleet_->client(r)->ListJobs({}).status();
@@ -363,6 +366,10 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
   for (int r = 0; r < 3; ++r) {
     EXPECT_TRUE(fleet_->Running(r));
     EXPECT_TRUE(fleet_->WaitServing(r, absl::Seconds(20)));
+    EXPECT_TRUE(WaitFor([&] {
+      return ReadyServing(fleet_->health_address(r));
+    })) << "replica "
+        << r;
   }
   for (int r = 0; r < 3; ++r) {
     std::vector<varan::v1::Job> jobs =

@@ -165,5 +165,86 @@ TEST_F(PkiStoreTest, MalformedFileIsInvalidArgumentNamingIt) {
   EXPECT_THAT(Message(s), HasSubstr(crt()));
 }
 
+// Replicas of one cluster: the first CA offered is every replica's.
+TEST_F(PkiStoreTest, AnEmptyDirectoryTakesTheClustersAuthority) {
+  absl::StatusOr<Authority> cluster =
+      CreateAuthority("varan cluster CA", kNow, kYear);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  int asked = 0;
+  std::string offered;
+  absl::StatusOr<StoredAuthority> ca = LoadOrCreateAuthority(
+      ca_dir_, "varan cluster CA", kNow, kYear,
+      [&](const Authority& mine) -> absl::StatusOr<Authority> {
+        ++asked;
+        offered = mine.cert_pem;
+        return *cluster;
+      });
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  EXPECT_EQ(asked, 1);
+  EXPECT_NE(offered, cluster->cert_pem);  // it offered one of its own
+  EXPECT_TRUE(ca->adopted);
+  EXPECT_FALSE(ca->created);
+  EXPECT_EQ(ca->authority.cert_pem, cluster->cert_pem);
+  EXPECT_EQ(Slurp(crt()), cluster->cert_pem);
+  EXPECT_EQ(Slurp(key()), cluster->key_pem);
+  EXPECT_EQ(Mode(key()), 0600u);
+
+  // The first replica: what it offered is what the cluster keeps.
+  const std::string first_dir = dir_ + "/first";
+  ca = LoadOrCreateAuthority(first_dir, "varan cluster CA", kNow, kYear,
+                             [](const Authority& mine) { return mine; });
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  EXPECT_TRUE(ca->created);
+  EXPECT_FALSE(ca->adopted);
+  EXPECT_EQ(Slurp(first_dir + "/ca.crt"), ca->authority.cert_pem);
+}
+
+TEST_F(PkiStoreTest,
+       ADirectoryHoldingAnotherAuthorityThanTheClustersIsRefused) {
+  const Authority mine = Created();
+  absl::StatusOr<Authority> cluster =
+      CreateAuthority("varan cluster CA", kNow, kYear);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<StoredAuthority> ca = LoadOrCreateAuthority(
+      ca_dir_, "varan cluster CA", kNow, kYear,
+      [&](const Authority&) -> absl::StatusOr<Authority> { return *cluster; });
+  ASSERT_EQ(ca.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Message(ca.status()),
+              AllOf(HasSubstr(crt()), HasSubstr(*AuthorityPin(mine.cert_pem)),
+                    HasSubstr(*AuthorityPin(cluster->cert_pem)),
+                    HasSubstr("other replicas share")));
+  // Nothing was replaced.
+  EXPECT_EQ(Slurp(crt()), mine.cert_pem);
+  EXPECT_EQ(Slurp(key()), mine.key_pem);
+  // Its own CA, once the cluster's, is loaded as before.
+  ca = LoadOrCreateAuthority(ca_dir_, "varan cluster CA", kNow, kYear,
+                             [](const Authority& m) { return m; });
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  EXPECT_FALSE(ca->created || ca->adopted);
+}
+
+TEST_F(PkiStoreTest, WhatTheClusterAnswersIsCheckedAndErrorsPassThrough) {
+  // Not a CA whose key matches: refused, and no file is written.
+  absl::StatusOr<Authority> a = CreateAuthority("a", kNow, kYear);
+  absl::StatusOr<Authority> b = CreateAuthority("b", kNow, kYear);
+  ASSERT_TRUE(a.ok() && b.ok());
+  absl::StatusOr<StoredAuthority> ca =
+      LoadOrCreateAuthority(ca_dir_, "varan cluster CA", kNow, kYear,
+                            [&](const Authority&) -> absl::StatusOr<Authority> {
+                              return Authority{a->cert_pem, b->key_pem};
+                            });
+  EXPECT_FALSE(ca.ok());
+  EXPECT_THAT(Message(ca.status()), HasSubstr("the cluster's CA"));
+  EXPECT_FALSE(std::filesystem::exists(crt()));
+  EXPECT_FALSE(std::filesystem::exists(key()));
+  // The database unreachable: its error, and nothing written.
+  ca = LoadOrCreateAuthority(ca_dir_, "varan cluster CA", kNow, kYear,
+                             [](const Authority&) -> absl::StatusOr<Authority> {
+                               return absl::UnavailableError("database down");
+                             });
+  EXPECT_EQ(ca.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(std::filesystem::exists(crt()));
+}
+
 }  // namespace
 }  // namespace varan::pki

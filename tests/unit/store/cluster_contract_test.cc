@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -178,6 +179,29 @@ TEST_P(ClusterContractTest, ManyLeasesNoneHeldTwice) {
     for (auto& r : replicas) holders += r->Holds(name) ? 1 : 0;
     EXPECT_EQ(holders, 1) << name;
   }
+}
+
+TEST_P(ClusterContractTest, TheFirstProposalOfASettingIsKeptForEveryone) {
+  auto a = backend().Join("r-a", {});
+  auto b = backend().Join("r-b", {});
+  // Both propose at once; one proposal wins, and both get that one.
+  absl::StatusOr<std::string> from_a, from_b;
+  std::thread ta([&] { from_a = a->Agree("ca", "proposed by a"); });
+  std::thread tb([&] { from_b = b->Agree("ca", "proposed by b"); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(from_a.ok()) << from_a.status();
+  ASSERT_TRUE(from_b.ok()) << from_b.status();
+  EXPECT_EQ(*from_a, *from_b);
+  EXPECT_THAT(*from_a, ::testing::AnyOf("proposed by a", "proposed by b"));
+  // Kept for good: later proposals, and replicas joining later, get it.
+  auto c = backend().Join("r-c", {});
+  EXPECT_EQ(c->Agree("ca", "proposed by c").value_or(""), *from_a);
+  EXPECT_EQ(a->Agree("ca", "again").value_or(""), *from_a);
+  // Settings are independent of each other, and values are kept whole.
+  const std::string lines = "multi\nline\n-----END-----\n";
+  EXPECT_EQ(b->Agree("other", lines).value_or(""), lines);
+  EXPECT_EQ(a->Agree("other", "x").value_or(""), lines);
 }
 
 }  // namespace
