@@ -277,6 +277,19 @@ absl::StatusOr<varan::v1::CoreInfo> CoreClient::GetInfo() {
                varan::v1::GetInfoRequest());
 }
 
+absl::StatusOr<varan::v1::ClusterCa> CoreClient::GetClusterCa() {
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::GetClusterCa,
+               varan::v1::GetClusterCaRequest());
+}
+
+absl::StatusOr<varan::v1::ClusterCa> CoreClient::RotateClusterCa(
+    varan::v1::CaRotationStep step, bool force) {
+  varan::v1::RotateClusterCaRequest req;
+  req.set_step(step);
+  req.set_force(force);
+  return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::RotateClusterCa, req);
+}
+
 absl::StatusOr<varan::v1::CreateTokenResponse> CoreClient::CreateToken(
     const varan::v1::CreateTokenRequest& request) {
   return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::CreateToken, request);

@@ -260,6 +260,13 @@ class CoreClient {
   absl::StatusOr<varan::v1::JoinToken> RevokeJoinToken(
       const std::string& name_or_id);
 
+  // The built-in cluster CA and its rotation (admin role).
+  // FAILED_PRECONDITION when core has no built-in CA, and for a step the
+  // rotation is not at.
+  absl::StatusOr<varan::v1::ClusterCa> GetClusterCa();
+  absl::StatusOr<varan::v1::ClusterCa> RotateClusterCa(
+      varan::v1::CaRotationStep step, bool force = false);
+
  private:
   // One core: its address, channel and stubs.
   struct Endpoint {

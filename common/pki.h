@@ -129,6 +129,10 @@ absl::StatusOr<std::string> AuthorityPin(const std::string& ca_cert_pem);
 // lowercased. INVALID_ARGUMENT naming `what` ("--ca-hash") otherwise.
 absl::StatusOr<std::string> ParsePin(const std::string& text,
                                      const std::string& what);
+// One pin or several, comma-separated (a client trusting both CAs of a
+// rotation), each as ParsePin; at least one.
+absl::StatusOr<std::vector<std::string>> ParsePins(const std::string& text,
+                                                   const std::string& what);
 
 // The pins of the CA certificates (basicConstraints CA:TRUE) in a chain a
 // server presented, in order: what a client shows a user who has not pinned
@@ -148,6 +152,11 @@ absl::StatusOr<std::vector<std::string>> ChainAuthorityPins(
 absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
                           const std::string& name, absl::Time now);
 absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
+                          const std::string& name, absl::Time now, Usage usage);
+// The same with several pins (during a rotation of the cluster CA): the
+// chain passes if it passes for one of them.
+absl::Status VerifyPinned(const std::string& chain_pem,
+                          const std::vector<std::string>& pins,
                           const std::string& name, absl::Time now, Usage usage);
 
 // The subjectAltName DNS entry every certificate the cluster CA issues to

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/openssl_ptr.h"
 #include "common/pki.h"
@@ -71,6 +72,20 @@ absl::StatusOr<std::string> ParsePin(const std::string& text,
   return lower;
 }
 
+absl::StatusOr<std::vector<std::string>> ParsePins(const std::string& text,
+                                                   const std::string& what) {
+  std::vector<std::string> pins;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    VARAN_ASSIGN_OR_RETURN(
+        std::string pin,
+        ParsePin(std::string(absl::StripAsciiWhitespace(part)), what));
+    if (std::find(pins.begin(), pins.end(), pin) == pins.end()) {
+      pins.push_back(std::move(pin));
+    }
+  }
+  return pins;
+}
+
 absl::StatusOr<std::vector<std::string>> ChainAuthorityPins(
     const std::string& chain_pem) {
   VARAN_ASSIGN_OR_RETURN(
@@ -93,6 +108,15 @@ absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
 absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
                           const std::string& name, absl::Time now,
                           Usage usage) {
+  return VerifyPinned(chain_pem, std::vector<std::string>{pin}, name, now,
+                      usage);
+}
+
+absl::Status VerifyPinned(const std::string& chain_pem,
+                          const std::vector<std::string>& pins,
+                          const std::string& name, absl::Time now,
+                          Usage usage) {
+  const std::string pin = absl::StrJoin(pins, ", ");
   const char* const who =
       usage == Usage::kServerAuth ? "the server" : "the client";
   VARAN_ASSIGN_OR_RETURN(
@@ -102,7 +126,7 @@ absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
   for (const X509Ptr& cert : chain) {
     if (!IsCa(cert.get())) continue;
     VARAN_ASSIGN_OR_RETURN(std::string cert_pin, internal::PinOf(cert.get()));
-    if (cert_pin != pin) {
+    if (std::find(pins.begin(), pins.end(), cert_pin) == pins.end()) {
       offered.push_back(std::move(cert_pin));
       continue;
     }
@@ -122,9 +146,10 @@ absl::Status VerifyPinned(const std::string& chain_pem, const std::string& pin,
         absl::StrCat(who, " sent no CA certificate to check against the ",
                      "pinned CA ", pin));
   }
-  return absl::UnauthenticatedError(
-      absl::StrCat(who, "'s CA is not the pinned one: it offered ",
-                   absl::StrJoin(offered, ", "), ", the pin is ", pin));
+  return absl::UnauthenticatedError(absl::StrCat(
+      who, "'s CA is not the pinned one: it offered ",
+      absl::StrJoin(offered, ", "),
+      pins.size() == 1 ? ", the pin is " : ", the pins are ", pin));
 }
 
 absl::Status VerifyIssued(const std::string& ca_pem,

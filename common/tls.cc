@@ -321,9 +321,9 @@ absl::StatusOr<ChannelSecurity> MakeClientSecurity(const ClientTlsFiles& tls) {
           "check core: give one");
     }
     if (tls.skip_verify) return MakeUnverifiedSecurity(key, cert);
-    auto pin = pki::ParsePin(tls.ca_pin, "--ca-hash");
-    if (!pin.ok()) return pin.status();
-    return MakePinnedSecurity(*pin, key, cert);
+    auto pins = pki::ParsePins(tls.ca_pin, "--ca-hash");
+    if (!pins.ok()) return pins.status();
+    return MakePinnedSecurity(*pins, key, cert);
   }
   out.tls = true;
   grpc::SslCredentialsOptions options;

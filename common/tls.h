@@ -52,7 +52,8 @@ struct ClientTlsFiles {
   // dialed (e.g. when dialing an IP address).
   std::string server_name;
   // varanctl --ca-hash: instead of `ca`, the pin of core's cluster CA
-  // (MakePinnedSecurity). Short-lived clients only.
+  // (MakePinnedSecurity), or several comma-separated (both CAs while it
+  // is rotated). Short-lived clients only.
   std::string ca_pin;
   // varanctl --insecure-skip-verify: TLS without checking the server at
   // all. Short-lived clients only.
@@ -155,8 +156,9 @@ ChannelSecurity MakeChannelSecurity(const TlsFiles* files,
 // that ask for one; it must outlive the channels.
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity = nullptr);
-// The same with a client key and certificate chain in PEM (read once).
-ChannelSecurity MakePinnedSecurity(const std::string& pin,
+// The same for several pins (any one will do: both CAs of a rotation),
+// with a client key and certificate chain in PEM (read once).
+ChannelSecurity MakePinnedSecurity(const std::vector<std::string>& pins,
                                    const std::string& key_pem,
                                    const std::string& cert_pem);
 // For core dialing a periphery of its built-in CA: TLS presenting

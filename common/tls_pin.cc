@@ -47,12 +47,13 @@ class ChainVerifier final : public ExternalCertificateVerifier {
   const Check check_;
 };
 
-// A server of the CA pinned by `pin`, named as core.
+// A server of a CA pinned by one of `pins`, named as core.
 std::shared_ptr<grpc::experimental::CertificateVerifier> Pinned(
-    std::string pin) {
+    std::vector<std::string> pins) {
   return ExternalCertificateVerifier::Create<ChainVerifier>(
-      [pin = std::move(pin)](const std::string& chain) {
-        return pki::VerifyPinned(chain, pin, pki::kCoreName, absl::Now());
+      [pins = std::move(pins)](const std::string& chain) {
+        return pki::VerifyPinned(chain, pins, pki::kCoreName, absl::Now(),
+                                 pki::Usage::kServerAuth);
       });
 }
 
@@ -128,13 +129,13 @@ ChannelSecurity Unverified(
 
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity) {
-  return Unverified(Pinned(pin), FromFiles(identity));
+  return Unverified(Pinned({pin}), FromFiles(identity));
 }
 
-ChannelSecurity MakePinnedSecurity(const std::string& pin,
+ChannelSecurity MakePinnedSecurity(const std::vector<std::string>& pins,
                                    const std::string& key_pem,
                                    const std::string& cert_pem) {
-  return Unverified(Pinned(pin), FromPem(key_pem, cert_pem));
+  return Unverified(Pinned(pins), FromPem(key_pem, cert_pem));
 }
 
 ChannelSecurity MakeIssuedPeerSecurity(const std::string& ca_pem,

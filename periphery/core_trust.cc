@@ -1,16 +1,11 @@
 #include "periphery/core_trust.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/pki.h"
-#include "common/secrets.h"
 
 namespace varan::periphery {
-namespace {
-
-constexpr char kPinFile[] = "core-ca.pin";
-
-}  // namespace
 
 absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in) {
   CoreTrust out;
@@ -45,21 +40,9 @@ absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in) {
     out.description = "plaintext (--insecure-plaintext)";
     return out;
   }
-  const std::string pin_path = absl::StrCat(in.state_dir, "/", kPinFile);
-  if (pin.empty()) {
-    auto saved = ReadSecretFile(pin_path);
-    if (!saved.ok() && !absl::IsNotFound(saved.status())) {
-      return saved.status();
-    }
-    if (saved.ok()) {
-      auto parsed = pki::ParsePin(*saved, pin_path);
-      if (!parsed.ok()) return parsed.status();
-      pin = *std::move(parsed);
-    }
-  } else if (absl::Status s = WriteSecretFile(pin_path, pin); !s.ok()) {
-    return s;
-  }
-  if (pin.empty()) {
+  auto pins = CorePins::Open(in.state_dir, pin);
+  if (!pins.ok()) return pins.status();
+  if ((*pins)->empty()) {
     return absl::InvalidArgumentError(
         "no way to verify core: give the join token core wrote "
         "(<data-dir>/join.token, or `varanctl join-tokens create`), which "
@@ -67,9 +50,17 @@ absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in) {
         "for an operator's CA; --insecure-plaintext for a core serving "
         "plaintext");
   }
-  out.security = MakePinnedSecurity(pin);
-  out.pin = pin;
-  out.description = absl::StrCat("TLS, core's cluster CA pinned to ", pin);
+  const std::vector<std::string> trusted = (*pins)->Get();
+  if (!pin.empty() && trusted != std::vector<std::string>{pin}) {
+    spdlog::info(
+        "core's CA pin {} (given) is one core has moved on from or is "
+        "moving to; trusting the pins core gave: {}",
+        pin, absl::StrJoin(trusted, ", "));
+  }
+  out.security = MakePinnedSecurity(trusted, "", "");
+  out.pins = *std::move(pins);
+  out.description = absl::StrCat("TLS, core's cluster CA pinned to ",
+                                 absl::StrJoin(trusted, ", "));
   return out;
 }
 

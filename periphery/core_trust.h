@@ -5,15 +5,18 @@
 // plaintext; otherwise core's cluster CA pinned by its pin, taken from
 // --core-ca-hash, else from the join token ("<secret>.<pin>"), else from
 // <state-dir>/core-ca.pin, where it is kept after the first start so the
-// join token may be deleted once the periphery is registered. With none of
-// these the periphery refuses to start: it never trusts the first core that
-// answers.
+// join token may be deleted once the periphery is registered, and where
+// the pins core sends later are kept (CorePins: a rotation of core's CA). With
+// none of these the periphery refuses to start: it never trusts the first core
+// that answers.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/tls.h"
+#include "periphery/core_pins.h"
 
 namespace varan::periphery {
 
@@ -34,10 +37,10 @@ struct CoreTrustInputs {
 struct CoreTrust {
   ChannelSecurity security;
   std::string description;
-  // The pin of core's cluster CA when that is how core is checked ("" with
-  // an operator's CA or plaintext): core then issues this periphery its
-  // certificate, and calls it with its own.
-  std::string pin;
+  // The pins of core's cluster CA when that is how core is checked (null
+  // with an operator's CA or plaintext): core then issues this periphery
+  // its certificate, and calls it with its own.
+  std::unique_ptr<CorePins> pins;
 };
 absl::StatusOr<CoreTrust> DecideCoreTrust(const CoreTrustInputs& in);
 

@@ -114,7 +114,7 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   trust_inputs.state_dir = config.state_dir;
   auto trust = DecideCoreTrust(trust_inputs);
   if (!trust.ok()) return trust.status();
-  if (!trust->pin.empty()) {
+  if (trust->pins != nullptr) {
     if (config.daemon.tls.enabled() || !config.daemon.tls.client_ca.empty()) {
       return absl::InvalidArgumentError(
           "--tls-cert/--tls-key/--tls-client-ca: with core's cluster CA "
@@ -144,8 +144,9 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   agent->agent_ = std::make_unique<AgentService>(
       &agent->credential_, agent->host_.get(), agent->executor_.get(),
       agent->guard_.get());
-  // Core calls with its own certificate of the pinned CA.
-  agent->agent_->set_core_pin(trust->pin);
+  // Core calls with its own certificate of a pinned CA.
+  agent->core_pins_ = std::move(trust->pins);
+  agent->agent_->set_core_pins(agent->core_pins_.get());
   const Keepalive keepalive{absl::Seconds(config.keepalive_time_seconds),
                             absl::Seconds(config.keepalive_timeout_seconds)};
 
@@ -202,18 +203,20 @@ absl::StatusOr<std::unique_ptr<PeripheryAgent>> PeripheryAgent::Start(
   uplink_options.proxy = config.proxy;
   LogProxy(config.proxy, "core");
   uplink_options.certificates = agent->identity_.get();
-  CoreConnector connect = [uplink_options, clock,
-                           identity = agent->identity_.get(),
-                           pin = trust->pin](const HostPort& core) {
-    if (identity == nullptr) {
-      return NewGrpcCoreConnection(core, uplink_options, clock);
-    }
-    // Each connection presents the certificate held when it is made.
-    UplinkOptions options = uplink_options;
-    options.security =
-        MakePinnedSecurity(pin, identity->key_pem(), identity->cert_pem());
-    return NewGrpcCoreConnection(core, options, clock);
-  };
+  uplink_options.core_pins = agent->core_pins_.get();
+  CoreConnector connect =
+      [uplink_options, clock, identity = agent->identity_.get(),
+       pins = agent->core_pins_.get()](const HostPort& core) {
+        if (identity == nullptr || pins == nullptr) {
+          return NewGrpcCoreConnection(core, uplink_options, clock);
+        }
+        // Each connection presents the certificate held when it is made, and
+        // trusts the pins of that moment.
+        UplinkOptions options = uplink_options;
+        options.security = MakePinnedSecurity(pins->Get(), identity->key_pem(),
+                                              identity->cert_pem());
+        return NewGrpcCoreConnection(core, options, clock);
+      };
   agent->uplink_ = std::make_unique<Uplink>(
       uplink_options, std::move(connect), &agent->credential_,
       agent->host_.get(), agent->executor_.get(), clock);

@@ -24,6 +24,7 @@
 #include "common/peer_guard.h"
 #include "common/server.h"
 #include "common/tls.h"
+#include "periphery/core_pins.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
 #include "periphery/identity.h"
@@ -118,6 +119,8 @@ class PeripheryAgent {
   // and presented to core); null otherwise.
   std::unique_ptr<PeripheryIdentity> identity_;
   std::unique_ptr<TlsFiles> core_tls_;  // null: plaintext to core
+  // The pins of core's cluster CA (null: core is not known by a pin).
+  std::unique_ptr<CorePins> core_pins_;
   CredentialHolder credential_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<AgentService> agent_;

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/cli/cli.h"
 #include "client/cli/config.h"
 #include "common/pki.h"
@@ -98,9 +99,9 @@ int RunSetContext(const GlobalOptions& global, const SetOptions& opts) {
   if (!opts.tls_key.empty()) c.tls_key = Absolute(opts.tls_key);
   if (!opts.tls_server_name.empty()) c.tls_server_name = opts.tls_server_name;
   if (!opts.ca_hash.empty()) {
-    auto pin = pki::ParsePin(opts.ca_hash, "--ca-hash");
-    if (!pin.ok()) return Fail(pin.status());
-    c.ca_hash = *pin;
+    auto pins = pki::ParsePins(opts.ca_hash, "--ca-hash");
+    if (!pins.ok()) return Fail(pins.status());
+    c.ca_hash = absl::StrJoin(*pins, ",");
   }
   if (file->current.empty()) file->current = opts.name;
   absl::Status s = SaveContexts(global.config_file, *file);

@@ -83,11 +83,11 @@ pki::ShareAuthority ShareThrough(Cluster* cluster) {
 
 BuiltinTls::BuiltinTls(pki::Authority ca, std::string dir,
                        std::vector<std::string> names)
-    : ca_(std::move(ca)),
-      names_(std::move(names)),
+    : names_(std::move(names)),
       ca_path_(dir + "/ca.crt"),
       cert_path_(dir + "/core.crt"),
-      key_path_(dir + "/core.key") {}
+      key_path_(dir + "/core.key"),
+      ca_(std::move(ca)) {}
 
 absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
     const std::string& data_dir, const std::vector<std::string>& names,
@@ -100,10 +100,10 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
   if (!pin.ok()) return pin.status();
   auto tls = std::unique_ptr<BuiltinTls>(
       new BuiltinTls(stored->authority, dir, AllNames(names)));
-  tls->pin_ = *std::move(pin);
   tls->created_ = stored->created;
   tls->adopted_ = stored->adopted;
   absl::MutexLock lock(&tls->mu_);
+  tls->pin_ = *std::move(pin);
   if (absl::Status s = tls->Issue(now); !s.ok()) return s;
   return tls;
 }
@@ -135,6 +135,29 @@ absl::Status BuiltinTls::Issue(absl::Time now) {
     return s;
   }
   renew_at_ = now + kServingValidity * 2 / 3;
+  return absl::OkStatus();
+}
+
+std::string BuiltinTls::pin() const {
+  absl::MutexLock lock(&mu_);
+  return pin_;
+}
+
+pki::Authority BuiltinTls::authority() const {
+  absl::MutexLock lock(&mu_);
+  return ca_;
+}
+
+absl::Status BuiltinTls::UseAuthority(pki::Authority ca, absl::Time now) {
+  auto pin = pki::AuthorityPin(ca.cert_pem);
+  if (!pin.ok()) return pin.status();
+  absl::MutexLock lock(&mu_);
+  pki::Authority before = std::exchange(ca_, std::move(ca));
+  if (absl::Status s = Issue(now); !s.ok()) {
+    ca_ = std::move(before);
+    return s;
+  }
+  pin_ = *std::move(pin);
   return absl::OkStatus();
 }
 

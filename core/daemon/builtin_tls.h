@@ -47,14 +47,15 @@ class BuiltinTls {
       const std::string& data_dir, const std::vector<std::string>& names,
       absl::Time now, Cluster* cluster = nullptr);
 
-  // The CA's pin (pki::AuthorityPin), what join tokens carry.
-  const std::string& pin() const { return pin_; }
+  // The pin of the CA core serves and issues with (pki::AuthorityPin), what
+  // join tokens carry.
+  std::string pin() const;
   // Whether this start created the CA, or took the cluster's.
   bool created() const { return created_; }
   bool adopted() const { return adopted_; }
   const std::string& ca_path() const { return ca_path_; }
   // The CA itself, for issuing peripheries their certificates.
-  const pki::Authority& authority() const { return ca_; }
+  pki::Authority authority() const;
   const std::string& cert_path() const { return cert_path_; }
   const std::string& key_path() const { return key_path_; }
 
@@ -62,18 +63,23 @@ class BuiltinTls {
   // life have passed; true when it did. Cheap when it is not due.
   absl::StatusOr<bool> RenewIfDue(absl::Time now);
 
+  // Serves with a certificate issued by `ca` from now on (a rotation of
+  // the cluster CA switching to it: core/daemon/ca_rotation.h); the files
+  // of <data-dir>/pki are the caller's.
+  absl::Status UseAuthority(pki::Authority ca, absl::Time now);
+
  private:
   BuiltinTls(pki::Authority ca, std::string dir,
              std::vector<std::string> names);
   absl::Status Issue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const pki::Authority ca_;
   const std::vector<std::string> names_;
   const std::string ca_path_, cert_path_, key_path_;
-  std::string pin_;
   bool created_ = false;
   bool adopted_ = false;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
+  pki::Authority ca_ ABSL_GUARDED_BY(mu_);
+  std::string pin_ ABSL_GUARDED_BY(mu_);
   absl::Time renew_at_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -13,6 +13,7 @@
 #include "common/secrets.h"
 #include "common/server.h"
 #include "core/daemon/builtin_tls.h"
+#include "core/daemon/ca_rotation.h"
 #include "core/daemon/open_store.h"
 #include "core/fleet/enrollment.h"
 #include "core/fleet/registry.h"
@@ -37,6 +38,13 @@ namespace varan::core {
 // outlives the parts that point to it.
 struct CoreServer::Parts {
   ~Parts() { StopTicker(); }
+
+  // Reads the bootstrap token files again (join.token rewritten with the
+  // CA's current pin).
+  absl::Status ReloadTokens() {
+    absl::MutexLock lock(&token_files_mu);
+    return LoadBootstrapTokens(token_files, tokens.get());
+  }
 
   // Serves the health service "ready" (the readiness a load balancer or
   // Kubernetes checks): NOT_SERVING while the store is unreachable.
@@ -85,6 +93,8 @@ struct CoreServer::Parts {
     if (refresher.joinable()) refresher.join();
   }
 
+  // token_files.ca_pin changes when the CA rotates (under the mutex).
+  absl::Mutex token_files_mu;
   BootstrapTokenFiles token_files;
   // Without --tls-cert and --insecure-plaintext: the cluster CA and core's
   // certificate from it.
@@ -119,6 +129,8 @@ struct CoreServer::Parts {
   std::unique_ptr<JobForwarder> forward;
   std::unique_ptr<FleetService> fleet_service;
   std::unique_ptr<JobsService> jobs_service;
+  // With the built-in CA: its rotation (Admin.RotateClusterCa).
+  std::unique_ptr<CaRotation> ca_rotation;
   std::unique_ptr<AdminService> admin_service;
   std::unique_ptr<RelayService> relay_service;
   std::unique_ptr<ReplicaService> replica_service;
@@ -151,6 +163,12 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
     // Where the other replicas reach this one.
     auto replica = ParseDialAddress(cluster->self().address, 0);
     if (replica.ok()) names.push_back(replica->host);
+  }
+  if (cluster == nullptr) {
+    if (absl::Status s = CaRotation::Recover(config.data_dir + "/pki");
+        !s.ok()) {
+      return Prefixed("the built-in cluster CA", s);
+    }
   }
   // The wall clock, not `clock`: TLS stacks check certificates against it.
   auto tls = BuiltinTls::Create(config.data_dir, names, absl::Now(), cluster);
@@ -300,9 +318,10 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     // Mutual TLS: core presents its own certificate, and the periphery's
     // must be the one the cluster CA issued to the id core dials.
     p->dial_links->set_periphery_security(
-        [ca = p->periphery_ca->ca_pem(),
+        [ca = p->periphery_ca.get(),
          identity = p->server_tls.get()](const std::string& id) {
-          return MakeIssuedPeerSecurity(ca, pki::kPeripheryName, id, identity);
+          return MakeIssuedPeerSecurity(ca->trusted_pem(), pki::kPeripheryName,
+                                        id, identity);
         });
   }
   DispatcherOptions dispatcher_options;
@@ -386,9 +405,38 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   p->jobs_service = std::make_unique<JobsService>(
       p->auth.get(), p->dispatcher.get(), p->forward.get());
+  if (p->builtin_tls != nullptr) {
+    CaRotation::Parts parts;
+    parts.tls = p->builtin_tls.get();
+    parts.peripheries = p->periphery_ca.get();
+    parts.fleet = p->fleet.get();
+    parts.replicas = p->cluster != nullptr;
+    // A step took effect: connections made from now on serve and check
+    // the CAs of now, and join tokens carry the current pin.
+    parts.changed = [parts_ptr = p.get()] {
+      Parts& q = *parts_ptr;
+      (void)q.server_tls->Reload();
+      q.dial_links->ResetChannels();
+      const std::string pin = q.builtin_tls->pin();
+      q.tokens->set_ca_pin(pin);
+      {
+        absl::MutexLock lock(&q.token_files_mu);
+        q.token_files.ca_pin = pin;
+      }
+      if (absl::Status s = q.ReloadTokens(); !s.ok()) {
+        spdlog::error("rewriting join.token with the CA's pin: {}",
+                      s.message());
+      }
+    };
+    auto rotation = CaRotation::Open(dir + "/pki", std::move(parts));
+    if (!rotation.ok()) {
+      return Prefixed("the built-in cluster CA", rotation.status());
+    }
+    p->ca_rotation = *std::move(rotation);
+  }
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
-      p->admission.get());
+      p->admission.get(), p->ca_rotation.get());
 
   std::vector<grpc::Service*> services = {
       p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),
@@ -443,9 +491,7 @@ CoreServer::~CoreServer() { Shutdown(absl::ZeroDuration()); }
 void CoreServer::Reload() {
   // Rotated bootstrap token files take effect; a file that became
   // unreadable keeps the tokens read before.
-  if (absl::Status s =
-          LoadBootstrapTokens(parts_->token_files, parts_->tokens.get());
-      !s.ok()) {
+  if (absl::Status s = parts_->ReloadTokens(); !s.ok()) {
     spdlog::error("reloading bootstrap tokens: {}; keeping the old ones",
                   s.message());
   }

@@ -12,7 +12,7 @@ namespace varan::core {
 Enrollment::Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
                        Dispatcher* dispatcher, PeerGuard* guard,
                        HandshakeAdmission* admission, ReplicaPeers* peers,
-                       const PeripheryCa* certificates)
+                       PeripheryCa* certificates)
     : tokens_(tokens),
       fleet_(fleet),
       dispatcher_(dispatcher),
@@ -118,13 +118,24 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Heartbeat(
   }
   auto answer = Record(request.periphery_id(), credential, peer, request);
   if (!answer.ok()) return CountFailure(peer, answer.status());
+  AskRenewal(certificate, &*answer);
   return answer;
 }
 
 absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::TunnelHeartbeat(
     const std::string& periphery_id, absl::string_view credential,
-    const std::string& peer, const varan::v1::HeartbeatRequest& request) {
-  return Record(periphery_id, credential, peer, request);
+    const std::string& peer, const varan::v1::HeartbeatRequest& request,
+    const std::string& certificate) {
+  auto answer = Record(periphery_id, credential, peer, request);
+  if (answer.ok()) AskRenewal(certificate, &*answer);
+  return answer;
+}
+
+void Enrollment::AskRenewal(const std::string& certificate,
+                            varan::v1::HeartbeatResponse* answer) const {
+  if (certificates_ != nullptr && certificates_->IssuedByOther(certificate)) {
+    answer->set_renew_certificate(true);
+  }
 }
 
 absl::StatusOr<std::string> Enrollment::RenewCertificate(
@@ -189,6 +200,15 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
   varan::v1::HeartbeatResponse response;
   SetDuration(fleet_->heartbeat_interval(),
               response.mutable_heartbeat_interval());
+  if (certificates_ != nullptr) {
+    // What it trusts, and what it is to trust (a rotation of the CA).
+    certificates_->Heard(periphery_id,
+                         std::vector<std::string>(request.ca_pins().begin(),
+                                                  request.ca_pins().end()));
+    for (std::string& pin : certificates_->pins()) {
+      response.add_ca_pins(std::move(pin));
+    }
+  }
   // A heartbeat that reports nothing matters too when a target waits for
   // this periphery: what it does not hold never ran there, or was lost.
   if (!request.executions().empty() || dispatcher_->HasRunsOn(periphery_id)) {

@@ -43,7 +43,7 @@ class Enrollment {
   Enrollment(TokenRegistry* tokens, FleetRegistry* fleet,
              Dispatcher* dispatcher, PeerGuard* guard,
              HandshakeAdmission* admission, ReplicaPeers* peers = nullptr,
-             const PeripheryCa* certificates = nullptr);
+             PeripheryCa* certificates = nullptr);
 
   // A periphery admitted by Register or Resume.
   struct Admitted {
@@ -109,11 +109,13 @@ class Enrollment {
                                                const std::string& csr_pem);
 
   // A heartbeat on the tunnel periphery `periphery_id` opened with
-  // `credential` (through Register or Resume): as Heartbeat, without the
-  // guard and without counting failures (an error ends the tunnel).
+  // `credential` (through Register or Resume), presenting `certificate`:
+  // as Heartbeat, without the guard and without counting failures (an
+  // error ends the tunnel).
   absl::StatusOr<varan::v1::HeartbeatResponse> TunnelHeartbeat(
       const std::string& periphery_id, absl::string_view credential,
-      const std::string& peer, const varan::v1::HeartbeatRequest& request);
+      const std::string& peer, const varan::v1::HeartbeatRequest& request,
+      const std::string& certificate = "");
 
   // The tunnel of `periphery_id` closed (logged).
   void TunnelClosed(const std::string& periphery_id);
@@ -137,6 +139,10 @@ class Enrollment {
   absl::Status CheckCertificate(const std::string& periphery_id,
                                 const std::string& peer,
                                 const std::string& certificate);
+  // With the built-in CA: asks the periphery for a new certificate when
+  // `certificate` (what it presented) is of a CA being retired.
+  void AskRenewal(const std::string& certificate,
+                  varan::v1::HeartbeatResponse* answer) const;
   // Counts a failed authentication when `status` says the credential did
   // not fit (NOT_FOUND, UNAUTHENTICATED); returns `status`.
   absl::Status CountFailure(const std::string& peer, absl::Status status);
@@ -149,7 +155,7 @@ class Enrollment {
   PeerGuard* const guard_;
   HandshakeAdmission* const admission_;
   // Null without the built-in CA.
-  const PeripheryCa* const certificates_;
+  PeripheryCa* const certificates_;
 };
 
 }  // namespace varan::core

@@ -9,7 +9,43 @@
 namespace varan::core {
 
 PeripheryCa::PeripheryCa(pki::Authority ca, absl::Duration lifetime)
-    : ca_(std::move(ca)), lifetime_(lifetime) {}
+    : lifetime_(lifetime) {
+  Trust(std::move(ca), "");
+}
+
+void PeripheryCa::Trust(pki::Authority issuing, std::string other_ca_pem) {
+  std::vector<std::string> pins;
+  for (const std::string* pem : {&issuing.cert_pem, &other_ca_pem}) {
+    if (pem->empty()) continue;
+    auto pin = pki::AuthorityPin(*pem);
+    if (pin.ok()) pins.push_back(*std::move(pin));
+  }
+  absl::MutexLock lock(&mu_);
+  ca_ = std::move(issuing);
+  other_pem_ = std::move(other_ca_pem);
+  pins_ = std::move(pins);
+}
+
+std::vector<std::string> PeripheryCa::pins() const {
+  absl::MutexLock lock(&mu_);
+  return pins_;
+}
+
+std::string PeripheryCa::trusted_pem() const {
+  absl::MutexLock lock(&mu_);
+  return ca_.cert_pem + other_pem_;
+}
+
+bool PeripheryCa::IssuedByOther(const std::string& chain_pem) const {
+  std::string other;
+  {
+    absl::MutexLock lock(&mu_);
+    other = other_pem_;
+  }
+  if (other.empty() || chain_pem.empty()) return false;
+  return pki::Verify(other, chain_pem, absl::Now(), pki::Usage::kClientAuth)
+      .ok();
+}
 
 absl::Status PeripheryCa::CheckRequest(const std::string& csr_pem) const {
   if (csr_pem.empty()) {
@@ -23,6 +59,29 @@ absl::Status PeripheryCa::CheckRequest(const std::string& csr_pem) const {
   return absl::InvalidArgumentError(absl::StrCat("csr: ", s.message()));
 }
 
+void PeripheryCa::Heard(const std::string& id, std::vector<std::string> pins) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = heard_.try_emplace(id);
+  if (inserted || it->second != pins) it->second = std::move(pins);
+}
+
+std::vector<std::string> PeripheryCa::NotTrusting(
+    const std::vector<std::string>& ids) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const std::string& id : ids) {
+    auto it = heard_.find(id);
+    const bool trusts_all =
+        it != heard_.end() &&
+        std::all_of(pins_.begin(), pins_.end(), [&](const std::string& p) {
+          return std::find(it->second.begin(), it->second.end(), p) !=
+                 it->second.end();
+        });
+    if (!trusts_all) out.push_back(id);
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> PeripheryCa::Issue(
     const std::string& id, const std::string& csr_pem) const {
   const absl::Time now = absl::Now();
@@ -33,14 +92,19 @@ absl::StatusOr<std::string> PeripheryCa::Issue(
   profile.server_auth = true;
   profile.not_before = now - absl::Minutes(5);
   profile.not_after = now + lifetime_;
-  auto cert = pki::SignRequest(ca_, csr_pem, profile);
+  pki::Authority ca;
+  {
+    absl::MutexLock lock(&mu_);
+    ca = ca_;
+  }
+  auto cert = pki::SignRequest(ca, csr_pem, profile);
   if (!cert.ok()) {
     return absl::Status(
         cert.status().code(),
         absl::StrCat("issuing periphery ", id,
                      " a certificate: ", cert.status().message()));
   }
-  return *cert + ca_.cert_pem;
+  return *cert + ca.cert_pem;
 }
 
 absl::Status PeripheryCa::CheckPresented(const std::string& id,
@@ -73,7 +137,7 @@ absl::Status PeripheryCa::Check(const std::string& id,
     at = std::min(at, info->not_after - absl::Seconds(1));
   }
   absl::Status s =
-      pki::VerifyIssued(ca_.cert_pem, chain_pem, pki::kPeripheryName, id,
+      pki::VerifyIssued(trusted_pem(), chain_pem, pki::kPeripheryName, id,
                         pki::Usage::kClientAuth, at);
   if (s.ok()) return s;
   return absl::UnauthenticatedError(

@@ -16,13 +16,22 @@
 // that expired, so a periphery that was off for longer than a certificate's
 // life comes back without a new join token; removing it is what revokes it.
 //
+// While the cluster CA is rotated (core/daemon/builtin_tls.h), two CAs are
+// in play: certificates are issued by the one core serves with, and
+// certificates of either are accepted (Trust); peripheries are told both
+// pins, and a periphery presenting a certificate of the CA being retired
+// is asked to renew it (IssuedByOther).
+//
 // Certificates are dated by the wall clock: TLS stacks check them against
-// it. Stateless apart from its constant inputs; thread-safe.
+// it. Thread-safe.
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/pki.h"
 
@@ -31,6 +40,24 @@ namespace varan::core {
 class PeripheryCa {
  public:
   PeripheryCa(pki::Authority ca, absl::Duration lifetime);
+
+  // From now on certificates are issued by `issuing`, and those of
+  // `other_ca_pem` (the CA a rotation adds or retires; "" for none) are
+  // accepted too.
+  void Trust(pki::Authority issuing, std::string other_ca_pem);
+  // The pins of the CAs accepted, the issuing one's first: what
+  // peripheries are told to trust (HeartbeatResponse.ca_pins).
+  std::vector<std::string> pins() const;
+  // Whether `chain_pem` is a certificate of the other CA than the issuing
+  // one (false without one, or for a chain of neither).
+  bool IssuedByOther(const std::string& chain_pem) const;
+
+  // Records the pins periphery `id` says it trusts (its heartbeats).
+  void Heard(const std::string& id, std::vector<std::string> pins);
+  // Of `ids`, the peripheries not heard trusting every pin in pins() (since
+  // this core started): a switch to a new CA would cut them off.
+  std::vector<std::string> NotTrusting(
+      const std::vector<std::string>& ids) const;
 
   // A request Issue would refuse, refused before anything else is done.
   // INVALID_ARGUMENT naming "csr" and what is wrong.
@@ -52,15 +79,21 @@ class PeripheryCa {
   absl::Status CheckForRenewal(const std::string& id,
                                const std::string& chain_pem) const;
 
-  // The CA's certificate (PEM).
-  const std::string& ca_pem() const { return ca_.cert_pem; }
+  // The certificates (PEM) of the CAs accepted: what a periphery's
+  // certificate is checked against when core dials it.
+  std::string trusted_pem() const;
 
  private:
   absl::Status Check(const std::string& id, const std::string& chain_pem,
                      bool allow_expired) const;
 
-  const pki::Authority ca_;
   const absl::Duration lifetime_;
+  mutable absl::Mutex mu_;
+  pki::Authority ca_ ABSL_GUARDED_BY(mu_);
+  std::string other_pem_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> pins_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<std::string>> heard_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::core

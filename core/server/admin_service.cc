@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/time_util.h"
 #include "core/server/operator_call.h"
 #include "varan/version.h"
@@ -112,6 +114,43 @@ grpc::ServerUnaryReactor* AdminService::RevokeJoinToken(
                          tokens_->RevokeJoinToken(request->name_or_id(),
                                                   caller.name, std::move(done));
                        });
+}
+
+namespace {
+
+absl::Status NoBuiltinCa() {
+  return absl::FailedPreconditionError(
+      "this core has no built-in cluster CA: it serves an operator's "
+      "certificates (--tls-cert) or plaintext");
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminService::GetClusterCa(
+    grpc::CallbackServerContext* context, const varan::v1::GetClusterCaRequest*,
+    varan::v1::ClusterCa* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller&) -> absl::StatusOr<varan::v1::ClusterCa> {
+        if (ca_rotation_ == nullptr) return NoBuiltinCa();
+        return ca_rotation_->State();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminService::RotateClusterCa(
+    grpc::CallbackServerContext* context,
+    const varan::v1::RotateClusterCaRequest* request,
+    varan::v1::ClusterCa* response) {
+  return OperatorUnary(
+      auth_, ROLE_ADMIN, context, response,
+      [&](const Caller& caller) -> absl::StatusOr<varan::v1::ClusterCa> {
+        if (ca_rotation_ == nullptr) return NoBuiltinCa();
+        spdlog::info("cluster CA rotation step {} asked by {}",
+                     varan::v1::CaRotationStep_Name(request->step()),
+                     caller.name);
+        return ca_rotation_->Step(request->step(), request->force(),
+                                  absl::Now());
+      });
 }
 
 }  // namespace varan::core

@@ -1,5 +1,5 @@
-// core's Admin service (operators): core's info, and operator and join
-// tokens on TokenRegistry.
+// core's Admin service (operators): core's info, operator and join tokens
+// on TokenRegistry, and the cluster CA's rotation (ClusterCaControl).
 //
 // A thin edge: authenticate (admin role, viewer for GetInfo), call
 // TokenRegistry or read FleetRegistry and HandshakeAdmission, turn
@@ -11,6 +11,7 @@
 #include "core/fleet/registry.h"
 #include "core/server/admission.h"
 #include "core/server/auth.h"
+#include "core/server/cluster_ca_control.h"
 #include "core/server/tokens.h"
 #include "varan/v1/core.grpc.pb.h"
 
@@ -18,15 +19,18 @@ namespace varan::core {
 
 class AdminService final : public varan::v1::Admin::CallbackService {
  public:
-  // `admission` (may be null) gives the count of shed handshakes.
+  // `admission` (may be null) gives the count of shed handshakes;
+  // `ca_rotation` (null without the built-in CA) the cluster CA's state.
   AdminService(const Authenticator* auth, const FleetRegistry* fleet,
                TokenRegistry* tokens, absl::Time start_time,
-               const HandshakeAdmission* admission = nullptr)
+               const HandshakeAdmission* admission = nullptr,
+               ClusterCaControl* ca_rotation = nullptr)
       : auth_(auth),
         fleet_(fleet),
         tokens_(tokens),
         start_time_(start_time),
-        admission_(admission) {}
+        admission_(admission),
+        ca_rotation_(ca_rotation) {}
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const varan::v1::GetInfoRequest* request,
@@ -55,6 +59,14 @@ class AdminService final : public varan::v1::Admin::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::RevokeJoinTokenRequest* request,
       varan::v1::JoinToken* response) override;
+  grpc::ServerUnaryReactor* GetClusterCa(
+      grpc::CallbackServerContext* context,
+      const varan::v1::GetClusterCaRequest* request,
+      varan::v1::ClusterCa* response) override;
+  grpc::ServerUnaryReactor* RotateClusterCa(
+      grpc::CallbackServerContext* context,
+      const varan::v1::RotateClusterCaRequest* request,
+      varan::v1::ClusterCa* response) override;
 
  private:
   const Authenticator* const auth_;
@@ -62,6 +74,7 @@ class AdminService final : public varan::v1::Admin::CallbackService {
   TokenRegistry* const tokens_;
   const absl::Time start_time_;
   const HandshakeAdmission* const admission_;
+  ClusterCaControl* const ca_rotation_;
 };
 
 }  // namespace varan::core

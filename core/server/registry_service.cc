@@ -90,8 +90,9 @@ absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
 absl::StatusOr<varan::v1::HeartbeatResponse> RegistryService::Heartbeat(
     const grpc::CallbackServerContext& context, const std::string& id,
     const std::string& credential, const varan::v1::HeartbeatRequest& request) {
-  return enrollment_->TunnelHeartbeat(
-      id, credential, NormalizePeerAddress(context.peer()), request);
+  return enrollment_->TunnelHeartbeat(id, credential,
+                                      NormalizePeerAddress(context.peer()),
+                                      request, PeerCertificateChain(context));
 }
 
 void RegistryService::Closed(const std::string& id, const absl::Status&) {

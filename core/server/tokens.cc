@@ -546,8 +546,13 @@ void TokenRegistry::CreateJoinToken(
     varan::v1::CreateJoinTokenResponse response;
     *response.mutable_join_token() = Render(Join{t, false}, clock_->Now());
     response.set_secret(secret);
-    response.set_token(JoinTokenWithPin(secret, ca_pin_));
-    response.set_ca_pin(ca_pin_);
+    std::string pin;
+    {
+      absl::MutexLock lock(&mu_);
+      pin = ca_pin_;
+    }
+    response.set_token(JoinTokenWithPin(secret, pin));
+    response.set_ca_pin(pin);
     spdlog::info("join token {} created by {}", t.info.name(),
                  t.info.created_by());
     done(std::move(response));

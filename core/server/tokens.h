@@ -54,8 +54,11 @@ class TokenRegistry {
 
   // The pin of core's built-in cluster CA, appended to the join tokens
   // CreateJoinToken returns (CreateJoinTokenResponse.token); empty when
-  // core has none. Call once, before serving.
-  void set_ca_pin(std::string pin) { ca_pin_ = std::move(pin); }
+  // core has none. Changes when the CA is rotated.
+  void set_ca_pin(std::string pin) {
+    absl::MutexLock lock(&mu_);
+    ca_pin_ = std::move(pin);
+  }
 
   // Loads the stored tokens (call once, before serving).
   absl::Status Load();
@@ -145,8 +148,8 @@ class TokenRegistry {
 
   const Clock* const clock_;
   Store* const store_;
-  std::string ca_pin_;
   mutable absl::Mutex mu_;
+  std::string ca_pin_ ABSL_GUARDED_BY(mu_);
   // By id; bootstrap tokens have ids "bootstrap-<name>".
   absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Join> joins_ ABSL_GUARDED_BY(mu_);

@@ -152,7 +152,7 @@ grpc::Status AgentService::Authenticate(
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "periphery is not registered with core yet");
   }
-  if (!core_pin_.empty()) {
+  if (core_pins_ != nullptr) {
     // Core's certificate of the pinned CA is the authentication: core
     // keeps only a hash of this periphery's credential.
     const std::string chain = PeerCertificateChain(context);
@@ -168,7 +168,7 @@ grpc::Status AgentService::Authenticate(
     absl::Status s =
         chain.empty()
             ? absl::UnauthenticatedError("the caller presented no certificate")
-            : pki::VerifyPinned(chain, core_pin_, pki::kCoreName, now,
+            : pki::VerifyPinned(chain, core_pins_->Get(), pki::kCoreName, now,
                                 pki::Usage::kClientAuth);
     if (s.ok()) {
       absl::MutexLock lock(&verified_mu_);

@@ -5,7 +5,7 @@
 // until registration succeeds (the CredentialHolder the uplink fills is
 // empty) every call is refused with UNAVAILABLE. Then, with core's cluster
 // CA pinned (the default), the call must come over mutual TLS presenting a
-// certificate of that CA for "varan-core" (checked against the pin,
+// certificate of that CA for "varan-core" (checked against the pins,
 // pki::VerifyPinned); no token is needed, as core keeps only a hash of the
 // credential. Otherwise it must carry the credential core issued at
 // registration (`authorization: Bearer ...`): core is the only holder of it
@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "common/peer_guard.h"
+#include "periphery/core_pins.h"
 #include "periphery/exec/execution.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
@@ -39,9 +40,10 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   AgentService(const CredentialHolder* credential, const HostSnapshot* host,
                Executor* executor, PeerGuard* guard = nullptr);
 
-  // Calls must present core's certificate from the CA pinned by `pin`,
-  // instead of the credential (set before serving; empty: the credential).
-  void set_core_pin(std::string pin) { core_pin_ = std::move(pin); }
+  // Calls must present core's certificate from a CA `pins` holds (they
+  // change as core rotates its CA), instead of the credential (set before
+  // serving; null: the credential). `pins` must outlive the service.
+  void set_core_pins(const CorePins* pins) { core_pins_ = pins; }
 
   grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context,
@@ -74,7 +76,7 @@ class AgentService final : public varan::v1::Agent::CallbackService {
   }
 
   const CredentialHolder* credential_;
-  std::string core_pin_;
+  const CorePins* core_pins_ = nullptr;
   // The chain of core's last verified (the PEM text) and until when it is
   // taken without verifying it again.
   mutable absl::Mutex verified_mu_;

@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -50,6 +51,10 @@ class CoreTunnel {
   // until it said).
   virtual absl::Time last_answer() = 0;
   virtual absl::Duration interval() = 0;
+  // Core's last heartbeat answer that sent CA pins or asked for a new
+  // certificate (HeartbeatResponse.ca_pins, renew_certificate), once:
+  // empty until another such answer arrives.
+  virtual std::optional<varan::v1::HeartbeatResponse> TakeTrustAnswer() = 0;
   // Ends the stream; done() is notified once it has ended.
   virtual void Cancel() = 0;
   virtual const absl::Notification& done() const = 0;

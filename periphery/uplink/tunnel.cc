@@ -80,6 +80,11 @@ absl::Duration TunnelSession::interval() {
   return interval_;
 }
 
+std::optional<varan::v1::HeartbeatResponse> TunnelSession::TakeTrustAnswer() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(trust_answer_, std::nullopt);
+}
+
 absl::Status TunnelSession::status() {
   absl::MutexLock lock(&mu_);
   return status_;
@@ -223,6 +228,7 @@ void TunnelSession::OnReadDone(bool ok) {
       if (hb.has_heartbeat_interval()) {
         interval_ = FromDuration(hb.heartbeat_interval());
       }
+      if (hb.ca_pins_size() > 0 || hb.renew_certificate()) trust_answer_ = hb;
       break;
     }
     case TunnelDown::kExecute:

@@ -26,6 +26,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -62,6 +63,7 @@ class TunnelSession final
   void SendHeartbeat(varan::v1::HeartbeatRequest heartbeat) override;
   absl::Time last_answer() override;
   absl::Duration interval() override;
+  std::optional<varan::v1::HeartbeatResponse> TakeTrustAnswer() override;
   void Cancel() override { context_.TryCancel(); }
   const absl::Notification& done() const override { return done_; }
   absl::Status status() override;
@@ -106,6 +108,8 @@ class TunnelSession final
   // The event in flight was an `exited` of this execution.
   std::string writing_exited_ ABSL_GUARDED_BY(mu_);
   std::deque<varan::v1::TunnelUp> control_ ABSL_GUARDED_BY(mu_);
+  std::optional<varan::v1::HeartbeatResponse> trust_answer_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Attached> attached_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);
   bool opened_ ABSL_GUARDED_BY(mu_) = false;

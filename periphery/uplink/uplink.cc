@@ -225,7 +225,8 @@ bool Uplink::InstallCertificate(const std::string& chain_pem) {
 bool Uplink::MaybeRenewCertificate() {
   if (options_.certificates == nullptr) return false;
   const absl::Time now = clock_->Now();
-  if (now < next_renewal_try_ || !options_.certificates->RenewalDue(now)) {
+  if (now < next_renewal_try_ ||
+      !(renewal_requested_ || options_.certificates->RenewalDue(now))) {
     return false;
   }
   varan::v1::RenewCertificateRequest request;
@@ -249,8 +250,31 @@ bool Uplink::MaybeRenewCertificate() {
     next_renewal_try_ = now + absl::Minutes(1);
     return false;
   }
-  spdlog::info("core renewed this periphery's certificate");
+  spdlog::info("core renewed this periphery's certificate{}",
+               renewal_requested_ ? " (core asked for it)" : "");
+  renewal_requested_ = false;
   return true;
+}
+
+void Uplink::AbsorbTrust(const varan::v1::HeartbeatResponse& answer) {
+  if (answer.ca_pins_size() > 0 && options_.core_pins != nullptr) {
+    auto changed = options_.core_pins->Replace(std::vector<std::string>(
+        answer.ca_pins().begin(), answer.ca_pins().end()));
+    if (!changed.ok()) {
+      spdlog::error("cannot take the CA pins core sent: {}",
+                    changed.status().message());
+    } else if (*changed) {
+      spdlog::info(
+          "core's cluster CA pins are now {} (new connections "
+          "trust these)",
+          absl::StrJoin(options_.core_pins->Get(), ", "));
+    }
+  }
+  if (answer.renew_certificate() && options_.certificates != nullptr &&
+      !renewal_requested_) {
+    renewal_requested_ = true;
+    next_renewal_try_ = absl::InfinitePast();
+  }
 }
 
 absl::Status Uplink::NeedJoinToken() const {
@@ -293,6 +317,11 @@ varan::v1::HeartbeatRequest Uplink::MakeHeartbeat() {
   *req.mutable_stats() = host_->Sample();
   req.mutable_stats()->set_running_executions(executor_->running());
   for (auto& r : executor_->Report()) *req.add_executions() = std::move(r);
+  if (options_.core_pins != nullptr) {
+    for (std::string& pin : options_.core_pins->Get()) {
+      req.add_ca_pins(std::move(pin));
+    }
+  }
   return req;
 }
 
@@ -306,6 +335,7 @@ absl::Status Uplink::Heartbeat() {
   executor_->Acknowledge(std::vector<std::string>(resp->acknowledged().begin(),
                                                   resp->acknowledged().end()));
   CancelForCore(executor_, resp->cancel());
+  AbsorbTrust(*resp);
   // Presented from the next connection on.
   if (MaybeRenewCertificate()) core_.reset();
   return absl::OkStatus();
@@ -460,6 +490,9 @@ absl::Status Uplink::RunTunnel(bool* opened, bool* reconnect) {
         break;
       }
       if (stop_.HasBeenNotified()) break;
+      if (auto trust = session->TakeTrustAnswer(); trust.has_value()) {
+        AbsorbTrust(*trust);
+      }
       // Presented by the next tunnel: this one was authenticated when it
       // opened, and goes on.
       (void)MaybeRenewCertificate();

@@ -47,6 +47,7 @@
 #include "common/address.h"
 #include "common/clock.h"
 #include "common/tls.h"
+#include "periphery/core_pins.h"
 #include "periphery/exec/executor.h"
 #include "periphery/host/facts.h"
 #include "periphery/uplink/certificate_keeper.h"
@@ -93,6 +94,9 @@ struct UplinkOptions {
   // signing at registration, renewed when due); null otherwise. The
   // connector must make connections that present its current certificate.
   CertificateKeeper* certificates = nullptr;
+  // With core's CA pinned: the pins the connector trusts, which core's
+  // heartbeat answers update (HeartbeatResponse.ca_pins); null otherwise.
+  CorePins* core_pins = nullptr;
   // --proxy: an HTTP CONNECT proxy URL, "none", or empty (the environment
   // decides); see common/proxy.h.
   std::string proxy;
@@ -153,6 +157,10 @@ class Uplink {
   // failure, not again for a minute); true when it installed one (the
   // caller decides when to connect again to present it).
   bool MaybeRenewCertificate();
+  // Takes in what a heartbeat answer says about trust: the pins of core's
+  // CAs (kept in options_.core_pins) and a request to renew the
+  // certificate now (it is from a CA core is retiring).
+  void AbsorbTrust(const varan::v1::HeartbeatResponse& answer);
   // Waits before retrying after `status`; false when stopped.
   bool Backoff(const absl::Status& status, absl::Duration* backoff,
                bool* failing);
@@ -176,6 +184,8 @@ class Uplink {
   size_t unreachable_in_row_ = 0;
   bool all_failed_ = false;
   absl::Time next_renewal_try_ = absl::InfinitePast();
+  // Uplink thread only: core asked for a new certificate (AbsorbTrust).
+  bool renewal_requested_ = false;
   absl::Notification stop_;
   std::thread thread_;
 };

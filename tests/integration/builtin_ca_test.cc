@@ -27,10 +27,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Trimmed(const std::string& s) {
-  return std::string(absl::StripAsciiWhitespace(s));
-}
-
 // Core, a dial-mode and a tunnel periphery and varanctl, none given a TLS
 // flag: a command runs, and everything that reaches core is TLS.
 TEST(BuiltinCaTest, NoTlsFlagsAnywhereStillRunsACommandOverTls) {

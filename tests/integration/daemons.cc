@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/secrets.h"
@@ -249,6 +250,10 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string Trimmed(const std::string& s) {
+  return std::string(absl::StripAsciiWhitespace(s));
 }
 
 void WriteFile(const std::string& path, const std::string& content) {
@@ -520,6 +525,11 @@ Daemon* TestFleet::LaunchPeriphery(const std::string& name,
                                    "[::1]:0",
                                    "--state-dir",
                                    dir_.File("periphery-" + name)};
+  // ... and a --listen of its own (a fixed port, kept across restarts).
+  if (std::find(extra_args.begin(), extra_args.end(), "--listen") !=
+      extra_args.end()) {
+    argv.erase(argv.begin() + 7, argv.begin() + 9);
+  }
   if (own_join_token) argv.erase(argv.begin() + 3, argv.begin() + 5);
   if (plaintext()) argv.push_back("--insecure-plaintext");
   for (const auto& l : labels) {

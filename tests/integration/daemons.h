@@ -42,6 +42,8 @@ class TempDir {
 };
 
 std::string ReadFile(const std::string& path);
+// `s` without leading and trailing whitespace (a token file's newline).
+std::string Trimmed(const std::string& s);
 void WriteFile(const std::string& path, const std::string& content);
 
 struct RunResult {
@@ -139,7 +141,8 @@ class TestFleet {
   int StopCore(int sig = 15);
   // Starts a periphery named `name` (with `env` added to its environment)
   // and waits until core lists it online. It joins with core's join.token
-  // unless `extra_args` has a --join-token-file.
+  // unless `extra_args` has a --join-token-file, and listens on [::1]:0
+  // unless it has a --listen.
   Daemon* StartPeriphery(const std::string& name,
                          const std::vector<std::string>& labels = {},
                          std::vector<std::string> extra_args = {},

@@ -24,10 +24,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::string Trimmed(const std::string& s) {
-  return std::string(absl::StripAsciiWhitespace(s));
-}
-
 // The chain the server at `address` presents in its TLS handshake.
 std::string ServedChain(const std::string& address) {
   auto seen = std::make_shared<ProbedChain>();

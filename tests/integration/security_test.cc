@@ -421,6 +421,20 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
                                   return r;
                                 }),
            admin_not_found},
+          {"Admin.GetClusterCa",
+           Unary<Admin::Stub, varan::v1::GetClusterCaRequest,
+                 varan::v1::ClusterCa>(
+               admin_stub.get(), &Admin::Stub::GetClusterCa,
+               [] { return varan::v1::GetClusterCaRequest(); }),
+           admin_ok},
+          // No step: an admin is told so, and nothing rotates.
+          {"Admin.RotateClusterCa",
+           Unary<Admin::Stub, varan::v1::RotateClusterCaRequest,
+                 varan::v1::ClusterCa>(
+               admin_stub.get(), &Admin::Stub::RotateClusterCa,
+               [] { return varan::v1::RotateClusterCaRequest(); }),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, DENIED, DENIED,
+            Code::INVALID_ARGUMENT, UNAUTH, UNAUTH}},
       };
   const std::vector<std::pair<std::string, std::string>> callers = {
       {"no token", ""},

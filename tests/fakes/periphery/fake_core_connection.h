@@ -23,6 +23,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -91,6 +92,13 @@ class FakeCoreConnection final : public CoreConnection {
     };
     mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
     return calls_;
+  }
+
+  // What the open tunnel's TakeTrustAnswer gives next (once), as if core
+  // had answered a heartbeat on it with `answer`.
+  void AnswerOnTunnel(varan::v1::HeartbeatResponse answer) {
+    absl::MutexLock lock(&mu_);
+    tunnel_trust_answer_ = std::move(answer);
   }
 
   // Heartbeats sent on tunnels so far.
@@ -241,6 +249,10 @@ class FakeCoreConnection final : public CoreConnection {
       absl::MutexLock lock(&mu_);
       return interval_;
     }
+    std::optional<varan::v1::HeartbeatResponse> TakeTrustAnswer() override {
+      absl::MutexLock lock(&core_->mu_);
+      return std::exchange(core_->tunnel_trust_answer_, std::nullopt);
+    }
     void Cancel() override {
       absl::MutexLock lock(&mu_);
       if (done_.HasBeenNotified()) return;
@@ -302,6 +314,8 @@ class FakeCoreConnection final : public CoreConnection {
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> connects_ ABSL_GUARDED_BY(mu_);
   int tunnel_heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<varan::v1::HeartbeatResponse> tunnel_trust_answer_
+      ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

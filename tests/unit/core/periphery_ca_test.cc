@@ -123,5 +123,53 @@ TEST_F(PeripheryCaTest, BadRequestsAreRefusedNamingTheCsr) {
   EXPECT_TRUE(absl::IsInvalidArgument(ca_.Issue("0123abcd", "x").status()));
 }
 
+// A rotation: certificates of both CAs are accepted, the issuing one's pin
+// comes first, certificates of the other are told apart, and once the old
+// CA is forgotten its certificates are refused.
+TEST_F(PeripheryCaTest, DuringARotationBothCasAreTrustedAndThenOnlyTheNew) {
+  auto old_chain = ca_.Issue("p1", NewRequest());
+  ASSERT_TRUE(old_chain.ok()) << old_chain.status();
+  const std::string old_pin = *pki::AuthorityPin(authority_.cert_pem);
+  EXPECT_THAT(ca_.pins(), ElementsAre(old_pin));
+  EXPECT_FALSE(ca_.IssuedByOther(*old_chain));
+
+  const pki::Authority next = NewCa("next CA");
+  const std::string new_pin = *pki::AuthorityPin(next.cert_pem);
+  // STARTED: still issuing with the old one; the new one trusted.
+  ca_.Trust(authority_, next.cert_pem);
+  EXPECT_THAT(ca_.pins(), ElementsAre(old_pin, new_pin));
+  // SWITCHED: issuing with the new one; the old one's still accepted, and
+  // told apart.
+  ca_.Trust(next, authority_.cert_pem);
+  EXPECT_THAT(ca_.pins(), ElementsAre(new_pin, old_pin));
+  auto new_chain = ca_.Issue("p1", NewRequest());
+  ASSERT_TRUE(new_chain.ok()) << new_chain.status();
+  EXPECT_THAT(*new_chain, HasSubstr(next.cert_pem));
+  EXPECT_TRUE(ca_.CheckPresented("p1", *old_chain).ok());
+  EXPECT_TRUE(ca_.CheckPresented("p1", *new_chain).ok());
+  EXPECT_TRUE(ca_.IssuedByOther(*old_chain));
+  EXPECT_FALSE(ca_.IssuedByOther(*new_chain));
+  EXPECT_THAT(ca_.trusted_pem(), HasSubstr(authority_.cert_pem));
+  // FINISH: the old one forgotten.
+  ca_.Trust(next, "");
+  EXPECT_THAT(ca_.pins(), ElementsAre(new_pin));
+  EXPECT_EQ(ca_.CheckPresented("p1", *old_chain).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(ca_.CheckPresented("p1", *new_chain).ok());
+  EXPECT_FALSE(ca_.IssuedByOther(*old_chain));
+}
+
+TEST_F(PeripheryCaTest, PeripheriesNotHeardTrustingEveryPinAreNamed) {
+  const pki::Authority next = NewCa("next CA");
+  const std::string old_pin = *pki::AuthorityPin(authority_.cert_pem);
+  const std::string new_pin = *pki::AuthorityPin(next.cert_pem);
+  ca_.Heard("p1", {old_pin});
+  ca_.Heard("p2", {old_pin});
+  EXPECT_THAT(ca_.NotTrusting({"p1", "p2", "p3"}), ElementsAre("p3"));
+  ca_.Trust(authority_, next.cert_pem);
+  ca_.Heard("p2", {new_pin, old_pin});
+  EXPECT_THAT(ca_.NotTrusting({"p1", "p2", "p3"}), ElementsAre("p1", "p3"));
+}
+
 }  // namespace
 }  // namespace varan::core

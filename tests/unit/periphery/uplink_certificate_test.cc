@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "periphery/core_pins.h"
 #include "tests/fakes/periphery/fake_certificates.h"
 #include "tests/unit/periphery/uplink_fixture.h"
 
@@ -119,6 +121,62 @@ TEST_F(UplinkCertificateTest, ATunnelThatRegisteredIsReopenedWithIt) {
   EXPECT_EQ(calls[1].at, calls[0].at);
   EXPECT_EQ(core_->connects().size(), 2u);
   EXPECT_THAT(certificates_.installed(), ElementsAre("chain-1"));
+}
+
+// A rotation of core's CA: the heartbeats say which pins the periphery
+// trusts; an answer with new pins replaces them (new connections trust
+// those), and one asking for a renewal gets it at once, though the
+// certificate is not due.
+TEST_F(UplinkCertificateTest, CoreSendsNewPinsAndAsksForARenewal) {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  auto pins = CorePins::Open("", a);
+  ASSERT_TRUE(pins.ok()) << pins.status();
+  options_.core_pins = pins->get();
+  SaveRegistration("p-7", "cred-7");
+  certificates_.set_issued(clock_.Now() + absl::Hours(10));
+  varan::v1::HeartbeatResponse rotate = Beat();
+  rotate.add_ca_pins(b);
+  rotate.add_ca_pins(a);
+  rotate.set_renew_certificate(true);
+  core_->AnswerHeartbeat(rotate);
+  core_->AnswerRenew(Renewed("chain-2"));
+  core_->AnswerHeartbeat(Beat());
+  StartUplink();
+  auto calls = core_->WaitForCalls(3);
+  ASSERT_GE(calls.size(), 3u);
+  ASSERT_EQ(calls[0].kind, Kind::kHeartbeat);
+  EXPECT_THAT(calls[0].heartbeat.ca_pins(), ElementsAre(a));
+  ASSERT_EQ(calls[1].kind, Kind::kRenew);
+  EXPECT_EQ(calls[1].at, calls[0].at);
+  EXPECT_THAT(certificates_.installed(), ElementsAre("chain-2"));
+  EXPECT_THAT((*pins)->Get(), ElementsAre(b, a));
+  ASSERT_EQ(calls[2].kind, Kind::kHeartbeat);
+  EXPECT_THAT(calls[2].heartbeat.ca_pins(), ElementsAre(b, a));
+  EXPECT_EQ(core_->connects().size(), 2u);
+}
+
+TEST_F(UplinkCertificateTest, ATunnelTakesThePinsCoreSendsOnIt) {
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  auto pins = CorePins::Open("", a);
+  ASSERT_TRUE(pins.ok()) << pins.status();
+  options_.core_pins = pins->get();
+  options_.tunnel = true;
+  SaveRegistration("p-1", "cred-1");
+  certificates_.set_issued(clock_.Now() + absl::Hours(10));
+  core_->AnswerTunnel(OpenedAsP1());
+  varan::v1::HeartbeatResponse rotate = Beat();
+  rotate.add_ca_pins(b);
+  core_->AnswerOnTunnel(rotate);
+  StartUplink();
+  // The uplink's thread takes it while the tunnel is open (real time).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while ((*pins)->Get() != std::vector<std::string>{b} &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_THAT((*pins)->Get(), ElementsAre(b));
 }
 
 TEST_F(UplinkCertificateTest, ACertificateThatCannotBeKeptIsLogged) {
