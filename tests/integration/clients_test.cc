@@ -1,9 +1,11 @@
 // The client examples (client/examples/: Python, Node.js, C++) against a
 // real core and periphery: each lists the fleet, streams an Exec, and exits
-// 0 only when the job succeeded. Their tools (python3-grpcio, protoc's
-// Python plugin, node and npm) are required, never skipped: CI installs them
-// with scripts/install-deps.sh, and the Node packages come from the
-// example's package-lock.json (npm ci into the build directory).
+// 0 only when the job succeeded. They speak TLS checked against core's
+// built-in cluster CA (the default), and plaintext only when told to. Their
+// tools (python3-grpcio, protoc's Python plugin, node and npm) are required,
+// never skipped: CI installs them with scripts/install-deps.sh, and the Node
+// packages come from the example's package-lock.json (npm ci into the build
+// directory).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -16,6 +18,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/pki.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
@@ -128,13 +132,17 @@ class ClientExampleTest : public ::testing::TestWithParam<Example> {
     // Only what each test passes configures the example.
     env_["VARAN_CORE"] = "";
     env_["VARAN_TOKEN_FILE"] = "";
+    env_["VARAN_CA_FILE"] = "";
+    env_["VARAN_CA_HASH"] = "";
 
-    // The examples speak plaintext (their README shows TLS credentials).
-    fleet_ = std::make_unique<TestFleet>(
-        std::vector<std::string>{"--insecure-plaintext"});
+    // Core as it starts by default: TLS from its built-in cluster CA.
+    fleet_ = std::make_unique<TestFleet>();
     fleet_->StartCore();
     fleet_->StartPeriphery("alpha", {"env=test"});
   }
+
+  // Core's CA certificate, which the examples verify it with.
+  std::string CaFile() const { return fleet_->dir().File("core/pki/ca.crt"); }
 
   // Runs the example with `args`, and `env` on top of this test's.
   RunResult Run(const std::vector<std::string>& args,
@@ -153,8 +161,8 @@ class ClientExampleTest : public ::testing::TestWithParam<Example> {
 TEST_P(ClientExampleTest, ListsPeripheriesAndExecs) {
   const std::string greeting = "hello-from-" + GetParam().language;
   RunResult r = Run({"--core", fleet_->core_address(), "--token-file",
-                     fleet_->admin_token_file(), "--selector", "env=test", "--",
-                     "echo", greeting});
+                     fleet_->admin_token_file(), "--ca-file", CaFile(),
+                     "--selector", "env=test", "--", "echo", greeting});
 
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("1 peripheries:\n  alpha\t"
@@ -164,11 +172,12 @@ TEST_P(ClientExampleTest, ListsPeripheriesAndExecs) {
   EXPECT_THAT(r.out, HasSubstr(": JOB_STATE_SUCCEEDED"));
 }
 
-// Also: the core and the token file from the environment.
+// Also: the core, the token file and the CA from the environment.
 TEST_P(ClientExampleTest, FailingCommandExitsNonZero) {
   RunResult r = Run({"--", "echo", "about-to-fail;", "exit", "3"},
                     {{"VARAN_CORE", fleet_->core_address()},
-                     {"VARAN_TOKEN_FILE", fleet_->admin_token_file()}});
+                     {"VARAN_TOKEN_FILE", fleet_->admin_token_file()},
+                     {"VARAN_CA_FILE", CaFile()}});
 
   EXPECT_NE(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.exit_code, -1) << "timed out:\n" << r.out << r.err;
@@ -184,10 +193,63 @@ TEST_P(ClientExampleTest, WrongTokenFails) {
   TempDir dir;
   WriteFile(dir.File("token"), "not-the-token\n");
   RunResult r = Run({"--core", fleet_->core_address(), "--token-file",
-                     dir.File("token"), "--", "true"});
+                     dir.File("token"), "--ca-file", CaFile(), "--", "true"});
 
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+}
+
+// Without a CA (or --insecure-plaintext) an example says what to pass and
+// sends nothing; with another CA's certificate it does not reach core, so
+// the command never runs.
+TEST_P(ClientExampleTest, CoreIsVerifiedAgainstItsCa) {
+  TempDir dir;
+  const std::string marker = dir.File("ran");
+  const std::vector<std::string> command = {"--", "touch", marker};
+  std::vector<std::string> unverified = {"--core", fleet_->core_address(),
+                                         "--token-file",
+                                         fleet_->admin_token_file()};
+  unverified.insert(unverified.end(), command.begin(), command.end());
+  RunResult none = Run(unverified);
+  EXPECT_EQ(none.exit_code, 2) << none.out << none.err;
+  EXPECT_THAT(none.err, HasSubstr("--ca-file"));
+  EXPECT_THAT(none.err, HasSubstr("--insecure-plaintext"));
+
+  // Plaintext to a core serving TLS fails too.
+  std::vector<std::string> plaintext = unverified;
+  plaintext.insert(plaintext.begin(), "--insecure-plaintext");
+  RunResult plain = Run(plaintext);
+  EXPECT_EQ(plain.exit_code, 2) << plain.out << plain.err;
+  EXPECT_THAT(plain.err, HasSubstr("UNAVAILABLE"));
+
+  auto other = pki::CreateAuthority("another-ca", absl::Now(), absl::Hours(1));
+  ASSERT_TRUE(other.ok()) << other.status();
+  WriteFile(dir.File("other-ca.crt"), other->cert_pem);
+  std::vector<std::string> wrong = unverified;
+  wrong.insert(wrong.begin(), {"--ca-file", dir.File("other-ca.crt")});
+  RunResult refused = Run(wrong);
+  EXPECT_EQ(refused.exit_code, 2) << refused.out << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("UNAVAILABLE"));
+
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  // Nor did core record a job for it.
+  RunResult jobs = fleet_->Ctl({"jobs", "list", "-o", "json"});
+  EXPECT_EQ(jobs.exit_code, 0) << jobs.err;
+  EXPECT_THAT(jobs.out, Not(HasSubstr(marker)));
+}
+
+// A core started with --insecure-plaintext, reached with
+// --insecure-plaintext.
+TEST_P(ClientExampleTest, PlaintextCoreWithInsecurePlaintext) {
+  TestFleet plain(std::vector<std::string>{"--insecure-plaintext"});
+  plain.StartCore();
+  plain.StartPeriphery("beta");
+  RunResult r = Run({"--core", plain.core_address(), "--token-file",
+                     plain.admin_token_file(), "--insecure-plaintext", "--",
+                     "echo", "in-the-clear"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("in-the-clear\n"));
+  EXPECT_THAT(r.out, HasSubstr("beta: TARGET_STATE_EXITED (exit code 0)"));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -200,6 +262,34 @@ INSTANTIATE_TEST_SUITE_P(
                 {VARAN_NODE,
                  kSourceDir + "/client/examples/node/varan_example.js"}},
         Example{"cpp", {BinPath("varan_client_example")}}));
+
+// The C++ example (CoreClient) also pins core by the hash of its CA, as
+// varanctl does: the part of the join token after the dot.
+TEST(ClientExampleCppTest, PinsCoreByItsCaHash) {
+  TestFleet fleet;
+  fleet.StartCore();
+  fleet.StartPeriphery("gamma");
+  const std::string pin = PinnedCore(fleet.dir().File("core")).ca_pin;
+  ASSERT_THAT(pin, ::testing::StartsWith("sha256:"));
+  RunResult r = RunProgram(
+      {BinPath("varan_client_example"), "--core", fleet.core_address(),
+       "--token-file", fleet.admin_token_file(), "--ca-hash", pin, "--", "echo",
+       "pinned"},
+      {{"VARAN_CA_FILE", ""}}, absl::Seconds(20));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pinned\n"));
+
+  // Another pin: refused before anything is sent.
+  std::string other = pin;
+  other.back() = other.back() == '0' ? '1' : '0';
+  RunResult refused = RunProgram(
+      {BinPath("varan_client_example"), "--core", fleet.core_address(),
+       "--token-file", fleet.admin_token_file(), "--ca-hash", other, "--",
+       "echo", "pinned"},
+      {{"VARAN_CA_FILE", ""}}, absl::Seconds(20));
+  EXPECT_EQ(refused.exit_code, 2) << refused.out << refused.err;
+  EXPECT_THAT(refused.out, Not(HasSubstr("pinned")));
+}
 
 }  // namespace
 }  // namespace varan::testing

@@ -3,15 +3,19 @@
 // Shows the C++ client library, varan::client::CoreClient
 // (client/core_client.h): ListPeripheries (a unary call with a deadline) and
 // Exec (dispatch, then a callback per JobEvent until the job finishes). The
-// library sends the token as `authorization: Bearer <token>`. Exits 0 only
-// if the job SUCCEEDED.
+// library sends the token as `authorization: Bearer <token>`, over TLS
+// verified against core's cluster CA (core serves TLS by default): its
+// certificate (--ca-file) or, as varanctl does, its pin (--ca-hash, the part
+// of the join token after the dot). Exits 0 only if the job SUCCEEDED.
 //
 // Built with the project as `varan_client_example` (not installed):
 //
 //   export VARAN_CORE=localhost:7700 VARAN_TOKEN_FILE=.varan/core/admin.token
+//   export VARAN_CA_FILE=.varan/core/pki/ca.crt
 //   build/bin/varan_client_example --selector env=test -- echo hello
 //
-// --core and --token-file default to $VARAN_CORE and $VARAN_TOKEN_FILE.
+// --core, --token-file, --ca-file and --ca-hash default to $VARAN_CORE,
+// $VARAN_TOKEN_FILE, $VARAN_CA_FILE and $VARAN_CA_HASH.
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -32,11 +36,16 @@ struct Options {
   std::string token_file;
   std::string selector;
   std::string command;
+  std::string ca_file;
+  std::string ca_hash;
+  std::string server_name;
+  bool insecure_plaintext = false;
 };
 
 constexpr char kUsage[] =
-    "usage: varan_client_example [--core ADDR] [--token-file PATH] "
-    "[--selector SEL] [--] COMMAND...\n";
+    "usage: varan_client_example [--core ADDR] [--token-file PATH]\n"
+    "           [--ca-file PATH | --ca-hash sha256:HEX | --insecure-plaintext]"
+    "\n           [--server-name NAME] [--selector SEL] [--] COMMAND...\n";
 
 std::string EnvOr(const char* name, std::string fallback) {
   const char* value = std::getenv(name);
@@ -47,6 +56,8 @@ std::string EnvOr(const char* name, std::string fallback) {
 bool ParseArgs(int argc, char** argv, Options* options) {
   options->core = EnvOr("VARAN_CORE", "");
   options->token_file = EnvOr("VARAN_TOKEN_FILE", "");
+  options->ca_file = EnvOr("VARAN_CA_FILE", "");
+  options->ca_hash = EnvOr("VARAN_CA_HASH", "");
   std::vector<std::string> command;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -62,6 +73,14 @@ bool ParseArgs(int argc, char** argv, Options* options) {
       ok = value(&options->token_file);
     } else if (arg == "--selector") {
       ok = value(&options->selector);
+    } else if (arg == "--ca-file") {
+      ok = value(&options->ca_file);
+    } else if (arg == "--ca-hash") {
+      ok = value(&options->ca_hash);
+    } else if (arg == "--server-name") {
+      ok = value(&options->server_name);
+    } else if (arg == "--insecure-plaintext") {
+      options->insecure_plaintext = true;
     } else if (arg == "--") {
       command.insert(command.end(), argv + i + 1, argv + argc);
       break;
@@ -78,6 +97,18 @@ bool ParseArgs(int argc, char** argv, Options* options) {
   if (options->core.empty() || options->token_file.empty() || command.empty()) {
     std::cerr << "error: --core, --token-file (or $VARAN_CORE and "
                  "$VARAN_TOKEN_FILE) and a command are required\n"
+              << kUsage;
+    return false;
+  }
+  const bool verified = !options->ca_file.empty() || !options->ca_hash.empty();
+  if (verified == options->insecure_plaintext) {
+    std::cerr << (verified ? "error: --insecure-plaintext excludes --ca-file "
+                             "and --ca-hash\n"
+                           : "error: core serves TLS: pass --ca-file <core "
+                             "data dir>/pki/ca.crt or --ca-hash (or "
+                             "$VARAN_CA_FILE, $VARAN_CA_HASH), or "
+                             "--insecure-plaintext for a core started with "
+                             "--insecure-plaintext\n")
               << kUsage;
     return false;
   }
@@ -161,13 +192,17 @@ int main(int argc, char** argv) {
   std::stringstream token;
   token << token_in.rdbuf();
 
+  // All empty: plaintext. (.cert and .key add a client certificate, for a
+  // core that requires one.)
+  varan::ClientTlsFiles tls;
+  tls.ca = options.ca_file;
+  tls.ca_pin = options.ca_hash;
+  tls.server_name = options.server_name;
   auto client = varan::client::CoreClient::Create(
       {.address = options.core,
        .token = std::string(absl::StripAsciiWhitespace(token.str())),
        .timeout = absl::Seconds(10),
-       // For a core serving TLS: {.ca = "/etc/varan/ca.pem"} (and .cert,
-       // .key for mutual TLS).
-       .tls = {}});
+       .tls = tls});
   if (!client.ok()) {
     std::cerr << "error: " << client.status() << "\n";
     return 2;

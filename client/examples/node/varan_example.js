@@ -5,18 +5,21 @@
 // loaded at run time by @grpc/proto-loader (no code generation): a unary call
 // (varan.v1.Fleet/ListPeripheries) and a server-streaming one
 // (varan.v1.Jobs/Exec), both authenticated with the metadata
-// `authorization: Bearer <token>`. Exits 0 only if the job SUCCEEDED.
+// `authorization: Bearer <token>`, over TLS verified against core's cluster
+// CA (core serves TLS by default). Exits 0 only if the job SUCCEEDED.
 //
 // Run (from client/examples/node; the google/protobuf/*.proto imports are
 // read from /usr/include, Debian's libprotobuf-dev):
 //
 //   npm ci
 //   node varan_example.js --core localhost:7700 \
-//       --token-file ../../../.varan/core/admin.token --selector env=test \
+//       --token-file ../../../.varan/core/admin.token \
+//       --ca-file ../../../.varan/core/pki/ca.crt --selector env=test \
 //       -- echo hello
 //
-// --core and --token-file default to $VARAN_CORE and $VARAN_TOKEN_FILE;
-// --proto-dir defaults to the repository's proto/ directory.
+// --core, --token-file and --ca-file default to $VARAN_CORE,
+// $VARAN_TOKEN_FILE and $VARAN_CA_FILE; --proto-dir defaults to the
+// repository's proto/ directory.
 'use strict';
 
 const fs = require('node:fs');
@@ -32,8 +35,10 @@ const UNARY_TIMEOUT_MS = 10000;
 
 function usage(message) {
   console.error(`error: ${message}
-usage: varan_example.js [--core ADDR] [--token-file PATH] [--selector SEL]
-                        [--proto-dir DIR] [--] COMMAND...`);
+usage: varan_example.js [--core ADDR] [--token-file PATH]
+                        [--ca-file PATH [--server-name NAME] |
+                         --insecure-plaintext]
+                        [--selector SEL] [--proto-dir DIR] [--] COMMAND...`);
   process.exit(2);
 }
 
@@ -45,6 +50,13 @@ function parseCommandLine() {
         'core': {type: 'string', default: process.env.VARAN_CORE || ''},
         'token-file':
             {type: 'string', default: process.env.VARAN_TOKEN_FILE || ''},
+        // Core's CA certificate, <core data dir>/pki/ca.crt.
+        'ca-file': {type: 'string', default: process.env.VARAN_CA_FILE || ''},
+        // The name core's certificate must carry, when --core is an
+        // address it was not made for (it always carries 'varan-core').
+        'server-name': {type: 'string', default: ''},
+        // No TLS, for a core started with --insecure-plaintext.
+        'insecure-plaintext': {type: 'boolean', default: false},
         'selector': {type: 'string', default: ''},
         'proto-dir': {
           type: 'string',
@@ -61,8 +73,32 @@ function parseCommandLine() {
     usage('--core and --token-file (or $VARAN_CORE and $VARAN_TOKEN_FILE) ' +
           'are required');
   }
+  if (!values['ca-file'] && !values['insecure-plaintext']) {
+    usage('core serves TLS: pass --ca-file <core data dir>/pki/ca.crt ' +
+          '(or $VARAN_CA_FILE), or --insecure-plaintext for a core started ' +
+          'with --insecure-plaintext');
+  }
+  if (values['ca-file'] && values['insecure-plaintext']) {
+    usage('--ca-file and --insecure-plaintext exclude each other');
+  }
   if (positionals.length === 0) usage('no command given');
   return {...values, command: positionals.join(' ')};
+}
+
+// Channel credentials and options: TLS checked against --ca-file, or
+// plaintext.
+function channelSecurity(args) {
+  if (args['insecure-plaintext']) {
+    return {credentials: grpc.credentials.createInsecure(), options: {}};
+  }
+  const options = {};
+  if (args['server-name']) {
+    options['grpc.ssl_target_name_override'] = args['server-name'];
+  }
+  return {
+    credentials: grpc.credentials.createSsl(fs.readFileSync(args['ca-file'])),
+    options,
+  };
 }
 
 function loadApi(protoDir) {
@@ -147,9 +183,9 @@ async function main() {
   metadata.set('authorization', `Bearer ${token}`);
 
   const api = loadApi(args['proto-dir']);
-  const credentials = grpc.credentials.createInsecure();
-  const fleet = new api.Fleet(args.core, credentials);
-  const jobs = new api.Jobs(args.core, credentials);
+  const {credentials, options} = channelSecurity(args);
+  const fleet = new api.Fleet(args.core, credentials, options);
+  const jobs = new api.Jobs(args.core, credentials, options);
   try {
     await listPeripheries(fleet, metadata, args.selector);
     const ok = await execCommand(jobs, metadata, args.selector, args.command);

@@ -4,7 +4,8 @@
 Shows core's operator API over plain gRPC: a unary call
 (varan.v1.Fleet/ListPeripheries) and a server-streaming one
 (varan.v1.Jobs/Exec), both authenticated with the metadata
-`authorization: Bearer <token>`. Exits 0 only if the job SUCCEEDED.
+`authorization: Bearer <token>`, over TLS verified against core's cluster CA
+(core serves TLS by default). Exits 0 only if the job SUCCEEDED.
 
 Run (Debian: apt-get install python3-grpcio protobuf-compiler-grpc):
 
@@ -13,9 +14,10 @@ Run (Debian: apt-get install python3-grpcio protobuf-compiler-grpc):
         proto/varan/v1/*.proto
     PYTHONPATH=gen /usr/bin/python3 client/examples/python/varan_example.py \\
         --core localhost:7700 --token-file .varan/core/admin.token \\
-        --selector env=test -- echo hello
+        --ca-file .varan/core/pki/ca.crt --selector env=test -- echo hello
 
---core and --token-file default to $VARAN_CORE and $VARAN_TOKEN_FILE.
+--core, --token-file and --ca-file default to $VARAN_CORE, $VARAN_TOKEN_FILE
+and $VARAN_CA_FILE.
 """
 
 import argparse
@@ -41,6 +43,16 @@ def parse_args():
                         default=os.environ.get("VARAN_TOKEN_FILE"),
                         help="file holding an operator token "
                         "(default: $VARAN_TOKEN_FILE)")
+    parser.add_argument("--ca-file", default=os.environ.get("VARAN_CA_FILE"),
+                        help="core's CA certificate, <core data dir>/pki/"
+                        "ca.crt (default: $VARAN_CA_FILE)")
+    parser.add_argument("--server-name", default="",
+                        help="the name core's certificate must carry, when "
+                        "--core is an address it was not made for (core's "
+                        "certificates always carry 'varan-core')")
+    parser.add_argument("--insecure-plaintext", action="store_true",
+                        help="no TLS, for a core started with "
+                        "--insecure-plaintext")
     parser.add_argument("--selector", default="",
                         help="label selector, e.g. 'env=test' "
                         "(default: every periphery)")
@@ -50,7 +62,25 @@ def parse_args():
     if not args.core or not args.token_file:
         parser.error("--core and --token-file (or $VARAN_CORE and "
                      "$VARAN_TOKEN_FILE) are required")
+    if not args.ca_file and not args.insecure_plaintext:
+        parser.error("core serves TLS: pass --ca-file <core data dir>/pki/"
+                     "ca.crt (or $VARAN_CA_FILE), or --insecure-plaintext "
+                     "for a core started with --insecure-plaintext")
+    if args.ca_file and args.insecure_plaintext:
+        parser.error("--ca-file and --insecure-plaintext exclude each other")
     return args
+
+
+def open_channel(args):
+    """A channel to core: TLS checked against --ca-file, or plaintext."""
+    if args.insecure_plaintext:
+        return grpc.insecure_channel(args.core)
+    with open(args.ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    options = []
+    if args.server_name:
+        options.append(("grpc.ssl_target_name_override", args.server_name))
+    return grpc.secure_channel(args.core, credentials, options=options)
 
 
 def list_peripheries(channel, metadata, selector):
@@ -105,7 +135,7 @@ def main():
     with open(args.token_file, encoding="utf-8") as f:
         token = f.read().strip()
     metadata = [("authorization", f"Bearer {token}")]
-    with grpc.insecure_channel(args.core) as channel:
+    with open_channel(args) as channel:
         try:
             list_peripheries(channel, metadata, args.selector)
             ok = exec_command(channel, metadata, args.selector,
