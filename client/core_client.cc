@@ -56,6 +56,10 @@ absl::StatusOr<std::unique_ptr<CoreClient>> CoreClient::Create(
   }
   grpc::ChannelArguments args;
   security->Apply(&args);
+  // gRPC's reconnect backoff grows to 2 minutes by default; a client
+  // following a job through a core restart should find it back within
+  // seconds (FollowOptions::max_backoff).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   std::vector<std::unique_ptr<Endpoint>> endpoints;
   for (absl::string_view part : absl::StrSplit(options.address, ',')) {
     auto addr = ParseDialAddress(absl::StripAsciiWhitespace(part), 7700);
@@ -101,6 +105,33 @@ const CoreClient::Endpoint& CoreClient::Pick() const {
     }
   }
   return *endpoints_[last];
+}
+
+void CoreClient::AwaitConnection(absl::Duration d) const {
+  const absl::Time until = absl::Now() + d;
+  const size_t n = endpoints_.size();
+  // Connected already (the stream broke for another reason): a plain wait,
+  // so that a core ending streams early is not called again at once.
+  if (endpoints_[current_.load() % n]->channel->GetState(false) ==
+      GRPC_CHANNEL_READY) {
+    absl::SleepFor(d);
+    return;
+  }
+  // With several cores, each in turn for a moment, starting with the last
+  // one used.
+  const absl::Duration slice = n == 1 ? d : absl::Milliseconds(100);
+  for (size_t i = current_.load() % n;; i = (i + 1) % n) {
+    const absl::Time now = absl::Now();
+    if (now >= until) return;
+    grpc::Channel& channel = *endpoints_[i]->channel;
+    const auto deadline = absl::ToChronoTime(std::min(until, now + slice));
+    grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY &&
+           channel.WaitForStateChange(state, deadline)) {
+      state = channel.GetState(/*try_to_connect=*/true);
+    }
+    if (state == GRPC_CHANNEL_READY) return;
+  }
 }
 
 void CoreClient::Prepare(grpc::ClientContext* context,

@@ -78,11 +78,12 @@ struct FollowOptions {
   std::function<void(const std::string& job_id, uint64_t next_sequence)>
       on_resume;
   // Time and waiting; tests pass a fake clock and a `sleep` that advances
-  // it. The clock is not owned and must outlive the call.
+  // it. The clock is not owned and must outlive the call. Empty `sleep`
+  // (the default): the client waits on its connections to core
+  // (CoreClient::AwaitConnection), ending the wait early once one that
+  // was down is up again.
   const Clock* clock = RealClock::Get();
-  std::function<void(absl::Duration)> sleep = [](absl::Duration d) {
-    absl::SleepFor(d);
-  };
+  std::function<void(absl::Duration)> sleep;
 };
 
 // The pins of the CAs in the chain the core at `address` presents in a TLS
@@ -281,6 +282,12 @@ class CoreClient {
              std::vector<std::unique_ptr<Endpoint>> endpoints);
   // The core for the next call (see Create).
   const Endpoint& Pick() const;
+  // Waits `d`, or while no core is connected, up to `d` until one is. Between
+  // calls gRPC advances a connection attempt only while a thread waits on its
+  // channel (else at its 5-second backup poll, so a TLS reconnect, several
+  // round trips, could outlast core's handshake timeout); a resumed watch waits
+  // here instead of sleeping.
+  void AwaitConnection(absl::Duration d) const;
   void Prepare(grpc::ClientContext* context, bool with_deadline) const;
   // One unary call with the token and the deadline; errors converted.
   template <typename Stub, typename Request, typename Response>

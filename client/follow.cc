@@ -138,7 +138,11 @@ absl::Status CoreClient::Resume(FollowCursor* cursor, absl::Status status,
     if (attempts == 0 && options.on_resume) {
       options.on_resume(cursor->job_id, cursor->next_sequence);
     }
-    options.sleep(backoff);
+    if (options.sleep) {
+      options.sleep(backoff);
+    } else {
+      AwaitConnection(backoff);
+    }
     backoff = std::min(backoff * 2, options.max_backoff);
     ++attempts;
     cursor->read_back = true;
