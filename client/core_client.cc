@@ -9,6 +9,7 @@
 #include "common/address.h"
 #include "common/grpc_util.h"
 #include "common/pki.h"
+#include "common/time_util.h"
 #include "common/tls.h"
 
 namespace varan::client {
@@ -319,6 +320,18 @@ absl::StatusOr<varan::v1::ClusterCa> CoreClient::RotateClusterCa(
   req.set_step(step);
   req.set_force(force);
   return Unary(&Endpoint::admin, &varan::v1::Admin::Stub::RotateClusterCa, req);
+}
+
+absl::StatusOr<varan::v1::IssueClientCertificateResponse>
+CoreClient::IssueClientCertificate(const std::string& csr_pem,
+                                   absl::Duration lifetime) {
+  varan::v1::IssueClientCertificateRequest req;
+  req.set_csr(csr_pem);
+  if (lifetime > absl::ZeroDuration()) {
+    SetDuration(lifetime, req.mutable_lifetime());
+  }
+  return Unary(&Endpoint::admin,
+               &varan::v1::Admin::Stub::IssueClientCertificate, req);
 }
 
 absl::StatusOr<varan::v1::CreateTokenResponse> CoreClient::CreateToken(

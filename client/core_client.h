@@ -267,6 +267,11 @@ class CoreClient {
   absl::StatusOr<varan::v1::ClusterCa> GetClusterCa();
   absl::StatusOr<varan::v1::ClusterCa> RotateClusterCa(
       varan::v1::CaRotationStep step, bool force = false);
+  // A client certificate from the cluster CA for this client's operator
+  // token (or the one its client certificate stands for), for the key in
+  // `csr_pem`; `lifetime` zero: core's default (24 h).
+  absl::StatusOr<varan::v1::IssueClientCertificateResponse>
+  IssueClientCertificate(const std::string& csr_pem, absl::Duration lifetime);
 
  private:
   // One core: its address, channel and stubs.

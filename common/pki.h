@@ -167,6 +167,9 @@ inline constexpr char kCoreName[] = "varan-core";
 // The same for peripheries: their certificates carry it (and their id as
 // common name), core's never do.
 inline constexpr char kPeripheryName[] = "varan-periphery";
+// The same for operators' client certificates (Admin.
+// IssueClientCertificate): their common name names the operator token.
+inline constexpr char kOperatorName[] = "varan-operator";
 
 // What the first certificate in a PEM text says.
 struct CertificateInfo {

@@ -145,11 +145,13 @@ absl::StatusOr<std::unique_ptr<client::CoreClient>> Connect(
     copts.token = *token;
   } else if (!options.token_env.empty()) {
     copts.token = options.token_env;
-  } else {
+  } else if (copts.tls.cert.empty()) {
+    // (A client certificate from `varanctl certs issue` stands for a token.)
     return absl::FailedPreconditionError(
         "no operator token: pass --token-file FILE, set VARAN_TOKEN_FILE or "
-        "VARAN_TOKEN, or use a context with a token-file (varanctl config "
-        "set-context)");
+        "VARAN_TOKEN, use a context with a token-file (varanctl config "
+        "set-context), or a client certificate core issued (--tls-cert, "
+        "--tls-key; varanctl certs issue)");
   }
   if (!copts.tls.key.empty()) {
     if (std::string w = LoosePermissionsWarning(copts.tls.key); !w.empty()) {

@@ -174,6 +174,7 @@ void SetupConfig(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupTokens(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupJoinTokens(CLI::App& app, GlobalOptions* global, int* exit_code);
 void SetupCa(CLI::App& app, GlobalOptions* global, int* exit_code);
+void SetupCerts(CLI::App& app, GlobalOptions* global, int* exit_code);
 // `completion bash`, generated from `app`'s tree when run.
 void SetupCompletion(CLI::App& app, int* exit_code);
 

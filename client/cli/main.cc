@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   varan::cli::SetupTokens(app, &global, &exit_code);
   varan::cli::SetupJoinTokens(app, &global, &exit_code);
   varan::cli::SetupCa(app, &global, &exit_code);
+  varan::cli::SetupCerts(app, &global, &exit_code);
   varan::cli::SetupConfig(app, &global, &exit_code);
   varan::cli::SetupCompletion(app, &exit_code);
   app.footer(

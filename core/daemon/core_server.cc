@@ -384,8 +384,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       parts->UpdateReadiness();
     }
   });
-  p->auth = std::make_unique<Authenticator>(p->tokens.get(), p->guard.get(),
-                                            p->cluster.get());
+  p->auth = std::make_unique<Authenticator>(
+      p->tokens.get(), p->guard.get(), p->cluster.get(), p->periphery_ca.get());
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get(), p->periphery_ca.get());
@@ -436,7 +436,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
-      p->admission.get(), p->ca_rotation.get());
+      p->admission.get(), p->ca_rotation.get(), p->periphery_ca.get());
 
   std::vector<grpc::Service*> services = {
       p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),

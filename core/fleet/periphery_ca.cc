@@ -144,4 +144,54 @@ absl::Status PeripheryCa::Check(const std::string& id,
       absl::StrCat("periphery ", id, "'s certificate: ", s.message()));
 }
 
+absl::StatusOr<std::string> PeripheryCa::IssueOperator(
+    const std::string& token_id, const std::string& binding,
+    const std::string& csr_pem, absl::Time not_after) const {
+  if (csr_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "csr: no certificate request (varanctl certs issue makes one)");
+  }
+  if (absl::Status s = pki::CheckRequest(csr_pem); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("csr: ", s.message()));
+  }
+  pki::CertificateProfile profile;
+  profile.common_name = absl::StrCat(token_id, ":", binding);
+  profile.dns_names = {pki::kOperatorName};
+  profile.client_auth = true;
+  profile.not_before = absl::Now() - absl::Minutes(5);
+  profile.not_after = not_after;
+  pki::Authority ca;
+  {
+    absl::MutexLock lock(&mu_);
+    ca = ca_;
+  }
+  auto cert = pki::SignRequest(ca, csr_pem, profile);
+  if (!cert.ok()) return cert.status();
+  return *cert + ca.cert_pem;
+}
+
+absl::StatusOr<OperatorCertificates::Presented> PeripheryCa::OperatorOf(
+    const std::string& chain_pem) const {
+  auto info = pki::Inspect(chain_pem);
+  if (!info.ok()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("client certificate: ", info.status().message()));
+  }
+  const size_t colon = info->common_name.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "client certificate \"", info->common_name,
+        "\" names no operator token (issue one with varanctl certs issue)"));
+  }
+  absl::Status s = pki::VerifyIssued(trusted_pem(), chain_pem,
+                                     pki::kOperatorName, info->common_name,
+                                     pki::Usage::kClientAuth, absl::Now());
+  if (!s.ok()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("client certificate: ", s.message()));
+  }
+  return Presented{info->common_name.substr(0, colon),
+                   info->common_name.substr(colon + 1)};
+}
+
 }  // namespace varan::core

@@ -34,10 +34,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/pki.h"
+#include "core/server/operator_certificates.h"
 
 namespace varan::core {
 
-class PeripheryCa {
+// It also issues and checks operators' client certificates
+// (OperatorCertificates): common name "<token id>:<binding>", DNS name
+// pki::kOperatorName, client use only, so neither kind passes for the other.
+class PeripheryCa final : public OperatorCertificates {
  public:
   PeripheryCa(pki::Authority ca, absl::Duration lifetime);
 
@@ -78,6 +82,13 @@ class PeripheryCa {
   // The same, except that a certificate past its end is accepted.
   absl::Status CheckForRenewal(const std::string& id,
                                const std::string& chain_pem) const;
+
+  // OperatorCertificates.
+  absl::StatusOr<std::string> IssueOperator(
+      const std::string& token_id, const std::string& binding,
+      const std::string& csr_pem, absl::Time not_after) const override;
+  absl::StatusOr<Presented> OperatorOf(
+      const std::string& chain_pem) const override;
 
   // The certificates (PEM) of the CAs accepted: what a periphery's
   // certificate is checked against when core dials it.

@@ -153,4 +153,31 @@ grpc::ServerUnaryReactor* AdminService::RotateClusterCa(
       });
 }
 
+grpc::ServerUnaryReactor* AdminService::IssueClientCertificate(
+    grpc::CallbackServerContext* context,
+    const varan::v1::IssueClientCertificateRequest* request,
+    varan::v1::IssueClientCertificateResponse* response) {
+  return OperatorUnary(
+      auth_, ROLE_VIEWER, context, response,
+      [&](const Caller& caller)
+          -> absl::StatusOr<varan::v1::IssueClientCertificateResponse> {
+        if (operator_certificates_ == nullptr) return NoBuiltinCa();
+        if (caller.token.id.empty()) {
+          return absl::FailedPreconditionError(
+              "a client certificate is issued for an operator token: call "
+              "with one");
+        }
+        auto issued = varan::core::IssueClientCertificate(
+            *operator_certificates_, caller.token, *request, absl::Now());
+        if (issued.ok()) {
+          spdlog::info(
+              "issued a client certificate for operator token \"{}\" ({} "
+              "role) to {}, valid until {}",
+              caller.token.name, RoleName(caller.role), caller.peer,
+              absl::FormatTime(FromTimestamp(issued->not_after())));
+        }
+        return issued;
+      });
+}
+
 }  // namespace varan::core

@@ -12,6 +12,7 @@
 #include "core/server/admission.h"
 #include "core/server/auth.h"
 #include "core/server/cluster_ca_control.h"
+#include "core/server/operator_certificates.h"
 #include "core/server/tokens.h"
 #include "varan/v1/core.grpc.pb.h"
 
@@ -24,13 +25,15 @@ class AdminService final : public varan::v1::Admin::CallbackService {
   AdminService(const Authenticator* auth, const FleetRegistry* fleet,
                TokenRegistry* tokens, absl::Time start_time,
                const HandshakeAdmission* admission = nullptr,
-               ClusterCaControl* ca_rotation = nullptr)
+               ClusterCaControl* ca_rotation = nullptr,
+               const OperatorCertificates* operator_certificates = nullptr)
       : auth_(auth),
         fleet_(fleet),
         tokens_(tokens),
         start_time_(start_time),
         admission_(admission),
-        ca_rotation_(ca_rotation) {}
+        ca_rotation_(ca_rotation),
+        operator_certificates_(operator_certificates) {}
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const varan::v1::GetInfoRequest* request,
@@ -67,6 +70,10 @@ class AdminService final : public varan::v1::Admin::CallbackService {
       grpc::CallbackServerContext* context,
       const varan::v1::RotateClusterCaRequest* request,
       varan::v1::ClusterCa* response) override;
+  grpc::ServerUnaryReactor* IssueClientCertificate(
+      grpc::CallbackServerContext* context,
+      const varan::v1::IssueClientCertificateRequest* request,
+      varan::v1::IssueClientCertificateResponse* response) override;
 
  private:
   const Authenticator* const auth_;
@@ -75,6 +82,7 @@ class AdminService final : public varan::v1::Admin::CallbackService {
   const absl::Time start_time_;
   const HandshakeAdmission* const admission_;
   ClusterCaControl* const ca_rotation_;
+  const OperatorCertificates* const operator_certificates_;
 };
 
 }  // namespace varan::core

@@ -67,8 +67,12 @@ absl::Status LoadBootstrapTokens(const BootstrapTokenFiles& files,
 }
 
 Authenticator::Authenticator(TokenRegistry* tokens, PeerGuard* guard,
-                             const Cluster* cluster)
-    : tokens_(tokens), guard_(guard), cluster_(cluster) {}
+                             const Cluster* cluster,
+                             const OperatorCertificates* certificates)
+    : tokens_(tokens),
+      guard_(guard),
+      cluster_(cluster),
+      certificates_(certificates) {}
 
 grpc::Status Authenticator::AuthenticateOperator(
     const grpc::ServerContextBase& context, varan::v1::Role needed,
@@ -89,7 +93,20 @@ grpc::Status Authenticator::AuthenticateOperator(
     caller->peer = peer;
     return grpc::Status::OK;
   }
-  auto id = tokens_->AuthenticateOperator(token);
+  // With no bearer token, a client certificate of the cluster CA may stand
+  // for one.
+  const std::string chain = token.empty() && certificates_ != nullptr
+                                ? PeerCertificateChain(context)
+                                : std::string();
+  absl::StatusOr<TokenIdentity> id;
+  if (chain.empty()) {
+    id = tokens_->AuthenticateOperator(token);
+  } else if (auto presented = certificates_->OperatorOf(chain);
+             presented.ok()) {
+    id = tokens_->OperatorByBinding(presented->token_id, presented->binding);
+  } else {
+    id = presented.status();
+  }
   if (!id.ok()) {
     guard_->RecordFailure(peer);
     return Unauthenticated(peer, id.status());
@@ -105,6 +122,8 @@ grpc::Status Authenticator::AuthenticateOperator(
   caller->name = id->name;
   caller->role = id->role;
   caller->peer = peer;
+  caller->by_certificate = !chain.empty();
+  caller->token = *std::move(id);
   return grpc::Status::OK;
 }
 

@@ -6,7 +6,10 @@
 //     its budget of failed authentications (RESOURCE_EXHAUSTED) — PeerGuard;
 //  2. its bearer token (`authorization: Bearer ...`), an operator token
 //     (UNAUTHENTICATED when missing, unknown, expired or revoked; counted as
-//     a failure);
+//     a failure) — or, with no bearer token, a client certificate of the
+//     cluster CA presented in the TLS handshake, which stands for an
+//     operator token (core/server/operator_certificates.h) and is refused
+//     the same way when that token is no longer valid;
 //  3. the role the call needs (PERMISSION_DENIED naming it).
 // Tokens are never logged; refusals are, with the caller's address.
 // Peripheries (join tokens, credentials) go through the same guard in
@@ -21,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "common/peer_guard.h"
 #include "core/cluster/cluster.h"
+#include "core/server/operator_certificates.h"
 #include "core/server/tokens.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
@@ -33,6 +37,10 @@ struct Caller {
   varan::v1::Role role = varan::v1::ROLE_UNSPECIFIED;
   // The caller's address as NormalizePeerAddress gives it.
   std::string peer;
+  // The operator token (empty for another replica passing a call on), and
+  // whether it came as a client certificate instead of a bearer token.
+  TokenIdentity token;
+  bool by_certificate = false;
 };
 
 // Where core's bootstrap tokens come from.
@@ -63,8 +71,11 @@ class Authenticator {
   // `cluster` (null for a core alone): another replica passing a call on
   // (core/server/job_forward.h) presents the replicas' secret and is served
   // as the operator it names, whom it authenticated already.
+  // `certificates` (null without the built-in CA): operators' client
+  // certificates are accepted in place of bearer tokens.
   Authenticator(TokenRegistry* tokens, PeerGuard* guard,
-                const Cluster* cluster = nullptr);
+                const Cluster* cluster = nullptr,
+                const OperatorCertificates* certificates = nullptr);
 
   // OK and `*caller` filled for a valid operator token with at least the
   // role `needed`. Errors as in the header comment.
@@ -76,6 +87,7 @@ class Authenticator {
   TokenRegistry* const tokens_;
   PeerGuard* const guard_;
   const Cluster* const cluster_;
+  const OperatorCertificates* const certificates_;
 };
 
 }  // namespace varan::core

@@ -183,6 +183,30 @@ absl::StatusOr<TokenIdentity> TokenRegistry::AuthenticateOperator(
   if (!SecretEquals(hash, t.stored.hash)) {
     return absl::UnauthenticatedError("unknown operator token");
   }
+  return IdentityOf(t, now);
+}
+
+absl::StatusOr<TokenIdentity> TokenRegistry::OperatorByBinding(
+    const std::string& id, const std::string& binding) const {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = operators_.find(id);
+  if (it == operators_.end()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("the operator token \"", id,
+                     "\" this certificate was issued for is gone"));
+  }
+  const Operator& t = it->second;
+  if (!SecretEquals(binding, SecretHash(t.stored.hash).substr(0, 16))) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "operator token \"", t.stored.info.name(),
+        "\" has another secret than when this certificate was issued"));
+  }
+  return IdentityOf(t, now);
+}
+
+absl::StatusOr<TokenIdentity> TokenRegistry::IdentityOf(const Operator& t,
+                                                        absl::Time now) const {
   switch (StateOf(t.stored.info, now)) {
     case varan::v1::TOKEN_STATE_REVOKED:
       return absl::UnauthenticatedError(absl::StrCat(
@@ -199,7 +223,15 @@ absl::StatusOr<TokenIdentity> TokenRegistry::AuthenticateOperator(
     case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
       break;
   }
-  return TokenIdentity{t.stored.info.name(), t.stored.info.role()};
+  TokenIdentity identity;
+  identity.name = t.stored.info.name();
+  identity.role = t.stored.info.role();
+  identity.id = t.stored.info.id();
+  identity.binding = SecretHash(t.stored.hash).substr(0, 16);
+  if (t.stored.info.has_expire_time()) {
+    identity.expires = FromTimestamp(t.stored.info.expire_time());
+  }
+  return identity;
 }
 
 absl::StatusOr<std::string> TokenRegistry::ReserveJoin(

@@ -34,6 +34,14 @@ namespace varan::core {
 struct TokenIdentity {
   std::string name;
   varan::v1::Role role = varan::v1::ROLE_UNSPECIFIED;
+  // The token's id, and what ties a client certificate to this very
+  // secret: 16 hex digits of the SHA-256 of its stored hash (a bootstrap
+  // token keeps its id when its file gets a new secret; the binding does
+  // not).
+  std::string id;
+  std::string binding;
+  // When it expires (InfiniteFuture: never).
+  absl::Time expires = absl::InfiniteFuture();
 };
 
 // A token read from a file at start (or on SIGHUP).
@@ -78,6 +86,11 @@ class TokenRegistry {
   // expired or revoked one (the message says which, never the secret).
   absl::StatusOr<TokenIdentity> AuthenticateOperator(
       absl::string_view secret) const;
+  // The same for a client certificate issued to the token with `id` and
+  // `binding` (TokenIdentity): UNAUTHENTICATED when there is no such token
+  // any more, or it was revoked, expired or given another secret.
+  absl::StatusOr<TokenIdentity> OperatorByBinding(
+      const std::string& id, const std::string& binding) const;
 
   // Takes one use of a valid join token and returns its id, to be given to
   // ReleaseJoin if the registration then fails. UNAUTHENTICATED for an
@@ -122,6 +135,9 @@ class TokenRegistry {
   varan::v1::TokenState StateOf(const varan::v1::JoinToken& t,
                                 absl::Time now) const;
   varan::v1::Token Render(const Operator& t, absl::Time now) const;
+  // Who `t` is, or why it is not valid at `now`.
+  absl::StatusOr<TokenIdentity> IdentityOf(const Operator& t,
+                                           absl::Time now) const;
   varan::v1::JoinToken Render(const Join& t, absl::Time now) const;
   // A token that is neither revoked nor expired has that name.
   bool NameTakenLocked(const std::string& name, absl::Time now) const

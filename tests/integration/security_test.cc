@@ -435,6 +435,14 @@ TEST_F(SecurityTest, EveryRpcAgainstEveryKindOfCaller) {
                [] { return varan::v1::RotateClusterCaRequest(); }),
            {UNAUTH, UNAUTH, UNAUTH, UNAUTH, DENIED, DENIED,
             Code::INVALID_ARGUMENT, UNAUTH, UNAUTH}},
+          // No request: every operator is told so, and nothing is issued.
+          {"Admin.IssueClientCertificate",
+           Unary<Admin::Stub, varan::v1::IssueClientCertificateRequest,
+                 varan::v1::IssueClientCertificateResponse>(
+               admin_stub.get(), &Admin::Stub::IssueClientCertificate,
+               [] { return varan::v1::IssueClientCertificateRequest(); }),
+           {UNAUTH, UNAUTH, UNAUTH, UNAUTH, Code::INVALID_ARGUMENT,
+            Code::INVALID_ARGUMENT, Code::INVALID_ARGUMENT, UNAUTH, UNAUTH}},
       };
   const std::vector<std::pair<std::string, std::string>> callers = {
       {"no token", ""},

@@ -2,6 +2,7 @@
 // the request sent with a registration, the certificate core answers kept
 // and presented from the next connection on, and its renewal when due —
 // against FakeCoreConnection and FakeCertificates on a RecordingClock.
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,17 @@ class UplinkCertificateTest : public UplinkTest {
     core_->Close();
     uplink_.reset();
   }
+  // Core's pins as the uplink keeps them (UsePins), likewise stopped after.
+  CorePins* UsePins(const std::string& pin) {
+    auto pins = CorePins::Open("", pin);
+    EXPECT_TRUE(pins.ok()) << pins.status();
+    if (!pins.ok()) return nullptr;
+    pins_ = *std::move(pins);
+    options_.core_pins = pins_.get();
+    return pins_.get();
+  }
   FakeCertificates certificates_;
+  std::unique_ptr<CorePins> pins_;
 };
 
 TEST_F(UplinkCertificateTest, RegistrationSendsARequestAndKeepsTheAnswer) {
@@ -130,9 +141,8 @@ TEST_F(UplinkCertificateTest, ATunnelThatRegisteredIsReopenedWithIt) {
 TEST_F(UplinkCertificateTest, CoreSendsNewPinsAndAsksForARenewal) {
   const std::string a = "sha256:" + std::string(64, 'a');
   const std::string b = "sha256:" + std::string(64, 'b');
-  auto pins = CorePins::Open("", a);
-  ASSERT_TRUE(pins.ok()) << pins.status();
-  options_.core_pins = pins->get();
+  CorePins* pins = UsePins(a);
+  ASSERT_NE(pins, nullptr);
   SaveRegistration("p-7", "cred-7");
   certificates_.set_issued(clock_.Now() + absl::Hours(10));
   varan::v1::HeartbeatResponse rotate = Beat();
@@ -150,7 +160,7 @@ TEST_F(UplinkCertificateTest, CoreSendsNewPinsAndAsksForARenewal) {
   ASSERT_EQ(calls[1].kind, Kind::kRenew);
   EXPECT_EQ(calls[1].at, calls[0].at);
   EXPECT_THAT(certificates_.installed(), ElementsAre("chain-2"));
-  EXPECT_THAT((*pins)->Get(), ElementsAre(b, a));
+  EXPECT_THAT(pins->Get(), ElementsAre(b, a));
   ASSERT_EQ(calls[2].kind, Kind::kHeartbeat);
   EXPECT_THAT(calls[2].heartbeat.ca_pins(), ElementsAre(b, a));
   EXPECT_EQ(core_->connects().size(), 2u);
@@ -159,9 +169,8 @@ TEST_F(UplinkCertificateTest, CoreSendsNewPinsAndAsksForARenewal) {
 TEST_F(UplinkCertificateTest, ATunnelTakesThePinsCoreSendsOnIt) {
   const std::string a = "sha256:" + std::string(64, 'a');
   const std::string b = "sha256:" + std::string(64, 'b');
-  auto pins = CorePins::Open("", a);
-  ASSERT_TRUE(pins.ok()) << pins.status();
-  options_.core_pins = pins->get();
+  CorePins* pins = UsePins(a);
+  ASSERT_NE(pins, nullptr);
   options_.tunnel = true;
   SaveRegistration("p-1", "cred-1");
   certificates_.set_issued(clock_.Now() + absl::Hours(10));
@@ -172,11 +181,10 @@ TEST_F(UplinkCertificateTest, ATunnelTakesThePinsCoreSendsOnIt) {
   StartUplink();
   // The uplink's thread takes it while the tunnel is open (real time).
   const absl::Time give_up = absl::Now() + absl::Seconds(10);
-  while ((*pins)->Get() != std::vector<std::string>{b} &&
-         absl::Now() < give_up) {
+  while (pins->Get() != std::vector<std::string>{b} && absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_THAT((*pins)->Get(), ElementsAre(b));
+  EXPECT_THAT(pins->Get(), ElementsAre(b));
 }
 
 TEST_F(UplinkCertificateTest, ACertificateThatCannotBeKeptIsLogged) {
