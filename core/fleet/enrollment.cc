@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/address.h"
 #include "common/log.h"
 #include "common/time_util.h"
 
@@ -116,8 +117,19 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Heartbeat(
       !s.ok()) {
     return s;
   }
+  // Checked before anything is recorded; kept once the heartbeat is.
+  std::string address;
+  if (!request.advertise_address().empty()) {
+    auto addr = ParseDialAddress(request.advertise_address());
+    if (!addr.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("advertise address: ", addr.status().message()));
+    }
+    address = FormatHostPort(*addr);
+  }
   auto answer = Record(request.periphery_id(), credential, peer, request);
   if (!answer.ok()) return CountFailure(peer, answer.status());
+  if (!address.empty()) fleet_->Readdress(request.periphery_id(), address);
   AskRenewal(certificate, &*answer);
   return answer;
 }

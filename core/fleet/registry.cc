@@ -251,6 +251,20 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
   return absl::OkStatus();
 }
 
+void FleetRegistry::Readdress(const std::string& id,
+                              const std::string& address) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second.removed) return;
+  Record& r = it->second;
+  if (r.stored.info.address() == address) return;
+  spdlog::info("periphery {} is now dialed at {} (was {})",
+               r.stored.info.name(), address, r.stored.info.address());
+  r.stored.info.set_address(address);
+  SaveLocked(r, now);
+}
+
 bool FleetRegistry::Online(const Record& r, absl::Time now) const {
   if (r.removed || !r.stored.confirmed) return false;
   return now - r.local_seen <= ttl() || now < r.grace_until ||

@@ -123,6 +123,11 @@ class FleetRegistry {
   // Name of the periphery with `id` (empty if unknown).
   std::string NameOf(const std::string& id) const;
 
+  // Dial mode: `address` (host:port, as FormatHostPort writes it) is where
+  // periphery `id` is dialed from now on, when it changed; stored and
+  // logged. Call after its heartbeat was recorded (which authenticated it).
+  void Readdress(const std::string& id, const std::string& address);
+
   // Records a heartbeat. NOT_FOUND for an unknown or removed id,
   // UNAUTHENTICATED when `credential` is not the one issued to that id.
   absl::Status Heartbeat(const std::string& id, absl::string_view credential,

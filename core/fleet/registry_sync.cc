@@ -62,6 +62,7 @@ void FleetRegistry::MergeLocked(
   if (r.here) {
     *p.info.mutable_stats() = r.stored.info.stats();
     p.info.set_peer_address(r.stored.info.peer_address());
+    p.info.set_address(r.stored.info.address());
   } else {
     r.last_seen = std::max(r.last_seen, FromTimestamp(p.info.last_seen()));
   }

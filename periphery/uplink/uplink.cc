@@ -326,7 +326,11 @@ varan::v1::HeartbeatRequest Uplink::MakeHeartbeat() {
 }
 
 absl::Status Uplink::Heartbeat() {
-  auto resp = Core().Heartbeat(MakeHeartbeat(), credential_->Get(),
+  // Dial mode: where core should dial now, in case it changed since the
+  // registration (a tunnel's heartbeats go on the tunnel, without it).
+  varan::v1::HeartbeatRequest req = MakeHeartbeat();
+  req.set_advertise_address(AdvertiseToCurrentCore());
+  auto resp = Core().Heartbeat(std::move(req), credential_->Get(),
                                options_.rpc_timeout);
   if (!resp.ok()) return resp.status();
   if (resp->has_heartbeat_interval()) {

@@ -515,5 +515,41 @@ TEST_F(CertifiedEnrollmentTest, RenewalNeedsCredentialAndCertificate) {
           .status()));
 }
 
+// A dial-mode periphery back on another address (a new port or IP) says so
+// in its heartbeats: core dials it there from then on, and stores it. A
+// malformed one is refused before anything is recorded.
+TEST_F(EnrollmentTest, HeartbeatsMoveADialPeripheryToItsNewAddress) {
+  const Enrollment::Admitted p = MustJoin("mover");
+  varan::v1::Target mover;
+  mover.add_names("mover");
+  auto address = [&] {
+    auto targets = fleet_.Resolve(mover);
+    EXPECT_TRUE(targets.ok() && targets->size() == 1u);
+    return targets.ok() && targets->size() == 1u ? (*targets)[0].address
+                                                 : std::string();
+  };
+  EXPECT_EQ(address(), "[fd00::5]:7701");
+  varan::v1::HeartbeatRequest beat;
+  beat.set_periphery_id(p.periphery_id);
+  beat.set_advertise_address("[fd00::6]:7702");
+  ASSERT_TRUE(enrollment_.Heartbeat(p.credential, kPeer, beat).ok());
+  EXPECT_EQ(address(), "[fd00::6]:7702");
+  ASSERT_TRUE(store_.Sync().ok());
+  auto stored = store_.LoadPeripheries();
+  ASSERT_TRUE(stored.ok() && stored->size() == 1u);
+  EXPECT_EQ((*stored)[0].info.address(), "[fd00::6]:7702");
+
+  // Not bracketed: refused, naming the field; the address stays.
+  beat.set_advertise_address("fd00::7:7702");
+  auto bad = enrollment_.Heartbeat(p.credential, kPeer, beat);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("advertise address"));
+  EXPECT_EQ(address(), "[fd00::6]:7702");
+  // Nor does a wrong credential move it.
+  beat.set_advertise_address("[fd00::8]:7702");
+  EXPECT_FALSE(enrollment_.Heartbeat("wrong", kPeer, beat).ok());
+  EXPECT_EQ(address(), "[fd00::6]:7702");
+}
+
 }  // namespace
 }  // namespace varan::core

@@ -75,6 +75,9 @@ TEST_F(UplinkTest, SavedRegistrationIsResumedWithoutTheJoinToken) {
   EXPECT_EQ(calls[0].kind, Kind::kHeartbeat);
   EXPECT_EQ(calls[0].bearer, "cred-7");
   EXPECT_EQ(calls[0].heartbeat.periphery_id(), "p-7");
+  // Where core should dial it now, which may have changed since it
+  // registered.
+  EXPECT_EQ(calls[0].heartbeat.advertise_address(), "[::1]:7701");
 }
 
 // Core answers a heartbeat with NOT_FOUND or UNAUTHENTICATED when it forgot
