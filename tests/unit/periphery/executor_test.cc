@@ -3,12 +3,22 @@
 // output tails, forgotten once acknowledged, bounded in number.
 #include "periphery/exec/executor.h"
 
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+
+namespace varan::v1 {
+// How gtest shows a report in a failure. Its own protobuf printer, inlined
+// at -O3, trips a false -Werror=restrict inside std::string in GCC 12 (GCC
+// bug 105329), which broke Release builds of this file.
+void PrintTo(const ExecutionReport& report, std::ostream* os) {
+  *os << report.ShortDebugString();
+}
+}  // namespace varan::v1
 
 namespace varan::periphery {
 namespace {
