@@ -92,18 +92,25 @@ absl::StatusOr<std::string> PeripheryCa::Issue(
   profile.server_auth = true;
   profile.not_before = now - absl::Minutes(5);
   profile.not_after = now + lifetime_;
+  auto chain = Sign(csr_pem, profile);
+  if (!chain.ok()) {
+    return absl::Status(
+        chain.status().code(),
+        absl::StrCat("issuing periphery ", id,
+                     " a certificate: ", chain.status().message()));
+  }
+  return chain;
+}
+
+absl::StatusOr<std::string> PeripheryCa::Sign(
+    const std::string& csr_pem, const pki::CertificateProfile& profile) const {
   pki::Authority ca;
   {
     absl::MutexLock lock(&mu_);
     ca = ca_;
   }
   auto cert = pki::SignRequest(ca, csr_pem, profile);
-  if (!cert.ok()) {
-    return absl::Status(
-        cert.status().code(),
-        absl::StrCat("issuing periphery ", id,
-                     " a certificate: ", cert.status().message()));
-  }
+  if (!cert.ok()) return cert.status();
   return *cert + ca.cert_pem;
 }
 
@@ -151,23 +158,14 @@ absl::StatusOr<std::string> PeripheryCa::IssueOperator(
     return absl::InvalidArgumentError(
         "csr: no certificate request (varanctl certs issue makes one)");
   }
-  if (absl::Status s = pki::CheckRequest(csr_pem); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("csr: ", s.message()));
-  }
+  if (absl::Status s = CheckRequest(csr_pem); !s.ok()) return s;
   pki::CertificateProfile profile;
   profile.common_name = absl::StrCat(token_id, ":", binding);
   profile.dns_names = {pki::kOperatorName};
   profile.client_auth = true;
   profile.not_before = absl::Now() - absl::Minutes(5);
   profile.not_after = not_after;
-  pki::Authority ca;
-  {
-    absl::MutexLock lock(&mu_);
-    ca = ca_;
-  }
-  auto cert = pki::SignRequest(ca, csr_pem, profile);
-  if (!cert.ok()) return cert.status();
-  return *cert + ca.cert_pem;
+  return Sign(csr_pem, profile);
 }
 
 absl::StatusOr<OperatorCertificates::Presented> PeripheryCa::OperatorOf(

@@ -97,6 +97,10 @@ class PeripheryCa final : public OperatorCertificates {
  private:
   absl::Status Check(const std::string& id, const std::string& chain_pem,
                      bool allow_expired) const;
+  // `profile` signed by the issuing CA for the key in `csr_pem`, followed
+  // by that CA's certificate.
+  absl::StatusOr<std::string> Sign(
+      const std::string& csr_pem, const pki::CertificateProfile& profile) const;
 
   const absl::Duration lifetime_;
   mutable absl::Mutex mu_;

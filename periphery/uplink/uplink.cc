@@ -330,8 +330,7 @@ absl::Status Uplink::Heartbeat() {
   // registration (a tunnel's heartbeats go on the tunnel, without it).
   varan::v1::HeartbeatRequest req = MakeHeartbeat();
   req.set_advertise_address(AdvertiseToCurrentCore());
-  auto resp = Core().Heartbeat(std::move(req), credential_->Get(),
-                               options_.rpc_timeout);
+  auto resp = Core().Heartbeat(req, credential_->Get(), options_.rpc_timeout);
   if (!resp.ok()) return resp.status();
   if (resp->has_heartbeat_interval()) {
     interval_ = FromDuration(resp->heartbeat_interval());
