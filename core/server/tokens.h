@@ -121,6 +121,9 @@ class TokenRegistry {
                        Done<varan::v1::JoinToken> done);
 
  private:
+  // Bootstrap tokens' ids: this and their name ("bootstrap-admin").
+  static constexpr char kBootstrapPrefix[] = "bootstrap-";
+
   struct Operator {
     StoredToken stored;
     bool bootstrap = false;

@@ -1,4 +1,4 @@
-// TokenRegistry, part 2 of 2: sharing the tokens between core replicas
+// TokenRegistry, part 3 of 3: sharing the tokens between core replicas
 // (Refresh). The class and its contract are in tokens.h.
 #include "common/log.h"
 #include "core/server/tokens.h"
