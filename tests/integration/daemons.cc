@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/secrets.h"
@@ -490,6 +491,8 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
                                   const std::vector<std::string>& labels,
                                   std::vector<std::string> extra_args,
                                   std::map<std::string, std::string> env) {
+  const bool tunnel = std::find(extra_args.begin(), extra_args.end(),
+                                "--tunnel") != extra_args.end();
   Daemon* d =
       LaunchPeriphery(name, labels, std::move(extra_args), std::move(env));
   varan::v1::Target target;
@@ -503,6 +506,17 @@ Daemon* TestFleet::StartPeriphery(const std::string& name,
   EXPECT_TRUE(online && d->Running())
       << "periphery " << name << " did not register:\n"
       << d->Log();
+  // With the built-in CA, the tunnel that registered is replaced at once by
+  // one presenting the certificate core issued: a test freezing or cutting
+  // the periphery before that one is open would see a command never reach
+  // it, or the periphery find core unreachable instead of its tunnel closed.
+  if (online && tunnel && !plaintext() && !client_tls_.enabled()) {
+    EXPECT_TRUE(WaitFor([&] {
+      return absl::StrContains(d->Log(), "tunnel to core at");
+    })) << "periphery "
+        << name << " did not open its tunnel again:\n"
+        << d->Log();
+  }
   return d;
 }
 
