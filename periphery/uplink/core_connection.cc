@@ -1,5 +1,6 @@
 #include "periphery/uplink/core_connection.h"
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -75,6 +76,26 @@ class GrpcCoreConnection final : public CoreConnection {
     grpc::Status status = stub_->RenewCertificate(&ctx, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
     return response;
+  }
+
+  bool AwaitUp(absl::Duration timeout,
+               const absl::Notification& stop) override {
+    const absl::Time until = absl::Now() + timeout;
+    grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY) {
+      const absl::Time now = absl::Now();
+      if (stop.HasBeenNotified() || now >= until) return false;
+      // In slices, so that a stop is noticed within one.
+      const absl::Time slice = std::min(until, now + absl::Milliseconds(100));
+      if (channel_->WaitForStateChange(state, absl::ToChronoTime(slice))) {
+        state = channel_->GetState(/*try_to_connect=*/true);
+      }
+    }
+    return true;
+  }
+
+  bool Up() override {
+    return channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY;
   }
 
   std::unique_ptr<CoreTunnel> OpenTunnel(

@@ -85,6 +85,18 @@ class CoreConnection {
       const varan::v1::RenewCertificateRequest& request,
       const std::string& credential, absl::Duration timeout) = 0;
 
+  // Waits until the connection to core is up, trying to connect meanwhile,
+  // for at most `timeout` (gRPC's connectivity waits are real time, whatever
+  // clock the uplink uses) or until `stop` is notified; true when it is up.
+  // A down core is waited for with this rather than a plain sleep, so the
+  // uplink calls again as soon as core is back: a sleep would miss it by up
+  // to a whole backoff, and over TLS nothing would move the handshake on
+  // while no thread waits on the channel.
+  virtual bool AwaitUp(absl::Duration timeout,
+                       const absl::Notification& stop) = 0;
+  // Whether the connection is up now (without trying to connect).
+  virtual bool Up() = 0;
+
   // Opens a tunnel and sends `hello`; `bearer` is the join token (hello
   // registers) or the periphery's credential (hello resumes). `executor`
   // runs what core sends and must outlive the tunnel.

@@ -425,7 +425,12 @@ bool Uplink::Backoff(const absl::Status& status, absl::Duration* backoff,
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
   absl::Duration wait = *backoff * jitter(rng);
   *backoff = std::min(*backoff * 2, options_.max_backoff);
-  return SleepFor(wait);
+  // Connected, so core itself answered the failure: a plain wait. Otherwise
+  // the wait ends as soon as the connection to core is up again.
+  CoreConnection& core = Core();
+  if (core.Up()) return SleepFor(wait);
+  core.AwaitUp(wait, stop_);
+  return !stop_.HasBeenNotified();
 }
 
 absl::Status Uplink::RunTunnel(bool* opened, bool* reconnect) {

@@ -9,7 +9,9 @@
 // results); core's answer acknowledges what it recorded. When core answers
 // a heartbeat with NOT_FOUND or UNAUTHENTICATED (it forgot this periphery),
 // the uplink registers again. When core cannot be reached it retries with
-// capped exponential backoff and jitter (the first retry is fast).
+// capped exponential backoff and jitter (the first retry is fast); a wait
+// for a core it could not connect to ends as soon as the connection is up
+// (CoreConnection::AwaitUp), so a restarted core hears from it at once.
 //
 // Several cores (replicas sharing one database, so the credential is good on
 // each): the uplink talks to one at a time, the current one. A call to it

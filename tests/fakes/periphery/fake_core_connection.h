@@ -19,6 +19,9 @@
 // stays open (core never answers its heartbeats, which it counts) until the
 // uplink cancels it.
 //
+// Connectivity: AwaitUp and Up answer from ComesUpAt (by default the
+// connection never comes up, and AwaitUp waits its whole timeout).
+//
 // Thread-safe. The uplink owns the connection; tests keep a raw pointer.
 #pragma once
 
@@ -105,6 +108,40 @@ class FakeCoreConnection final : public CoreConnection {
   int tunnel_heartbeats() {
     absl::MutexLock lock(&mu_);
     return tunnel_heartbeats_;
+  }
+
+  // When the connection to core comes up, on the fake clock (never unless
+  // told): AwaitUp waits until then, or its timeout, on the fake clock, and
+  // Up says whether it is past.
+  void ComesUpAt(absl::Time at) {
+    absl::MutexLock lock(&mu_);
+    up_at_ = at;
+  }
+  // How many times the uplink waited in AwaitUp.
+  int awaits() {
+    absl::MutexLock lock(&mu_);
+    return awaits_;
+  }
+
+  bool AwaitUp(absl::Duration timeout,
+               const absl::Notification& stop) override {
+    absl::Time up;
+    {
+      absl::MutexLock lock(&mu_);
+      ++awaits_;
+      up = up_at_;
+    }
+    const absl::Time now = clock_->Now();
+    if (now >= up) return true;
+    if (up - now > timeout) {
+      clock_->WaitForNotification(stop, timeout);
+      return false;
+    }
+    return !clock_->WaitForNotification(stop, up - now);
+  }
+  bool Up() override {
+    absl::MutexLock lock(&mu_);
+    return clock_->Now() >= up_at_;
   }
 
   // Releases blocked calls and fails every later one (UNAVAILABLE).
@@ -204,6 +241,11 @@ class FakeCoreConnection final : public CoreConnection {
         varan::v1::TunnelHello hello) override {
       return fake_->OpenTunnelAt(core_, executor, bearer, std::move(hello));
     }
+    bool AwaitUp(absl::Duration timeout,
+                 const absl::Notification& stop) override {
+      return fake_->AwaitUp(timeout, stop);
+    }
+    bool Up() override { return fake_->Up(); }
 
    private:
     FakeCoreConnection* const fake_;
@@ -317,6 +359,8 @@ class FakeCoreConnection final : public CoreConnection {
   std::optional<varan::v1::HeartbeatResponse> tunnel_trust_answer_
       ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time up_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  int awaits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace varan::periphery

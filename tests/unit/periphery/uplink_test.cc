@@ -157,6 +157,46 @@ TEST_F(UplinkTest, UnreachableCoreBacksOffExponentiallyWithJitterToTheCap) {
   EXPECT_EQ(core_->connects(), std::vector<std::string>{"[::1]:7700"});
 }
 
+// Core restarted: the heartbeat after a failure goes out as soon as the
+// connection to core is up again, not at the end of the backoff (which,
+// grown over a long outage, could outlast core's restart grace).
+TEST_F(UplinkTest, ADownCoreIsCalledAgainAsSoonAsTheConnectionIsUp) {
+  const absl::Time start = clock_.Now();
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(absl::UnavailableError("connection refused"));
+  core_->AnswerHeartbeat(Beat());
+  // The backoff after the failure at +5 s is at least 100 ms (200 ms,
+  // jittered); the connection is up after 40.
+  core_->ComesUpAt(start + absl::Seconds(5) + absl::Milliseconds(40));
+  StartUplink();
+  auto calls = core_->WaitForCalls(4);
+  ASSERT_GE(calls.size(), 4u);
+  EXPECT_EQ(calls[2].at, start + absl::Seconds(5));
+  EXPECT_EQ(calls[3].kind, Kind::kHeartbeat);
+  EXPECT_EQ(calls[3].at, start + absl::Seconds(5) + absl::Milliseconds(40));
+  EXPECT_EQ(core_->awaits(), 1);
+}
+
+// A failure that core itself answered while connected (UNAVAILABLE from a
+// core whose database is down, say) is waited out in full: no waiting on a
+// connection that is up, which would call again at once, in a loop.
+TEST_F(UplinkTest, AFailureCoreAnsweredIsWaitedOutInFull) {
+  const absl::Time start = clock_.Now();
+  core_->AnswerRegister(Registered("p-1", "cred-1", absl::Seconds(5)));
+  core_->AnswerHeartbeat(Beat());
+  core_->AnswerHeartbeat(absl::UnavailableError("database unreachable"));
+  core_->AnswerHeartbeat(Beat());
+  core_->ComesUpAt(start);
+  StartUplink();
+  auto calls = core_->WaitForCalls(4);
+  ASSERT_GE(calls.size(), 4u);
+  const absl::Duration waited = calls[3].at - calls[2].at;
+  EXPECT_GE(waited, absl::Milliseconds(100));
+  EXPECT_LT(waited, absl::Milliseconds(300));
+  EXPECT_EQ(core_->awaits(), 0);
+}
+
 TEST_F(UplinkTest, LoadSheddingHintIsWaitedOutWithSpread) {
   // Core shedding load says when to come back: the uplink waits that long
   // and up to a quarter more (so those told the same spread out); a hint
