@@ -339,6 +339,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
             : MakeChannelSecurity(p->replica_tls.get(),
                                   config.replica_tls.server_name));
     dispatcher_options.replica_tag = p->owners->tag();
+    // Until a dead replica has left the others' views, and a little more.
+    dispatcher_options.redelivery_window =
+        config.replica_ttl + absl::Seconds(5);
     dispatcher_options.owns_job =
         [owners = p->owners.get()](const std::string& job_id) {
           return owners->OwnsHere(job_id);

@@ -204,7 +204,16 @@ absl::StatusOr<varan::v1::Job> Dispatcher::Cancel(const std::string& id,
         i, varan::v1::TARGET_STATE_CANCELED,
         absl::StrCat("canceled by ", by, " before it started"));
   }
-  for (auto& run : running) run->Cancel();
+  for (auto& run : running) {
+    run->Cancel();
+    // Waiting to be sent again (Redeliver): it never reached its periphery.
+    if (run->redelivering() && run->TakeRedelivery()) {
+      run->job()->FinishTarget(
+          run->index(), varan::v1::TARGET_STATE_CANCELED,
+          absl::StrCat("canceled by ", by, " before it reached its periphery"));
+      RunDone(run.get());
+    }
+  }
   return (*job)->Snapshot();
 }
 
@@ -222,6 +231,7 @@ void Dispatcher::PeripheryGone(const std::string& periphery_id,
 }
 
 void Dispatcher::Tick() {
+  Redeliver();
   std::vector<std::shared_ptr<Job>> jobs;
   {
     absl::MutexLock lock(&mu_);

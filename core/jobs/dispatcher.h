@@ -18,7 +18,10 @@
 // output tail are recorded), still running (it waits on), or unknown in two
 // heartbeats in a row (LOST, or FAILED with the reason if it never started
 // there). Only a call that never reached the periphery (IsNotDelivered: no
-// tunnel, no connection) or that the periphery refused fails at once. After
+// tunnel, no connection) or that the periphery refused fails at once —
+// except one that went by a stale route (IsMisrouted: several replicas, the
+// one holding the periphery died), which is sent again through the
+// periphery's next replica for options.redelivery_window (Redeliver). After
 // a core restart, Recover() puts the targets that were sent or running into
 // that same wait.
 // A periphery that goes offline (its TTL, or the restart grace) loses its
@@ -76,6 +79,11 @@ struct DispatcherOptions {
   // it, and AdoptOrphans takes over the unfinished ones it answers for but
   // does not run. Empty: every job (a core alone).
   std::function<bool(const std::string& job_id)> owns_job;
+  // How long a target whose call went by a stale route (IsMisrouted: the
+  // replica holding its periphery died or let it go) is sent again for,
+  // about twice a second, before it fails: longer than a dead replica
+  // stays in the others' views (core sets Cluster's ttl + 5 s).
+  absl::Duration redelivery_window = absl::Seconds(15);
 };
 
 // The output limits of a job dispatched with `options` (DispatchOptions:
@@ -182,6 +190,10 @@ class Dispatcher : private TargetRun::Owner {
   // TargetRun::Owner:
   bool Stopping() const override { return stopping_.load(); }
   void RunDone(TargetRun* run) override;
+  absl::Time Now() const override { return clock_->Now(); }
+  absl::Duration RedeliveryWindow() const override {
+    return options_.redelivery_window;
+  }
   // This dispatcher as its runs' owner (the base is private).
   TargetRun::Owner* AsOwner() { return this; }
 
@@ -201,6 +213,10 @@ class Dispatcher : private TargetRun::Owner {
 
   // Sends queued targets of `job_id` while its limits allow.
   void StartMore(const std::string& job_id);
+  // Sends again the runs whose call went by a stale route and whose next
+  // try is due (TargetRun::redelivering); fails those whose window passed,
+  // ends those canceled meanwhile.
+  void Redeliver();
   // A late report for a target no run waits for: amends it if it is LOST.
   // True when the periphery may forget the report.
   bool AmendLate(const varan::v1::ExecutionReport& report);

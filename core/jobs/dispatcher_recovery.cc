@@ -170,7 +170,10 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
   }
   for (auto& run : complete ? RunsOn(periphery_id)
                             : std::vector<std::shared_ptr<TargetRun>>{}) {
-    if (seen.contains(run.get()) || !run->awaiting()) continue;
+    // A redelivering run's request never reached the periphery.
+    if (seen.contains(run.get()) || !run->awaiting() || run->redelivering()) {
+      continue;
+    }
     if (run->Missed() < 2 || !run->TakeAwaiting()) continue;
     const bool started = run->job()->Started(run->index());
     const std::string why =

@@ -162,4 +162,59 @@ void Dispatcher::StartMore(const std::string& job_id) {
   }
 }
 
+void Dispatcher::Redeliver() {
+  struct Again {
+    std::shared_ptr<TargetRun> run;
+    DialTarget target;
+    varan::v1::CommandSpec spec;
+  };
+  const absl::Time now = clock_->Now();
+  std::vector<std::shared_ptr<TargetRun>> expired;
+  std::vector<Again> again;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return;
+    for (auto& [ptr, run] : runs_) {
+      if (!run->redelivering()) continue;
+      if (now >= run->redeliver_until() || run->cancel_requested()) {
+        expired.push_back(run);
+        continue;
+      }
+      if (now < run->next_redelivery()) continue;
+      auto it = active_.find(run->execution_id().job_id);
+      if (it == active_.end()) continue;
+      if (run->index() >= it->second->targets.size()) {
+        expired.push_back(run);  // not one this dispatcher sent
+        continue;
+      }
+      again.push_back(
+          Again{run, it->second->targets[run->index()], it->second->spec});
+    }
+  }
+  for (auto& run : expired) {
+    if (!run->TakeRedelivery()) continue;
+    if (run->cancel_requested()) {
+      run->job()->FinishTarget(run->index(), varan::v1::TARGET_STATE_CANCELED,
+                               "canceled before it reached its periphery");
+    } else {
+      spdlog::warn("execution {}: no replica took over its periphery in {}",
+                   run->wire_id(),
+                   absl::FormatDuration(options_.redelivery_window));
+      run->job()->OnExecuteDone(run->index(), run->broke());
+    }
+    RunDone(run.get());
+  }
+  for (Again& a : again) {
+    if (!a.run->TakeRedelivery()) continue;
+    varan::v1::ExecuteRequest request;
+    *request.mutable_spec() = std::move(a.spec);
+    request.set_hold_result(true);
+    request.set_execution_id(a.run->wire_id());
+    spdlog::info("execution {}: sending it again", a.run->wire_id());
+    auto link =
+        links_->LinkFor(a.target.id, a.target.address, a.target.credential);
+    a.run->SetCall(link->Execute(request, a.run.get()));
+  }
+}
+
 }  // namespace varan::core

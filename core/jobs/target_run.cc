@@ -5,6 +5,13 @@
 #include "common/log.h"
 
 namespace varan::core {
+namespace {
+
+// Between two tries of a misrouted call: the other replicas refresh their
+// view of who holds which periphery once a second.
+constexpr absl::Duration kRedeliveryPause = absl::Milliseconds(500);
+
+}  // namespace
 
 TargetRun::TargetRun(Owner* owner, std::shared_ptr<Job> job, size_t index,
                      std::string periphery_id, ExecutionId execution_id)
@@ -52,13 +59,44 @@ bool TargetRun::awaiting() {
 
 bool TargetRun::TakeAwaiting() {
   absl::MutexLock lock(&mu_);
+  redelivering_ = false;
   return std::exchange(awaiting_, false);
 }
 
 bool TargetRun::Gone() {
   absl::MutexLock lock(&mu_);
   gone_ = true;
+  redelivering_ = false;
   return std::exchange(awaiting_, false);
+}
+
+bool TargetRun::redelivering() {
+  absl::MutexLock lock(&mu_);
+  return redelivering_;
+}
+
+absl::Time TargetRun::next_redelivery() {
+  absl::MutexLock lock(&mu_);
+  return next_redelivery_;
+}
+
+absl::Time TargetRun::redeliver_until() {
+  absl::MutexLock lock(&mu_);
+  return redeliver_until_;
+}
+
+bool TargetRun::TakeRedelivery() {
+  absl::MutexLock lock(&mu_);
+  if (!redelivering_ || !awaiting_) return false;
+  redelivering_ = false;
+  awaiting_ = false;
+  done_ = false;
+  return true;
+}
+
+bool TargetRun::cancel_requested() {
+  absl::MutexLock lock(&mu_);
+  return cancel_requested_;
 }
 
 int TargetRun::Missed() {
@@ -95,10 +133,31 @@ void TargetRun::OnDone(const absl::Status& status) {
     owner_->RunDone(this);  // may destroy this
     return;
   }
+  const absl::Time now = owner_->Now();
   {
     absl::MutexLock lock(&mu_);
     done_ = true;
     call_ = nullptr;
+    // Sent by a stale route, so not delivered: send it again a little
+    // later, within the window.
+    if (IsMisrouted(status) && !gone_ && !cancel_requested_ &&
+        !abort_requested_ && !job_->Settled(index_)) {
+      if (redeliver_until_ == absl::InfinitePast()) {
+        redeliver_until_ = now + owner_->RedeliveryWindow();
+      }
+      if (now < redeliver_until_) {
+        awaiting_ = true;
+        redelivering_ = true;
+        broke_ = status;
+        next_redelivery_ = now + kRedeliveryPause;
+        spdlog::info(
+            "execution {}: {}; sending it again once the periphery is held "
+            "by a live replica (for up to {} more)",
+            wire_id_, status.message(),
+            absl::FormatDuration(redeliver_until_ - now));
+        return;
+      }
+    }
     // A call that broke may have started the command even when its
     // "started" never reached core: wait for the periphery's report. Only
     // a call that never reached the periphery (no tunnel, no connection)

@@ -9,6 +9,11 @@
 // over after a core restart starts out awaiting (Await), with no call.
 // Cancel and Abort requested before the call exists apply when it is set.
 //
+// A call that never reached the periphery because it went by a stale route
+// (IsMisrouted: several replicas, the one holding the periphery died or let
+// it go) waits too, to be sent again (TakeRedelivery, by the Dispatcher)
+// until Owner::RedeliveryWindow has passed since the first such failure.
+//
 // Ownership: the Dispatcher owns runs (shared_ptr, see dispatcher.h) and
 // must outlive them; the run shares its Job. The ExecuteCall belongs to the
 // link and is only used until OnDone.
@@ -23,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/jobs/execution_id.h"
 #include "core/jobs/job.h"
 #include "core/link/periphery_link.h"
@@ -41,6 +47,9 @@ class TargetRun final : public ExecuteObserver {
     // The run is over (its target is final, or core is stopping); the owner
     // drops it, which may destroy it.
     virtual void RunDone(TargetRun* run) = 0;
+    // Now, and how long a misrouted call may be sent again for.
+    virtual absl::Time Now() const = 0;
+    virtual absl::Duration RedeliveryWindow() const = 0;
   };
 
   // `owner` must outlive the run. `index` is the target's index in `job`.
@@ -76,6 +85,17 @@ class TargetRun final : public ExecuteObserver {
   // How the call broke (for a run that awaits a report).
   absl::Status broke();
 
+  // Waiting to be sent again (see the class comment): the time of the
+  // next try, and the end of the window (after which the target fails).
+  bool redelivering();
+  absl::Time next_redelivery();
+  absl::Time redeliver_until();
+  // Whoever sends a redelivering run again or fails it claims it first:
+  // true exactly once per wait; the run is then ready for a new call.
+  bool TakeRedelivery();
+  // A cancel was asked for (before the call, or while redelivering).
+  bool cancel_requested();
+
   // ExecuteObserver:
   void OnEvent(const varan::v1::ExecuteEvent& event) override;
   void OnDone(const absl::Status& status) override;
@@ -99,6 +119,9 @@ class TargetRun final : public ExecuteObserver {
   bool awaiting_ ABSL_GUARDED_BY(mu_) = false;
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
   int misses_ ABSL_GUARDED_BY(mu_) = 0;
+  bool redelivering_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_redelivery_ ABSL_GUARDED_BY(mu_);
+  absl::Time redeliver_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Status broke_ ABSL_GUARDED_BY(mu_);
 };
 

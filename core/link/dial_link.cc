@@ -104,10 +104,19 @@ class DialExecuteCall final
       s = absl::Status(s.code(), absl::StrCat("periphery ", relay_to_,
                                               " through core replica at ",
                                               address_, ": ", s.message()));
-      // The replica says it could not deliver the request.
+      // The replica says it could not deliver the request (the periphery
+      // has no tunnel there any more), or the replica was never reached: it
+      // sends its initial metadata before it passes a request on
+      // (RelayService), and nothing came back on a channel that had no
+      // connection when the call started nor when it ended. Either way the
+      // request may go again through the periphery's next replica.
       if (context_.GetServerTrailingMetadata().count(kNotDeliveredTrailer) >
-          0) {
-        s = NotDelivered(std::move(s));
+              0 ||
+          (absl::IsUnavailable(s) && !got_metadata_ && !got_event_ &&
+           !ready_at_start_ &&
+           channel_->GetState(/*try_to_connect=*/false) !=
+               GRPC_CHANNEL_READY)) {
+        s = Misrouted(std::move(s));
       }
     } else if (!s.ok()) {
       s = absl::Status(

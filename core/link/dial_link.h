@@ -65,7 +65,10 @@ class LiveCalls {
 // replicas' shared secret.
 inline constexpr char kRelayToHeader[] = "varan-relay-to";
 // Set in the trailers of a relayed call the replica could not deliver (the
-// periphery has no tunnel there): the call fails as NotDelivered.
+// periphery has no tunnel there): the call fails as Misrouted, and so does
+// one that got nothing back on a channel that had no connection when it
+// started nor when it ended (the replica was never reached: it sends its
+// initial metadata before passing a request on).
 inline constexpr char kNotDeliveredTrailer[] = "varan-not-delivered";
 
 class DialLink final : public PeripheryLink {

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
@@ -23,6 +24,21 @@ inline absl::Status NotDelivered(absl::Status status) {
 }
 inline bool IsNotDelivered(const absl::Status& status) {
   return status.GetPayload("type.varan.dev/varan.not_delivered").has_value();
+}
+
+// Marks a NotDelivered status as "sent by a stale route": with several
+// replicas, the request went to (or was meant for) a replica that does not
+// hold the periphery's connection any more, or could not be reached — one
+// that died, before the others' views showed the periphery on a survivor.
+// It may be sent again once the periphery is held elsewhere (the Dispatcher
+// does, for a while) instead of failing its target.
+inline absl::Status Misrouted(absl::Status status) {
+  status = NotDelivered(std::move(status));
+  status.SetPayload("type.varan.dev/varan.misrouted", absl::Cord("1"));
+  return status;
+}
+inline bool IsMisrouted(const absl::Status& status) {
+  return status.GetPayload("type.varan.dev/varan.misrouted").has_value();
 }
 
 // Receives one Execute call's events. OnEvent may run on any thread but

@@ -24,9 +24,23 @@ class RelayService::RelayCall final
         context_(context),
         execution_id_(std::move(execution_id)) {}
 
-  // Starts the call on `link` (the periphery's tunnel here).
-  void Begin(PeripheryLink& link, const varan::v1::ExecuteRequest& request) {
-    ExecuteCall* call = link.Execute(request, this);
+  // Sends the initial metadata, then (OnSendInitialMetadataDone) starts the
+  // call on `link` (the periphery's tunnel here): a caller that received no
+  // metadata knows the request was not passed on.
+  void Begin(std::shared_ptr<PeripheryLink> link,
+             const varan::v1::ExecuteRequest& request) {
+    link_ = std::move(link);
+    request_ = request;
+    StartSendInitialMetadata();
+  }
+
+  void OnSendInitialMetadataDone(bool ok) override {
+    if (!ok) {
+      // The caller is gone before anything was passed on.
+      OnDone(NotDelivered(absl::CancelledError("the caller went away")));
+      return;
+    }
+    ExecuteCall* call = link_->Execute(request_, this);
     absl::MutexLock lock(&mu_);
     if (link_done_) return;  // it ended already: `call` is gone
     call_ = call;
@@ -133,6 +147,9 @@ class RelayService::RelayCall final
   RelayService* const service_;
   grpc::CallbackServerContext* const context_;
   const std::string execution_id_;
+  // What Begin passes on once the metadata is out.
+  std::shared_ptr<PeripheryLink> link_;
+  varan::v1::ExecuteRequest request_;
   absl::Mutex mu_;
   // Events to send, with their sizes; the front one is being written while
   // writing_.
@@ -181,9 +198,9 @@ grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* RelayService::Execute(
     absl::MutexLock lock(&mu_);
     calls_[request->execution_id()] = call;
   }
-  std::shared_ptr<PeripheryLink> link =
-      tunnels_->LinkFor(periphery_id, /*address=*/"", /*credential=*/"");
-  call->Begin(*link, *request);
+  call->Begin(
+      tunnels_->LinkFor(periphery_id, /*address=*/"", /*credential=*/""),
+      *request);
   return call;
 }
 

@@ -13,7 +13,9 @@
 //
 // A relay that cannot be delivered (no tunnel of that periphery here any
 // more) fails UNAVAILABLE with the trailer kNotDeliveredTrailer, so the
-// caller fails the target at once instead of waiting for a report.
+// caller knows the request never reached the periphery and may send it
+// again elsewhere (Misrouted). The call's initial metadata goes out before
+// the request is passed on: a caller that got none knows it never was.
 //
 // Thread-safe. Must outlive the grpc::Server serving it; `tunnels` and
 // `cluster` must outlive it.

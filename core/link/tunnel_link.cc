@@ -112,25 +112,31 @@ class TunnelLink final : public PeripheryLink {
   const std::shared_ptr<TunnelConnection> conn_;
 };
 
-// A periphery with no tunnel open and no address to dial.
+// A periphery with no tunnel open and no address to dial. With several
+// replicas, one that no live replica holds: it may be between two of them
+// (Misrouted, so the request may go again once it is held somewhere).
 class UnreachableLink final : public PeripheryLink {
  public:
-  UnreachableLink(TunnelHub* hub, std::string id)
-      : hub_(hub), id_(std::move(id)) {}
+  UnreachableLink(TunnelHub* hub, std::string id, bool replicas)
+      : hub_(hub), id_(std::move(id)), replicas_(replicas) {}
   ExecuteCall* Execute(const varan::v1::ExecuteRequest& request,
                        ExecuteObserver* observer) override {
     auto call = std::make_shared<TunnelCall>(
         std::weak_ptr<TunnelCallHost>(), hub_->delivery(),
         request.execution_id(), 0, observer);
-    call->Complete(NotDelivered(absl::UnavailableError(
-        absl::StrCat("periphery ", id_,
-                     " has no tunnel to core open and no address to dial"))));
+    absl::Status status = absl::UnavailableError(
+        absl::StrCat("periphery ", id_, " has no tunnel to ",
+                     replicas_ ? "any core replica" : "core",
+                     " open and no address to dial"));
+    call->Complete(replicas_ ? Misrouted(std::move(status))
+                             : NotDelivered(std::move(status)));
     return call.get();
   }
 
  private:
   TunnelHub* const hub_;
   const std::string id_;
+  const bool replicas_;
 };
 
 }  // namespace
@@ -395,7 +401,7 @@ std::shared_ptr<PeripheryLink> TunnelHub::LinkFor(
   if (peers_ != nullptr) {
     if (auto relay = peers_->RelayLinkFor(id)) return relay;
   }
-  return std::make_shared<UnreachableLink>(this, id);
+  return std::make_shared<UnreachableLink>(this, id, peers_ != nullptr);
 }
 
 size_t TunnelHub::connected() const {

@@ -406,5 +406,44 @@ TEST_F(ReplicasTest, PostgresRestartUnderLoad) {
   }
 }
 
+// A job dispatched through replica 2 after replica 0, which holds the
+// periphery's tunnel, died, before the periphery moved: replica 2 routes to
+// the dead replica, whose claim stands until the periphery claims another
+// (or its TTL). The relay never reached the periphery, so the target is
+// sent again until it reaches the periphery's next replica: it runs, once.
+// (The periphery is frozen for a moment so that the stale route is taken
+// every time, not only when the move is slower than the dispatch.)
+TEST_F(ReplicasTest, ADispatchAsTheHolderDiesReachesThePeripheryOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet());
+  Daemon* p = fleet_->StartPeriphery(
+      "moving-1",
+      {.cores = {0, 1, 2}, .tunnel = true, .env = CountEnv("moving-1")});
+  ASSERT_TRUE(WaitFor([&] { return fleet_->Holder("moving-1") == 0; }))
+      << p->Log();
+  ASSERT_TRUE(fleet_->WaitOnline({"moving-1"}, {1, 2}));
+  ASSERT_EQ(kill(p->pid(), SIGSTOP), 0);
+  ASSERT_EQ(fleet_->Stop(0, SIGKILL), 128 + SIGKILL);
+  const std::string id =
+      MustDispatch(fleet_->client(2), Names({"moving-1"}),
+                   "echo ran >> \"$REPLICA_TEST_COUNT\"; echo reached");
+  ASSERT_FALSE(id.empty());
+  const bool misrouted = WaitFor(
+      [&] {
+        return absl::StrContains(fleet_->replica(2)->Log(),
+                                 "sending it again once the periphery");
+      },
+      absl::Seconds(10));
+  ASSERT_EQ(kill(p->pid(), SIGCONT), 0);
+  EXPECT_TRUE(misrouted) << fleet_->replica(2)->Log();
+  std::string other;
+  EXPECT_EQ(Succeeded(WaitAllFinal(fleet_->client(2), {id}, absl::Seconds(30)),
+                      "reached\n", &other),
+            1u)
+      << other << "\nreplica 2:\n"
+      << fleet_->replica(2)->Log();
+  EXPECT_EQ(CountLines(CountFile("moving-1")),
+            (std::map<std::string, int>{{"ran", 1}}));
+}
+
 }  // namespace
 }  // namespace varan::testing

@@ -220,5 +220,85 @@ TEST_F(DispatcherReplicasTest, OnlyWholeHeartbeatsResolveAnAbsentTarget) {
   EXPECT_THAT(b().dispatcher->AwaitedPeripheries(), IsEmpty());
 }
 
+// The replica holding the periphery died before the others saw it: the
+// relay never reached the periphery (Misrouted). The target is sent again
+// (same execution id) once the pause has passed, whole heartbeats that do
+// not mention it meanwhile mean nothing, and it runs once.
+TEST_F(DispatcherReplicasTest, AMisroutedCallIsSentAgainAndRunsOnce) {
+  auto job = Dispatch(a(), "echo once");
+  ASSERT_NE(job, nullptr);
+  ASSERT_EQ(a().links.calls().size(), 1u);
+  a().links.calls()[0]->End(
+      Misrouted(absl::UnavailableError("replica r-b: connection refused")));
+  a().dispatcher->Tick();  // not before the pause
+  ASSERT_EQ(a().links.calls().size(), 1u);
+  const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> none;
+  for (int i = 0; i < 3; ++i) a().dispatcher->OnPeripheryReport(p1_, none);
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_DISPATCHED);
+  clock_.Advance(absl::Seconds(1));
+  a().dispatcher->Tick();
+  ASSERT_EQ(a().links.calls().size(), 2u);
+  FakeCall* again = a().links.calls()[1];
+  EXPECT_EQ(again->request.execution_id(), job->id() + "/p1");
+  EXPECT_EQ(again->request.spec().shell(), "echo once");
+  EXPECT_TRUE(again->request.hold_result());
+  again->Start(9);
+  again->Exit(varan::v1::ExitStatus::KIND_EXITED, 0);
+  EXPECT_EQ(job->Snapshot().targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+  clock_.Advance(absl::Seconds(1));
+  a().dispatcher->Tick();
+  EXPECT_EQ(a().links.calls().size(), 2u);
+}
+
+// No replica takes the periphery over within the window: the target fails
+// with why, after being tried about twice a second.
+TEST_F(DispatcherReplicasTest, AMisroutedCallFailsOnceTheWindowPassed) {
+  auto job = Dispatch(a(), "true");
+  ASSERT_NE(job, nullptr);
+  for (int i = 0; i < 100; ++i) {
+    std::vector<FakeCall*> calls = a().links.calls();
+    if (!calls.back()->done) {
+      calls.back()->End(Misrouted(
+          absl::UnavailableError("periphery p1 has no tunnel to any core")));
+    }
+    clock_.Advance(absl::Milliseconds(500));
+    a().dispatcher->Tick();
+  }
+  const size_t tries = a().links.calls().size();
+  EXPECT_GE(tries, 20u);
+  EXPECT_LE(tries, 32u);
+  const varan::v1::Job snap = job->Snapshot();
+  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
+  EXPECT_THAT(snap.targets(0).error(), ::testing::HasSubstr("no tunnel"));
+}
+
+// Canceled while it waited to be sent again: CANCELED, never sent.
+TEST_F(DispatcherReplicasTest, AMisroutedCallCanceledMeanwhileIsNotSent) {
+  auto job = Dispatch(a(), "true");
+  ASSERT_NE(job, nullptr);
+  a().links.calls()[0]->End(Misrouted(absl::UnavailableError("refused")));
+  ASSERT_TRUE(a().dispatcher->Cancel(job->id(), "tester").ok());
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_CANCELED);
+  clock_.Advance(absl::Seconds(1));
+  a().dispatcher->Tick();
+  EXPECT_EQ(a().links.calls().size(), 1u);
+  EXPECT_EQ(job->Snapshot().targets(0).state(),
+            varan::v1::TARGET_STATE_CANCELED);
+}
+
+// A periphery going offline meanwhile loses the target, as any other.
+TEST_F(DispatcherReplicasTest, AMisroutedCallsPeripheryGoneIsLost) {
+  auto job = Dispatch(a(), "true");
+  ASSERT_NE(job, nullptr);
+  a().links.calls()[0]->End(Misrouted(absl::UnavailableError("refused")));
+  a().dispatcher->PeripheryGone(p1_, "periphery p1 went offline");
+  clock_.Advance(absl::Seconds(1));
+  a().dispatcher->Tick();
+  EXPECT_EQ(a().links.calls().size(), 1u);
+  EXPECT_EQ(job->Snapshot().targets(0).state(), varan::v1::TARGET_STATE_LOST);
+}
+
 }  // namespace
 }  // namespace varan::core
