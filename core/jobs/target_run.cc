@@ -134,6 +134,7 @@ void TargetRun::OnDone(const absl::Status& status) {
     return;
   }
   const absl::Time now = owner_->Now();
+  const absl::Duration window = owner_->RedeliveryWindow();
   {
     absl::MutexLock lock(&mu_);
     done_ = true;
@@ -143,7 +144,7 @@ void TargetRun::OnDone(const absl::Status& status) {
     if (IsMisrouted(status) && !gone_ && !cancel_requested_ &&
         !abort_requested_ && !job_->Settled(index_)) {
       if (redeliver_until_ == absl::InfinitePast()) {
-        redeliver_until_ = now + owner_->RedeliveryWindow();
+        redeliver_until_ = now + window;
       }
       if (now < redeliver_until_) {
         awaiting_ = true;

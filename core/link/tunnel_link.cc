@@ -69,6 +69,9 @@ class TunnelConnection final
   void HandleHello(const varan::v1::TunnelHello& hello);
   void HandleEvent(varan::v1::TunnelEvent* event);
   std::string Who() const;
+  // Why a call is refused once the tunnel closes (NotDelivered; Misrouted
+  // with several replicas: the periphery may be moving to another).
+  absl::Status Closed() const;
 
   TunnelHub* const hub_;
   grpc::CallbackServerContext* const context_;
@@ -147,6 +150,13 @@ std::string TunnelConnection::Who() const {
   return absl::StrCat("periphery ", name_.empty() ? id_ : name_);
 }
 
+absl::Status TunnelConnection::Closed() const {
+  absl::Status closed =
+      absl::UnavailableError(absl::StrCat("the tunnel to ", Who(), " closed"));
+  return hub_->replicas() ? Misrouted(std::move(closed))
+                          : NotDelivered(std::move(closed));
+}
+
 ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
                                        ExecuteObserver* observer) {
   const std::string& id = request.execution_id();
@@ -160,8 +170,7 @@ ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
   {
     absl::MutexLock lock(&mu_);
     if (closing_) {
-      refused = NotDelivered(absl::UnavailableError(
-          absl::StrCat("the tunnel to ", Who(), " closed")));
+      refused = Closed();
     } else if (calls_.contains(id)) {
       refused = absl::AlreadyExistsError(
           absl::StrCat("execution ", id, " is already on this tunnel"));
@@ -175,8 +184,7 @@ ExecuteCall* TunnelConnection::Execute(const varan::v1::ExecuteRequest& request,
     msg.mutable_execute()->set_output_window_bytes(window);
     if (Send(std::move(msg))) return call.get();
     Forget(id);
-    refused = NotDelivered(absl::UnavailableError(
-        absl::StrCat("the tunnel to ", Who(), " closed")));
+    refused = Closed();
   }
   call->Complete(refused);
   return call.get();

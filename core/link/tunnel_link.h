@@ -82,6 +82,9 @@ class TunnelHub final : public LinkProvider {
 
   // Peripheries with a tunnel open now.
   size_t connected() const;
+  // Several replicas: a periphery whose tunnel here closes may be on its
+  // way to another (a call refused for that is Misrouted).
+  bool replicas() const { return peers_ != nullptr; }
 
   // For TunnelConnection.
   void Attach(const std::string& id, std::shared_ptr<TunnelConnection> conn);

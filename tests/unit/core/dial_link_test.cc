@@ -164,6 +164,79 @@ TEST_F(DialLinkTest, AnAnswerOnAConnectedChannelIsNotNotDelivered) {
   }
 }
 
+// A replica relaying Execute (RelayService's side): it answers UNAVAILABLE
+// saying it could not deliver (the trailer), or after its initial metadata
+// (which it sends before passing a request on).
+class RelayingReplica final : public varan::v1::Agent::CallbackService {
+ public:
+  explicit RelayingReplica(bool said_not_delivered)
+      : said_not_delivered_(said_not_delivered) {}
+
+  grpc::ServerWriteReactor<varan::v1::ExecuteEvent>* Execute(
+      grpc::CallbackServerContext* context,
+      const varan::v1::ExecuteRequest*) override {
+    return new Reactor(context, said_not_delivered_);
+  }
+
+ private:
+  class Reactor final
+      : public grpc::ServerWriteReactor<varan::v1::ExecuteEvent> {
+   public:
+    Reactor(grpc::CallbackServerContext* context, bool said_not_delivered) {
+      if (said_not_delivered) {
+        context->AddTrailingMetadata(kNotDeliveredTrailer, "1");
+        Fail();
+        return;
+      }
+      StartSendInitialMetadata();
+    }
+    void OnSendInitialMetadataDone(bool) override { Fail(); }
+    void OnDone() override { delete this; }
+
+   private:
+    void Fail() {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the tunnel broke"));
+    }
+  };
+
+  const bool said_not_delivered_;
+};
+
+// A relayed call is Misrouted (sent again through the periphery's next
+// replica) only when it provably never reached the periphery: the replica
+// is down, or said so. One the replica took on may have started it.
+TEST(DialLinkRelayTest, OnlyARelayThatNeverReachedThePeripheryIsMisrouted) {
+  DialLinkProvider links;
+  varan::v1::ExecuteRequest request;
+  request.set_execution_id("job/p1");
+  request.mutable_spec()->add_argv("true");
+  auto relay = [&](const std::string& address) {
+    Recorder recorder;
+    links.RelayLinkFor("p1", address, "secret")->Execute(request, &recorder);
+    return recorder.Wait();
+  };
+  const absl::Status down = relay(absl::StrCat("127.0.0.1:", ClosedPort()));
+  EXPECT_TRUE(IsMisrouted(down)) << down;
+  EXPECT_NE(down.message().find("periphery p1 through core replica"),
+            std::string::npos)
+      << down;
+  for (bool said : {true, false}) {
+    RelayingReplica replica(said);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&replica);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    const absl::Status status = relay(absl::StrCat("127.0.0.1:", port));
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_EQ(IsMisrouted(status), said) << status;
+    EXPECT_EQ(IsNotDelivered(status), said) << status;
+    server->Shutdown();
+  }
+}
+
 // With the built-in CA each periphery's channel checks that periphery's
 // certificate: one channel per periphery (not per address), made with the
 // security of its id, and made anew after ResetChannels (core's own
