@@ -225,11 +225,14 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
   // this periphery: what it does not hold never ran there, or was lost.
   if (!request.executions().empty() || dispatcher_->HasRunsOn(periphery_id)) {
     std::vector<std::string> cancel;
-    for (auto& ack : dispatcher_->OnPeripheryReport(
-             periphery_id, request.executions(), &cancel)) {
+    std::vector<std::string> resend;
+    for (auto& ack :
+         dispatcher_->OnPeripheryReport(periphery_id, request.executions(),
+                                        &cancel, /*complete=*/true, &resend)) {
       response.add_acknowledged(std::move(ack));
     }
     for (auto& c : cancel) response.add_cancel(std::move(c));
+    for (auto& r : resend) response.add_resend_with_tails(std::move(r));
   }
   if (peers_ != nullptr) {
     peers_->Heard(periphery_id, request.executions());

@@ -120,12 +120,18 @@ class Dispatcher : private TargetRun::Owner {
   // periphery hearing of it): the periphery is to stop them. `complete`:
   // `reports` are all the periphery holds, so a waiting target missing from
   // two of them in a row is resolved as absent; false for the part of a
-  // heartbeat another replica forwards (Replica.Report).
+  // heartbeat another replica forwards (Replica.Report). `resend` (may be
+  // null) receives finished executions a waiting target's periphery
+  // reported without tails (their end went out on the call that broke, and
+  // never arrived): asked once to report them again with their tails
+  // (HeartbeatResponse.resend_with_tails), they are applied as they come
+  // after that.
   std::vector<std::string> OnPeripheryReport(
       const std::string& periphery_id,
       const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
           reports,
-      std::vector<std::string>* cancel = nullptr, bool complete = true);
+      std::vector<std::string>* cancel = nullptr, bool complete = true,
+      std::vector<std::string>* resend = nullptr);
 
   // Whether a target of this dispatcher is sent to, runs on, or waits for a
   // report from periphery `periphery_id`: its heartbeats then go to

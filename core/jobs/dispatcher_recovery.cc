@@ -114,7 +114,8 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     const std::string& periphery_id,
     const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
         reports,
-    std::vector<std::string>* cancel, bool complete) {
+    std::vector<std::string>* cancel, bool complete,
+    std::vector<std::string>* resend) {
   std::vector<std::string> acks;
   std::vector<
       std::pair<std::shared_ptr<TargetRun>, const varan::v1::ExecutionReport*>>
@@ -159,6 +160,19 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
             run->wire_id());
         cancel->push_back(report->execution_id());
       }
+      continue;
+    }
+    // Its end went out on the call that broke and never arrived: without
+    // the tails, the output written last would be missing. Asked once (a
+    // periphery that does not know the ask has its report applied next
+    // time as it is).
+    if (resend != nullptr && !report->has_stdout_tail() &&
+        !report->has_stderr_tail() && run->awaiting() && run->AskTailsOnce()) {
+      spdlog::info(
+          "execution {}: its periphery reported how it ended without the "
+          "output tails; asking for them",
+          run->wire_id());
+      resend->push_back(report->execution_id());
       continue;
     }
     if (!run->TakeAwaiting()) continue;

@@ -94,6 +94,11 @@ bool TargetRun::TakeRedelivery() {
   return true;
 }
 
+bool TargetRun::AskTailsOnce() {
+  absl::MutexLock lock(&mu_);
+  return !std::exchange(tails_asked_, true);
+}
+
 bool TargetRun::cancel_requested() {
   absl::MutexLock lock(&mu_);
   return cancel_requested_;

@@ -95,6 +95,9 @@ class TargetRun final : public ExecuteObserver {
   bool TakeRedelivery();
   // A cancel was asked for (before the call, or while redelivering).
   bool cancel_requested();
+  // True the first time only: the periphery is asked once to report the
+  // end again with its output tails (Dispatcher::OnPeripheryReport).
+  bool AskTailsOnce();
 
   // ExecuteObserver:
   void OnEvent(const varan::v1::ExecuteEvent& event) override;
@@ -120,6 +123,7 @@ class TargetRun final : public ExecuteObserver {
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
   int misses_ ABSL_GUARDED_BY(mu_) = 0;
   bool redelivering_ ABSL_GUARDED_BY(mu_) = false;
+  bool tails_asked_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_redelivery_ ABSL_GUARDED_BY(mu_);
   absl::Time redeliver_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Status broke_ ABSL_GUARDED_BY(mu_);

@@ -209,11 +209,17 @@ std::vector<varan::v1::PeripheryHeld> ReplicaPeers::AskHeld(
 
 void ReplicaPeers::Answered(const std::string& periphery_id,
                             const varan::v1::ReplicaReportResponse& response) {
-  if (response.acknowledged().empty() && response.cancel().empty()) return;
+  if (response.acknowledged().empty() && response.cancel().empty() &&
+      response.resend_with_tails().empty()) {
+    return;
+  }
   absl::MutexLock lock(&mu_);
   Answers& a = answers_[periphery_id];
   for (const auto& id : response.acknowledged()) a.acknowledged.push_back(id);
   for (const auto& id : response.cancel()) a.cancel.push_back(id);
+  for (const auto& id : response.resend_with_tails()) {
+    a.resend_with_tails.push_back(id);
+  }
 }
 
 void ReplicaPeers::CallEnded() {
@@ -233,6 +239,9 @@ void ReplicaPeers::TakeAnswers(const std::string& periphery_id,
   }
   for (auto& id : a.acknowledged) response->add_acknowledged(std::move(id));
   for (auto& id : a.cancel) response->add_cancel(std::move(id));
+  for (auto& id : a.resend_with_tails) {
+    response->add_resend_with_tails(std::move(id));
+  }
 }
 
 }  // namespace varan::core

@@ -94,6 +94,7 @@ class ReplicaPeers {
   struct Answers {
     std::vector<std::string> acknowledged;
     std::vector<std::string> cancel;
+    std::vector<std::string> resend_with_tails;
   };
   class ReportCall;
   // The latest heartbeat of a periphery, as Heard.

@@ -25,13 +25,15 @@ grpc::ServerUnaryReactor* ReplicaService::Report(
   auto* reactor = context->DefaultReactor();
   if (!Authorized(context, reactor)) return reactor;
   std::vector<std::string> cancel;
+  std::vector<std::string> resend;
   // Only this replica's part of the heartbeat.
   for (auto& ack : dispatcher_->OnPeripheryReport(
            request->periphery_id(), request->executions(), &cancel,
-           /*complete=*/false)) {
+           /*complete=*/false, &resend)) {
     response->add_acknowledged(std::move(ack));
   }
   for (auto& c : cancel) response->add_cancel(std::move(c));
+  for (auto& r : resend) response->add_resend_with_tails(std::move(r));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -106,6 +106,14 @@ void Executor::Dropped(const std::string& id) {
   it->second.delivered = false;
 }
 
+void Executor::ResendTails(const std::vector<std::string>& ids) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : ids) {
+    auto it = entries_.find(id);
+    if (it != entries_.end()) it->second.delivered = false;
+  }
+}
+
 void Executor::Detached(const std::string& id, bool delivered) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);

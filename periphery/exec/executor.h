@@ -61,6 +61,11 @@ class Executor {
   // `exited` event went out.
   void Dropped(const std::string& id);
 
+  // Core did not receive the end of execution `id`, although its `exited`
+  // event went out (HeartbeatResponse.resend_with_tails): it is reported
+  // again with its tails.
+  void ResendTails(const std::vector<std::string>& ids);
+
   // Held executions for a heartbeat: running ones, finished ones not yet
   // acknowledged (tails only for those whose result never went out).
   std::vector<varan::v1::ExecutionReport> Report();

@@ -223,6 +223,8 @@ void TunnelSession::OnReadDone(bool ok) {
       executor_->Acknowledge(std::vector<std::string>(hb.acknowledged().begin(),
                                                       hb.acknowledged().end()));
       CancelForCore(executor_, hb.cancel());
+      executor_->ResendTails(std::vector<std::string>(
+          hb.resend_with_tails().begin(), hb.resend_with_tails().end()));
       absl::MutexLock lock(&mu_);
       last_answer_ = clock_->Now();
       if (hb.has_heartbeat_interval()) {

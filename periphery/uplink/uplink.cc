@@ -338,6 +338,8 @@ absl::Status Uplink::Heartbeat() {
   executor_->Acknowledge(std::vector<std::string>(resp->acknowledged().begin(),
                                                   resp->acknowledged().end()));
   CancelForCore(executor_, resp->cancel());
+  executor_->ResendTails(std::vector<std::string>(
+      resp->resend_with_tails().begin(), resp->resend_with_tails().end()));
   AbsorbTrust(*resp);
   // Presented from the next connection on.
   if (MaybeRenewCertificate()) core_.reset();

@@ -300,5 +300,41 @@ TEST_F(DispatcherReplicasTest, AMisroutedCallsPeripheryGoneIsLost) {
   EXPECT_EQ(job->Snapshot().targets(0).state(), varan::v1::TARGET_STATE_LOST);
 }
 
+// The command's end went out on the relayed call, and the replica relaying
+// it died before passing it on: the periphery counts it delivered and
+// reports the result without tails. Core asks once for them (the last
+// output is missing otherwise), applies the report that brings them, and
+// applies a report without them as it is once it has asked.
+TEST_F(DispatcherReplicasTest, AnEndThatNeverArrivedIsAskedForWithItsTails) {
+  for (const bool answered : {true, false}) {
+    SCOPED_TRACE(answered);
+    auto job = Dispatch(a(), "echo start; sleep 5; echo end");
+    ASSERT_NE(job, nullptr);
+    FakeCall* call = a().links.calls().back();
+    call->Start(7);
+    call->Output("start\n");
+    call->End(absl::UnavailableError("the replica relaying it died"));
+    const std::string exec = job->id() + "/p1";
+    auto no_tails = Finished(exec, "");
+    no_tails.Mutable(0)->clear_stdout_tail();
+    std::vector<std::string> resend;
+    EXPECT_THAT(a().dispatcher->OnPeripheryReport(p1_, no_tails, nullptr, true,
+                                                  &resend),
+                IsEmpty());
+    EXPECT_THAT(resend, ElementsAre(exec));
+    EXPECT_EQ(job->Snapshot().targets(0).state(),
+              varan::v1::TARGET_STATE_RUNNING);
+    resend.clear();
+    EXPECT_THAT(a().dispatcher->OnPeripheryReport(
+                    p1_, answered ? Finished(exec, "start\nend\n") : no_tails,
+                    nullptr, true, &resend),
+                ElementsAre(exec));
+    EXPECT_THAT(resend, IsEmpty());
+    const varan::v1::Job snap = job->Snapshot();
+    EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+    EXPECT_EQ(snap.targets(0).stdout_info().total_bytes(), answered ? 10u : 6u);
+  }
+}
+
 }  // namespace
 }  // namespace varan::core

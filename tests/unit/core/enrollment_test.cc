@@ -333,9 +333,16 @@ TEST_F(EnrollmentTest, HeartbeatReportsReachTheDispatcher) {
   report->mutable_started()->set_pid(42);
   report->mutable_exited()->set_kind(varan::v1::ExitStatus::KIND_EXITED);
   report->mutable_exited()->set_code(3);
+  // Without tails (its end had gone out on the call): asked for them.
   auto answer = enrollment_.Heartbeat(p.credential, kPeer, beat);
   ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_THAT(answer->resend_with_tails(), ElementsAre(execution));
+  EXPECT_TRUE(answer->acknowledged().empty());
+  report->mutable_stdout_tail()->set_data("out\n");
+  answer = enrollment_.Heartbeat(p.credential, kPeer, beat);
+  ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_THAT(answer->acknowledged(), ElementsAre(execution));
+  EXPECT_TRUE(answer->resend_with_tails().empty());
   EXPECT_TRUE(answer->cancel().empty());
   const varan::v1::Job snapshot = job->Snapshot();
   EXPECT_EQ(snapshot.targets(0).state(), varan::v1::TARGET_STATE_EXITED);

@@ -122,8 +122,17 @@ TEST(ExecutorTest,
   for (const auto& r : reports) {
     EXPECT_NE(r.execution_id(), "j/1");
     EXPECT_TRUE(r.has_exited());
-    EXPECT_EQ(r.stdout_tail().data(), "");
+    EXPECT_FALSE(r.has_stdout_tail());
   }
+  // Core never got j/2's end (the call broke after it went out): asked, the
+  // periphery reports it again with its tails.
+  executor.ResendTails({"j/2", "j/unknown"});
+  reports = executor.Report();
+  ASSERT_THAT(reports, SizeIs(2));
+  EXPECT_EQ(reports[0].execution_id(), "j/2");
+  EXPECT_EQ(reports[0].stdout_tail().data(), "out\n");
+  EXPECT_TRUE(reports[0].has_exited());
+  EXPECT_FALSE(reports[1].has_stdout_tail());
 }
 
 }  // namespace
