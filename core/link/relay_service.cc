@@ -44,7 +44,11 @@ class RelayService::RelayCall final
     absl::MutexLock lock(&mu_);
     if (link_done_) return;  // it ended already: `call` is gone
     call_ = call;
-    if (cancelled_) call_->Abort();
+    if (cancelled_) {
+      call_->Abort();
+    } else if (cancel_pending_) {
+      call_->Cancel();
+    }
   }
 
   // Ends the caller's stream with `status` (nothing was started).
@@ -59,7 +63,11 @@ class RelayService::RelayCall final
   // Agent.Cancel for this execution: asks the periphery to stop it.
   void CancelCommand() {
     absl::MutexLock lock(&mu_);
-    if (call_ != nullptr) call_->Cancel();
+    if (call_ != nullptr) {
+      call_->Cancel();
+    } else {
+      cancel_pending_ = true;  // applied once the call starts
+    }
   }
 
   // ExecuteObserver, on the tunnel call's delivery thread (may block: that
@@ -163,6 +171,8 @@ class RelayService::RelayCall final
   bool link_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_ ABSL_GUARDED_BY(mu_);
   ExecuteCall* call_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Agent.Cancel came before the call started (while the metadata went).
+  bool cancel_pending_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 RelayService::RelayService(const Cluster* cluster, LinkProvider* tunnels)
