@@ -220,8 +220,8 @@ class Dispatcher : private TargetRun::Owner {
   // Sends queued targets of `job_id` while its limits allow.
   void StartMore(const std::string& job_id);
   // Sends again the runs whose call went by a stale route and whose next
-  // try is due (TargetRun::redelivering); fails those whose window passed,
-  // ends those canceled meanwhile.
+  // try is due (TargetRun::redelivering); fails those whose window passed.
+  // (A cancel ends a waiting run at once: Cancel.)
   void Redeliver();
   // A late report for a target no run waits for: amends it if it is LOST.
   // True when the periphery may forget the report.

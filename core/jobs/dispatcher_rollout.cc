@@ -176,7 +176,7 @@ void Dispatcher::Redeliver() {
     if (shutting_down_) return;
     for (auto& [ptr, run] : runs_) {
       if (!run->redelivering()) continue;
-      if (now >= run->redeliver_until() || run->cancel_requested()) {
+      if (now >= run->redeliver_until()) {
         expired.push_back(run);
         continue;
       }
@@ -193,15 +193,10 @@ void Dispatcher::Redeliver() {
   }
   for (auto& run : expired) {
     if (!run->TakeRedelivery()) continue;
-    if (run->cancel_requested()) {
-      run->job()->FinishTarget(run->index(), varan::v1::TARGET_STATE_CANCELED,
-                               "canceled before it reached its periphery");
-    } else {
-      spdlog::warn("execution {}: no replica took over its periphery in {}",
-                   run->wire_id(),
-                   absl::FormatDuration(options_.redelivery_window));
-      run->job()->OnExecuteDone(run->index(), run->broke());
-    }
+    spdlog::warn("execution {}: no replica took over its periphery in {}",
+                 run->wire_id(),
+                 absl::FormatDuration(options_.redelivery_window));
+    run->job()->OnExecuteDone(run->index(), run->broke());
     RunDone(run.get());
   }
   for (Again& a : again) {

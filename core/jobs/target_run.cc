@@ -99,11 +99,6 @@ bool TargetRun::AskTailsOnce() {
   return !std::exchange(tails_asked_, true);
 }
 
-bool TargetRun::cancel_requested() {
-  absl::MutexLock lock(&mu_);
-  return cancel_requested_;
-}
-
 int TargetRun::Missed() {
   absl::MutexLock lock(&mu_);
   return ++misses_;

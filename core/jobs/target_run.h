@@ -93,8 +93,6 @@ class TargetRun final : public ExecuteObserver {
   // Whoever sends a redelivering run again or fails it claims it first:
   // true exactly once per wait; the run is then ready for a new call.
   bool TakeRedelivery();
-  // A cancel was asked for (before the call, or while redelivering).
-  bool cancel_requested();
   // True the first time only: the periphery is asked once to report the
   // end again with its output tails (Dispatcher::OnPeripheryReport).
   bool AskTailsOnce();
