@@ -29,6 +29,12 @@
 //  * Settings. Agree(name, proposal) answers the value of setting `name`
 //    every replica agrees on: the first proposal recorded for it, by any
 //    replica, is kept for good, and every later call answers it.
+//  * Fencing. Fence(tag) records, for good, that the replica with that tag
+//    (ReplicaTag) is dead, unless it is live: a replica about to take over
+//    another's work fences it first. A fenced replica never renews again:
+//    Fenced() turns true at its next refresh and ClusterOptions::on_fenced
+//    is called once. (Its store refuses its writes too: PostgresStore's
+//    fence_tag.)
 //  * Leaving. The destructor releases this replica's leases and claims and
 //    ends its membership, so the others take over at their next refresh
 //    instead of after `ttl`.
@@ -37,6 +43,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +82,10 @@ struct ClusterOptions {
   absl::Duration refresh_interval = absl::Seconds(1);
   // The fleet-wide duties this replica would take on.
   std::vector<std::string> leases;
+  // Called once, from the refreshing thread, when this replica finds that
+  // another fenced it (Cluster::Fence): it must stop at once, without
+  // writing anything more (core exits). Empty: only Fenced() tells.
+  std::function<void()> on_fenced;
 };
 
 // The fleet-wide duties core runs under a lease:
@@ -88,6 +99,11 @@ inline constexpr char kJobsLease[] = "jobs";
 
 // "r-" and 16 random hex digits.
 std::string NewReplicaId();
+
+// The tag of replica `replica_id`: the 8 hex digits after "r-" (empty for
+// any other id). Job ids end with their creator's tag (job_owner.h), and
+// fences name replicas by it.
+std::string ReplicaTag(absl::string_view replica_id);
 
 class Cluster {
  public:
@@ -125,6 +141,14 @@ class Cluster {
   // The live replica holding periphery `id`'s connection, if any.
   virtual std::optional<PeripheryOwner> OwnerOf(
       const std::string& id) const = 0;
+
+  // Fences the replica whose tag is `tag` (see the contract above): OK when
+  // it is fenced now or was before, or no replica with that tag is live;
+  // FAILED_PRECONDITION when one is live (it renewed: it is not dead);
+  // UNAVAILABLE when the shared state cannot be reached. Blocks on it.
+  virtual absl::Status Fence(const std::string& tag) = 0;
+  // Whether another replica fenced this one.
+  virtual bool Fenced() const = 0;
 
   // Waits until what this replica changed before the call is recorded and
   // the view has been refreshed after it. UNAVAILABLE when the shared state

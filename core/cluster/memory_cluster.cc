@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/algorithm/container.h"
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
 
 namespace varan::core {
@@ -128,6 +129,23 @@ std::optional<PeripheryOwner> MemoryCluster::OwnerOf(
   return PeripheryOwner{
       {it->second.replica, state_->replicas_.at(it->second.replica).address},
       it->second.epoch};
+}
+
+absl::Status MemoryCluster::Fence(const std::string& tag) {
+  absl::MutexLock lock(&state_->mu_);
+  for (const auto& [id, r] : state_->replicas_) {
+    if (ReplicaTag(id) == tag && state_->LiveLocked(id)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("replica ", id, " is live: it cannot be fenced"));
+    }
+  }
+  state_->fences_.insert(tag);
+  return absl::OkStatus();
+}
+
+bool MemoryCluster::Fenced() const {
+  absl::MutexLock lock(&state_->mu_);
+  return state_->fences_.contains(ReplicaTag(self_.id));
 }
 
 }  // namespace varan::core

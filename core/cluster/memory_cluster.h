@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/secrets.h"
@@ -53,6 +54,8 @@ class MemoryClusterState {
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Claim> claims_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::string> settings_ ABSL_GUARDED_BY(mu_);
+  // The tags of the replicas fenced (Cluster::Fence).
+  absl::flat_hash_set<std::string> fences_ ABSL_GUARDED_BY(mu_);
 };
 
 class MemoryCluster final : public Cluster {
@@ -81,6 +84,11 @@ class MemoryCluster final : public Cluster {
   void Connected(const std::string& id) override;
   void Disconnected(const std::string& id) override;
   std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;
+  // Only a replica that is not live can be fenced, and a MemoryCluster
+  // that died never comes back: Fenced() is true of crashed ones only, and
+  // on_fenced is never called.
+  absl::Status Fence(const std::string& tag) override;
+  bool Fenced() const override;
   absl::Status Sync() override { return absl::OkStatus(); }
 
  private:

@@ -74,6 +74,17 @@ const std::string kPropose =
     "ON CONFLICT (name) DO NOTHING";
 const std::string kReadSetting =
     "SELECT value FROM cluster_settings WHERE name = $1";
+// The live replicas with tag $1, and fencing it (Fence).
+const std::string kLiveWithTag =
+    "SELECT id FROM cluster_replicas WHERE starts_with(id, 'r-' || $1) "
+    "AND expires_at > now()";
+const std::string kFence =
+    "INSERT INTO cluster_fences (tag, fenced_by) VALUES ($1, $2) "
+    "ON CONFLICT (tag) DO NOTHING";
+// Fences are kept for 30 days: a replica cut off longer than that may
+// write again when it is back.
+const std::string kForgetFences =
+    "DELETE FROM cluster_fences WHERE fenced_at < now() - interval '30 days'";
 // The setting holding the secret replicas authenticate each other with.
 constexpr char kReplicaSecret[] = "replica_secret";
 
@@ -141,6 +152,35 @@ absl::StatusOr<std::string> PostgresCluster::Agree(
   return AgreeOn(*conn, name, proposal);
 }
 
+absl::Status PostgresCluster::Fence(const std::string& tag) {
+  VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> conn,
+                         postgres::Conn::Connect(url_, absl::Seconds(5)));
+  postgres::Transaction txn(*conn, /*read_only=*/false);
+  VARAN_RETURN_IF_ERROR(txn.status());
+  // Waits for the replica's writing transactions in progress: they commit
+  // before the fence, or see it.
+  VARAN_RETURN_IF_ERROR(
+      conn->Run(postgres::kLockFence, Params().Text(tag), "lock a fence")
+          .status());
+  VARAN_ASSIGN_OR_RETURN(
+      postgres::Result live,
+      conn->Run(kLiveWithTag, Params().Text(tag), "read a replica to fence"));
+  if (live.rows() > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", live.Bytes(0, 0),
+                     " is live: it is not fenced (its work stays its own)"));
+  }
+  VARAN_RETURN_IF_ERROR(
+      conn->Run(kFence, Params().Text(tag).Text(self_.id), "fence a replica")
+          .status());
+  return txn.Commit();
+}
+
+bool PostgresCluster::Fenced() const {
+  absl::MutexLock lock(&mu_);
+  return fenced_;
+}
+
 PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,
                                  std::unique_ptr<postgres::Conn> conn)
     : options_([&] {
@@ -152,6 +192,7 @@ PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,
       clock_(clock),
       self_{options_.replica_id.empty() ? NewReplicaId() : options_.replica_id,
             options_.address},
+      tag_(ReplicaTag(self_.id)),
       conn_(std::move(conn)),
       wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
@@ -160,7 +201,8 @@ PostgresCluster::~PostgresCluster() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
-    crashed = crashed_;
+    // A fenced replica writes nothing more, not even its leaving.
+    crashed = crashed_ || fenced_;
   }
   Wake();
   if (thread_.joinable()) thread_.join();
@@ -250,11 +292,15 @@ absl::Status PostgresCluster::Sync() {
   // Claims go in batches: every one made before the call is written (or
   // the last refresh failed) once none waits and none is being written.
   auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stop_ ||
+    return stop_ || fenced_ ||
            (finished_ >= target &&
             (!last_.ok() || (pending_.empty() && claims_in_flight_ == 0)));
   };
   mu_.Await(absl::Condition(&done));
+  if (fenced_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", self_.id, " was fenced"));
+  }
   if (finished_ < target) {
     return absl::FailedPreconditionError("the cluster view is closed");
   }
@@ -273,6 +319,16 @@ void PostgresCluster::Run() {
     }
     const absl::Time began = absl::Now();
     const absl::Status status = Refresh();
+    if (Fenced()) {
+      spdlog::critical("cluster: {}", status.message());
+      {
+        absl::MutexLock lock(&mu_);
+        ++finished_;
+        last_ = status;
+      }
+      if (options_.on_fenced) options_.on_fenced();
+      return;  // never renews again
+    }
     if (!status.ok() && !failing) {
       spdlog::warn(
           "cluster: {}; this replica keeps its last view and retries every "
@@ -339,6 +395,16 @@ absl::Status PostgresCluster::Renew(
   const int64_t ttl_us = absl::ToInt64Microseconds(options_.ttl);
   postgres::Transaction txn(*conn_, /*read_only=*/false);
   VARAN_RETURN_IF_ERROR(txn.status());
+  // Fenced: never renewed again (the others took this replica for dead).
+  if (absl::Status fence = postgres::CheckNotFenced(*conn_, tag_);
+      !fence.ok()) {
+    if (absl::IsFailedPrecondition(fence)) {
+      absl::MutexLock lock(&mu_);
+      fenced_ = true;
+      leases_.clear();
+    }
+    return fence;
+  }
   VARAN_RETURN_IF_ERROR(
       conn_
           ->Run(kRenewReplica,
@@ -347,6 +413,8 @@ absl::Status PostgresCluster::Renew(
           .status());
   VARAN_RETURN_IF_ERROR(
       conn_->Run(kForgetReplicas, "forget dead replicas").status());
+  VARAN_RETURN_IF_ERROR(
+      conn_->Run(kForgetFences, "forget old fences").status());
   if (!changes.empty()) {
     VARAN_RETURN_IF_ERROR(
         conn_->Run(kLockClaims, "lock connection claims").status());

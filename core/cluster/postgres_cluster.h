@@ -23,6 +23,12 @@
 // lapse by this replica's clock; the view keeps its last answers, and once
 // it is back, replicas whose membership lapsed meanwhile stay in it for
 // one ttl more unless they renew (they may be reconnecting too).
+//
+// Fences (cluster_fences, schema v5): Fence inserts the tag of a replica
+// whose membership lapsed, under an advisory lock on the tag that every
+// renewal of that replica takes too (shared) before it checks its fence; a
+// renewal that finds it renews nothing, sets Fenced(), calls on_fenced and
+// ends the refreshing thread.
 #pragma once
 
 #include <cstdint>
@@ -73,6 +79,9 @@ class PostgresCluster final : public Cluster {
   void Connected(const std::string& id) override;
   void Disconnected(const std::string& id) override;
   std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;
+  // Over a connection of its own.
+  absl::Status Fence(const std::string& tag) override;
+  bool Fenced() const override;
   absl::Status Sync() override;
 
  private:
@@ -98,6 +107,7 @@ class PostgresCluster final : public Cluster {
   const ClusterOptions options_;
   const Clock* const clock_;
   const ReplicaInfo self_;
+  const std::string tag_;
   // Set by Open, before the thread starts; constant after. The URL may hold
   // a password: never logged.
   std::string secret_;
@@ -111,6 +121,8 @@ class PostgresCluster final : public Cluster {
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
+  // Another replica fenced this one: it stopped refreshing.
+  bool fenced_ ABSL_GUARDED_BY(mu_) = false;
   // Claims to record: periphery id -> connected (true) or dropped (false).
   absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
   // The view.

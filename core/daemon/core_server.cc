@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -152,6 +153,22 @@ absl::Status Prefixed(const std::string& context, const absl::Status& status) {
                       absl::StrCat(context, ": ", status.message()));
 }
 
+// A replica another fenced (ClusterOptions::on_fenced) stops at once, as a
+// crash would: a graceful shutdown would cancel the commands its jobs run,
+// which the replica that took them over waits on, and write what it no
+// longer may. Its peripheries and clients move to the other replicas; a
+// supervisor (Kubernetes, systemd's Restart=) starts it again as a new
+// replica.
+void StopFenced() {
+  spdlog::critical(
+      "this replica was fenced: another replica took it for dead while it "
+      "was cut off from the database, and took over its jobs; exiting with "
+      "status {} so that it starts again as a new replica",
+      kExitFenced);
+  spdlog::default_logger()->flush();
+  std::_Exit(kExitFenced);
+}
+
 // The cluster CA and core's certificate, naming --tls-san's names and the
 // listeners' specific hosts; logs the CA's pin.
 absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
@@ -233,7 +250,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   // The store first: it holds the data directory (a second core on it is
   // refused before it could touch the first one's certificates).
-  auto store = OpenStore(config, (*listen_addrs)[0].port, clock);
+  auto store = OpenStore(config, (*listen_addrs)[0].port, clock, StopFenced);
   if (!store.ok()) return store.status();
   p->cluster = std::move(store->cluster);
   p->store = std::move(store->store);
@@ -345,6 +362,10 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     dispatcher_options.owns_job =
         [owners = p->owners.get()](const std::string& job_id) {
           return owners->OwnsHere(job_id);
+        };
+    dispatcher_options.fence_creator =
+        [cluster = p->cluster.get()](const std::string& tag) {
+          return cluster->Fence(tag);
         };
   }
   p->links = std::make_unique<TunnelHub>(p->dial_links.get(), p->peers.get());

@@ -111,6 +111,11 @@ struct CoreConfig {
   std::string proxy;
 };
 
+// varan-core's exit status when another replica fenced it (it was cut off
+// from the database longer than its membership lasts, and its jobs were
+// taken over): EX_TEMPFAIL, start it again.
+inline constexpr int kExitFenced = 75;
+
 class CoreServer {
  public:
   // Checks the listen addresses (before touching any file), creates the

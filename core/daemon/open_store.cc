@@ -52,8 +52,8 @@ absl::StatusOr<std::string> ReplicaAddress(const std::string& flag,
 }  // namespace
 
 absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
-                                      uint16_t listen_port,
-                                      const Clock* clock) {
+                                      uint16_t listen_port, const Clock* clock,
+                                      std::function<void()> on_fenced) {
   auto url = DatabaseUrl(config);
   if (!url.ok()) return url.status();
   if (url->empty() && !config.replica_address.empty()) {
@@ -94,10 +94,12 @@ absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
     cluster_options.address = *address;
     cluster_options.ttl = config.replica_ttl;
     cluster_options.leases = {kLivenessLease, kRetentionLease, kJobsLease};
+    cluster_options.on_fenced = std::move(on_fenced);
     auto cluster = PostgresCluster::Open(*url, cluster_options, clock);
     if (!cluster.ok()) return Prefixed(flag, cluster.status());
     opened.cluster = *std::move(cluster);
     options.lock = DatabaseLock::kShared;
+    options.fence_tag = ReplicaTag(opened.cluster->self().id);
     options.retention.due_here = [cluster = opened.cluster.get()] {
       return cluster->Holds(kRetentionLease);
     };

@@ -7,6 +7,7 @@
 // database by host, port and name only.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,13 +32,17 @@ struct OpenedStore {
 
 // Opens the store `config` names, and with --replica-address joins the
 // replicas on its database (`listen_port`: the port of a bare replica
-// address; `clock` times the replica's leases). INVALID_ARGUMENT when both
+// address; `clock` times the replica's leases; `on_fenced`: what the
+// replica does when it finds another fenced it, ClusterOptions::on_fenced;
+// its store then refuses its writes, PostgresStoreOptions::fence_tag).
+// INVALID_ARGUMENT when both
 // --database and --database-file are set, the URL is not a PostgreSQL one,
 // --replica-address is malformed or given without a PostgreSQL database;
 // the backends' own errors otherwise (see SqliteStore::Open,
 // PostgresStore::Open and PostgresCluster::Open), prefixed with the flag
 // that chose them.
 absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
-                                      uint16_t listen_port, const Clock* clock);
+                                      uint16_t listen_port, const Clock* clock,
+                                      std::function<void()> on_fenced);
 
 }  // namespace varan::core

@@ -79,6 +79,11 @@ struct DispatcherOptions {
   // it, and AdoptOrphans takes over the unfinished ones it answers for but
   // does not run. Empty: every job (a core alone).
   std::function<bool(const std::string& job_id)> owns_job;
+  // Several replicas: fences the replica with tag `tag` (Cluster::Fence)
+  // before AdoptOrphans takes over its jobs, so that it can no longer
+  // write them; its jobs are left alone while this fails (it is live after
+  // all, or the database is out of reach). Empty: no fencing.
+  std::function<absl::Status(const std::string& tag)> fence_creator;
   // How long a target whose call went by a stale route (IsMisrouted: the
   // replica holding its periphery died or let it go) is sent again for,
   // about twice a second, before it fails: longer than a dead replica
@@ -113,8 +118,12 @@ class Dispatcher : private TargetRun::Owner {
   absl::StatusOr<size_t> AdoptOrphans();
 
   // What periphery `periphery_id` reports holding (from its heartbeat);
-  // returns the execution ids whose results core recorded or does not want
-  // (the periphery forgets them). `cancel` (may be null) receives running
+  // returns the execution ids whose results core has stored or does not
+  // want (the periphery forgets them). A result applied now is not among
+  // them: the periphery reports it again, and it is acknowledged once its
+  // job's final record is committed — so a result is never forgotten by
+  // the periphery while only this core's memory holds it (core dying, or
+  // fenced, before it is stored). `cancel` (may be null) receives running
   // executions of canceled jobs that the cancel could not reach (the call
   // had broken, or the target was finished as LOST or CANCELED without the
   // periphery hearing of it): the periphery is to stop them. `complete`:
@@ -224,7 +233,8 @@ class Dispatcher : private TargetRun::Owner {
   // (A cancel ends a waiting run at once: Cancel.)
   void Redeliver();
   // A late report for a target no run waits for: amends it if it is LOST.
-  // True when the periphery may forget the report.
+  // True when the periphery may forget the report: the target's outcome is
+  // stored (its job's final record committed, with no amendment pending).
   bool AmendLate(const varan::v1::ExecutionReport& report);
   // A running execution no run waits for: true when its job was canceled
   // and its target is final (the periphery is to stop it).

@@ -2,6 +2,7 @@
 // jobs a previous core left running (Recover) and resolving waiting targets
 // from the peripheries' heartbeat reports (OnPeripheryReport). The class
 // and its contract are in dispatcher.h.
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -28,6 +29,10 @@ absl::StatusOr<size_t> Dispatcher::TakeOverStored(absl::string_view why,
   auto unfinished = store_->LoadUnfinishedJobs();
   if (!unfinished.ok()) return unfinished.status();
   TakeOverCounts counts;
+  // Each dead creator is fenced once per scan, before any of its jobs is
+  // taken over: the tag -> whether it is.
+  absl::flat_hash_map<std::string, bool> fenced;
+  absl::Status scan = absl::OkStatus();
   for (auto& stored : *unfinished) {
     const std::string& id = stored.record.id();
     // Never its own: a job of this replica not running here any more has
@@ -35,6 +40,26 @@ absl::StatusOr<size_t> Dispatcher::TakeOverStored(absl::string_view why,
     if (orphans_only && (JobTag(id) == options_.replica_tag ||
                          !options_.owns_job(id) || Running(id))) {
       continue;
+    }
+    if (const std::string tag = JobTag(id);
+        orphans_only && options_.fence_creator && !tag.empty()) {
+      auto [it, first] = fenced.try_emplace(tag, false);
+      if (first) {
+        const absl::Status s = options_.fence_creator(tag);
+        it->second = s.ok();
+        if (s.ok()) {
+          spdlog::info("fenced core replica {} before taking over its jobs",
+                       tag);
+        } else {
+          spdlog::warn(
+              "core replica {} cannot be fenced, so its jobs are not taken "
+              "over yet: {}",
+              tag, s.message());
+          // Looked at again soon (AdoptionSchedule) unless it is live.
+          if (!absl::IsFailedPrecondition(s) && scan.ok()) scan = s;
+        }
+      }
+      if (!it->second) continue;
     }
     TakeOver(std::move(stored), why, &counts);
   }
@@ -44,6 +69,7 @@ absl::StatusOr<size_t> Dispatcher::TakeOverStored(absl::string_view why,
         "lost (periphery offline), {} failed (never sent)",
         counts.jobs, what, counts.waiting, counts.lost, counts.never_sent);
   }
+  if (!scan.ok()) return scan;
   return counts.jobs;
 }
 
@@ -179,7 +205,8 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     spdlog::info("execution {}: its periphery reported how it ended",
                  run->wire_id());
     run->job()->ApplyReport(run->index(), *report);
-    acks.push_back(report->execution_id());
+    // Not acknowledged yet: the periphery forgets a result only once it is
+    // stored (AmendLate, when it reports it again).
     RunDone(run.get());
   }
   for (auto& run : complete ? RunsOn(periphery_id)
@@ -245,6 +272,10 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
   if (!id.ok()) return true;  // not one of core's: forget it
   // Another replica's job: that replica answers for it.
   if (options_.owns_job && !options_.owns_job(id->job_id)) return false;
+  // A job in memory has not had its final record stored yet (it is
+  // forgotten once it has): what it says of the target may never reach the
+  // store (core dying, or fenced, before it does).
+  const bool stored = !Running(id->job_id);
   auto job = Find(id->job_id);
   if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
   const int index = (*job)->TargetIndex(id->target);
@@ -258,8 +289,10 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
         "execution {}: its periphery reported the outcome after the target "
         "had been lost; recorded",
         wire_id);
+    return false;  // forgotten once the amendment is stored: next time
   }
-  return true;
+  // The periphery forgets the result only once its outcome is stored.
+  return stored;
 }
 
 }  // namespace varan::core

@@ -2,7 +2,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 
 namespace varan::core {
 namespace {
@@ -20,14 +19,6 @@ bool IsHex(absl::string_view s) {
 }
 
 }  // namespace
-
-std::string ReplicaTag(absl::string_view replica_id) {
-  if (!absl::ConsumePrefix(&replica_id, "r-") || replica_id.size() < kTagSize) {
-    return "";
-  }
-  absl::string_view tag = replica_id.substr(0, kTagSize);
-  return IsHex(tag) ? std::string(tag) : "";
-}
 
 std::string JobTag(absl::string_view job_id) {
   if (job_id.size() != kTaggedJobIdSize) return "";

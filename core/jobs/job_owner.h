@@ -21,10 +21,6 @@
 
 namespace varan::core {
 
-// The tag of replica `replica_id` ("r-" and at least 8 hex digits); empty
-// for any other id.
-std::string ReplicaTag(absl::string_view replica_id);
-
 // The tag at the end of a job id (empty for an id without one).
 std::string JobTag(absl::string_view job_id);
 

@@ -136,10 +136,8 @@ void PostgresStore::ExecuteWrites(std::vector<queued::Op>& batch,
           absl::MutexLock lock(&stop_mu_);
           outage_ = absl::OkStatus();
         }
-        spdlog::info(
-            "store: {} is reachable again; the waiting writes are "
-            "committed",
-            name());
+        spdlog::info("store: {} is reachable again{}", name(),
+                     commit->ok() ? "; the waiting writes are committed" : "");
       }
       return;
     }
@@ -188,6 +186,19 @@ bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
       if (db.Broken()) return false;
       if (db.InTransaction()) (void)db.Exec("ROLLBACK", "roll back");
       *commit = xid.status();
+      return true;
+    }
+    // A fenced replica's writes are refused (its jobs were taken over).
+    if (absl::Status fence =
+            options_.fence_tag.empty()
+                ? absl::OkStatus()
+                : postgres::CheckNotFenced(db, options_.fence_tag);
+        !fence.ok()) {
+      if (db.Broken()) return false;
+      if (db.InTransaction()) (void)db.Exec("ROLLBACK", "roll back");
+      *commit = fence;
+      spdlog::error("store: {}; {} writes refused", fence.message(),
+                    batch.size());
       return true;
     }
     const int64_t txid = xid->Int(0, 0);

@@ -79,6 +79,11 @@ struct PostgresStoreOptions {
   // Who else may use the database (a session advisory lock on the
   // writer's connection, taken again after a reconnect), checked at Open.
   DatabaseLock lock = DatabaseLock::kExclusive;
+  // With replicas: this replica's tag (ReplicaTag). Each batch checks, in
+  // its transaction, that the replica is not fenced (Cluster::Fence); once
+  // it is, every write fails with FAILED_PRECONDITION and nothing of it is
+  // committed. Empty: no check.
+  std::string fence_tag;
 };
 
 class PostgresStore final : public QueuedStore {

@@ -42,7 +42,7 @@ std::vector<std::vector<std::string>> QueryDatabase(const std::string& url,
         out.emplace_back(PQgetvalue(r, row, col));
       }
     }
-  } else {
+  } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
     ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
   }
   PQclear(r);
@@ -316,25 +316,26 @@ std::vector<std::string> TrustFlags(const std::string& pin_flag,
 }  // namespace
 
 void ReplicaFleet::Launch(int i) {
-  std::vector<std::string> argv = {BinPath("varan-core"),
-                                   "--listen",
-                                   address(i),
-                                   "--replica-address",
-                                   address(i),
-                                   "--data-dir",
-                                   dir_.File(absl::StrCat("core-", i)),
-                                   "--database",
-                                   database_,
-                                   "--admin-token-file",
-                                   dir_.File("admin.token"),
-                                   "--join-token-file",
-                                   dir_.File("join.token"),
-                                   "--heartbeat-interval",
-                                   "1",
-                                   "--log-level",
-                                   "debug",
-                                   "--health-listen",
-                                   health_address(i)};
+  std::vector<std::string> argv = {
+      BinPath("varan-core"),
+      "--listen",
+      address(i),
+      "--replica-address",
+      address(i),
+      "--data-dir",
+      dir_.File(absl::StrCat("core-", i)),
+      "--database",
+      database_urls_.contains(i) ? database_urls_.at(i) : database_,
+      "--admin-token-file",
+      dir_.File("admin.token"),
+      "--join-token-file",
+      dir_.File("join.token"),
+      "--heartbeat-interval",
+      "1",
+      "--log-level",
+      "debug",
+      "--health-listen",
+      health_address(i)};
   if (!builtin_ca_) argv.push_back("--insecure-plaintext");
   argv.insert(argv.end(), extra_core_args_.begin(), extra_core_args_.end());
   clients_[i].reset();

@@ -39,7 +39,8 @@
 namespace varan::testing {
 
 // The rows of `sql` on the database at `url`, every value as text (NULL as
-// ""); a test failure and no rows when it fails.
+// ""); none for a statement returning no rows; a test failure and no rows
+// when it fails.
 std::vector<std::vector<std::string>> QueryDatabase(const std::string& url,
                                                     const std::string& sql);
 
@@ -181,6 +182,11 @@ class ReplicaFleet {
   // The credentials of the fleet's clients: pinned TLS, or insecure.
   std::shared_ptr<grpc::ChannelCredentials> Credentials() const;
 
+  // Before replica `i` is launched: it connects to `url` instead of
+  // database() (the same database as another role, say).
+  void UseDatabaseUrl(int i, std::string url) {
+    database_urls_[i] = std::move(url);
+  }
   // Starts replica `i` and returns at once.
   void Launch(int i);
   // Waits until replica `i` serves: ready (its database reachable) and
@@ -251,6 +257,7 @@ class ReplicaFleet {
  private:
   std::string database_;
   std::vector<std::string> extra_core_args_;
+  std::map<int, std::string> database_urls_;
   TempDir dir_;
   std::string admin_token_;
   bool builtin_ca_ = false;

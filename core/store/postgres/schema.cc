@@ -118,6 +118,15 @@ ALTER TABLE peripheries
   ADD COLUMN saved_by XID8 NOT NULL DEFAULT pg_current_xact_id();
 CREATE INDEX peripheries_by_saved_by ON peripheries (saved_by);
 )sql",
+    // 5: replicas taken for dead, whose work another replica took over
+    // (Cluster::Fence): they never renew nor write again.
+    R"sql(
+CREATE TABLE cluster_fences (
+  tag TEXT COLLATE "C" PRIMARY KEY,  -- ReplicaTag of the fenced replica
+  fenced_by TEXT NOT NULL,           -- the replica that fenced it
+  fenced_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+)sql",
 };
 
 }  // namespace
@@ -160,6 +169,20 @@ absl::Status Migrate(Conn& conn) {
   spdlog::info("store: {} migrated from schema version {} to {}",
                conn.description(), version, kSchemaVersion);
   return absl::OkStatus();
+}
+
+absl::Status CheckNotFenced(Conn& conn, const std::string& tag) {
+  VARAN_RETURN_IF_ERROR(conn.Run(kLockFenceShared, Params().Text(tag),
+                                 "lock this replica's fence")
+                            .status());
+  VARAN_ASSIGN_OR_RETURN(Result fence, conn.Run(kIsFenced, Params().Text(tag),
+                                                "check this replica's fence"));
+  if (fence.rows() == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "this replica (tag ", tag, ") was fenced by replica ", fence.Bytes(0, 0),
+      " at ", fence.Bytes(0, 1),
+      ": it was cut off from the database longer than its membership lasts, "
+      "and its jobs were taken over"));
 }
 
 }  // namespace varan::core::postgres

@@ -1,21 +1,19 @@
 // Tests for core/jobs/dispatcher.h with fake links and a fake clock: limits
 // (max_parallel, stop_after_failures), offline targets, cancel, peripheries
-// going away, and jobs surviving a restart through the SQLite store.
+// going away, and jobs surviving a restart through the SQLite store (the
+// fixture: dispatcher_fixture.h; broken calls and held results:
+// dispatcher_reports_test.cc).
 #include "core/jobs/dispatcher.h"
 
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
-#include "common/clock.h"
-#include "core/fleet/registry.h"
-#include "core/store/sqlite_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/unit/core/fake_links.h"
+#include "tests/unit/core/dispatcher_fixture.h"
+#include "tests/unit/core/report_until_stored.h"
 #include "tests/unit/temp_dir.h"
 
 namespace varan::core {
@@ -23,96 +21,9 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using varan::v1::ExitStatus;
 using varan::v1::TargetState;
-
-constexpr absl::Duration kInterval = absl::Seconds(10);
-
-class DispatcherTest : public ::testing::Test {
- protected:
-  DispatcherTest() { Open(); }
-  ~DispatcherTest() override { Close(); }
-
-  void Open() { Open(dir_.path()); }
-  void Open(const std::string& dir) {
-    auto store = SqliteStore::Open(dir + "/core.db", {});
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    fleet_ = std::make_unique<FleetRegistry>(
-        &clock_,
-        FleetOptions{kInterval, 3, absl::ZeroDuration(), absl::Seconds(30)},
-        store_.get());
-    ASSERT_TRUE(fleet_->Load().ok());
-    dispatcher_ = std::make_unique<Dispatcher>(
-        fleet_.get(), &links_, store_.get(), &clock_, DispatcherOptions{});
-    fleet_->SetGoneListener(
-        [this](const std::string& id, const std::string& reason) {
-          dispatcher_->PeripheryGone(id, reason);
-        });
-  }
-
-  void Close() {
-    links_.EndAll();
-    dispatcher_.reset();
-    fleet_.reset();
-    store_.reset();
-  }
-
-  // Registers and confirms a periphery.
-  std::string Add(const std::string& name,
-                  std::map<std::string, std::string> labels = {}) {
-    varan::v1::RegisterRequest req;
-    req.set_name(name);
-    req.mutable_labels()->insert(labels.begin(), labels.end());
-    req.set_advertise_address("[::1]:7701");
-    auto reg = fleet_->Register(req, "::1");
-    EXPECT_TRUE(reg.ok()) << reg.status();
-    EXPECT_TRUE(fleet_->Heartbeat(reg->id, reg->credential, {}, "::1").ok());
-    return reg->id;
-  }
-
-  static varan::v1::DispatchRequest Request(const std::string& selector) {
-    varan::v1::DispatchRequest req;
-    req.mutable_target()->set_selector(selector);
-    req.mutable_spec()->add_argv("true");
-    return req;
-  }
-
-  std::shared_ptr<Job> MustDispatch(const varan::v1::DispatchRequest& req) {
-    auto job = dispatcher_->Dispatch(req, "tester");
-    EXPECT_TRUE(job.ok()) << job.status();
-    // Targets are sent after the commit; wait for it.
-    EXPECT_TRUE(store_->Sync().ok());
-    return job.ok() ? *job : nullptr;
-  }
-
-  static std::vector<TargetState> States(const Job& job) {
-    std::vector<TargetState> out;
-    const varan::v1::Job snap = job.Snapshot();
-    for (const auto& t : snap.targets()) out.push_back(t.state());
-    return out;
-  }
-
-  FakeClock clock_;
-  varan::testing::UnitTempDir dir_;
-  FakeLinks links_;
-  // The stored stdout of a target (the output is not in the job record).
-  std::string StoredStdout(const std::string& job, const std::string& target) {
-    EXPECT_TRUE(store_->Sync().ok());
-    auto out = store_->ReadOutput(
-        {job, target, varan::v1::OUTPUT_STREAM_STDOUT}, 0, 1 << 30);
-    EXPECT_TRUE(out.ok()) << out.status();
-    std::string joined;
-    if (out.ok()) {
-      for (const auto& piece : out->pieces) joined += piece.data;
-    }
-    return joined;
-  }
-
-  std::unique_ptr<SqliteStore> store_;
-  std::unique_ptr<FleetRegistry> fleet_;
-  std::unique_ptr<Dispatcher> dispatcher_;
-};
 
 TEST_F(DispatcherTest, OnlyMatchedPeripheriesReceiveTheJob) {
   Add("web-1", {{"role", "web"}});
@@ -299,27 +210,6 @@ TEST_F(DispatcherTest, FinishedJobsAreReadBackFromTheStoreAfterARestart) {
   EXPECT_TRUE(ev.has_accepted());
 }
 
-// A finished report from a periphery: exit code and an output tail.
-varan::v1::ExecutionReport Finished(const std::string& execution_id, int code,
-                                    const std::string& tail,
-                                    uint64_t offset = 0) {
-  varan::v1::ExecutionReport r;
-  r.set_execution_id(execution_id);
-  r.mutable_started()->set_pid(42);
-  r.mutable_exited()->set_kind(ExitStatus::KIND_EXITED);
-  r.mutable_exited()->set_code(code);
-  r.mutable_stdout_tail()->set_offset(offset);
-  r.mutable_stdout_tail()->set_data(tail);
-  return r;
-}
-
-google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> Reports(
-    std::vector<varan::v1::ExecutionReport> list) {
-  google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport> out;
-  for (auto& r : list) *out.Add() = std::move(r);
-  return out;
-}
-
 TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   const std::string p1 = Add("p1");
   const std::string p2 = Add("p2");
@@ -366,9 +256,9 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({still})),
               ::testing::IsEmpty());
   EXPECT_EQ(States(*restored)[0], varan::v1::TARGET_STATE_RUNNING);
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(
-                  p1, Reports({Finished(id + "/p1", 0, "first\nsecond\n")})),
-              ElementsAre(id + "/p1"));
+  const auto p1_done = Reports({Finished(id + "/p1", 0, "first\nsecond\n")});
+  // Not acknowledged before the job's record is stored (below).
+  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, p1_done), IsEmpty());
   auto snap = restored->Snapshot();
   EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "first\nsecond\n");
@@ -386,7 +276,7 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
   // p3 had been sent its command after all: its real outcome counts.
   EXPECT_THAT(dispatcher_->OnPeripheryReport(
                   p3, Reports({Finished(id + "/p3", 0, "ran\n")})),
-              ElementsAre(id + "/p3"));
+              IsEmpty());
   snap = restored->Snapshot();
   EXPECT_EQ(snap.targets(2).state(), varan::v1::TARGET_STATE_EXITED);
   EXPECT_EQ(StoredStdout(snap.id(), snap.targets(2).name()), "ran\n");
@@ -400,170 +290,8 @@ TEST_F(DispatcherTest, JobsRunningAtACrashWaitForTheirPeripheriesToReport) {
               HasSubstr("before this target was recorded as sent"));
   EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
   EXPECT_TRUE(restored->finished());
-}
-
-TEST_F(DispatcherTest,
-       ABrokenCallWaitsForThePeripheryInsteadOfLosingTheTarget) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  FakeCall* call = links_.calls()[0];
-  call->Start(7);
-  call->Output("a");
-  call->End(absl::UnavailableError("connection reset"));
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
-  // A report of another periphery changes nothing.
-  dispatcher_->OnPeripheryReport(
-      "someone-else", Reports({Finished(job->id() + "/p1", 0, "ab")}));
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
-  // The tail adds what core missed ("b"), and the exit code.
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(
-                  p1, Reports({Finished(job->id() + "/p1", 3, "ab")})),
-              ElementsAre(job->id() + "/p1"));
-  auto snap = job->Snapshot();
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(snap.targets(0).exit_status().code(), 3);
-  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "ab");
-}
-
-TEST_F(DispatcherTest, ACallBrokenBeforeItsStartWaitsAndTakesTheHeldResult) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  // The link breaks before "started" reached core: the command may run on
-  // the periphery all the same, so the target waits.
-  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_DISPATCHED);
-  // The periphery reports it running: it is.
-  varan::v1::ExecutionReport running;
-  running.set_execution_id(job->id() + "/p1");
-  running.mutable_started()->set_pid(9);
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({running})),
-              ::testing::IsEmpty());
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_RUNNING);
-  // Then finished: its result and output are applied.
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(
-                  p1, Reports({Finished(job->id() + "/p1", 4, "held\n")})),
-              ElementsAre(job->id() + "/p1"));
-  auto snap = job->Snapshot();
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(snap.targets(0).exit_status().code(), 4);
-  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "held\n");
-}
-
-TEST_F(DispatcherTest, ACallBrokenBeforeItsStartFailsWhenThePeripheryLacksIt) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  links_.calls()[0]->End(absl::UnavailableError("connection reset"));
-  dispatcher_->OnPeripheryReport(p1, Reports({}));
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_DISPATCHED);
-  dispatcher_->OnPeripheryReport(p1, Reports({}));
-  auto snap = job->Snapshot();
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_THAT(snap.targets(0).error(),
-              HasSubstr("broke before the command was reported started"));
-  EXPECT_THAT(snap.targets(0).error(), HasSubstr("connection reset"));
-  EXPECT_THAT(snap.targets(0).error(), HasSubstr("never started there"));
-}
-
-TEST_F(DispatcherTest, ACallThatNeverReachedThePeripheryFailsAtOnce) {
-  Add("p1");
-  auto job = MustDispatch(Request(""));
-  links_.calls()[0]->End(NotDelivered(
-      absl::UnavailableError("failed to connect to all addresses")));
-  auto snap = job->Snapshot();
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_FAILED);
-  EXPECT_THAT(snap.targets(0).error(), HasSubstr("failed to connect"));
-}
-
-// A running report of `execution_id`.
-varan::v1::ExecutionReport Running(const std::string& execution_id) {
-  varan::v1::ExecutionReport r;
-  r.set_execution_id(execution_id);
-  r.mutable_started()->set_pid(42);
-  return r;
-}
-
-TEST_F(DispatcherTest, ACancelThatFoundTheCallBrokenReachesThePeriphery) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  const std::string exec = job->id() + "/p1";
-  links_.calls()[0]->Start(7);
-  links_.calls()[0]->End(absl::UnavailableError("link down"));
-  ASSERT_TRUE(dispatcher_->Cancel(job->id(), "ops").ok());
-  // The periphery reports the command running: the answer asks it to stop.
-  std::vector<std::string> cancel;
-  dispatcher_->OnPeripheryReport(p1, Reports({Running(exec)}), &cancel);
-  EXPECT_THAT(cancel, ElementsAre(exec));
-  // It reports how the command ended: canceled.
-  varan::v1::ExecutionReport ended = Running(exec);
-  ended.mutable_exited()->set_kind(ExitStatus::KIND_CANCELED);
-  cancel.clear();
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(p1, Reports({ended}), &cancel),
-              ElementsAre(exec));
-  EXPECT_TRUE(cancel.empty());
-  EXPECT_EQ(States(*job)[0], varan::v1::TARGET_STATE_CANCELED);
-}
-
-TEST_F(DispatcherTest,
-       ACanceledJobsLostTargetIsStoppedWhenItsPeripheryReturns) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  const std::string exec = job->id() + "/p1";
-  links_.calls()[0]->Start(7);
-  links_.calls()[0]->End(absl::UnavailableError("link down"));
-  ASSERT_TRUE(dispatcher_->Cancel(job->id(), "ops").ok());
-  // The periphery stays away past its TTL: the target is lost.
-  clock_.Advance(kInterval * 4);
-  fleet_->Tick();
-  ASSERT_EQ(States(*job)[0], varan::v1::TARGET_STATE_LOST);
-  ASSERT_TRUE(store_->Sync().ok());
-  // Back, it reports the command still running: it is told to stop it.
-  std::vector<std::string> cancel;
-  dispatcher_->OnPeripheryReport(p1, Reports({Running(exec)}), &cancel);
-  EXPECT_THAT(cancel, ElementsAre(exec));
-}
-
-TEST_F(DispatcherTest, ALostTargetOfAJobNotCanceledRunsOn) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  links_.calls()[0]->Start(7);
-  links_.calls()[0]->End(absl::UnavailableError("link down"));
-  clock_.Advance(kInterval * 4);
-  fleet_->Tick();
-  ASSERT_EQ(States(*job)[0], varan::v1::TARGET_STATE_LOST);
-  std::vector<std::string> cancel;
-  dispatcher_->OnPeripheryReport(p1, Reports({Running(job->id() + "/p1")}),
-                                 &cancel);
-  EXPECT_TRUE(cancel.empty());
-}
-
-TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
-  const std::string p1 = Add("p1");
-  auto job = MustDispatch(Request(""));
-  FakeCall* call = links_.calls()[0];
-  call->Start(7);
-  call->End(absl::UnavailableError("link down"));
-  // The periphery stays away past its TTL: the target is lost.
-  clock_.Advance(kInterval * 4);
-  fleet_->Tick();
-  ASSERT_TRUE(store_->Sync().ok());
-  auto snap = job->Snapshot();
-  ASSERT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_LOST);
-  ASSERT_EQ(snap.state(), varan::v1::JOB_STATE_FAILED);
-  // It comes back and reports the command's outcome: recorded, and the job
-  // summary follows (read back from the store like any finished job).
-  EXPECT_THAT(dispatcher_->OnPeripheryReport(
-                  p1, Reports({Finished(job->id() + "/p1", 0, "late\n")})),
-              ElementsAre(job->id() + "/p1"));
-  ASSERT_TRUE(store_->Sync().ok());
-  auto found = dispatcher_->Find(job->id());
-  ASSERT_TRUE(found.ok());
-  snap = (*found)->Snapshot();
-  EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
-  EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()), "late\n");
-  EXPECT_EQ(snap.state(), varan::v1::JOB_STATE_SUCCEEDED);
-  auto listed = dispatcher_->List(varan::v1::ListJobsRequest());
-  ASSERT_TRUE(listed.ok());
-  EXPECT_EQ(listed->jobs(0).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_THAT(ReportUntilStored(*dispatcher_, *store_, p1, p1_done),
+              ElementsAre(id + "/p1"));
 }
 
 TEST_F(DispatcherTest, ListJobsFiltersPagesAndShowsLiveState) {

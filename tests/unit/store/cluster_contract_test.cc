@@ -181,6 +181,30 @@ TEST_P(ClusterContractTest, ManyLeasesNoneHeldTwice) {
   }
 }
 
+TEST_P(ClusterContractTest, OnlyAReplicaWhoseMembershipLapsedIsFenced) {
+  auto a = backend().Join("r-0000000a00000001", {});
+  auto b = backend().Join("r-0000000b00000001", {});
+  SyncAll({a.get(), b.get()});
+  const std::string tag = ReplicaTag(b->self().id);
+  ASSERT_EQ(tag, "0000000b");
+  // Live: never fenced.
+  const absl::Status live = a->Fence(tag);
+  EXPECT_EQ(live.code(), absl::StatusCode::kFailedPrecondition) << live;
+  SyncAll({a.get(), b.get()});
+  EXPECT_FALSE(b->Fenced());
+  EXPECT_THAT(Ids(a->Replicas()), ElementsAre(a->self().id, b->self().id));
+  // Dead once its ttl passed.
+  backend().Crash(*b);
+  backend().Advance(backend().ttl() + absl::Milliseconds(500));
+  EXPECT_TRUE(a->Fence(tag).ok());
+  EXPECT_TRUE(a->Fence(tag).ok()) << "fenced before";
+  EXPECT_TRUE(a->Fence("0000000c").ok()) << "no replica has that tag";
+  // The one that fenced it goes on.
+  ASSERT_TRUE(a->Sync().ok());
+  EXPECT_FALSE(a->Fenced());
+  EXPECT_THAT(Ids(a->Replicas()), ElementsAre(a->self().id));
+}
+
 TEST_P(ClusterContractTest, TheFirstProposalOfASettingIsKeptForEveryone) {
   auto a = backend().Join("r-a", {});
   auto b = backend().Join("r-b", {});
