@@ -170,62 +170,85 @@ std::string TargetState(ReplicaFleet& fleet, int i, const std::string& id) {
 // The real binaries: replica 0 is cut off while it runs a job on its
 // tunnel periphery. Replica 1 fences it and takes the job over; replica 0,
 // once it reaches the database again, exits with kExitFenced; the
-// periphery moves to replica 1, which records the command's real outcome.
-TEST_F(ReplicasTest, AReplicaCutOffFromTheDatabaseIsFencedAndStops) {
-  const std::string url = NewTestDatabase("replicas");
-  CutOffRole cut(url);
-  fleet_ = std::make_unique<ReplicaFleet>(url, 2);
-  fleet_->UseDatabaseUrl(0, cut.url());
-  ASSERT_NO_FATAL_FAILURE(fleet_->StartAll());
-  Daemon* p = fleet_->StartPeriphery(
-      "cut-1", {.cores = {0, 1}, .tunnel = true, .env = CountEnv("cut-1")});
-  ASSERT_TRUE(WaitFor([&] { return fleet_->Holder("cut-1") == 0; }))
-      << p->Log();
-  ASSERT_TRUE(fleet_->WaitOnline({"cut-1"}, {0, 1}));
-  const std::string release = fleet_->dir().File("release");
-  const std::string id = MustDispatch(
-      fleet_->client(0), Names({"cut-1"}),
-      absl::StrCat("echo ran >> \"$REPLICA_TEST_COUNT\"; echo start; "
-                   "while [ ! -e '",
-                   release, "' ]; do sleep 0.1; done; echo end"));
-  ASSERT_FALSE(id.empty());
-  ASSERT_TRUE(WaitFor(
-      [&] { return TargetState(*fleet_, 0, id) == "TARGET_STATE_RUNNING"; }));
+// periphery moves to replica 1, which records the command's real outcome,
+// whether the command ended after the move or while replica 0 was cut off
+// (replica 0 then had the result, but could not store it, so the
+// periphery kept it).
+class FencingReplicasTest : public ReplicasTest {
+ protected:
+  void CutOffWhileRunning(bool end_while_cut_off) {
+    const std::string url = NewTestDatabase("replicas");
+    CutOffRole cut(url);
+    fleet_ = std::make_unique<ReplicaFleet>(url, 2);
+    fleet_->UseDatabaseUrl(0, cut.url());
+    ASSERT_NO_FATAL_FAILURE(fleet_->StartAll());
+    Daemon* p = fleet_->StartPeriphery(
+        "cut-1", {.cores = {0, 1}, .tunnel = true, .env = CountEnv("cut-1")});
+    ASSERT_TRUE(WaitFor([&] { return fleet_->Holder("cut-1") == 0; }))
+        << p->Log();
+    ASSERT_TRUE(fleet_->WaitOnline({"cut-1"}, {0, 1}));
+    const std::string release = fleet_->dir().File("release");
+    const std::string id = MustDispatch(
+        fleet_->client(0), Names({"cut-1"}),
+        absl::StrCat("echo ran >> \"$REPLICA_TEST_COUNT\"; echo start; "
+                     "while [ ! -e '",
+                     release, "' ]; do sleep 0.1; done; echo end"));
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(WaitFor(
+        [&] { return TargetState(*fleet_, 0, id) == "TARGET_STATE_RUNNING"; }));
 
-  cut.Cut();
-  // Replica 1 takes replica 0 for dead after its ttl (10 s) and fences it
-  // before taking its job over. Replica 0 cannot know yet: it runs on.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        return QueryDatabase(url, "SELECT count(*) FROM cluster_fences") ==
-               Rows{{"1"}};
-      },
-      absl::Seconds(30)))
-      << fleet_->replica(1)->Log();
-  EXPECT_TRUE(fleet_->Running(0));
+    cut.Cut();
+    if (end_while_cut_off) {
+      WriteFile(release, "");
+      // Replica 0 has the end, and cannot store it.
+      ASSERT_TRUE(WaitFor([&] {
+        return TargetState(*fleet_, 0, id) == "TARGET_STATE_EXITED";
+      }));
+    }
+    // Replica 1 takes replica 0 for dead after its ttl (10 s) and fences it
+    // before taking its job over. Replica 0 cannot know yet: it runs on.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          return QueryDatabase(url, "SELECT count(*) FROM cluster_fences") ==
+                 Rows{{"1"}};
+        },
+        absl::Seconds(30)))
+        << fleet_->replica(1)->Log();
+    EXPECT_TRUE(fleet_->Running(0));
 
-  cut.Restore();
-  const int code = fleet_->replica(0)->Wait(absl::Seconds(20));
-  EXPECT_EQ(code, core::kExitFenced) << fleet_->replica(0)->Log();
-  EXPECT_THAT(fleet_->replica(0)->Log(), HasSubstr("this replica was fenced"));
-  fleet_->Stop(0, SIGKILL);  // exited: only marks it stopped
-  ASSERT_TRUE(
-      WaitFor([&] { return fleet_->Holder("cut-1") == 1; }, absl::Seconds(20)))
-      << p->Log();
+    cut.Restore();
+    const int code = fleet_->replica(0)->Wait(absl::Seconds(20));
+    EXPECT_EQ(code, core::kExitFenced) << fleet_->replica(0)->Log();
+    EXPECT_THAT(fleet_->replica(0)->Log(),
+                HasSubstr("this replica was fenced"));
+    fleet_->Stop(0, SIGKILL);  // exited: only marks it stopped
+    ASSERT_TRUE(WaitFor([&] { return fleet_->Holder("cut-1") == 1; },
+                        absl::Seconds(20)))
+        << p->Log();
 
-  WriteFile(release, "");
-  ASSERT_TRUE(WaitFor(
-      [&] { return TargetState(*fleet_, 1, id) == "TARGET_STATE_EXITED"; },
-      absl::Seconds(30)))
-      << TargetState(*fleet_, 1, id) << "\nreplica 1:\n"
-      << fleet_->replica(1)->Log();
-  std::string other;
-  EXPECT_EQ(Succeeded(WaitAllFinal(fleet_->client(1), {id}, absl::Seconds(10)),
-                      "start\nend\n", &other),
-            1u)
-      << other;
-  EXPECT_EQ(CountLines(CountFile("cut-1")),
-            (std::map<std::string, int>{{"ran", 1}}));
+    if (!end_while_cut_off) WriteFile(release, "");
+    ASSERT_TRUE(WaitFor(
+        [&] { return TargetState(*fleet_, 1, id) == "TARGET_STATE_EXITED"; },
+        absl::Seconds(30)))
+        << TargetState(*fleet_, 1, id) << "\nreplica 1:\n"
+        << fleet_->replica(1)->Log();
+    std::string other;
+    EXPECT_EQ(
+        Succeeded(WaitAllFinal(fleet_->client(1), {id}, absl::Seconds(10)),
+                  "start\nend\n", &other),
+        1u)
+        << other;
+    EXPECT_EQ(CountLines(CountFile("cut-1")),
+              (std::map<std::string, int>{{"ran", 1}}));
+  }
+};
+
+TEST_F(FencingReplicasTest, ACutOffReplicaIsFencedAndStops) {
+  CutOffWhileRunning(/*end_while_cut_off=*/false);
+}
+
+TEST_F(FencingReplicasTest, AnEndOnlyTheCutOffReplicaHeardIsNotLost) {
+  CutOffWhileRunning(/*end_while_cut_off=*/true);
 }
 
 }  // namespace
