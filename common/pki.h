@@ -251,4 +251,21 @@ absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
     const std::string& dir, const std::string& common_name, absl::Time now,
     absl::Duration validity, const ShareAuthority& share = nullptr);
 
+// What core's built-in cluster CA is made with (CreateAuthority), by core
+// itself or ahead of time by `varanctl ca init`.
+inline constexpr char kClusterCaName[] = "varan cluster CA";
+inline constexpr absl::Duration kClusterCaValidity = absl::Hours(24 * 365 * 10);
+
+// Seeds the CA of `dir` (as LoadOrCreateAuthority keeps it) from `from`, a
+// directory holding ca.crt and ca.key made ahead of time (`varanctl ca
+// init`; mounted from a Kubernetes Secret, whose file modes are not
+// checked here: the key is written 0600 in `dir`). Does nothing when
+// `from` holds neither file, or `dir` holds a CA already and it is the
+// same. FAILED_PRECONDITION naming the files and pins when `from` holds
+// one file alone, when its files are not a CA and its key, or when `dir`
+// holds another CA (the operator decides: the certificates that one
+// issued would stop verifying). True when `dir` now holds `from`'s CA.
+absl::StatusOr<bool> SeedAuthority(const std::string& from,
+                                   const std::string& dir);
+
 }  // namespace varan::pki

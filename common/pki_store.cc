@@ -259,4 +259,43 @@ absl::StatusOr<StoredAuthority> LoadOrCreateAuthority(
   return out;
 }
 
+absl::StatusOr<bool> SeedAuthority(const std::string& from,
+                                   const std::string& dir) {
+  const std::string from_cert = absl::StrCat(from, "/ca.crt");
+  const std::string from_key = absl::StrCat(from, "/ca.key");
+  VARAN_ASSIGN_OR_RETURN(const bool have_cert, Exists(from_cert));
+  VARAN_ASSIGN_OR_RETURN(const bool have_key, Exists(from_key));
+  if (!have_cert && !have_key) return false;
+  if (have_cert != have_key) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        have_cert ? from_cert : from_key, " exists but ",
+        have_cert ? from_key : from_cert,
+        " does not: a CA needs both (varanctl ca init makes them)"));
+  }
+  Authority seed;
+  VARAN_ASSIGN_OR_RETURN(seed.key_pem,
+                         ReadFile(from_key, /*private_only=*/false));
+  VARAN_ASSIGN_OR_RETURN(seed.cert_pem,
+                         ReadFile(from_cert, /*private_only=*/false));
+  VARAN_RETURN_IF_ERROR(Check(seed, absl::StrCat("the CA in ", from)));
+  VARAN_RETURN_IF_ERROR(EnsurePrivateDir(dir));
+  const std::string cert_path = absl::StrCat(dir, "/ca.crt");
+  const std::string key_path = absl::StrCat(dir, "/ca.key");
+  VARAN_ASSIGN_OR_RETURN(const bool had_cert, Exists(cert_path));
+  VARAN_ASSIGN_OR_RETURN(const bool had_key, Exists(key_path));
+  if (!had_cert && !had_key) {
+    VARAN_RETURN_IF_ERROR(Write(dir, cert_path, key_path, seed));
+    return true;
+  }
+  // A lone file: LoadOrCreateAuthority refuses it, saying what to do.
+  if (!had_cert || !had_key) return false;
+  VARAN_ASSIGN_OR_RETURN(const std::string mine,
+                         ReadFile(cert_path, /*private_only=*/false));
+  if (mine == seed.cert_pem) return true;
+  return absl::FailedPreconditionError(absl::StrCat(
+      WithPin(cert_path, mine), " is not the CA in ",
+      WithPin(from, seed.cert_pem), "; move ", dir,
+      " aside to take that one (what this one issued then stops verifying)"));
+}
+
 }  // namespace varan::pki

@@ -1,12 +1,16 @@
 // varanctl ca status | ca rotate start|switch|finish|abort: core's built-in
-// cluster CA and its rotation (Admin.GetClusterCa, Admin.RotateClusterCa).
+// cluster CA and its rotation (Admin.GetClusterCa, Admin.RotateClusterCa);
+// varanctl ca init DIR: a cluster CA made ahead of time, offline, for core's
+// --ca-from (so its pin is known before core starts).
 #include <iostream>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "client/cli/cli.h"
+#include "common/pki.h"
 
 namespace varan::cli {
 namespace {
@@ -91,14 +95,58 @@ int Run(const GlobalOptions& global, const Options& opts) {
   return 0;
 }
 
+// ca init: makes the CA in `dir` (or reads the one there) and prints its
+// pin.
+int Init(const std::string& dir, bool pin_only) {
+  auto stored = pki::LoadOrCreateAuthority(
+      dir, pki::kClusterCaName, absl::Now(), pki::kClusterCaValidity);
+  if (!stored.ok()) return Fail(stored.status());
+  auto pin = pki::AuthorityPin(stored->authority.cert_pem);
+  if (!pin.ok()) return Fail(pin.status());
+  if (pin_only) {
+    std::cout << *pin << "\n";
+    return 0;
+  }
+  std::cout << (stored->created ? "created a cluster CA in "
+                                : "a cluster CA is already in ")
+            << dir << " (ca.crt, and ca.key: keep it secret)\n"
+            << "pin:  " << *pin << "\n"
+            << "next: start core with --ca-from " << dir
+            << " (in Kubernetes: the Secret varan-ca), and give peripheries "
+               "join tokens ending with ."
+            << *pin << "\n";
+  return 0;
+}
+
 }  // namespace
 
 void SetupCa(CLI::App& app, GlobalOptions* global, int* exit_code) {
   CLI::App* cmd =
       app.add_subcommand("ca",
-                         "Core's built-in cluster CA: its pin, and rotating "
-                         "it (needs an admin token)")
+                         "Core's built-in cluster CA: making it ahead of "
+                         "time, its pin, and rotating it (needs an admin "
+                         "token)")
           ->require_subcommand(1);
+  auto init_dir = std::make_shared<std::string>();
+  auto pin_only = std::make_shared<bool>(false);
+  CLI::App* init = cmd->add_subcommand(
+      "init",
+      "Make a cluster CA in DIR, offline, for core's --ca-from, and print "
+      "its pin (or print the pin of the one DIR holds)");
+  init->add_option("dir", *init_dir,
+                   "where to write ca.crt and ca.key (created 0700)")
+      ->required();
+  init->add_flag("--pin-only", *pin_only, "print the pin alone");
+  init->footer(
+      "Example (Kubernetes):\n"
+      "  PIN=$(varanctl ca init pki --pin-only)\n"
+      "  kubectl -n varan create secret generic varan-ca "
+      "--from-file=pki/ca.crt --from-file=pki/ca.key\n"
+      "  kubectl -n varan create secret generic varan-join-token "
+      "--from-literal=token=\"$(cat join.token).$PIN\"");
+  init->callback([init_dir, pin_only, exit_code] {
+    *exit_code = Init(*init_dir, *pin_only);
+  });
   auto status_opts = std::make_shared<Options>();
   CLI::App* status =
       cmd->add_subcommand("status", "The CA's pin and where a rotation stands");

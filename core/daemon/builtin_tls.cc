@@ -13,7 +13,6 @@
 namespace varan::core {
 namespace {
 
-constexpr absl::Duration kCaValidity = absl::Hours(24 * 365 * 10);
 constexpr absl::Duration kServingValidity = absl::Hours(24 * 30);
 
 bool IsIpAddress(const std::string& s) {
@@ -93,8 +92,9 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
     const std::string& data_dir, const std::vector<std::string>& names,
     absl::Time now, Cluster* cluster) {
   const std::string dir = data_dir + "/pki";
-  auto stored = pki::LoadOrCreateAuthority(dir, "varan cluster CA", now,
-                                           kCaValidity, ShareThrough(cluster));
+  auto stored = pki::LoadOrCreateAuthority(dir, pki::kClusterCaName, now,
+                                           pki::kClusterCaValidity,
+                                           ShareThrough(cluster));
   if (!stored.ok()) return stored.status();
   auto pin = pki::AuthorityPin(stored->authority.cert_pem);
   if (!pin.ok()) return pin.status();

@@ -22,7 +22,6 @@ using varan::v1::CA_ROTATION_PHASE_SWITCHED;
 using varan::v1::CaRotationPhase;
 using varan::v1::CaRotationStep;
 
-constexpr absl::Duration kCaValidity = absl::Hours(24 * 365 * 10);
 // Names of peripheries a refused SWITCH, or the state, lists at most.
 constexpr size_t kMaxNames = 100;
 
@@ -73,8 +72,8 @@ absl::Status WriteCa(const std::string& dir, const pki::Authority& ca) {
 
 absl::StatusOr<pki::Authority> ReadCa(const std::string& dir) {
   // Loads and checks them; never creates one (both exist).
-  auto stored = pki::LoadOrCreateAuthority(dir, "varan cluster CA", absl::Now(),
-                                           kCaValidity);
+  auto stored = pki::LoadOrCreateAuthority(
+      dir, pki::kClusterCaName, absl::Now(), pki::kClusterCaValidity);
   if (!stored.ok()) return stored.status();
   return stored->authority;
 }
@@ -184,9 +183,9 @@ absl::StatusOr<varan::v1::ClusterCa> CaRotation::Step(CaRotationStep step,
       auto next = pki::LoadOrCreateAuthority(
           dir_ + "/next",
           absl::StrCat(
-              "varan cluster CA ",
+              pki::kClusterCaName, " ",
               absl::FormatTime("%Y%m%dT%H%M%SZ", now, absl::UTCTimeZone())),
-          now, kCaValidity);
+          now, pki::kClusterCaValidity);
       if (!next.ok()) return next.status();
       phase_ = CA_ROTATION_PHASE_STARTED;
       other_ = next->authority;

@@ -181,6 +181,17 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
     auto replica = ParseDialAddress(cluster->self().address, 0);
     if (replica.ok()) names.push_back(replica->host);
   }
+  if (!config.ca_from.empty()) {
+    auto seeded = pki::SeedAuthority(config.ca_from, config.data_dir + "/pki");
+    if (!seeded.ok()) return Prefixed("--ca-from", seeded.status());
+    if (*seeded) {
+      spdlog::info("--ca-from: the cluster CA is the one in {}",
+                   config.ca_from);
+    } else {
+      spdlog::info("--ca-from: {} holds no CA; core uses its own",
+                   config.ca_from);
+    }
+  }
   if (cluster == nullptr) {
     if (absl::Status s = CaRotation::Recover(config.data_dir + "/pki");
         !s.ok()) {

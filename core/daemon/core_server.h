@@ -67,6 +67,9 @@ struct CoreConfig {
   // the listeners' certificate (core/daemon/builtin_tls.h), naming also
   // --tls-san's names. --insecure-plaintext: no TLS at all.
   std::vector<std::string> tls_san;
+  // --ca-from: a CA made ahead of time seeds <data-dir>/pki
+  // (pki::SeedAuthority).
+  std::string ca_from;
   bool insecure_plaintext = false;
   // --periphery-cert-lifetime: how long the certificates the built-in CA
   // issues peripheries live.

@@ -55,6 +55,12 @@ void AddCoreFlags(CLI::App& app, CoreFlags* flags) {
                  "names varan-core, localhost, the host name and the "
                  "loopback addresses); repeatable or comma-separated")
       ->delimiter(',');
+  app.add_option("--ca-from", flags->ca_from,
+                 "Without --tls-cert: a directory holding a cluster CA made "
+                 "ahead of time (ca.crt and ca.key, from varanctl ca init), "
+                 "e.g. a mounted Secret, so that its pin is known before core "
+                 "starts; copied into <data-dir>/pki when that holds no CA "
+                 "yet, ignored when the directory is empty");
   app.add_flag("--insecure-plaintext", flags->insecure_plaintext,
                "Serve plaintext gRPC instead of TLS with the built-in cluster "
                "CA: tokens, credentials and output cross the network "
@@ -172,6 +178,7 @@ CoreConfig ToCoreConfig(const CoreFlags& flags) {
   c.replica_tls = flags.replica_tls;
   c.tls_watch = absl::Seconds(flags.daemon.tls_watch_seconds);
   c.tls_san = flags.tls_san;
+  c.ca_from = flags.ca_from;
   c.insecure_plaintext = flags.insecure_plaintext;
   c.periphery_cert_lifetime = absl::Seconds(flags.periphery_cert_seconds);
   c.heartbeat_interval = absl::Seconds(flags.heartbeat_seconds);

@@ -42,6 +42,7 @@ struct CoreFlags {
   AdmissionOptions admission;
   std::string proxy;
   std::vector<std::string> tls_san;
+  std::string ca_from;
   std::vector<std::string> health_listen;
   bool insecure_plaintext = false;
 };

@@ -128,6 +128,23 @@ for (const k of KUSTOMIZATIONS) {
         (v) => v.secret && v.secret.secretName === 'varan-join-token'));
   });
 
+  test(`${k}: core may take a CA made ahead of time from Secret varan-ca`,
+       () => {
+         const spec = corePodSpec(rendered[k]);
+         const core = container(spec, 'core');
+         const arg = core.args.find((a) => a.startsWith('--ca-from='));
+         assert.ok(arg, '--ca-from');
+         const dir = arg.slice('--ca-from='.length);
+         const mount = core.volumeMounts.find((m) => m.mountPath === dir);
+         assert.ok(mount && mount.readOnly, `${dir} is a read-only mount`);
+         const volume = spec.volumes.find((v) => v.name === mount.name);
+         assert.equal(volume.secret.secretName, 'varan-ca');
+         // Without the Secret, core makes its own CA as before.
+         assert.equal(volume.secret.optional, true);
+         assert.ok((volume.secret.defaultMode & 0o007) === 0,
+                   'the CA key is not readable by others');
+       });
+
   test(`${k}: probes are native gRPC health checks on the health port`,
        () => {
          const spec = corePodSpec(rendered[k]);

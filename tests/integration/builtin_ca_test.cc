@@ -2,6 +2,7 @@
 // with the cluster CA it creates; peripheries verify it with the pin their
 // join token carries, on their very first connection; varanctl pins it or
 // refuses, showing what to pin; plaintext clients are refused.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -67,6 +68,59 @@ TEST(BuiltinCaTest, NoTlsFlagsAnywhereStillRunsACommandOverTls) {
     EXPECT_FALSE(Healthy(address)) << address;
     EXPECT_TRUE(Healthy(address, fleet.client_tls())) << address;
   }
+}
+
+// A CA made ahead of time (varanctl ca init, offline) and given to core
+// with --ca-from: its pin, known before core started, is what core serves,
+// and a join token written with it then (as a Kubernetes Secret is) lets a
+// periphery join. Another CA given later is refused, naming both pins.
+TEST(BuiltinCaTest, ACaMadeAheadOfTimeIsPinnedBeforeCoreStarts) {
+  TempDir dir;
+  const std::string pki = dir.File("pki");
+  RunResult made = RunProgram({BinPath("varanctl"), "ca", "init", pki});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  RunResult pin_run =
+      RunProgram({BinPath("varanctl"), "ca", "init", pki, "--pin-only"});
+  ASSERT_EQ(pin_run.exit_code, 0) << pin_run.err;
+  const std::string pin(Trimmed(pin_run.out));
+  EXPECT_THAT(made.out, HasSubstr("created a cluster CA in " + pki));
+  EXPECT_THAT(made.out, HasSubstr("pin:  " + pin));
+  EXPECT_EQ(pki::ParsePin(pin, "the pin").value_or(""), pin);
+  struct stat st {};
+  ASSERT_EQ(stat((pki + "/ca.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The join token the operator writes before core starts.
+  const std::string token_file = dir.File("preset.token");
+  ASSERT_TRUE(
+      WriteSecretFile(token_file, JoinTokenWithPin(GenerateSecret(), pin))
+          .ok());
+
+  TestFleet fleet({"--ca-from", pki, "--join-token-file", token_file});
+  fleet.StartCore();
+  EXPECT_THAT(fleet.core()->Log(), HasSubstr("its pin is " + pin));
+  EXPECT_EQ(ReadFile(fleet.dir().File("core/pki/ca.crt")),
+            ReadFile(pki + "/ca.crt"));
+  Daemon* p = fleet.StartPeriphery(
+      "early-1", {}, {"--tunnel", "--join-token-file", token_file});
+  ASSERT_NE(p, nullptr);
+  EXPECT_THAT(p->Log(), HasSubstr("core's cluster CA pinned to " + pin));
+  RunResult exec = fleet.Ctl(
+      {"exec", "-n", "early-1", "--no-prefix", "--", "echo", "pinned early"});
+  EXPECT_EQ(exec.exit_code, 0) << exec.err;
+  EXPECT_EQ(exec.out, "pinned early\n");
+
+  // Core's data directory holds that CA now: another one is refused.
+  fleet.StopCore(SIGKILL);
+  const std::string other = dir.File("other");
+  ASSERT_EQ(RunProgram({BinPath("varanctl"), "ca", "init", other}).exit_code,
+            0);
+  RunResult refused =
+      RunProgram({BinPath("varan-core"), "--data-dir", fleet.dir().File("core"),
+                  "--listen", "[::1]:0", "--ca-from", other});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("--ca-from: "));
+  EXPECT_THAT(refused.err, HasSubstr("is not the CA in " + other));
+  EXPECT_THAT(refused.err, HasSubstr(pin));
 }
 
 // The pin comes before anything is sent: a periphery whose join token

@@ -1,5 +1,6 @@
-// Tests for pki::LoadOrCreateAuthority: the cluster CA's files, their
-// modes, and the states it refuses rather than silently making a new CA.
+// Tests for pki::LoadOrCreateAuthority and pki::SeedAuthority: the cluster
+// CA's files, their modes, and the states they refuse rather than silently
+// making or taking a new CA.
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -244,6 +245,66 @@ TEST_F(PkiStoreTest, WhatTheClusterAnswersIsCheckedAndErrorsPassThrough) {
                              });
   EXPECT_EQ(ca.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(std::filesystem::exists(crt()));
+}
+
+// A CA made ahead of time (varanctl ca init) seeds a directory holding
+// none, whatever the modes of its files (a Secret mounted 0440); the same
+// CA again is fine, another is refused naming both pins.
+TEST_F(PkiStoreTest, ACaMadeAheadOfTimeSeedsADirectoryHoldingNone) {
+  const std::string from = dir_ + "/made";
+  absl::StatusOr<StoredAuthority> made =
+      LoadOrCreateAuthority(from, "varan cluster CA", kNow, kYear);
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_EQ(chmod((from + "/ca.key").c_str(), 0440), 0);
+  absl::StatusOr<bool> seeded = SeedAuthority(from, ca_dir_);
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  EXPECT_TRUE(*seeded);
+  EXPECT_EQ(Mode(key()), 0600u);
+  EXPECT_EQ(Slurp(crt()), made->authority.cert_pem);
+  absl::StatusOr<StoredAuthority> loaded = Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->created);
+  EXPECT_EQ(loaded->authority.key_pem, made->authority.key_pem);
+  // Again: the same CA, nothing to do.
+  seeded = SeedAuthority(from, ca_dir_);
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  EXPECT_TRUE(*seeded);
+
+  const std::string other = dir_ + "/other";
+  absl::StatusOr<StoredAuthority> other_ca =
+      LoadOrCreateAuthority(other, "varan cluster CA", kNow, kYear);
+  ASSERT_TRUE(other_ca.ok()) << other_ca.status();
+  seeded = SeedAuthority(other, ca_dir_);
+  EXPECT_EQ(seeded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(
+      Message(seeded.status()),
+      AllOf(
+          HasSubstr(crt()), HasSubstr("is not the CA in " + other),
+          HasSubstr(AuthorityPin(other_ca->authority.cert_pem).value_or("?"))));
+  EXPECT_EQ(Slurp(crt()), made->authority.cert_pem) << "left as it was";
+}
+
+TEST_F(PkiStoreTest, SeedingFromAnEmptyOrHalfDirectory) {
+  const std::string from = dir_ + "/secret";
+  ASSERT_TRUE(std::filesystem::create_directory(from));
+  // Empty (an optional Secret that does not exist): nothing happens.
+  absl::StatusOr<bool> seeded = SeedAuthority(from, ca_dir_);
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  EXPECT_FALSE(*seeded);
+  EXPECT_FALSE(std::filesystem::exists(crt()));
+  // A certificate without its key: refused, naming both.
+  const Authority ca = Created();
+  Write(from + "/ca.crt", ca.cert_pem, 0644);
+  seeded = SeedAuthority(from, dir_ + "/fresh");
+  EXPECT_EQ(seeded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Message(seeded.status()),
+              AllOf(HasSubstr(from + "/ca.crt exists but"),
+                    HasSubstr(from + "/ca.key")));
+  // A key that is not the certificate's.
+  Write(from + "/ca.key", "not a key", 0600);
+  seeded = SeedAuthority(from, dir_ + "/fresh");
+  EXPECT_FALSE(seeded.ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/fresh/ca.crt"));
 }
 
 }  // namespace
