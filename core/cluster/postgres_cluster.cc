@@ -158,7 +158,11 @@ absl::Status PostgresCluster::Fence(const std::string& tag) {
   postgres::Transaction txn(*conn, /*read_only=*/false);
   VARAN_RETURN_IF_ERROR(txn.status());
   // Waits for the replica's writing transactions in progress: they commit
-  // before the fence, or see it.
+  // before the fence, or see it. Not for ever: one the replica left open
+  // when it was cut off ends when the server times it out (Conn), and the
+  // fence is tried again at the next scan.
+  VARAN_RETURN_IF_ERROR(
+      conn->Exec("SET LOCAL lock_timeout = '5s'", "limit the fence's wait"));
   VARAN_RETURN_IF_ERROR(
       conn->Run(postgres::kLockFence, Params().Text(tag), "lock a fence")
           .status());

@@ -144,16 +144,23 @@ namespace {
 PGconn* Open(const std::string& url, absl::Duration connect_timeout) {
   const std::string timeout =
       absl::StrCat(std::max<int64_t>(2, absl::ToInt64Seconds(connect_timeout)));
-  const char* keys[] = {"connect_timeout",
-                        "keepalives_idle",
-                        "keepalives_interval",
-                        "keepalives_count",
-                        "tcp_user_timeout",
-                        "application_name",
-                        "dbname",
-                        nullptr};
-  const char* values[] = {timeout.c_str(), "10",         "5",         "3",
-                          "20000",         "varan-core", url.c_str(), nullptr};
+  // A transaction left open by a core that lost its connection (a network
+  // partition) would hold its locks until the server noticed, which could
+  // take hours: the server ends one idle for 30 s (no transaction of core's
+  // waits on core that long). A replica being fenced holds such locks.
+  const char* keys[] = {
+      "connect_timeout",  "keepalives_idle",  "keepalives_interval",
+      "keepalives_count", "tcp_user_timeout", "application_name",
+      "options",          "dbname",           nullptr};
+  const char* values[] = {timeout.c_str(),
+                          "10",
+                          "5",
+                          "3",
+                          "20000",
+                          "varan-core",
+                          "-c idle_in_transaction_session_timeout=30000",
+                          url.c_str(),
+                          nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   // The server's notices ("... already exists, skipping" when replicas
   // migrate at once) go to the debug log, not raw to stderr.
