@@ -262,9 +262,10 @@ inline constexpr absl::Duration kClusterCaValidity = absl::Hours(24 * 365 * 10);
 // checked here: the key is written 0600 in `dir`). Does nothing when
 // `from` holds neither file, or `dir` holds a CA already and it is the
 // same. FAILED_PRECONDITION naming the files and pins when `from` holds
-// one file alone, when its files are not a CA and its key, or when `dir`
-// holds another CA (the operator decides: the certificates that one
-// issued would stop verifying). True when `dir` now holds `from`'s CA.
+// one file alone, when its certificate is not a CA or its key not that
+// certificate's, or when `dir` holds another CA (the operator decides: the
+// certificates that one issued would stop verifying); INVALID_ARGUMENT
+// when a file does not parse. True when `dir` now holds `from`'s CA.
 absl::StatusOr<bool> SeedAuthority(const std::string& from,
                                    const std::string& dir);
 

@@ -124,8 +124,8 @@ void SetupCa(CLI::App& app, GlobalOptions* global, int* exit_code) {
   CLI::App* cmd =
       app.add_subcommand("ca",
                          "Core's built-in cluster CA: making it ahead of "
-                         "time, its pin, and rotating it (needs an admin "
-                         "token)")
+                         "time (offline), its pin, and rotating it (status "
+                         "and rotate need an admin token)")
           ->require_subcommand(1);
   auto init_dir = std::make_shared<std::string>();
   auto pin_only = std::make_shared<bool>(false);
