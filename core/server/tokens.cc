@@ -4,6 +4,7 @@
 #include "core/server/tokens.h"
 
 #include <algorithm>
+#include <memory>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -240,7 +241,8 @@ absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
   }
   const std::string hash = SecretHash(secret);
   const absl::Time now = clock_->Now();
-  StoredJoinToken save;
+  std::string id;
+  bool limited = false;
   {
     absl::MutexLock lock(&mu_);
     auto it = join_by_hash_.find(hash);
@@ -251,44 +253,122 @@ absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
     if (!SecretEquals(hash, t.stored.hash)) {
       return absl::UnauthenticatedError("unknown join token");
     }
-    const std::string& name = t.stored.info.name();
-    switch (StateOf(t.stored.info, now)) {
-      case varan::v1::TOKEN_STATE_REVOKED:
-        return absl::UnauthenticatedError(
-            absl::StrCat("join token \"", name, "\" was revoked"));
-      case varan::v1::TOKEN_STATE_EXPIRED:
-        return absl::UnauthenticatedError(
-            absl::StrCat("join token \"", name, "\" has expired"));
-      case varan::v1::TOKEN_STATE_USED_UP:
-        return absl::UnauthenticatedError(
-            absl::StrCat("join token \"", name, "\" is used up (",
-                         t.stored.info.max_uses(), " registrations)"));
-      case varan::v1::TOKEN_STATE_ACTIVE:
-      // StateOf never returns these.
-      case varan::v1::TOKEN_STATE_UNSPECIFIED:
-      case varan::v1::TokenState_INT_MIN_SENTINEL_DO_NOT_USE_:
-      case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
-        break;
-    }
-    if (t.bootstrap) return t.stored.info.id();
-    t.stored.info.set_uses(t.stored.info.uses() + 1);
-    save = t.stored;
+    if (absl::Status s = Unusable(t.stored.info, now); !s.ok()) return s;
+    id = t.stored.info.id();
+    if (t.bootstrap) return id;
+    limited = t.stored.info.max_uses() > 0;
+    written_[id] = ++save_gen_;
+    // An unlimited token's count only informs: counted here at once, and
+    // set to the store's once the store has counted it.
+    if (!limited) t.stored.info.set_uses(t.stored.info.uses() + 1);
   }
-  Persist(save, nullptr);
-  return save.info.id();
+  if (!limited) {
+    store_->UseJoinToken(id, JoinUse::kTake,
+                         [this, id](absl::StatusOr<JoinUses> r) {
+                           if (r.ok()) SetUses(id, r->token.uses());
+                         });
+    return id;
+  }
+  // A limited token's last use goes to one registration among all the
+  // replicas': the store decides.
+  absl::StatusOr<JoinUses> counted = TakeStoredUse(id);
+  if (!counted.ok()) return counted.status();
+  SetUses(id, counted->token.uses());
+  if (counted->taken) return id;
+  absl::Status refused = Unusable(counted->token, now);
+  if (refused.ok()) {
+    return absl::InternalError("the store refused a use of an active token");
+  }
+  return refused;
+}
+
+absl::Status TokenRegistry::Unusable(const varan::v1::JoinToken& t,
+                                     absl::Time now) const {
+  const std::string& name = t.name();
+  switch (StateOf(t, now)) {
+    case varan::v1::TOKEN_STATE_REVOKED:
+      return absl::UnauthenticatedError(
+          absl::StrCat("join token \"", name, "\" was revoked"));
+    case varan::v1::TOKEN_STATE_EXPIRED:
+      return absl::UnauthenticatedError(
+          absl::StrCat("join token \"", name, "\" has expired"));
+    case varan::v1::TOKEN_STATE_USED_UP:
+      return absl::UnauthenticatedError(
+          absl::StrCat("join token \"", name, "\" is used up (", t.max_uses(),
+                       " registrations)"));
+    case varan::v1::TOKEN_STATE_ACTIVE:
+    // StateOf never returns these.
+    case varan::v1::TOKEN_STATE_UNSPECIFIED:
+    case varan::v1::TokenState_INT_MIN_SENTINEL_DO_NOT_USE_:
+    case varan::v1::TokenState_INT_MAX_SENTINEL_DO_NOT_USE_:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JoinUses> TokenRegistry::TakeStoredUse(const std::string& id) {
+  struct Wait {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    bool abandoned ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<JoinUses> result ABSL_GUARDED_BY(mu);
+  };
+  auto wait = std::make_shared<Wait>();
+  store_->UseJoinToken(id, JoinUse::kTake,
+                       [wait, store = store_, id](absl::StatusOr<JoinUses> r) {
+                         absl::MutexLock lock(&wait->mu);
+                         if (wait->abandoned) {
+                           // The registration was refused already: the use goes
+                           // back.
+                           if (r.ok() && r->taken) {
+                             store->UseJoinToken(id, JoinUse::kGiveBack,
+                                                 nullptr);
+                           }
+                           return;
+                         }
+                         wait->result = std::move(r);
+                         wait->done = true;
+                       });
+  absl::MutexLock lock(&wait->mu);
+  if (!wait->mu.AwaitWithTimeout(absl::Condition(&wait->done), kJoinUseWait)) {
+    wait->abandoned = true;
+    return absl::UnavailableError(absl::StrCat(
+        "core could not count a use of the join token: the store did not "
+        "answer within ",
+        absl::FormatDuration(kJoinUseWait), "; try again"));
+  }
+  if (absl::IsNotFound(wait->result.status())) {
+    return absl::UnauthenticatedError("unknown join token");
+  }
+  if (!wait->result.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("core could not count a use of the join token: ",
+                     wait->result.status().message()));
+  }
+  return *wait->result;
+}
+
+void TokenRegistry::SetUses(const std::string& id, uint32_t uses) {
+  absl::MutexLock lock(&mu_);
+  auto it = joins_.find(id);
+  if (it != joins_.end() && !it->second.bootstrap) {
+    it->second.stored.info.set_uses(uses);
+  }
 }
 
 void TokenRegistry::ReleaseJoin(const std::string& id) {
-  StoredJoinToken save;
   {
     absl::MutexLock lock(&mu_);
     auto it = joins_.find(id);
     if (it == joins_.end() || it->second.bootstrap) return;
+    written_[id] = ++save_gen_;
     varan::v1::JoinToken& info = it->second.stored.info;
     if (info.uses() > 0) info.set_uses(info.uses() - 1);
-    save = it->second.stored;
   }
-  Persist(save, nullptr);
+  store_->UseJoinToken(id, JoinUse::kGiveBack,
+                       [this, id](absl::StatusOr<JoinUses> r) {
+                         if (r.ok()) SetUses(id, r->token.uses());
+                       });
 }
 
 std::string TokenRegistry::JoinTokenName(const std::string& id) const {

@@ -96,7 +96,14 @@ class TokenRegistry {
   // ReleaseJoin if the registration then fails. UNAUTHENTICATED for an
   // unknown, expired, revoked or used-up one. A CA pin after the secret
   // (common/secrets.h SplitJoinToken) is ignored.
+  //
+  // A token with a use limit is counted by the store (Store::UseJoinToken),
+  // so that replicas sharing a database give its last use to one
+  // registration: this waits for that commit, at most kJoinUseWait, then
+  // fails UNAVAILABLE (a use the store takes later is given back). A token
+  // without a limit is counted without waiting.
   absl::StatusOr<std::string> ReserveJoin(absl::string_view token);
+  static constexpr absl::Duration kJoinUseWait = absl::Seconds(10);
   // Gives back a use taken by ReserveJoin.
   void ReleaseJoin(const std::string& id);
   // The name of the join token with `id` ("" if none): for logs.
@@ -142,6 +149,12 @@ class TokenRegistry {
   absl::StatusOr<TokenIdentity> IdentityOf(const Operator& t,
                                            absl::Time now) const;
   varan::v1::JoinToken Render(const Join& t, absl::Time now) const;
+  // Why `t` cannot be used at `now` (UNAUTHENTICATED naming it), or OK.
+  absl::Status Unusable(const varan::v1::JoinToken& t, absl::Time now) const;
+  // Store::UseJoinToken(id, kTake), waited for (ReserveJoin).
+  absl::StatusOr<JoinUses> TakeStoredUse(const std::string& id);
+  // The use count the store reported for join token `id`.
+  void SetUses(const std::string& id, uint32_t uses);
   // A token that is neither revoked nor expired has that name.
   bool NameTakenLocked(const std::string& name, absl::Time now) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -148,8 +148,27 @@ void MemoryStore::SaveJoinToken(const StoredJoinToken& t, CommitCallback done) {
   StoredJoinToken stored = t;
   stored.info.clear_state();
   absl::MutexLock lock(&mu_);
-  join_tokens_[t.info.id()] = std::move(stored);
+  auto [it, added] = join_tokens_.try_emplace(t.info.id());
+  // The use count is UseJoinToken's: the stored one stays.
+  if (!added) stored.info.set_uses(it->second.info.uses());
+  it->second = std::move(stored);
   CommittedLocked(absl::OkStatus(), std::move(done));
+}
+
+void MemoryStore::UseJoinToken(const std::string& id, JoinUse use,
+                               JoinUsesCallback done) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<JoinUses> result = NoSuchJoinToken(id);
+  if (auto it = join_tokens_.find(id); it != join_tokens_.end()) {
+    JoinUses uses;
+    uses.taken = ApplyJoinUse(use, &it->second.info);
+    uses.token = it->second.info;
+    result = std::move(uses);
+  }
+  CommittedLocked(result.status(),
+                  [result, done = std::move(done)](const absl::Status&) {
+                    if (done) done(result);
+                  });
 }
 
 // --- Jobs ------------------------------------------------------------------

@@ -61,6 +61,8 @@ class MemoryStore final : public Store {
   absl::StatusOr<std::vector<StoredJoinToken>> LoadJoinTokens() override;
   void SaveToken(const StoredToken& t, CommitCallback done) override;
   void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) override;
+  void UseJoinToken(const std::string& id, JoinUse use,
+                    JoinUsesCallback done) override;
   void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
   void AppendEvents(
       const std::string& job_id,

@@ -216,8 +216,8 @@ bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
     size_t i = 0;
     while (i < batch.size() && !again) {
       // A run of ops that plan into statements goes in one pipeline (a few
-      // round trips for the whole run); an output append, which reads
-      // before it writes, runs on its own.
+      // round trips for the whole run); a write that reads before it
+      // writes runs on its own.
       std::vector<postgres::Statement> statements;
       std::vector<size_t> owner;  // statement -> op
       size_t j = i;

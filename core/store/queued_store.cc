@@ -1,6 +1,9 @@
 #include "core/store/queued_store.h"
 
 #include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -64,6 +67,7 @@ bool IsWrite(const Op& op) {
   return std::visit(Overloaded{
                         [](const PeripheryOp&) { return true; },
                         [](const TokenOp&) { return true; },
+                        [](const JoinUseOp&) { return true; },
                         [](const CreateJobOp&) { return true; },
                         [](const EventsOp&) { return true; },
                         [](const FinishJobOp&) { return true; },
@@ -79,6 +83,7 @@ CommitCallback* DoneOf(Op& op) {
       Overloaded{
           [](PeripheryOp&) -> CommitCallback* { return nullptr; },
           [](TokenOp& t) -> CommitCallback* { return &t.done; },
+          [](JoinUseOp& u) -> CommitCallback* { return &u.done; },
           [](CreateJobOp& c) -> CommitCallback* { return &c.done; },
           [](EventsOp&) -> CommitCallback* { return nullptr; },
           [](FinishJobOp& f) -> CommitCallback* { return &f.done; },
@@ -87,6 +92,30 @@ CommitCallback* DoneOf(Op& op) {
           [](PruneOp&) -> CommitCallback* { return nullptr; },
       },
       op);
+}
+
+absl::StatusOr<std::string> WithStoredUses(const TokenOp& op,
+                                           const std::string& stored) {
+  varan::v1::JoinToken now, before;
+  if (!now.ParseFromString(op.info) || !before.ParseFromString(stored)) {
+    return absl::InternalError(
+        absl::StrCat("join token ", op.id, ": its stored record is corrupt"));
+  }
+  now.set_uses(before.uses());
+  return now.SerializeAsString();
+}
+
+absl::StatusOr<std::optional<std::string>> ApplyJoinUseOp(
+    const JoinUseOp& op, const std::string& stored) {
+  JoinUses& result = *op.result;
+  if (!result.token.ParseFromString(stored)) {
+    return absl::InternalError(
+        absl::StrCat("join token ", op.id, ": its stored record is corrupt"));
+  }
+  const uint32_t before = result.token.uses();
+  result.taken = ApplyJoinUse(op.use, &result.token);
+  if (result.token.uses() == before) return std::nullopt;
+  return result.token.SerializeAsString();
 }
 
 }  // namespace queued
@@ -181,6 +210,23 @@ void QueuedStore::SaveToken(const StoredToken& t, CommitCallback done) {
 
 void QueuedStore::SaveJoinToken(const StoredJoinToken& t, CommitCallback done) {
   Enqueue(TokenOpOf(queued::kJoinTokenKind, t.info, t.hash, std::move(done)));
+}
+
+void QueuedStore::UseJoinToken(const std::string& id, JoinUse use,
+                               JoinUsesCallback done) {
+  queued::JoinUseOp op;
+  op.id = id;
+  op.use = use;
+  // The writer fills it in each time it runs the op (a batch may run
+  // again); the callback reads what the committed run left.
+  op.result = std::make_shared<JoinUses>();
+  op.done = [result = op.result,
+             done = std::move(done)](const absl::Status& s) {
+    if (!done) return;
+    if (!s.ok()) return done(s);
+    done(*result);
+  };
+  Enqueue(std::move(op));
 }
 
 void QueuedStore::CreateJob(const Job& record, CommitCallback done) {
@@ -347,6 +393,7 @@ void QueuedStore::ExecuteBatch(std::vector<queued::Op>& batch) {
     std::visit(queued::Overloaded{
                    [&](queued::PeripheryOp&) { committed(nullptr); },
                    [&](queued::TokenOp& t) { committed(&t.done); },
+                   [&](queued::JoinUseOp& u) { committed(&u.done); },
                    [&](queued::CreateJobOp& c) { committed(&c.done); },
                    [&](queued::EventsOp&) { committed(nullptr); },
                    [&](queued::FinishJobOp& f) { committed(&f.done); },

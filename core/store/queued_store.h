@@ -71,6 +71,8 @@ class QueuedStore : public Store {
   void SavePeriphery(const StoredPeriphery& p) override;
   void SaveToken(const StoredToken& t, CommitCallback done) override;
   void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) override;
+  void UseJoinToken(const std::string& id, JoinUse use,
+                    JoinUsesCallback done) override;
   void CreateJob(const varan::v1::Job& record, CommitCallback done) override;
   void AppendEvents(
       const std::string& job_id,

@@ -7,13 +7,14 @@
 // MemoryStore; tests/unit/store/store_contract_test.cc checks it against
 // each). The rules, for all methods:
 //
-// Writes (SavePeriphery, SaveToken, SaveJoinToken, CreateJob, AppendEvents,
-// AppendOutput, FinishJob) are asynchronous: they return before the write is
-// committed. They are committed in the order they were called (calls from
-// different threads: in the order the store took them), each write all or
-// nothing; a write that fails does not undo or stop the writes around it. A
-// backend may commit many writes in one transaction (group commit). Arguments
-// are copied or serialized before the call returns; the caller keeps them.
+// Writes (SavePeriphery, SaveToken, SaveJoinToken, UseJoinToken, CreateJob,
+// AppendEvents, AppendOutput, FinishJob) are asynchronous: they return before
+// the write is committed. They are committed in the order they were called
+// (calls from different threads: in the order the store took them), each write
+// all or nothing; a write that fails does not undo or stop the writes around
+// it. A backend may commit many writes in one transaction (group commit).
+// Arguments are copied or serialized before the call returns; the caller keeps
+// them.
 //
 // Commit callbacks (`done`, may be empty) run exactly once per write, with
 // the write's status, after the write is committed (or has failed) — never
@@ -127,6 +128,29 @@ struct StoredJoinToken {
   varan::v1::JoinToken info;
   std::string hash;
 };
+
+// What UseJoinToken does to a join token's stored use count.
+enum class JoinUse {
+  kTake,      // one registration more, if the token allows it
+  kGiveBack,  // one fewer (a registration that failed after taking it)
+};
+
+// What UseJoinToken did.
+struct JoinUses {
+  // The token as stored after the call (its state not set).
+  varan::v1::JoinToken token;
+  // kTake: whether the use was taken — false when the stored token is
+  // revoked or has max_uses uses already (nothing was changed). kGiveBack:
+  // true.
+  bool taken = false;
+};
+using JoinUsesCallback = std::function<void(absl::StatusOr<JoinUses>)>;
+
+// The join token `stored` after `use` (what every backend's UseJoinToken
+// applies to the token it read): true if `use` was applied.
+bool ApplyJoinUse(JoinUse use, varan::v1::JoinToken* stored);
+// UseJoinToken's error for an id no join token has.
+absl::Status NoSuchJoinToken(const std::string& id);
 
 // One job as stored: the record written at dispatch (targets queued, no
 // output) — or, once finished, its final summary — and every event.
@@ -246,8 +270,20 @@ class Store {
   // Inserts or replaces the token with `t.info.id()`; the token's state is
   // not stored (it is derived from the times). `done` (may be empty) runs
   // after the commit with its status.
+  // A join token's `uses` is counted by UseJoinToken alone: saving a join
+  // token that is stored already keeps the stored count (a replica's copy
+  // may be behind another's registrations).
   virtual void SaveToken(const StoredToken& t, CommitCallback done) = 0;
   virtual void SaveJoinToken(const StoredJoinToken& t, CommitCallback done) = 0;
+  // Counts one use of the stored join token `id` (JoinUse), as one atomic
+  // step with every other writer of the store, replicas sharing a database
+  // included: however many registrations race on its last use, one takes it.
+  // Asynchronous, ordered with the other writes; `done` runs once it is
+  // committed, on a store thread like a commit callback (the same rules),
+  // with what it did, or NOT_FOUND naming the id when no join token has it.
+  // kGiveBack never takes the count below zero.
+  virtual void UseJoinToken(const std::string& id, JoinUse use,
+                            JoinUsesCallback done) = 0;
 
   // --- Jobs --------------------------------------------------------------
   // Inserts a new job: `record` as dispatched (targets queued). Output in

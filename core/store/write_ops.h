@@ -12,12 +12,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "core/store/store.h"
 
@@ -50,6 +53,16 @@ struct TokenOp {
   std::string name;
   std::string hash;
   std::string info;
+  CommitCallback done;
+};
+
+// One UseJoinToken. The writer reads the stored token, applies `use`
+// (ApplyJoinUseOp) and writes it back in the batch's transaction, leaving
+// what it did in `*result` (never null) for `done`.
+struct JoinUseOp {
+  std::string id;
+  JoinUse use = JoinUse::kTake;
+  std::shared_ptr<JoinUses> result;
   CommitCallback done;
 };
 
@@ -92,7 +105,7 @@ struct PruneOp {
   Waiter* waiter;
 };
 
-using Op = std::variant<PeripheryOp, TokenOp, CreateJobOp, EventsOp,
+using Op = std::variant<PeripheryOp, TokenOp, JoinUseOp, CreateJobOp, EventsOp,
                         FinishJobOp, OutputOp, SyncOp, PruneOp>;
 
 // Where a retention run is; owned by the writer thread. A backend's
@@ -116,6 +129,17 @@ Overloaded(Fs...) -> Overloaded<Fs...>;
 
 // False for the markers.
 bool IsWrite(const Op& op);
+
+// For a TokenOp of a join token that is stored already: `op.info` with the
+// stored token's use count (`stored`: the stored info column), which only
+// JoinUseOp changes. INTERNAL naming the token when either does not parse.
+absl::StatusOr<std::string> WithStoredUses(const TokenOp& op,
+                                           const std::string& stored);
+// Applies `op` to the stored token (`stored`: its info column) and fills
+// in `*op.result`; returns the info to write back, or nullopt when nothing
+// changes. INTERNAL naming the token when `stored` does not parse.
+absl::StatusOr<std::optional<std::string>> ApplyJoinUseOp(
+    const JoinUseOp& op, const std::string& stored);
 
 // The op's commit callback (may be empty), or null for an op that has none.
 CommitCallback* DoneOf(Op& op);

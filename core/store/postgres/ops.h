@@ -42,8 +42,9 @@ struct Statement {
 };
 
 // The statements of `op`, independent of each other's results, so that a
-// batch of them can run in one pipeline; none for a marker. nullopt for an
-// output append, which reads before it writes (ExecuteWrite runs it).
+// batch of them can run in one pipeline; none for a marker. nullopt for a
+// write that reads before it writes (ExecuteWrite runs it): an output
+// append, a join token's save (its stored use count stays) or use.
 std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op);
 
 // The op's status from one of its statements' result.

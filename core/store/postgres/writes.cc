@@ -22,6 +22,7 @@ namespace {
 using queued::CreateJobOp;
 using queued::EventsOp;
 using queued::FinishJobOp;
+using queued::JoinUseOp;
 using queued::OutputOp;
 using queued::PeripheryOp;
 using queued::PruneOp;
@@ -73,6 +74,8 @@ class Planner {
                absl::StrCat("save periphery ", p.id), Check::kPlain);
   }
   Plan operator()(const TokenOp& t) const {
+    // A join token's stored use count stays: read first (Writer).
+    if (t.kind == queued::kJoinTokenKind) return std::nullopt;
     return One(
         &kSaveToken,
         Params().Text(t.id).Int(t.kind).Text(t.name).Text(t.hash).Bytes(t.info),
@@ -109,6 +112,7 @@ class Planner {
     return One(&kFinishJob, Params().Int(f.state).Bytes(f.record).Text(f.id),
                absl::StrCat("finish job ", f.id), Check::kUpdatedJob);
   }
+  Plan operator()(const JoinUseOp&) const { return std::nullopt; }
   Plan operator()(const OutputOp&) const { return std::nullopt; }
   Plan operator()(const SyncOp&) const { return std::vector<Statement>(); }
   Plan operator()(const PruneOp&) const { return std::vector<Statement>(); }
@@ -122,10 +126,41 @@ class Planner {
   }
 };
 
-// Output appends: they read the stream's state first.
+// The writes that read first: join tokens (their stored use count) and
+// output appends (the stream's state).
 class Writer {
  public:
   explicit Writer(Conn& db) : db_(db) {}
+
+  absl::Status operator()(const TokenOp& t) {
+    const std::string what = absl::StrCat("save token ", t.id);
+    VARAN_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           StoredJoinInfo(t.id, what));
+    std::string info = t.info;
+    if (stored) {
+      VARAN_ASSIGN_OR_RETURN(info, queued::WithStoredUses(t, *stored));
+    }
+    return db_
+        .Run(kSaveToken,
+             Params().Text(t.id).Int(t.kind).Text(t.name).Text(t.hash).Bytes(
+                 info),
+             what)
+        .status();
+  }
+
+  absl::Status operator()(const JoinUseOp& u) {
+    const std::string what = absl::StrCat("count a use of join token ", u.id);
+    VARAN_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           StoredJoinInfo(u.id, what));
+    if (!stored) return NoSuchJoinToken(u.id);
+    VARAN_ASSIGN_OR_RETURN(std::optional<std::string> info,
+                           queued::ApplyJoinUseOp(u, *stored));
+    if (!info) return absl::OkStatus();
+    return db_
+        .Run("UPDATE tokens SET info = $1 WHERE id = $2",
+             Params().Bytes(*info).Text(u.id), what)
+        .status();
+  }
 
   absl::Status operator()(const OutputOp& o) {
     VARAN_RETURN_IF_ERROR(output::CheckKey(o.key, "append output"));
@@ -221,6 +256,18 @@ class Writer {
         .status();
   }
 
+  // The info column of join token `id`, locked for the transaction (a
+  // replica counting a use of the same token waits), or none.
+  absl::StatusOr<std::optional<std::string>> StoredJoinInfo(
+      const std::string& id, const std::string& what) {
+    VARAN_ASSIGN_OR_RETURN(
+        Result r, db_.Run("SELECT info FROM tokens WHERE id = $1 AND kind = "
+                          "$2 FOR UPDATE",
+                          Params().Text(id).Int(queued::kJoinTokenKind), what));
+    if (r.rows() == 0) return std::nullopt;
+    return std::string(r.Bytes(0, 0));
+  }
+
   Conn& db_;
 };
 
@@ -288,11 +335,19 @@ std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op) {
 }
 
 absl::Status ExecuteWrite(Conn& db, const queued::Op& op) {
-  if (const auto* output = std::get_if<OutputOp>(&op)) {
-    return Writer(db)(*output);
-  }
   std::optional<std::vector<Statement>> plan = PlanWrite(op);
-  if (!plan) return absl::InternalError("a write without statements");
+  if (!plan) {
+    if (const auto* output = std::get_if<OutputOp>(&op)) {
+      return Writer(db)(*output);
+    }
+    if (const auto* token = std::get_if<TokenOp>(&op)) {
+      return Writer(db)(*token);
+    }
+    if (const auto* use = std::get_if<JoinUseOp>(&op)) {
+      return Writer(db)(*use);
+    }
+    return absl::InternalError("a write without statements");
+  }
   for (const Statement& s : *plan) {
     VARAN_RETURN_IF_ERROR(Outcome(s, db.Run(*s.sql, s.params, s.what)));
   }

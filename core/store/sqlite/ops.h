@@ -23,6 +23,7 @@ namespace varan::core::sqlite {
 using queued::CreateJobOp;
 using queued::EventsOp;
 using queued::FinishJobOp;
+using queued::JoinUseOp;
 using queued::kJoinTokenKind;
 using queued::kOperatorTokenKind;
 using queued::Op;

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <functional>
 #include <limits>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
@@ -62,6 +64,15 @@ class Writer {
 
   absl::Status operator()(const TokenOp& t) {
     const std::string what = absl::StrCat("save token ", t.id);
+    std::string info = t.info;
+    if (t.kind == kJoinTokenKind) {
+      // Its use count is UseJoinToken's: the stored one stays.
+      VARAN_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                             StoredJoinInfo(t.id, what));
+      if (stored) {
+        VARAN_ASSIGN_OR_RETURN(info, queued::WithStoredUses(t, *stored));
+      }
+    }
     VARAN_ASSIGN_OR_RETURN(
         ScopedStmt stmt,
         db_.Prepare("INSERT OR REPLACE INTO tokens (id, kind, name, hash, "
@@ -70,7 +81,24 @@ class Writer {
     stmt->BindInt(2, t.kind);
     stmt->BindText(3, t.name);
     stmt->BindText(4, t.hash);
-    stmt->BindBlob(5, t.info);
+    stmt->BindBlob(5, info);
+    if (int rc = stmt->Step(); rc != SQLITE_DONE) return db_.Error(rc, what);
+    return absl::OkStatus();
+  }
+
+  absl::Status operator()(const JoinUseOp& u) {
+    const std::string what = absl::StrCat("count a use of join token ", u.id);
+    VARAN_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                           StoredJoinInfo(u.id, what));
+    if (!stored) return NoSuchJoinToken(u.id);
+    VARAN_ASSIGN_OR_RETURN(std::optional<std::string> info,
+                           queued::ApplyJoinUseOp(u, *stored));
+    if (!info) return absl::OkStatus();
+    VARAN_ASSIGN_OR_RETURN(
+        ScopedStmt stmt,
+        db_.Prepare("UPDATE tokens SET info = ? WHERE id = ?"));
+    stmt->BindBlob(1, *info);
+    stmt->BindText(2, u.id);
     if (int rc = stmt->Step(); rc != SQLITE_DONE) return db_.Error(rc, what);
     return absl::OkStatus();
   }
@@ -220,6 +248,20 @@ class Writer {
 
  private:
   static constexpr uint64_t kMaxInt = std::numeric_limits<int64_t>::max();
+
+  // The info column of join token `id`, or none if there is no such token.
+  absl::StatusOr<std::optional<std::string>> StoredJoinInfo(
+      const std::string& id, const std::string& what) {
+    VARAN_ASSIGN_OR_RETURN(
+        ScopedStmt stmt,
+        db_.Prepare("SELECT info FROM tokens WHERE id = ? AND kind = ?"));
+    stmt->BindText(1, id);
+    stmt->BindInt(2, kJoinTokenKind);
+    const int rc = stmt->Step();
+    if (rc == SQLITE_DONE) return std::nullopt;
+    if (rc != SQLITE_ROW) return db_.Error(rc, what);
+    return std::string(stmt->ColumnBlob(0));
+  }
 
   // Deletes the tail rows of stream `id` that end at or before
   // dropped.end, and takes the bytes in `dropped` off `*stored` (a row

@@ -154,6 +154,42 @@ TEST_F(TokenRegistryTest, AnotherReplicaTakesTokensCreatedAndRevokedHere) {
   EXPECT_FALSE(tokens_.AuthenticateOperator(created->secret()).ok());
 }
 
+// Replicas share one count of a join token's uses: each one's copy says
+// uses are left, the store gives the last one to one registration.
+TEST_F(TokenRegistryTest, ReplicasShareAJoinTokensUseLimit) {
+  TokenRegistry other(&clock_, &store_);
+  auto created = CreateJoin("rack-7", absl::Hours(2), 3);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(other.Load().ok());
+  const std::string secret = created->token();
+  ASSERT_TRUE(tokens_.ReserveJoin(secret).ok());
+  ASSERT_TRUE(other.ReserveJoin(secret).ok());
+  auto released = tokens_.ReserveJoin(secret);
+  ASSERT_TRUE(released.ok()) << released.status();
+  // The third use is given back: the other replica takes it.
+  tokens_.ReleaseJoin(*released);
+  ASSERT_TRUE(other.ReserveJoin(secret).ok());
+  for (TokenRegistry* replica : {&tokens_, &other}) {
+    auto refused = replica->ReserveJoin(secret);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_THAT(refused.status().message(), HasSubstr("used up (3"));
+    auto list = replica->ListJoinTokens(false);
+    ASSERT_EQ(list.size(), 1u);
+    EXPECT_EQ(list[0].uses(), 3u);
+    EXPECT_EQ(list[0].state(), varan::v1::TOKEN_STATE_USED_UP);
+  }
+  // A revocation by a replica whose copy is behind keeps the count.
+  auto revoked = Await<varan::v1::JoinToken>(&store_, [&](auto done) {
+    other.RevokeJoinToken("rack-7", "admin", std::move(done));
+  });
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  auto stored = store_.LoadJoinTokens();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].info.uses(), 3u);
+  EXPECT_TRUE((*stored)[0].info.has_revoke_time());
+}
+
 TEST_F(TokenRegistryTest, RefusesBadRequests) {
   ASSERT_TRUE(Create("ci", ROLE_VIEWER).ok());
   struct Case {
