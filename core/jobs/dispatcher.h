@@ -117,6 +117,10 @@ class Dispatcher : private TargetRun::Owner {
   // while holding the jobs lease. Returns how many it took over.
   absl::StatusOr<size_t> AdoptOrphans();
 
+  // How long OnPeripheryReport asks for the output tails of an end that
+  // came without them.
+  static constexpr absl::Duration kAskForTails = absl::Seconds(30);
+
   // What periphery `periphery_id` reports holding (from its heartbeat);
   // returns the execution ids whose results core has stored or does not
   // want (the periphery forgets them). A result applied now is not among
@@ -132,9 +136,11 @@ class Dispatcher : private TargetRun::Owner {
   // heartbeat another replica forwards (Replica.Report). `resend` (may be
   // null) receives finished executions a waiting target's periphery
   // reported without tails (their end went out on the call that broke, and
-  // never arrived): asked once to report them again with their tails
-  // (HeartbeatResponse.resend_with_tails), they are applied as they come
-  // after that.
+  // never arrived): the periphery is to report them again with their tails
+  // (HeartbeatResponse.resend_with_tails). They are asked for in answer to
+  // every such report until one brings the tails, for kAskForTails from the
+  // first (the ask reaches the periphery a heartbeat or more later), then
+  // a report without them is applied as it is.
   std::vector<std::string> OnPeripheryReport(
       const std::string& periphery_id,
       const google::protobuf::RepeatedPtrField<varan::v1::ExecutionReport>&
@@ -232,10 +238,17 @@ class Dispatcher : private TargetRun::Owner {
   // try is due (TargetRun::redelivering); fails those whose window passed.
   // (A cancel ends a waiting run at once: Cancel.)
   void Redeliver();
-  // A late report for a target no run waits for: amends it if it is LOST.
-  // True when the periphery may forget the report: the target's outcome is
-  // stored (its job's final record committed, with no amendment pending).
-  bool AmendLate(const varan::v1::ExecutionReport& report);
+  // A late report for a target no run waits for: amends it if it is LOST
+  // — once the report brings the output tails: one without them has them
+  // asked for through `resend` (if not null) for kAskForTails first, as for
+  // a waiting run. True when the periphery may forget the report: the
+  // target's outcome is stored (its job's final record committed, with no
+  // amendment pending).
+  bool AmendLate(const varan::v1::ExecutionReport& report,
+                 std::vector<std::string>* resend);
+  // Whether to ask again for the tails of late report `wire_id` at `now`
+  // (kAskForTails from the first ask); forgets asks older than that.
+  bool AskLateTails(const std::string& wire_id, absl::Time now);
   // A running execution no run waits for: true when its job was canceled
   // and its target is final (the periphery is to stop it).
   bool CanceledWhileAway(const std::string& wire_id);
@@ -274,6 +287,9 @@ class Dispatcher : private TargetRun::Owner {
   // The same runs by periphery: a heartbeat looks at its own runs only.
   absl::flat_hash_map<std::string, absl::flat_hash_set<TargetRun*>>
       by_periphery_ ABSL_GUARDED_BY(mu_);
+  // Late reports of LOST targets whose tails were asked for: when first.
+  absl::flat_hash_map<std::string, absl::Time> late_tails_asked_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::core

@@ -189,19 +189,26 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
       continue;
     }
     // Its end went out on the call that broke and never arrived: without
-    // the tails, the output written last would be missing. Asked once (a
-    // periphery that does not know the ask has its report applied next
-    // time as it is).
-    if (resend != nullptr && !report->has_stdout_tail() &&
-        !report->has_stderr_tail() && run->awaiting() && run->AskTailsOnce()) {
-      spdlog::info(
-          "execution {}: its periphery reported how it ended without the "
-          "output tails; asking for them",
-          run->wire_id());
-      resend->push_back(report->execution_id());
-      continue;
+    // the tails, the output written last would be missing. Asked for until
+    // they come (the periphery hears the ask a heartbeat or more later:
+    // the reports until then have none), or kAskForTails has passed (a
+    // periphery that does not know the ask: applied as it is).
+    const bool has_tails =
+        report->has_stdout_tail() || report->has_stderr_tail();
+    switch (run->ClaimEnd(has_tails, resend != nullptr, clock_->Now(),
+                          kAskForTails)) {
+      case TargetRun::EndClaim::kNotAwaiting:
+        continue;
+      case TargetRun::EndClaim::kAskTails:
+        spdlog::info(
+            "execution {}: its periphery reported how it ended without the "
+            "output tails; asking for them",
+            run->wire_id());
+        resend->push_back(report->execution_id());
+        continue;
+      case TargetRun::EndClaim::kApply:
+        break;
     }
-    if (!run->TakeAwaiting()) continue;
     spdlog::info("execution {}: its periphery reported how it ended",
                  run->wire_id());
     run->job()->ApplyReport(run->index(), *report);
@@ -237,7 +244,7 @@ std::vector<std::string> Dispatcher::OnPeripheryReport(
     RunDone(run.get());
   }
   for (const auto* report : late) {
-    if (AmendLate(*report)) acks.push_back(report->execution_id());
+    if (AmendLate(*report, resend)) acks.push_back(report->execution_id());
   }
   for (const auto* report : stray) {
     if (CanceledWhileAway(report->execution_id())) {
@@ -266,7 +273,17 @@ bool Dispatcher::CanceledWhileAway(const std::string& wire_id) {
   return true;
 }
 
-bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
+bool Dispatcher::AskLateTails(const std::string& wire_id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  absl::erase_if(late_tails_asked_, [&](const auto& entry) {
+    return now - entry.second >= 2 * kAskForTails;
+  });
+  auto [it, first] = late_tails_asked_.try_emplace(wire_id, now);
+  return first || now - it->second < kAskForTails;
+}
+
+bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report,
+                           std::vector<std::string>* resend) {
   const std::string& wire_id = report.execution_id();
   auto id = ExecutionId::Parse(wire_id);
   if (!id.ok()) return true;  // not one of core's: forget it
@@ -283,8 +300,26 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report) {
   // A target still waiting in a job nobody runs here (yet: a dead replica's,
   // before this one takes it over): the periphery keeps the result for
   // whoever will.
-  if (!IsFinal((*job)->Snapshot().targets(index).state())) return false;
+  const varan::v1::TargetState state =
+      (*job)->Snapshot().targets(index).state();
+  if (!IsFinal(state)) return false;
+  // A LOST target's outcome without the tails: the output written last
+  // went to the replica that lost it (the command's end with it).
+  if (state == varan::v1::TARGET_STATE_LOST && report.has_exited() &&
+      !report.has_stdout_tail() && !report.has_stderr_tail() &&
+      resend != nullptr && AskLateTails(wire_id, clock_->Now())) {
+    spdlog::info(
+        "execution {}: its periphery reported the outcome of a lost target "
+        "without the output tails; asking for them",
+        wire_id);
+    resend->push_back(wire_id);
+    return false;
+  }
   if ((*job)->AmendLost(static_cast<size_t>(index), report)) {
+    {
+      absl::MutexLock lock(&mu_);
+      late_tails_asked_.erase(wire_id);
+    }
     spdlog::info(
         "execution {}: its periphery reported the outcome after the target "
         "had been lost; recorded",

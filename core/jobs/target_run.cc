@@ -94,9 +94,18 @@ bool TargetRun::TakeRedelivery() {
   return true;
 }
 
-bool TargetRun::AskTailsOnce() {
+TargetRun::EndClaim TargetRun::ClaimEnd(bool has_tails, bool can_ask,
+                                        absl::Time now,
+                                        absl::Duration ask_for) {
   absl::MutexLock lock(&mu_);
-  return !std::exchange(tails_asked_, true);
+  if (!awaiting_) return EndClaim::kNotAwaiting;
+  if (!has_tails && can_ask) {
+    if (tails_asked_ == absl::InfinitePast()) tails_asked_ = now;
+    if (now - tails_asked_ < ask_for) return EndClaim::kAskTails;
+  }
+  redelivering_ = false;
+  awaiting_ = false;
+  return EndClaim::kApply;
 }
 
 int TargetRun::Missed() {

@@ -93,9 +93,21 @@ class TargetRun final : public ExecuteObserver {
   // Whoever sends a redelivering run again or fails it claims it first:
   // true exactly once per wait; the run is then ready for a new call.
   bool TakeRedelivery();
-  // True the first time only: the periphery is asked once to report the
-  // end again with its output tails (Dispatcher::OnPeripheryReport).
-  bool AskTailsOnce();
+  // What a report of how the command ended does to a run (ClaimEnd).
+  enum class EndClaim {
+    kNotAwaiting,  // the run is not waiting for a report: ignore it
+    kAskTails,     // ask the periphery for the end again with its tails
+    kApply,        // apply the report; the run no longer waits (claimed)
+  };
+  // Checks and claims the run for a report of its end, in one step (a call
+  // breaking at the same time sees one or the other). A report without the
+  // output tails is answered kAskTails from the first such report `now`
+  // until `ask_for` has passed — a periphery hears the ask a heartbeat or
+  // two later, through another replica even later — then kApply, as it is
+  // (a periphery that does not know the ask). `can_ask`: false when the
+  // caller cannot ask, which applies it at once.
+  EndClaim ClaimEnd(bool has_tails, bool can_ask, absl::Time now,
+                    absl::Duration ask_for);
 
   // ExecuteObserver:
   void OnEvent(const varan::v1::ExecuteEvent& event) override;
@@ -121,7 +133,8 @@ class TargetRun final : public ExecuteObserver {
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
   int misses_ ABSL_GUARDED_BY(mu_) = 0;
   bool redelivering_ ABSL_GUARDED_BY(mu_) = false;
-  bool tails_asked_ ABSL_GUARDED_BY(mu_) = false;
+  // When the first report without tails came (InfinitePast: none yet).
+  absl::Time tails_asked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_redelivery_ ABSL_GUARDED_BY(mu_);
   absl::Time redeliver_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Status broke_ ABSL_GUARDED_BY(mu_);

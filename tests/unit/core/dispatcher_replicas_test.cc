@@ -353,9 +353,12 @@ TEST_F(DispatcherReplicasTest, AMisroutedCallsPeripheryGoneIsLost) {
 
 // The command's end went out on the relayed call, and the replica relaying
 // it died before passing it on: the periphery counts it delivered and
-// reports the result without tails. Core asks once for them (the last
-// output is missing otherwise), applies the report that brings them, and
-// applies a report without them as it is once it has asked.
+// reports the result without tails. Core asks for them (the last output is
+// missing otherwise) in answer to every report without them — those sent
+// before the periphery heard the ask, a forwarding replica's answer coming
+// a heartbeat late — and applies the report that brings them; one without
+// them only once kAskForTails has passed (a periphery that does not know
+// the ask).
 TEST_F(DispatcherReplicasTest, AnEndThatNeverArrivedIsAskedForWithItsTails) {
   for (const bool answered : {true, false}) {
     SCOPED_TRACE(answered);
@@ -368,14 +371,19 @@ TEST_F(DispatcherReplicasTest, AnEndThatNeverArrivedIsAskedForWithItsTails) {
     const std::string exec = job->id() + "/p1";
     auto no_tails = Finished(exec, "");
     no_tails.Mutable(0)->clear_stdout_tail();
+    // Forwarded reports (not complete), then the periphery's own.
+    for (const bool complete : {false, false, true}) {
+      std::vector<std::string> resend;
+      EXPECT_THAT(a().dispatcher->OnPeripheryReport(p1_, no_tails, nullptr,
+                                                    complete, &resend),
+                  IsEmpty());
+      EXPECT_THAT(resend, ElementsAre(exec));
+      EXPECT_EQ(job->Snapshot().targets(0).state(),
+                varan::v1::TARGET_STATE_RUNNING);
+      clock_.Advance(absl::Seconds(1));
+    }
+    if (!answered) clock_.Advance(Dispatcher::kAskForTails);
     std::vector<std::string> resend;
-    EXPECT_THAT(a().dispatcher->OnPeripheryReport(p1_, no_tails, nullptr, true,
-                                                  &resend),
-                IsEmpty());
-    EXPECT_THAT(resend, ElementsAre(exec));
-    EXPECT_EQ(job->Snapshot().targets(0).state(),
-              varan::v1::TARGET_STATE_RUNNING);
-    resend.clear();
     EXPECT_THAT(a().dispatcher->OnPeripheryReport(
                     p1_, answered ? Finished(exec, "start\nend\n") : no_tails,
                     nullptr, true, &resend),

@@ -15,6 +15,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using varan::v1::ExitStatus;
 
 TEST_F(DispatcherTest,
@@ -183,6 +184,62 @@ TEST_F(DispatcherTest, ALostTargetTakesTheOutcomeReportedLater) {
   auto listed = dispatcher_->List(varan::v1::ListJobsRequest());
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->jobs(0).state(), varan::v1::JOB_STATE_SUCCEEDED);
+}
+
+// A lost target's outcome reported without the output tails (the command's
+// end, with the output written last, went to a core replica that could not
+// store it, then stepped down): the tails are asked for first, as long as
+// a periphery takes to hear the ask; without them, after kAskForTails, the
+// outcome is recorded as it is.
+class LateTailsTest : public DispatcherTest {
+ protected:
+  void ReportLate(bool answered) {
+    const std::string p1 = Add("p1");
+    auto job = MustDispatch(Request(""));
+    FakeCall* call = links_.calls().back();
+    call->Start(7);
+    call->Output("start\n");
+    call->End(absl::UnavailableError("link down"));
+    clock_.Advance(kInterval * 4);
+    fleet_->Tick();
+    ASSERT_TRUE(store_->Sync().ok());
+    ASSERT_EQ(job->Snapshot().targets(0).state(), varan::v1::TARGET_STATE_LOST);
+    const std::string exec = job->id() + "/p1";
+    auto no_tails = Reports({Finished(exec, 0, "")});
+    no_tails.Mutable(0)->clear_stdout_tail();
+    for (int i = 0; i < 3; ++i) {
+      std::vector<std::string> resend;
+      EXPECT_THAT(
+          dispatcher_->OnPeripheryReport(p1, no_tails, nullptr, true, &resend),
+          IsEmpty());
+      EXPECT_THAT(resend, ElementsAre(exec));
+      EXPECT_EQ(job->Snapshot().targets(0).state(),
+                varan::v1::TARGET_STATE_LOST);
+      clock_.Advance(absl::Seconds(1));
+    }
+    if (!answered) clock_.Advance(Dispatcher::kAskForTails);
+    std::vector<std::string> resend;
+    dispatcher_->OnPeripheryReport(
+        p1, answered ? Reports({Finished(exec, 0, "start\nend\n")}) : no_tails,
+        nullptr, true, &resend);
+    EXPECT_THAT(resend, IsEmpty());
+    ASSERT_TRUE(store_->Sync().ok());
+    // The amended job, read back from the store.
+    auto found = dispatcher_->Find(job->id());
+    ASSERT_TRUE(found.ok()) << found.status();
+    const varan::v1::Job snap = (*found)->Snapshot();
+    EXPECT_EQ(snap.targets(0).state(), varan::v1::TARGET_STATE_EXITED);
+    EXPECT_EQ(StoredStdout(snap.id(), snap.targets(0).name()),
+              answered ? "start\nend\n" : "start\n");
+  }
+};
+
+TEST_F(LateTailsTest, ALostTargetsLateOutcomeComesWithItsTails) {
+  ReportLate(/*answered=*/true);
+}
+
+TEST_F(LateTailsTest, APeripheryThatNeverSendsThemIsRecordedAsItIs) {
+  ReportLate(/*answered=*/false);
 }
 
 }  // namespace
