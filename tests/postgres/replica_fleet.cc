@@ -248,9 +248,17 @@ ReplicaFleet::ReplicaFleet(std::string database_url, int replicas,
       admin_token_(GenerateSecret()) {
   EXPECT_TRUE(WriteSecretFile(dir_.File("admin.token"), admin_token_).ok());
   EXPECT_TRUE(WriteSecretFile(dir_.File("join.token"), GenerateSecret()).ok());
+  // FreePort closes the socket it found the port with, so the kernel may
+  // hand out the same port again: each replica gets ports of its own.
+  std::set<uint16_t> taken;
+  const auto distinct = [&taken] {
+    uint16_t port = FreePort();
+    while (!taken.insert(port).second) port = FreePort();
+    return port;
+  };
   for (int i = 0; i < replicas; ++i) {
-    ports_.push_back(FreePort());
-    health_ports_.push_back(FreePort());
+    ports_.push_back(distinct());
+    health_ports_.push_back(distinct());
   }
   replicas_.resize(replicas);
   stopped_.resize(replicas);
