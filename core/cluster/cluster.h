@@ -86,6 +86,11 @@ struct ClusterOptions {
   // another fenced it (Cluster::Fence): it must stop at once, without
   // writing anything more (core exits). Empty: only Fenced() tells.
   std::function<void()> on_fenced;
+  // Called from the refreshing thread after each refresh that failed once
+  // this replica has not renewed its membership for `ttl` — the others may
+  // take it for dead and fence it now — with the other replicas it last saw
+  // live. Empty: nothing is called.
+  std::function<void(const std::vector<ReplicaInfo>& others)> on_lapsed;
 };
 
 // The fleet-wide duties core runs under a lease:
@@ -149,6 +154,10 @@ class Cluster {
   virtual absl::Status Fence(const std::string& tag) = 0;
   // Whether another replica fenced this one.
   virtual bool Fenced() const = 0;
+  // Whether the last refresh reached the shared state (false while the
+  // database cannot be reached, and once fenced): what core's health
+  // service "database" says to the other replicas.
+  virtual bool Reachable() const = 0;
 
   // Waits until what this replica changed before the call is recorded and
   // the view has been refreshed after it. UNAVAILABLE when the shared state

@@ -143,6 +143,11 @@ absl::Status MemoryCluster::Fence(const std::string& tag) {
   return absl::OkStatus();
 }
 
+bool MemoryCluster::Reachable() const {
+  absl::MutexLock lock(&state_->mu_);
+  return !crashed_;
+}
+
 bool MemoryCluster::Fenced() const {
   absl::MutexLock lock(&state_->mu_);
   return state_->fences_.contains(ReplicaTag(self_.id));

@@ -89,6 +89,9 @@ class MemoryCluster final : public Cluster {
   // on_fenced is never called.
   absl::Status Fence(const std::string& tag) override;
   bool Fenced() const override;
+  // Always, until it crashed (its state is in memory); on_lapsed is never
+  // called.
+  bool Reachable() const override;
   absl::Status Sync() override { return absl::OkStatus(); }
 
  private:

@@ -185,6 +185,11 @@ bool PostgresCluster::Fenced() const {
   return fenced_;
 }
 
+bool PostgresCluster::Reachable() const {
+  absl::MutexLock lock(&mu_);
+  return !fenced_ && last_.ok();
+}
+
 PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,
                                  std::unique_ptr<postgres::Conn> conn)
     : options_([&] {
@@ -198,7 +203,10 @@ PostgresCluster::PostgresCluster(ClusterOptions options, const Clock* clock,
             options_.address},
       tag_(ReplicaTag(self_.id)),
       conn_(std::move(conn)),
-      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  absl::MutexLock lock(&mu_);
+  renewed_ = clock_->Now();
+}
 
 PostgresCluster::~PostgresCluster() {
   bool crashed;
@@ -333,6 +341,18 @@ void PostgresCluster::Run() {
       if (options_.on_fenced) options_.on_fenced();
       return;  // never renews again
     }
+    if (!status.ok() && options_.on_lapsed) {
+      std::vector<ReplicaInfo> others;
+      bool lapsed = false;
+      {
+        absl::MutexLock lock(&mu_);
+        lapsed = clock_->Now() - renewed_ >= options_.ttl;
+        for (const ReplicaInfo& r : replicas_) {
+          if (r.id != self_.id) others.push_back(r);
+        }
+      }
+      if (lapsed) options_.on_lapsed(others);
+    }
     if (!status.ok() && !failing) {
       spdlog::warn(
           "cluster: {}; this replica keeps its last view and retries every "
@@ -375,10 +395,12 @@ absl::Status PostgresCluster::Refresh() {
   }
   if (more) Wake();  // the rest right after this one
   absl::flat_hash_map<std::string, absl::Time> held;
+  const absl::Time start = clock_->Now();
   const absl::Status renewed = Renew(changes, &held);
   {
     absl::MutexLock lock(&mu_);
     if (renewed.ok()) {
+      renewed_ = start;
       leases_ = std::move(held);
     } else {
       // Not recorded: again next time, unless superseded meanwhile. Leases

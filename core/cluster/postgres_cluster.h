@@ -82,6 +82,7 @@ class PostgresCluster final : public Cluster {
   // Over a connection of its own.
   absl::Status Fence(const std::string& tag) override;
   bool Fenced() const override;
+  bool Reachable() const override;
   absl::Status Sync() override;
 
  private:
@@ -123,6 +124,8 @@ class PostgresCluster final : public Cluster {
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
   // Another replica fenced this one: it stopped refreshing.
   bool fenced_ ABSL_GUARDED_BY(mu_) = false;
+  // When this replica last renewed its membership (Open counts as one).
+  absl::Time renewed_ ABSL_GUARDED_BY(mu_);
   // Claims to record: periphery id -> connected (true) or dropped (false).
   absl::flat_hash_map<std::string, bool> pending_ ABSL_GUARDED_BY(mu_);
   // The view.

@@ -16,6 +16,7 @@
 #include "core/daemon/builtin_tls.h"
 #include "core/daemon/ca_rotation.h"
 #include "core/daemon/open_store.h"
+#include "core/daemon/step_down.h"
 #include "core/fleet/enrollment.h"
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
@@ -38,7 +39,19 @@ namespace varan::core {
 // Declared in the order they are built; destroyed in reverse, so every part
 // outlives the parts that point to it.
 struct CoreServer::Parts {
-  ~Parts() { StopTicker(); }
+  ~Parts() {
+    {
+      absl::MutexLock lock(&lapse_mu);
+      cut_off.reset();  // before the peers its thread asks through
+    }
+    StopTicker();
+  }
+
+  // ClusterOptions::on_lapsed, on the cluster's thread (step_down.h).
+  void OnLapsed(const std::vector<ReplicaInfo>& others) {
+    absl::MutexLock lock(&lapse_mu);
+    if (cut_off != nullptr) cut_off->Note(others);
+  }
 
   // Reads the bootstrap token files again (join.token rewritten with the
   // CA's current pin).
@@ -48,17 +61,23 @@ struct CoreServer::Parts {
   }
 
   // Serves the health service "ready" (the readiness a load balancer or
-  // Kubernetes checks): NOT_SERVING while the store is unreachable.
+  // Kubernetes checks): NOT_SERVING while the store is unreachable; and
+  // with replicas "database": SERVING while the cluster's refreshes reach
+  // the database (what a cut-off replica asks the others, step_down.h).
   void UpdateReadiness() {
-    grpc::HealthCheckServiceInterface* h = health.load();
-    if (h == nullptr) return;
+    if (health.load() == nullptr) return;
     const bool now_ready = !absl::IsUnavailable(store->CheckBacklog());
-    if (now_ready == ready) return;
-    ready = now_ready;
-    h->SetServingStatus(kReadyService, ready);
+    if (now_ready != ready) SetHealth(kReadyService, ready = now_ready);
+    const bool now_reaching = cluster != nullptr && cluster->Reachable();
+    if (cluster != nullptr && now_reaching != reaches_database) {
+      SetHealth(kDatabaseService, reaches_database = now_reaching);
+    }
+  }
+  void SetHealth(const char* service, bool serving) {
+    health.load()->SetServingStatus(service, serving);
     if (health_server.server != nullptr) {
-      health_server.server->GetHealthCheckService()->SetServingStatus(
-          kReadyService, ready);
+      health_server.server->GetHealthCheckService()->SetServingStatus(service,
+                                                                      serving);
     }
   }
 
@@ -105,6 +124,9 @@ struct CoreServer::Parts {
   std::unique_ptr<TlsFiles> server_tls;
   std::unique_ptr<TlsFiles> periphery_tls;
   std::unique_ptr<TlsFiles> replica_tls;
+  // With replicas, once the peers exist: what OnLapsed tells.
+  absl::Mutex lapse_mu;
+  std::unique_ptr<CutOffWatch> cut_off ABSL_GUARDED_BY(lapse_mu);
   // Null for a core alone (no --replica-address).
   std::unique_ptr<Cluster> cluster;
   std::unique_ptr<Store> store;
@@ -142,6 +164,7 @@ struct CoreServer::Parts {
   // Set once serving, for UpdateReadiness (the ticker's).
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
   bool ready = false;
+  bool reaches_database = false;
   bool shut_down = false;
 };
 
@@ -151,22 +174,6 @@ namespace {
 absl::Status Prefixed(const std::string& context, const absl::Status& status) {
   return absl::Status(status.code(),
                       absl::StrCat(context, ": ", status.message()));
-}
-
-// A replica another fenced (ClusterOptions::on_fenced) stops at once, as a
-// crash would: a graceful shutdown would cancel the commands its jobs run,
-// which the replica that took them over waits on, and write what it no
-// longer may. Its peripheries and clients move to the other replicas; a
-// supervisor (Kubernetes, systemd's Restart=) starts it again as a new
-// replica.
-void StopFenced() {
-  spdlog::critical(
-      "this replica was fenced: another replica took it for dead while it "
-      "was cut off from the database, and took over its jobs; exiting with "
-      "status {} so that it starts again as a new replica",
-      kExitFenced);
-  spdlog::default_logger()->flush();
-  std::_Exit(kExitFenced);
 }
 
 // The cluster CA and core's certificate, naming --tls-san's names and the
@@ -261,7 +268,11 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   // The store first: it holds the data directory (a second core on it is
   // refused before it could touch the first one's certificates).
-  auto store = OpenStore(config, (*listen_addrs)[0].port, clock, StopFenced);
+  auto store =
+      OpenStore(config, (*listen_addrs)[0].port, clock, StopFenced,
+                [parts = p.get()](const std::vector<ReplicaInfo>& others) {
+                  parts->OnLapsed(others);
+                });
   if (!store.ok()) return store.status();
   p->cluster = std::move(store->cluster);
   p->store = std::move(store->store);
@@ -366,6 +377,13 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
             ? MakePinnedSecurity(p->builtin_tls->pin(), p->server_tls.get())
             : MakeChannelSecurity(p->replica_tls.get(),
                                   config.replica_tls.server_name));
+    {
+      absl::MutexLock lock(&p->lapse_mu);
+      p->cut_off = std::make_unique<CutOffWatch>(
+          config.replica_ttl, [peers = p->peers.get()](const std::string& a) {
+            return peers->ChannelTo(a);
+          });
+    }
     dispatcher_options.replica_tag = p->owners->tag();
     // Until a dead replica has left the others' views, and a little more.
     dispatcher_options.redelivery_window =
@@ -495,6 +513,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       p->server.server->GetHealthCheckService();
   p->ready = !absl::IsUnavailable(p->store->CheckBacklog());
   health->SetServingStatus(kReadyService, p->ready);
+  // Until the ticker's first look (UpdateReadiness).
+  if (p->cluster != nullptr) health->SetServingStatus(kDatabaseService, false);
   if (!health_addrs.empty()) {
     // No service of its own: gRPC's health service (and reflection) alone.
     auto health_server =
@@ -505,6 +525,10 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     p->health_server = *std::move(health_server);
     p->health_server.server->GetHealthCheckService()->SetServingStatus(
         kReadyService, p->ready);
+    if (p->cluster != nullptr) {
+      p->health_server.server->GetHealthCheckService()->SetServingStatus(
+          kDatabaseService, false);
+    }
     std::vector<std::string> bound;
     for (const HostPort& hp : p->health_server.addresses) {
       bound.push_back(FormatHostPort(hp));

@@ -36,6 +36,10 @@ namespace varan::core {
 // its store is reachable (the default service "" only says the process
 // serves).
 inline constexpr char kReadyService[] = "ready";
+// With replicas, the health service name whose status says whether this
+// replica's cluster refreshes reach the database (what a replica cut off
+// from it asks the others before it steps down, core/daemon/step_down.h).
+inline constexpr char kDatabaseService[] = "database";
 
 // Everything core's flags decide (see core/daemon/flags.cc for the flags
 // and their help). Defaults are the flags' defaults.

@@ -53,7 +53,8 @@ absl::StatusOr<std::string> ReplicaAddress(const std::string& flag,
 
 absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
                                       uint16_t listen_port, const Clock* clock,
-                                      std::function<void()> on_fenced) {
+                                      std::function<void()> on_fenced,
+                                      LapsedCallback on_lapsed) {
   auto url = DatabaseUrl(config);
   if (!url.ok()) return url.status();
   if (url->empty() && !config.replica_address.empty()) {
@@ -95,6 +96,7 @@ absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
     cluster_options.ttl = config.replica_ttl;
     cluster_options.leases = {kLivenessLease, kRetentionLease, kJobsLease};
     cluster_options.on_fenced = std::move(on_fenced);
+    cluster_options.on_lapsed = std::move(on_lapsed);
     auto cluster = PostgresCluster::Open(*url, cluster_options, clock);
     if (!cluster.ok()) return Prefixed(flag, cluster.status());
     opened.cluster = *std::move(cluster);

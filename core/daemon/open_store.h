@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
@@ -30,11 +31,15 @@ struct OpenedStore {
   std::string description;
 };
 
+using LapsedCallback =
+    std::function<void(const std::vector<ReplicaInfo>& others)>;
+
 // Opens the store `config` names, and with --replica-address joins the
 // replicas on its database (`listen_port`: the port of a bare replica
 // address; `clock` times the replica's leases; `on_fenced`: what the
 // replica does when it finds another fenced it, ClusterOptions::on_fenced;
-// its store then refuses its writes, PostgresStoreOptions::fence_tag).
+// its store then refuses its writes, PostgresStoreOptions::fence_tag;
+// `on_lapsed`: ClusterOptions::on_lapsed).
 // INVALID_ARGUMENT when both
 // --database and --database-file are set, the URL is not a PostgreSQL one,
 // --replica-address is malformed or given without a PostgreSQL database;
@@ -43,6 +48,7 @@ struct OpenedStore {
 // that chose them.
 absl::StatusOr<OpenedStore> OpenStore(const CoreConfig& config,
                                       uint16_t listen_port, const Clock* clock,
-                                      std::function<void()> on_fenced);
+                                      std::function<void()> on_fenced,
+                                      LapsedCallback on_lapsed = nullptr);
 
 }  // namespace varan::core

@@ -1,8 +1,9 @@
 // Fencing (#19): a core replica cut off from the database while the others
 // reach it is taken for dead after its membership's ttl, fenced by the
-// replica taking over its jobs (Cluster::Fence), and once it reaches the
-// database again it writes nothing more and stops — on a real PostgreSQL 15,
-// with the real binaries for the second test.
+// replica taking over its jobs (Cluster::Fence); once it reaches the
+// database again it writes nothing more and stops, and with the real
+// binaries it steps down before that, seeing another replica reach the
+// database while it cannot — on a real PostgreSQL 15.
 //
 // "Cut off" is a role of the replica's own (CutOffRole): the test forbids
 // it to log in and ends its sessions, which is what a network partition
@@ -30,6 +31,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Rows = std::vector<std::vector<std::string>>;
 
 // A login role for one replica on the database at `url` (a superuser, as
@@ -169,7 +171,8 @@ std::string TargetState(ReplicaFleet& fleet, int i, const std::string& id) {
 
 // The real binaries: replica 0 is cut off while it runs a job on its
 // tunnel periphery. Replica 1 fences it and takes the job over; replica 0,
-// once it reaches the database again, exits with kExitFenced; the
+// seeing replica 1 reach the database while it cannot, steps down (exits
+// with kExitFenced) without waiting to reach the database again; the
 // periphery moves to replica 1, which records the command's real outcome,
 // whether the command ended after the move or while replica 0 was cut off
 // (replica 0 then had the result, but could not store it, so the
@@ -206,7 +209,7 @@ class FencingReplicasTest : public ReplicasTest {
       }));
     }
     // Replica 1 takes replica 0 for dead after its ttl (10 s) and fences it
-    // before taking its job over. Replica 0 cannot know yet: it runs on.
+    // before taking its job over.
     ASSERT_TRUE(WaitFor(
         [&] {
           return QueryDatabase(url, "SELECT count(*) FROM cluster_fences") ==
@@ -214,17 +217,19 @@ class FencingReplicasTest : public ReplicasTest {
         },
         absl::Seconds(30)))
         << fleet_->replica(1)->Log();
-    EXPECT_TRUE(fleet_->Running(0));
-
-    cut.Restore();
-    const int code = fleet_->replica(0)->Wait(absl::Seconds(20));
+    // Replica 0 cannot read the fence, but sees replica 1 reach the
+    // database while it cannot: after the ttl more it steps down, still
+    // cut off, and its periphery moves to replica 1.
+    const int code = fleet_->replica(0)->Wait(absl::Seconds(30));
     EXPECT_EQ(code, core::kExitFenced) << fleet_->replica(0)->Log();
     EXPECT_THAT(fleet_->replica(0)->Log(),
-                HasSubstr("this replica was fenced"));
+                HasSubstr("this replica is cut off from the database while "
+                          "replica"));
     fleet_->Stop(0, SIGKILL);  // exited: only marks it stopped
     ASSERT_TRUE(WaitFor([&] { return fleet_->Holder("cut-1") == 1; },
                         absl::Seconds(20)))
         << p->Log();
+    cut.Restore();
 
     if (!end_while_cut_off) WriteFile(release, "");
     ASSERT_TRUE(WaitFor(
@@ -249,6 +254,29 @@ TEST_F(FencingReplicasTest, ACutOffReplicaIsFencedAndStops) {
 
 TEST_F(FencingReplicasTest, AnEndOnlyTheCutOffReplicaHeardIsNotLost) {
   CutOffWhileRunning(/*end_while_cut_off=*/true);
+}
+
+// The database down for every replica for longer than the membership's
+// ttl and the grace after it: each replica asks the others whether they
+// reach it, none does, and none steps down; all serve again once it is
+// back.
+TEST_F(ReplicasTest, AnOutageForEveryoneStopsNoReplica) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet());
+  RestartGuard postgres;
+  postgres.Stop();
+  absl::SleepFor(absl::Seconds(25));
+  EXPECT_TRUE(fleet_->AllRunning());
+  ASSERT_TRUE(postgres.Start().ok());
+  for (int r = 0; r < fleet_->size(); ++r) {
+    EXPECT_TRUE(WaitFor([&] { return ReadyServing(fleet_->address(r)); },
+                        absl::Seconds(30)))
+        << "replica " << r;
+    const std::string log = fleet_->replica(r)->Log();
+    EXPECT_THAT(log, HasSubstr("asking them whether they reach the database"))
+        << "replica " << r;
+    EXPECT_THAT(log, Not(HasSubstr("is cut off from the database while")));
+  }
+  EXPECT_TRUE(fleet_->AllRunning());
 }
 
 }  // namespace
