@@ -89,8 +89,11 @@ struct ClusterOptions {
   // Called from the refreshing thread after each refresh that failed once
   // this replica has not renewed its membership for `ttl` — the others may
   // take it for dead and fence it now — with the other replicas it last saw
-  // live. Empty: nothing is called.
-  std::function<void(const std::vector<ReplicaInfo>& others)> on_lapsed;
+  // live and when it last renewed (the same through one lapse). Empty:
+  // nothing is called.
+  std::function<void(const std::vector<ReplicaInfo>& others,
+                     absl::Time renewed)>
+      on_lapsed;
 };
 
 // The fleet-wide duties core runs under a lease:

@@ -344,14 +344,16 @@ void PostgresCluster::Run() {
     if (!status.ok() && options_.on_lapsed) {
       std::vector<ReplicaInfo> others;
       bool lapsed = false;
+      absl::Time renewed;
       {
         absl::MutexLock lock(&mu_);
+        renewed = renewed_;
         lapsed = clock_->Now() - renewed_ >= options_.ttl;
         for (const ReplicaInfo& r : replicas_) {
           if (r.id != self_.id) others.push_back(r);
         }
       }
-      if (lapsed) options_.on_lapsed(others);
+      if (lapsed) options_.on_lapsed(others, renewed);
     }
     if (!status.ok() && !failing) {
       spdlog::warn(

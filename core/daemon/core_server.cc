@@ -48,9 +48,9 @@ struct CoreServer::Parts {
   }
 
   // ClusterOptions::on_lapsed, on the cluster's thread (step_down.h).
-  void OnLapsed(const std::vector<ReplicaInfo>& others) {
+  void OnLapsed(const std::vector<ReplicaInfo>& others, absl::Time renewed) {
     absl::MutexLock lock(&lapse_mu);
-    if (cut_off != nullptr) cut_off->Note(others);
+    if (cut_off != nullptr) cut_off->Note(others, renewed);
   }
 
   // Reads the bootstrap token files again (join.token rewritten with the
@@ -270,8 +270,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   // refused before it could touch the first one's certificates).
   auto store =
       OpenStore(config, (*listen_addrs)[0].port, clock, StopFenced,
-                [parts = p.get()](const std::vector<ReplicaInfo>& others) {
-                  parts->OnLapsed(others);
+                [parts = p.get()](const std::vector<ReplicaInfo>& others,
+                                  absl::Time renewed) {
+                  parts->OnLapsed(others, renewed);
                 });
   if (!store.ok()) return store.status();
   p->cluster = std::move(store->cluster);

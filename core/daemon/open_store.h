@@ -31,8 +31,8 @@ struct OpenedStore {
   std::string description;
 };
 
-using LapsedCallback =
-    std::function<void(const std::vector<ReplicaInfo>& others)>;
+using LapsedCallback = std::function<void(
+    const std::vector<ReplicaInfo>& others, absl::Time renewed)>;
 
 // Opens the store `config` names, and with --replica-address joins the
 // replicas on its database (`listen_port`: the port of a bare replica

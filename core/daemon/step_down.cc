@@ -12,7 +12,7 @@
 namespace varan::core {
 
 std::optional<ReplicaInfo> StepDown::Check(
-    const std::vector<ReplicaInfo>& others, absl::Time now,
+    const std::vector<ReplicaInfo>& others, absl::Time renewed, absl::Time now,
     const Probe& probe) {
   std::optional<ReplicaInfo> reaching;
   for (const ReplicaInfo& r : others) {
@@ -22,12 +22,9 @@ std::optional<ReplicaInfo> StepDown::Check(
     }
   }
   absl::MutexLock lock(&mu_);
-  // Checks come every refresh while the lapse lasts: a long pause means a
-  // new lapse, whose wait starts over.
-  if (now - last_check_ > grace_ / 2) {
-    others_reach_since_ = absl::InfiniteFuture();
-  }
-  last_check_ = now;
+  // A new lapse (the replica renewed since the last check): a new wait.
+  if (renewed != lapse_) others_reach_since_ = absl::InfiniteFuture();
+  lapse_ = renewed;
   if (!reaching) {
     others_reach_since_ = absl::InfiniteFuture();
     return std::nullopt;
@@ -50,14 +47,16 @@ CutOffWatch::~CutOffWatch() {
   thread_.join();
 }
 
-void CutOffWatch::Note(std::vector<ReplicaInfo> others) {
+void CutOffWatch::Note(std::vector<ReplicaInfo> others, absl::Time renewed) {
   absl::MutexLock lock(&mu_);
   noted_ = std::move(others);
+  noted_renewed_ = renewed;
 }
 
 void CutOffWatch::Run() {
   for (;;) {
     std::vector<ReplicaInfo> others;
+    absl::Time renewed;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -67,19 +66,20 @@ void CutOffWatch::Run() {
       if (stop_) return;
       others = *std::move(noted_);
       noted_.reset();
+      renewed = noted_renewed_;
     }
     const absl::Time now = absl::Now();
-    // A new lapse (the notes come every refresh while one lasts).
-    if (now - last_note_ > absl::Seconds(5)) {
+    if (renewed != announced_) {
+      announced_ = renewed;
       spdlog::warn(
           "this replica has not renewed its membership in the database for "
           "its ttl: the others may take it for dead; asking them whether "
           "they reach the database (if one does, this replica steps down)");
     }
-    last_note_ = now;
-    auto reaching = step_down_.Check(others, now, [this](const ReplicaInfo& r) {
-      return ServesDatabase(channel_to_(r.address), absl::Seconds(1));
-    });
+    auto reaching =
+        step_down_.Check(others, renewed, now, [this](const ReplicaInfo& r) {
+          return ServesDatabase(channel_to_(r.address), absl::Seconds(1));
+        });
     if (reaching) StepDownNow(*reaching);
   }
 }

@@ -39,12 +39,14 @@ class StepDown {
   explicit StepDown(absl::Duration grace) : grace_(grace) {}
 
   // Called with the other replicas each time a refresh fails after this
-  // replica's membership lapsed (`now`: when). Returns the replica that has
-  // reached the database, by `probe`, for `grace` since this replica first
-  // saw one do so during this lapse — this replica is then to step down —
-  // or none. A probe where none does starts the wait again.
+  // replica's membership lapsed (`renewed`: when it last renewed, which
+  // tells one lapse from the next; `now`: when). Returns the replica that
+  // has reached the database, by `probe`, for `grace` since this replica
+  // first saw one do so during this lapse — this replica is then to step
+  // down — or none. A probe where none does starts the wait again.
   std::optional<ReplicaInfo> Check(const std::vector<ReplicaInfo>& others,
-                                   absl::Time now, const Probe& probe);
+                                   absl::Time renewed, absl::Time now,
+                                   const Probe& probe);
 
  private:
   const absl::Duration grace_;
@@ -52,7 +54,8 @@ class StepDown {
   // When a probe first found another replica reaching the database, with
   // every probe since finding one (InfiniteFuture: the last found none).
   absl::Time others_reach_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  absl::Time last_check_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The lapse the checks are of (its `renewed`).
+  absl::Time lapse_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 // Runs StepDown::Check off the cluster's thread (whose refreshes Sync
@@ -67,8 +70,9 @@ class CutOffWatch {
   CutOffWatch(absl::Duration grace, ChannelTo channel_to);
   ~CutOffWatch();
 
-  // From on_lapsed: the others as the cluster last saw them.
-  void Note(std::vector<ReplicaInfo> others);
+  // From on_lapsed: the others as the cluster last saw them, and when this
+  // replica last renewed.
+  void Note(std::vector<ReplicaInfo> others, absl::Time renewed);
 
  private:
   void Run();
@@ -77,8 +81,9 @@ class CutOffWatch {
   const ChannelTo channel_to_;
   absl::Mutex mu_;
   std::optional<std::vector<ReplicaInfo>> noted_ ABSL_GUARDED_BY(mu_);
+  absl::Time noted_renewed_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time last_note_ = absl::InfinitePast();  // the thread's
+  absl::Time announced_ = absl::InfinitePast();  // the lapse logged (thread)
   std::thread thread_;
 };
 
