@@ -28,6 +28,8 @@ absl::StatusOr<Enrollment::Admitted> Enrollment::Register(
     varan::v1::Connection connection) {
   if (absl::Status s = guard_->Admit(peer); !s.ok()) return s;
   auto join_token = tokens_->ReserveJoin(join_secret);
+  // The store not counting the use in time is not the caller's failure.
+  if (absl::IsUnavailable(join_token.status())) return join_token.status();
   if (!join_token.ok()) {
     guard_->RecordFailure(peer);
     spdlog::warn("refused a call from {}: {}", peer,

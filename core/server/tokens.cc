@@ -313,6 +313,11 @@ absl::StatusOr<JoinUses> TokenRegistry::TakeStoredUse(const std::string& id) {
     bool abandoned ABSL_GUARDED_BY(mu) = false;
     absl::StatusOr<JoinUses> result ABSL_GUARDED_BY(mu);
   };
+  absl::Duration wait_for;
+  {
+    absl::MutexLock lock(&mu_);
+    wait_for = join_use_wait_;
+  }
   auto wait = std::make_shared<Wait>();
   store_->UseJoinToken(id, JoinUse::kTake,
                        [wait, store = store_, id](absl::StatusOr<JoinUses> r) {
@@ -330,12 +335,12 @@ absl::StatusOr<JoinUses> TokenRegistry::TakeStoredUse(const std::string& id) {
                          wait->done = true;
                        });
   absl::MutexLock lock(&wait->mu);
-  if (!wait->mu.AwaitWithTimeout(absl::Condition(&wait->done), kJoinUseWait)) {
+  if (!wait->mu.AwaitWithTimeout(absl::Condition(&wait->done), wait_for)) {
     wait->abandoned = true;
     return absl::UnavailableError(absl::StrCat(
         "core could not count a use of the join token: the store did not "
         "answer within ",
-        absl::FormatDuration(kJoinUseWait), "; try again"));
+        absl::FormatDuration(wait_for), "; try again"));
   }
   if (absl::IsNotFound(wait->result.status())) {
     return absl::UnauthenticatedError("unknown join token");

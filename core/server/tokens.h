@@ -104,6 +104,11 @@ class TokenRegistry {
   // without a limit is counted without waiting.
   absl::StatusOr<std::string> ReserveJoin(absl::string_view token);
   static constexpr absl::Duration kJoinUseWait = absl::Seconds(10);
+  // For tests: another wait than kJoinUseWait.
+  void set_join_use_wait(absl::Duration wait) {
+    absl::MutexLock lock(&mu_);
+    join_use_wait_ = wait;
+  }
   // Gives back a use taken by ReserveJoin.
   void ReleaseJoin(const std::string& id);
   // The name of the join token with `id` ("" if none): for logs.
@@ -182,6 +187,7 @@ class TokenRegistry {
   Store* const store_;
   mutable absl::Mutex mu_;
   std::string ca_pin_ ABSL_GUARDED_BY(mu_);
+  absl::Duration join_use_wait_ ABSL_GUARDED_BY(mu_) = kJoinUseWait;
   // By id; bootstrap tokens have ids "bootstrap-<name>".
   absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Join> joins_ ABSL_GUARDED_BY(mu_);

@@ -171,6 +171,28 @@ TEST_F(EnrollmentTest, AUsedUpJoinTokenIsRefused) {
   EXPECT_FALSE(fleet_.Get("web-2").ok());
 }
 
+// The store not counting a limited token's use in time: UNAVAILABLE (try
+// again), not counted against the peer as a failed authentication.
+TEST_F(EnrollmentTest, AStoreTooSlowToCountTheUseIsNotTheCallersFailure) {
+  const std::string secret = NewJoinToken(/*max_uses=*/1);
+  tokens_.set_join_use_wait(absl::Milliseconds(50));
+  absl::Notification release;
+  StoredToken stall;
+  stall.info.set_id("stall");
+  // Holds the store's callbacks up, as stalled commits do.
+  store_.SaveToken(stall,
+                   [&](const absl::Status&) { release.WaitForNotification(); });
+  for (uint32_t i = 0; i <= kFailureBudget; ++i) {
+    auto late = Register(secret, "web-1");
+    EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  }
+  release.Notify();
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_TRUE(store_.Sync().ok());  // the uses given back
+  // The peer's budget is whole, and the one use is still there.
+  EXPECT_TRUE(Register(secret, "web-1").ok());
+}
+
 TEST_F(EnrollmentTest, ARefusedRegistrationGivesTheJoinTokenUseBack) {
   const std::string secret = NewJoinToken(/*max_uses=*/1);
   auto refused = Register(secret, "not a valid name!");

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "common/secrets.h"
 #include "common/time_util.h"
@@ -188,6 +189,34 @@ TEST_F(TokenRegistryTest, ReplicasShareAJoinTokensUseLimit) {
   ASSERT_EQ(stored->size(), 1u);
   EXPECT_EQ((*stored)[0].info.uses(), 3u);
   EXPECT_TRUE((*stored)[0].info.has_revoke_time());
+}
+
+// The store not answering in time (its database unreachable): UNAVAILABLE,
+// and the use it takes later is given back.
+TEST_F(TokenRegistryTest, AUseTheStoreCountsTooLateIsGivenBack) {
+  auto created = CreateJoin("rack-7", absl::Hours(2), 1);
+  ASSERT_TRUE(created.ok()) << created.status();
+  tokens_.set_join_use_wait(absl::Milliseconds(100));
+  // A commit callback that holds the store's callbacks up (as a store
+  // whose commits stall does).
+  absl::Notification release;
+  StoredToken other;
+  other.info.set_id("other");
+  store_.SaveToken(other,
+                   [&](const absl::Status&) { release.WaitForNotification(); });
+  auto late = tokens_.ReserveJoin(created->secret());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(late.status().message(),
+              HasSubstr("could not count a use of the join token"));
+  release.Notify();
+  ASSERT_TRUE(store_.Sync().ok());
+  ASSERT_TRUE(store_.Sync().ok());  // the give-back, queued by a callback
+  auto stored = store_.LoadJoinTokens();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].info.uses(), 0u);
+  // So the one use is still there.
+  EXPECT_TRUE(tokens_.ReserveJoin(created->secret()).ok());
 }
 
 TEST_F(TokenRegistryTest, RefusesBadRequests) {
