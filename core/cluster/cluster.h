@@ -28,7 +28,10 @@
 //    whose owner died has none.
 //  * Settings. Agree(name, proposal) answers the value of setting `name`
 //    every replica agrees on: the first proposal recorded for it, by any
-//    replica, is kept for good, and every later call answers it.
+//    replica, is kept, and every later call answers it, until a replica
+//    replaces it (Replace: compare-and-set, so of two replicas replacing
+//    the same value one wins and the other is told). Setting(name) reads
+//    the value now.
 //  * Fencing. Fence(tag) records, for good, that the replica with that tag
 //    (ReplicaTag) is dead, unless it is live: a replica about to take over
 //    another's work fences it first. A fenced replica never renews again:
@@ -131,6 +134,17 @@ class Cluster {
   // never logged.
   virtual absl::StatusOr<std::string> Agree(const std::string& name,
                                             const std::string& proposal) = 0;
+
+  // The value of setting `name` now: NOT_FOUND when none was ever
+  // recorded, UNAVAILABLE when the shared state cannot be reached. Blocks.
+  virtual absl::StatusOr<std::string> Setting(const std::string& name) = 0;
+  // Sets setting `name` to `value` if it still holds `expected`: OK when it
+  // did; ABORTED when it holds another value (another replica changed it
+  // first: read it again); NOT_FOUND when it holds none; UNAVAILABLE.
+  // Blocks.
+  virtual absl::Status Replace(const std::string& name,
+                               const std::string& expected,
+                               const std::string& value) = 0;
 
   // The live replicas, self included, sorted by id.
   virtual std::vector<ReplicaInfo> Replicas() const = 0;

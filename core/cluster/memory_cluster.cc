@@ -61,6 +61,31 @@ absl::StatusOr<std::string> MemoryCluster::Agree(const std::string& name,
   return state_->settings_.try_emplace(name, proposal).first->second;
 }
 
+absl::StatusOr<std::string> MemoryCluster::Setting(const std::string& name) {
+  absl::MutexLock lock(&state_->mu_);
+  auto it = state_->settings_.find(name);
+  if (it == state_->settings_.end()) {
+    return absl::NotFoundError(absl::StrCat("no cluster setting ", name));
+  }
+  return it->second;
+}
+
+absl::Status MemoryCluster::Replace(const std::string& name,
+                                    const std::string& expected,
+                                    const std::string& value) {
+  absl::MutexLock lock(&state_->mu_);
+  auto it = state_->settings_.find(name);
+  if (it == state_->settings_.end()) {
+    return absl::NotFoundError(absl::StrCat("no cluster setting ", name));
+  }
+  if (it->second != expected) {
+    return absl::AbortedError(absl::StrCat(
+        "the cluster's ", name, " was changed by another replica meanwhile"));
+  }
+  it->second = value;
+  return absl::OkStatus();
+}
+
 std::vector<ReplicaInfo> MemoryCluster::Replicas() const {
   std::vector<ReplicaInfo> out;
   absl::MutexLock lock(&state_->mu_);

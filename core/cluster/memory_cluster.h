@@ -78,6 +78,9 @@ class MemoryCluster final : public Cluster {
   const std::string& secret() const override { return state_->secret_; }
   absl::StatusOr<std::string> Agree(const std::string& name,
                                     const std::string& proposal) override;
+  absl::StatusOr<std::string> Setting(const std::string& name) override;
+  absl::Status Replace(const std::string& name, const std::string& expected,
+                       const std::string& value) override;
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;

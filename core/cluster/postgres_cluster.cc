@@ -1,3 +1,5 @@
+// PostgresCluster, part 1 of 2: membership, leases, connection claims and
+// fencing; the shared settings are in postgres_cluster_settings.cc.
 #include "core/cluster/postgres_cluster.h"
 
 #include <libpq-fe.h>
@@ -69,11 +71,6 @@ const std::string kLeaseHolders =
 const std::string kClaimsSince =
     "SELECT periphery_id, replica_id, epoch, seq FROM cluster_connections "
     "WHERE seq > $1 ORDER BY seq";
-const std::string kPropose =
-    "INSERT INTO cluster_settings (name, value) VALUES ($1, $2) "
-    "ON CONFLICT (name) DO NOTHING";
-const std::string kReadSetting =
-    "SELECT value FROM cluster_settings WHERE name = $1";
 // The live replicas with tag $1, and fencing it (Fence).
 const std::string kLiveWithTag =
     "SELECT id FROM cluster_replicas WHERE starts_with(id, 'r-' || $1) "
@@ -85,26 +82,6 @@ const std::string kFence =
 // write again when it is back.
 const std::string kForgetFences =
     "DELETE FROM cluster_fences WHERE fenced_at < now() - interval '30 days'";
-// The setting holding the secret replicas authenticate each other with.
-constexpr char kReplicaSecret[] = "replica_secret";
-
-// What the replicas agree on for setting `name` (Cluster::Agree), through
-// `conn`.
-absl::StatusOr<std::string> AgreeOn(postgres::Conn& conn,
-                                    const std::string& name,
-                                    const std::string& proposal) {
-  VARAN_RETURN_IF_ERROR(conn.Run(kPropose, Params().Text(name).Text(proposal),
-                                 absl::StrCat("propose the cluster's ", name))
-                            .status());
-  VARAN_ASSIGN_OR_RETURN(postgres::Result agreed,
-                         conn.Run(kReadSetting, Params().Text(name),
-                                  absl::StrCat("read the cluster's ", name)));
-  if (agreed.rows() != 1) {
-    return absl::InternalError(
-        absl::StrCat("the cluster's ", name, " is missing"));
-  }
-  return std::string(agreed.Bytes(0, 0));
-}
 
 // Connection claims written per renewing transaction at most.
 constexpr size_t kMaxClaimsPerRenewal = 500;
@@ -122,9 +99,10 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
   VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> conn,
                          postgres::Conn::Connect(url, absl::Seconds(5)));
   VARAN_RETURN_IF_ERROR(postgres::Migrate(*conn));
-  // The first replica creates the shared secret; the others read it.
+  // The first replica creates the secret replicas authenticate each other
+  // with; the others read it.
   VARAN_ASSIGN_OR_RETURN(std::string shared_secret,
-                         AgreeOn(*conn, kReplicaSecret, GenerateSecret()));
+                         AgreeOn(*conn, "replica_secret", GenerateSecret()));
   std::unique_ptr<PostgresCluster> cluster(new PostgresCluster(
       std::move(options), clock != nullptr ? clock : RealClock::Get(),
       std::move(conn)));
@@ -143,13 +121,6 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Open(
                cluster->self_.address, cluster->conn_->description());
   cluster->thread_ = std::thread([c = cluster.get()] { c->Run(); });
   return cluster;
-}
-
-absl::StatusOr<std::string> PostgresCluster::Agree(
-    const std::string& name, const std::string& proposal) {
-  VARAN_ASSIGN_OR_RETURN(std::unique_ptr<postgres::Conn> conn,
-                         postgres::Conn::Connect(url_, absl::Seconds(5)));
-  return AgreeOn(*conn, name, proposal);
 }
 
 absl::Status PostgresCluster::Fence(const std::string& tag) {

@@ -73,6 +73,9 @@ class PostgresCluster final : public Cluster {
   // Over a connection of its own (the refreshing thread's is its alone).
   absl::StatusOr<std::string> Agree(const std::string& name,
                                     const std::string& proposal) override;
+  absl::StatusOr<std::string> Setting(const std::string& name) override;
+  absl::Status Replace(const std::string& name, const std::string& expected,
+                       const std::string& value) override;
   std::vector<ReplicaInfo> Replicas() const override;
   bool Holds(absl::string_view name) const override;
   std::optional<ReplicaInfo> HolderOf(absl::string_view name) const override;
@@ -101,6 +104,11 @@ class PostgresCluster final : public Cluster {
   void PresumeLocked(std::vector<ReplicaInfo>& read, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Leave();
+  // What the replicas agree on for setting `name` (Agree), through `conn`.
+  static absl::StatusOr<std::string> AgreeOn(postgres::Conn& conn,
+                                             const std::string& name,
+                                             const std::string& proposal);
+
   // Waits for a wake-up, a notification or `timeout`.
   void Wait(absl::Duration timeout);
   void Wake();
@@ -115,6 +123,10 @@ class PostgresCluster final : public Cluster {
   std::string url_;
   // Used by the thread only (and by Open and the destructor around it).
   const std::unique_ptr<postgres::Conn> conn_;
+  // Setting and Replace's connection, made on first use and again after
+  // an error.
+  absl::Mutex settings_mu_;
+  std::unique_ptr<postgres::Conn> settings_conn_ ABSL_GUARDED_BY(settings_mu_);
   int wake_fd_ = -1;
   int64_t last_seq_ = 0;
   std::thread thread_;

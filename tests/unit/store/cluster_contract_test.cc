@@ -228,5 +228,37 @@ TEST_P(ClusterContractTest, TheFirstProposalOfASettingIsKeptForEveryone) {
   EXPECT_EQ(a->Agree("other", "x").value_or(""), lines);
 }
 
+TEST_P(ClusterContractTest, ASettingIsReplacedOnlyFromTheValueItHolds) {
+  auto a = backend().Join("r-a", {});
+  auto b = backend().Join("r-b", {});
+  EXPECT_EQ(a->Setting("rotation").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(a->Replace("rotation", "", "x").code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_EQ(a->Agree("rotation", "v1").value_or(""), "v1");
+  // Two replicas replace v1 at once: exactly one wins.
+  absl::Status from_a, from_b;
+  std::thread ta([&] { from_a = a->Replace("rotation", "v1", "v2 by a"); });
+  std::thread tb([&] { from_b = b->Replace("rotation", "v1", "v2 by b"); });
+  ta.join();
+  tb.join();
+  ASSERT_NE(from_a.ok(), from_b.ok()) << from_a << " / " << from_b;
+  const absl::Status& lost = from_a.ok() ? from_b : from_a;
+  EXPECT_EQ(lost.code(), absl::StatusCode::kAborted) << lost;
+  const std::string won = from_a.ok() ? "v2 by a" : "v2 by b";
+  // Everyone reads the new value, and Agree answers it from now on.
+  EXPECT_EQ(b->Setting("rotation").value_or(""), won);
+  auto c = backend().Join("r-c", {});
+  EXPECT_EQ(c->Setting("rotation").value_or(""), won);
+  EXPECT_EQ(c->Agree("rotation", "proposed by c").value_or(""), won);
+  // From the value it holds, whole (lines, PEM-like text).
+  const std::string pem = "phase\n-----BEGIN X-----\nAAA\n-----END X-----\n";
+  EXPECT_TRUE(c->Replace("rotation", won, pem).ok());
+  EXPECT_EQ(a->Setting("rotation").value_or(""), pem);
+  EXPECT_EQ(a->Replace("rotation", won, "stale").code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(b->Setting("rotation").value_or(""), pem);
+}
+
 }  // namespace
 }  // namespace varan::core::cluster_test
