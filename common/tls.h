@@ -18,9 +18,11 @@
 // Thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -156,6 +158,11 @@ ChannelSecurity MakeChannelSecurity(const TlsFiles* files,
 // that ask for one; it must outlive the channels.
 ChannelSecurity MakePinnedSecurity(const std::string& pin,
                                    const TlsFiles* identity = nullptr);
+// The same with the pins `pins` answers at each handshake (any one will
+// do): for channels that outlive a rotation of the CA (core replicas
+// calling each other).
+ChannelSecurity MakeLivePinnedSecurity(
+    std::function<std::vector<std::string>()> pins, const TlsFiles* identity);
 // The same for several pins (any one will do: both CAs of a rotation),
 // with a client key and certificate chain in PEM (read once).
 ChannelSecurity MakePinnedSecurity(const std::vector<std::string>& pins,

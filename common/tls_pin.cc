@@ -132,6 +132,17 @@ ChannelSecurity MakePinnedSecurity(const std::string& pin,
   return Unverified(Pinned({pin}), FromFiles(identity));
 }
 
+ChannelSecurity MakeLivePinnedSecurity(
+    std::function<std::vector<std::string>()> pins, const TlsFiles* identity) {
+  return Unverified(ExternalCertificateVerifier::Create<ChainVerifier>(
+                        [pins = std::move(pins)](const std::string& chain) {
+                          return pki::VerifyPinned(chain, pins(),
+                                                   pki::kCoreName, absl::Now(),
+                                                   pki::Usage::kServerAuth);
+                        }),
+                    FromFiles(identity));
+}
+
 ChannelSecurity MakePinnedSecurity(const std::vector<std::string>& pins,
                                    const std::string& key_pem,
                                    const std::string& cert_pem) {

@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/secrets.h"
+#include "core/daemon/shared_ca.h"
 
 namespace varan::core {
 namespace {
@@ -49,33 +52,50 @@ std::vector<std::string> AllNames(const std::vector<std::string>& extra) {
   return out;
 }
 
-// A CA as one cluster setting (kClusterCaSetting) and back.
-std::string Encode(const pki::Authority& ca) {
-  return ca.cert_pem + ca.key_pem;
-}
-
-absl::StatusOr<pki::Authority> Decode(const std::string& value) {
-  const std::string kEnd = "-----END CERTIFICATE-----";
-  const size_t end = value.find(kEnd);
-  if (end == std::string::npos) {
-    return absl::DataLossError(
-        absl::StrCat("the cluster's CA in the database (setting ",
-                     kClusterCaSetting, ") holds no certificate"));
-  }
-  size_t split = end + kEnd.size();
-  if (split < value.size() && value[split] == '\n') ++split;
-  return pki::Authority{value.substr(0, split), value.substr(split)};
-}
-
-// The CA every replica of `cluster` shares, given this one's.
+// The CA every replica of `cluster` shares now, given this one's.
 pki::ShareAuthority ShareThrough(Cluster* cluster) {
   if (cluster == nullptr) return nullptr;
-  return
-      [cluster](const pki::Authority& mine) -> absl::StatusOr<pki::Authority> {
-        auto agreed = cluster->Agree(kClusterCaSetting, Encode(mine));
-        if (!agreed.ok()) return agreed.status();
-        return Decode(*agreed);
-      };
+  return [cluster](
+             const pki::Authority& mine) -> absl::StatusOr<pki::Authority> {
+    SharedCa proposal;
+    proposal.current = mine;
+    auto agreed = cluster->Agree(kClusterCaSetting, EncodeSharedCa(proposal));
+    if (!agreed.ok()) return agreed.status();
+    auto shared = DecodeSharedCa(*agreed);
+    if (!shared.ok()) return shared.status();
+    return shared->current;
+  };
+}
+
+// A replica that was away while the cluster's CA was rotated holds the
+// old one in `dir`: it takes the current one instead (the cluster still
+// trusts the old one, or retired it).
+absl::Status TakeRotated(const std::string& dir, Cluster* cluster) {
+  if (cluster == nullptr) return absl::OkStatus();
+  std::error_code ec;
+  if (!std::filesystem::exists(dir + "/ca.crt", ec) ||
+      !std::filesystem::exists(dir + "/ca.key", ec)) {
+    return absl::OkStatus();
+  }
+  auto value = cluster->Setting(kClusterCaSetting);
+  if (absl::IsNotFound(value.status())) return absl::OkStatus();
+  if (!value.ok()) return value.status();
+  auto shared = DecodeSharedCa(*value);
+  if (!shared.ok()) return shared.status();
+  auto mine = ReadCaFiles(dir);
+  if (!mine.ok()) return mine.status();
+  const std::string pin = pki::AuthorityPin(mine->cert_pem).value_or("");
+  const bool rotated =
+      mine->cert_pem != shared->current.cert_pem &&
+      (mine->cert_pem == shared->other.cert_pem ||
+       std::find(shared->retired.begin(), shared->retired.end(), pin) !=
+           shared->retired.end());
+  if (!rotated) return absl::OkStatus();
+  spdlog::warn(
+      "the cluster CA was rotated while this replica was away: it takes the "
+      "current one, {}, instead of {} ({}/ca.crt)",
+      pki::AuthorityPin(shared->current.cert_pem).value_or("?"), pin, dir);
+  return WriteCaFiles(dir, shared->current);
 }
 
 }  // namespace
@@ -92,6 +112,7 @@ absl::StatusOr<std::unique_ptr<BuiltinTls>> BuiltinTls::Create(
     const std::string& data_dir, const std::vector<std::string>& names,
     absl::Time now, Cluster* cluster) {
   const std::string dir = data_dir + "/pki";
+  if (absl::Status s = TakeRotated(dir, cluster); !s.ok()) return s;
   auto stored = pki::LoadOrCreateAuthority(dir, pki::kClusterCaName, now,
                                            pki::kClusterCaValidity,
                                            ShareThrough(cluster));

@@ -30,9 +30,10 @@
 
 namespace varan::core {
 
-// The cluster setting (Cluster::Agree) holding the replicas' CA: its
-// certificate followed by its key, PEM. The database then holds the CA's
-// key: whoever can read it can issue certificates every replica trusts.
+// The cluster setting (Cluster::Agree) holding the replicas' CA and where
+// its rotation stands (core/daemon/shared_ca.h). The database then holds
+// the CA's key: whoever can read it can issue certificates every replica
+// trusts.
 inline constexpr char kClusterCaSetting[] = "cluster_ca";
 
 class BuiltinTls {
@@ -41,7 +42,9 @@ class BuiltinTls {
   // `names` too (DNS names or IP addresses; wildcard addresses are left
   // out). With `cluster` (replicas on one database), the CA is the one the
   // replicas share, kept in the database (setting kClusterCaSetting):
-  // the first replica's, taken by every other one (pki::ShareAuthority).
+  // the first replica's, taken by every other one (pki::ShareAuthority),
+  // or the one a rotation switched to (a replica away meanwhile takes it
+  // over the old one in its data directory).
   // Errors name the file or the name.
   static absl::StatusOr<std::unique_ptr<BuiltinTls>> Create(
       const std::string& data_dir, const std::vector<std::string>& names,

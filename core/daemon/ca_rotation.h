@@ -18,8 +18,17 @@
 // (Recover).
 //
 // Operators' clients pinning the CA (varanctl --ca-hash) take both pins
-// between START and FINISH. Several replicas share their CA through the
-// database and cannot rotate it yet (FAILED_PRECONDITION).
+// between START and FINISH.
+//
+// Replicas. With a Cluster the rotation is the replicas' together: where
+// it stands is the shared CA (core/daemon/shared_ca.h, one cluster
+// setting), not the files of pki/. A step reads it, checks the step
+// against it, and replaces it only if no other replica changed it
+// meanwhile (Cluster::Replace; otherwise ABORTED: try again); Follow(),
+// called every second or so, takes the steps other replicas took. Only
+// ca.crt and ca.key are written to pki/ (the current CA, what the next
+// start compares with the cluster's). SWITCH waits for every periphery,
+// whichever replica hears its heartbeats (FleetRegistry::NotTrusting).
 //
 // Thread-safe.
 #pragma once
@@ -27,12 +36,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/pki.h"
+#include "core/cluster/cluster.h"
 #include "core/daemon/builtin_tls.h"
+#include "core/daemon/shared_ca.h"
 #include "core/fleet/periphery_ca.h"
 #include "core/fleet/registry.h"
 #include "core/server/cluster_ca_control.h"
@@ -47,8 +59,8 @@ class CaRotation final : public ClusterCaControl {
     PeripheryCa* peripheries = nullptr;
     // Whose trust SWITCH waits for: every registered periphery.
     const FleetRegistry* fleet = nullptr;
-    // Several replicas: no rotation yet.
-    bool replicas = false;
+    // Several replicas: the cluster sharing the CA (must outlive this).
+    Cluster* cluster = nullptr;
     // After every step: core's serving certificate or the CAs trusted
     // changed (connections made from now on must use them).
     std::function<void()> changed;
@@ -58,16 +70,25 @@ class CaRotation final : public ClusterCaControl {
   // it is loaded). Errors name the file.
   static absl::Status Recover(const std::string& pki_dir);
 
-  // Where a rotation of the CA in `pki_dir` stands (Parts' objects must
-  // outlive it); tells `parts.peripheries` which CAs to trust.
+  // Where a rotation of the CA in `pki_dir` (or the cluster's) stands
+  // (Parts' objects must outlive it); tells `parts.peripheries` which CAs
+  // to trust.
   static absl::StatusOr<std::unique_ptr<CaRotation>> Open(
       const std::string& pki_dir, Parts parts);
 
+  // Replicas: takes the steps other replicas took since the last call
+  // (and calls Parts::changed when there were some). Blocks on the
+  // database; UNAVAILABLE when it cannot be reached. Without a cluster:
+  // OK, nothing to do.
+  absl::Status Follow(absl::Time now);
+
   varan::v1::ClusterCa State() const override;
   // One step (see the class comment); `now` dates a new CA. Errors:
-  // FAILED_PRECONDITION for a step the rotation is not at, a SWITCH
-  // peripheries are not ready for (naming them), or replicas;
-  // INVALID_ARGUMENT for no step; file errors naming the file.
+  // FAILED_PRECONDITION for a step the rotation is not at, or a SWITCH
+  // peripheries are not ready for (naming them); INVALID_ARGUMENT for no
+  // step; file errors naming the file; replicas: ABORTED when another
+  // replica took a step at the same time, UNAVAILABLE without the
+  // database.
   absl::StatusOr<varan::v1::ClusterCa> Step(varan::v1::CaRotationStep step,
                                             bool force,
                                             absl::Time now) override;
@@ -76,15 +97,37 @@ class CaRotation final : public ClusterCaControl {
   CaRotation(std::string pki_dir, Parts parts);
   varan::v1::ClusterCa StateLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void TrustLocked() ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION unless `step` may be taken now (force: a SWITCH
+  // pending peripheries); INVALID_ARGUMENT for none.
+  absl::Status CheckStepLocked(varan::v1::CaRotationStep step, bool force) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The step on the files of pki/ (one core).
+  absl::Status StepFilesLocked(varan::v1::CaRotationStep step, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SwitchLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The step on the cluster's shared CA (replicas), from shared_value_.
+  absl::Status StepSharedLocked(varan::v1::CaRotationStep step, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads the shared CA and applies it when it changed; true when it did.
+  absl::StatusOr<bool> FollowLocked(absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Serves, issues with and trusts what `shared` says (pki/ca.* written
+  // when the current CA changed).
+  absl::Status ApplyLocked(const SharedCa& shared, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;
   const Parts parts_;
   mutable absl::Mutex mu_;
   varan::v1::CaRotationPhase phase_ ABSL_GUARDED_BY(mu_) =
       varan::v1::CA_ROTATION_PHASE_STEADY;
-  // STARTED: the new CA; SWITCHED: the old one (certificate only).
+  // STARTED: the new CA; SWITCHED: the old one (certificate only, but for
+  // replicas, whose shared CA keeps the key until FINISH).
   pki::Authority other_ ABSL_GUARDED_BY(mu_);
+  // Replicas: the shared CA as last read (kClusterCaSetting's value), and
+  // the pins it retired.
+  std::string shared_value_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> retired_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::core

@@ -15,6 +15,7 @@
 #include "common/server.h"
 #include "core/daemon/builtin_tls.h"
 #include "core/daemon/ca_rotation.h"
+#include "core/daemon/core_tls.h"
 #include "core/daemon/open_store.h"
 #include "core/daemon/step_down.h"
 #include "core/fleet/enrollment.h"
@@ -81,8 +82,8 @@ struct CoreServer::Parts {
     }
   }
 
-  // With replicas, every `period` until stopped: re-reads the shared fleet
-  // and tokens, holding the jobs lease takes over the jobs of dead
+  // With replicas, every `period` until stopped: re-reads the shared fleet,
+  // tokens and CA rotation, holding the jobs lease takes over the jobs of dead
   // replicas, and resolves targets waiting on peripheries held elsewhere.
   void RefreshLoop(const std::string& db, absl::Duration period) {
     bool failing = false;
@@ -90,6 +91,8 @@ struct CoreServer::Parts {
     do {
       absl::Status s = fleet->Refresh();
       if (s.ok()) s = tokens->Refresh();
+      if (s.ok() && ca_rotation != nullptr)
+        s = ca_rotation->Follow(absl::Now());
       // After the refresh, so the fleet says which peripheries are online.
       if (adoption.Due(absl::Now()) && s.ok()) {
         s = dispatcher->AdoptOrphans().status();
@@ -99,7 +102,7 @@ struct CoreServer::Parts {
       enrollment->CheckAwaited();
       if (!s.ok() && !failing) {
         spdlog::error(
-            "re-reading the fleet, tokens and jobs from {} failed: {}", db,
+            "re-reading the fleet, tokens, CA and jobs from {} failed: {}", db,
             s.message());
       }
       failing = !s.ok();
@@ -174,62 +177,6 @@ namespace {
 absl::Status Prefixed(const std::string& context, const absl::Status& status) {
   return absl::Status(status.code(),
                       absl::StrCat(context, ": ", status.message()));
-}
-
-// The cluster CA and core's certificate, naming --tls-san's names and the
-// listeners' specific hosts; logs the CA's pin.
-absl::StatusOr<std::unique_ptr<BuiltinTls>> StartBuiltinTls(
-    const CoreConfig& config, const std::vector<HostPort>& listen,
-    Cluster* cluster) {
-  std::vector<std::string> names = config.tls_san;
-  for (const HostPort& hp : listen) names.push_back(hp.host);
-  if (cluster != nullptr) {
-    // Where the other replicas reach this one.
-    auto replica = ParseDialAddress(cluster->self().address, 0);
-    if (replica.ok()) names.push_back(replica->host);
-  }
-  if (!config.ca_from.empty()) {
-    auto seeded = pki::SeedAuthority(config.ca_from, config.data_dir + "/pki");
-    if (!seeded.ok()) return Prefixed("--ca-from", seeded.status());
-    if (*seeded) {
-      spdlog::info("--ca-from: the cluster CA is the one in {}",
-                   config.ca_from);
-    } else {
-      spdlog::info("--ca-from: {} holds no CA; core uses its own",
-                   config.ca_from);
-    }
-  }
-  if (cluster == nullptr) {
-    if (absl::Status s = CaRotation::Recover(config.data_dir + "/pki");
-        !s.ok()) {
-      return Prefixed("the built-in cluster CA", s);
-    }
-  }
-  // The wall clock, not `clock`: TLS stacks check certificates against it.
-  auto tls = BuiltinTls::Create(config.data_dir, names, absl::Now(), cluster);
-  if (!tls.ok()) return Prefixed("the built-in cluster CA", tls.status());
-  const BuiltinTls& t = **tls;
-  spdlog::info(
-      "{} the cluster CA in {}; its pin is {} (join tokens carry it; "
-      "operators give it to varanctl --ca-hash)",
-      t.created()   ? "created"
-      : t.adopted() ? "took the replicas' shared"
-                    : "using",
-      t.ca_path(), t.pin());
-  return tls;
-}
-
-// Peripheries of the built-in CA present their certificates (checked by
-// Enrollment); operators may present none. An operator's --tls-client-ca
-// makes every client present one that chains to it.
-ClientCertificates ClientCertificatesAsked(const CoreConfig& config) {
-  if (!config.tls.client_ca.empty()) {
-    return ClientCertificates::kRequireVerified;
-  }
-  if (config.insecure_plaintext || config.tls.enabled()) {
-    return ClientCertificates::kNone;
-  }
-  return ClientCertificates::kRequest;
 }
 
 }  // namespace
@@ -370,12 +317,15 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   dispatcher_options.live_window_bytes = config.live_window;
   if (p->cluster != nullptr) {
     p->owners = std::make_unique<JobOwners>(p->cluster.get());
-    // Replicas of the built-in CA verify each other by its pin and present
+    // Replicas of the built-in CA verify each other by its pins (both while
+    // it is rotated) and present
     // their own serving certificates (client use too).
     p->peers = std::make_unique<ReplicaPeers>(
         p->cluster.get(), config.keepalive,
         p->builtin_tls != nullptr
-            ? MakePinnedSecurity(p->builtin_tls->pin(), p->server_tls.get())
+            ? MakeLivePinnedSecurity(
+                  [ca = p->periphery_ca.get()] { return ca->pins(); },
+                  p->server_tls.get())
             : MakeChannelSecurity(p->replica_tls.get(),
                                   config.replica_tls.server_name));
     {
@@ -443,12 +393,6 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get(), p->periphery_ca.get());
-  if (p->cluster != nullptr) {
-    p->refresher =
-        std::thread([parts = p.get(), db, period = config.fleet_refresh] {
-          parts->RefreshLoop(db, period);
-        });
-  }
   p->registry_service =
       std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
   p->fleet_service =
@@ -464,7 +408,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
     parts.tls = p->builtin_tls.get();
     parts.peripheries = p->periphery_ca.get();
     parts.fleet = p->fleet.get();
-    parts.replicas = p->cluster != nullptr;
+    parts.cluster = p->cluster.get();
     // A step took effect: connections made from now on serve and check
     // the CAs of now, and join tokens carry the current pin.
     parts.changed = [parts_ptr = p.get()] {
@@ -487,6 +431,12 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
       return Prefixed("the built-in cluster CA", rotation.status());
     }
     p->ca_rotation = *std::move(rotation);
+  }
+  if (p->cluster != nullptr) {
+    p->refresher =
+        std::thread([parts = p.get(), db, period = config.fleet_refresh] {
+          parts->RefreshLoop(db, period);
+        });
   }
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),

@@ -216,9 +216,9 @@ absl::StatusOr<varan::v1::HeartbeatResponse> Enrollment::Record(
               response.mutable_heartbeat_interval());
   if (certificates_ != nullptr) {
     // What it trusts, and what it is to trust (a rotation of the CA).
-    certificates_->Heard(periphery_id,
-                         std::vector<std::string>(request.ca_pins().begin(),
-                                                  request.ca_pins().end()));
+    fleet_->Trusts(periphery_id,
+                   std::vector<std::string>(request.ca_pins().begin(),
+                                            request.ca_pins().end()));
     for (std::string& pin : certificates_->pins()) {
       response.add_ca_pins(std::move(pin));
     }

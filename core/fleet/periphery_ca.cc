@@ -59,29 +59,6 @@ absl::Status PeripheryCa::CheckRequest(const std::string& csr_pem) const {
   return absl::InvalidArgumentError(absl::StrCat("csr: ", s.message()));
 }
 
-void PeripheryCa::Heard(const std::string& id, std::vector<std::string> pins) {
-  absl::MutexLock lock(&mu_);
-  auto [it, inserted] = heard_.try_emplace(id);
-  if (inserted || it->second != pins) it->second = std::move(pins);
-}
-
-std::vector<std::string> PeripheryCa::NotTrusting(
-    const std::vector<std::string>& ids) const {
-  absl::MutexLock lock(&mu_);
-  std::vector<std::string> out;
-  for (const std::string& id : ids) {
-    auto it = heard_.find(id);
-    const bool trusts_all =
-        it != heard_.end() &&
-        std::all_of(pins_.begin(), pins_.end(), [&](const std::string& p) {
-          return std::find(it->second.begin(), it->second.end(), p) !=
-                 it->second.end();
-        });
-    if (!trusts_all) out.push_back(id);
-  }
-  return out;
-}
-
 absl::StatusOr<std::string> PeripheryCa::Issue(
     const std::string& id, const std::string& csr_pem) const {
   const absl::Time now = absl::Now();

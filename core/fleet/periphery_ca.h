@@ -29,7 +29,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -55,13 +54,6 @@ class PeripheryCa final : public OperatorCertificates {
   // Whether `chain_pem` is a certificate of the other CA than the issuing
   // one (false without one, or for a chain of neither).
   bool IssuedByOther(const std::string& chain_pem) const;
-
-  // Records the pins periphery `id` says it trusts (its heartbeats).
-  void Heard(const std::string& id, std::vector<std::string> pins);
-  // Of `ids`, the peripheries not heard trusting every pin in pins() (since
-  // this core started): a switch to a new CA would cut them off.
-  std::vector<std::string> NotTrusting(
-      const std::vector<std::string>& ids) const;
 
   // A request Issue would refuse, refused before anything else is done.
   // INVALID_ARGUMENT naming "csr" and what is wrong.
@@ -107,8 +99,6 @@ class PeripheryCa final : public OperatorCertificates {
   pki::Authority ca_ ABSL_GUARDED_BY(mu_);
   std::string other_pem_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> pins_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::vector<std::string>> heard_
-      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace varan::core

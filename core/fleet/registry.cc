@@ -251,6 +251,37 @@ absl::Status FleetRegistry::Heartbeat(const std::string& id,
   return absl::OkStatus();
 }
 
+void FleetRegistry::Trusts(const std::string& id,
+                           const std::vector<std::string>& pins) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second.removed) return;
+  Record& r = it->second;
+  const auto& held = r.stored.info.trusted_ca_pins();
+  if (std::equal(held.begin(), held.end(), pins.begin(), pins.end())) return;
+  r.stored.info.mutable_trusted_ca_pins()->Assign(pins.begin(), pins.end());
+  SaveLocked(r, now);
+}
+
+std::vector<std::string> FleetRegistry::NotTrusting(
+    const std::vector<std::string>& pins) const {
+  std::vector<std::string> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, r] : by_id_) {
+    if (r.removed) continue;
+    const auto& held = r.stored.info.trusted_ca_pins();
+    for (const std::string& pin : pins) {
+      if (std::find(held.begin(), held.end(), pin) == held.end()) {
+        out.push_back(id);
+        break;
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 void FleetRegistry::Readdress(const std::string& id,
                               const std::string& address) {
   const absl::Time now = clock_->Now();

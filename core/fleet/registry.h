@@ -134,6 +134,17 @@ class FleetRegistry {
                          const varan::v1::HostStats& stats,
                          const std::string& peer);
 
+  // Records the pins of the CAs periphery `id` says it trusts (its
+  // heartbeats, core's built-in CA), written to the store when they
+  // changed. Call after its heartbeat was recorded.
+  void Trusts(const std::string& id, const std::vector<std::string>& pins);
+  // The ids of the registered (not removed) peripheries, online or not,
+  // that have not said they trust every pin in `pins`: a switch to a new CA
+  // would cut them off. With replicas, what the others heard shows after
+  // the next Refresh.
+  std::vector<std::string> NotTrusting(
+      const std::vector<std::string>& pins) const;
+
   // OK when `credential` is the one issued to periphery `id`. NOT_FOUND for
   // an unknown or removed id, UNAUTHENTICATED otherwise.
   absl::Status CheckCredential(const std::string& id,

@@ -63,6 +63,7 @@ void FleetRegistry::MergeLocked(
     *p.info.mutable_stats() = r.stored.info.stats();
     p.info.set_peer_address(r.stored.info.peer_address());
     p.info.set_address(r.stored.info.address());
+    *p.info.mutable_trusted_ca_pins() = r.stored.info.trusted_ca_pins();
   } else {
     r.last_seen = std::max(r.last_seen, FromTimestamp(p.info.last_seen()));
   }

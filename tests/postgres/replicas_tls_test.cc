@@ -15,11 +15,13 @@
 #include "absl/time/clock.h"
 #include "common/pki.h"
 #include "common/secrets.h"
+#include "common/tls.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
 #include "tests/postgres/replica_fleet.h"
 #include "tests/postgres/test_postgres.h"
+#include "varan/v1/core.grpc.pb.h"
 
 namespace varan::testing {
 namespace {
@@ -175,6 +177,157 @@ TEST_F(ReplicasTlsTest, ReplicaTlsFlagsAreRefusedOnTheBuiltinCa) {
                             dir.File("ca.pem")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("verify each other by its pin"));
+}
+
+// A client of replica `i` trusting `pins` only, for Admin calls.
+std::unique_ptr<varan::v1::Admin::Stub> AdminOf(
+    const ReplicaFleet& fleet, int i, const std::vector<std::string>& pins) {
+  return varan::v1::Admin::NewStub(grpc::CreateChannel(
+      fleet.address(i), MakePinnedSecurity(pins, "", "").credentials));
+}
+
+absl::StatusOr<varan::v1::ClusterCa> CaOf(
+    const ReplicaFleet& fleet, int i, const std::vector<std::string>& pins) {
+  grpc::ClientContext context;
+  fleet.Authorize(&context);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  varan::v1::ClusterCa out;
+  grpc::Status s =
+      AdminOf(fleet, i, pins)
+          ->GetClusterCa(&context, varan::v1::GetClusterCaRequest(), &out);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return out;
+}
+
+absl::StatusOr<varan::v1::ClusterCa> Rotate(
+    const ReplicaFleet& fleet, int i, const std::vector<std::string>& pins,
+    varan::v1::CaRotationStep step) {
+  grpc::ClientContext context;
+  fleet.Authorize(&context);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  varan::v1::RotateClusterCaRequest request;
+  request.set_step(step);
+  varan::v1::ClusterCa out;
+  grpc::Status s =
+      AdminOf(fleet, i, pins)->RotateClusterCa(&context, request, &out);
+  if (!s.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                        s.error_message());
+  }
+  return out;
+}
+
+TEST_F(ReplicasTlsTest, TheSharedCaIsRotatedWithoutLosingAPeriphery) {
+  ASSERT_NO_FATAL_FAILURE(StartTlsFleet(2));
+  const std::string old_pin = fleet_->ca_pin();
+  // A tunnel held by replica 0, a dial periphery registered with replica 1.
+  fleet_->StartPeriphery("rot-tun", {.cores = {0, 1}, .tunnel = true});
+  fleet_->StartPeriphery("rot-dial", {.cores = {1, 0}});
+  ASSERT_TRUE(fleet_->WaitOnline({"rot-tun", "rot-dial"}, {0, 1}));
+
+  // START on replica 0; replica 1 follows within a few seconds.
+  auto started =
+      Rotate(*fleet_, 0, {old_pin}, varan::v1::CA_ROTATION_STEP_START);
+  ASSERT_TRUE(started.ok()) << started.status();
+  const std::string new_pin = started->other_pin();
+  const std::vector<std::string> both = {old_pin, new_pin};
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto ca = CaOf(*fleet_, 1, both);
+        return ca.ok() && ca->phase() == varan::v1::CA_ROTATION_PHASE_STARTED &&
+               ca->other_pin() == new_pin;
+      },
+      absl::Seconds(10)));
+  // Each periphery learns the new pin from the replica it heartbeats to;
+  // replica 1 knows both did, whichever heard it.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto ca = CaOf(*fleet_, 1, both);
+        return ca.ok() && ca->pending() == 0;
+      },
+      absl::Seconds(20)));
+
+  // SWITCH on replica 1; replica 0 follows and serves the new CA.
+  auto switched = Rotate(*fleet_, 1, both, varan::v1::CA_ROTATION_STEP_SWITCH);
+  ASSERT_TRUE(switched.ok()) << switched.status();
+  EXPECT_EQ(switched->pin(), new_pin);
+  const std::shared_ptr<grpc::ChannelCredentials> only_new =
+      MakePinnedSecurity(std::vector<std::string>{new_pin}, "", "").credentials;
+  for (int i : {0, 1}) {
+    EXPECT_TRUE(
+        WaitFor([&] { return ReadyServing(fleet_->address(i), only_new); },
+                absl::Seconds(10)))
+        << "replica " << i << " does not serve the new CA";
+  }
+  // The peripheries renew their certificates from the new CA.
+  const std::string new_ca = ReadFile(CoreFile(1, "ca.crt"));
+  ASSERT_EQ(pki::AuthorityPin(new_ca).value_or(""), new_pin);
+  for (const std::string name : {"rot-tun", "rot-dial"}) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return pki::Verify(new_ca,
+                             ReadFile(fleet_->dir().File("periphery-" + name +
+                                                         "/periphery.crt")),
+                             absl::Now(), pki::Usage::kClientAuth)
+              .ok();
+        },
+        absl::Seconds(20)))
+        << name << " holds no certificate of the new CA";
+  }
+
+  // FINISH on replica 0; replica 1 follows; the old CA is refused.
+  auto finished =
+      Rotate(*fleet_, 0, {new_pin}, varan::v1::CA_ROTATION_STEP_FINISH);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto ca = CaOf(*fleet_, 1, {new_pin});
+        return ca.ok() && ca->phase() == varan::v1::CA_ROTATION_PHASE_STEADY;
+      },
+      absl::Seconds(10)));
+  const std::shared_ptr<grpc::ChannelCredentials> only_old =
+      MakePinnedSecurity(std::vector<std::string>{old_pin}, "", "").credentials;
+  for (int i : {0, 1}) {
+    EXPECT_FALSE(ReadyServing(fleet_->address(i), only_old)) << "replica " << i;
+  }
+
+  // A job through replica 1 reaches both peripheries: the tunnel through
+  // replica 0, the dial one dialed, every hop verified by the new pin.
+  const auto run_through = [&](int i, const std::vector<std::string>& names,
+                               const std::string& word) {
+    client::ClientOptions options;
+    options.address = fleet_->address(i);
+    options.token = Trimmed(ReadFile(fleet_->dir().File("admin.token")));
+    options.tls.ca_pin = new_pin;
+    auto c = client::CoreClient::Create(options);
+    ASSERT_TRUE(c.ok()) << c.status();
+    const std::string id = MustDispatch(c->get(), Names(names), "echo " + word);
+    std::string other;
+    EXPECT_EQ(Succeeded(WaitAllFinal(c->get(), {id}, absl::Seconds(30)),
+                        word + "\n", &other),
+              1u)
+        << "through replica " << i << ": " << other;
+  };
+  EXPECT_EQ(fleet_->Holder("rot-tun"), 0);
+  run_through(1, {"rot-tun", "rot-dial"}, "rotated");
+  // Replica 0 restarts on the new CA. A tunnel held by it is reached from
+  // replica 1 over a new connection, which replica 1 (up since before the
+  // rotation) verifies by the new pin.
+  fleet_->Stop(0, SIGTERM);
+  fleet_->Launch(0);
+  ASSERT_TRUE(fleet_->WaitServing(0));
+  EXPECT_EQ(ReadFile(CoreFile(0, "ca.crt")), new_ca);
+  fleet_->StartPeriphery("rot-late", {.cores = {0}, .tunnel = true});
+  const std::vector<std::string> all = {"rot-tun", "rot-dial", "rot-late"};
+  ASSERT_TRUE(fleet_->WaitOnline(all, {0, 1}, absl::Seconds(20)));
+  EXPECT_EQ(fleet_->Holder("rot-late"), 0);
+  run_through(1, all, "after-restart");
+  run_through(0, all, "restarted");
+  for (const std::string& name : all) {
+    EXPECT_THAT(fleet_->periphery(name)->Log(),
+                ::testing::Not(HasSubstr("certificate verify failed")))
+        << name;
+  }
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ class CaRotationTest : public ::testing::Test {
   void SetUp() override { Start(); }
 
   // Core (re)started on the data directory: its CA and the rotation.
-  void Start(bool replicas = false) {
+  void Start() {
     rotation_.reset();
     ASSERT_TRUE(CaRotation::Recover(pki()).ok());
     auto tls = BuiltinTls::Create(dir_.path(), {}, absl::Now());
@@ -56,7 +56,6 @@ class CaRotationTest : public ::testing::Test {
     CaRotation::Parts parts;
     parts.tls = tls_.get();
     parts.peripheries = peripheries_.get();
-    parts.replicas = replicas;
     parts.changed = [this] { ++changed_; };
     auto rotation = CaRotation::Open(pki(), std::move(parts));
     ASSERT_TRUE(rotation.ok()) << rotation.status();
@@ -152,7 +151,7 @@ TEST_F(CaRotationTest, AnInterruptedSwitchIsCompletedAtTheNextStart) {
   EXPECT_FALSE(std::filesystem::exists(pki() + "/next"));
 }
 
-TEST_F(CaRotationTest, StepsOutOfOrderAndReplicasAreRefused) {
+TEST_F(CaRotationTest, StepsOutOfOrderAreRefused) {
   auto wrong = Step(CA_ROTATION_STEP_SWITCH);
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(wrong.status().message()),
@@ -170,11 +169,6 @@ TEST_F(CaRotationTest, StepsOutOfOrderAndReplicasAreRefused) {
   EXPECT_EQ(aborted->phase(), CA_ROTATION_PHASE_STEADY);
   EXPECT_FALSE(std::filesystem::exists(pki() + "/next"));
   EXPECT_EQ(changed_, 2);
-  // Replicas share their CA through the database: not yet.
-  Start(/*replicas=*/true);
-  auto replicas = Step(CA_ROTATION_STEP_START);
-  EXPECT_EQ(replicas.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(replicas.status().message()), HasSubstr("replicas"));
 }
 
 }  // namespace

@@ -159,17 +159,5 @@ TEST_F(PeripheryCaTest, DuringARotationBothCasAreTrustedAndThenOnlyTheNew) {
   EXPECT_FALSE(ca_.IssuedByOther(*old_chain));
 }
 
-TEST_F(PeripheryCaTest, PeripheriesNotHeardTrustingEveryPinAreNamed) {
-  const pki::Authority next = NewCa("next CA");
-  const std::string old_pin = *pki::AuthorityPin(authority_.cert_pem);
-  const std::string new_pin = *pki::AuthorityPin(next.cert_pem);
-  ca_.Heard("p1", {old_pin});
-  ca_.Heard("p2", {old_pin});
-  EXPECT_THAT(ca_.NotTrusting({"p1", "p2", "p3"}), ElementsAre("p3"));
-  ca_.Trust(authority_, next.cert_pem);
-  ca_.Heard("p2", {new_pin, old_pin});
-  EXPECT_THAT(ca_.NotTrusting({"p1", "p2", "p3"}), ElementsAre("p1", "p3"));
-}
-
 }  // namespace
 }  // namespace varan::core

@@ -236,5 +236,33 @@ TEST_F(SharedFleetTest, RemovedThroughOneReplicaIsGoneFromTheOther) {
   EXPECT_FALSE(replicas_[1]->cluster->OwnerOf(reg.id).has_value());
 }
 
+TEST_F(SharedFleetTest, ThePinsAPeripheryTrustsAreKnownToEveryReplica) {
+  const FleetRegistry::Registration p1 = Join(a(), "p1");
+  const FleetRegistry::Registration p2 = Join(b(), "p2");
+  a().Trusts(p1.id, {"sha256:old"});
+  b().Trusts(p2.id, {"sha256:old"});
+  RefreshAll();
+  EXPECT_THAT(a().NotTrusting({"sha256:old"}), IsEmpty());
+  // A rotation adds a pin: p1 says it trusts it, to replica a only.
+  a().Trusts(p1.id, {"sha256:new", "sha256:old"});
+  EXPECT_THAT(b().NotTrusting({"sha256:new", "sha256:old"}),
+              ::testing::UnorderedElementsAre(p1.id, p2.id));
+  RefreshAll();
+  EXPECT_THAT(b().NotTrusting({"sha256:new", "sha256:old"}),
+              ::testing::ElementsAre(p2.id));
+  // What b receives from p2 itself is not undone by a refresh.
+  b().Trusts(p2.id, {"sha256:new", "sha256:old"});
+  RefreshAll();
+  EXPECT_THAT(b().NotTrusting({"sha256:new", "sha256:old"}), IsEmpty());
+  EXPECT_THAT(a().NotTrusting({"sha256:new", "sha256:old"}), IsEmpty());
+  auto got = a().Get("p2");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_THAT(got->trusted_ca_pins(),
+              ::testing::ElementsAre("sha256:new", "sha256:old"));
+  // A removed periphery is not waited for.
+  ASSERT_TRUE(a().Remove("p1").ok());
+  EXPECT_THAT(a().NotTrusting({"sha256:newer"}), ::testing::ElementsAre(p2.id));
+}
+
 }  // namespace
 }  // namespace varan::core
