@@ -274,6 +274,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
 
   p->tokens = std::make_unique<TokenRegistry>(clock, p->store.get());
   p->tokens->set_ca_pin(p->token_files.ca_pin);
+  p->tokens->set_look_up_unknown_joins(p->cluster != nullptr);
   if (absl::Status s = p->tokens->Load(); !s.ok()) {
     return Prefixed(absl::StrCat("loading tokens from ", db), s);
   }

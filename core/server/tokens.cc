@@ -241,6 +241,22 @@ absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
   }
   const std::string hash = SecretHash(secret);
   const absl::Time now = clock_->Now();
+  bool look_up = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (look_up_unknown_joins_ && !join_by_hash_.contains(hash) &&
+        now >= next_unknown_join_) {
+      // Perhaps made through another replica since the last Refresh.
+      next_unknown_join_ = now + kUnknownJoinGap;
+      look_up = true;
+    }
+  }
+  if (look_up) {
+    if (absl::Status s = ReadNewJoinTokens(); !s.ok()) {
+      spdlog::warn("looking an unknown join token up in the store: {}",
+                   s.message());
+    }
+  }
   std::string id;
   bool limited = false;
   {

@@ -78,6 +78,15 @@ class TokenRegistry {
   // thread of its own (tokens_refresh.cc).
   absl::Status Refresh();
 
+  // Several replicas: ReserveJoin looks a join token it does not know up in
+  // the store (one created through another replica since the last
+  // Refresh), at most once per kUnknownJoinGap.
+  void set_look_up_unknown_joins(bool on) {
+    absl::MutexLock lock(&mu_);
+    look_up_unknown_joins_ = on;
+  }
+  static constexpr absl::Duration kUnknownJoinGap = absl::Milliseconds(200);
+
   // Replaces the bootstrap admin and join tokens.
   void SetBootstrap(std::vector<BootstrapToken> admin,
                     std::vector<BootstrapToken> join);
@@ -95,7 +104,9 @@ class TokenRegistry {
   // Takes one use of a valid join token and returns its id, to be given to
   // ReleaseJoin if the registration then fails. UNAUTHENTICATED for an
   // unknown, expired, revoked or used-up one. A CA pin after the secret
-  // (common/secrets.h SplitJoinToken) is ignored.
+  // (common/secrets.h SplitJoinToken) is ignored. With
+  // set_look_up_unknown_joins, an unknown one is looked up in the store
+  // first (reading the join tokens: this blocks on the store).
   //
   // A token with a use limit is counted by the store (Store::UseJoinToken),
   // so that replicas sharing a database give its last use to one
@@ -158,6 +169,9 @@ class TokenRegistry {
   absl::Status Unusable(const varan::v1::JoinToken& t, absl::Time now) const;
   // Store::UseJoinToken(id, kTake), waited for (ReserveJoin).
   absl::StatusOr<JoinUses> TakeStoredUse(const std::string& id);
+  // Takes the join tokens stored that are not known here (tokens_refresh.cc);
+  // what is known is left as it is (Refresh's to update).
+  absl::Status ReadNewJoinTokens();
   // The use count the store reported for join token `id`.
   void SetUses(const std::string& id, uint32_t uses);
   // A token that is neither revoked nor expired has that name.
@@ -188,6 +202,9 @@ class TokenRegistry {
   mutable absl::Mutex mu_;
   std::string ca_pin_ ABSL_GUARDED_BY(mu_);
   absl::Duration join_use_wait_ ABSL_GUARDED_BY(mu_) = kJoinUseWait;
+  bool look_up_unknown_joins_ ABSL_GUARDED_BY(mu_) = false;
+  // When an unknown join token may next be looked up in the store.
+  absl::Time next_unknown_join_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // By id; bootstrap tokens have ids "bootstrap-<name>".
   absl::flat_hash_map<std::string, Operator> operators_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Join> joins_ ABSL_GUARDED_BY(mu_);

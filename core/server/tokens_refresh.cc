@@ -1,5 +1,6 @@
 // TokenRegistry, part 3 of 3: sharing the tokens between core replicas
-// (Refresh). The class and its contract are in tokens.h.
+// (Refresh, and ReserveJoin's look-up of unknown join tokens). The class
+// and its contract are in tokens.h.
 #include "common/log.h"
 #include "core/server/tokens.h"
 
@@ -35,6 +36,19 @@ absl::Status TokenRegistry::Refresh() {
   for (StoredJoinToken& t : *joins) {
     const std::string id = t.info.id();
     if (written_since(id)) continue;
+    join_by_hash_[t.hash] = id;
+    joins_[id] = Join{std::move(t), false};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TokenRegistry::ReadNewJoinTokens() {
+  auto joins = store_->LoadJoinTokens();
+  if (!joins.ok()) return joins.status();
+  absl::MutexLock lock(&mu_);
+  for (StoredJoinToken& t : *joins) {
+    const std::string id = t.info.id();
+    if (joins_.contains(id)) continue;
     join_by_hash_[t.hash] = id;
     joins_[id] = Join{std::move(t), false};
   }

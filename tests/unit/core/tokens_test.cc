@@ -191,6 +191,38 @@ TEST_F(TokenRegistryTest, ReplicasShareAJoinTokensUseLimit) {
   EXPECT_TRUE((*stored)[0].info.has_revoke_time());
 }
 
+// A join token made through one replica works through another at once,
+// before that one's next Refresh; unknown tokens cost at most one read of
+// the store per kUnknownJoinGap.
+TEST_F(TokenRegistryTest, AJoinTokenMadeOnAnotherReplicaIsLookedUp) {
+  TokenRegistry other(&clock_, &store_);
+  ASSERT_TRUE(other.Load().ok());
+  other.set_look_up_unknown_joins(true);
+  // Nothing there yet: unknown, and the look-up is spent for a while.
+  auto unknown = other.ReserveJoin("varan-join-nosuchsecret");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnauthenticated);
+  auto created = CreateJoin("rack-7", absl::Hours(2), 0);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto early = other.ReserveJoin(created->token());
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kUnauthenticated)
+      << "looked up twice within kUnknownJoinGap";
+  clock_.Advance(TokenRegistry::kUnknownJoinGap);
+  auto reserved = other.ReserveJoin(created->token());
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  EXPECT_EQ(other.JoinTokenName(*reserved), "rack-7");
+  // Without the look-up (one core), a token this registry did not make or
+  // load stays unknown.
+  TokenRegistry alone(&clock_, &store_);
+  auto second = CreateJoin("rack-8", absl::Hours(2), 0);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(alone.Load().ok());
+  auto third = CreateJoin("rack-9", absl::Hours(2), 0);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_TRUE(alone.ReserveJoin(second->token()).ok());
+  EXPECT_EQ(alone.ReserveJoin(third->token()).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
 // The store not answering in time (its database unreachable): UNAVAILABLE,
 // and the use it takes later is given back.
 TEST_F(TokenRegistryTest, AUseTheStoreCountsTooLateIsGivenBack) {
