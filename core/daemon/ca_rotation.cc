@@ -122,17 +122,7 @@ absl::StatusOr<std::unique_ptr<CaRotation>> CaRotation::Open(
 absl::Status CaRotation::Follow(absl::Time now) {
   if (parts_.cluster == nullptr) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  auto followed = FollowLocked(now);
-  if (!followed.ok()) return followed.status();
-  if (*followed) {
-    spdlog::info(
-        "the rotation of the cluster CA is now {} (a step another replica "
-        "took); core serves {}",
-        PhaseName(phase_), parts_.tls->pin());
-    TrustLocked();
-    if (parts_.changed) parts_.changed();
-  }
-  return absl::OkStatus();
+  return FollowLocked(now).status();
 }
 
 absl::StatusOr<bool> CaRotation::FollowLocked(absl::Time now) {
@@ -142,7 +132,17 @@ absl::StatusOr<bool> CaRotation::FollowLocked(absl::Time now) {
   auto shared = DecodeSharedCa(*value);
   if (!shared.ok()) return shared.status();
   if (absl::Status s = ApplyLocked(*shared, now); !s.ok()) return s;
+  const bool first = shared_value_.empty();
   shared_value_ = *std::move(value);
+  // Open tells the peripheries' CA itself, and nothing was served before.
+  if (!first) {
+    spdlog::info(
+        "the rotation of the cluster CA is now {} (a step another replica "
+        "took); core serves {}",
+        PhaseName(phase_), parts_.tls->pin());
+    TrustLocked();
+    if (parts_.changed) parts_.changed();
+  }
   return true;
 }
 

@@ -108,7 +108,9 @@ class CaRotation final : public ClusterCaControl {
   // The step on the cluster's shared CA (replicas), from shared_value_.
   absl::Status StepSharedLocked(varan::v1::CaRotationStep step, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads the shared CA and applies it when it changed; true when it did.
+  // Reads the shared CA and applies it when it changed (and, but for the
+  // first read, tells the peripheries' CA and calls Parts::changed); true
+  // when it did.
   absl::StatusOr<bool> FollowLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Serves, issues with and trusts what `shared` says (pki/ca.* written

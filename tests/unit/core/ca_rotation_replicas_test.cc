@@ -133,6 +133,12 @@ TEST_F(SharedCaRotationTest, AStepOnOneReplicaIsFollowedByTheOther) {
   ASSERT_TRUE(started.ok()) << started.status();
   const std::string new_pin = started->other_pin();
   EXPECT_EQ(b_.rotation->State().phase(), CA_ROTATION_PHASE_STEADY);
+  // b, behind, is asked to start too: it finds the rotation started (and
+  // takes it on at once, even though its own step is refused).
+  auto again = b_.Step(CA_ROTATION_STEP_START);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(again.status().message()),
+              HasSubstr("cannot start: the rotation is started"));
   ASSERT_TRUE(b_.rotation->Follow(absl::Now()).ok());
   EXPECT_EQ(b_.rotation->State().phase(), CA_ROTATION_PHASE_STARTED);
   EXPECT_EQ(b_.rotation->State().other_pin(), new_pin);
