@@ -38,6 +38,20 @@ absl::StatusOr<postgres::Result> RunKeeping(
   return out;
 }
 
+// Setting `name` through RunKeeping: NOT_FOUND when it was never set.
+absl::StatusOr<std::string> ReadKeeping(std::unique_ptr<postgres::Conn>& conn,
+                                        const std::string& url,
+                                        const std::string& name) {
+  VARAN_ASSIGN_OR_RETURN(
+      postgres::Result read,
+      RunKeeping(conn, url, kReadSetting, Params().Text(name),
+                 absl::StrCat("read the cluster's ", name)));
+  if (read.rows() != 1) {
+    return absl::NotFoundError(absl::StrCat("no cluster setting ", name));
+  }
+  return std::string(read.Bytes(0, 0));
+}
+
 }  // namespace
 
 // What the replicas agree on for setting `name` (Cluster::Agree), through
@@ -67,14 +81,7 @@ absl::StatusOr<std::string> PostgresCluster::Agree(
 
 absl::StatusOr<std::string> PostgresCluster::Setting(const std::string& name) {
   absl::MutexLock lock(&settings_mu_);
-  VARAN_ASSIGN_OR_RETURN(
-      postgres::Result read,
-      RunKeeping(settings_conn_, url_, kReadSetting, Params().Text(name),
-                 absl::StrCat("read the cluster's ", name)));
-  if (read.rows() != 1) {
-    return absl::NotFoundError(absl::StrCat("no cluster setting ", name));
-  }
-  return std::string(read.Bytes(0, 0));
+  return ReadKeeping(settings_conn_, url_, name);
 }
 
 absl::Status PostgresCluster::Replace(const std::string& name,
@@ -87,13 +94,8 @@ absl::Status PostgresCluster::Replace(const std::string& name,
                  Params().Text(name).Text(expected).Text(value),
                  absl::StrCat("change the cluster's ", name)));
   if (replaced.rows() == 1) return absl::OkStatus();
-  VARAN_ASSIGN_OR_RETURN(
-      postgres::Result read,
-      RunKeeping(settings_conn_, url_, kReadSetting, Params().Text(name),
-                 absl::StrCat("read the cluster's ", name)));
-  if (read.rows() != 1) {
-    return absl::NotFoundError(absl::StrCat("no cluster setting ", name));
-  }
+  // Changed meanwhile, or never set.
+  VARAN_RETURN_IF_ERROR(ReadKeeping(settings_conn_, url_, name).status());
   return absl::AbortedError(absl::StrCat(
       "the cluster's ", name, " was changed by another replica meanwhile"));
 }
