@@ -319,8 +319,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   if (p->cluster != nullptr) {
     p->owners = std::make_unique<JobOwners>(p->cluster.get());
     // Replicas of the built-in CA verify each other by its pins (both while
-    // it is rotated) and present
-    // their own serving certificates (client use too).
+    // it is rotated, asked at each handshake) and present their own serving
+    // certificates (client use too).
     p->peers = std::make_unique<ReplicaPeers>(
         p->cluster.get(), config.keepalive,
         p->builtin_tls != nullptr

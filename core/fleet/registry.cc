@@ -4,6 +4,7 @@
 #include <iterator>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -266,19 +267,25 @@ void FleetRegistry::Trusts(const std::string& id,
 
 std::vector<std::string> FleetRegistry::NotTrusting(
     const std::vector<std::string>& pins) const {
-  std::vector<std::string> out;
-  absl::MutexLock lock(&mu_);
-  for (const auto& [id, r] : by_id_) {
-    if (r.removed) continue;
-    const auto& held = r.stored.info.trusted_ca_pins();
-    for (const std::string& pin : pins) {
-      if (std::find(held.begin(), held.end(), pin) == held.end()) {
-        out.push_back(id);
-        break;
+  // By name, as operators read them.
+  std::vector<std::pair<std::string, std::string>> found;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, r] : by_id_) {
+      if (r.removed) continue;
+      const auto& held = r.stored.info.trusted_ca_pins();
+      for (const std::string& pin : pins) {
+        if (std::find(held.begin(), held.end(), pin) == held.end()) {
+          found.emplace_back(r.stored.info.name(), id);
+          break;
+        }
       }
     }
   }
-  std::sort(out.begin(), out.end());
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  out.reserve(found.size());
+  for (auto& [name, id] : found) out.push_back(std::move(id));
   return out;
 }
 

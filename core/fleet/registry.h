@@ -139,7 +139,8 @@ class FleetRegistry {
   // changed. Call after its heartbeat was recorded.
   void Trusts(const std::string& id, const std::vector<std::string>& pins);
   // The ids of the registered (not removed) peripheries, online or not,
-  // that have not said they trust every pin in `pins`: a switch to a new CA
+  // that have not said they trust every pin in `pins`, sorted by the
+  // peripheries' names: a switch to a new CA
   // would cut them off. With replicas, what the others heard shows after
   // the next Refresh.
   std::vector<std::string> NotTrusting(

@@ -243,10 +243,11 @@ TEST_F(SharedFleetTest, ThePinsAPeripheryTrustsAreKnownToEveryReplica) {
   b().Trusts(p2.id, {"sha256:old"});
   RefreshAll();
   EXPECT_THAT(a().NotTrusting({"sha256:old"}), IsEmpty());
-  // A rotation adds a pin: p1 says it trusts it, to replica a only.
+  // A rotation adds a pin: p1 says it trusts it, to replica a only (b
+  // lists the peripheries not trusting it by name).
   a().Trusts(p1.id, {"sha256:new", "sha256:old"});
   EXPECT_THAT(b().NotTrusting({"sha256:new", "sha256:old"}),
-              ::testing::UnorderedElementsAre(p1.id, p2.id));
+              ::testing::ElementsAre(p1.id, p2.id));
   RefreshAll();
   EXPECT_THAT(b().NotTrusting({"sha256:new", "sha256:old"}),
               ::testing::ElementsAre(p2.id));
