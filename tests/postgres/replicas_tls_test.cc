@@ -3,7 +3,9 @@
 // in the database, so a periphery pinning it is served by any replica, a
 // replica forwards to another over TLS it verifies by the same pin, and a
 // replica whose data directory holds another CA refuses to start instead of
-// splitting the cluster. Real binaries on loopback, a real PostgreSQL 15.
+// splitting the cluster, and the replicas rotate that CA together (steps
+// taken through either, peripheries kept). Real binaries on loopback, a
+// real PostgreSQL 15.
 #include <signal.h>
 
 #include <filesystem>
