@@ -286,7 +286,12 @@ absl::StatusOr<std::string> TokenRegistry::ReserveJoin(
     return id;
   }
   // A limited token's last use goes to one registration among all the
-  // replicas': the store decides.
+  // replicas': the store decides. When it cannot be reached, say so now
+  // rather than after kJoinUseWait.
+  if (absl::Status s = store_->CheckBacklog(); absl::IsUnavailable(s)) {
+    return absl::UnavailableError(absl::StrCat(
+        "core could not count a use of the join token: ", s.message()));
+  }
   absl::StatusOr<JoinUses> counted = TakeStoredUse(id);
   if (!counted.ok()) return counted.status();
   SetUses(id, counted->token.uses());

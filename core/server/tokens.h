@@ -111,8 +111,10 @@ class TokenRegistry {
   // A token with a use limit is counted by the store (Store::UseJoinToken),
   // so that replicas sharing a database give its last use to one
   // registration: this waits for that commit, at most kJoinUseWait, then
-  // fails UNAVAILABLE (a use the store takes later is given back). A token
-  // without a limit is counted without waiting.
+  // fails UNAVAILABLE (a use the store takes later is given back); while
+  // the store says it cannot reach its database (CheckBacklog UNAVAILABLE)
+  // it fails UNAVAILABLE at once. A token without a limit is counted
+  // without waiting.
   absl::StatusOr<std::string> ReserveJoin(absl::string_view token);
   static constexpr absl::Duration kJoinUseWait = absl::Seconds(10);
   // For tests: another wait than kJoinUseWait.

@@ -229,6 +229,29 @@ TEST_F(TokenRegistryTest, AJoinTokenMadeOnAnotherReplicaIsLookedUp) {
   ASSERT_TRUE(store_.Sync().ok());
 }
 
+// The store saying its database is unreachable: a token with a use limit
+// is refused UNAVAILABLE at once, its use not taken, instead of after
+// kJoinUseWait; one without a limit is not held up.
+TEST_F(TokenRegistryTest, ALimitedTokenIsRefusedAtOnceWhileTheStoreIsDown) {
+  auto limited = CreateJoin("rack-7", absl::Hours(2), 2);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  auto unlimited = CreateJoin("rack-8", absl::Hours(2), 0);
+  ASSERT_TRUE(unlimited.ok()) << unlimited.status();
+  store_.SetBacklog(absl::UnavailableError("the database cannot be reached"));
+  auto refused = tokens_.ReserveJoin(limited->token());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("the database cannot be reached"));
+  EXPECT_TRUE(tokens_.ReserveJoin(unlimited->token()).ok());
+  store_.SetBacklog(absl::OkStatus());
+  ASSERT_TRUE(tokens_.ReserveJoin(limited->token()).ok());
+  for (const varan::v1::JoinToken& t : tokens_.ListJoinTokens(false)) {
+    if (t.name() == "rack-7") {
+      EXPECT_EQ(t.uses(), 1u);  // the refused one took none
+    }
+  }
+}
+
 // The store not answering in time (its database unreachable): UNAVAILABLE,
 // and the use it takes later is given back.
 TEST_F(TokenRegistryTest, AUseTheStoreCountsTooLateIsGivenBack) {
