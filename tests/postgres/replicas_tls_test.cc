@@ -96,11 +96,14 @@ TEST_F(ReplicasTlsTest, ReplicasShareOneCaAndServeEachOthersPeripheries) {
   }
 
   // Through replica 2, which holds neither: it forwards to replica 0 for
-  // the tunnel and dials the other itself, both over verified TLS.
+  // the tunnel and dials the other itself, both over verified TLS. (The
+  // command waits a second so the watch below is live from its start: a
+  // job that ended before its watch attached is served from the store,
+  // where output shows as an output_gap.)
   client::CoreClient* c2 = fleet_->client(2);
   ASSERT_NE(c2, nullptr);
-  const std::string id =
-      MustDispatch(c2, Names({"tls-tun", "tls-dial"}), "echo over-tls");
+  const std::string id = MustDispatch(c2, Names({"tls-tun", "tls-dial"}),
+                                      "sleep 1; echo over-tls");
   CallCanceler canceler;
   Followed followed =
       fleet_->Follow(2, id, absl::Now() + absl::Seconds(30), &canceler);
