@@ -6,9 +6,7 @@
 // replicas do not both pass; a replica away during a rotation starts again
 // on the current CA.
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -22,6 +20,7 @@
 #include "core/store/memory_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/core/ca_files.h"
 #include "tests/unit/temp_dir.h"
 
 namespace varan::core {
@@ -38,12 +37,8 @@ using varan::v1::CA_ROTATION_STEP_FINISH;
 using varan::v1::CA_ROTATION_STEP_START;
 using varan::v1::CA_ROTATION_STEP_SWITCH;
 
-std::string PinOf(const std::string& cert_path) {
-  std::ifstream in(cert_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return pki::AuthorityPin(ss.str()).value_or("");
-}
+using testing::PinOf;
+using testing::Slurp;
 
 // One core replica: its data directory, cluster view, fleet and CA.
 struct Replica {
@@ -159,15 +154,10 @@ TEST_F(SharedCaRotationTest, AStepOnOneReplicaIsFollowedByTheOther) {
   EXPECT_EQ(a_.rotation->State().phase(), CA_ROTATION_PHASE_SWITCHED);
   EXPECT_EQ(a_.tls->pin(), new_pin);
   EXPECT_EQ(PinOf(a_.pki() + "/ca.crt"), new_pin);
-  EXPECT_TRUE(pki::Verify(
-                  a_.tls->authority().cert_pem,
-                  [&] {
-                    std::ifstream in(a_.tls->cert_path());
-                    std::stringstream ss;
-                    ss << in.rdbuf();
-                    return ss.str();
-                  }(),
-                  absl::Now(), pki::Usage::kServerAuth)
+  // Its serving certificate is the new CA's.
+  EXPECT_TRUE(pki::Verify(a_.tls->authority().cert_pem,
+                          Slurp(a_.tls->cert_path()), absl::Now(),
+                          pki::Usage::kServerAuth)
                   .ok());
   EXPECT_THAT(a_.peripheries->pins(), ElementsAre(new_pin, old_pin));
   // a still issues and accepts what either CA signs until FINISH.

@@ -5,8 +5,6 @@
 #include "core/daemon/ca_rotation.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/time/clock.h"
@@ -14,6 +12,7 @@
 #include "common/secrets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/core/ca_files.h"
 #include "tests/unit/temp_dir.h"
 
 namespace varan::core {
@@ -29,16 +28,8 @@ using varan::v1::CA_ROTATION_STEP_FINISH;
 using varan::v1::CA_ROTATION_STEP_START;
 using varan::v1::CA_ROTATION_STEP_SWITCH;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string PinOf(const std::string& cert_path) {
-  return pki::AuthorityPin(Slurp(cert_path)).value_or("");
-}
+using testing::PinOf;
+using testing::Slurp;
 
 class CaRotationTest : public ::testing::Test {
  protected:
