@@ -372,7 +372,8 @@ absl::Status PostgresCluster::Refresh() {
   const absl::Status renewed = Renew(changes, &held);
   {
     absl::MutexLock lock(&mu_);
-    if (renewed.ok()) {
+    if (renewed.ok() && !crashed_) {
+      // (A crash while the renewal ran keeps its leases cleared.)
       renewed_ = start;
       leases_ = std::move(held);
     } else {

@@ -28,6 +28,7 @@
 #include "core/link/tunnel_link.h"
 #include "core/server/admin_service.h"
 #include "core/server/auth.h"
+#include "core/server/blocking_work.h"
 #include "core/server/fleet_service.h"
 #include "core/server/jobs_service.h"
 #include "core/server/registry_service.h"
@@ -160,6 +161,10 @@ struct CoreServer::Parts {
   std::unique_ptr<AdminService> admin_service;
   std::unique_ptr<RelayService> relay_service;
   std::unique_ptr<ReplicaService> replica_service;
+  // The calls that may wait on the store run here, not on gRPC's threads.
+  // Ends after the server (whose shutdown waits for those calls) and
+  // before what the calls use.
+  std::unique_ptr<BlockingWork> blocking;
   RunningServer server;
   // --health-listen: the health service alone, in plaintext (no server
   // when not asked). Set before `health`, constant after.
@@ -394,8 +399,9 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get(), p->periphery_ca.get());
-  p->registry_service =
-      std::make_unique<RegistryService>(p->enrollment.get(), p->links.get());
+  p->blocking = std::make_unique<BlockingWork>();
+  p->registry_service = std::make_unique<RegistryService>(
+      p->enrollment.get(), p->links.get(), p->blocking.get());
   p->fleet_service =
       std::make_unique<FleetService>(p->auth.get(), p->fleet.get());
   if (p->cluster != nullptr) {
@@ -403,7 +409,7 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
                                                 p->dispatcher.get());
   }
   p->jobs_service = std::make_unique<JobsService>(
-      p->auth.get(), p->dispatcher.get(), p->forward.get());
+      p->auth.get(), p->dispatcher.get(), p->forward.get(), p->blocking.get());
   if (p->builtin_tls != nullptr) {
     CaRotation::Parts parts;
     parts.tls = p->builtin_tls.get();
@@ -441,7 +447,8 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   }
   p->admin_service = std::make_unique<AdminService>(
       p->auth.get(), p->fleet.get(), p->tokens.get(), clock->Now(),
-      p->admission.get(), p->ca_rotation.get(), p->periphery_ca.get());
+      p->admission.get(), p->ca_rotation.get(), p->periphery_ca.get(),
+      p->blocking.get());
 
   std::vector<grpc::Service*> services = {
       p->registry_service.get(), p->fleet_service.get(), p->jobs_service.get(),

@@ -67,6 +67,11 @@ class TunnelConnection final
   bool Send(TunnelDown msg);
   void FinishOnce(const grpc::Status& status);
   void HandleHello(const varan::v1::TunnelHello& hello);
+  // The handler's answer to the hello (any thread).
+  void OnOpened(absl::StatusOr<TunnelHandler::Opened> opened);
+  // Finishes with the status a FinishOnce left pending, unless a write or
+  // the hello's answer is still in flight (they call it, or finish, then).
+  void FinishPending();
   void HandleEvent(varan::v1::TunnelEvent* event);
   std::string Who() const;
   // Why a call is refused once the tunnel closes (NotDelivered; Misrouted
@@ -79,8 +84,8 @@ class TunnelConnection final
   std::shared_ptr<TunnelConnection> self_;
   TunnelUp in_;         // owned by the read in flight
   TunnelDown current_;  // owned by the write in flight
-  // Set once, in the read reaction that opens the tunnel, before anything
-  // else reads them.
+  // Set once, when the handler's answer opens the tunnel, before the next
+  // read starts (and so before anything else reads them).
   bool opened_ = false;
   std::string id_;
   std::string name_;
@@ -91,6 +96,9 @@ class TunnelConnection final
   int unknown_logged_ = 0;
   mutable absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // The hello is with the handler: a Finish waits for its answer (the
+  // handler may use the context until then).
+  bool opening_ ABSL_GUARDED_BY(mu_) = false;
   // No more writes or calls: Finish was asked for (or the stream is done).
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
@@ -217,7 +225,7 @@ void TunnelConnection::OnWriteDone(bool ok) {
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok) closing_ = true;
-    if (pending_finish_.has_value() && !finish_called_) {
+    if (pending_finish_.has_value() && !finish_called_ && !opening_) {
       finish_called_ = true;
       finish = std::move(pending_finish_);
     } else if (ok && !closing_ && !out_.empty()) {
@@ -242,8 +250,9 @@ void TunnelConnection::FinishOnce(const grpc::Status& status) {
     if (finish_called_ || pending_finish_.has_value()) return;
     closing_ = true;
     out_.clear();
-    if (writing_) {
-      // OnWriteDone finishes once the write in flight is done.
+    if (writing_ || opening_) {
+      // OnWriteDone (or OnOpened) finishes once the write in flight is
+      // done (the handler answered).
       pending_finish_ = status;
       return;
     }
@@ -253,7 +262,29 @@ void TunnelConnection::FinishOnce(const grpc::Status& status) {
 }
 
 void TunnelConnection::HandleHello(const varan::v1::TunnelHello& hello) {
-  auto opened = handler_->Open(*context_, hello);
+  {
+    absl::MutexLock lock(&mu_);
+    opening_ = true;
+  }
+  handler_->Open(*context_, hello,
+                 [self = shared_from_this()](
+                     absl::StatusOr<TunnelHandler::Opened> opened) {
+                   self->OnOpened(std::move(opened));
+                 });
+}
+
+void TunnelConnection::OnOpened(absl::StatusOr<TunnelHandler::Opened> opened) {
+  bool ended;
+  {
+    absl::MutexLock lock(&mu_);
+    // The stream ended meanwhile (the periphery went away): nothing opens.
+    ended = pending_finish_.has_value() || finish_called_;
+    if (ended || !opened.ok()) opening_ = false;
+  }
+  if (ended) {
+    FinishPending();
+    return;
+  }
   if (!opened.ok()) {
     AddRetryAfterTrailer(opened.status(), context_);
     FinishOnce(ToGrpcStatus(opened.status()));
@@ -267,6 +298,29 @@ void TunnelConnection::HandleHello(const varan::v1::TunnelHello& hello) {
   *msg.mutable_opened() = opened->message;
   Send(std::move(msg));
   hub_->Attach(id_, shared_from_this());
+  // Still opening until the read is started: a Finish before it would let
+  // the call end under this StartRead (FinishOnce keeps it pending).
+  StartRead(&in_);
+  {
+    absl::MutexLock lock(&mu_);
+    opening_ = false;
+  }
+  FinishPending();
+}
+
+void TunnelConnection::FinishPending() {
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    // With a write in flight, OnWriteDone finishes.
+    if (!pending_finish_.has_value() || finish_called_ || writing_ ||
+        opening_) {
+      return;
+    }
+    finish_called_ = true;
+    finish = std::move(pending_finish_);
+  }
+  Finish(*finish);
 }
 
 void TunnelConnection::HandleEvent(varan::v1::TunnelEvent* event) {
@@ -321,9 +375,9 @@ void TunnelConnection::OnReadDone(bool ok) {
                                 "a tunnel takes one hello"));
         return;
       }
+      // The next read starts once the handler answers (OnOpened).
       HandleHello(in_.hello());
-      if (!opened_) return;
-      break;
+      return;
     case TunnelUp::kHeartbeat: {
       auto answer =
           handler_->Heartbeat(*context_, id_, credential_, in_.heartbeat());

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/link/periphery_link.h"
@@ -36,7 +37,8 @@
 
 namespace varan::core {
 
-// Gives meaning to a tunnel's messages. Called in reactions: must not block.
+// Gives meaning to a tunnel's messages. Called in reactions: must not block
+// (Open may answer later, from a thread of its own).
 class TunnelHandler {
  public:
   virtual ~TunnelHandler() = default;
@@ -48,10 +50,14 @@ class TunnelHandler {
     // Its name, for messages.
     std::string name;
   };
-  // Authenticates and answers the hello. An error ends the tunnel with it.
-  virtual absl::StatusOr<Opened> Open(
-      const grpc::CallbackServerContext& context,
-      const varan::v1::TunnelHello& hello) = 0;
+  using OpenDone = absl::AnyInvocable<void(absl::StatusOr<Opened>) &&>;
+  // Authenticates and answers the hello through `done`, exactly once and on
+  // any thread (a registration may wait on the store: the handler answers
+  // from a thread of its own). An error ends the tunnel with it. `context`
+  // and `hello` stay valid until `done` is called; nothing else happens on
+  // the stream meanwhile (the stream's end waits for the answer).
+  virtual void Open(const grpc::CallbackServerContext& context,
+                    const varan::v1::TunnelHello& hello, OpenDone done) = 0;
   // A heartbeat of the periphery `id` that opened the tunnel with
   // `credential`. An error ends the tunnel with it.
   virtual absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(

@@ -141,9 +141,10 @@ grpc::ServerUnaryReactor* AdminService::RotateClusterCa(
     grpc::CallbackServerContext* context,
     const varan::v1::RotateClusterCaRequest* request,
     varan::v1::ClusterCa* response) {
-  return OperatorUnary(
-      auth_, ROLE_ADMIN, context, response,
-      [&](const Caller& caller) -> absl::StatusOr<varan::v1::ClusterCa> {
+  return OperatorBlocking(
+      auth_, work_, ROLE_ADMIN, context, response,
+      [this,
+       request](const Caller& caller) -> absl::StatusOr<varan::v1::ClusterCa> {
         if (ca_rotation_ == nullptr) return NoBuiltinCa();
         spdlog::info("cluster CA rotation step {} asked by {}",
                      varan::v1::CaRotationStep_Name(request->step()),

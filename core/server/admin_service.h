@@ -3,7 +3,9 @@
 //
 // A thin edge: authenticate (admin role, viewer for GetInfo), call
 // TokenRegistry or read FleetRegistry and HandshakeAdmission, turn
-// absl::Status into grpc::Status. Thread-safe; the objects it points to
+// absl::Status into grpc::Status. A step of the CA's rotation (a database
+// round trip with replicas, new keys) runs on BlockingWork's threads.
+// Thread-safe; the objects it points to
 // must outlive it, and it must outlive the grpc::Server.
 #pragma once
 
@@ -11,6 +13,7 @@
 #include "core/fleet/registry.h"
 #include "core/server/admission.h"
 #include "core/server/auth.h"
+#include "core/server/blocking_work.h"
 #include "core/server/cluster_ca_control.h"
 #include "core/server/operator_certificates.h"
 #include "core/server/tokens.h"
@@ -21,19 +24,22 @@ namespace varan::core {
 class AdminService final : public varan::v1::Admin::CallbackService {
  public:
   // `admission` (may be null) gives the count of shed handshakes;
-  // `ca_rotation` (null without the built-in CA) the cluster CA's state.
+  // `ca_rotation` (null without the built-in CA) the cluster CA's state;
+  // `work` (null: gRPC's threads) runs the calls that may wait.
   AdminService(const Authenticator* auth, const FleetRegistry* fleet,
                TokenRegistry* tokens, absl::Time start_time,
                const HandshakeAdmission* admission = nullptr,
                ClusterCaControl* ca_rotation = nullptr,
-               const OperatorCertificates* operator_certificates = nullptr)
+               const OperatorCertificates* operator_certificates = nullptr,
+               BlockingWork* work = nullptr)
       : auth_(auth),
         fleet_(fleet),
         tokens_(tokens),
         start_time_(start_time),
         admission_(admission),
         ca_rotation_(ca_rotation),
-        operator_certificates_(operator_certificates) {}
+        operator_certificates_(operator_certificates),
+        work_(work) {}
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const varan::v1::GetInfoRequest* request,
@@ -83,6 +89,7 @@ class AdminService final : public varan::v1::Admin::CallbackService {
   const HandshakeAdmission* const admission_;
   ClusterCaControl* const ca_rotation_;
   const OperatorCertificates* const operator_certificates_;
+  BlockingWork* const work_;
 };
 
 }  // namespace varan::core

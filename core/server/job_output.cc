@@ -207,38 +207,98 @@ void BoundListJobs(varan::v1::ListJobsResponse* response) {
 // --- OutputReader ----------------------------------------------------------
 
 OutputReader* OutputReader::Create(const grpc::Status& error) {
-  auto* r = new OutputReader(nullptr, nullptr, nullptr, OutputKey{}, 0, false);
+  auto* r = new OutputReader(nullptr, nullptr, nullptr, nullptr, OutputKey{}, 0,
+                             false);
   r->FinishOnce(error);
   return r;
+}
+
+namespace {
+
+// ReadOutput's stream must be STDOUT or STDERR.
+grpc::Status CheckStream(const varan::v1::ReadOutputRequest& request) {
+  if (request.stream() != varan::v1::OUTPUT_STREAM_STDOUT &&
+      request.stream() != varan::v1::OUTPUT_STREAM_STDERR) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "stream must be STDOUT or STDERR");
+  }
+  return grpc::Status::OK;
+}
+
+// NOT_FOUND unless `job` has the request's target.
+grpc::Status CheckTarget(const Job& job,
+                         const varan::v1::ReadOutputRequest& request) {
+  if (job.TargetIndex(request.target()) >= 0) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      absl::StrCat("job \"", job.id(), "\" has no target \"",
+                                   request.target(), "\""));
+}
+
+}  // namespace
+
+OutputReader* OutputReader::Create(
+    const Dispatcher* dispatcher, Store* store, BlockingWork* work,
+    const varan::v1::ReadOutputRequest& request) {
+  if (grpc::Status s = CheckStream(request); !s.ok()) return Create(s);
+  OutputKey key{request.job_id(), request.target(), request.stream()};
+  auto* r = new OutputReader(nullptr, dispatcher, store, work, std::move(key),
+                             request.offset(), request.follow());
+  {
+    absl::MutexLock lock(&r->mu_);
+    r->queued_ = true;
+  }
+  // A copy: the call (and its request) may end before the look-up runs.
+  absl::Status queued = work->Run([r, request] { r->Open(request); });
+  if (!queued.ok()) {
+    {
+      absl::MutexLock lock(&r->mu_);
+      r->queued_ = false;
+    }
+    r->FinishOnce(ToGrpcStatus(queued));
+  }
+  return r;
+}
+
+void OutputReader::Open(const varan::v1::ReadOutputRequest& request) {
+  bool gone;
+  {
+    absl::MutexLock lock(&mu_);
+    gone = done_;
+  }
+  if (!gone) {
+    auto job = dispatcher_->Find(request.job_id());
+    grpc::Status refused =
+        job.ok() ? CheckTarget(**job, request) : ToGrpcStatus(job.status());
+    if (refused.ok()) {
+      job_ = *std::move(job);
+    } else {
+      FinishOnce(refused);
+    }
+  }
+  Pump(Via::kQueue);
 }
 
 OutputReader* OutputReader::Create(
     std::shared_ptr<Job> job, const Dispatcher* dispatcher, Store* store,
     const varan::v1::ReadOutputRequest& request) {
-  if (request.stream() != varan::v1::OUTPUT_STREAM_STDOUT &&
-      request.stream() != varan::v1::OUTPUT_STREAM_STDERR) {
-    return Create(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               "stream must be STDOUT or STDERR"));
-  }
-  if (job->TargetIndex(request.target()) < 0) {
-    return Create(
-        grpc::Status(grpc::StatusCode::NOT_FOUND,
-                     absl::StrCat("job \"", job->id(), "\" has no target \"",
-                                  request.target(), "\"")));
-  }
+  if (grpc::Status s = CheckStream(request); !s.ok()) return Create(s);
+  if (grpc::Status s = CheckTarget(*job, request); !s.ok()) return Create(s);
   OutputKey key{job->id(), request.target(), request.stream()};
-  auto* r = new OutputReader(std::move(job), dispatcher, store, std::move(key),
-                             request.offset(), request.follow());
-  r->Pump(/*from_alarm=*/false);
+  auto* r =
+      new OutputReader(std::move(job), dispatcher, store, nullptr,
+                       std::move(key), request.offset(), request.follow());
+  r->Pump(Via::kDirect);
   return r;
 }
 
 OutputReader::OutputReader(std::shared_ptr<Job> job,
                            const Dispatcher* dispatcher, Store* store,
-                           OutputKey key, uint64_t offset, bool follow)
+                           BlockingWork* work, OutputKey key, uint64_t offset,
+                           bool follow)
     : job_(std::move(job)),
       dispatcher_(dispatcher),
       store_(store),
+      work_(work),
       key_(std::move(key)),
       follow_(follow),
       next_(offset) {}
@@ -264,12 +324,12 @@ bool OutputReader::Complete() const {
   return true;
 }
 
-void OutputReader::Pump(bool from_alarm) {
+void OutputReader::Pump(Via via) {
   Action next;
   grpc::Status status;
   {
     absl::MutexLock lock(&mu_);
-    next = Step(from_alarm, &status);
+    next = Step(via, &status);
   }
   switch (next) {
     case Action::kNothing:
@@ -283,15 +343,49 @@ void OutputReader::Pump(bool from_alarm) {
     case Action::kDelete:
       delete this;
       return;
+    case Action::kQueue: {
+      absl::Status queued = work_->Run([this] { Pump(Via::kQueue); });
+      if (queued.ok()) return;
+      bool destroy;
+      {
+        absl::MutexLock lock(&mu_);
+        queued_ = false;
+        destroy = done_ && !alarm_pending_;
+      }
+      if (destroy) {
+        delete this;
+      } else {
+        FinishOnce(ToGrpcStatus(queued));
+      }
+      return;
+    }
   }
 }
 
-OutputReader::Action OutputReader::Step(bool from_alarm, grpc::Status* status) {
-  if (from_alarm) {
-    alarm_pending_ = false;
-    if (done_) return Action::kDelete;
+OutputReader::Action OutputReader::Step(Via via, grpc::Status* status) {
+  switch (via) {
+    case Via::kDirect:
+      break;
+    case Via::kAlarm:
+      alarm_pending_ = false;
+      break;
+    case Via::kQueue:
+      queued_ = false;
+      break;
   }
-  if (writing_ || finished_ || alarm_pending_) return Action::kNothing;
+  // The call ended: the last callback to come deletes this.
+  if (done_) {
+    return via == Via::kDirect || alarm_pending_ || queued_ ? Action::kNothing
+                                                            : Action::kDelete;
+  }
+  if (writing_ || finished_ || alarm_pending_ || queued_) {
+    return Action::kNothing;
+  }
+  // Reads of the store happen on work_'s threads when there are some.
+  if (work_ != nullptr && via != Via::kQueue) {
+    queued_ = true;
+    return Action::kQueue;
+  }
   // Decided before the read: whatever was stored by then is read now.
   const bool complete = !follow_ || Complete();
   auto read = store_->ReadOutput(key_, next_, kPieceBytes);
@@ -318,7 +412,7 @@ OutputReader::Action OutputReader::Step(bool from_alarm, grpc::Status* status) {
   } else {
     alarm_pending_ = true;
     alarm_.Set(absl::ToChronoTime(absl::Now() + kFollowPoll),
-               [this](bool) { Pump(/*from_alarm=*/true); });
+               [this](bool) { Pump(Via::kAlarm); });
     return Action::kNothing;
   }
   writing_ = true;
@@ -334,7 +428,7 @@ void OutputReader::OnWriteDone(bool ok) {
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
     return;
   }
-  Pump(/*from_alarm=*/false);
+  Pump(Via::kDirect);
 }
 
 void OutputReader::OnCancel() {
@@ -353,7 +447,7 @@ void OutputReader::OnDone() {
   {
     absl::MutexLock lock(&mu_);
     done_ = true;
-    destroy = !alarm_pending_;
+    destroy = !alarm_pending_ && !queued_;
     if (alarm_pending_) alarm_.Cancel();
   }
   if (destroy) delete this;

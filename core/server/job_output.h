@@ -10,8 +10,8 @@
 // (kAnswerBytes), far below gRPC's 4 MiB limit.
 //
 // Ownership: functions borrow their arguments; an OutputReader keeps the
-// Job it follows alive and borrows the Store and the Dispatcher, which must
-// outlive the grpc::Server. Thread-safe.
+// Job it follows alive and borrows the Store, the Dispatcher and the
+// BlockingWork, which must outlive the grpc::Server. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/jobs/dispatcher.h"
+#include "core/server/blocking_work.h"
 #include "core/store/store.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
@@ -89,6 +90,12 @@ class OutputReader final
   static OutputReader* Create(std::shared_ptr<Job> job,
                               const Dispatcher* dispatcher, Store* store,
                               const varan::v1::ReadOutputRequest& request);
+  // Looks the job up (Dispatcher::Find: a finished job is read back from
+  // the store), validates the request and streams, all of it on `work`'s
+  // threads: every read of the store happens there, none on gRPC's.
+  static OutputReader* Create(const Dispatcher* dispatcher, Store* store,
+                              BlockingWork* work,
+                              const varan::v1::ReadOutputRequest& request);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -96,22 +103,30 @@ class OutputReader final
 
  private:
   OutputReader(std::shared_ptr<Job> job, const Dispatcher* dispatcher,
-               Store* store, OutputKey key, uint64_t offset, bool follow);
-  enum class Action { kNothing, kWrite, kFinish, kDelete };
-  // Writes the next stored piece, or finishes, or waits (an alarm).
-  // `from_alarm`: called by the alarm's callback.
-  void Pump(bool from_alarm);
+               Store* store, BlockingWork* work, OutputKey key, uint64_t offset,
+               bool follow);
+  // Who calls Pump: a reaction or Create, the alarm's callback, or a
+  // thread of work_.
+  enum class Via { kDirect, kAlarm, kQueue };
+  enum class Action { kNothing, kWrite, kFinish, kDelete, kQueue };
+  // Writes the next stored piece, or finishes, or waits (an alarm), or
+  // (with work_, off its threads) goes on on one of them.
+  void Pump(Via via);
   // Pump's decision, under mu_; `*status` for kFinish.
-  Action Step(bool from_alarm, grpc::Status* status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Action Step(Via via, grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On work_'s thread: finds the job and checks the request (Create).
+  void Open(const varan::v1::ReadOutputRequest& request);
   // The stream will grow no more: its target is final and every append of
   // it is committed.
   bool Complete() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishOnce(const grpc::Status& status);
 
-  const std::shared_ptr<Job> job_;
+  // Set before the first read (by Open, with work_), constant after.
+  std::shared_ptr<Job> job_;
   const Dispatcher* const dispatcher_;
   Store* const store_;
+  // Null: the store is read in reactions.
+  BlockingWork* const work_;
   const OutputKey key_;
   const bool follow_;
 
@@ -121,6 +136,8 @@ class OutputReader final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   // An alarm is set; its callback has not run yet.
   bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // A Pump is queued on work_ and has not run yet.
+  bool queued_ ABSL_GUARDED_BY(mu_) = false;
   // OnDone ran: the alarm callback deletes this.
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Alarm alarm_;

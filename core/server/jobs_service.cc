@@ -69,14 +69,50 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   static JobEventWriter* Create(std::shared_ptr<Job> job, uint64_t from,
                                 const grpc::Status& error,
                                 bool pacing = false) {
-    auto* w = new JobEventWriter(std::move(job), from, pacing);
-    if (w->job_ == nullptr) {
-      w->FinishOnce(error);
-      return w;
-    }
-    w->watcher_ = w->job_->AddWatcher([w] { w->TryWrite(); }, pacing);
-    w->TryWrite();
+    auto* w = new JobEventWriter(pacing);
+    w->Begin(std::move(job), from, error);
     return w;
+  }
+
+  // A writer whose job is still being looked up (in the store, on another
+  // thread): Begin starts it. Until then a cancellation only marks it (the
+  // call cannot end under the look-up).
+  static JobEventWriter* Later() {
+    auto* w = new JobEventWriter(/*pacing=*/false);
+    w->looking_up_ = true;
+    return w;
+  }
+
+  // Streams `job`'s events from `from`, or ends with `error` (`job` null).
+  void Begin(std::shared_ptr<Job> job, uint64_t from,
+             const grpc::Status& error) {
+    if (job == nullptr) {
+      {
+        absl::MutexLock lock(&mu_);
+        looking_up_ = false;
+      }
+      FinishOnce(error);
+      return;
+    }
+    job_ = std::move(job);
+    {
+      absl::MutexLock lock(&mu_);
+      next_ = from;
+    }
+    watcher_ = job_->AddWatcher([this] { TryWrite(); }, pacing_);
+    bool finish_now;
+    {
+      absl::MutexLock lock(&mu_);
+      looking_up_ = false;
+      // Canceled during the look-up: OnCancel left it to here (or to
+      // OnWriteDone(false), with a write in flight).
+      finish_now = cancelled_ && !writing_;
+    }
+    if (finish_now) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "canceled"));
+      return;
+    }
+    TryWrite();
   }
 
   void OnWriteDone(bool ok) override {
@@ -100,6 +136,8 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
     bool idle;
     {
       absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      if (looking_up_) return;  // Begin finishes
       idle = !writing_;
     }
     // With a write in flight, OnWriteDone(false) finishes instead.
@@ -112,8 +150,7 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
   }
 
  private:
-  JobEventWriter(std::shared_ptr<Job> job, uint64_t from, bool pacing)
-      : job_(std::move(job)), pacing_(pacing), next_(from) {}
+  explicit JobEventWriter(bool pacing) : pacing_(pacing) {}
 
   void TryWrite() {
     Job::Read read;
@@ -142,13 +179,16 @@ class JobEventWriter final : public grpc::ServerWriteReactor<JobEvent> {
     Finish(status);
   }
 
-  const std::shared_ptr<Job> job_;
+  // Set by Begin, before anything else reads them.
+  std::shared_ptr<Job> job_;
   const bool pacing_;
   uint64_t watcher_ = 0;
   absl::Mutex mu_;
-  uint64_t next_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool looking_up_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   // The event being written (a copy: an evicted sequence reads as the
   // output_gap event covering it).
   JobEvent current_;
@@ -246,34 +286,50 @@ grpc::ServerWriteReactor<JobEvent>* JobsService::WatchJob(
   if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
     return forward_->Watch(to, caller.name, *request);
   }
+  if (work_ == nullptr || dispatcher_->Running(request->job_id())) {
+    auto [job, status] = JobToWatch(request->job_id());
+    return JobEventWriter::Create(std::move(job), request->from_sequence(),
+                                  status);
+  }
+  // A finished job is read back from the store: on work_'s threads.
+  JobEventWriter* writer = JobEventWriter::Later();
+  absl::Status queued = work_->Run([this, writer, request] {
+    auto [job, status] = JobToWatch(request->job_id());
+    writer->Begin(std::move(job), request->from_sequence(), status);
+  });
+  if (!queued.ok()) {
+    AddRetryAfterTrailer(queued, context);
+    writer->Begin(nullptr, 0, ToGrpcStatus(queued));
+  }
+  return writer;
+}
+
+std::pair<std::shared_ptr<Job>, grpc::Status> JobsService::JobToWatch(
+    const std::string& job_id) const {
   // Asked before Find: a job taken over between the two is then refused
   // (retried), never watched in a stored copy that no longer changes.
-  const bool running_here = dispatcher_->Running(request->job_id());
-  auto job = dispatcher_->Find(request->job_id());
-  if (!job.ok()) {
-    return JobEventWriter::Create(nullptr, 0, ToGrpcStatus(job.status()));
-  }
+  const bool running_here = dispatcher_->Running(job_id);
+  auto job = dispatcher_->Find(job_id);
+  if (!job.ok()) return {nullptr, ToGrpcStatus(job.status())};
   if (forward_ != nullptr && !running_here &&
       (*job)->Snapshot().state() == varan::v1::JOB_STATE_RUNNING) {
     // Stored as running, run by nobody yet: its replica died and the jobs
     // of dead replicas are being taken over.
-    return JobEventWriter::Create(
-        nullptr, 0,
-        grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                     absl::StrCat("job ", request->job_id(),
-                                  " is being taken over by another core "
-                                  "replica (the one running it died); watch "
-                                  "it again in a few seconds")));
+    return {nullptr,
+            grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         absl::StrCat("job ", job_id,
+                                      " is being taken over by another core "
+                                      "replica (the one running it died); "
+                                      "watch it again in a few seconds"))};
   }
-  return JobEventWriter::Create(*std::move(job), request->from_sequence(),
-                                grpc::Status::OK);
+  return {*std::move(job), grpc::Status::OK};
 }
 
 grpc::ServerUnaryReactor* JobsService::GetJob(
     grpc::CallbackServerContext* context,
     const varan::v1::GetJobRequest* request, varan::v1::Job* response) {
-  return OperatorAsync(
-      auth_, ROLE_VIEWER, context, response,
+  return OperatorBlockingAsync(
+      auth_, work_, ROLE_VIEWER, context, response,
       [this, request](const Caller& caller, auto done) {
         if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
           forward_->Get(to, caller.name, *request, std::move(done));
@@ -301,9 +357,10 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
     grpc::CallbackServerContext* context,
     const varan::v1::ListJobsRequest* request,
     varan::v1::ListJobsResponse* response) {
-  return OperatorUnary(
-      auth_, ROLE_VIEWER, context, response,
-      [&](const Caller&) -> absl::StatusOr<varan::v1::ListJobsResponse> {
+  return OperatorBlocking(
+      auth_, work_, ROLE_VIEWER, context, response,
+      [this,
+       request](const Caller&) -> absl::StatusOr<varan::v1::ListJobsResponse> {
         auto page = dispatcher_->List(*request);
         if (page.ok()) BoundListJobs(&*page);
         return page;
@@ -319,6 +376,10 @@ grpc::ServerWriteReactor<varan::v1::OutputPiece>* JobsService::ReadOutput(
       !s.ok()) {
     return OutputReader::Create(s);
   }
+  if (work_ != nullptr) {
+    return OutputReader::Create(dispatcher_, dispatcher_->store(), work_,
+                                *request);
+  }
   auto job = dispatcher_->Find(request->job_id());
   if (!job.ok()) return OutputReader::Create(ToGrpcStatus(job.status()));
   return OutputReader::Create(*std::move(job), dispatcher_,
@@ -328,8 +389,8 @@ grpc::ServerWriteReactor<varan::v1::OutputPiece>* JobsService::ReadOutput(
 grpc::ServerUnaryReactor* JobsService::CancelJob(
     grpc::CallbackServerContext* context,
     const varan::v1::CancelJobRequest* request, varan::v1::Job* response) {
-  return OperatorAsync(
-      auth_, ROLE_OPERATOR, context, response,
+  return OperatorBlockingAsync(
+      auth_, work_, ROLE_OPERATOR, context, response,
       [this, request](const Caller& caller, auto done) {
         if (std::string to = ForwardTo(request->job_id()); !to.empty()) {
           forward_->Cancel(to, caller.name, *request, std::move(done));

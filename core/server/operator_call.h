@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/grpc_util.h"
 #include "core/server/auth.h"
+#include "core/server/blocking_work.h"
 #include "grpcpp/grpcpp.h"
 #include "varan/v1/core.pb.h"
 
@@ -60,6 +61,46 @@ grpc::ServerUnaryReactor* OperatorUnary(const Authenticator* auth,
   return OperatorAsync(
       auth, needed, context, response,
       [&call](const Caller& caller, auto done) { done(call(caller)); });
+}
+
+// As OperatorAsync, for a call that may wait (a store read, a database
+// round trip): `call(caller, done)` runs on one of `work`'s threads, not on
+// gRPC's (the authentication stays there). A full queue answers the call
+// with BlockingWork::Run's RESOURCE_EXHAUSTED. `call` outlives the handler:
+// it captures the request and the service by value (pointers), never by
+// reference to the handler's parameters. Null `work`: runs at once.
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* OperatorBlockingAsync(
+    const Authenticator* auth, BlockingWork* work, varan::v1::Role needed,
+    grpc::CallbackServerContext* context, Response* response, Call call) {
+  return OperatorAsync(
+      auth, needed, context, response,
+      [work, call = std::move(call)](const Caller& caller, auto done) mutable {
+        if (work == nullptr) {
+          call(caller, std::move(done));
+          return;
+        }
+        absl::Status queued =
+            work->Run([call = std::move(call), caller, done]() mutable {
+              call(caller, std::move(done));
+            });
+        if (!queued.ok()) done(std::move(queued));
+      });
+}
+
+// As OperatorUnary, with `call(caller)` run on `work`'s threads (see
+// OperatorBlockingAsync).
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* OperatorBlocking(const Authenticator* auth,
+                                           BlockingWork* work,
+                                           varan::v1::Role needed,
+                                           grpc::CallbackServerContext* context,
+                                           Response* response, Call call) {
+  return OperatorBlockingAsync(
+      auth, work, needed, context, response,
+      [call = std::move(call)](const Caller& caller, auto done) mutable {
+        done(call(caller));
+      });
 }
 
 }  // namespace varan::core

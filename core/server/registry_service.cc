@@ -7,23 +7,44 @@
 
 namespace varan::core {
 
+template <typename Work, typename Refused>
+void RegistryService::OffReactor(Work work, Refused refused) {
+  if (work_ == nullptr) {
+    work();
+    return;
+  }
+  if (absl::Status queued = work_->Run(std::move(work)); !queued.ok()) {
+    refused(std::move(queued));
+  }
+}
+
 grpc::ServerUnaryReactor* RegistryService::Register(
     grpc::CallbackServerContext* context,
     const varan::v1::RegisterRequest* request,
     varan::v1::RegisterResponse* response) {
-  auto admitted = enrollment_->Register(BearerToken(*context),
-                                        NormalizePeerAddress(context->peer()),
-                                        *request, varan::v1::CONNECTION_DIAL);
-  if (!admitted.ok()) {
-    AddRetryAfterTrailer(admitted.status(), context);
-    return Done(context, ToGrpcStatus(admitted.status()));
-  }
-  response->set_periphery_id(admitted->periphery_id);
-  response->set_credential(admitted->credential);
-  response->set_certificate(admitted->certificate);
-  SetDuration(admitted->heartbeat_interval,
-              response->mutable_heartbeat_interval());
-  return Done(context, grpc::Status::OK);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto answer = [this, context, reactor](absl::Status status) {
+    AddRetryAfterTrailer(status, context);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  OffReactor(
+      [this, context, request, response, answer] {
+        auto admitted = enrollment_->Register(
+            BearerToken(*context), NormalizePeerAddress(context->peer()),
+            *request, varan::v1::CONNECTION_DIAL);
+        if (!admitted.ok()) {
+          answer(admitted.status());
+          return;
+        }
+        response->set_periphery_id(admitted->periphery_id);
+        response->set_credential(admitted->credential);
+        response->set_certificate(admitted->certificate);
+        SetDuration(admitted->heartbeat_interval,
+                    response->mutable_heartbeat_interval());
+        answer(absl::OkStatus());
+      },
+      answer);
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryService::Heartbeat(
@@ -56,7 +77,21 @@ RegistryService::Connect(grpc::CallbackServerContext* context) {
   return tunnels_->Accept(context, this);
 }
 
-absl::StatusOr<TunnelHandler::Opened> RegistryService::Open(
+void RegistryService::Open(const grpc::CallbackServerContext& context,
+                           const varan::v1::TunnelHello& hello, OpenDone done) {
+  // A resume checks the credential in memory: answered at once.
+  if (!hello.has_register_()) {
+    std::move(done)(OpenNow(context, hello));
+    return;
+  }
+  // One owner of `done` for whichever of the two runs.
+  auto shared = std::make_shared<OpenDone>(std::move(done));
+  OffReactor([this, &context, &hello,
+              shared] { std::move (*shared)(OpenNow(context, hello)); },
+             [shared](absl::Status refused) { std::move (*shared)(refused); });
+}
+
+absl::StatusOr<TunnelHandler::Opened> RegistryService::OpenNow(
     const grpc::CallbackServerContext& context,
     const varan::v1::TunnelHello& hello) {
   const std::string peer = NormalizePeerAddress(context.peer());

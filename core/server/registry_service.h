@@ -10,6 +10,10 @@
 // token) or resumes (credential), and its heartbeats are recorded like
 // Heartbeat calls.
 //
+// Registrations (Register, and a tunnel hello with one) may wait on the
+// store for a join token's use: they run on BlockingWork's threads, never
+// on gRPC's, which every call shares.
+//
 // Thread-safe; the Enrollment and the TunnelHub must outlive it, and it must
 // outlive the grpc::Server.
 #pragma once
@@ -18,6 +22,7 @@
 
 #include "core/fleet/enrollment.h"
 #include "core/link/tunnel_link.h"
+#include "core/server/blocking_work.h"
 #include "varan/v1/core.grpc.pb.h"
 
 namespace varan::core {
@@ -25,9 +30,11 @@ namespace varan::core {
 class RegistryService final : public varan::v1::Registry::CallbackService,
                               public TunnelHandler {
  public:
-  // `tunnels` serves Connect.
-  RegistryService(Enrollment* enrollment, TunnelHub* tunnels)
-      : enrollment_(enrollment), tunnels_(tunnels) {}
+  // `tunnels` serves Connect; `work` (null: gRPC's threads) runs
+  // registrations, which may wait on the store (a join token's use).
+  RegistryService(Enrollment* enrollment, TunnelHub* tunnels,
+                  BlockingWork* work = nullptr)
+      : enrollment_(enrollment), tunnels_(tunnels), work_(work) {}
 
   grpc::ServerUnaryReactor* Register(
       grpc::CallbackServerContext* context,
@@ -45,8 +52,8 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
       varan::v1::RenewCertificateResponse* response) override;
 
   // TunnelHandler:
-  absl::StatusOr<Opened> Open(const grpc::CallbackServerContext& context,
-                              const varan::v1::TunnelHello& hello) override;
+  void Open(const grpc::CallbackServerContext& context,
+            const varan::v1::TunnelHello& hello, OpenDone done) override;
   absl::StatusOr<varan::v1::HeartbeatResponse> Heartbeat(
       const grpc::CallbackServerContext& context, const std::string& id,
       const std::string& credential,
@@ -54,8 +61,17 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
   void Closed(const std::string& id, const absl::Status& status) override;
 
  private:
+  // Runs `work` on work_'s threads (at once without them); calls
+  // `refused(status)` instead when its queue is full.
+  template <typename Work, typename Refused>
+  void OffReactor(Work work, Refused refused);
+  // The hello's answer (on work_'s thread).
+  absl::StatusOr<Opened> OpenNow(const grpc::CallbackServerContext& context,
+                                 const varan::v1::TunnelHello& hello);
+
   Enrollment* const enrollment_;
   TunnelHub* const tunnels_;
+  BlockingWork* const work_;
 };
 
 }  // namespace varan::core

@@ -6,10 +6,14 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/secrets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
@@ -75,6 +79,87 @@ TEST_F(PostgresCoreTest, CommandsRunAndEverythingSurvivesAKillOfCore) {
   EXPECT_THAT(fleet.core()->Log(),
               HasSubstr(absl::StrCat("PostgreSQL database postgres on ",
                                      pg_.host(), ":", pg_.port())));
+}
+
+// A database that stops answering holds up only the calls that need it.
+// With registrations waiting on it (a limited join token's use is counted
+// in the store) and operators reading history from it, core still answers
+// everything else at once: those calls wait on core's own threads
+// (BlockingWork), never on gRPC's few, which every call shares. Two such
+// registrations, or two reads of history, used to leave core answering
+// nothing at all.
+TEST_F(PostgresCoreTest, AStalledDatabaseHoldsUpOnlyTheCallsThatNeedIt) {
+  TestFleet fleet({"--database-file", url_file_});
+  fleet.StartCore();
+  fleet.StartPeriphery("pg-steady");
+  RunResult r =
+      fleet.Ctl({"exec", "--async", "-n", "pg-steady", "--", "echo", "stored"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string id(absl::StripTrailingAsciiWhitespace(r.out));
+  ASSERT_EQ(fleet.WaitFinished(id).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  RunResult created =
+      fleet.Ctl({"join-tokens", "create", "--name", "limited", "--uses", "10"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string token = fleet.dir().File("limited.token");
+  ASSERT_TRUE(WriteSecretFile(token, Trimmed(created.out)).ok());
+
+  pg_.Pause();
+  // Two registrations by Register, two by a tunnel's hello.
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> args = {"--join-token-file", token};
+    if (i % 2 == 1) args.push_back("--tunnel");
+    ASSERT_NE(fleet.LaunchPeriphery(absl::StrCat("pg-late-", i), {}, args),
+              nullptr);
+  }
+  // And every read of history: a page of jobs, a finished job, its events
+  // and its output.
+  const std::vector<std::vector<std::string>> history = {{"jobs", "list"},
+                                                         {"jobs", "get", id},
+                                                         {"jobs", "watch", id},
+                                                         {"jobs", "logs", id}};
+  std::vector<RunResult> reads(history.size());
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < history.size(); ++i) {
+    readers.emplace_back([&fleet, &reads, &history, i] {
+      std::vector<std::string> args = {"--timeout", "60"};
+      args.insert(args.end(), history[i].begin(), history[i].end());
+      reads[i] = fleet.Ctl(args);
+    });
+  }
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_THAT(fleet.core()->Log(), Not(HasSubstr("pg-late-")))
+      << "a registration did not wait for the stalled database";
+  for (int i = 0; i < 3; ++i) {
+    const absl::Time start = absl::Now();
+    RunResult listed = fleet.Ctl({"--timeout", "3", "peripheries", "list"});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    EXPECT_THAT(listed.out, HasSubstr("pg-steady"));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+    RunResult version = fleet.Ctl({"--timeout", "3", "version"});
+    EXPECT_EQ(version.exit_code, 0) << version.err;
+    EXPECT_THAT(version.out, HasSubstr("core"));
+  }
+  pg_.Resume();
+
+  // What waited ends well once the database answers again.
+  for (std::thread& t : readers) t.join();
+  for (size_t i = 0; i < reads.size(); ++i) {
+    EXPECT_EQ(reads[i].exit_code, 0)
+        << absl::StrJoin(history[i], " ") << ": " << reads[i].err;
+  }
+  EXPECT_EQ(reads[3].out, "stored\n");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        RunResult l = fleet.Ctl({"peripheries", "list"});
+        for (int i = 0; i < 4; ++i) {
+          if (l.out.find(absl::StrCat("pg-late-", i)) == std::string::npos) {
+            return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(40)))
+      << fleet.core()->Log();
 }
 
 TEST_F(PostgresCoreTest, ASecondCoreOnTheSameDatabaseIsRefused) {

@@ -2,15 +2,20 @@
 
 #include <libpq-fe.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 
 namespace varan::testing {
@@ -91,8 +96,44 @@ absl::Status TestPostgres::Start() {
 
 void TestPostgres::Stop(int sig) {
   if (server_ == nullptr) return;
+  if (paused_) Resume();  // a frozen server would not stop
   server_->Stop(sig, absl::Seconds(30));
   server_.reset();
+}
+
+void TestPostgres::SignalAll(int sig) {
+  ASSERT_NE(server_, nullptr);
+  const pid_t postmaster = server_->pid();
+  std::vector<pid_t> pids = {postmaster};
+  // The children, from /proc/PID/stat ("pid (comm) state ppid ...").
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(name, &pid)) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields =
+        absl::StrSplit(stat.substr(paren + 2), ' ');
+    pid_t ppid = 0;
+    if (fields.size() > 1 && absl::SimpleAtoi(fields[1], &ppid) &&
+        ppid == postmaster) {
+      pids.push_back(pid);
+    }
+  }
+  for (pid_t pid : pids) kill(pid, sig);
+}
+
+void TestPostgres::Pause() {
+  paused_ = true;
+  SignalAll(SIGSTOP);
+}
+
+void TestPostgres::Resume() {
+  paused_ = false;
+  SignalAll(SIGCONT);
 }
 
 std::string TestPostgres::url() const {

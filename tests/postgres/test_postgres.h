@@ -32,6 +32,12 @@ class TestPostgres {
   // Stops the server (SIGINT: PostgreSQL's fast shutdown; SIGKILL to
   // crash it) and waits for it.
   void Stop(int sig = 2);
+  // Freezes the server and every process of it (SIGSTOP to the postmaster
+  // and its children: the backends serving open connections), as a
+  // database that stopped answering without closing anything; Resume
+  // thaws them (SIGCONT).
+  void Pause();
+  void Resume();
 
   uint16_t port() const { return port_; }
   // The server's own loopback address, 127.x.y.z: a server another test
@@ -43,6 +49,8 @@ class TestPostgres {
   std::string log() const;
 
  private:
+  // Sends `sig` to the server and its children.
+  void SignalAll(int sig);
   // `argv` as the server's user.
   std::vector<std::string> AsServerUser(std::vector<std::string> argv) const;
 
@@ -50,6 +58,7 @@ class TestPostgres {
   TempDir dir_{"/tmp"};
   bool as_postgres_ = false;
   bool initialized_ = false;
+  bool paused_ = false;
   std::string host_;
   uint16_t port_ = 0;
   std::unique_ptr<Daemon> server_;

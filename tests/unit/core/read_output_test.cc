@@ -12,6 +12,7 @@
 #include "core/fleet/registry.h"
 #include "core/jobs/dispatcher.h"
 #include "core/server/auth.h"
+#include "core/server/blocking_work.h"
 #include "core/server/jobs_service.h"
 #include "core/server/tokens.h"
 #include "core/store/memory_store.h"
@@ -27,7 +28,9 @@ using varan::v1::OutputPiece;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-class ReadOutputTest : public ::testing::Test {
+// With the pool core runs it on (every read of the store on its threads),
+// and without one (read in the reactions).
+class ReadOutputTest : public ::testing::TestWithParam<bool> {
  protected:
   ReadOutputTest()
       : fleet_(&clock_, FleetOptions{}, &store_),
@@ -35,7 +38,7 @@ class ReadOutputTest : public ::testing::Test {
         tokens_(&clock_, &store_),
         guard_(&clock_, PeerGuardOptions{}),
         auth_(&tokens_, &guard_),
-        service_(&auth_, &dispatcher_) {
+        service_(&auth_, &dispatcher_, nullptr, GetParam() ? &work_ : nullptr) {
     tokens_.SetBootstrap({BootstrapToken{"admin", "test", "s3cret"}}, {});
     grpc::ServerBuilder builder;
     builder.RegisterService(&service_);
@@ -101,13 +104,14 @@ class ReadOutputTest : public ::testing::Test {
   TokenRegistry tokens_;
   PeerGuard guard_;
   Authenticator auth_;
+  BlockingWork work_;
   JobsService service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<varan::v1::Jobs::Stub> stub_;
   std::string output_;
 };
 
-TEST_F(ReadOutputTest, StreamsWhatIsStoredInPiecesBelowOneMiB) {
+TEST_P(ReadOutputTest, StreamsWhatIsStoredInPiecesBelowOneMiB) {
   for (bool follow : {false, true}) {
     auto request = Request("j1", "p1");
     request.set_follow(follow);
@@ -131,7 +135,7 @@ TEST_F(ReadOutputTest, StreamsWhatIsStoredInPiecesBelowOneMiB) {
   }
 }
 
-TEST_F(ReadOutputTest, ReadsFromAnOffsetSkippingToTheNextStoredByte) {
+TEST_P(ReadOutputTest, ReadsFromAnOffsetSkippingToTheNextStoredByte) {
   grpc::Status status;
   auto pieces = Read(Request("j1", "p1", kMiB + kMiB / 2), &status);
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -150,7 +154,7 @@ TEST_F(ReadOutputTest, ReadsFromAnOffsetSkippingToTheNextStoredByte) {
   EXPECT_TRUE(pieces.empty());
 }
 
-TEST_F(ReadOutputTest, RefusesUnknownJobsTargetsAndUnspecifiedStreams) {
+TEST_P(ReadOutputTest, RefusesUnknownJobsTargetsAndUnspecifiedStreams) {
   grpc::Status status;
   Read(Request("nope", "p1"), &status);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -163,7 +167,7 @@ TEST_F(ReadOutputTest, RefusesUnknownJobsTargetsAndUnspecifiedStreams) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(ReadOutputTest, FollowWaitsForMoreUntilTheTargetIsFinalAndAllIsSent) {
+TEST_P(ReadOutputTest, FollowWaitsForMoreUntilTheTargetIsFinalAndAllIsSent) {
   varan::v1::RegisterRequest reg;
   reg.set_name("live");
   reg.set_advertise_address("[::1]:7701");
@@ -202,6 +206,12 @@ TEST_F(ReadOutputTest, FollowWaitsForMoreUntilTheTargetIsFinalAndAllIsSent) {
   const grpc::Status status = reader->Finish();
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
+
+INSTANTIATE_TEST_SUITE_P(Work, ReadOutputTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param) {
+                           return param.param ? "OnBlockingWork"
+                                              : "InReactions";
+                         });
 
 }  // namespace
 }  // namespace varan::core
