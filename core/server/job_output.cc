@@ -327,12 +327,23 @@ bool OutputReader::Complete() const {
 void OutputReader::Pump(Via via) {
   Action next;
   grpc::Status status;
+  uint64_t from = 0;
   {
     absl::MutexLock lock(&mu_);
-    next = Step(via, &status);
+    next = Step(via, &from);
+  }
+  if (next == Action::kRead) {
+    // Outside mu_: a reaction (OnCancel) never waits for the store.
+    // Decided before the read: whatever was stored by then is read now.
+    const bool complete = !follow_ || Complete();
+    absl::StatusOr<StoredOutput> read =
+        store_->ReadOutput(key_, from, kPieceBytes);
+    absl::MutexLock lock(&mu_);
+    next = Apply(complete, std::move(read), &status);
   }
   switch (next) {
     case Action::kNothing:
+    case Action::kRead:  // Apply never asks for another
       return;
     case Action::kWrite:
       StartWrite(&piece_);
@@ -362,7 +373,7 @@ void OutputReader::Pump(Via via) {
   }
 }
 
-OutputReader::Action OutputReader::Step(Via via, grpc::Status* status) {
+OutputReader::Action OutputReader::Step(Via via, uint64_t* from) {
   switch (via) {
     case Via::kDirect:
       break;
@@ -375,10 +386,11 @@ OutputReader::Action OutputReader::Step(Via via, grpc::Status* status) {
   }
   // The call ended: the last callback to come deletes this.
   if (done_) {
-    return via == Via::kDirect || alarm_pending_ || queued_ ? Action::kNothing
-                                                            : Action::kDelete;
+    return via == Via::kDirect || alarm_pending_ || queued_ || reading_
+               ? Action::kNothing
+               : Action::kDelete;
   }
-  if (writing_ || finished_ || alarm_pending_ || queued_) {
+  if (writing_ || finished_ || alarm_pending_ || queued_ || reading_) {
     return Action::kNothing;
   }
   // Reads of the store happen on work_'s threads when there are some.
@@ -386,9 +398,18 @@ OutputReader::Action OutputReader::Step(Via via, grpc::Status* status) {
     queued_ = true;
     return Action::kQueue;
   }
-  // Decided before the read: whatever was stored by then is read now.
-  const bool complete = !follow_ || Complete();
-  auto read = store_->ReadOutput(key_, next_, kPieceBytes);
+  reading_ = true;
+  *from = next_;
+  return Action::kRead;
+}
+
+OutputReader::Action OutputReader::Apply(bool complete,
+                                         absl::StatusOr<StoredOutput> read,
+                                         grpc::Status* status) {
+  reading_ = false;
+  if (done_)
+    return alarm_pending_ || queued_ ? Action::kNothing : Action::kDelete;
+  if (finished_) return Action::kNothing;  // OnDone deletes
   if (!read.ok()) {
     *status = ToGrpcStatus(read.status());
     return Action::kFinish;
@@ -447,7 +468,7 @@ void OutputReader::OnDone() {
   {
     absl::MutexLock lock(&mu_);
     done_ = true;
-    destroy = !alarm_pending_ && !queued_;
+    destroy = !alarm_pending_ && !queued_ && !reading_;
     if (alarm_pending_) alarm_.Cancel();
   }
   if (destroy) delete this;

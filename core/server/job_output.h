@@ -108,17 +108,23 @@ class OutputReader final
   // Who calls Pump: a reaction or Create, the alarm's callback, or a
   // thread of work_.
   enum class Via { kDirect, kAlarm, kQueue };
-  enum class Action { kNothing, kWrite, kFinish, kDelete, kQueue };
+  enum class Action { kNothing, kRead, kWrite, kFinish, kDelete, kQueue };
   // Writes the next stored piece, or finishes, or waits (an alarm), or
-  // (with work_, off its threads) goes on on one of them.
+  // (with work_, off its threads) goes on on one of them. The store is read
+  // without holding mu_.
   void Pump(Via via);
-  // Pump's decision, under mu_; `*status` for kFinish.
-  Action Step(Via via, grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pump's first decision, under mu_: kRead (from `*from`), kQueue,
+  // kDelete or kNothing.
+  Action Step(Via via, uint64_t* from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the read gives, under mu_: kWrite, kFinish (with `*status`),
+  // kDelete or kNothing (waiting: an alarm is set).
+  Action Apply(bool complete, absl::StatusOr<StoredOutput> read,
+               grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On work_'s thread: finds the job and checks the request (Create).
   void Open(const varan::v1::ReadOutputRequest& request);
   // The stream will grow no more: its target is final and every append of
-  // it is committed.
-  bool Complete() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // it is committed (reads the store).
+  bool Complete() const;
   void FinishOnce(const grpc::Status& status);
 
   // Set before the first read (by Open, with work_), constant after.
@@ -138,6 +144,8 @@ class OutputReader final
   bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
   // A Pump is queued on work_ and has not run yet.
   bool queued_ ABSL_GUARDED_BY(mu_) = false;
+  // A Pump reads the store (without mu_).
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
   // OnDone ran: the alarm callback deletes this.
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Alarm alarm_;

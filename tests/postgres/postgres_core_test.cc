@@ -5,6 +5,7 @@
 // password) appears in no log and no error.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,11 +14,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/grpc_util.h"
 #include "common/secrets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemons.h"
 #include "tests/postgres/test_postgres.h"
+#include "varan/v1/core.grpc.pb.h"
 
 namespace varan::testing {
 namespace {
@@ -97,6 +100,11 @@ TEST_F(PostgresCoreTest, AStalledDatabaseHoldsUpOnlyTheCallsThatNeedIt) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string id(absl::StripTrailingAsciiWhitespace(r.out));
   ASSERT_EQ(fleet.WaitFinished(id).state(), varan::v1::JOB_STATE_SUCCEEDED);
+  // A job that runs through the stall: its output is read from the store.
+  r = fleet.Ctl({"exec", "--async", "-n", "pg-steady", "--", "sh", "-c",
+                 "echo live; sleep 15"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string running(absl::StripTrailingAsciiWhitespace(r.out));
   RunResult created =
       fleet.Ctl({"join-tokens", "create", "--name", "limited", "--uses", "10"});
   ASSERT_EQ(created.exit_code, 0) << created.err;
@@ -126,7 +134,33 @@ TEST_F(PostgresCoreTest, AStalledDatabaseHoldsUpOnlyTheCallsThatNeedIt) {
       reads[i] = fleet.Ctl(args);
     });
   }
-  absl::SleepFor(absl::Seconds(2));
+  // Two readers of the running job's output give up after a second: their
+  // cancellation reaches the reader while it waits on the database, and
+  // must not wait with it.
+  const std::string admin = Trimmed(ReadFile(fleet.admin_token_file()));
+  std::vector<std::thread> quitters;
+  for (int i = 0; i < 2; ++i) {
+    quitters.emplace_back([&fleet, &running, &admin] {
+      auto stub = varan::v1::Jobs::NewStub(fleet.Channel());
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", BearerHeader(admin));
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(1));
+      varan::v1::ReadOutputRequest req;
+      req.set_job_id(running);
+      req.set_target("pg-steady");
+      req.set_follow(true);
+      req.set_stream(varan::v1::OUTPUT_STREAM_STDOUT);
+      auto reader = stub->ReadOutput(&ctx, req);
+      varan::v1::OutputPiece piece;
+      while (reader->Read(&piece)) {
+      }
+      EXPECT_EQ(reader->Finish().error_code(),
+                grpc::StatusCode::DEADLINE_EXCEEDED);
+    });
+  }
+  for (std::thread& t : quitters) t.join();
+  absl::SleepFor(absl::Seconds(1));
   EXPECT_THAT(fleet.core()->Log(), Not(HasSubstr("pg-late-")))
       << "a registration did not wait for the stalled database";
   for (int i = 0; i < 3; ++i) {
