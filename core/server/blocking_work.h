@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <deque>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -73,5 +74,19 @@ class BlockingWork {
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
+
+// Runs `work` on `pool`'s threads, or at once when `pool` is null (a
+// service built without one, in tests); calls `refused(status)` instead of
+// `work` when the pool refuses it.
+template <typename Work, typename Refused>
+void RunBlocking(BlockingWork* pool, Work work, Refused refused) {
+  if (pool == nullptr) {
+    work();
+    return;
+  }
+  if (absl::Status queued = pool->Run(std::move(work)); !queued.ok()) {
+    refused(std::move(queued));
+  }
+}
 
 }  // namespace varan::core

@@ -76,15 +76,12 @@ grpc::ServerUnaryReactor* OperatorBlockingAsync(
   return OperatorAsync(
       auth, needed, context, response,
       [work, call = std::move(call)](const Caller& caller, auto done) mutable {
-        if (work == nullptr) {
-          call(caller, std::move(done));
-          return;
-        }
-        absl::Status queued =
-            work->Run([call = std::move(call), caller, done]() mutable {
+        RunBlocking(
+            work,
+            [call = std::move(call), caller, done]() mutable {
               call(caller, std::move(done));
-            });
-        if (!queued.ok()) done(std::move(queued));
+            },
+            [done](absl::Status refused) mutable { done(std::move(refused)); });
       });
 }
 

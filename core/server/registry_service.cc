@@ -7,17 +7,6 @@
 
 namespace varan::core {
 
-template <typename Work, typename Refused>
-void RegistryService::OffReactor(Work work, Refused refused) {
-  if (work_ == nullptr) {
-    work();
-    return;
-  }
-  if (absl::Status queued = work_->Run(std::move(work)); !queued.ok()) {
-    refused(std::move(queued));
-  }
-}
-
 grpc::ServerUnaryReactor* RegistryService::Register(
     grpc::CallbackServerContext* context,
     const varan::v1::RegisterRequest* request,
@@ -27,7 +16,8 @@ grpc::ServerUnaryReactor* RegistryService::Register(
     AddRetryAfterTrailer(status, context);
     reactor->Finish(ToGrpcStatus(status));
   };
-  OffReactor(
+  RunBlocking(
+      work_,
       [this, context, request, response, answer] {
         auto admitted = enrollment_->Register(
             BearerToken(*context), NormalizePeerAddress(context->peer()),
@@ -86,9 +76,12 @@ void RegistryService::Open(const grpc::CallbackServerContext& context,
   }
   // One owner of `done` for whichever of the two runs.
   auto shared = std::make_shared<OpenDone>(std::move(done));
-  OffReactor([this, &context, &hello,
-              shared] { std::move (*shared)(OpenNow(context, hello)); },
-             [shared](absl::Status refused) { std::move (*shared)(refused); });
+  RunBlocking(
+      work_,
+      [this, &context, &hello, shared] {
+        std::move (*shared)(OpenNow(context, hello));
+      },
+      [shared](absl::Status refused) { std::move (*shared)(refused); });
 }
 
 absl::StatusOr<TunnelHandler::Opened> RegistryService::OpenNow(

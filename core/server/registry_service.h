@@ -61,10 +61,6 @@ class RegistryService final : public varan::v1::Registry::CallbackService,
   void Closed(const std::string& id, const absl::Status& status) override;
 
  private:
-  // Runs `work` on work_'s threads (at once without them); calls
-  // `refused(status)` instead when its queue is full.
-  template <typename Work, typename Refused>
-  void OffReactor(Work work, Refused refused);
   // The hello's answer (on work_'s thread).
   absl::StatusOr<Opened> OpenNow(const grpc::CallbackServerContext& context,
                                  const varan::v1::TunnelHello& hello);

@@ -112,31 +112,10 @@ TEST_F(PostgresCoreTest, AStalledDatabaseHoldsUpOnlyTheCallsThatNeedIt) {
   ASSERT_TRUE(WriteSecretFile(token, Trimmed(created.out)).ok());
 
   pg_.Pause();
-  // Two registrations by Register, two by a tunnel's hello.
-  for (int i = 0; i < 4; ++i) {
-    std::vector<std::string> args = {"--join-token-file", token};
-    if (i % 2 == 1) args.push_back("--tunnel");
-    ASSERT_NE(fleet.LaunchPeriphery(absl::StrCat("pg-late-", i), {}, args),
-              nullptr);
-  }
-  // And every read of history: a page of jobs, a finished job, its events
-  // and its output.
-  const std::vector<std::vector<std::string>> history = {{"jobs", "list"},
-                                                         {"jobs", "get", id},
-                                                         {"jobs", "watch", id},
-                                                         {"jobs", "logs", id}};
-  std::vector<RunResult> reads(history.size());
-  std::vector<std::thread> readers;
-  for (size_t i = 0; i < history.size(); ++i) {
-    readers.emplace_back([&fleet, &reads, &history, i] {
-      std::vector<std::string> args = {"--timeout", "60"};
-      args.insert(args.end(), history[i].begin(), history[i].end());
-      reads[i] = fleet.Ctl(args);
-    });
-  }
-  // Two readers of the running job's output give up after a second: their
-  // cancellation reaches the reader while it waits on the database, and
-  // must not wait with it.
+  // First, two readers of the running job's output, which give up after a
+  // second: started before the rest, so that their reads are under way on
+  // core's threads when the cancellation arrives (the reader ends cleanly,
+  // and core stays responsive).
   const std::string admin = Trimmed(ReadFile(fleet.admin_token_file()));
   std::vector<std::thread> quitters;
   for (int i = 0; i < 2; ++i) {
@@ -159,8 +138,32 @@ TEST_F(PostgresCoreTest, AStalledDatabaseHoldsUpOnlyTheCallsThatNeedIt) {
                 grpc::StatusCode::DEADLINE_EXCEEDED);
     });
   }
+  absl::SleepFor(absl::Milliseconds(300));
+  // Two registrations by Register, two by a tunnel's hello.
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> args = {"--join-token-file", token};
+    if (i % 2 == 1) args.push_back("--tunnel");
+    // (EXPECT: threads are running that must be joined.)
+    EXPECT_NE(fleet.LaunchPeriphery(absl::StrCat("pg-late-", i), {}, args),
+              nullptr);
+  }
+  // And every read of history: a page of jobs, a finished job, its events
+  // and its output.
+  const std::vector<std::vector<std::string>> history = {{"jobs", "list"},
+                                                         {"jobs", "get", id},
+                                                         {"jobs", "watch", id},
+                                                         {"jobs", "logs", id}};
+  std::vector<RunResult> reads(history.size());
+  std::vector<std::thread> readers;
+  for (size_t i = 0; i < history.size(); ++i) {
+    readers.emplace_back([&fleet, &reads, &history, i] {
+      std::vector<std::string> args = {"--timeout", "60"};
+      args.insert(args.end(), history[i].begin(), history[i].end());
+      reads[i] = fleet.Ctl(args);
+    });
+  }
   for (std::thread& t : quitters) t.join();
-  absl::SleepFor(absl::Seconds(1));
+  absl::SleepFor(absl::Seconds(2));
   EXPECT_THAT(fleet.core()->Log(), Not(HasSubstr("pg-late-")))
       << "a registration did not wait for the stalled database";
   for (int i = 0; i < 3; ++i) {
