@@ -355,6 +355,13 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
         };
   }
   p->links = std::make_unique<TunnelHub>(p->dial_links.get(), p->peers.get());
+  // Made before the calls' services: the dispatcher reads the stored jobs
+  // that heartbeats ask about on it too.
+  p->blocking = std::make_unique<BlockingWork>();
+  dispatcher_options.run_reads =
+      [pool = p->blocking.get()](absl::AnyInvocable<void() &&> read) {
+        return pool->Run(std::move(read));
+      };
   p->dispatcher =
       std::make_unique<Dispatcher>(p->fleet.get(), p->links.get(),
                                    p->store.get(), clock, dispatcher_options);
@@ -399,7 +406,6 @@ absl::StatusOr<std::unique_ptr<CoreServer>> CoreServer::Start(
   p->enrollment = std::make_unique<Enrollment>(
       p->tokens.get(), p->fleet.get(), p->dispatcher.get(), p->guard.get(),
       p->admission.get(), p->peers.get(), p->periphery_ca.get());
-  p->blocking = std::make_unique<BlockingWork>();
   p->registry_service = std::make_unique<RegistryService>(
       p->enrollment.get(), p->links.get(), p->blocking.get());
   p->fleet_service =

@@ -41,7 +41,9 @@ Dispatcher::Dispatcher(const FleetRegistry* fleet, LinkProvider* links,
       links_(links),
       store_(RequireStore(store, "Dispatcher")),
       clock_(clock),
-      options_(options) {}
+      options_(options),
+      stored_views_([this](const std::string& id) { return Find(id); },
+                    options_.run_reads, clock, {}) {}
 
 Dispatcher::~Dispatcher() {
   Shutdown(absl::Seconds(5));
@@ -120,13 +122,15 @@ void Dispatcher::Forget(const std::string& job_id) {
   active_.erase(job_id);
 }
 
+std::shared_ptr<Job> Dispatcher::Live(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  return it == active_.end() ? nullptr : it->second->job;
+}
+
 absl::StatusOr<std::shared_ptr<Job>> Dispatcher::Find(
     const std::string& id) const {
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = active_.find(id);
-    if (it != active_.end()) return it->second->job;
-  }
+  if (std::shared_ptr<Job> live = Live(id); live != nullptr) return live;
   auto stored = store_->LoadJob(id);
   if (!stored.ok()) {
     if (absl::IsNotFound(stored.status())) {

@@ -56,6 +56,7 @@
 #include "core/fleet/registry.h"
 #include "core/jobs/job.h"
 #include "core/jobs/rollout.h"
+#include "core/jobs/stored_job_views.h"
 #include "core/jobs/target_run.h"
 #include "core/link/periphery_link.h"
 #include "core/store/store.h"
@@ -89,6 +90,11 @@ struct DispatcherOptions {
   // about twice a second, before it fails: longer than a dead replica
   // stays in the others' views (core sets Cluster's ttl + 5 s).
   absl::Duration redelivery_window = absl::Seconds(15);
+  // Runs the store reads that heartbeats need (a late or stray report of a
+  // job no longer in memory: StoredJobViews) off their thread; an error
+  // when it will not. Core: BlockingWork::Run. Empty: read at once, on the
+  // heartbeat's thread.
+  StoredJobViews::Runner run_reads;
 };
 
 // The output limits of a job dispatched with `options` (DispatchOptions:
@@ -176,10 +182,7 @@ class Dispatcher : private TargetRun::Owner {
 
   // The job with `id` is running, or finished with its final record (and
   // its output) not committed yet: Find returns the live Job.
-  bool Running(const std::string& id) const {
-    absl::MutexLock lock(&mu_);
-    return active_.contains(id);
-  }
+  bool Running(const std::string& id) const { return Live(id) != nullptr; }
 
   // The store jobs and their output are kept in (for the services' reads).
   Store* store() const { return store_; }
@@ -238,19 +241,30 @@ class Dispatcher : private TargetRun::Owner {
   // try is due (TargetRun::redelivering); fails those whose window passed.
   // (A cancel ends a waiting run at once: Cancel.)
   void Redeliver();
+  // The job with `id` if it is in memory (Running), else null.
+  std::shared_ptr<Job> Live(const std::string& id) const;
   // A late report for a target no run waits for: amends it if it is LOST
   // — once the report brings the output tails: one without them has them
   // asked for through `resend` (if not null) for kAskForTails first, as for
   // a waiting run. True when the periphery may forget the report: the
   // target's outcome is stored (its job's final record committed, with no
-  // amendment pending).
+  // amendment pending). A job not in memory is read through
+  // stored_views_: false until it has been read.
   bool AmendLate(const varan::v1::ExecutionReport& report,
                  std::vector<std::string>* resend);
+  // AmendLate with the report's job: `job`, stored with its final record
+  // (`stored`) or in memory; `changed`: the targets amended in the stored
+  // view since it was read (null for a job in memory).
+  bool AmendLateIn(const std::shared_ptr<Job>& job, bool stored,
+                   const varan::v1::ExecutionReport& report,
+                   const std::string& target, std::vector<std::string>* resend,
+                   StoredJobViews::Changed* changed);
   // Whether to ask again for the tails of late report `wire_id` at `now`
   // (kAskForTails from the first ask); forgets asks older than that.
   bool AskLateTails(const std::string& wire_id, absl::Time now);
   // A running execution no run waits for: true when its job was canceled
-  // and its target is final (the periphery is to stop it).
+  // and its target is final (the periphery is to stop it). A job not in
+  // memory is read through stored_views_: false until it has been read.
   bool CanceledWhileAway(const std::string& wire_id);
   void Forget(const std::string& job_id);
   // Indexes a new run (runs_, by_execution_, by_periphery_) / drops it.
@@ -290,6 +304,9 @@ class Dispatcher : private TargetRun::Owner {
   // Late reports of LOST targets whose tails were asked for: when first.
   absl::flat_hash_map<std::string, absl::Time> late_tails_asked_
       ABSL_GUARDED_BY(mu_);
+  // Stored jobs that late and stray reports ask about. Last: its reads
+  // (Find) use what is above, and it waits for them when destroyed.
+  StoredJobViews stored_views_;
 };
 
 }  // namespace varan::core

@@ -258,12 +258,21 @@ bool Dispatcher::CanceledWhileAway(const std::string& wire_id) {
   auto id = ExecutionId::Parse(wire_id);
   if (!id.ok()) return false;  // not one of core's
   if (options_.owns_job && !options_.owns_job(id->job_id)) return false;
-  auto job = Find(id->job_id);
-  if (!job.ok() || !(*job)->CancelRequested()) return false;
-  const int index = (*job)->TargetIndex(id->target);
-  if (index < 0) return false;
-  const varan::v1::TargetState state =
-      (*job)->Snapshot().targets(index).state();
+  varan::v1::TargetState state = varan::v1::TARGET_STATE_UNSPECIFIED;
+  auto look = [&](const std::shared_ptr<Job>& job) {
+    if (!job->CancelRequested()) return;
+    const int index = job->TargetIndex(id->target);
+    if (index >= 0) state = job->Snapshot().targets(index).state();
+  };
+  if (std::shared_ptr<Job> live = Live(id->job_id); live != nullptr) {
+    look(live);
+  } else {
+    stored_views_.With(id->job_id,
+                       [&](const absl::StatusOr<std::shared_ptr<Job>>& job,
+                           StoredJobViews::Changed&) {
+                         if (job.ok()) look(*job);
+                       });
+  }
   if (!IsFinal(state)) return false;
   spdlog::info(
       "execution {}: still running on its periphery although its job was "
@@ -284,24 +293,46 @@ bool Dispatcher::AskLateTails(const std::string& wire_id, absl::Time now) {
 
 bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report,
                            std::vector<std::string>* resend) {
-  const std::string& wire_id = report.execution_id();
-  auto id = ExecutionId::Parse(wire_id);
+  auto id = ExecutionId::Parse(report.execution_id());
   if (!id.ok()) return true;  // not one of core's: forget it
   // Another replica's job: that replica answers for it.
   if (options_.owns_job && !options_.owns_job(id->job_id)) return false;
   // A job in memory has not had its final record stored yet (it is
   // forgotten once it has): what it says of the target may never reach the
   // store (core dying, or fenced, before it does).
-  const bool stored = !Running(id->job_id);
-  auto job = Find(id->job_id);
-  if (!job.ok()) return absl::IsNotFound(job.status());  // else: retry later
-  const int index = (*job)->TargetIndex(id->target);
+  if (std::shared_ptr<Job> live = Live(id->job_id); live != nullptr) {
+    return AmendLateIn(live, /*stored=*/false, report, id->target, resend,
+                       nullptr);
+  }
+  bool forget = false;
+  stored_views_.With(
+      id->job_id, [&](const absl::StatusOr<std::shared_ptr<Job>>& job,
+                      StoredJobViews::Changed& changed) {
+        if (!job.ok()) {
+          forget = absl::IsNotFound(job.status());  // else: retry later
+          return;
+        }
+        forget = AmendLateIn(*job, /*stored=*/true, report, id->target, resend,
+                             &changed);
+      });
+  return forget;
+}
+
+bool Dispatcher::AmendLateIn(const std::shared_ptr<Job>& job, bool stored,
+                             const varan::v1::ExecutionReport& report,
+                             const std::string& target,
+                             std::vector<std::string>* resend,
+                             StoredJobViews::Changed* changed) {
+  const std::string& wire_id = report.execution_id();
+  const int index = job->TargetIndex(target);
   if (index < 0) return true;
+  // Amended since the view was read: it says what is not stored yet. The
+  // report is forgotten once a later read shows it stored.
+  if (changed != nullptr && changed->contains(index)) return false;
   // A target still waiting in a job nobody runs here (yet: a dead replica's,
   // before this one takes it over): the periphery keeps the result for
   // whoever will.
-  const varan::v1::TargetState state =
-      (*job)->Snapshot().targets(index).state();
+  const varan::v1::TargetState state = job->Snapshot().targets(index).state();
   if (!IsFinal(state)) return false;
   // A LOST target's outcome without the tails: the output written last
   // went to the replica that lost it (the command's end with it).
@@ -315,7 +346,8 @@ bool Dispatcher::AmendLate(const varan::v1::ExecutionReport& report,
     resend->push_back(wire_id);
     return false;
   }
-  if ((*job)->AmendLost(static_cast<size_t>(index), report)) {
+  if (job->AmendLost(static_cast<size_t>(index), report)) {
+    if (changed != nullptr) changed->insert(index);
     {
       absl::MutexLock lock(&mu_);
       late_tails_asked_.erase(wire_id);

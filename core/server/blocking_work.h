@@ -9,7 +9,8 @@
 // nothing at all, heartbeats included, until the database came back. A
 // handler whose work may wait queues it here and finishes its call from
 // the work instead (OperatorBlocking in core/server/operator_call.h,
-// RegistryService).
+// RegistryService). The dispatcher reads here the stored jobs that
+// heartbeats ask about (StoredJobViews), and heartbeats never wait.
 //
 // The queue is bounded: past `max_queued` waiting items, Run refuses with
 // RESOURCE_EXHAUSTED and a retry-after hint, so a database that does not

@@ -39,8 +39,8 @@ class DispatcherTest : public ::testing::Test {
         FleetOptions{kInterval, 3, absl::ZeroDuration(), absl::Seconds(30)},
         store_.get());
     ASSERT_TRUE(fleet_->Load().ok());
-    dispatcher_ = std::make_unique<Dispatcher>(
-        fleet_.get(), &links_, store_.get(), &clock_, DispatcherOptions{});
+    dispatcher_ = std::make_unique<Dispatcher>(fleet_.get(), &links_,
+                                               store_.get(), &clock_, options_);
     fleet_->SetGoneListener(
         [this](const std::string& id, const std::string& reason) {
           dispatcher_->PeripheryGone(id, reason);
@@ -90,6 +90,8 @@ class DispatcherTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  // The options of the dispatcher the next Open makes.
+  DispatcherOptions options_;
   varan::testing::UnitTempDir dir_;
   FakeLinks links_;
   // The stored stdout of a target (the output is not in the job record).
