@@ -8,28 +8,55 @@
 
 namespace varan::core {
 
-namespace {
-
-// How long an idle delivery thread waits for more events before it ends.
-constexpr absl::Duration kDeliveryLinger = absl::Milliseconds(100);
-
-}  // namespace
-
-void DeliveryThreads::Started() {
-  absl::MutexLock lock(&mu_);
-  ++running_;
+void DeliveryThreads::Run(absl::AnyInvocable<void() &&> drain) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<size_t>(idle_) > ready_.size()) {
+      ready_.push_back(std::move(drain));
+      return;
+    }
+    ++threads_;
+  }
+  std::thread([this, first = std::move(drain)]() mutable {
+    Work(std::move(first));
+  }).detach();
 }
 
-void DeliveryThreads::Ended() {
+void DeliveryThreads::Work(absl::AnyInvocable<void() &&> first) {
+  std::move(first)();
+  first = nullptr;  // its call may end here, not after threads_ says so
   absl::MutexLock lock(&mu_);
-  --running_;
+  while (true) {
+    ++idle_;
+    auto handed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !ready_.empty() || closing_ > 0;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&handed), kIdleFor);
+    --idle_;
+    if (ready_.empty()) break;  // idle for kIdleFor, or WaitIdle
+    {
+      absl::AnyInvocable<void()&&> drain = std::move(ready_.front());
+      ready_.pop_front();
+      mu_.Unlock();
+      std::move(drain)();
+    }
+    mu_.Lock();
+  }
+  --threads_;
 }
 
 void DeliveryThreads::WaitIdle() {
   absl::MutexLock lock(&mu_);
-  auto idle = [this]()
-                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
-  mu_.Await(absl::Condition(&idle));
+  ++closing_;
+  auto ended = [this]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return threads_ == 0; };
+  mu_.Await(absl::Condition(&ended));
+  --closing_;
+}
+
+int DeliveryThreads::threads() const {
+  absl::MutexLock lock(&mu_);
+  return threads_;
 }
 
 TunnelCall::TunnelCall(std::weak_ptr<TunnelCallHost> host,
@@ -91,12 +118,7 @@ void TunnelCall::EnqueueLocked(Item item) {
   queue_.push_back(std::move(item));
   if (draining_) return;
   draining_ = true;
-  threads_->Started();
-  std::thread([self = shared_from_this()] {
-    DeliveryThreads* threads = self->threads_;
-    self->Drain();
-    threads->Ended();
-  }).detach();
+  threads_->Run([self = shared_from_this()] { self->Drain(); });
 }
 
 void TunnelCall::Drain() {
@@ -104,10 +126,6 @@ void TunnelCall::Drain() {
     Item item;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty();
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&ready), kDeliveryLinger);
       if (queue_.empty()) {
         draining_ = false;
         return;
@@ -127,12 +145,25 @@ void TunnelCall::Drain() {
         item.event->has_output() ? item.event->output().data().size() : 0;
     observer_->OnEvent(*item.event);
     // The listener took the bytes: the periphery may send as many more.
+    // Granted a quarter window at a time, not per chunk (a message per
+    // chunk costs core as much as the chunk; with small outputs, one more
+    // message per target), and not once the command has ended. The
+    // periphery never waits on it: what it has in flight beyond what core
+    // holds undelivered is less than a quarter window.
     if (size > 0 && window_ > 0) {
+      uint64_t grant = 0;
       {
         absl::MutexLock lock(&mu_);
         outstanding_ -= std::min(outstanding_, size);
+        ungranted_ += size;
+        if (!completing_ && ungranted_ >= CreditBatch(window_)) {
+          grant = ungranted_;
+          ungranted_ = 0;
+        }
       }
-      if (auto host = host_.lock()) host->SendCredit(id_, size);
+      if (grant > 0) {
+        if (auto host = host_.lock()) host->SendCredit(id_, grant);
+      }
     }
   }
 }

@@ -2,13 +2,14 @@
 // output flow control (ExecuteRequest.output_window_bytes / OutputCredit).
 //
 // The tunnel's single reader thread hands each of the execution's events to
-// Accept, which only queues it; the call's own delivery thread (started when
-// events wait, gone after a short idle time) passes them to the observer in
-// order, then grants the bytes of each delivered output chunk back to the
-// periphery as credit. So an observer that blocks (a job whose live window is
-// full and whose Exec caller lags) stalls its own execution, whose periphery
-// runs out of credit and stops reading the command's output, and never the
-// tunnel, its heartbeats or the other executions on it.
+// Accept, which only queues it; a delivery thread (DeliveryThreads: one of
+// its own while events wait, taken from those idle) passes them to the
+// observer in order, then grants the delivered output bytes back to the
+// periphery as credit, a quarter window at a time (CreditBatch). So an observer
+// that blocks (a job whose live window is full and whose Exec caller lags)
+// stalls its own execution, whose periphery runs out of credit and stops
+// reading the command's output, and never the tunnel, its heartbeats or the
+// other executions on it.
 //
 // Accept refuses output beyond the window (a periphery that ignores it): the
 // caller then fails the execution, not the tunnel.
@@ -24,8 +25,10 @@
 #include <optional>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/link/periphery_link.h"
 #include "varan/v1/periphery.pb.h"
 
@@ -33,6 +36,12 @@ namespace varan::core {
 
 // Output window core gives each execution on a tunnel.
 inline constexpr uint64_t kTunnelOutputWindowBytes = 4 * 1024 * 1024;
+
+// Output bytes delivered before a TunnelCall grants them back as credit,
+// for an execution with `window`: a quarter of it (at least one byte).
+constexpr uint64_t CreditBatch(uint64_t window) {
+  return window / 4 > 0 ? window / 4 : 1;
+}
 
 // What a TunnelCall asks of its tunnel. Implemented by the tunnel connection
 // (and by fakes in tests). Must not block.
@@ -50,17 +59,38 @@ class TunnelCallHost {
   virtual void Forget(const std::string& execution_id) = 0;
 };
 
-// Counts delivery threads so their owner can wait for them to end.
+// The calls' delivery threads. Each drain runs on a thread of its own for
+// as long as it lasts (so one that blocks holds up no other); a thread
+// whose drain ended takes the next one handed over, and ends after
+// kIdleFor without one. So a fan-out to thousands of executions reuses a
+// few threads instead of starting one per execution, which cost core as
+// much CPU as the rest of the delivery.
 class DeliveryThreads {
  public:
-  void Started();
-  void Ended();
-  // Returns once every started thread has ended.
+  static constexpr absl::Duration kIdleFor = absl::Seconds(1);
+
+  DeliveryThreads() = default;
+  DeliveryThreads(const DeliveryThreads&) = delete;
+  DeliveryThreads& operator=(const DeliveryThreads&) = delete;
+
+  // Runs `drain` on an idle delivery thread, or on a new one.
+  void Run(absl::AnyInvocable<void() &&> drain);
+  // Returns once every drain handed over has run and every thread has
+  // ended (idle ones end at once meanwhile).
   void WaitIdle();
+  // Threads alive now.
+  int threads() const;
 
  private:
-  absl::Mutex mu_;
-  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  void Work(absl::AnyInvocable<void() &&> first);
+
+  mutable absl::Mutex mu_;
+  // Handed over to idle threads, not taken yet.
+  std::deque<absl::AnyInvocable<void() &&>> ready_ ABSL_GUARDED_BY(mu_);
+  int idle_ ABSL_GUARDED_BY(mu_) = 0;
+  int threads_ ABSL_GUARDED_BY(mu_) = 0;
+  // WaitIdle callers: idle threads end at once.
+  int closing_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class TunnelCall final : public ExecuteCall,
@@ -107,8 +137,10 @@ class TunnelCall final : public ExecuteCall,
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool completing_ ABSL_GUARDED_BY(mu_) = false;
-  // Output bytes received and not granted back yet.
+  // Output bytes received and not delivered yet.
   uint64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  // Output bytes delivered and not granted back yet (CreditBatch).
+  uint64_t ungranted_ ABSL_GUARDED_BY(mu_) = 0;
   // Only the delivery thread touches this.
   bool done_ = false;
 };

@@ -1,11 +1,15 @@
 // TunnelCall: output window accounting, credit granted only once the
-// listener took the output, a stalled listener stalling only its own
+// listener took the output (a quarter window at a time, none after the
+// end), a stalled listener stalling only its own
 // execution, and output beyond the window refused.
 #include "core/link/tunnel_call.h"
 
+#include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -30,6 +34,7 @@ class FakeHost final : public TunnelCallHost {
   void SendCredit(const std::string& id, uint64_t bytes) override {
     absl::MutexLock lock(&mu_);
     credit_[id] += bytes;
+    ++grants_[id];
   }
   void SendDetach(const std::string& id) override {
     absl::MutexLock lock(&mu_);
@@ -57,6 +62,11 @@ class FakeHost final : public TunnelCallHost {
     absl::MutexLock lock(&mu_);
     return credit_[id];
   }
+  // Credit messages sent for `id`.
+  int grants(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    return grants_[id];
+  }
   // Waits until `id` was granted at least `bytes`.
   void AwaitCredit(const std::string& id, uint64_t bytes) {
     absl::MutexLock lock(&mu_);
@@ -69,6 +79,7 @@ class FakeHost final : public TunnelCallHost {
  private:
   absl::Mutex mu_;
   std::map<std::string, uint64_t> credit_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> grants_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> canceled_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> detached_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> forgotten_ ABSL_GUARDED_BY(mu_);
@@ -93,6 +104,12 @@ class Listener final : public ExecuteObserver {
     absl::MutexLock lock(&mu_);
     status_ = status;
     done_ = true;
+    done_on_ = std::this_thread::get_id();
+  }
+  // The thread OnDone ran on.
+  std::thread::id done_on() {
+    absl::MutexLock lock(&mu_);
+    return done_on_;
   }
   void Block() { blocking_ = true; }
   void Release() { release_.Notify(); }
@@ -130,6 +147,7 @@ class Listener final : public ExecuteObserver {
   uint64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::thread::id done_on_ ABSL_GUARDED_BY(mu_);
 };
 
 ExecuteEvent Output(size_t size) {
@@ -170,6 +188,38 @@ TEST_F(TunnelCallTest, CreditIsGrantedOnlyOnceTheListenerTookTheOutput) {
   EXPECT_TRUE(listener.AwaitDone().ok());
   EXPECT_EQ(listener.bytes(), 400u);
   EXPECT_EQ(host_->credit("e1"), 400u);
+}
+
+// Output in small chunks (a command printing line by line) is granted back
+// a quarter window at a time, not with a message per chunk.
+TEST_F(TunnelCallTest, SmallChunksAreGrantedAQuarterWindowAtATime) {
+  Listener listener;
+  auto call = NewCall("e1", 1000, &listener);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(call->Accept(Output(50)).ok());
+  host_->AwaitCredit("e1", 500);
+  EXPECT_EQ(host_->grants("e1"), 2);
+  // Less than a quarter window delivered: kept until more comes.
+  ASSERT_TRUE(call->Accept(Output(100)).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(call->Accept(Output(50)).ok());
+  host_->AwaitCredit("e1", 750);
+  EXPECT_EQ(host_->grants("e1"), 3);
+  ASSERT_TRUE(call->Accept(Exited()).ok());
+  EXPECT_TRUE(listener.AwaitDone().ok());
+  EXPECT_EQ(listener.bytes(), 750u);
+}
+
+// Once the command has ended the periphery sends no more output: credit for
+// what was delivered after that would be a message for nothing.
+TEST_F(TunnelCallTest, NoCreditIsSentOnceTheCommandEnded) {
+  Listener listener;
+  listener.Block();
+  auto call = NewCall("e1", 1000, &listener);
+  ASSERT_TRUE(call->Accept(Output(400)).ok());
+  ASSERT_TRUE(call->Accept(Exited()).ok());
+  listener.Release();
+  EXPECT_TRUE(listener.AwaitDone().ok());
+  EXPECT_EQ(listener.bytes(), 400u);
+  EXPECT_EQ(host_->grants("e1"), 0);
 }
 
 TEST_F(TunnelCallTest, OutputBeyondTheWindowIsRefused) {
@@ -219,6 +269,26 @@ TEST_F(TunnelCallTest, AStalledListenerDoesNotStallAnotherExecution) {
   host_->AwaitCredit("a", 1000);
   a->Abort();
   EXPECT_EQ(stalled.AwaitDone().code(), absl::StatusCode::kCancelled);
+}
+
+// A fan-out's calls come one after the other on a tunnel: their deliveries
+// reuse the threads of the calls before, not a new thread each.
+TEST_F(TunnelCallTest, CallsOneAfterTheOtherReuseTheDeliveryThreads) {
+  std::set<std::thread::id> used;
+  std::deque<Listener> listeners;  // kept until the threads have ended
+  for (int i = 0; i < 100; ++i) {
+    Listener& listener = listeners.emplace_back();
+    auto call = NewCall("e" + std::to_string(i), 1000, &listener);
+    ASSERT_TRUE(call->Accept(Output(10)).ok());
+    ASSERT_TRUE(call->Accept(Exited()).ok());
+    ASSERT_TRUE(listener.AwaitDone().ok());
+    used.insert(listener.done_on());
+  }
+  EXPECT_LE(used.size(), 2u);
+  EXPECT_GE(threads_.threads(), 1);
+  // Ending, the idle ones end at once (not after DeliveryThreads::kIdleFor).
+  threads_.WaitIdle();
+  EXPECT_EQ(threads_.threads(), 0);
 }
 
 // A periphery going offline aborts its calls while the tunnel's routing
