@@ -7,6 +7,12 @@
 
 namespace varan::core {
 
+Holding Cluster::HoldingOf(const std::string& id) const {
+  std::optional<PeripheryOwner> owner = OwnerOf(id);
+  if (!owner.has_value()) return Holding::kNowhere;
+  return owner->replica.id == self().id ? Holding::kHere : Holding::kElsewhere;
+}
+
 std::string NewReplicaId() {
   return absl::StrCat("r-", GenerateSecret().substr(0, 16));
 }

@@ -67,6 +67,9 @@ struct ReplicaInfo {
   }
 };
 
+// Where a periphery's connection is held (Cluster::HoldingOf).
+enum class Holding { kNowhere, kHere, kElsewhere };
+
 // The replica holding a periphery's connection, and the epoch of its claim.
 struct PeripheryOwner {
   ReplicaInfo replica;
@@ -163,6 +166,9 @@ class Cluster {
   // The live replica holding periphery `id`'s connection, if any.
   virtual std::optional<PeripheryOwner> OwnerOf(
       const std::string& id) const = 0;
+  // What OwnerOf tells, without the owner: this replica, another live one
+  // or none. Cheaper: the fleet asks it of every periphery every tick.
+  virtual Holding HoldingOf(const std::string& id) const;
 
   // Fences the replica whose tag is `tag` (see the contract above): OK when
   // it is fenced now or was before, or no replica with that tag is live;

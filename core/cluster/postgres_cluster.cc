@@ -268,6 +268,20 @@ std::optional<PeripheryOwner> PostgresCluster::OwnerOf(
   return std::nullopt;
 }
 
+Holding PostgresCluster::HoldingOf(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = claims_.find(id);
+  if (it == claims_.end() || it->second.replica.empty()) {
+    return Holding::kNowhere;
+  }
+  for (const ReplicaInfo& r : replicas_) {
+    if (r.id == it->second.replica) {
+      return r.id == self_.id ? Holding::kHere : Holding::kElsewhere;
+    }
+  }
+  return Holding::kNowhere;
+}
+
 absl::Status PostgresCluster::Sync() {
   absl::MutexLock lock(&mu_);
   const uint64_t target = started_ + 1;

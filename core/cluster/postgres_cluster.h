@@ -82,6 +82,7 @@ class PostgresCluster final : public Cluster {
   void Connected(const std::string& id) override;
   void Disconnected(const std::string& id) override;
   std::optional<PeripheryOwner> OwnerOf(const std::string& id) const override;
+  Holding HoldingOf(const std::string& id) const override;
   // Over a connection of its own.
   absl::Status Fence(const std::string& tag) override;
   bool Fenced() const override;

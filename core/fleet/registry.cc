@@ -320,10 +320,11 @@ void FleetRegistry::Tick() {
     if (persist_due) last_persist_ = now;
     for (auto& [id, r] : by_id_) {
       if (r.removed) continue;
-      const bool online = Online(r, now);
-      const bool writes = WritesTransitionsLocked(r);
+      const bool going = r.was_online && !Online(r, now);
+      // Asked before SetHereLocked (and only of those going offline).
+      const bool writes = going && WritesTransitionsLocked(r);
       if (r.here && now - r.local_seen > ttl()) SetHereLocked(r, false);
-      if (r.was_online && !online) {
+      if (going) {
         r.was_online = false;
         std::string reason = absl::StrCat(
             "periphery ", r.stored.info.name(), " went offline: no heartbeat ",

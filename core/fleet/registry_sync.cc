@@ -12,7 +12,7 @@ namespace varan::core {
 
 bool FleetRegistry::WritesTransitionsLocked(const Record& r) const {
   if (cluster_ == nullptr || r.here) return true;
-  return !cluster_->OwnerOf(r.stored.info.id()).has_value() &&
+  return cluster_->HoldingOf(r.stored.info.id()) == Holding::kNowhere &&
          cluster_->Holds(kLivenessLease);
 }
 
@@ -76,13 +76,12 @@ void FleetRegistry::MergeLocked(
 
 void FleetRegistry::UpdateOwnersLocked(absl::Time now) {
   if (cluster_ == nullptr) return;
-  const std::string& self = cluster_->self().id;
   for (auto& [id, r] : by_id_) {
     if (r.removed) continue;
-    auto owner = cluster_->OwnerOf(id);
-    if (owner.has_value() && owner->replica.id != self) {
+    const Holding holding = cluster_->HoldingOf(id);
+    if (holding == Holding::kElsewhere) {
       r.remote_until = now + ttl();
-    } else if (!owner.has_value() && !r.here &&
+    } else if (holding == Holding::kNowhere && !r.here &&
                r.stored.info.state() == varan::v1::PERIPHERY_STATE_OFFLINE) {
       // The replica that held it wrote it offline and let it go.
       r.remote_until = absl::InfinitePast();

@@ -103,6 +103,8 @@ TEST_P(ClusterContractTest, TheNewestConnectionWinsWithAGreaterEpoch) {
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->replica.id, "r-a");
   EXPECT_EQ(first->replica.address, "addr-of-r-a");
+  EXPECT_EQ(a->HoldingOf("p-1"), Holding::kHere);
+  EXPECT_EQ(b->HoldingOf("p-1"), Holding::kElsewhere);
   // The periphery moves to b.
   b->Connected("p-1");
   SyncAll({b.get(), a.get()});
@@ -110,6 +112,8 @@ TEST_P(ClusterContractTest, TheNewestConnectionWinsWithAGreaterEpoch) {
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(second->replica.id, "r-b");
   EXPECT_GT(second->epoch, first->epoch);
+  EXPECT_EQ(a->HoldingOf("p-1"), Holding::kElsewhere);
+  EXPECT_EQ(b->HoldingOf("p-1"), Holding::kHere);
   // a noticing its old connection closed does not undo b's claim.
   a->Disconnected("p-1");
   SyncAll({a.get(), b.get()});
@@ -119,6 +123,8 @@ TEST_P(ClusterContractTest, TheNewestConnectionWinsWithAGreaterEpoch) {
   SyncAll({b.get(), a.get()});
   EXPECT_EQ(a->OwnerOf("p-1"), std::nullopt);
   EXPECT_EQ(b->OwnerOf("p-1"), std::nullopt);
+  EXPECT_EQ(a->HoldingOf("p-1"), Holding::kNowhere);
+  EXPECT_EQ(b->HoldingOf("p-1"), Holding::kNowhere);
 }
 
 TEST_P(ClusterContractTest, ConnectionsOfALeaverOrADeadReplicaHaveNoOwner) {
@@ -133,12 +139,15 @@ TEST_P(ClusterContractTest, ConnectionsOfALeaverOrADeadReplicaHaveNoOwner) {
   a.reset();  // leaves: at once
   ASSERT_TRUE(c->Sync().ok());
   EXPECT_EQ(c->OwnerOf("p-a"), std::nullopt);
+  EXPECT_EQ(c->HoldingOf("p-a"), Holding::kNowhere);
   backend().Crash(*b);  // dies: after its ttl
   ASSERT_TRUE(c->Sync().ok());
   ASSERT_TRUE(c->OwnerOf("p-b").has_value());
+  EXPECT_EQ(c->HoldingOf("p-b"), Holding::kElsewhere);
   backend().Advance(backend().ttl() + absl::Milliseconds(500));
   ASSERT_TRUE(c->Sync().ok());
   EXPECT_EQ(c->OwnerOf("p-b"), std::nullopt);
+  EXPECT_EQ(c->HoldingOf("p-b"), Holding::kNowhere);
   // A new claim after that is owned again.
   c->Connected("p-b");
   ASSERT_TRUE(c->Sync().ok());
