@@ -244,11 +244,23 @@ bool PostgresStore::TryBatch(std::vector<queued::Op>& batch,
           if (!db.Broken()) (void)ReconnectWriter();
           return false;
         }
+        // First appends to streams that exist run again, reading first.
+        std::vector<size_t> missed;
         for (size_t k = 0; k < statements.size(); ++k) {
+          if (postgres::FirstAppendMissed(statements[k], (*ran)[k])) {
+            missed.push_back(owner[k]);
+            continue;
+          }
           absl::Status st = postgres::Outcome(statements[k], (*ran)[k]);
           if (st.ok()) continue;
           fail(owner[k], std::move(st));
           break;
+        }
+        for (size_t k = 0; k < missed.size() && !again; ++k) {
+          absl::Status st = postgres::ExecuteWrite(db, batch[missed[k]]);
+          if (st.ok()) continue;
+          if (db.Broken()) return false;
+          fail(missed[k], std::move(st));
         }
       }
       if (again || j == batch.size()) break;

@@ -20,8 +20,9 @@
 
 namespace varan::core::postgres {
 
-// Executes one write in the transaction open on `db`. On an error the
-// transaction is aborted; markers do nothing.
+// Executes one write in the transaction open on `db` (an output append
+// reads the stream's state first). On an error the transaction is aborted;
+// markers do nothing.
 absl::Status ExecuteWrite(Conn& db, const queued::Op& op);
 
 // How a statement's result becomes its op's status.
@@ -30,6 +31,9 @@ enum class Check {
   kNewJob,      // a job id that exists: ALREADY_EXISTS naming it
   kEvent,       // an unknown job NOT_FOUND, a stored sequence ALREADY_EXISTS
   kUpdatedJob,  // no row updated: NOT_FOUND
+  // A stream's first append (PlanWrite): an unknown job NOT_FOUND; no row
+  // inserted (the stream exists) is for the caller to see (FirstAppendMissed)
+  kFirstOutput,
 };
 
 // One statement of a write: the SQL (static), its parameters (pointing into
@@ -44,11 +48,19 @@ struct Statement {
 // The statements of `op`, independent of each other's results, so that a
 // batch of them can run in one pipeline; none for a marker. nullopt for a
 // write that reads before it writes (ExecuteWrite runs it): an output
-// append, a join token's save (its stored use count stays) or use.
+// append, a join token's save (its stored use count stays) or use. The
+// first append to a stream from its start and within its head (most
+// commands' whole output) is one statement that creates the stream with
+// it, and does nothing if the stream exists (FirstAppendMissed).
 std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op);
 
 // The op's status from one of its statements' result.
 absl::Status Outcome(const Statement& s, const absl::StatusOr<Result>& r);
+
+// Whether `s`, a stream's first append, found the stream created already
+// and did nothing: its op is then to run with ExecuteWrite, in the same
+// transaction, before any later write to that stream.
+bool FirstAppendMissed(const Statement& s, const absl::StatusOr<Result>& r);
 
 // Whether the job exists, on `db`.
 absl::StatusOr<bool> JobExists(Conn& db, const std::string& id);

@@ -52,6 +52,13 @@ const std::string kInsertEvent =
     "INSERT INTO job_events (job_id, seq, event) VALUES ($1, $2, $3)";
 const std::string kFinishJob =
     "UPDATE jobs SET state = $1, record = $2 WHERE id = $3";
+// A stream's first append, within its head: the stream and its one row.
+const std::string kFirstOutput =
+    "WITH s AS (INSERT INTO output_streams (job_id, target, stream, "
+    "end_offset, head_bytes, tail_bytes, stored) VALUES ($1, $2, $3, $4, $5, "
+    "$6, $4) ON CONFLICT (job_id, target, stream) DO NOTHING RETURNING id) "
+    "INSERT INTO output_chunks (stream_id, pos, size, data) SELECT id, 0, $4, "
+    "$7 FROM s";
 
 // The statements of every op but an output append, which reads before it
 // writes: none depends on another's result, so a batch of them can be sent
@@ -113,7 +120,27 @@ class Planner {
                absl::StrCat("finish job ", f.id), Check::kUpdatedJob);
   }
   Plan operator()(const JoinUseOp&) const { return std::nullopt; }
-  Plan operator()(const OutputOp&) const { return std::nullopt; }
+  Plan operator()(const OutputOp& o) const {
+    // Anything else reads the stream's state first (Writer).
+    const uint64_t head = std::min<uint64_t>(o.retention.head_bytes, kMaxInt);
+    if (o.offset != 0 || o.data.empty() || o.data.size() > head ||
+        !output::CheckKey(o.key, "append output").ok()) {
+      return std::nullopt;
+    }
+    return One(&kFirstOutput,
+               Params()
+                   .Text(o.key.job_id)
+                   .Text(o.key.target)
+                   .Int(o.key.stream)
+                   .Int(static_cast<int64_t>(o.data.size()))
+                   .Int(static_cast<int64_t>(head))
+                   .Int(static_cast<int64_t>(
+                       std::min<uint64_t>(o.retention.tail_bytes, kMaxInt)))
+                   .Bytes(o.data),
+               absl::StrCat("append output of job ", o.key.job_id, " target ",
+                            o.key.target),
+               Check::kFirstOutput);
+  }
   Plan operator()(const SyncOp&) const { return std::vector<Statement>(); }
   Plan operator()(const PruneOp&) const { return std::vector<Statement>(); }
 
@@ -326,8 +353,17 @@ absl::Status Outcome(const Statement& s, const absl::StatusOr<Result>& r) {
         return absl::NotFoundError(absl::StrCat(s.what, ": no such job"));
       }
       return r.status();
+    case Check::kFirstOutput:
+      if (absl::IsNotFound(r.status())) {
+        return absl::NotFoundError(absl::StrCat(s.what, ": no such job"));
+      }
+      return r.status();
   }
   return r.status();
+}
+
+bool FirstAppendMissed(const Statement& s, const absl::StatusOr<Result>& r) {
+  return s.check == Check::kFirstOutput && r.ok() && r->affected() == 0;
 }
 
 std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op) {
@@ -335,11 +371,11 @@ std::optional<std::vector<Statement>> PlanWrite(const queued::Op& op) {
 }
 
 absl::Status ExecuteWrite(Conn& db, const queued::Op& op) {
+  if (const auto* output = std::get_if<OutputOp>(&op)) {
+    return Writer(db)(*output);
+  }
   std::optional<std::vector<Statement>> plan = PlanWrite(op);
   if (!plan) {
-    if (const auto* output = std::get_if<OutputOp>(&op)) {
-      return Writer(db)(*output);
-    }
     if (const auto* token = std::get_if<TokenOp>(&op)) {
       return Writer(db)(*token);
     }

@@ -325,6 +325,64 @@ TEST_P(StoreContractTest, OutputCallbackRunsInOrderAndAfterItIsReadable) {
   EXPECT_EQ(seen_end, 5u);
 }
 
+// Appends written without waiting, as core writes a fan-out's output: the
+// job created with them, first appends of several streams, a stream's
+// first append delivered twice and one past its head, each target's next
+// append, an unknown job's first append among them. Each ends as if
+// written alone.
+TEST_P(StoreContractTest, OutputAppendsQueuedTogetherEndAsIfWrittenAlone) {
+  Store& store = Open();
+  const std::string id = JobId(1);
+  const std::string unknown = JobId(9);
+  absl::Mutex mu;
+  std::vector<absl::Status> results;
+  auto done = [&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    results.push_back(s);
+  };
+  const OutputRetention r{6, 4};
+  store.CreateJob(MakeJob(id, kRunning, kT0), done);
+  store.AppendOutput(Key(id, "p1"), 0, "abc", r, done);
+  store.AppendOutput(Key(id, "p2"), 0, "xyz", r, done);
+  store.AppendOutput(Key(unknown, "p1"), 0, "abc", r, done);
+  store.AppendOutput(Key(id, "p1"), 0, "abcde", r, done);       // again, longer
+  store.AppendOutput(Key(id, "p3"), 0, Bytes(0, 10), r, done);  // past head
+  store.AppendOutput(Key(id, "p1"), 5, "fgh", r, done);
+  store.AppendOutput(Key(id, "p2"), 3, "", r, done);
+  // Sync tells of the failed write too.
+  const absl::Status synced = store.Sync();
+  EXPECT_EQ(synced.code(), absl::StatusCode::kNotFound) << synced;
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(results.size(), 8u);
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (i == 3) {
+        EXPECT_EQ(results[i].code(), absl::StatusCode::kNotFound) << results[i];
+        EXPECT_THAT(results[i].message(), HasSubstr(unknown));
+      } else {
+        EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+      }
+    }
+  }
+  auto p1 = store.ReadOutput(Key(id, "p1"), 0, kAll);
+  ASSERT_TRUE(p1.ok()) << p1.status();
+  ExpectExtent(p1->extent, 8, 6, 6, 8);
+  EXPECT_EQ(Pieces(*p1),
+            (std::vector<std::pair<uint64_t, std::string>>{{0, "abcdefgh"}}));
+  auto p2 = store.ReadOutput(Key(id, "p2"), 0, kAll);
+  ASSERT_TRUE(p2.ok()) << p2.status();
+  ExpectExtent(p2->extent, 3, 3, 3, 3);
+  EXPECT_EQ(Pieces(*p2),
+            (std::vector<std::pair<uint64_t, std::string>>{{0, "xyz"}}));
+  auto p3 = store.ReadOutput(Key(id, "p3"), 0, kAll);
+  ASSERT_TRUE(p3.ok()) << p3.status();
+  ExpectExtent(p3->extent, 10, 6, 6, 10);
+  EXPECT_EQ(Pieces(*p3),
+            (std::vector<std::pair<uint64_t, std::string>>{{0, Bytes(0, 10)}}));
+  EXPECT_EQ(store.ReadOutput(Key(unknown, "p1"), 0, kAll).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_P(StoreContractTest, OutputIsNotPartOfTheJobOrItsEvents) {
   Store& store = Open();
   const std::string id = JobId(1);
