@@ -450,8 +450,14 @@ void TestFleet::StartCore() {
     return core_port_ != 0 && !ReadFile(admin_token_file()).empty() &&
            Healthy(core_address(), client_tls());
   });
-  ASSERT_TRUE(up && core_->Running()) << "core did not come up:\n"
-                                      << core_->Log();
+  // Its exit code says why when it wrote nothing (126/127: it never ran).
+  ASSERT_TRUE(up && core_->Running())
+      << "core did not come up (pid " << core_->pid() << ", "
+      << (core_->Running()
+              ? std::string("still running, not healthy")
+              : absl::StrCat("exit code ", core_->Wait(absl::ZeroDuration())))
+      << "):\n"
+      << core_->Log();
 }
 
 int TestFleet::StopCore(int sig) {
