@@ -63,8 +63,8 @@ class TunnelCallHost {
 // as long as it lasts (so one that blocks holds up no other); a thread
 // whose drain ended takes the next one handed over, and ends after
 // kIdleFor without one. So a fan-out to thousands of executions reuses a
-// few threads instead of starting one per execution, which cost core as
-// much CPU as the rest of the delivery.
+// few threads instead of starting one per execution (whose start and end
+// were about a tenth of core's CPU in a 10,000-target fan-out).
 class DeliveryThreads {
  public:
   static constexpr absl::Duration kIdleFor = absl::Seconds(1);

@@ -31,6 +31,12 @@ using queued::TokenOp;
 
 constexpr uint64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
+// What an output append to `key` is called in its errors.
+std::string AppendWhat(const OutputKey& key) {
+  return absl::StrCat("append output of job ", key.job_id, " target ",
+                      key.target);
+}
+
 const std::string kSavePeriphery =
     "INSERT INTO peripheries (id, name, state, info, credential, "
     "label_overrides, confirmed) VALUES ($1, $2, $3, $4, $5, $6, $7) ON "
@@ -137,9 +143,7 @@ class Planner {
                    .Int(static_cast<int64_t>(
                        std::min<uint64_t>(o.retention.tail_bytes, kMaxInt)))
                    .Bytes(o.data),
-               absl::StrCat("append output of job ", o.key.job_id, " target ",
-                            o.key.target),
-               Check::kFirstOutput);
+               AppendWhat(o.key), Check::kFirstOutput);
   }
   Plan operator()(const SyncOp&) const { return std::vector<Statement>(); }
   Plan operator()(const PruneOp&) const { return std::vector<Statement>(); }
@@ -191,8 +195,7 @@ class Writer {
 
   absl::Status operator()(const OutputOp& o) {
     VARAN_RETURN_IF_ERROR(output::CheckKey(o.key, "append output"));
-    const std::string what = absl::StrCat("append output of job ", o.key.job_id,
-                                          " target ", o.key.target);
+    const std::string what = AppendWhat(o.key);
     // FOR UPDATE: another replica appending to the same stream waits.
     VARAN_ASSIGN_OR_RETURN(std::optional<OutputStreamRow> row,
                            FindOutputStream(db_, o.key, what, true));
